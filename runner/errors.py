@@ -1,0 +1,93 @@
+"""Exit classes and the exception types that carry them.
+
+Exit status of `mailrun`:
+  0  every step passed
+  1  a step's expectation failed (the server answered, but not as expected)
+  2  invalid scenario or command line: nothing was sent
+  3  network failure: connect, DNS, TLS, deadline, connection closed
+  130 interrupted (Ctrl-C)
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitClass(IntEnum):
+    OK = 0
+    FAILED = 1
+    INVALID = 2
+    NETWORK = 3
+    INTERRUPTED = 130
+
+
+def most_severe(classes) -> ExitClass:
+    """The exit class a set of results adds up to: 130 > 3 > 2 > 1 > 0."""
+    order = [ExitClass.OK, ExitClass.FAILED, ExitClass.INVALID, ExitClass.NETWORK, ExitClass.INTERRUPTED]
+    worst = ExitClass.OK
+    for c in classes:
+        c = ExitClass(c)
+        if order.index(c) > order.index(worst):
+            worst = c
+    return worst
+
+
+class MailrunError(Exception):
+    """Base of every error mailrun reports to a person. The message is safe to print:
+    it never contains a secret's value."""
+
+    exit_class = ExitClass.FAILED
+
+
+class ScenarioError(MailrunError):
+    """A scenario (or the command line) is invalid. Nothing has been sent.
+
+    `problems` lists every problem found as `file:line:col: path: message` strings."""
+
+    exit_class = ExitClass.INVALID
+
+    def __init__(self, problems: list[str] | str):
+        if isinstance(problems, str):
+            problems = [problems]
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class UsageError(MailrunError):
+    """Bad command line."""
+
+    exit_class = ExitClass.INVALID
+
+
+class NetworkError(MailrunError):
+    """Connect, DNS, TLS, deadline or connection-closed failures (exit class 3)."""
+
+    exit_class = ExitClass.NETWORK
+
+
+class ConnectError(NetworkError):
+    """Could not establish the connection (DNS, refused, unreachable, connect deadline).
+    Raised before any byte was sent, so a retry is safe."""
+
+
+class TLSError(NetworkError):
+    """TLS handshake or verification failed; the message names the reason."""
+
+
+class DeadlineError(NetworkError):
+    """A read did not complete before its deadline."""
+
+    def __init__(self, message: str, partial: bytes = b""):
+        super().__init__(message)
+        self.partial = partial
+
+
+class ConnectionClosed(NetworkError):
+    """The peer closed the connection (or the spawned program exited)."""
+
+
+class ProtocolError(MailrunError):
+    """The server's bytes break the protocol's framing (malformed reply, line or reply too
+    long). Fails the step (exit class 1)."""
+
+    exit_class = ExitClass.FAILED

@@ -1,0 +1,89 @@
+"""The byte-moving interface every transport implements.
+
+A transport knows nothing of SMTP, POP3 or IMAP: it connects, writes bytes, reads whatever
+bytes have arrived (with a deadline), upgrades to TLS when asked, and closes.
+
+    t = SocketTransport(config)          # a runner.scenario.ConnectConfig
+    info = t.connect()                   # ConnectInfo; raises ConnectError / TLSError
+    t.send(b"EHLO x\\r\\n")
+    data = t.recv(deadline)              # bytes (at least one), or b"" on EOF;
+                                         # raises DeadlineError when time.monotonic() passes deadline
+    tls = t.start_tls()                  # TLSInfo; raises TLSError; refuses if the server
+                                         # already sent bytes that are waiting unread
+    t.close()
+
+Errors come from runner.errors: ConnectError (nothing was sent yet), TLSError, DeadlineError,
+ConnectionClosed, NetworkError. Messages never contain payload bytes (which could hold secrets).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TLSInfo:
+    version: str  # 'TLSv1.3'
+    cipher: str  # 'TLS_AES_256_GCM_SHA384'
+    peer_subject: str | None  # 'CN=localhost' (None when not available)
+    peer_issuer: str | None = None
+    verified: bool = True  # False when verification was switched off (said loudly in reports)
+
+    def describe(self) -> str:
+        s = f"{self.version} {self.cipher}"
+        if self.peer_subject:
+            s += f", certificate {self.peer_subject}"
+        if self.peer_issuer:
+            s += f" issued by {self.peer_issuer}"
+        s += "" if self.verified else " (NOT VERIFIED: tls_verify is off)"
+        return s
+
+
+@dataclass(frozen=True)
+class ConnectInfo:
+    peer: str  # '127.0.0.1:2525' or '[::1]:2525'
+    transport: str  # 'socket' | 'telnet' | 'openssl'
+    tls: TLSInfo | None = None  # set when the connection is already encrypted (implicit TLS)
+    note: str | None = None  # e.g. the command line of a spawned program
+
+
+#: Called by transports with human-facing notes: ('chatter', "Trying 127.0.0.1...") for what a
+#: spawned program printed that is not the server's bytes, ('info', ...) for other events.
+NoteSink = Callable[[str, str], None]
+
+
+class Transport:
+    name = "base"
+    #: True when the transport itself performs the plaintext STARTTLS exchange (openssl
+    #: s_client -starttls). The engine then does not play the steps up to `starttls: true`.
+    performs_starttls = False
+
+    def __init__(self, config, *, on_note: NoteSink | None = None):
+        self.config = config
+        self.on_note = on_note or (lambda kind, text: None)
+
+    @property
+    def encrypted(self) -> bool:
+        raise NotImplementedError
+
+    def connect(self) -> ConnectInfo:
+        raise NotImplementedError
+
+    def send(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def recv(self, deadline: float) -> bytes:
+        raise NotImplementedError
+
+    def start_tls(self) -> TLSInfo:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
