@@ -99,6 +99,10 @@ class Step:
     starttls: bool = False
     multiline: bool | None = None  # POP3: force a multi-line (True) or single-line reply
     tag: bool = True  # IMAP: add a tag to this `C:` line
+    # Include scopes, outermost first: each mapping is an `include:` step's `vars` merged over
+    # the fragment's own `vars` defaults (name -> template). The engine renders each mapping
+    # in the context built by the ones before it (runner.templates.Context.child).
+    bindings: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def label(self) -> str:
