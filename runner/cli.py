@@ -1,0 +1,329 @@
+"""The `mailrun` command line.
+
+    mailrun [run] FILE|DIR|GLOB... [options]   play scenarios (the default command)
+    mailrun validate FILE|DIR... [--strict]    check scenarios without connecting
+    mailrun schema                             print the scenario JSON Schema
+    mailrun sandbox [options]                  run the built-in local mail service
+
+Exit status: 0 all passed, 1 an expectation failed, 2 invalid scenario or command line (nothing
+sent), 3 network failure, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from runner import __version__
+from runner.errors import ExitClass, MailrunError, UsageError
+
+COMMANDS = ("run", "validate", "schema", "sandbox")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    def error(self, message):  # exit 2 with one clear line, no usage dump on stdout
+        self.print_usage(sys.stderr)
+        self.exit(ExitClass.INVALID, f"mailrun: error: {message}\n")
+
+
+def _var(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"--var wants name=value, got {text!r}")
+    return name.strip(), value
+
+
+def _report(text: str) -> tuple[str, str]:
+    kind, sep, path = text.partition("=")
+    if not sep or kind not in ("junit", "json") or not path:
+        raise argparse.ArgumentTypeError(f"--report wants junit=PATH or json=PATH, got {text!r}")
+    return kind, path
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0: {text!r}")
+    return v
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"not a TCP port (1-65535): {text!r}")
+    return int(text)
+
+
+def _jobs(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"-j wants a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def _add_variable_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--var", action="append", type=_var, default=[], metavar="NAME=VALUE",
+                   help="set a variable (wins over vars files and the scenario's vars)")
+    p.add_argument("--vars-file", action="append", default=[], metavar="FILE",
+                   help="YAML mapping of variables (repeatable; later files win)")
+    p.add_argument("--env-file", action="append", default=[], metavar="FILE",
+                   help="KEY=VALUE lines feeding env.* (wins over the process environment)")
+
+
+def build_run_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="mailrun", description="Play SMTP/POP3/IMAP conversations written as YAML scenarios.")
+    p.add_argument("paths", nargs="+", metavar="FILE|DIR|GLOB", help="scenario files, directories or globs")
+    g = p.add_argument_group("connection overrides (apply to every session)")
+    g.add_argument("--host")
+    g.add_argument("--port", type=_port)
+    g.add_argument("--tls", choices=("none", "implicit", "starttls"))
+    g.add_argument("--transport", choices=("socket", "telnet", "openssl"))
+    g.add_argument("--timeout", type=_positive_float, help="deadline in seconds for each reply")
+    g.add_argument("--ca", metavar="FILE", help="CA bundle to verify the server's certificate")
+    g.add_argument("--insecure", action="store_true", help="do not verify TLS certificates (said loudly)")
+    fam = g.add_mutually_exclusive_group()
+    fam.add_argument("-4", dest="family", action="store_const", const=4, help="IPv4 only")
+    fam.add_argument("-6", dest="family", action="store_const", const=6, help="IPv6 only")
+    g.add_argument("--allow-plaintext-secrets", action="store_true",
+                   help="allow sending secrets unencrypted to hosts outside loopback")
+    g.add_argument("--sandbox", action="store_true",
+                   help="start the built-in sandbox mail server and point every session at it")
+    _add_variable_options(p)
+    o = p.add_argument_group("output")
+    o.add_argument("-v", "--verbose", action="store_true", help="show the whole conversation as it happens")
+    o.add_argument("--show-crlf", action="store_true", help="with -v: make CR and LF visible")
+    o.add_argument("--report", action="append", type=_report, default=[], metavar="junit=PATH|json=PATH")
+    o.add_argument("--transcript", metavar="DIR", help="write one transcript file per scenario run")
+    s = p.add_argument_group("suites")
+    s.add_argument("-j", "--jobs", type=_jobs, help="run N scenarios at a time")
+    s.add_argument("--tag", action="append", default=[], metavar="T", help="only scenarios tagged T; not:T excludes")
+    s.add_argument("-k", dest="keyword", metavar="SUBSTRING", help="only scenarios whose name contains SUBSTRING")
+    s.add_argument("--fail-fast", action="store_true", help="stop starting scenarios after the first failure")
+    s.add_argument("--matrix", action="append", default=[], metavar="FILE|DIR",
+                   help="provider vars files: run every scenario once per file")
+    s.add_argument("--retries", type=int, default=0, metavar="N",
+                   help="retry a scenario whose connection failed before anything was sent")
+    p.add_argument("--version", action="version", version=f"mailrun {__version__}")
+    return p
+
+
+def build_validate_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="mailrun validate", description="Check scenario files without connecting.")
+    p.add_argument("paths", nargs="+", metavar="FILE|DIR")
+    p.add_argument("--strict", action="store_true", help="unset environment variables are errors")
+    _add_variable_options(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] in COMMANDS:
+            cmd, rest = argv[0], argv[1:]
+        else:
+            cmd, rest = "run", argv
+        if cmd == "schema":
+            from runner.scenario_loader import schema_text
+
+            sys.stdout.write(schema_text())
+            return 0
+        if cmd == "sandbox":
+            from runner.sandbox import main as sandbox_main
+
+            return sandbox_main(rest)
+        if cmd == "validate":
+            return cmd_validate(build_validate_parser().parse_intermixed_args(rest))
+        if not rest or rest[0] in ("-h", "--help"):
+            build_run_parser().parse_args(rest or ["--help"])
+        return cmd_run(build_run_parser().parse_intermixed_args(rest))
+    except MailrunError as exc:
+        print(f"mailrun: {exc}", file=sys.stderr)
+        return int(exc.exit_class)
+    except KeyboardInterrupt:
+        print("mailrun: interrupted", file=sys.stderr)
+        return int(ExitClass.INTERRUPTED)
+    except BrokenPipeError:
+        return int(ExitClass.FAILED)
+
+
+def _variables(args) -> tuple[dict[str, str], dict[str, str]]:
+    """(env, variables) from the process environment, --env-file, --vars-file and --var."""
+    from runner.scenario_loader import load_env_file, load_vars_file
+
+    env = dict(os.environ)
+    for f in args.env_file:
+        env.update(load_env_file(f))
+    variables: dict[str, str] = {}
+    for f in args.vars_file:
+        variables.update(load_vars_file(f))
+    for name, value in args.var:
+        variables[name] = value
+    return env, variables
+
+
+def cmd_validate(args) -> int:
+    from runner.scenario_loader import validate_paths
+
+    env, variables = _variables(args)
+    report = validate_paths(args.paths, env=env, defined=variables.keys(), strict=args.strict)
+    for line in report.errors:
+        print(line)
+    for line in report.warnings:
+        print(f"warning: {line}" if not line.startswith("warning") else line)
+    bad = bool(report.errors) or (args.strict and bool(report.warnings))
+    n = report.files
+    if bad:
+        print(f"{len(report.errors)} error(s) in {n} file(s)", file=sys.stderr)
+        return int(ExitClass.INVALID)
+    print(f"{n} file(s) valid" + (f", {len(report.warnings)} warning(s)" if report.warnings else ""), file=sys.stderr)
+    return 0
+
+
+SANDBOX_USER = "alice@mailrun.test"
+SANDBOX_PASSWORD = "wonderland"
+
+
+def sandbox_value(name: str) -> str:
+    """What `--sandbox` puts in an environment variable the scenario needs but nobody set."""
+    n = name.upper()
+    if any(k in n for k in ("PASS", "TOKEN", "SECRET", "KEY")):
+        return SANDBOX_PASSWORD
+    if any(k in n for k in ("USER", "LOGIN", "MAIL", "ADDR", "FROM", "TO")):
+        return SANDBOX_USER
+    return "sandbox"
+
+
+def cmd_run(args) -> int:
+    from runner.scenario_loader import discover, env_warnings, load_scenario
+
+    env, variables = _variables(args)
+    files = discover(args.paths)
+    if not files:
+        raise UsageError(f"no scenario files found in {' '.join(args.paths)}")
+    scenarios, problems = [], []
+    for f in files:
+        try:
+            scenarios.append(load_scenario(f, defined=variables.keys()))
+        except MailrunError as exc:
+            problems.append(str(exc))
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        print(f"mailrun: {len(problems)} invalid scenario file(s); nothing was sent", file=sys.stderr)
+        return int(ExitClass.INVALID)
+
+    from runner.suite import load_matrix, plan, select
+
+    chosen = select(scenarios, tags=args.tag, keyword=args.keyword)
+    if not chosen:
+        raise UsageError("no scenario matched the --tag/-k filters")
+    matrix = load_matrix(args.matrix) if args.matrix else []
+
+    sandbox = None
+    if args.sandbox:
+        for sc in chosen:
+            for name in sc.env_refs:
+                if name not in env:
+                    env[name] = sandbox_value(name)
+                    shown = "****" if env[name] == SANDBOX_PASSWORD else env[name]
+                    print(f"sandbox: {name} is not set; using the sandbox's {shown}", file=sys.stderr)
+    warnings = [w for sc in chosen for w in env_warnings(sc, env)]
+    if warnings:
+        print("\n".join(warnings), file=sys.stderr)
+        print("mailrun: set the environment variables above (or use --env-file / --var); nothing was sent",
+              file=sys.stderr)
+        return int(ExitClass.INVALID)
+
+    overrides = {}
+    for key in ("host", "port", "tls", "transport", "timeout", "ca", "family"):
+        value = getattr(args, key)
+        if value is not None:
+            overrides[key] = value
+    if args.insecure:
+        overrides["tls_verify"] = False
+    if args.allow_plaintext_secrets:
+        overrides["allow_plaintext_secrets"] = True
+
+    from runner.engine import RunOptions
+
+    options = RunOptions(env=env, variables=variables, overrides=overrides,
+                         allow_plaintext_secrets=args.allow_plaintext_secrets, run_id=uuid.uuid4().hex[:12])
+    runs = plan(chosen, matrix)
+    jobs = args.jobs or (1 if len(runs) == 1 else min(8, len(runs)))
+    try:
+        if args.sandbox:
+            sandbox = start_sandbox(options)
+        return play(runs, options, args, jobs)
+    finally:
+        if sandbox is not None:
+            sandbox.stop()
+
+
+def start_sandbox(options):
+    import dataclasses
+
+    from runner.sandbox import Sandbox
+
+    sb = Sandbox(accept_any_login=True).start()
+    print(f"sandbox: serving on {sb.host} (ports {', '.join(f'{k} {v}' for k, v in sb.ports.items())}); "
+          f"any login is accepted", file=sys.stderr)
+
+    def adjust(config):
+        return dataclasses.replace(config, host=sb.host, port=sb.port_for(config.protocol, config.tls),
+                                   ca=Path(sb.ca_path), tls_verify=True, server_name=None)
+
+    options.adjust_connect = adjust
+    return sb
+
+
+def play(runs, options, args, jobs: int) -> int:
+    from runner.reporters.console import ConsoleReporter
+    from runner.suite import Listener, execute
+
+    console = ConsoleReporter(sys.stdout, verbose=args.verbose, show_crlf=args.show_crlf)
+    ordered, live = [], []
+    if jobs == 1:
+        live.append(lambda run: console.handle)
+    else:
+        ordered.append(console)
+    files = []
+    for kind, path in args.report:
+        if kind == "json":
+            from runner.reporters.json_report import JsonReporter
+
+            files.append(JsonReporter(path))
+        else:
+            from runner.reporters.junit import JUnitReporter
+
+            files.append(JUnitReporter(path))
+    ordered.extend(files)
+    transcripts = None
+    if args.transcript:
+        from runner.reporters.transcript import TranscriptReporter
+
+        transcripts = TranscriptReporter(args.transcript)
+        live.append(lambda run: transcripts.for_run(str(run.scenario.path), run.scenario.name, run.provider).handle)
+    progress = console.progress if len(runs) > 1 else None
+    listener = Listener(ordered=ordered, live=live, progress=progress)
+    interrupted = False
+    exit_class = ExitClass.OK
+    try:
+        exit_class = execute(runs, options, listener, jobs=jobs, fail_fast=args.fail_fast, retries=args.retries)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        results = [r.result for r in runs if r.result is not None]
+        if len(runs) > 1:
+            console.summary_table(results)
+        for rep in (console, *files):
+            rep.close()
+        if transcripts is not None:
+            transcripts.close()
+    if interrupted:
+        print(f"mailrun: interrupted after {len(results)} of {len(runs)} scenario run(s)", file=sys.stderr)
+        return int(ExitClass.INTERRUPTED)
+    return int(exit_class)

@@ -1,0 +1,546 @@
+"""The conversation engine: walks a scenario's steps over one transport and one protocol.
+
+For each step it renders the templates (secrets stay secret), sends, asks the sans-IO protocol
+for the reply, matches the `S:` pattern, captures, and records a StepResult. It emits the
+events of runner.results as things happen; reporters listen. The same engine serves every
+transport (socket, telnet, openssl) and every protocol (smtp, pop3, imap, line).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from runner import protocols, transports
+from runner.errors import (
+    ConnectionClosed,
+    DeadlineError,
+    ExitClass,
+    MailrunError,
+    NetworkError,
+    ProtocolError,
+    ScenarioError,
+    most_severe,
+)
+from runner.patterns import capture as capture_value
+from runner.protocols.base import Reply, decode
+from runner.protocols.smtp import encode_body
+from runner.results import (
+    Closed,
+    Connected,
+    Event,
+    Note,
+    Received,
+    ScenarioFinished,
+    ScenarioResult,
+    ScenarioStarted,
+    Sent,
+    SessionFinished,
+    SessionResult,
+    SessionStarted,
+    StepFinished,
+    StepResult,
+    TLSStarted,
+)
+from runner.scenario import ConnectConfig, Scenario, Session, Step
+from runner.scenario_loader import resolve_connect
+from runner.secrets import Redactor
+from runner.templates import Context, TemplateError, render
+
+Emit = Callable[[Event], None]
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost.localdomain", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class StepFailure(Exception):
+    """Internal: ends a step with a verdict."""
+
+    def __init__(self, status: str, exit_class: ExitClass, reason: str, reply: Reply | None = None):
+        super().__init__(reason)
+        self.status = status
+        self.exit_class = exit_class
+        self.reason = reason
+        self.reply = reply
+
+
+@dataclasses.dataclass
+class RunOptions:
+    """What the command line adds to every scenario run."""
+
+    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    variables: Mapping[str, str] = dataclasses.field(default_factory=dict)  # --vars-file, --var
+    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # --host, --port, ...
+    adjust_connect: Callable[[ConnectConfig], ConnectConfig] | None = None  # --sandbox
+    allow_plaintext_secrets: bool = False
+    run_id: str = ""
+
+
+class Engine:
+    def __init__(self, options: RunOptions, emit: Emit):
+        self.options = options
+        self._emit = emit
+
+    def emit(self, event: Event) -> None:
+        self._emit(event)
+
+    # ------------------------------------------------------------------ scenario
+    def new_context(self, scenario: Scenario, extra_vars: Mapping[str, str] | None = None) -> Context:
+        """Variables in order: the scenario's `vars`, then the provider's (matrix) vars, then the
+        command line's (--vars-file, --var); later ones win. Raises TemplateError."""
+        ctx = Context(env=self.options.env, secrets=scenario.secrets, redactor=Redactor(), run_id=self.options.run_id)
+        given = dict(extra_vars or {})
+        given.update(self.options.variables)
+        for name, value in scenario.vars.items():
+            if name in given:
+                ctx.set(name, given[name])
+            else:
+                ctx.define_vars({name: value})
+        for name, value in given.items():
+            if name not in scenario.vars:
+                ctx.set(name, value)
+        return ctx
+
+    def run(
+        self, scenario: Scenario, *, provider: str | None = None, extra_vars: Mapping[str, str] | None = None
+    ) -> ScenarioResult:
+        started = time.monotonic()
+        result = ScenarioResult(file=str(scenario.path), name=scenario.name, provider=provider, started_at=time.time())
+        self.emit(ScenarioStarted(file=result.file, name=scenario.name, provider=provider, at=result.started_at))
+        try:
+            try:
+                ctx = self.new_context(scenario, extra_vars)
+            except (TemplateError, ScenarioError) as exc:
+                result.status, result.exit_class, result.reason = "error", ExitClass.INVALID, str(exc)
+                return result
+            self.redactor = ctx.redactor
+            for i, session in enumerate(scenario.sessions):
+                session_result = self.run_session_with_retry(scenario, session, ctx)
+                result.sessions.append(session_result)
+                if session_result.status != "passed":
+                    later = len(scenario.sessions) - i - 1
+                    if later:
+                        result.reason = f"session '{session.name}' {session_result.status}; {later} later session(s) not run"
+                    break
+            classes = [s.exit_class for s in result.sessions]
+            result.exit_class = most_severe(classes)
+            result.status = _status_for(result.exit_class)
+            if result.status != "passed" and result.reason is None:
+                failed = next((s for s in result.sessions if s.status != "passed"), None)
+                result.reason = failed.reason if failed else None
+            return result
+        finally:
+            result.duration = time.monotonic() - started
+            self.emit(ScenarioFinished(result=result, at=time.time()))
+
+    def run_session_with_retry(self, scenario: Scenario, session: Session, ctx: Context) -> SessionResult:
+        attempts = session.retry.attempts if session.retry else 1
+        interval = session.retry.interval if session.retry else 0.0
+        result = None
+        for attempt in range(1, attempts + 1):
+            result = self.run_session(scenario, session, ctx, attempt, attempts)
+            if result.status == "passed" or result.exit_class == ExitClass.INVALID:
+                break
+            if attempt < attempts and interval > 0:
+                self.emit(Note("info", f"session '{session.name}' attempt {attempt} of {attempts} "
+                                       f"{result.status}; retrying in {interval:g} s", time.time()))
+                time.sleep(interval)
+        assert result is not None
+        return result
+
+    # ------------------------------------------------------------------ session
+    def run_session(self, scenario: Scenario, session: Session, ctx: Context, attempt: int, attempts: int) -> SessionResult:
+        started = time.monotonic()
+        result = SessionResult(name=session.name, protocol=session.protocol, attempt=attempt, attempts=attempts)
+        runner = None
+        try:
+            try:
+                config = resolve_connect(session, ctx, self.options.overrides)
+                if self.options.adjust_connect:
+                    config = self.options.adjust_connect(config)
+            except (ScenarioError, TemplateError) as exc:
+                result.status, result.exit_class, result.reason = "error", ExitClass.INVALID, str(exc)
+                return result
+            result.peer = f"{config.host}:{config.port}"
+            result.transport = config.transport
+            self.emit(SessionStarted(scenario=scenario.name, name=session.name, protocol=session.protocol,
+                                     attempt=attempt, attempts=attempts, host=config.host, port=config.port,
+                                     transport=config.transport, tls_mode=config.tls, at=time.time()))
+            runner = SessionRunner(self, session, ctx, config, result)
+            runner.play()
+            return result
+        finally:
+            result.duration = time.monotonic() - started
+            self.emit(SessionFinished(result=result, at=time.time()))
+
+
+def _status_for(exit_class: ExitClass) -> str:
+    if exit_class == ExitClass.OK:
+        return "passed"
+    if exit_class == ExitClass.FAILED:
+        return "failed"
+    return "error"
+
+
+class SessionRunner:
+    """Plays one session's steps over one connection."""
+
+    def __init__(self, engine: Engine, session: Session, ctx: Context, config: ConnectConfig, result: SessionResult):
+        self.engine = engine
+        self.session = session
+        self.ctx = ctx
+        self.config = config
+        self.result = result
+        self.redactor: Redactor = ctx.redactor
+        self.protocol = protocols.create(session.protocol, max_line=config.max_line, max_reply=config.max_reply)
+        self.transport = None
+        self.connected = False  # the connection is open and usable
+        self._scopes: dict[tuple, Context] = {}
+
+    def emit(self, event: Event) -> None:
+        self.engine.emit(event)
+
+    def note(self, kind: str, text: str) -> None:
+        self.emit(Note(kind, self.redactor.redact(text), time.time()))
+
+    # ------------------------------------------------------------------
+    def play(self) -> None:
+        result = self.result
+        try:
+            self.transport = transports.create(self.config, on_note=self.note)
+            info = self.transport.connect()
+        except MailrunError as exc:
+            result.status = "error"
+            result.exit_class = exc.exit_class
+            result.reason = self.redactor.redact(str(exc))
+            return
+        self.connected = True
+        self.emit(Connected(info=info, at=time.time()))
+        if info.tls is not None:
+            result.tls = info.tls
+            self.emit(TLSStarted(info=info.tls, at=time.time()))
+        if not self.config.tls_verify and self.config.tls != "none":
+            self.note("warning", "TLS certificate verification is OFF (tls_verify: false / --insecure)")
+        try:
+            skip_until_starttls = self.transport.performs_starttls and self.config.tls == "starttls"
+            failed = self.run_steps(self.session.steps, "steps", skip_until_starttls)
+            if failed is not None:
+                result.status, result.exit_class, result.reason = failed.status, failed.exit_class, failed.reason
+            if self.connected and self.session.finally_steps:
+                ffailed = self.run_steps(self.session.finally_steps, "finally", False)
+                if ffailed is not None and failed is None:
+                    result.status, result.exit_class, result.reason = ffailed.status, ffailed.exit_class, ffailed.reason
+            elif self.session.finally_steps:
+                for i, step in enumerate(self.session.finally_steps, 1):
+                    self.record_skip(step, i, "finally", "not run: the connection is closed")
+        except KeyboardInterrupt:
+            result.status, result.exit_class, result.reason = "error", ExitClass.INTERRUPTED, "interrupted"
+            raise
+        finally:
+            by = "client" if self.connected else "server"
+            try:
+                self.transport.close()
+            finally:
+                self.emit(Closed(by=by, at=time.time()))
+
+    def run_steps(self, steps, section: str, skip_until_starttls: bool):
+        """Runs steps in order; returns the first failed StepResult (the rest are recorded as
+        skipped), or None."""
+        first_failure = None
+        for i, step in enumerate(steps, 1):
+            if first_failure is not None:
+                self.record_skip(step, i, section, f"not run: step {first_failure.index} {first_failure.status}")
+                continue
+            if skip_until_starttls:
+                reason = (f"performed by openssl s_client -starttls {self.config.protocol}"
+                          if not step.starttls else
+                          f"STARTTLS performed by openssl s_client -starttls {self.config.protocol}")
+                sr = self.record_skip(step, i, section, reason)
+                if step.starttls:
+                    skip_until_starttls = False
+                    tls = self.transport.start_tls()
+                    self.result.tls = tls
+                    self.emit(TLSStarted(info=tls, at=time.time()))
+                continue
+            sr = self.run_step(step, i, section)
+            if sr.status in ("failed", "error"):
+                first_failure = sr
+        return first_failure
+
+    def record_skip(self, step: Step, index: int, section: str, reason: str) -> StepResult:
+        sr = self.new_result(step, index, section)
+        sr.status = "skipped"
+        sr.reason = reason
+        if step.expect is not None:
+            sr.expected = self.redactor.redact(step.expect.describe())
+        self.result.steps.append(sr)
+        self.emit(StepFinished(result=sr, at=time.time()))
+        return sr
+
+    def new_result(self, step: Step, index: int, section: str) -> StepResult:
+        loc = step.location
+        return StepResult(
+            index=index,
+            section=section,  # type: ignore[arg-type]
+            location=str(loc),
+            via=" <- ".join(str(v) for v in reversed(loc.via)) or None,
+            action=step.action,
+            status="passed",
+            name=step.name,
+        )
+
+    def scope(self, step: Step) -> Context:
+        if not step.bindings:
+            return self.ctx
+        key = tuple(id(b) for b in step.bindings)
+        ctx = self._scopes.get(key)
+        if ctx is None:
+            ctx = self.ctx
+            for b in step.bindings:
+                ctx = ctx.child(b)
+            self._scopes[key] = ctx
+        return ctx
+
+    # ------------------------------------------------------------------ one step
+    def run_step(self, step: Step, index: int, section: str) -> StepResult:
+        sr = self.new_result(step, index, section)
+        started = time.monotonic()
+        try:
+            ctx = self.scope(step)
+            if step.expect is not None:
+                sr.expected = self.redactor.redact(step.expect.describe())
+            self.send(step, ctx, sr)
+            if step.expect is not None:
+                timeout = step.timeout if step.timeout is not None else self.config.timeout
+                deadline = time.monotonic() + timeout
+                if step.expect.is_eof:
+                    self.expect_eof(deadline, timeout)
+                else:
+                    reply = self.read_reply(step, ctx, deadline, timeout)
+                    sr.reply = self.masked(reply)
+                    outcome = step.expect.match(reply, ctx)
+                    if not outcome.ok:
+                        raise StepFailure("failed", ExitClass.FAILED, self.redactor.redact(outcome.reason or "no match"), reply)
+                    for name, regex in step.capture.items():
+                        value = capture_value(reply, regex, ctx)
+                        if value is None:
+                            raise StepFailure("failed", ExitClass.FAILED,
+                                              f"capture '{name}': pattern {self.redactor.redact(regex)!r} did not match the reply",
+                                              reply)
+                        ctx.set(name, value)
+                        sr.captures[name] = self.redactor.redact(value)
+                    if step.starttls:
+                        self.upgrade()
+        except StepFailure as exc:
+            sr.status, sr.exit_class, sr.reason = exc.status, exc.exit_class, exc.reason
+            if exc.reply is not None and sr.reply is None:
+                sr.reply = self.masked(exc.reply)
+        except (ConnectionClosed, DeadlineError) as exc:
+            sr.status, sr.exit_class, sr.reason = "error", ExitClass.NETWORK, self.redactor.redact(str(exc))
+            if isinstance(exc, ConnectionClosed):
+                self.connected = False
+            partial = getattr(exc, "partial", b"")
+            if partial:
+                sr.reply = Reply(raw=self.redactor.redact_bytes(partial),
+                                 lines=tuple(self.redactor.redact(decode(partial)).splitlines()))
+        except ProtocolError as exc:
+            sr.status, sr.exit_class, sr.reason = "failed", ExitClass.FAILED, self.redactor.redact(str(exc))
+        except (TemplateError, ScenarioError) as exc:
+            sr.status, sr.exit_class, sr.reason = "error", ExitClass.INVALID, self.redactor.redact(str(exc))
+        except NetworkError as exc:
+            sr.status, sr.exit_class, sr.reason = "error", ExitClass.NETWORK, self.redactor.redact(str(exc))
+            self.connected = False
+        except MailrunError as exc:
+            sr.status, sr.exit_class, sr.reason = "error", exc.exit_class, self.redactor.redact(str(exc))
+        except KeyboardInterrupt:
+            sr.status, sr.exit_class, sr.reason = "error", ExitClass.INTERRUPTED, "interrupted"
+            sr.elapsed = time.monotonic() - started
+            self.result.steps.append(sr)
+            self.emit(StepFinished(result=sr, at=time.time()))
+            raise
+        sr.elapsed = time.monotonic() - started
+        self.result.steps.append(sr)
+        self.emit(StepFinished(result=sr, at=time.time()))
+        return sr
+
+    def masked(self, reply: Reply) -> Reply:
+        r = self.redactor
+        if not len(r):
+            return reply
+        return dataclasses.replace(
+            reply,
+            raw=r.redact_bytes(reply.raw),
+            lines=tuple(r.redact(x) for x in reply.lines),
+            texts=tuple(r.redact(x) for x in reply.texts),
+            note=r.redact(reply.note) if reply.note else reply.note,
+        )
+
+    # ------------------------------------------------------------------ sending
+    def send(self, step: Step, ctx: Context, sr: StepResult) -> None:
+        action = step.action
+        if action == "read":
+            return
+        if action == "sleep":
+            sr.sent = f"sleep {step.seconds:g} s"
+            time.sleep(step.seconds or 0)
+            return
+        secret = False
+        if action == "send":
+            rendered = render(step.text or "", ctx)
+            if "\r" in rendered.value or "\n" in rendered.value:
+                raise StepFailure("error", ExitClass.INVALID,
+                                  "refusing to send: the rendered C line contains a CR or LF (command injection); "
+                                  "use raw: or body: for multi-line data")
+            secret = rendered.secret
+            self.guard_plaintext(secret)
+            data = self.protocol.command(rendered.value, tag=step.tag, multiline=step.multiline)
+            sr.sent = self.redactor.redact(decode(data[:-2] if data.endswith(b"\r\n") else data))
+        elif action in ("body", "body_file"):
+            if action == "body":
+                rendered = render(step.text or "", ctx)
+                secret = rendered.secret
+                content = rendered.value.encode("utf-8")
+            else:
+                try:
+                    content = step.path.read_bytes()  # type: ignore[union-attr]
+                except OSError as exc:
+                    raise StepFailure("error", ExitClass.INVALID, f"cannot read body_file {step.path}: {exc.strerror}") from None
+                secret = self.redactor.contains(content)
+            self.guard_plaintext(secret)
+            data = encode_body(content)
+            self.protocol.sent_raw(data, multiline=step.multiline)
+            lines = data.count(b"\r\n") - 1
+            sr.sent = f"{'body' if action == 'body' else 'body_file ' + str(step.path)} ({lines} lines, {len(data)} bytes)"
+        elif action == "raw":
+            if step.data is not None:
+                data = step.data
+                secret = self.redactor.contains(data)
+            else:
+                rendered = render(step.text or "", ctx)
+                secret = rendered.secret
+                data = rendered.value.encode("utf-8")
+            self.guard_plaintext(secret)
+            self.protocol.sent_raw(data, multiline=step.multiline)
+            sr.sent = "raw " + self.redactor.redact(repr(decode(data))[1:-1])
+        else:  # pragma: no cover - the loader only produces the actions above
+            raise StepFailure("error", ExitClass.INVALID, f"unknown step action {action!r}")
+        check = getattr(self.transport, "check_sendable", None)
+        if check is not None:
+            problem = check(data)
+            if problem:
+                raise StepFailure("error", ExitClass.INVALID, problem)
+        self.transport.send(data)
+        self.emit(Sent(data=self.redactor.redact_bytes(data), at=time.time()))
+
+    def guard_plaintext(self, secret: bool) -> None:
+        if not secret or self.transport.encrypted:
+            return
+        if self.config.allow_plaintext_secrets or self.engine.options.allow_plaintext_secrets:
+            return
+        if is_loopback(self.config.host):
+            return
+        raise StepFailure(
+            "error", ExitClass.INVALID,
+            f"refusing to send a secret unencrypted to {self.config.host} (not loopback); use tls: implicit or "
+            "starttls, or opt in with connect.allow_plaintext_secrets: true or --allow-plaintext-secrets",
+        )
+
+    # ------------------------------------------------------------------ receiving
+    def fill(self, deadline: float) -> None:
+        """One transport read into the protocol. EOF is passed on to the protocol."""
+        data = self.transport.recv(deadline)
+        if not data:
+            self.protocol.receive_eof()
+            self.connected = False
+            return
+        self.emit(Received(data=self.redactor.redact_bytes(data), at=time.time()))
+        self.protocol.receive_data(data)
+
+    def read_reply(self, step: Step, ctx: Context, deadline: float, timeout: float) -> Reply:
+        proto = self.protocol
+        if proto.expect_style:
+            return self.read_lines(step, ctx, deadline, timeout)
+        first_byte_at = None
+        while True:
+            reply = proto.next_reply()
+            if reply is not None:
+                return dataclasses.replace(reply, first_byte_at=first_byte_at, completed_at=time.monotonic())
+            if proto.at_eof:
+                raise ConnectionClosed("the server closed the connection before replying")
+            try:
+                self.fill(deadline)
+            except DeadlineError:
+                pending = proto.pending()
+                what = (f"got {len(pending)} bytes of an incomplete reply" if pending else "nothing received")
+                raise DeadlineError(f"deadline: no complete reply within {timeout:g} s ({what})", pending) from None
+            if first_byte_at is None:
+                first_byte_at = time.monotonic()
+
+    def read_lines(self, step: Step, ctx: Context, deadline: float, timeout: float) -> Reply:
+        """line protocol: read lines until the pattern matches or the deadline passes."""
+        got: list[Reply] = []
+        while True:
+            reply = self.protocol.next_reply()
+            if reply is not None:
+                got.append(reply)
+                merged = _merge(got)
+                if step.expect.match(merged, ctx).ok:
+                    return merged
+                continue
+            if self.protocol.at_eof:
+                if got:
+                    return _merge(got)  # the match fails and says what arrived
+                raise ConnectionClosed("the server closed the connection before sending a line")
+            try:
+                self.fill(deadline)
+            except DeadlineError:
+                if got:
+                    merged = _merge(got)
+                    raise StepFailure("failed", ExitClass.FAILED,
+                                      f"no line matched {step.expect.describe()!r} within {timeout:g} s "
+                                      f"({len(got)} line(s) received)", merged) from None
+                raise DeadlineError(f"deadline: nothing received within {timeout:g} s", self.protocol.pending()) from None
+
+    def expect_eof(self, deadline: float, timeout: float) -> None:
+        while True:
+            reply = self.protocol.next_reply()
+            if reply is not None:
+                raise StepFailure("failed", ExitClass.FAILED,
+                                  f"expected the server to close the connection, got {self.masked(reply).first_line!r}",
+                                  reply)
+            if self.protocol.at_eof:
+                return
+            try:
+                self.fill(deadline)
+            except DeadlineError:
+                raise DeadlineError(f"deadline: the server did not close the connection within {timeout:g} s") from None
+
+    def upgrade(self) -> None:
+        pending = self.protocol.pending()
+        if pending:
+            raise StepFailure("error", ExitClass.NETWORK,
+                              f"data received before TLS handshake; refusing to continue ({len(pending)} bytes "
+                              "after the STARTTLS reply were discarded unread)")
+        tls = self.transport.start_tls()
+        self.result.tls = tls
+        self.emit(TLSStarted(info=tls, at=time.time()))
+
+
+def _merge(replies: list[Reply]) -> Reply:
+    if len(replies) == 1:
+        return replies[0]
+    return Reply(
+        raw=b"".join(r.raw for r in replies),
+        lines=tuple(line for r in replies for line in r.lines),
+        code=replies[-1].code,
+        texts=tuple(t for r in replies for t in r.texts),
+    )

@@ -1,0 +1,231 @@
+"""Suites: many scenario runs (files x matrix providers), in parallel, reported in a stable order.
+
+A *run* is one scenario file played once, optionally with one provider's vars (`--matrix`).
+Runs execute on worker threads (`-j N`); each run's events are buffered and handed to the
+ordered reporters (console, JSON, JUnit) run after run in the order the runs were listed, so the
+output never depends on which finished first. Live listeners (transcripts, the progress line)
+see events as they happen.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runner.engine import Engine, RunOptions
+from runner.errors import ExitClass, most_severe
+from runner.results import Event, Note, ScenarioFinished, ScenarioResult, ScenarioStarted, Sent
+from runner.scenario import Scenario
+
+
+@dataclass
+class Run:
+    """One scenario played once, with one provider's vars."""
+
+    index: int
+    scenario: Scenario
+    provider: str | None = None
+    provider_vars: Mapping[str, str] = field(default_factory=dict)
+    result: ScenarioResult | None = None
+    events: list[Event] = field(default_factory=list)
+
+
+def select(scenarios: Iterable[Scenario], *, tags: Sequence[str] = (), keyword: str | None = None) -> list[Scenario]:
+    """`--tag T` (repeatable; a scenario must carry at least one of the plain tags given) and
+    `--tag not:T` (must carry none of them); `-k SUBSTRING` matches the scenario's name, its
+    file name or a session name (case-insensitive)."""
+    want = {t for t in tags if not t.startswith("not:")}
+    avoid = {t[4:] for t in tags if t.startswith("not:")}
+    out = []
+    for sc in scenarios:
+        st = set(sc.tags)
+        if want and not (st & want):
+            continue
+        if st & avoid:
+            continue
+        if keyword:
+            k = keyword.lower()
+            names = [sc.name, str(sc.path)] + [s.name for s in sc.sessions]
+            if not any(k in n.lower() for n in names):
+                continue
+        out.append(sc)
+    return out
+
+
+def plan(scenarios: Sequence[Scenario], matrix: Sequence[tuple[str, Mapping[str, str]]] = ()) -> list[Run]:
+    """Every scenario once per matrix entry (or once when there is no matrix)."""
+    runs: list[Run] = []
+    for sc in scenarios:
+        if matrix:
+            for label, values in matrix:
+                runs.append(Run(len(runs), sc, label, values))
+        else:
+            runs.append(Run(len(runs), sc))
+    return runs
+
+
+class Listener:
+    """What the suite tells reporters. `ordered` reporters get each run's events in one block,
+    runs in plan order; `live(run)` returns a per-run event sink called as events happen (from
+    worker threads)."""
+
+    def __init__(
+        self,
+        ordered: Sequence = (),
+        live: Sequence[Callable[[Run], Callable[[Event], None] | None]] = (),
+        progress: Callable[[int, int, int, int, float], None] | None = None,
+    ):
+        self.ordered = list(ordered)
+        self.live = list(live)
+        self.progress = progress
+
+
+def execute(
+    runs: list[Run],
+    options: RunOptions,
+    listener: Listener,
+    *,
+    jobs: int = 1,
+    fail_fast: bool = False,
+    retries: int = 0,
+    retry_interval: float = 1.0,
+) -> ExitClass:
+    """Plays the runs and returns the suite's exit class (the most severe of any run).
+    KeyboardInterrupt propagates after the runs that finished were reported."""
+    total = len(runs)
+    lock = threading.Lock()
+    state = {"done": 0, "passed": 0, "failed": 0, "next": 0, "stop": False}
+    started = time.monotonic()
+    finished: dict[int, Run] = {}
+
+    def deliver(run: Run) -> None:
+        for ev in run.events:
+            for rep in listener.ordered:
+                rep.handle(ev)
+        run.events = []
+
+    def flush_in_order() -> None:
+        while state["next"] in finished:
+            deliver(finished.pop(state["next"]))
+            state["next"] += 1
+
+    def flush_all() -> None:
+        # after an interruption or --fail-fast, runs that never ran leave holes
+        for idx in sorted(finished):
+            deliver(finished.pop(idx))
+
+    def play(run: Run) -> None:
+        sinks = [s for s in (mk(run) for mk in listener.live) if s is not None]
+        attempt = 0
+        while True:
+            buffer: list[Event] = []
+            sent_any = False
+
+            def emit(ev: Event, buffer: list[Event] = buffer) -> None:
+                nonlocal sent_any
+                if isinstance(ev, Sent):
+                    sent_any = True
+                for s in sinks:
+                    s(ev)
+                buffer.append(ev)
+
+            result = Engine(options, emit).run(run.scenario, provider=run.provider, extra_vars=run.provider_vars)
+            # --retries: only connection-class failures before the first byte went out
+            if result.exit_class == ExitClass.NETWORK and not sent_any and attempt < retries and not state["stop"]:
+                attempt += 1
+                for s in sinks:
+                    s(Note("warning", f"connection failed before anything was sent ({result.reason}); "
+                                      f"retry {attempt} of {retries} in {retry_interval:g} s", time.time()))
+                time.sleep(retry_interval)
+                continue
+            result.retries = attempt
+            run.result = result
+            run.events = buffer
+            return
+
+    def finish(run: Run) -> None:  # caller holds the lock
+        finished[run.index] = run
+        state["done"] += 1
+        if run.result is not None and run.result.status == "passed":
+            state["passed"] += 1
+        else:
+            state["failed"] += 1
+            if fail_fast:
+                state["stop"] = True
+        flush_in_order()
+        if listener.progress:
+            listener.progress(state["done"], total, state["passed"], state["failed"], time.monotonic() - started)
+
+    def crashed(run: Run, exc: BaseException) -> None:
+        # never lose a run silently: an internal error is reported as that run's error
+        res = ScenarioResult(file=str(run.scenario.path), name=run.scenario.name, provider=run.provider,
+                             status="error", exit_class=ExitClass.NETWORK, reason=f"internal error: {exc!r}")
+        run.result = res
+        run.events = [ScenarioStarted(res.file, res.name, run.provider, time.time()),
+                      ScenarioFinished(res, time.time())]
+
+    if jobs <= 1 or total <= 1:
+        try:
+            for run in runs:
+                if state["stop"]:
+                    break
+                try:
+                    play(run)
+                except KeyboardInterrupt:
+                    raise
+                except Exception as exc:
+                    crashed(run, exc)
+                with lock:
+                    finish(run)
+        finally:
+            with lock:
+                flush_all()
+    else:
+        work: queue.Queue[Run] = queue.Queue()
+        for run in runs:
+            work.put(run)
+
+        def worker() -> None:
+            while not state["stop"]:
+                try:
+                    run = work.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    play(run)
+                except BaseException as exc:
+                    crashed(run, exc)
+                with lock:
+                    finish(run)
+
+        threads = [threading.Thread(target=worker, daemon=True, name=f"mailrun-{i}") for i in range(min(jobs, total))]
+        for t in threads:
+            t.start()
+        try:
+            while any(t.is_alive() for t in threads):
+                for t in threads:
+                    t.join(0.1)
+        finally:
+            state["stop"] = True
+            with lock:
+                flush_all()
+
+    return most_severe(r.result.exit_class for r in runs if r.result is not None)
+
+
+def load_matrix(paths: Sequence[str]) -> list[tuple[str, dict[str, str]]]:
+    """`--matrix FILE|DIR` (repeatable): each vars file is one provider, labelled by its stem."""
+    from runner.scenario_loader import load_vars_file
+
+    files: list[Path] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            files.extend(sorted(x for x in path.iterdir() if x.suffix in (".yaml", ".yml") and x.is_file()))
+        else:
+            files.append(path)
+    return [(f.stem, load_vars_file(f)) for f in files]
