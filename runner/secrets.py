@@ -1,0 +1,156 @@
+"""Secret values and the redactor that keeps them out of every output.
+
+`Secret` wraps a string so that printing, formatting or repr() shows `****`; the value comes out
+only through `reveal()`. It is deliberately not a `str` subclass: `"AUTH " + secret` raises
+TypeError instead of leaking.
+
+`Redactor` collects every value that must never be shown (secret variables, their base64 forms,
+and whatever runner.templates derives from them) and masks them in any text or bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+
+MASK = "****"
+MASK_BYTES = MASK.encode("ascii")
+
+
+class Secret:
+    """A string value that prints masked. Equality and hashing go by value; truthiness too."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        if isinstance(value, Secret):
+            value = value.reveal()
+        if not isinstance(value, str):
+            raise TypeError(f"Secret wants a str, got {type(value).__name__}")
+        self._value = value
+
+    def reveal(self) -> str:
+        """The real value: the only way to get it."""
+        return self._value
+
+    def __str__(self) -> str:
+        return MASK
+
+    def __format__(self, spec: str) -> str:
+        return format(MASK, spec)
+
+    def __repr__(self) -> str:
+        return f"Secret('{MASK}')"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Secret):
+            return self._value == other._value
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self._value))
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __copy__(self) -> Secret:
+        return self
+
+    def __deepcopy__(self, memo) -> Secret:
+        return self
+
+    def __reduce__(self):  # pickling would write the value out; refuse it
+        raise TypeError("a Secret cannot be pickled")
+
+
+def _b64_forms(value: str) -> list[str]:
+    enc = base64.b64encode(value.encode("utf-8")).decode("ascii")
+    return [enc, enc.rstrip("=")]
+
+
+class Redactor:
+    """Masks every registered value in any text. Thread-safe.
+
+    `add(v)` registers v and its standard base64 encoding (with and without '=' padding).
+    Every occurrence of any registered value is replaced; where occurrences overlap, the
+    union of their spans becomes one MASK, so no fragment of a value survives."""
+
+    def __init__(self, values=()):
+        self._lock = threading.Lock()
+        self._values: set[str] = set()
+        self._ordered: tuple[str, ...] = ()  # longest first
+        self._ordered_bytes: tuple[bytes, ...] = ()
+        for v in values:
+            self.add(v)
+
+    def add(self, value: str | Secret) -> None:
+        if isinstance(value, Secret):
+            value = value.reveal()
+        if not isinstance(value, str):
+            raise TypeError(f"Redactor.add wants a str, got {type(value).__name__}")
+        if not value:
+            return
+        forms = [value, *_b64_forms(value)]
+        with self._lock:
+            new = [f for f in forms if f and f not in self._values]
+            if not new:
+                return
+            self._values.update(new)
+            ordered = tuple(sorted(self._values, key=lambda s: (-len(s), s)))
+            self._ordered = ordered
+            self._ordered_bytes = tuple(s.encode("utf-8") for s in ordered)
+
+    def __len__(self) -> int:
+        """How many distinct strings are masked (values and their base64 forms)."""
+        return len(self._values)
+
+    @staticmethod
+    def _spans(haystack, needles) -> list[tuple[int, int]]:
+        spans = []
+        for needle in needles:
+            start = haystack.find(needle)
+            while start != -1:
+                spans.append((start, start + len(needle)))
+                start = haystack.find(needle, start + 1)
+        if not spans:
+            return spans
+        spans.sort()
+        merged = [spans[0]]
+        for s, e in spans[1:]:
+            ls, le = merged[-1]
+            if s <= le:
+                if e > le:
+                    merged[-1] = (ls, e)
+            else:
+                merged.append((s, e))
+        return merged
+
+    @staticmethod
+    def _replace(haystack, spans, mask):
+        out = []
+        pos = 0
+        for s, e in spans:
+            out.append(haystack[pos:s])
+            out.append(mask)
+            pos = e
+        out.append(haystack[pos:])
+        return haystack[:0].join(out)
+
+    def redact(self, text: str) -> str:
+        needles = self._ordered
+        if not needles or not text:
+            return text
+        spans = self._spans(text, needles)
+        return self._replace(text, spans, MASK) if spans else text
+
+    def redact_bytes(self, data: bytes) -> bytes:
+        needles = self._ordered_bytes
+        if not needles or not data:
+            return data
+        data = bytes(data)
+        spans = self._spans(data, needles)
+        return self._replace(data, spans, MASK_BYTES) if spans else data
+
+    def contains(self, text: str | bytes) -> bool:
+        needles = self._ordered_bytes if isinstance(text, bytes | bytearray) else self._ordered
+        return any(n in text for n in needles)
