@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from runner.errors import ConnectionClosed, ProtocolError
+
 DEFAULT_MAX_LINE = 1 << 20  # 1 MiB
 DEFAULT_MAX_REPLY = 256 << 20  # 256 MiB
 
@@ -118,3 +120,176 @@ class Protocol:
     def at_eof(self) -> bool:
         """True once receive_eof() was called and every complete reply has been returned."""
         raise NotImplementedError
+
+
+# --- shared machinery for the framers (smtp, pop3, imap, line) -----------------------------
+
+
+class LimitError(Exception):
+    """Internal: a line or reply went over its limit (turned into a sticky ProtocolError)."""
+
+
+class ReceiveBuffer:
+    """Bytes received and not yet handed out as part of a reply.
+
+    The reply being framed always starts at offset 0; `cursor` is where the next unparsed
+    item (line or literal) begins. The search for a line end resumes where the previous,
+    unsuccessful search stopped (`_scan`), so however the bytes arrive (1-byte chunks or
+    64 KiB), every byte is searched once: framing stays linear. `scanned` counts the bytes
+    searched, so tests can check that without a clock.
+    """
+
+    def __init__(self, max_line: int):
+        self.data = bytearray()
+        self.cursor = 0
+        self._scan = 0
+        self.max_line = max_line
+        self.scanned = 0
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def append(self, data: bytes) -> None:
+        self.data += data
+
+    def available(self) -> int:
+        """Bytes after the cursor."""
+        return len(self.data) - self.cursor
+
+    def next_line(self) -> tuple[int, int] | None:
+        """The next line after the cursor as (start, content_end) — content_end excludes the
+        CRLF or bare LF — and moves the cursor past its line end; None if no line end has
+        arrived yet. Raises LimitError as soon as a line is known to exceed max_line."""
+        start = self.cursor
+        scan = max(self._scan, start)
+        i = self.data.find(b"\n", scan)
+        if i < 0:
+            self.scanned += len(self.data) - scan
+            self._scan = len(self.data)
+            # the unterminated part may still end in the CR of its CRLF
+            if len(self.data) - start > self.max_line + 1:
+                raise LimitError(f"line longer than {self.max_line} bytes")
+            return None
+        self.scanned += i + 1 - scan
+        end = i
+        if end > start and self.data[end - 1] == 0x0D:
+            end -= 1
+        if end - start > self.max_line:
+            raise LimitError(f"line longer than {self.max_line} bytes")
+        self.cursor = self._scan = i + 1
+        return start, end
+
+    def skip(self, n: int) -> tuple[int, int] | None:
+        """The next n bytes (an IMAP literal) as (start, end), or None until they all arrived."""
+        if self.available() < n:
+            return None
+        start = self.cursor
+        self.cursor += n
+        self._scan = max(self._scan, self.cursor)
+        return start, self.cursor
+
+    def consume(self) -> bytes:
+        """Removes and returns everything before the cursor: the raw bytes of a framed reply."""
+        n = self.cursor
+        raw = bytes(self.data[:n])
+        del self.data[:n]
+        self.cursor = 0
+        self._scan = max(0, self._scan - n)
+        return raw
+
+    def clear(self) -> None:
+        self.data = bytearray()
+        self.cursor = self._scan = 0
+
+
+def shown(data: bytes, limit: int = 60) -> str:
+    """A short printable excerpt of server bytes for error messages."""
+    text = decode(data[:limit])
+    return repr(text + ("..." if len(data) > limit else ""))
+
+
+class FramedProtocol(Protocol):
+    """Common state of the framers: the receive buffer, EOF and limit handling.
+
+    Subclasses implement `_frame()`: return the next Reply (taking its raw bytes with
+    `self._buf.consume()`), or None when more bytes are needed; raise ProtocolError for a
+    malformed reply after consuming its bytes (so the stream stays in sync), and LimitError
+    for a line or reply over its limit. `_reset()` forgets a partially framed reply.
+    """
+
+    def __init__(self, *, max_line: int = DEFAULT_MAX_LINE, max_reply: int = DEFAULT_MAX_REPLY):
+        super().__init__(max_line=max_line, max_reply=max_reply)
+        self._buf = ReceiveBuffer(max_line)
+        self._eof = False
+        self._drained = False  # next_reply found no further complete reply after EOF
+        self._fatal: Exception | None = None  # sticky: a limit error or the closed connection
+
+    # --- what the server sends -------------------------------------------------------
+    def receive_data(self, data: bytes) -> None:
+        if self._eof:
+            raise RuntimeError("receive_data() called after receive_eof()")
+        if self._fatal is not None or not data:
+            return  # the stream is broken: do not keep buffering
+        self._buf.append(data)
+
+    def receive_eof(self) -> None:
+        self._eof = True
+
+    def next_reply(self) -> Reply | None:
+        if self._fatal is not None:
+            raise self._fatal
+        try:
+            reply = self._frame()
+            if reply is None and len(self._buf) > self.max_reply:
+                raise LimitError(f"reply longer than {self.max_reply} bytes")
+        except LimitError as exc:
+            self._fatal = ProtocolError(str(exc))
+            self._buf.clear()
+            self._reset()
+            raise self._fatal from None
+        if reply is not None:
+            return reply
+        if self._eof:
+            reply = self._at_eof()
+            if reply is not None:
+                return reply
+            self._drained = True
+            if len(self._buf):
+                err = ConnectionClosed(
+                    f"connection closed in the middle of a reply ({len(self._buf)} bytes received)"
+                )
+                err.partial = bytes(self._buf.data)  # type: ignore[attr-defined]
+                self._fatal = err
+                raise err
+        return None
+
+    def pending(self) -> bytes:
+        return bytes(self._buf.data)
+
+    @property
+    def at_eof(self) -> bool:
+        return self._eof and self._drained
+
+    # --- for subclasses ----------------------------------------------------------------
+    def _frame(self) -> Reply | None:
+        raise NotImplementedError
+
+    def _reset(self) -> None:
+        pass
+
+    def _at_eof(self) -> Reply | None:
+        """Called at EOF when no complete reply is left (the line protocol returns its final
+        unterminated line here)."""
+        return None
+
+    def _check_reply_size(self) -> None:
+        if self._buf.cursor > self.max_reply:
+            raise LimitError(f"reply longer than {self.max_reply} bytes")
+
+    def _malformed(self, message: str) -> ProtocolError:
+        """Consumes the reply framed so far and returns the error to raise."""
+        raw = self._buf.consume()
+        self._reset()
+        err = ProtocolError(message)
+        err.raw = raw  # type: ignore[attr-defined]
+        return err

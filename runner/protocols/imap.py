@@ -1,0 +1,212 @@
+"""IMAP response framing (RFC 9051 / RFC 3501), sans-IO.
+
+command() prefixes tags `a1`, `a2`, ... (one counter per protocol object). A reply is every
+line up to and including the tagged status line of an outstanding command (`code` OK/NO/BAD),
+or a `+` continuation line (code '+'; the command stays outstanding and the next command()
+line is continuation data, sent untagged). With no command outstanding, a reply is one
+untagged line (the greeting: code OK/PREAUTH/BYE).
+
+A server line ending in `{n}` (or `{n+}`, `~{n}`) is followed by a literal of exactly n bytes,
+read as bytes whatever they hold (CRLF, '{', ')', binary); the line then continues after it.
+Reply.lines holds the literal's content split on line ends, in order, and then the rest of the
+line after the literal (when not empty).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+
+from runner.protocols.base import (
+    DEFAULT_MAX_LINE,
+    DEFAULT_MAX_REPLY,
+    FramedProtocol,
+    LimitError,
+    Reply,
+    decode,
+)
+
+_LITERAL = re.compile(rb"~?\{(\d{1,19})\+?\}\Z")
+_TAGGED_STATUS = frozenset({"OK", "NO", "BAD"})
+_UNTAGGED_STATUS = frozenset({"OK", "NO", "BAD", "PREAUTH", "BYE"})
+
+
+def _literal_size(segment: bytes) -> int | None:
+    m = _LITERAL.search(segment)
+    return int(m.group(1)) if m else None
+
+
+def _split_literal(content: bytes) -> list[bytes]:
+    """A literal's content as lines: split on LF (a CR before it dropped); a final empty piece
+    (the content ended with a line end) is not a line."""
+    parts = content.split(b"\n")
+    if parts[-1] == b"":
+        parts.pop()
+    return [p[:-1] if p.endswith(b"\r") else p for p in parts]
+
+
+class IMAP(FramedProtocol):
+    name = "imap"
+
+    def __init__(self, *, max_line: int = DEFAULT_MAX_LINE, max_reply: int = DEFAULT_MAX_REPLY):
+        super().__init__(max_line=max_line, max_reply=max_reply)
+        self._counter = 0
+        self._outstanding: deque[str] = deque()  # tags of commands not yet answered, oldest first
+        self._continuation = False  # the last reply was '+': the next line is continuation data
+        self.last_tag: str | None = None  # the tag of the last command sent
+        # the reply being framed
+        self._lines: list[str] = []
+        self._texts: list[str] = []
+        self._kind: tuple[str, str | None, bytes] | None = None  # of the current logical line
+        self._literal: int | None = None  # bytes of literal still to read, if in one
+        self._after_literal = False  # the next line continues the current logical line
+        self._line_index = 0  # index in _lines of the current logical line's first segment
+
+    # --- what the client sends -------------------------------------------------------
+    def command(self, line: str, *, tag: bool = True, multiline: bool | None = None) -> bytes:
+        data = line.encode("utf-8", "surrogateescape")
+        if self._continuation:
+            self._continuation = False
+            return data + b"\r\n"
+        if tag:
+            self._counter += 1
+            t = f"a{self._counter}"
+            data = t.encode() + b" " + data
+        else:
+            t = line.split(" ", 1)[0]
+        if t:
+            self._outstanding.append(t)
+            self.last_tag = t
+        return data + b"\r\n"
+
+    def sent_raw(self, data: bytes, *, multiline: bool | None = None) -> None:
+        """Best effort: the first token of each command line sent is its tag. Literals the
+        client sends (`{n}` / `{n+}` at a line's end) are skipped, and the rest of that command
+        is not a new command. Data answering a '+' continuation carries no tag."""
+        if self._continuation:
+            self._continuation = False
+            return
+        pos = 0
+        in_command = False  # the next line continues a command (after a literal)
+        while True:
+            i = data.find(b"\n", pos)
+            if i < 0:
+                return
+            line = data[pos:i].rstrip(b"\r")
+            pos = i + 1
+            if not in_command:
+                word = line.split(b" ", 1)[0]
+                if word and word.upper() != b"DONE":
+                    t = decode(word)
+                    self._outstanding.append(t)
+                    self.last_tag = t
+            n = _literal_size(line)
+            if n is not None:
+                pos += n
+                in_command = True
+            else:
+                in_command = False
+
+    @property
+    def outstanding(self) -> tuple[str, ...]:
+        """Tags of the commands not yet answered, oldest first."""
+        return tuple(self._outstanding)
+
+    # --- what the server sends -------------------------------------------------------
+    def _reset(self) -> None:
+        self._lines, self._texts = [], []
+        self._kind = None
+        self._literal = None
+        self._after_literal = False
+
+    def _add(self, text: str, textpart: str) -> None:
+        self._lines.append(text)
+        self._texts.append(textpart)
+
+    def _frame(self) -> Reply | None:
+        buf = self._buf
+        while True:
+            if self._literal is not None:
+                span = buf.skip(self._literal)
+                if span is None:
+                    return None
+                for part in _split_literal(bytes(buf.data[span[0] : span[1]])):
+                    text = decode(part)
+                    self._add(text, text)
+                self._literal = None
+                self._after_literal = True
+                continue
+            span = buf.next_line()
+            if span is None:
+                return None
+            self._check_reply_size()
+            segment = bytes(buf.data[span[0] : span[1]])
+            if self._after_literal:
+                if segment:
+                    text = decode(segment)
+                    self._add(text, text)
+            else:
+                self._kind = self._classify(segment)
+            n = _literal_size(segment)
+            if n is not None:
+                if buf.cursor + n > self.max_reply:
+                    raise LimitError(
+                        f"reply longer than {self.max_reply} bytes (a literal of {n} bytes was announced)"
+                    )
+                self._literal = n
+                continue
+            self._after_literal = False
+            # a logical line is complete: does it end the reply?
+            assert self._kind is not None
+            kind, tag, status = self._kind
+            if kind == "+":
+                self._continuation = True
+                return self._complete("+", None)
+            if kind == "tagged":
+                return self._tagged(tag, status)
+            if not self._outstanding:
+                word = decode(status).upper()
+                return self._complete(word if word in _UNTAGGED_STATUS else None, None)
+            self._kind = None
+
+    def _classify(self, line: bytes) -> tuple[str, str | None, bytes]:
+        """Records the first segment of a logical line; returns (kind, tag, status word)."""
+        text = decode(line)
+        self._line_index = len(self._lines)
+        if line == b"+" or line.startswith(b"+ "):
+            self._add(text, decode(line[2:]))
+            return "+", None, b""
+        if line == b"*" or line.startswith(b"* "):
+            rest = line[2:]
+            self._add(text, decode(rest))
+            return "untagged", None, rest.split(b" ", 1)[0]
+        parts = line.split(b" ", 2)
+        tag = decode(parts[0])
+        status = parts[1] if len(parts) > 1 else b""
+        self._add(text, decode(parts[2]) if len(parts) > 2 else "")
+        return "tagged", tag, status
+
+    def _tagged(self, tag: str | None, status: bytes) -> Reply:
+        word = decode(status).upper()
+        if word not in _TAGGED_STATUS:
+            first = self._lines[self._line_index][:60]
+            raise self._malformed(
+                f"malformed reply: line {self._line_index + 1} ({first!r}) is not untagged ('* ...'), "
+                f"a continuation ('+ ...') or a tagged status (TAG OK|NO|BAD ...)"
+            )
+        try:
+            self._outstanding.remove(tag)  # type: ignore[arg-type]
+        except ValueError:
+            pass  # a tag we did not send (or sent raw and did not recognise): still its reply
+        return self._complete(word, tag)
+
+    def _complete(self, code: str | None, tag: str | None) -> Reply:
+        reply = Reply(
+            raw=self._buf.consume(),
+            lines=tuple(self._lines),
+            code=code,
+            texts=tuple(self._texts),
+            tag=tag,
+        )
+        self._reset()
+        return reply

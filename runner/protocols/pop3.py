@@ -1,0 +1,128 @@
+"""POP3 reply framing (RFC 1939, RFC 2449, RFC 5034), sans-IO.
+
+Replies are `+OK ...` / `-ERR ...` single lines, or `+ ...` SASL continuations. After RETR,
+TOP, CAPA, and LIST/UIDL without an argument, a `+OK` starts a multi-line response ended by a
+line holding a single '.'; its byte-stuffing ('..x') is removed in Reply.lines. Commands may
+be pipelined: each command queues whether its reply may be multi-line (FIFO). A reply that
+arrives with nothing queued (the greeting) is single-line.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from runner.protocols.base import DEFAULT_MAX_LINE, DEFAULT_MAX_REPLY, FramedProtocol, Reply, decode, shown
+
+#: Commands whose +OK reply carries a body; LIST and UIDL only without an argument.
+MULTILINE_ALWAYS = frozenset({"RETR", "TOP", "CAPA"})
+MULTILINE_WITHOUT_ARGUMENT = frozenset({"LIST", "UIDL"})
+
+_RAW_CARRY_MAX = 8192
+
+
+def is_multiline_command(line: str) -> bool:
+    """Whether a +OK reply to this command line is multi-line."""
+    words = line.split()
+    if not words:
+        return False
+    verb = words[0].upper()
+    return verb in MULTILINE_ALWAYS or (verb in MULTILINE_WITHOUT_ARGUMENT and len(words) == 1)
+
+
+def _status(line: bytes) -> tuple[str, bytes] | None:
+    """(code, text) of a status line, or None if it is not one."""
+    for code in (b"+OK", b"-ERR", b"+"):
+        if line == code:
+            return code.decode(), b""
+        if line.startswith(code + b" "):
+            return code.decode(), line[len(code) + 1 :]
+    return None
+
+
+class POP3(FramedProtocol):
+    name = "pop3"
+
+    def __init__(self, *, max_line: int = DEFAULT_MAX_LINE, max_reply: int = DEFAULT_MAX_REPLY):
+        super().__init__(max_line=max_line, max_reply=max_reply)
+        self._expect: deque[bool] = deque()  # per command sent: may its reply be multi-line?
+        self._continuation = False  # the last reply was '+': the next line is a SASL response
+        self._raw_carry = b""
+        # the reply being framed
+        self._body = False
+        self._code: str | None = None
+        self._lines: list[str] = []
+        self._texts: list[str] = []
+
+    # --- what the client sends -------------------------------------------------------
+    def command(self, line: str, *, tag: bool = True, multiline: bool | None = None) -> bytes:
+        self._expect_reply(line, multiline)
+        return line.encode("utf-8", "surrogateescape") + b"\r\n"
+
+    def sent_raw(self, data: bytes, *, multiline: bool | None = None) -> None:
+        """Every complete (LF-terminated) line in data counts as a command; a partial last line
+        is kept and completed by the next sent_raw() call."""
+        data = self._raw_carry + data
+        *lines, rest = data.split(b"\n")
+        self._raw_carry = rest[-_RAW_CARRY_MAX:]
+        for raw_line in lines:
+            self._expect_reply(decode(raw_line.rstrip(b"\r")), multiline)
+
+    def _expect_reply(self, line: str, multiline: bool | None) -> None:
+        if multiline is None:
+            multiline = False if self._continuation else is_multiline_command(line)
+        self._continuation = False
+        self._expect.append(multiline)
+
+    @property
+    def outstanding(self) -> int:
+        """Number of commands whose reply has not started to arrive."""
+        return len(self._expect)
+
+    # --- what the server sends -------------------------------------------------------
+    def _reset(self) -> None:
+        self._body = False
+        self._code = None
+        self._lines, self._texts = [], []
+
+    def _frame(self) -> Reply | None:
+        buf = self._buf
+        while True:
+            span = buf.next_line()
+            if span is None:
+                return None
+            self._check_reply_size()
+            line = bytes(buf.data[span[0] : span[1]])
+            if self._body:
+                if line == b".":
+                    return self._complete(multiline=True)
+                if line.startswith(b"."):
+                    line = line[1:]
+                text = decode(line)
+                self._lines.append(text)
+                self._texts.append(text)
+                continue
+            # the first line of a reply
+            multi = self._expect.popleft() if self._expect else False
+            status = _status(line)
+            if status is None:
+                raise self._malformed(f"malformed reply: expected +OK, -ERR or +, got {shown(line)}")
+            self._code = status[0]
+            self._lines.append(decode(line))
+            self._texts.append(decode(status[1]))
+            if self._code == "+OK" and multi:
+                self._body = True
+                continue
+            if self._code == "+":
+                self._continuation = True
+            return self._complete(multiline=False)
+
+    def _complete(self, *, multiline: bool) -> Reply:
+        reply = Reply(
+            raw=self._buf.consume(),
+            lines=tuple(self._lines),
+            code=self._code,
+            texts=tuple(self._texts),
+            multiline=multiline,
+        )
+        self._reset()
+        return reply
