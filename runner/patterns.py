@@ -1,0 +1,618 @@
+"""`S:` reply patterns: parsed from the scenario value, matched against a Reply.
+
+Forms (per protocol: smtp, pop3, imap, line):
+  scalar   `CODE [TEXT]`. CODE: smtp three chars of digits or `x` (`250`, `2xx`); pop3 `+OK`,
+           `-ERR`, `+`; imap `OK`, `NO`, `BAD`, `PREAUTH`, `BYE`, `+`. TEXT is a case-sensitive
+           substring of any of reply.texts. An integer is an SMTP code. For `line`, the whole
+           scalar is a regex searched in each line. `EOF` expects the server to close.
+  list     alternatives: passes when any one matches.
+  mapping  checks that must all hold: `code`, `text`, `re` (regex searched in reply.text),
+           `lines` (regexes, each must match some line), `not` (a pattern that must NOT match).
+
+Templates may appear in every pattern string: CODE and TEXT are rendered normally, regexes
+with regex=True (substituted values match literally). Regexes are searched with re.MULTILINE,
+so `^` and `$` anchor at line boundaries.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from runner.errors import ExitClass, MailrunError
+from runner.protocols.base import Reply
+from runner.templates import Context, Template, TemplateError, parse, render
+
+__all__ = [
+    "MatchResult",
+    "Pattern",
+    "PatternError",
+    "Problem",
+    "capture",
+    "parse_pattern",
+]
+
+PROTOCOLS = ("smtp", "pop3", "imap", "line")
+MAPPING_KEYS = ("code", "text", "re", "lines", "not")
+POP3_CODES = ("+OK", "-ERR", "+")
+IMAP_CODES = ("OK", "NO", "BAD", "PREAUTH", "BYE", "+")
+_SMTP_CODE = re.compile(r"[0-9xX]{3}\Z")
+_SUMMARY_MAX = 200
+_PLACEHOLDER = "X"
+
+
+class PatternError(MailrunError):
+    """A pattern is unusable at match time (e.g. a templated code renders to something that is
+    not a code, or a templated regex does not compile)."""
+
+    exit_class = ExitClass.INVALID
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str  # relative to the S value: '', '.code', '[1]', '.not.re', '.lines[0]'
+    message: str
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    ok: bool
+    reason: str | None = None
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def _code_problem(code: str, protocol: str) -> str | None:
+    """None when `code` is a valid CODE for the protocol, else the message."""
+    if protocol == "smtp":
+        if _SMTP_CODE.match(code):
+            return None
+        return f"'{code}' is not a reply-code pattern for smtp (want 3 chars of digits or x)"
+    if protocol == "pop3":
+        if code.upper() in POP3_CODES:
+            return None
+        hint = ""
+        if code.upper() in ("OK", "ERR"):
+            hint = f"; did you mean '{'+OK' if code.upper() == 'OK' else '-ERR'}'?"
+        return f"'{code}' is not a pop3 status (want +OK, -ERR or +{hint})"
+    if protocol == "imap":
+        if code.upper() in IMAP_CODES:
+            return None
+        return f"'{code}' is not an imap status (want OK, NO, BAD, PREAUTH, BYE or +)"
+    return f"the {protocol} protocol has no reply codes (use re, lines or text)"
+
+
+def _normalize_code(code: str, protocol: str) -> str:
+    return code.lower() if protocol == "smtp" else code.upper()
+
+
+def _code_matches(code: str, reply: Reply, protocol: str) -> bool:
+    got = reply.code
+    if got is None:
+        return False
+    if protocol == "smtp":
+        if len(got) != 3:
+            return False
+        return all(p == "x" or p == g for p, g in zip(code, got, strict=True))
+    return got.upper() == code
+
+
+def _texts(reply: Reply) -> tuple[str, ...]:
+    return reply.texts if reply.texts else reply.lines
+
+
+def summarize(reply: Reply, protocol: str) -> str:
+    """The reply's status line (SMTP/IMAP: last, POP3/line: first) plus how many more lines."""
+    lines = reply.lines
+    if not lines:
+        return "an empty reply"
+    line = lines[-1] if protocol in ("smtp", "imap") else lines[0]
+    if len(line) > _SUMMARY_MAX:
+        line = line[: _SUMMARY_MAX - 3] + "..."
+    more = len(lines) - 1
+    if more:
+        line += f" (+{more} more line{'s' if more > 1 else ''})"
+    return line
+
+
+def _got(reply: Reply, protocol: str, ctx: Context) -> str:
+    return ctx.redactor.redact(summarize(reply, protocol))
+
+
+_regex_cache: dict[str, re.Pattern] = {}
+
+
+def _compile(regex: str) -> re.Pattern:
+    rx = _regex_cache.get(regex)
+    if rx is None:
+        rx = re.compile(regex, re.MULTILINE)
+        if len(_regex_cache) > 2048:
+            _regex_cache.clear()
+        _regex_cache[regex] = rx
+    return rx
+
+
+def _compile_rendered(source: str, ctx: Context) -> tuple[re.Pattern, str]:
+    """Render a regex template (regex=True) and compile it; (compiled, display)."""
+    r = render(source, ctx, regex=True)
+    try:
+        return _compile(r.value), r.display
+    except re.error as e:
+        raise PatternError(f"invalid regular expression '{r.display}': {e}") from None
+    except (OverflowError, RecursionError, ValueError) as e:
+        raise PatternError(f"invalid regular expression '{r.display}': {e}") from None
+
+
+def _regex_problem(source: str) -> str | None:
+    """Check a regex template at parse time: template syntax, then the regex with each
+    `{{ .. }}` replaced by a placeholder."""
+    try:
+        tpl = parse(source)
+    except TemplateError as e:
+        return str(e)
+    if tpl.is_constant:
+        probe = source
+    else:
+        out, pos = [], 0
+        for s, e in tpl.spans():
+            out.append(source[pos:s])
+            out.append(_PLACEHOLDER)
+            pos = e
+        out.append(source[pos:])
+        probe = "".join(out)
+    try:
+        re.compile(probe, re.MULTILINE)
+    except re.error as e:
+        return f"invalid regular expression '{source}': {e}"
+    except (OverflowError, RecursionError, ValueError) as e:
+        return f"invalid regular expression '{source}': {e}"
+    return None
+
+
+def _split_code(source: str, spans: list[tuple[int, int]] = ()) -> tuple[str, str | None]:
+    """Split `CODE [TEXT]` at the first whitespace outside the given `{{ }}` spans."""
+    i = 0
+    n = len(source)
+    k = 0
+    while i < n:
+        if k < len(spans) and i == spans[k][0]:
+            i = spans[k][1]
+            k += 1
+            continue
+        if source[i].isspace():
+            return source[:i], source[i:].lstrip()
+        i += 1
+    return source, None
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return str(value)
+
+
+# --- pattern classes -------------------------------------------------------------------
+
+
+class Pattern:
+    """Base class. `is_eof`: the pattern is `EOF` (expects the server to close)."""
+
+    is_eof: bool = False
+
+    @property
+    def accepts_eof(self) -> bool:
+        """True when the server closing the connection satisfies the pattern (EOF, or a list
+        with EOF among its alternatives)."""
+        return self.is_eof
+
+    def match(self, reply: Reply, ctx: Context) -> MatchResult:
+        raise NotImplementedError
+
+    def match_eof(self, ctx: Context) -> MatchResult:
+        """The verdict when the server closed instead of replying."""
+        if self.accepts_eof:
+            return MatchResult(True)
+        return MatchResult(False, f"expected {self.describe()}, got connection closed by the server")
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def templates(self) -> list[str]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.describe()}>"
+
+
+class EOFPattern(Pattern):
+    is_eof = True
+
+    def match(self, reply: Reply, ctx: Context) -> MatchResult:
+        return MatchResult(False, f"expected the server to close the connection, got {_got(reply, '', ctx)}")
+
+    def describe(self) -> str:
+        return "EOF"
+
+    def templates(self) -> list[str]:
+        return []
+
+
+class CodePattern(Pattern):
+    """`CODE [TEXT]` for smtp, pop3 and imap."""
+
+    def __init__(self, source: str, protocol: str, tpl: Template, code: str, text: str | None):
+        self.source = source
+        self.protocol = protocol
+        self.constant = tpl.is_constant
+        self.code = _normalize_code(code, protocol) if self.constant else code
+        self.text = text
+
+    def _resolve(self, ctx: Context) -> tuple[str, str | None, str]:
+        """(code, text, display) at match time."""
+        if self.constant:
+            return self.code, self.text, self.source
+        r = render(self.source, ctx)
+        code, text = _split_code(r.value)
+        problem = _code_problem(code, self.protocol) if code else "the pattern rendered to nothing"
+        if problem:
+            dcode = _split_code(r.display)[0]
+            if r.secret:
+                problem = "the pattern's code comes from a secret and is not a valid code"
+            else:
+                problem = _code_problem(dcode, self.protocol) if dcode else "the pattern rendered to nothing"
+            raise PatternError(f"'{self.source}' rendered to '{r.display}': {problem}")
+        return _normalize_code(code, self.protocol), text, r.display
+
+    def match(self, reply: Reply, ctx: Context) -> MatchResult:
+        code, text, display = self._resolve(ctx)
+        if not _code_matches(code, reply, self.protocol):
+            return MatchResult(False, f"expected {display}, got {_got(reply, self.protocol, ctx)}")
+        if text and not any(text in t for t in _texts(reply)):
+            shown_text = _split_code(display)[1] or text
+            return MatchResult(
+                False, f"expected text '{shown_text}' in the reply, got {_got(reply, self.protocol, ctx)}"
+            )
+        return MatchResult(True)
+
+    def describe(self) -> str:
+        return self.source
+
+    def templates(self) -> list[str]:
+        return [self.source]
+
+
+class LinePattern(Pattern):
+    """line protocol scalar: a regex searched in each line of the reply."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def match(self, reply: Reply, ctx: Context) -> MatchResult:
+        rx, display = _compile_rendered(self.source, ctx)
+        if any(rx.search(line) for line in reply.lines):
+            return MatchResult(True)
+        return MatchResult(False, f"expected a line matching '{display}', got {_got(reply, 'line', ctx)}")
+
+    def describe(self) -> str:
+        return self.source
+
+    def templates(self) -> list[str]:
+        return [self.source]
+
+
+class AnyPattern(Pattern):
+    def __init__(self, alternatives: list[Pattern]):
+        self.alternatives = tuple(alternatives)
+
+    @property
+    def accepts_eof(self) -> bool:
+        return any(a.accepts_eof for a in self.alternatives)
+
+    def match(self, reply: Reply, ctx: Context) -> MatchResult:
+        reasons = []
+        for alt in self.alternatives:
+            r = alt.match(reply, ctx)
+            if r.ok:
+                return r
+            reasons.append(r.reason)
+        if len(self.alternatives) == 1:
+            return MatchResult(False, reasons[0])
+        protocol = next(
+            (getattr(a, "protocol", None) for a in self.alternatives if hasattr(a, "protocol")), ""
+        )
+        return MatchResult(
+            False, f"expected one of {self.describe()}, got {_got(reply, protocol or '', ctx)}"
+        )
+
+    def describe(self) -> str:
+        return "[" + ", ".join(a.describe() for a in self.alternatives) + "]"
+
+    def templates(self) -> list[str]:
+        out: list[str] = []
+        for a in self.alternatives:
+            out.extend(a.templates())
+        return out
+
+
+class AllPattern(Pattern):
+    """A mapping: every given check must hold."""
+
+    def __init__(
+        self,
+        protocol: str,
+        *,
+        code: str | None = None,
+        text: str | None = None,
+        regex: str | None = None,
+        lines: list[str] | None = None,
+        not_: Pattern | None = None,
+    ):
+        self.protocol = protocol
+        self.code = code
+        self.text = text
+        self.regex = regex
+        self.lines = tuple(lines) if lines is not None else None
+        self.not_ = not_
+
+    def match(self, reply: Reply, ctx: Context) -> MatchResult:
+        got = _got(reply, self.protocol, ctx)
+        if self.code is not None:
+            r = render(self.code, ctx)
+            code = r.value
+            problem = _code_problem(code, self.protocol)
+            if problem:
+                raise PatternError(
+                    f"code '{self.code}' rendered to '{r.display}', which is not a valid code for {self.protocol}"
+                )
+            if not _code_matches(_normalize_code(code, self.protocol), reply, self.protocol):
+                return MatchResult(False, f"expected {r.display}, got {got}")
+        if self.text is not None:
+            r = render(self.text, ctx)
+            if not any(r.value in t for t in _texts(reply)):
+                return MatchResult(False, f"expected text '{r.display}' in the reply, got {got}")
+        if self.regex is not None:
+            rx, display = _compile_rendered(self.regex, ctx)
+            if not rx.search(reply.text):
+                return MatchResult(False, f"expected the reply to match '{display}', got {got}")
+        if self.lines is not None:
+            for source in self.lines:
+                rx, display = _compile_rendered(source, ctx)
+                if not any(rx.search(line) for line in reply.lines):
+                    return MatchResult(False, f"expected a line matching '{display}', got {got}")
+        if self.not_ is not None and self.not_.match(reply, ctx).ok:
+            return MatchResult(False, f"reply matched the `not` pattern {self.not_.describe()}: {got}")
+        return MatchResult(True)
+
+    def describe(self) -> str:
+        parts = []
+        if self.code is not None:
+            parts.append(f"code: {self.code}")
+        if self.text is not None:
+            parts.append(f"text: {self.text}")
+        if self.regex is not None:
+            parts.append(f"re: {self.regex}")
+        if self.lines is not None:
+            parts.append("lines: [" + ", ".join(self.lines) + "]")
+        if self.not_ is not None:
+            parts.append(f"not: {self.not_.describe()}")
+        return "{" + ", ".join(parts) + "}"
+
+    def templates(self) -> list[str]:
+        out = [t for t in (self.code, self.text, self.regex) if t is not None]
+        out.extend(self.lines or ())
+        if self.not_ is not None:
+            out.extend(self.not_.templates())
+        return out
+
+
+# --- parsing ---------------------------------------------------------------------------
+
+
+def _bad_type_message(value: Any, protocol: str) -> str:
+    if isinstance(value, bool):
+        if protocol == "imap" and value is False:
+            return "false is not a pattern; YAML reads an unquoted NO as false: write 'NO' in quotes"
+        word = "true" if value else "false"
+        return f"{word} is not a pattern (YAML reads yes/no/on/off/true/false as booleans: quote the text)"
+    if value is None:
+        return "empty pattern: give a reply code, EOF, a list or a mapping"
+    if isinstance(value, float):
+        return f"{value!r} is not a reply-code pattern (a number with a point: quote it if you meant text)"
+    return f"a pattern is a string, an integer, a list or a mapping, not {type(value).__name__}"
+
+
+def _parse_code_value(value: Any, protocol: str, path: str, problems: list[Problem]) -> str | None:
+    """A `code:` value (mapping): the CODE alone."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        problems.append(
+            Problem(path, _bad_type_message(value, protocol) if value is not None else "code is empty")
+        )
+        return None
+    if isinstance(value, int):
+        if protocol != "smtp":
+            problems.append(Problem(path, _int_message(value, protocol)))
+            return None
+        value = str(value)
+    try:
+        tpl = parse(value)
+    except TemplateError as e:
+        problems.append(Problem(path, str(e)))
+        return None
+    if protocol == "line":
+        problems.append(Problem(path, _code_problem(value, protocol) or ""))
+        return None
+    if tpl.is_constant:
+        problem = _code_problem(value.strip(), protocol)
+        if problem:
+            if len(value.split()) > 1:
+                problem += "; put the text under `text:`"
+            problems.append(Problem(path, problem))
+            return None
+        return value.strip()
+    return value
+
+
+def _int_message(value: int, protocol: str) -> str:
+    if protocol == "pop3":
+        return f"{value} is an SMTP reply code; a pop3 pattern wants +OK, -ERR or +"
+    if protocol == "imap":
+        return f"{value} is an SMTP reply code; an imap pattern wants OK, NO, BAD, PREAUTH, BYE or +"
+    return f"{value} is not a reply-code pattern for smtp (want 3 chars of digits or x)"
+
+
+def _parse_scalar(value: Any, protocol: str, path: str, problems: list[Problem]) -> Pattern | None:
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        problems.append(Problem(path, _bad_type_message(value, protocol)))
+        return None
+    if isinstance(value, int):
+        if protocol == "line":
+            value = str(value)
+        elif protocol != "smtp" or not (0 <= value <= 999) or len(str(value)) != 3:
+            problems.append(Problem(path, _int_message(value, protocol)))
+            return None
+        else:
+            value = str(value)
+    if not isinstance(value, str):
+        problems.append(Problem(path, _bad_type_message(value, protocol)))
+        return None
+    if not value.strip():
+        problems.append(Problem(path, "empty pattern: give a reply code, EOF, a list or a mapping"))
+        return None
+    if value.strip() == "EOF":
+        return EOFPattern()
+    if protocol == "line":
+        problem = _regex_problem(value)
+        if problem:
+            problems.append(Problem(path, problem))
+            return None
+        return LinePattern(value)
+    try:
+        tpl = parse(value)
+    except TemplateError as e:
+        problems.append(Problem(path, str(e)))
+        return None
+    source = value.strip()
+    tpl = parse(source)
+    code, text = _split_code(source, tpl.spans())
+    code_is_constant = "{{" not in code
+    if code_is_constant:
+        problem = _code_problem(code, protocol)
+        if problem:
+            problems.append(Problem(path, problem))
+            return None
+    return CodePattern(source, protocol, tpl, code, text)
+
+
+def _parse(value: Any, protocol: str, path: str, problems: list[Problem], depth: int) -> Pattern | None:
+    if depth > 50:
+        problems.append(Problem(path, "pattern nested too deeply"))
+        return None
+    if isinstance(value, list | tuple):
+        if not value:
+            problems.append(Problem(path, "empty list: give at least one alternative"))
+            return None
+        alts = []
+        for i, item in enumerate(value):
+            p = _parse(item, protocol, f"{path}[{i}]", problems, depth + 1)
+            if p is not None:
+                alts.append(p)
+        if len(alts) != len(value):
+            return None
+        return AnyPattern(alts)
+    if isinstance(value, dict):
+        return _parse_mapping(value, protocol, path, problems, depth)
+    return _parse_scalar(value, protocol, path, problems)
+
+
+def _parse_text(value: Any, protocol: str, path: str, problems: list[Problem]) -> str | None:
+    if isinstance(value, bool) or value is None or not isinstance(value, str | int | float):
+        problems.append(
+            Problem(path, _bad_type_message(value, protocol) if value is not None else "text is empty")
+        )
+        return None
+    value = value if isinstance(value, str) else str(value)
+    try:
+        parse(value)
+    except TemplateError as e:
+        problems.append(Problem(path, str(e)))
+        return None
+    return value
+
+
+def _parse_regex(value: Any, protocol: str, path: str, problems: list[Problem]) -> str | None:
+    if isinstance(value, bool) or value is None or not isinstance(value, str | int):
+        what = "a regular expression is a string"
+        problems.append(Problem(path, f"{what}, not {_shown(value) if value is not None else 'empty'}"))
+        return None
+    value = value if isinstance(value, str) else str(value)
+    problem = _regex_problem(value)
+    if problem:
+        problems.append(Problem(path, problem))
+        return None
+    return value
+
+
+def _parse_mapping(
+    value: dict, protocol: str, path: str, problems: list[Problem], depth: int
+) -> Pattern | None:
+    if not value:
+        problems.append(Problem(path, f"empty mapping: give at least one of {', '.join(MAPPING_KEYS)}"))
+        return None
+    start = len(problems)
+    fields: dict[str, Any] = {}
+    for key, item in value.items():
+        kpath = f"{path}.{key}"
+        if key not in MAPPING_KEYS:
+            problems.append(Problem(kpath, f"unknown key '{key}' (allowed: {', '.join(MAPPING_KEYS)})"))
+            continue
+        if key == "code":
+            fields["code"] = _parse_code_value(item, protocol, kpath, problems)
+        elif key == "text":
+            fields["text"] = _parse_text(item, protocol, kpath, problems)
+        elif key == "re":
+            fields["regex"] = _parse_regex(item, protocol, kpath, problems)
+        elif key == "lines":
+            if not isinstance(item, list | tuple):
+                item = [item] if isinstance(item, str) else item
+            if not isinstance(item, list | tuple):
+                problems.append(Problem(kpath, "lines is a list of regular expressions"))
+                continue
+            if not item:
+                problems.append(Problem(kpath, "empty list: give at least one regular expression"))
+                continue
+            fields["lines"] = [
+                _parse_regex(r, protocol, f"{kpath}[{i}]", problems) for i, r in enumerate(item)
+            ]
+        elif key == "not":
+            fields["not_"] = _parse(item, protocol, kpath, problems, depth + 1)
+    if len(problems) != start:
+        return None
+    return AllPattern(protocol, **fields)
+
+
+def parse_pattern(value: Any, protocol: str) -> tuple[Pattern | None, list[Problem]]:
+    """Parse an `S:` value. Never raises for bad input: returns (None, problems) instead."""
+    problems: list[Problem] = []
+    if protocol not in PROTOCOLS:
+        return None, [Problem("", f"unknown protocol '{protocol}' (want {', '.join(PROTOCOLS)})")]
+    try:
+        pattern = _parse(value, protocol, "", problems, 0)
+    except RecursionError:
+        return None, [Problem("", "pattern nested too deeply")]
+    if problems:
+        return None, problems
+    return pattern, []
+
+
+def capture(reply: Reply, regex_template: str, ctx: Context) -> str | None:
+    """Render the regex (regex=True), search reply.text (re.MULTILINE); group 1 if the regex
+    has groups, else the whole match; '' when group 1 took no part; None when no match."""
+    rx, _display = _compile_rendered(regex_template, ctx)
+    m = rx.search(reply.text)
+    if m is None:
+        return None
+    if rx.groups:
+        return m.group(1) or ""
+    return m.group(0)
