@@ -1,0 +1,3 @@
+from runner.sandbox import main
+
+raise SystemExit(main())

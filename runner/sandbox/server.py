@@ -1,0 +1,388 @@
+"""The sandbox: SMTP, POP3 and IMAP over shared Maildirs, on loopback, in a background thread.
+
+    with Sandbox() as sb:                         # every port bound and listening on return
+        smtplib.SMTP(sb.host, sb.ports["smtp"])
+        sb.mailbox("alice")                       # mailbox.Maildir
+
+`main()` is `mailrun sandbox`: the same service in the foreground until Ctrl-C / SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hmac
+import ipaddress
+import logging
+import mailbox
+import shutil
+import signal
+import ssl
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import trustme
+
+from runner.sandbox.lines import LineConnection
+from runner.sandbox.store import MailStore, normalise
+
+log = logging.getLogger("runner.sandbox")
+
+PORT_KEYS = ("smtp", "smtps", "pop3", "pop3s", "imap", "imaps")
+DEFAULT_USERS = {"alice": "wonderland", "bob": "builder"}
+START_DEADLINE = 10.0
+_LABELS = {
+    "smtp": ("SMTP", "plain, STARTTLS, AUTH PLAIN LOGIN (also before TLS)"),
+    "smtps": ("SMTPS", "implicit TLS, AUTH PLAIN LOGIN"),
+    "pop3": ("POP3", "plain, STLS, USER/PASS, AUTH PLAIN"),
+    "pop3s": ("POP3S", "implicit TLS"),
+    "imap": ("IMAP", "plain, STARTTLS, LOGIN, AUTHENTICATE PLAIN"),
+    "imaps": ("IMAPS", "implicit TLS"),
+}
+
+
+class SandboxError(Exception):
+    """The sandbox could not start (port in use, bad option); the message says which."""
+
+
+class SandboxState:
+    """What the protocol servers share. Lives in (and is only touched from) the loop thread."""
+
+    def __init__(
+        self,
+        *,
+        store: MailStore,
+        users: dict[str, str],
+        domain: str,
+        accept_any_login: bool,
+        tls_context: ssl.SSLContext,
+        idle_timeout: float,
+    ):
+        self.store = store
+        self.domain = domain
+        self.users = {normalise(u, domain) or u: p for u, p in users.items()}
+        self.accept_any_login = accept_any_login
+        self.tls_context = tls_context
+        self.idle_timeout = idle_timeout
+        self.hostname = f"mail.{domain}"
+        self.smtp_protocols: set = set()
+        self.connections: set[LineConnection] = set()
+        self.tasks: set[asyncio.Task] = set()
+
+    def store_name(self, address: str) -> str | None:
+        return normalise(address, self.domain)
+
+    def authenticate(self, login: str, password: str) -> str | None:
+        """The mailbox a login opens, or None. Never logs or returns the password."""
+        name = normalise(login, self.domain)
+        if name is None:
+            return None
+        if self.accept_any_login:
+            return name
+        expected = self.users.get(name)
+        if expected is None or not hmac.compare_digest(expected.encode(), password.encode()):
+            return None
+        return name
+
+    async def run_session(self, coro, conn: LineConnection) -> None:
+        task = asyncio.current_task()
+        self.connections.add(conn)
+        if task is not None:
+            self.tasks.add(task)
+        try:
+            await coro
+        except asyncio.CancelledError:
+            pass
+        except Exception as e:  # a bug in a session must not take the server down
+            log.error("sandbox session from %s failed: %s: %s", conn.peer, type(e).__name__, e)
+        finally:
+            conn.close()
+            self.connections.discard(conn)
+            if task is not None:
+                self.tasks.discard(task)
+
+
+class Sandbox:
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        ports: dict[str, int] | None = None,
+        users: dict[str, str] | None = None,
+        domain: str = "mailrun.test",
+        accept_any_login: bool = False,
+        maildir_root: str | Path | None = None,
+        idle_timeout: float = 300.0,
+    ):
+        ports = dict(ports or {})
+        unknown = sorted(set(ports) - set(PORT_KEYS))
+        if unknown:
+            raise ValueError(f"unknown sandbox port name(s) {', '.join(unknown)}; use {', '.join(PORT_KEYS)}")
+        for key, port in ports.items():
+            if not isinstance(port, int) or not 0 <= port <= 65535:
+                raise ValueError(f"sandbox port {key}={port!r} is not a port number (0-65535)")
+        self.host = host
+        self._requested_ports = {k: ports.get(k, 0) or 0 for k in PORT_KEYS}
+        self.ports: dict[str, int] = dict(self._requested_ports)
+        self.users = dict(DEFAULT_USERS if users is None else users)
+        self.domain = domain
+        self.accept_any_login = accept_any_login
+        self.idle_timeout = idle_timeout
+        self._maildir_root = Path(maildir_root) if maildir_root is not None else None
+        self.maildir_root: Path | None = None
+        self.ca_path = ""
+        self.startup_seconds: float | None = None
+        self._workdir: str | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._servers: list[asyncio.base_events.Server] = []
+        self._state: SandboxState | None = None
+
+    # --- life cycle ----------------------------------------------------------------------
+    def start(self) -> Sandbox:
+        if self._thread is not None:
+            raise RuntimeError("sandbox already started")
+        began = time.monotonic()
+        _quiet_library_logs()
+        self._workdir = tempfile.mkdtemp(prefix="mailrun-sandbox-")
+        try:
+            self.maildir_root = self._maildir_root or Path(self._workdir) / "maildirs"
+            tls_context = self._make_certs(Path(self._workdir))
+            store = MailStore(self.maildir_root, self.domain)
+            for user in self.users:
+                name = normalise(user, self.domain)
+                if name:
+                    store.maildir(name)
+            self._state = SandboxState(
+                store=store,
+                users=self.users,
+                domain=self.domain,
+                accept_any_login=self.accept_any_login,
+                tls_context=tls_context,
+                idle_timeout=self.idle_timeout,
+            )
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(target=self._run_loop, name="mailrun-sandbox", daemon=True)
+            self._thread.start()
+            fut = asyncio.run_coroutine_threadsafe(self._listen(), self._loop)
+            try:
+                fut.result(timeout=START_DEADLINE)
+            except TimeoutError:
+                raise SandboxError(f"sandbox did not start listening within {START_DEADLINE:.0f} s") from None
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - began
+        return self
+
+    def _run_loop(self) -> None:
+        assert self._loop is not None
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_forever()
+
+    def _make_certs(self, workdir: Path) -> ssl.SSLContext:
+        ca = trustme.CA(organization_name="mailrun sandbox")
+        names = ["localhost", "127.0.0.1", "::1"]
+        if self.host not in names and self.host not in ("0.0.0.0", "::"):
+            names.append(self.host)
+        cert = ca.issue_cert(*names)
+        self.ca_path = str(workdir / "sandbox-ca.pem")
+        ca.cert_pem.write_to_path(self.ca_path)
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        cert.configure_cert(ctx)
+        return ctx
+
+    async def _listen(self) -> None:
+        from runner.sandbox.imap import imap_handler
+        from runner.sandbox.pop3 import pop3_handler
+        from runner.sandbox.smtp import smtp_factory
+
+        state = self._state
+        assert state is not None
+        loop = asyncio.get_running_loop()
+        for key in PORT_KEYS:
+            implicit = key.endswith("s")
+            ssl_ctx = state.tls_context if implicit else None
+            port = self._requested_ports[key]
+            try:
+                if key.startswith("smtp"):
+                    server = await loop.create_server(
+                        smtp_factory(state, implicit_tls=implicit), self.host, port, ssl=ssl_ctx
+                    )
+                else:
+                    handler = pop3_handler(state) if key.startswith("pop3") else imap_handler(state)
+                    server = await asyncio.start_server(handler, self.host, port, ssl=ssl_ctx, limit=2**20)
+            except OSError as e:
+                raise SandboxError(
+                    f"sandbox cannot listen for {key} on {_hostport(self.host, port)}: {e.strerror or e}"
+                ) from None
+            self._servers.append(server)
+            self.ports[key] = server.sockets[0].getsockname()[1]
+
+    def stop(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is not None and thread is not None and thread.is_alive():
+            fut = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
+            try:
+                fut.result(timeout=5)
+            except Exception as e:
+                log.warning("sandbox shutdown: %s", e)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=5)
+        if loop is not None and not loop.is_running():
+            loop.close()
+        self._loop = self._thread = None
+        self._servers = []
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+    async def _shutdown(self) -> None:
+        for server in self._servers:
+            server.close()
+        state = self._state
+        if state is not None:
+            for proto in list(state.smtp_protocols):
+                proto.close()
+            for conn in list(state.connections):
+                conn.close()
+            for task in list(state.tasks):
+                task.cancel()
+            if state.tasks:
+                await asyncio.wait(list(state.tasks), timeout=2)
+        # Let the SMTP protocols' connection_lost callbacks and cancelled tasks run.
+        await asyncio.sleep(0)
+        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+        for t in pending:
+            t.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=2)
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # --- queries -------------------------------------------------------------------------
+    def port_for(self, protocol: str, tls: str) -> int:
+        proto = protocol.lower()
+        if proto not in ("smtp", "pop3", "imap"):
+            raise ValueError(f"the sandbox serves smtp, pop3 and imap, not {protocol!r}")
+        mode = tls.lower()
+        if mode in ("none", "plain", "starttls"):
+            return self.ports[proto]
+        if mode in ("implicit", "tls", "ssl"):
+            return self.ports[proto + "s"]
+        raise ValueError(f"unknown TLS mode {tls!r}; use none, starttls or implicit")
+
+    def mailbox(self, user: str) -> mailbox.Maildir:
+        name = normalise(user, self.domain)
+        if name is None:
+            raise ValueError(f"{user!r} is not a usable mailbox name")
+        root = self.maildir_root or self._maildir_root
+        if root is None:
+            raise RuntimeError("the sandbox is not started")
+        return mailbox.Maildir(root / name, factory=None, create=True)
+
+    def describe(self) -> str:
+        lines = [f"mailrun sandbox listening on {self.host}:"]
+        for key in PORT_KEYS:
+            label, what = _LABELS[key]
+            lines.append(f"  {label:<6} {_hostport(self.host, self.ports[key]):<22} {what}")
+        if self.accept_any_login:
+            lines.append(f"users: any login and any password are accepted (domain {self.domain})")
+        else:
+            shown = ", ".join(f"{u} / {p}" for u, p in self.users.items())
+            lines.append(f"users (login as NAME or NAME@{self.domain}): {shown}")
+        lines.append(f"mail to any address is delivered; maildirs under {self.maildir_root}")
+        lines.append(f"CA certificate (trust it to verify TLS): {self.ca_path}")
+        return "\n".join(lines)
+
+
+def _hostport(host: str, port: int) -> str:
+    try:
+        if ipaddress.ip_address(host).version == 6:
+            return f"[{host}]:{port}"
+    except ValueError:
+        pass
+    return f"{host}:{port}"
+
+
+# --- `mailrun sandbox` ---------------------------------------------------------------------
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number (0-65535)")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mailrun sandbox",
+        description="Run a local SMTP/POP3/IMAP mail service on loopback for trying scenarios, "
+        "until Ctrl-C. Ports default to free ones (0).",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    for key in PORT_KEYS:
+        p.add_argument(f"--{key}-port", type=_port, default=0, metavar="N", help=f"{key} port (0 = any free)")
+    p.add_argument("--maildir", metavar="DIR", help="keep the Maildirs here (default: a temporary directory)")
+    p.add_argument(
+        "--accept-any-login",
+        action="store_true",
+        help="accept every login and password (mailbox named after it)",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse already printed the problem
+        return 0 if e.code == 0 else 2
+    ports = {key: getattr(args, f"{key}_port") for key in PORT_KEYS}
+    sandbox = Sandbox(
+        host=args.host, ports=ports, maildir_root=args.maildir, accept_any_login=args.accept_any_login
+    )
+    stop = threading.Event()
+    try:
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    except ValueError:  # not the main thread: Ctrl-C only
+        previous = None
+    try:
+        try:
+            sandbox.start()
+        except SandboxError as e:
+            print(f"mailrun sandbox: {e}", file=sys.stderr)
+            return 3
+        except OSError as e:
+            print(f"mailrun sandbox: cannot start: {e}", file=sys.stderr)
+            return 3
+        print(sandbox.describe(), flush=True)
+        print("Press Ctrl-C to stop.", flush=True)
+        try:
+            while not stop.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+        print("mailrun sandbox: stopped.", flush=True)
+        return 0
+    finally:
+        sandbox.stop()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _quiet_library_logs() -> None:
+    """aiosmtpd logs every unknown command as a warning; Python's last-resort handler would print
+    those to stderr in the foreground. Keep the terminal for what the sandbox says itself."""
+    lib = logging.getLogger("mail.log")
+    if not lib.handlers:
+        lib.addHandler(logging.NullHandler())
