@@ -1,0 +1,540 @@
+"""The test bed: real Postfix and Dovecot on loopback, private to one test session.
+
+`Testbed.start()` renders the templates beside this file into a temporary folder (config, queue,
+state, Maildirs, logs, a throwaway CA and server certificate), starts Postfix and Dovecot from
+there on free ports of 127.0.0.1, and waits until every port has sent its greeting. `stop()` ends
+both with their own control commands and waits until none of their processes is left. Nothing
+under /etc/postfix, /etc/dovecot or the system's mail spool is read for config or written.
+
+Ports (keys of `Testbed.ports`):
+  smtp        plain SMTP, STARTTLS offered, AUTH allowed without TLS
+  submission  STARTTLS required before AUTH or MAIL (530 5.7.0 before it)
+  smtps       implicit TLS (smtpd_tls_wrappermode)
+  pop3, pop3s, imap, imaps   Dovecot, STLS/STARTTLS on the plain ones
+
+Needs root (Postfix's master and Dovecot drop privileges themselves) and the Debian packages
+postfix, dovecot-core, dovecot-pop3d, dovecot-imapd: see `missing_requirements()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import os
+import pwd
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+HOST = "127.0.0.1"
+DOMAIN = "example.test"
+USERS = {"alice": "wonderland", "bob": "builder"}
+PORT_NAMES = ("smtp", "submission", "smtps", "pop3", "pop3s", "imap", "imaps")
+TLS_PORTS = frozenset({"smtps", "pop3s", "imaps"})
+START_DEADLINE = 30.0
+STOP_DEADLINE = 15.0
+COMMAND_TIMEOUT = 60.0
+# The binaries the bed runs and the accounts the Debian packages create for them.
+BINARIES = ("postfix", "postconf", "dovecot", "doveadm")
+ACCOUNTS = ("postfix", "dovecot", "dovenull")
+GROUPS = ("postfix", "postdrop", "dovecot", "dovenull")
+SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class TestbedError(RuntimeError):
+    """The bed could not be started or stopped; the message carries the servers' logs."""
+
+    __test__ = False  # not a test class, whatever pytest thinks of the name
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def free_ports(count: int = 1, host: str = HOST) -> list[int]:
+    """`count` distinct TCP ports on `host` that were free a moment ago.
+
+    All sockets are held open together, so the ports are distinct; they are closed before
+    returning, so another process may still take one (bind errors are then reported by whoever
+    binds). Independent of mailrun's sandbox."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket(family, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def free_port(host: str = HOST) -> int:
+    """One TCP port on `host` that was free a moment ago (see `free_ports`)."""
+    return free_ports(1, host)[0]
+
+
+def _which(name: str) -> str | None:
+    return shutil.which(name, path=os.environ.get("PATH", "") + ":" + SBIN_PATH)
+
+
+def missing_requirements() -> str | None:
+    """None when the bed can run on this machine, else one line saying why not."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return "the Postfix/Dovecot test bed needs root (run scripts/test as root)"
+    missing = [b for b in BINARIES if _which(b) is None]
+    if missing:
+        return (
+            f"the Postfix/Dovecot test bed needs {', '.join(missing)}: install the Debian packages "
+            "postfix dovecot-core dovecot-pop3d dovecot-imapd (scripts/test does)"
+        )
+    for name in ACCOUNTS:
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            return f"the Postfix/Dovecot test bed needs the system user {name!r} (made by its Debian package)"
+    for name in GROUPS:
+        try:
+            grp.getgrnam(name)
+        except KeyError:
+            return (
+                f"the Postfix/Dovecot test bed needs the system group {name!r} (made by its Debian package)"
+            )
+    return None
+
+
+def _vmail_ids() -> tuple[int, int]:
+    """uid/gid owning the Maildirs: an existing 'vmail' account, else the first id from 5000 up
+    that no account or group uses (Postfix and Dovecot take numeric ids; no account is created)."""
+    try:
+        pw = pwd.getpwnam("vmail")
+        return pw.pw_uid, pw.pw_gid
+    except KeyError:
+        pass
+    used_uids = {p.pw_uid for p in pwd.getpwall()}
+    used_gids = {g.gr_gid for g in grp.getgrall()}
+    n = 5000
+    while n in used_uids or n in used_gids:
+        n += 1
+    return n, n
+
+
+def _render(template: Path, target: Path, values: dict[str, str]) -> None:
+    text = template.read_text()
+    for key, value in values.items():
+        text = text.replace(f"@@{key}@@", value)
+    if "@@" in text:
+        left = text[text.index("@@") : text.index("@@") + 40].splitlines()[0]
+        raise TestbedError(f"{template}: placeholder left unfilled: {left}")
+    target.write_text(text)
+
+
+def _pid_alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _descendants(roots: set[int]) -> set[int]:
+    """`roots` and every live process below them (read from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found: set[int] = set()
+    todo = [p for p in roots if _pid_alive(p)]
+    while todo:
+        pid = todo.pop()
+        if pid in found:
+            continue
+        found.add(pid)
+        todo.extend(children.get(pid, ()))
+    return {p for p in found if _pid_alive(p)}
+
+
+def _wait_gone(pids: set[int], timeout: float) -> set[int]:
+    """Wait until none of `pids` is alive, at most `timeout` seconds; return those still alive."""
+    deadline = time.monotonic() + timeout
+    left = {p for p in pids if _pid_alive(p)}
+    while left and time.monotonic() < deadline:
+        time.sleep(0.02)
+        left = {p for p in left if _pid_alive(p)}
+    return left
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+# --------------------------------------------------------------------------- the bed
+
+
+class Testbed:
+    """Postfix + Dovecot on 127.0.0.1, configured and kept under one temporary folder."""
+
+    __test__ = False
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.host = HOST
+        self.domain = DOMAIN
+        self.users = dict(USERS)
+        self.ports: dict[str, int] = {}
+        self._own_root = root is None
+        self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="mailrun-testbed-"))
+        self.ca_path = str(self.root / "ca.pem")
+        self.cert_path = self.root / "server.crt"
+        self.key_path = self.root / "server.key"
+        self.mail_root = self.root / "mail"
+        self.postfix_conf = self.root / "postfix" / "etc"
+        self.postfix_queue = self.root / "postfix" / "queue"
+        self.postfix_data = self.root / "postfix" / "data"
+        self.dovecot_conf = self.root / "dovecot" / "dovecot.conf"
+        self.dovecot_base = self.root / "dovecot" / "run"
+        self.dovecot_state = self.root / "dovecot" / "state"
+        self.vmail_uid, self.vmail_gid = _vmail_ids()
+        self.startup_seconds: float | None = None
+        self._started = False
+        self._command_output: list[str] = []
+        self._masters: set[int] = set()
+
+    # ----------------------------------------------------------------- public API
+
+    def address(self, user: str) -> str:
+        """'alice' -> 'alice@example.test'."""
+        self._check_user(user)
+        return f"{user}@{self.domain}"
+
+    def maildir(self, user: str) -> Path:
+        """The user's Maildir (with cur/, new/, tmp/), shared by Postfix and Dovecot."""
+        self._check_user(user)
+        return self.mail_root / self.domain / user
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client context trusting only the bed's CA, hostname checking on."""
+        return ssl.create_default_context(cafile=self.ca_path)
+
+    def messages(self, user: str) -> list[bytes]:
+        """Every message now in the user's Maildir (new/ then cur/), oldest file first."""
+        out = []
+        for path in self._message_files(user):
+            with contextlib.suppress(FileNotFoundError):  # Dovecot moved it new/ -> cur/ meanwhile
+                out.append(path.read_bytes())
+        return out
+
+    def wait_for_message(
+        self, user: str, predicate: Callable[[bytes], bool] = lambda data: True, timeout: float = 10
+    ) -> bytes:
+        """The first message in the user's Maildir for which `predicate(raw bytes)` is true,
+        polling new/ and cur/ until `timeout` seconds have passed (then TimeoutError)."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while True:
+            for path in self._message_files(user):
+                try:
+                    data = path.read_bytes()
+                except FileNotFoundError:
+                    continue  # renamed by Dovecot between listing and reading: seen on the next pass
+                if predicate(data):
+                    return data
+            seen = len(self._message_files(user))
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"no matching message for {user} in {self.maildir(user)} within {timeout:g} s "
+                    f"({seen} message(s) there)\n--- last lines of the Postfix log ---\n"
+                    + "\n".join(self._read_log("postfix.log").splitlines()[-20:])
+                )
+            time.sleep(0.02)
+
+    def clear_mailbox(self, user: str) -> None:
+        """Delete every message of the user (new/, cur/, tmp/); Dovecot notices on its next sync."""
+        for sub in ("new", "cur", "tmp"):
+            folder = self.maildir(user) / sub
+            for path in folder.iterdir() if folder.is_dir() else ():
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
+    def logs(self) -> str:
+        """Postfix's and Dovecot's logs plus the output of the control commands, as one text."""
+        parts = []
+        for name in ("postfix.log", "dovecot.log"):
+            parts.append(f"===== {self.root / name}\n{self._read_log(name)}")
+        if self._command_output:
+            parts.append("===== control commands\n" + "\n".join(self._command_output))
+        return "\n".join(parts)
+
+    def pids(self) -> set[int]:
+        """The live processes of this bed: both masters and everything below them."""
+        roots = set(self._masters)
+        for pidfile in (self.postfix_queue / "pid" / "master.pid", self.dovecot_base / "master.pid"):
+            pid = _read_pid(pidfile)
+            if pid is not None:
+                roots.add(pid)
+        return _descendants(roots)
+
+    # ----------------------------------------------------------------- start / stop
+
+    def start(self, ports: dict[str, int] | None = None) -> Testbed:
+        """Configure and start both servers; return when every port has greeted.
+
+        `ports` may fix some ports; the others are chosen free. Raises TestbedError (with the
+        logs) when the bed cannot run or does not come up within START_DEADLINE seconds."""
+        reason = missing_requirements()
+        if reason:
+            raise TestbedError(reason)
+        t0 = time.monotonic()
+        wanted = dict(ports or {})
+        unknown = set(wanted) - set(PORT_NAMES)
+        if unknown:
+            raise TestbedError(f"unknown port name(s) {sorted(unknown)}; known: {', '.join(PORT_NAMES)}")
+        chosen = iter(free_ports(len(PORT_NAMES) - len(wanted)))
+        self.ports = {name: wanted[name] if name in wanted else next(chosen) for name in PORT_NAMES}
+        self._started = True
+        try:
+            self._prepare()
+            self._run([_which("postfix"), "-c", str(self.postfix_conf), "check"], "postfix check")
+            self._run([_which("dovecot"), "-c", str(self.dovecot_conf)], "dovecot")
+            self._run([_which("postfix"), "-c", str(self.postfix_conf), "start"], "postfix start")
+            self._remember_masters()
+            self._wait_until_ready(t0 + START_DEADLINE)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.stop(remove=False)
+            raise
+        self.startup_seconds = time.monotonic() - t0
+        return self
+
+    def stop(self, remove: bool | None = None) -> None:
+        """Stop both servers with their control commands and wait until none of their processes
+        is left (SIGKILL after STOP_DEADLINE). Removes the temporary folder when the bed made it
+        (unless `remove` says otherwise). Raises TestbedError if a process survives."""
+        if not self._started:
+            return
+        self._remember_masters()
+        # Postfix first: its smtpd processes hold connections to Dovecot's auth service, which
+        # would otherwise keep Dovecot's auth and stats processes alive for up to 30 s.
+        left: set[int] = set()
+        master = _read_pid(self.postfix_queue / "pid" / "master.pid")
+        procs = _descendants({master}) if master is not None else set()
+        if procs:
+            self._run(
+                [_which("postfix") or "postfix", "-c", self.postfix_conf, "stop"], "postfix stop", False
+            )
+        left |= _wait_gone(procs, STOP_DEADLINE)
+        # Dovecot: SIGTERM to the master named in its pid file. That is what `doveadm stop` does,
+        # less the 1.5 s doveadm spends as a stats client and polling.
+        master = _read_pid(self.dovecot_base / "master.pid")
+        procs = _descendants({master}) if master is not None else set()
+        if procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(master, signal.SIGTERM)
+            self._command_output.append(f"$ kill -TERM {master}  (Dovecot master, from its pid file)")
+        left |= _wait_gone(procs, STOP_DEADLINE)
+        left |= {p for p in self._masters if _pid_alive(p)}
+        killed = set(left)
+        for pid in killed:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        _wait_gone(killed, 2.0)
+        self._started = False
+        self._masters.clear()
+        if remove is None:
+            remove = self._own_root
+        if killed:
+            logs = self.logs()
+            if remove:
+                shutil.rmtree(self.root, ignore_errors=True)
+            raise TestbedError(
+                f"test bed processes {sorted(killed)} did not stop within {STOP_DEADLINE:g} s "
+                f"and were killed\n{logs}"
+            )
+        if remove:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> Testbed:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ----------------------------------------------------------------- internals
+
+    def _check_user(self, user: str) -> None:
+        if user not in self.users:
+            raise KeyError(f"unknown test bed user {user!r}; known: {', '.join(self.users)}")
+
+    def _message_files(self, user: str) -> list[Path]:
+        files = []
+        for sub in ("new", "cur"):
+            folder = self.maildir(user) / sub
+            with contextlib.suppress(FileNotFoundError):
+                entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+                files.extend(sorted(entries, key=lambda p: p.name))
+        return files
+
+    def _read_log(self, name: str) -> str:
+        try:
+            return (self.root / name).read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no log written)"
+
+    def _run(self, argv: list, what: str, check: bool = True) -> None:
+        # Output goes to a file, not a pipe: a daemon keeps inherited pipes open for its lifetime.
+        out_path = self.root / "commands.out"
+        with open(out_path, "w+b") as out:
+            try:
+                proc = subprocess.run(
+                    [str(a) for a in argv],
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    timeout=COMMAND_TIMEOUT,
+                    env={**os.environ, "PATH": os.environ.get("PATH", "") + ":" + SBIN_PATH},
+                )
+            except subprocess.TimeoutExpired as exc:
+                raise TestbedError(
+                    f"{what} did not finish within {COMMAND_TIMEOUT:g} s\n{self.logs()}"
+                ) from exc
+            out.seek(0)
+            text = out.read().decode(errors="replace").strip()
+        self._command_output.append(f"$ {what} -> exit {proc.returncode}" + (f"\n{text}" if text else ""))
+        if check and proc.returncode != 0:
+            raise TestbedError(f"{what} failed (exit {proc.returncode})\n{self.logs()}")
+
+    def _remember_masters(self) -> None:
+        for pidfile in (self.postfix_queue / "pid" / "master.pid", self.dovecot_base / "master.pid"):
+            pid = _read_pid(pidfile)
+            if pid is not None and _pid_alive(pid):
+                self._masters.add(pid)
+
+    def _prepare(self) -> None:
+        import trustme  # a project dependency; imported here so free_ports works without it
+
+        root = self.root
+        root.mkdir(parents=True, exist_ok=True)
+        os.chmod(root, 0o755)  # postfix/dovecot/dovenull must reach their files below it
+
+        ca = trustme.CA(organization_name="mailrun test bed CA")
+        cert = ca.issue_cert("localhost", "127.0.0.1", "::1", "mail.example.test")
+        ca.cert_pem.write_to_path(self.ca_path)
+        self.cert_path.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+        cert.private_key_pem.write_to_path(str(self.key_path))
+        os.chmod(self.key_path, 0o600)
+        os.chmod(self.ca_path, 0o644)
+        os.chmod(self.cert_path, 0o644)
+
+        for path in (self.postfix_conf, self.postfix_queue, self.postfix_data):
+            path.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root / "postfix", 0o755)
+        for path in (self.dovecot_base, self.dovecot_state):
+            path.mkdir(parents=True, exist_ok=True)
+            os.chmod(path, 0o755)
+        os.chmod(self.dovecot_conf.parent, 0o755)
+        shutil.chown(self.postfix_data, "postfix", "postfix")
+        os.chmod(self.postfix_data, 0o700)
+
+        # Maildirs (and Dovecot homes) owned by the mail uid, so Postfix's virtual(8) and
+        # Dovecot's mail processes, which run as that uid, can write them.
+        for path in (self.mail_root, self.mail_root / self.domain, root / "home"):
+            path.mkdir(parents=True, exist_ok=True)
+            os.chmod(path, 0o755)
+        for user in self.users:
+            for path in (self.maildir(user), root / "home" / user):
+                for sub in ("", "cur", "new", "tmp") if path == self.maildir(user) else ("",):
+                    (path / sub).mkdir(parents=True, exist_ok=True)
+                    os.chown(path / sub, self.vmail_uid, self.vmail_gid)
+                    os.chmod(path / sub, 0o700)
+
+        values = {
+            "ROOT": str(root),
+            "HOST": self.host,
+            "DOMAIN": self.domain,
+            "INSTANCE": root.name,
+            "MAIL": str(self.mail_root),
+            "CERT": str(self.cert_path),
+            "KEY": str(self.key_path),
+            "VMAIL_UID": str(self.vmail_uid),
+            "VMAIL_GID": str(self.vmail_gid),
+            "POSTFIX_CONF": str(self.postfix_conf),
+            "POSTFIX_QUEUE": str(self.postfix_queue),
+            "POSTFIX_DATA": str(self.postfix_data),
+            "DOVECOT_BASE": str(self.dovecot_base),
+            "DOVECOT_STATE": str(self.dovecot_state),
+            "DOVECOT_USERS": str(self.dovecot_conf.parent / "users"),
+            "SMTP_ADDR": f"{self.host}:{self.ports['smtp']}",
+            "SUBMISSION_ADDR": f"{self.host}:{self.ports['submission']}",
+            "SMTPS_ADDR": f"{self.host}:{self.ports['smtps']}",
+            "IMAP_PORT": str(self.ports["imap"]),
+            "IMAPS_PORT": str(self.ports["imaps"]),
+            "POP3_PORT": str(self.ports["pop3"]),
+            "POP3S_PORT": str(self.ports["pop3s"]),
+        }
+        _render(HERE / "postfix" / "main.cf.in", self.postfix_conf / "main.cf", values)
+        _render(HERE / "postfix" / "master.cf.in", self.postfix_conf / "master.cf", values)
+        _render(HERE / "dovecot" / "dovecot.conf.in", self.dovecot_conf, values)
+        (self.postfix_conf / "vmailbox").write_text(
+            "".join(f"{self.address(u)} {self.domain}/{u}/\n" for u in self.users)
+        )
+        # passwd-file: user:{PLAIN}password:uid:gid::home  (login as 'alice' or 'alice@example.test')
+        lines = []
+        for user, password in self.users.items():
+            for login in (user, self.address(user)):
+                home = root / "home" / user
+                lines.append(f"{login}:{{PLAIN}}{password}:{self.vmail_uid}:{self.vmail_gid}::{home}::\n")
+        users_file = self.dovecot_conf.parent / "users"
+        users_file.write_text("".join(lines))
+        os.chmod(users_file, 0o644)
+
+    def _wait_until_ready(self, deadline: float) -> None:
+        pending = dict(self.ports)
+        last_error: dict[str, str] = {}
+        while pending:
+            for name, port in list(pending.items()):
+                try:
+                    greeting = self._greeting(name, port, max(0.1, min(2.0, deadline - time.monotonic())))
+                except (OSError, ssl.SSLError) as exc:
+                    last_error[name] = f"{type(exc).__name__}: {exc}"
+                    continue
+                if greeting.startswith((b"220 ", b"+OK", b"* OK")):
+                    del pending[name]
+                else:
+                    last_error[name] = f"unexpected greeting {greeting[:80]!r}"
+            if not pending:
+                return
+            if time.monotonic() >= deadline:
+                detail = "\n".join(
+                    f"  {n} (127.0.0.1:{p}): {last_error.get(n, 'no answer')}" for n, p in pending.items()
+                )
+                raise TestbedError(
+                    f"the test bed did not come up within {START_DEADLINE:g} s; ports not greeting:\n"
+                    f"{detail}\n{self.logs()}"
+                )
+            time.sleep(0.05)
+
+    def _greeting(self, name: str, port: int, timeout: float) -> bytes:
+        with socket.create_connection((self.host, port), timeout=timeout) as raw:
+            raw.settimeout(timeout)
+            if name in TLS_PORTS:
+                with self.ssl_context().wrap_socket(raw, server_hostname="localhost") as tls:
+                    tls.settimeout(timeout)
+                    return tls.recv(512)
+            return raw.recv(512)
