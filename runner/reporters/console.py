@@ -1,0 +1,345 @@
+"""The console report: one line per step as it finishes, details for failures, a summary line
+per scenario; `verbose` adds the whole conversation as it happens. Plus a live progress line
+and a summary table for suites."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+from runner import results as R
+from runner.reporters import (
+    VERDICT,
+    RedactorLike,
+    Reporter,
+    first_problem,
+    redact,
+    safe_text,
+    split_lines,
+    step_counts,
+    summary_text,
+    visible,
+    where,
+)
+
+MAX_REPLY_LINES = 20  # reply lines shown under a failure before "... N more lines"
+MAX_FIELD = 100  # characters of `C:`/`S:` text on a step line
+
+_CODES = {
+    "green": "32",
+    "red": "31",
+    "yellow": "33",
+    "bold": "1",
+    "dim": "2",
+    "cyan": "36",
+    "boldred": "1;31",
+}
+_STATUS_COLOR = {"passed": "green", "failed": "red", "error": "red", "skipped": "yellow"}
+
+
+def _color_env_allows() -> bool:
+    """NO_COLOR (https://no-color.org): set to a non-empty value means no colour."""
+    return not os.environ.get("NO_COLOR")
+
+
+def _fmt_ms(seconds: float) -> str:
+    ms = seconds * 1000
+    return "<1 ms" if 0 < ms < 1 else f"{ms:.0f} ms"
+
+
+class ConsoleReporter(Reporter):
+    def __init__(
+        self,
+        stream=None,
+        *,
+        verbose: bool = False,
+        show_crlf: bool = False,
+        color: bool | None = None,
+        redactor: RedactorLike | None = None,
+    ):
+        self.stream = stream if stream is not None else sys.stdout
+        try:
+            self.tty = bool(self.stream.isatty())
+        except (AttributeError, ValueError):
+            self.tty = False
+        self.color = (self.tty and _color_env_allows()) if color is None else bool(color)
+        self.verbose = verbose
+        self.show_crlf = show_crlf
+        self.redactor = redactor
+        enc = getattr(self.stream, "encoding", None) or "utf-8"
+        self._encoding = enc
+        try:
+            "✓✗—…".encode(enc)
+            self.unicode = True
+        except (UnicodeEncodeError, LookupError):
+            self.unicode = False
+        self.marks = (
+            {"passed": "✓", "failed": "✗", "error": "✗", "skipped": "-"}
+            if self.unicode
+            else {"passed": "ok", "failed": "FAIL", "error": "ERR", "skipped": "-"}
+        )
+        self.dash = "—" if self.unicode else "-"
+        self.ellipsis = "…" if self.unicode else "..."
+        self._lock = threading.RLock()
+        self._pending: dict[str, str] = {"C": "", "S": ""}
+        self._progress = ""  # the live progress line currently drawn (TTY only)
+        self._progress_len = 0  # its width on screen
+        self._tls_shown = None
+        self.results: list[R.ScenarioResult] = []  # every ScenarioFinished, in order
+
+    # ------------------------------------------------------------ output
+    def _c(self, text: str, color: str) -> str:
+        return f"\x1b[{_CODES[color]}m{text}\x1b[0m" if self.color and text else text
+
+    def _raw(self, text: str) -> None:
+        if self._encoding.lower().replace("-", "") not in ("utf8", "utf_8"):
+            try:
+                text = text.encode(self._encoding, "backslashreplace").decode(self._encoding)
+            except LookupError:
+                pass
+        self.stream.write(text)
+
+    def _emit(self, line: str) -> None:
+        """Write one line (redacted), keeping a live progress line below it."""
+        with self._lock:
+            line = redact(self.redactor, line)
+            if self._progress:
+                self._raw("\r" + " " * self._progress_len + "\r")
+            self._raw(line + "\n")
+            if self._progress:
+                self._raw(self._progress)
+            self.stream.flush()
+
+    def _short(self, text: str, limit: int = MAX_FIELD) -> str:
+        return text if len(text) <= limit else text[: limit - len(self.ellipsis)] + self.ellipsis
+
+    # ------------------------------------------------------------ events
+    def handle(self, event) -> None:
+        with self._lock:
+            if isinstance(event, R.Sent | R.Received):
+                if self.verbose:
+                    self._wire("C" if isinstance(event, R.Sent) else "S", event.data)
+                return
+            self._flush_wire()
+            method = getattr(self, "_on_" + type(event).__name__, None)
+            if method is not None:
+                method(event)
+
+    def _on_ScenarioStarted(self, ev: R.ScenarioStarted) -> None:
+        name = f"{ev.name}[{ev.provider}]" if ev.provider else ev.name
+        self._emit(self._c(safe_text(name), "bold") + f" ({safe_text(ev.file)})")
+
+    def _on_SessionStarted(self, ev: R.SessionStarted) -> None:
+        self._tls_shown = None
+        tls = "no TLS" if ev.tls_mode == "none" else f"TLS {ev.tls_mode}"
+        s = f"  session {safe_text(ev.name)} ({ev.protocol}): {ev.host}:{ev.port} via {ev.transport}, {tls}"
+        if ev.attempts > 1:
+            s += f" [attempt {ev.attempt}/{ev.attempts}]"
+        self._emit(self._c(s, "cyan"))
+
+    def _on_Connected(self, ev: R.Connected) -> None:
+        if self.verbose:
+            s = f"  connected to {ev.info.peer} via {ev.info.transport}"
+            if ev.info.note:
+                s += f" ({safe_text(ev.info.note)})"
+            self._emit(self._c(s, "dim"))
+        if ev.info.tls is not None:
+            self._tls(ev.info.tls)
+
+    def _on_TLSStarted(self, ev: R.TLSStarted) -> None:
+        self._tls(ev.info)
+
+    def _tls(self, info) -> None:
+        if info == self._tls_shown:  # implicit TLS: Connected and TLSStarted carry the same info
+            return
+        self._tls_shown = info
+        self._emit(f"  TLS: {safe_text(info.describe())}")
+        if not info.verified:
+            self._emit(
+                self._c(
+                    "  WARNING: TLS certificate NOT VERIFIED (tls_verify: false / --insecure): "
+                    "the server's identity is unchecked",
+                    "boldred",
+                )
+            )
+
+    def _on_Note(self, ev: R.Note) -> None:
+        if ev.kind == "warning":
+            for line in ev.text.splitlines() or [""]:
+                self._emit(self._c(f"  warning: {safe_text(line)}", "yellow"))
+        elif self.verbose:
+            for line in ev.text.splitlines() or [""]:
+                self._emit(self._c(f"    # {safe_text(line)}", "dim"))
+
+    def _on_Closed(self, ev: R.Closed) -> None:
+        if self.verbose:
+            self._emit(self._c(f"  connection closed by {ev.by}", "dim"))
+
+    def _on_StepFinished(self, ev: R.StepFinished) -> None:
+        st = ev.result
+        label = str(st.index) if st.section == "steps" else f"F{st.index}"
+        parts = [f"  {label:>3}" + (f" [{safe_text(st.name)}]" if st.name else "")]
+        if st.sent is not None:
+            parts.append("C: " + self._short(visible(st.sent, crlf=True)))
+        elif st.action != "read":
+            parts.append(f"({st.action})")
+        if st.reply is not None:
+            s = "S: " + self._short(visible(st.reply.first_line))
+            if st.reply.note:
+                s += " " + safe_text(st.reply.note)
+            if len(st.reply.lines) > 1 and not self.verbose:
+                s += f" (+{len(st.reply.lines) - 1} lines)"
+            parts.append(s)
+        elif st.status in ("failed", "error") and st.expected is not None:
+            parts.append("S: (no reply)")
+        mark = self._c(self.marks.get(st.status, "?"), _STATUS_COLOR.get(st.status, "bold"))
+        parts.append(mark)
+        parts.append(_fmt_ms(st.elapsed) if st.status != "skipped" else "")
+        line = parts[0] + " " + "  ".join(p for p in parts[1:] if p)
+        if st.status == "skipped" and st.reason:
+            line += "  " + self._c(f"skipped: {safe_text(st.reason)}", "dim")
+        self._emit(line.rstrip())
+        if st.status in ("failed", "error"):
+            self._failure(st)
+
+    def _failure(self, st: R.StepResult) -> None:
+        pad = "        "
+        if st.expected is not None:
+            self._emit(f"{pad}expected: {visible(st.expected)}")
+        if st.reply is not None:
+            lines = list(st.reply.lines) or [""]
+            shown = lines[:MAX_REPLY_LINES]
+            for i, text in enumerate(shown):
+                self._emit(f"{pad}{'received: ' if i == 0 else ' ' * 10}{visible(text)}")
+            if len(lines) > len(shown):
+                self._emit(f"{pad}{' ' * 10}... {len(lines) - len(shown)} more lines")
+        elif st.expected is not None:
+            self._emit(f"{pad}received: (nothing)")
+        if st.reason:
+            self._emit(self._c(f"{pad}reason:   {safe_text(st.reason)}", "red"))
+        self._emit(f"{pad}at:       {safe_text(where(st.location, st.via))}")
+
+    def _on_SessionFinished(self, ev: R.SessionFinished) -> None:
+        r = ev.result
+        if r.status in ("failed", "error") and not any(s.status in ("failed", "error") for s in r.steps):
+            mark = self._c(self.marks[r.status], "red")
+            self._emit(f"  {mark} session {safe_text(r.name)}: {safe_text(r.reason or r.status)}")
+        if r.status in ("failed", "error") and r.attempt < r.attempts:
+            self._emit(
+                self._c(f"  retrying session {safe_text(r.name)} ({r.attempt}/{r.attempts} failed)", "yellow")
+            )
+
+    def _on_ScenarioFinished(self, ev: R.ScenarioFinished) -> None:
+        r = ev.result
+        self.results.append(r)
+        text = safe_text(summary_text(r, dash=self.dash))
+        verdict = VERDICT.get(r.status, r.status.upper())
+        if text.startswith(verdict):
+            text = self._c(verdict, _STATUS_COLOR.get(r.status, "bold")) + text[len(verdict) :]
+        self._emit(text)
+
+    # ------------------------------------------------------------ verbose wire
+    def _wire(self, direction: str, data: bytes) -> None:
+        other = "S" if direction == "C" else "C"
+        if self._pending[other]:
+            self._flush_wire()
+        text = self._pending[direction] + data.decode("utf-8", errors="backslashreplace")
+        self._pending[direction] = ""
+        for line in split_lines(text):
+            if line.endswith("\n"):
+                self._wire_line(direction, line)
+            else:
+                self._pending[direction] = line
+
+    def _flush_wire(self) -> None:
+        for d in ("C", "S"):
+            if self._pending[d]:
+                line, self._pending[d] = self._pending[d], ""
+                self._wire_line(d, line)
+
+    def _wire_line(self, direction: str, line: str) -> None:
+        line = redact(self.redactor, line)
+        if self.show_crlf:
+            shown = visible(line)
+        else:
+            body = line[:-2] if line.endswith("\r\n") else line[:-1] if line.endswith("\n") else line
+            shown = safe_text(body).replace("\r", "\\r")
+        self._emit(f"    {self._c(direction + ':', 'bold' if direction == 'C' else 'dim')} {shown}")
+
+    # ------------------------------------------------------------ suites
+    def progress(self, done: int, total: int, passed: int, failed: int, elapsed: float) -> None:
+        """Draw a live one-line status on a TTY (overwritten in place); nothing otherwise.
+        The line is ended when done reaches total."""
+        if not self.tty:
+            return
+        with self._lock:
+            text = f"[{done}/{total}] {passed} passed, {failed} failed, {elapsed:.1f} s"
+            if self.color:
+                text = f"[{done}/{total}] " + self._c(f"{passed} passed", "green") + ", "
+                text += self._c(f"{failed} failed", "red" if failed else "dim") + f", {elapsed:.1f} s"
+            plain = f"[{done}/{total}] {passed} passed, {failed} failed, {elapsed:.1f} s"
+            self._raw("\r" + text + " " * max(0, self._progress_len - len(plain)))
+            if done >= total:
+                self._raw("\n")
+                self._progress, self._progress_len = "", 0
+            else:  # redrawn below lines emitted meanwhile
+                self._progress, self._progress_len = text, len(plain)
+            self.stream.flush()
+
+    def summary_table(self, results: list[R.ScenarioResult] | None = None) -> None:
+        """A final table for suites of more than one scenario: scenario, provider, steps
+        passed/total, time, verdict, the first failure's reason. Prints nothing for one."""
+        results = self.results if results is None else results
+        if len(results) <= 1:
+            return
+        rows = []
+        for r in results:
+            passed, total = step_counts(r)
+            problem = first_problem(r)
+            rows.append(
+                [
+                    safe_text(r.name),
+                    safe_text(r.provider or ""),
+                    f"{passed}/{total}",
+                    f"{r.duration:.2f} s",
+                    VERDICT.get(r.status, r.status.upper()),
+                    self._short(safe_text(problem[1]), 70) if problem else "",
+                    r.status,
+                ]
+            )
+        head = ["scenario", "provider", "steps", "time", "verdict", "first failure"]
+        widths = [max(len(head[i]), *(len(row[i]) for row in rows)) for i in range(5)]
+        align = ["<", "<", ">", ">", "<"]
+
+        def fmt(cells, colors=None):
+            out = []
+            for i, cell in enumerate(cells[:5]):
+                text = f"{cell:{align[i]}{widths[i]}}"
+                if colors and i == 4:
+                    text = self._c(text, colors)
+                out.append(text)
+            return ("  ".join(out) + "  " + cells[5]).rstrip()
+
+        self._emit("")
+        self._emit(self._c(fmt(head), "bold"))
+        self._emit(fmt(["-" * w for w in widths] + ["-" * len(head[5])]))
+        for row in rows:
+            self._emit(fmt(row, _STATUS_COLOR.get(row[6], "bold")))
+        counts = {k: sum(1 for r in results if r.status == k) for k in ("passed", "failed", "error")}
+        total_time = sum(r.duration for r in results)
+        self._emit(
+            f"{len(results)} scenarios: {counts['passed']} passed, {counts['failed']} failed, "
+            f"{counts['error']} errors ({total_time:.2f} s of conversations)"
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            self._flush_wire()
+            if self._progress:
+                self._raw("\n")
+                self._progress, self._progress_len = "", 0
+            try:
+                self.stream.flush()
+            except (ValueError, OSError):
+                pass

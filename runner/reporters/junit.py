@@ -1,0 +1,260 @@
+"""JUnit XML (the Ant/Jenkins format that Jenkins, GitLab and GitHub test reporters read).
+
+    <testsuites name="mailrun" tests failures errors skipped time timestamp>
+      <testsuite name="FILE: DISPLAY NAME" tests failures errors skipped time timestamp hostname>
+        <properties> file, scenario, provider, exit_class </properties>
+        <testcase classname="DISPLAY NAME" name="step N: C: ..." time file line>
+          <failure message="expected 250, got 550 ..." type="expectation">details</failure>
+          | <error message="..." type="network">details</error> | <skipped message="..."/>
+          <system-out>transcript</system-out>          (first failing case only)
+        </testcase>
+        <system-out>the scenario's masked transcript</system-out>
+      </testsuite>
+    </testsuites>
+
+One testsuite per scenario run (a matrix run of one file gives one per provider), one testcase
+per step. A session that failed before any step (connect, TLS) and a scenario that could not run
+at all become a testcase with <error>.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from runner import results as R
+from runner.errors import ExitClass
+from runner.reporters import RedactorLike, Reporter, iso, redact, step_label, where, write_atomic
+from runner.reporters.transcript import TranscriptFormatter
+
+MAX_TRANSCRIPT = 1 << 20  # characters of transcript per <system-out>; the middle is cut beyond
+MAX_DETAIL_LINES = 200  # reply lines in a failure's body
+MAX_NAME_SENT = 100
+
+_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _fit_transcript(text: str) -> str:
+    if len(text) <= MAX_TRANSCRIPT:
+        return text
+    head, tail = MAX_TRANSCRIPT // 4, MAX_TRANSCRIPT - MAX_TRANSCRIPT // 4
+    cut = len(text) - head - tail
+    return text[:head] + f"\n... {cut} characters of transcript omitted ...\n" + text[-tail:]
+
+
+class JUnitReporter(Reporter):
+    def __init__(self, path: str | os.PathLike, redactor: RedactorLike | None = None):
+        self.path = Path(path)
+        self.redactor = redactor
+        self.suites: list[ET.Element] = []
+        self._fmt: TranscriptFormatter | None = None
+        self._transcript: list[str] = []
+        self._size = 0
+        self._closed = False
+        self.created = time.time()
+
+    # ------------------------------------------------------------ text hygiene
+    def _x(self, text) -> str:
+        """Masked and XML-safe (characters XML 1.0 cannot hold shown as \\xNN)."""
+        text = redact(self.redactor, "" if text is None else str(text))
+        return _XML_ILLEGAL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+    # ------------------------------------------------------------ events
+    def handle(self, event) -> None:
+        if isinstance(event, R.ScenarioStarted):
+            self._fmt = TranscriptFormatter(redactor=self.redactor)
+            self._transcript, self._size = [], 0
+        if self._fmt is not None and self._size <= 2 * MAX_TRANSCRIPT:
+            text = self._fmt.format(event)
+            self._transcript.append(text)
+            self._size += len(text)
+        if isinstance(event, R.ScenarioFinished):
+            transcript = _fit_transcript("".join(self._transcript))
+            if self._size > 2 * MAX_TRANSCRIPT:
+                transcript += "\n... transcript truncated ...\n"
+            self.suites.append(self._suite(event.result, transcript))
+            self._fmt, self._transcript, self._size = None, [], 0
+
+    # ------------------------------------------------------------ building
+    def _suite(self, r: R.ScenarioResult, transcript: str) -> ET.Element:
+        x = self._x
+        suite = ET.Element("testsuite")
+        suite.set("name", x(f"{r.file}: {r.display_name}"))
+        props = ET.SubElement(suite, "properties")
+        for k, v in (
+            ("file", r.file),
+            ("scenario", r.name),
+            ("provider", r.provider),
+            ("status", r.status),
+            ("exit_class", int(r.exit_class)),
+            ("retries", r.retries or None),
+        ):
+            if v is not None:
+                ET.SubElement(props, "property", name=k, value=x(v))
+        cases: list[ET.Element] = []
+        names: set[str] = set()
+        multi = len({s.name for s in r.sessions}) > 1
+
+        def unique(name: str) -> str:
+            base, n = name, 2
+            while name in names:
+                name, n = f"{base} #{n}", n + 1
+            names.add(name)
+            return name
+
+        for sess in r.sessions:
+            prefix = f"session {sess.name}: " if multi else ""
+            suffix = f" (attempt {sess.attempt}/{sess.attempts})" if sess.attempts > 1 else ""
+            for st in sess.steps:
+                cases.append(self._step_case(r, st, unique(prefix + self._step_name(st) + suffix)))
+            if sess.status in ("failed", "error") and not any(
+                s.status in ("failed", "error") for s in sess.steps
+            ):
+                case = self._case(r, unique(f"session {sess.name}{suffix}"), sess.duration)
+                self._problem(
+                    case, "error", sess.reason or f"session {sess.status}", sess.exit_class, sess.reason or ""
+                )
+                cases.append(case)
+        if r.status in ("failed", "error") and not any(_bad(c) for c in cases):
+            case = self._case(
+                r, unique(f"{r.display_name}: could not run" if not cases else r.display_name), 0.0
+            )
+            kind = "failure" if r.status == "failed" else "error"
+            self._problem(case, kind, r.reason or f"scenario {r.status}", r.exit_class, r.reason or "")
+            cases.append(case)
+        for case in cases:
+            suite.append(case)
+        first_bad = next((c for c in cases if _bad(c)), None)
+        if first_bad is not None and transcript:
+            ET.SubElement(first_bad, "system-out").text = x(transcript)
+        ET.SubElement(suite, "system-out").text = x(transcript)
+        count = {k: sum(1 for c in cases if c.find(k) is not None) for k in ("failure", "error", "skipped")}
+        suite.set("tests", str(len(cases)))
+        suite.set("failures", str(count["failure"]))
+        suite.set("errors", str(count["error"]))
+        suite.set("skipped", str(count["skipped"]))
+        suite.set("time", f"{r.duration:.3f}")
+        suite.set("timestamp", iso(r.started_at or self.created, timespec="seconds"))
+        suite.set("hostname", x(socket.gethostname() or "localhost"))
+        # Attribute order as in the Ant format: name first is enough for every reader.
+        return suite
+
+    def _step_name(self, st: R.StepResult) -> str:
+        name = step_label(st.index, st.section) + ": "
+        if st.sent is not None:
+            sent = st.sent if len(st.sent) <= MAX_NAME_SENT else st.sent[: MAX_NAME_SENT - 3] + "..."
+            name += "C: " + sent.replace("\r", "\\r").replace("\n", "\\n")
+        elif st.action == "read":
+            name += "S: " + (st.expected or "(read)")
+        else:
+            name += f"({st.action})"
+        if st.name:
+            name += f" [{st.name}]"
+        return name
+
+    def _case(
+        self, r: R.ScenarioResult, name: str, seconds: float, location: str | None = None
+    ) -> ET.Element:
+        case = ET.Element(
+            "testcase", classname=self._x(r.display_name), name=self._x(name), time=f"{seconds:.3f}"
+        )
+        file, line = r.file, None
+        if location:
+            f, _, ln = location.rpartition(":")
+            if f and ln.isdigit():
+                file, line = f, ln
+        case.set("file", self._x(file))
+        if line:
+            case.set("line", line)
+        return case
+
+    def _step_case(self, r: R.ScenarioResult, st: R.StepResult, name: str) -> ET.Element:
+        case = self._case(r, name, st.elapsed, st.location)
+        if st.status == "skipped":
+            el = ET.SubElement(case, "skipped")
+            if st.reason:
+                el.set("message", self._x(st.reason))
+        elif st.status in ("failed", "error"):
+            if st.status == "failed" and st.expected is not None:
+                got = st.reply.first_line if st.reply is not None else "nothing"
+                if st.reply is not None and st.reply.note:
+                    got += f" {st.reply.note}"
+                message = f"expected {st.expected}, got {got}"
+                if st.reason:
+                    message += f": {st.reason}"
+            else:
+                message = st.reason or st.status
+            self._problem(
+                case, "failure" if st.status == "failed" else "error", message, st.exit_class, _details(st)
+            )
+        return case
+
+    def _problem(self, case: ET.Element, kind: str, message: str, exit_class, body: str) -> None:
+        if kind == "failure":
+            typ = "expectation" if exit_class in (ExitClass.FAILED, ExitClass.OK) else _class_name(exit_class)
+        else:
+            typ = _class_name(exit_class)
+        el = ET.SubElement(case, kind, message=self._x(message), type=typ)
+        el.text = self._x(body or message)
+
+    # ------------------------------------------------------------ output
+    def document(self) -> ET.Element:
+        root = ET.Element("testsuites", name="mailrun")
+        total = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+        seconds = 0.0
+        for s in self.suites:
+            for k in total:
+                total[k] += int(s.get(k, "0"))
+            seconds += float(s.get("time", "0"))
+            root.append(s)
+        for k, v in total.items():
+            root.set(k, str(v))
+        root.set("time", f"{seconds:.3f}")
+        root.set("timestamp", iso(self.created, timespec="seconds"))
+        return root
+
+    def to_bytes(self) -> bytes:
+        root = self.document()
+        ET.indent(root, space="  ")
+        return ET.tostring(root, encoding="UTF-8", xml_declaration=True) + b"\n"
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        write_atomic(self.path, self.to_bytes(), "JUnit report")
+
+
+def _bad(case: ET.Element) -> bool:
+    return case.find("failure") is not None or case.find("error") is not None
+
+
+def _class_name(exit_class) -> str:
+    try:
+        return ExitClass(exit_class).name.lower()
+    except ValueError:
+        return "error"
+
+
+def _details(st: R.StepResult) -> str:
+    out = []
+    if st.sent is not None:
+        out.append(f"sent:     {st.sent}")
+    if st.expected is not None:
+        out.append(f"expected: {st.expected}")
+    if st.reply is not None:
+        lines = list(st.reply.lines) or [""]
+        for i, text in enumerate(lines[:MAX_DETAIL_LINES]):
+            out.append(("received: " if i == 0 else " " * 10) + text)
+        if len(lines) > MAX_DETAIL_LINES:
+            out.append(" " * 10 + f"... {len(lines) - MAX_DETAIL_LINES} more lines")
+    elif st.expected is not None:
+        out.append("received: (nothing)")
+    if st.reason:
+        out.append(f"reason:   {st.reason}")
+    out.append(f"at:       {where(st.location, st.via)}")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,231 @@
+"""Wire transcripts: one file per scenario run, written and flushed event by event.
+
+    rep = TranscriptReporter("out/transcripts")
+    writer = rep.for_run("scenarios/send.yaml", "Send mail", "gmx")   # any thread
+    writer.handle(event) ...; writer.close()
+
+File names never collide: `<stem>[-provider]-<n>.log`, n counting from 1 and created with
+O_EXCL (a file left by an earlier run is never overwritten; the next free n is taken).
+
+Format (the style of the reference transcripts): every line starts with the UTC time of day
+with milliseconds and the milliseconds since the scenario started, then `C: ` / `S: ` and the
+bytes exactly as they crossed the wire with CR, LF and TAB shown as `\\r`, `\\n`, `\\t` (one
+transcript line per wire line), or `--- ... ---` for connect, TLS, notes, close and verdicts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+from runner import results as R
+from runner.reporters import (
+    RedactorLike,
+    Reporter,
+    ReportError,
+    iso,
+    redact,
+    safe_text,
+    split_lines,
+    step_label,
+    summary_text,
+    visible,
+    where,
+)
+
+LEGEND = (
+    "# legend: 'C:' bytes the client sent, 'S:' bytes the server sent, exactly as on the wire\n"
+    "#   (secrets masked as ****); \\r \\n \\t are the CR, LF and TAB bytes; '--- ... ---' lines are\n"
+    "#   notes (connect, TLS, close, verdicts), not protocol bytes. Each line starts with the UTC\n"
+    "#   time of day and the milliseconds since the scenario started.\n"
+)
+
+
+class TranscriptFormatter:
+    """Turns events into transcript text. Stateless except for the scenario's start time.
+    Also used by the JUnit reporter for <system-out>."""
+
+    def __init__(self, *, timestamps: bool = True, redactor: RedactorLike | None = None):
+        self.timestamps = timestamps
+        self.redactor = redactor
+        self.t0: float | None = None
+        self._tls_shown = None
+
+    def _prefix(self, at: float) -> str:
+        if not self.timestamps:
+            return ""
+        if self.t0 is None:
+            self.t0 = at
+        clock = datetime.fromtimestamp(at, UTC).strftime("%H:%M:%S.%f")[:-3]
+        return f"{clock} {f'+{(at - self.t0) * 1000:.1f}ms':>11} "
+
+    def _note(self, at: float, text: str) -> str:
+        p = self._prefix(at)
+        return "".join(f"{p}--- {safe_text(line)} ---\n" for line in (text.splitlines() or [""]))
+
+    def format(self, ev) -> str:
+        if isinstance(ev, R.ScenarioStarted):
+            self.t0 = ev.at
+            name = f"{ev.name}[{ev.provider}]" if ev.provider else ev.name
+            head = (
+                "# mailrun transcript\n"
+                f"# scenario: {safe_text(name)}\n"
+                f"# file:     {safe_text(ev.file)}\n"
+                f"# started:  {iso(ev.at)}\n"
+            )
+            return (head + LEGEND) if self.timestamps else head
+        if isinstance(ev, R.Sent | R.Received):
+            p = self._prefix(ev.at)
+            d = "C: " if isinstance(ev, R.Sent) else "S: "
+            # Redact the decoded text before escaping, so escaping cannot split a secret.
+            text = redact(self.redactor, ev.data.decode("utf-8", errors="backslashreplace"))
+            return "".join(f"{p}{d}{visible(line)}\n" for line in split_lines(text))
+        if isinstance(ev, R.SessionStarted):
+            self._tls_shown = None
+            return self._note(
+                ev.at,
+                f"session {ev.name} ({ev.protocol}), attempt {ev.attempt}/{ev.attempts}: "
+                f"{ev.host}:{ev.port} via {ev.transport}, tls {ev.tls_mode}",
+            )
+        if isinstance(ev, R.Connected):
+            s = f"connected to {ev.info.peer} via {ev.info.transport}"
+            if ev.info.note:
+                s += f" ({ev.info.note})"
+            out = self._note(ev.at, s)
+            if ev.info.tls is not None:
+                out += self._tls(ev.at, ev.info.tls, "TLS (implicit)")
+            return out
+        if isinstance(ev, R.TLSStarted):
+            if ev.info == self._tls_shown:  # implicit TLS: Connected already carried it
+                return ""
+            return self._tls(ev.at, ev.info, "TLS started")
+        if isinstance(ev, R.Note):
+            return self._note(ev.at, f"{ev.kind}: {ev.text}")
+        if isinstance(ev, R.Closed):
+            return self._note(ev.at, f"connection closed by {ev.by}")
+        if isinstance(ev, R.StepFinished):
+            st = ev.result
+            s = f"{step_label(st.index, st.section)} {st.status.upper()} in {st.elapsed * 1000:.0f} ms"
+            s += f" ({where(st.location, st.via)})"
+            if st.status in ("failed", "error") and st.expected is not None:
+                s += f"; expected {st.expected}"
+            if st.reason:
+                s += f": {st.reason}"
+            return self._note(ev.at, s)
+        if isinstance(ev, R.SessionFinished):
+            r = ev.result
+            s = f"session {r.name} {r.status.upper()} in {r.duration:.3f} s"
+            if r.reason:
+                s += f": {r.reason}"
+            return self._note(ev.at, s)
+        if isinstance(ev, R.ScenarioFinished):
+            return f"{self._prefix(ev.at)}=== {safe_text(summary_text(ev.result))} ===\n"
+        return ""
+
+    def _tls(self, at: float, info, what: str) -> str:
+        self._tls_shown = info
+        out = self._note(at, f"{what}: {info.describe()}")
+        if not info.verified:
+            out += self._note(at, "WARNING: certificate NOT verified (tls_verify is off)")
+        return out
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+@=-]+")
+
+
+def _safe_name(s: str) -> str:
+    return _UNSAFE.sub("_", s).strip("._") or "run"
+
+
+class TranscriptReporter:
+    """Makes one transcript writer per scenario run, all in `directory` (created if missing)."""
+
+    def __init__(self, directory: str | os.PathLike, redactor: RedactorLike | None = None):
+        self.directory = Path(directory)
+        self.redactor = redactor
+        self._lock = threading.Lock()
+        self.paths: list[Path] = []  # every file created, in creation order
+        self._writers: list[TranscriptWriter] = []
+
+    def for_run(self, file: str, name: str, provider: str | None = None) -> TranscriptWriter:
+        writer = TranscriptWriter(self, file, name, provider)
+        with self._lock:
+            self._writers.append(writer)
+        return writer
+
+    def _create(self, file: str, provider: str | None):
+        stem = _safe_name(Path(file).stem)
+        if provider:
+            stem += "-" + _safe_name(provider)
+        with self._lock:
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ReportError(
+                    f"cannot create transcript directory {self.directory}: {e.strerror}"
+                ) from None
+            n = 1
+            while True:
+                path = self.directory / f"{stem}-{n}.log"
+                try:
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                except FileExistsError:
+                    n += 1
+                    continue
+                except OSError as e:
+                    raise ReportError(f"cannot write transcript {path}: {e.strerror}") from None
+                self.paths.append(path)
+                return path, open(fd, "w", encoding="utf-8", newline="\n")  # noqa: SIM115
+
+    def close(self) -> None:
+        """Close every writer's file that is still open (an interrupted run)."""
+        with self._lock:
+            writers, self._writers = self._writers, []
+        for w in writers:
+            w.close()
+
+
+class TranscriptWriter(Reporter):
+    """Writes one scenario run's transcript; the file is created at the first event
+    (ScenarioStarted) and every event is flushed as it is written. The file is closed at
+    ScenarioFinished (so a long suite does not hold a descriptor per run) and reopened for
+    appending if more events come (a suite retry plays the scenario again into the same
+    writer)."""
+
+    def __init__(self, parent: TranscriptReporter, file: str, name: str, provider: str | None):
+        self.parent = parent
+        self.file = file
+        self.name = name
+        self.provider = provider
+        self.path: Path | None = None
+        self._fh = None
+        self._closed = False
+        self._fmt = TranscriptFormatter(redactor=parent.redactor)
+
+    def handle(self, event) -> None:
+        if self._closed:
+            return
+        if self._fh is None:
+            if self.path is None:
+                self.path, self._fh = self.parent._create(self.file, self.provider)
+            else:
+                try:
+                    self._fh = open(self.path, "a", encoding="utf-8", newline="\n")  # noqa: SIM115
+                except OSError as e:
+                    raise ReportError(f"cannot write transcript {self.path}: {e.strerror}") from None
+        text = self._fmt.format(event)
+        if text:
+            self._fh.write(redact(self.parent.redactor, text))
+            self._fh.flush()
+        if isinstance(event, R.ScenarioFinished):
+            self._fh.close()
+            self._fh = None
+
+    def close(self) -> None:
+        self._closed = True
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
