@@ -421,17 +421,19 @@ def test_console_escapes_terminal_control_sequences_from_the_server():
 def test_console_verbose_shows_conversation_and_chatter():
     text = console(passing_run(), verbose=True)
     lines = text.splitlines()
-    assert "    # Trying 127.0.0.1..." in lines
+    assert "        # Trying 127.0.0.1..." in lines
     assert "  connected to 127.0.0.1:2525 via socket" in lines
-    assert "    C: EHLO client.example.test" in lines
+    assert "        C: EHLO client.example.test" in lines
     # the line split over two reads is shown once, whole
-    assert "    S: 250-PIPELINING" in lines and not any(ln.endswith("S: 250-PIPEL") for ln in lines)
-    assert lines.index("    C: EHLO client.example.test") < lines.index("    S: 250-mail.example.test")
+    assert "        S: 250-PIPELINING" in lines and not any(ln.endswith("S: 250-PIPEL") for ln in lines)
+    assert lines.index("        C: EHLO client.example.test") < lines.index(
+        "        S: 250-mail.example.test"
+    )
     assert "  connection closed by client" in lines
     assert "\\r\\n" not in text
     crlf = console(passing_run(), verbose=True, show_crlf=True).splitlines()
-    assert "    C: EHLO client.example.test\\r\\n" in crlf
-    assert "    S: 250-PIPELINING\\r\\n" in crlf
+    assert "        C: EHLO client.example.test\\r\\n" in crlf
+    assert "        S: 250-PIPELINING\\r\\n" in crlf
 
 
 def test_console_warning_notes_always_shown():
@@ -443,8 +445,8 @@ def test_console_warning_notes_always_shown():
     text = console(run)
     assert "  warning: TLS certificate verification is OFF" in text
     assert "detail" not in text
-    assert "    # info: detail" not in console(run, verbose=True)
-    assert "    # detail" in console(run, verbose=True)
+    assert "        # info: detail" not in console(run, verbose=True)
+    assert "        # detail" in console(run, verbose=True)
 
 
 def _results():
@@ -718,6 +720,20 @@ def test_junit_survives_bytes_xml_cannot_hold(tmp_path):
     assert "S: 220 \\x00\\x01\\x1b ok\\xff\\r\\n" in root.find("testsuite/system-out").text
 
 
+def test_junit_failure_message_does_not_repeat_an_engine_reason(tmp_path):
+    b = Build("x.yaml", "Quit")
+    b.session()
+    b.step(
+        "failed",
+        sent="QUIT",
+        expected="250",
+        reply=smtp("221 2.0.0 Bye"),
+        reason="expected 250, got 221 2.0.0 Bye",
+    )
+    data, root = junit(tmp_path, b.finish("failed", ExitClass.FAILED))
+    assert root.find("testsuite/testcase/failure").get("message") == "expected 250, got 221 2.0.0 Bye"
+
+
 def test_junit_matrix_runs_of_one_file_get_one_suite_each(tmp_path):
     data, root = junit(tmp_path, passing_run("gmx"), passing_run("gmail"))
     xsd_validate(data)
@@ -916,8 +932,8 @@ def test_no_secret_in_any_output_when_events_leak_it(tmp_path):
             assert secret not in text, (name, secret)
         assert "****" in text, name
     # the console's verbose view joins the split read before masking
-    assert "    C: ****\n" in re.sub(r"\x1b\[[0-9;]*m", "", outputs["console-True-False"])
-    assert "    C: ****\\r\\n\n" in outputs["console-True-True"]
+    assert "        C: ****\n" in re.sub(r"\x1b\[[0-9;]*m", "", outputs["console-True-False"])
+    assert "        C: ****\\r\\n\n" in outputs["console-True-True"]
 
 
 def test_redactor_is_optional_and_changes_nothing_without_secrets(tmp_path):

@@ -24,7 +24,10 @@ from runner.reporters import (
 )
 
 MAX_REPLY_LINES = 20  # reply lines shown under a failure before "... N more lines"
-MAX_FIELD = 100  # characters of `C:`/`S:` text on a step line
+MAX_FIELD = 100
+WIRE_INDENT = (
+    " " * 8
+)  # verbose conversation lines sit deeper than the step lines  # characters of `C:`/`S:` text on a step line
 
 _CODES = {
     "green": "32",
@@ -170,7 +173,7 @@ class ConsoleReporter(Reporter):
                 self._emit(self._c(f"  warning: {safe_text(line)}", "yellow"))
         elif self.verbose:
             for line in ev.text.splitlines() or [""]:
-                self._emit(self._c(f"    # {safe_text(line)}", "dim"))
+                self._emit(self._c(f"{WIRE_INDENT}# {safe_text(line)}", "dim"))
 
     def _on_Closed(self, ev: R.Closed) -> None:
         if self.verbose:
@@ -265,7 +268,7 @@ class ConsoleReporter(Reporter):
         else:
             body = line[:-2] if line.endswith("\r\n") else line[:-1] if line.endswith("\n") else line
             shown = safe_text(body).replace("\r", "\\r")
-        self._emit(f"    {self._c(direction + ':', 'bold' if direction == 'C' else 'dim')} {shown}")
+        self._emit(f"{WIRE_INDENT}{self._c(direction + ':', 'bold' if direction == 'C' else 'dim')} {shown}")
 
     # ------------------------------------------------------------ suites
     def progress(self, done: int, total: int, passed: int, failed: int, elapsed: float) -> None:

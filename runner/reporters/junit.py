@@ -179,7 +179,11 @@ class JUnitReporter(Reporter):
             if st.reason:
                 el.set("message", self._x(st.reason))
         elif st.status in ("failed", "error"):
-            if st.status == "failed" and st.expected is not None:
+            if (
+                st.status == "failed"
+                and st.expected is not None
+                and not (st.reason or "").startswith("expected")
+            ):
                 got = st.reply.first_line if st.reply is not None else "nothing"
                 if st.reply is not None and st.reply.note:
                     got += f" {st.reply.note}"
