@@ -326,6 +326,11 @@ class SessionRunner:
                     self.expect_eof(deadline, timeout)
                 else:
                     reply = self.read_reply(step, ctx, deadline, timeout)
+                    if reply is None:  # the server closed cleanly and the pattern allows EOF
+                        if step.capture:
+                            raise StepFailure("failed", ExitClass.FAILED,
+                                              "the server closed the connection; nothing to capture from")
+                        return self.finish(sr, started)
                     sr.reply = self.masked(reply)
                     outcome = step.expect.match(reply, ctx)
                     if not outcome.ok:
@@ -363,10 +368,11 @@ class SessionRunner:
             sr.status, sr.exit_class, sr.reason = "error", exc.exit_class, self.redactor.redact(str(exc))
         except KeyboardInterrupt:
             sr.status, sr.exit_class, sr.reason = "error", ExitClass.INTERRUPTED, "interrupted"
-            sr.elapsed = time.monotonic() - started
-            self.result.steps.append(sr)
-            self.emit(StepFinished(result=sr, at=time.time()))
+            self.finish(sr, started)
             raise
+        return self.finish(sr, started)
+
+    def finish(self, sr: StepResult, started: float) -> StepResult:
         sr.elapsed = time.monotonic() - started
         self.result.steps.append(sr)
         self.emit(StepFinished(result=sr, at=time.time()))
@@ -465,7 +471,7 @@ class SessionRunner:
         self.emit(Received(data=self.redactor.redact_bytes(data), at=time.time()))
         self.protocol.receive_data(data)
 
-    def read_reply(self, step: Step, ctx: Context, deadline: float, timeout: float) -> Reply:
+    def read_reply(self, step: Step, ctx: Context, deadline: float, timeout: float) -> Reply | None:
         proto = self.protocol
         if proto.expect_style:
             return self.read_lines(step, ctx, deadline, timeout)
@@ -475,6 +481,8 @@ class SessionRunner:
             if reply is not None:
                 return dataclasses.replace(reply, first_byte_at=first_byte_at, completed_at=time.monotonic())
             if proto.at_eof:
+                if step.expect.accepts_eof:
+                    return None
                 raise ConnectionClosed("the server closed the connection before replying")
             try:
                 self.fill(deadline)
