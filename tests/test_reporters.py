@@ -489,6 +489,13 @@ def test_summary_table():
     assert lines[-1].startswith("5 scenarios: 2 passed, 1 failed, 2 errors")
 
     out = io.StringIO()
+    other = failing_run()[1]
+    other.name = "Send mail"
+    ConsoleReporter(out).summary_table([passing_run()[1], other])
+    assert re.search(r"^Send mail \(scenarios/send\.yaml\) .* PASS", out.getvalue(), re.M)
+    assert re.search(r"^Send mail \(scenarios/reject\.yaml\) .* FAIL", out.getvalue(), re.M)
+
+    out = io.StringIO()
     ConsoleReporter(out).summary_table(_results()[:1])
     assert out.getvalue() == ""
 

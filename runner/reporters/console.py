@@ -185,7 +185,7 @@ class ConsoleReporter(Reporter):
         parts = [f"  {label:>3}" + (f" [{safe_text(st.name)}]" if st.name else "")]
         if st.sent is not None:
             parts.append("C: " + self._short(visible(st.sent, crlf=True)))
-        elif st.action != "read":
+        elif not (st.action == "read" or (st.action == "send" and st.status == "skipped")):
             parts.append(f"({st.action})")
         if st.reply is not None:
             s = "S: " + self._short(visible(st.reply.first_line))
@@ -297,12 +297,15 @@ class ConsoleReporter(Reporter):
         if len(results) <= 1:
             return
         rows = []
+        files_of: dict[str, set[str]] = {}
+        for r in results:  # a name shared by several files is shown with its file
+            files_of.setdefault(r.name, set()).add(r.file)
         for r in results:
             passed, total = step_counts(r)
             problem = first_problem(r)
             rows.append(
                 [
-                    safe_text(r.name),
+                    safe_text(f"{r.name} ({r.file})" if len(files_of[r.name]) > 1 else r.name),
                     safe_text(r.provider or ""),
                     f"{passed}/{total}",
                     f"{r.duration:.2f} s",
