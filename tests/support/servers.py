@@ -1,6 +1,7 @@
 """Small loopback test servers (threads, real sockets, real TLS). Shared by the test suites.
 
     from tests.support.servers import PKI, Server, record, scripted, close_mid_reply, drip, silent
+    from tests.support.servers import WIRE_PAYLOADS, ipv6_available, full_backlog_port
 
     pki = PKI(tmp_path)                    # trustme CA + cert for localhost/127.0.0.1/::1
     pki.ca_file, pki.other_ca_file         # Path of the CA PEM; a CA that signed nothing we serve
@@ -336,3 +337,19 @@ def full_backlog_port() -> tuple[socket.socket, list[socket.socket]]:
         fillers.append(s)
     time.sleep(0.05)
     return lst, fillers
+
+
+#: Byte payloads for wire-identity tests: each transport must deliver them byte for byte, or
+#: refuse them with a clear error before sending.
+WIRE_PAYLOADS: dict[str, bytes] = {
+    "crlf lines": b"EHLO client.example\r\nMAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.test>\r\n",
+    "quit": b"QUIT\r\n",
+    "dot-stuffed body": b"Subject: hi\r\n\r\n..leading dot, stuffed\r\nbody\r\n.\r\n",
+    "utf-8": "UTF-8: Grüße, ✓ 日本\r\n".encode(),
+    "10 kB line": b"x" * 10_000 + b"\r\n",
+    "controls and high bytes": bytes(b for b in range(256) if b not in (0x0A, 0x0D, 0x05, 0x85, 0xFF))
+    + b"\r\n",
+    "raw bare CR": b"bare\rCR\r\n",
+    "raw bare LF": b"bare\nLF\r\n",
+    "byte 0xff": b"IAC \xff here\r\n",
+}

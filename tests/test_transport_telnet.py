@@ -1,0 +1,285 @@
+"""Telnet transport: the real inetutils telnet under a pty, measured on the wire."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import time
+
+import pytest
+
+from runner.errors import ConnectError, ConnectionClosed, DeadlineError, ScenarioError, UsageError
+from runner.scenario import ConnectConfig
+from runner.transports import create
+from runner.transports.telnet import TelnetTransport, check_sendable
+from tests.support.servers import (
+    WIRE_PAYLOADS,
+    Server,
+    close_mid_reply,
+    drip,
+    ipv6_available,
+    record,
+    silent,
+)
+
+pytestmark = [
+    pytest.mark.telnet,
+    pytest.mark.skipif(shutil.which("telnet") is None, reason="no telnet binary"),
+]
+
+
+def cfg(port, host="127.0.0.1", transport="telnet", **kw) -> ConnectConfig:
+    kw.setdefault("timeout", 5.0)
+    kw.setdefault("connect_timeout", 5.0)
+    return ConnectConfig(host=host, port=port, transport=transport, **kw)
+
+
+def read_until(t, marker: bytes, timeout: float = 5.0) -> bytes:
+    deadline = time.monotonic() + timeout
+    buf = b""
+    while marker not in buf:
+        data = t.recv(deadline)
+        if not data:
+            break
+        buf += data
+    return buf
+
+
+def sent_over(transport: str, payload: bytes, host: str = "127.0.0.1") -> bytes | str:
+    """What the recording server got for `payload`, or the refusal message."""
+    with Server(record(b"220 rec\r\n"), host=host) as srv, create(cfg(srv.port, host, transport)) as t:
+        t.connect()
+        assert read_until(t, b"220 rec\r\n") == b"220 rec\r\n"
+        try:
+            t.send(payload)
+        except ScenarioError as e:
+            return str(e)
+        t.send(b"END\r\n")
+        conn = srv.wait_connection()
+        got = conn.wait_received(b"END\r\n")
+        assert got.endswith(b"END\r\n")
+        return got[: -len(b"END\r\n")]
+
+
+@pytest.mark.parametrize("name", list(WIRE_PAYLOADS))
+def test_wire_identity_with_socket_or_clear_refusal(name):
+    payload = WIRE_PAYLOADS[name]
+    assert sent_over("socket", payload) == payload
+    got = sent_over("telnet", payload)
+    if isinstance(got, str):
+        assert name in ("raw bare CR", "raw bare LF", "byte 0xff"), got
+        assert "use transport: socket" in got
+        assert check_sendable(payload) == got
+    else:
+        assert got == payload, f"telnet altered {name!r}"
+
+
+def test_refusal_messages():
+    assert check_sendable(b"EHLO x\r\n") is None
+    assert check_sendable(b"a\xffb\r\n") == (
+        "telnet cannot send byte 0xff exactly (it escapes it as IAC IAC); use transport: socket"
+    )
+    assert "bare CR" in check_sendable(b"a\r")
+    assert "bare LF" in check_sendable(b"\n")
+    assert "bare LF" in check_sendable(b"a\n")
+    assert "0x05" in check_sendable(b"\x05\r\n")
+    assert "0x85" in check_sendable(b"\x85\r\n")
+
+
+def test_split_sends_and_several_lines_in_one_send():
+    with Server(record()) as srv, create(cfg(srv.port)) as t:
+        t.connect()
+        read_until(t, b"\r\n")
+        t.send(b"RCPT TO:<")
+        t.send(b"b@example.test>\r\nQUIT\r\n")
+        conn = srv.wait_connection()
+        assert conn.wait_received(b"QUIT\r\n") == b"RCPT TO:<b@example.test>\r\nQUIT\r\n"
+
+
+def test_server_bytes_come_back_unchanged_except_documented_limits():
+    high = bytes(b for b in range(256) if b not in (0x0A, 0x0D, 0xFF))
+    reply = b"250-first\r\n250-" + high + b"\r\n250 last\r\n"
+
+    def handler(conn):
+        conn.send(b"220 hi\r\n")
+        conn.recv_line(10)
+        conn.send(reply)
+        conn.read_some(10)
+
+    with Server(handler) as srv, create(cfg(srv.port)) as t:
+        t.connect()
+        assert read_until(t, b"\r\n") == b"220 hi\r\n"
+        t.send(b"EHLO x\r\n")
+        assert read_until(t, b"250 last\r\n") == reply
+
+
+def test_server_lf_and_split_crlf_become_crlf():
+    def handler(conn):
+        conn.send(b"220 a\r")
+        time.sleep(0.1)
+        conn.send(b"\n220 b\n")  # CR | LF split across segments, then a bare LF
+        conn.read_some(10)
+
+    with Server(handler) as srv, create(cfg(srv.port)) as t:
+        t.connect()
+        assert read_until(t, b"b\r\n") == b"220 a\r\n220 b\r\n"
+
+
+def test_chatter_goes_to_notes_not_data():
+    notes = []
+    with Server(close_mid_reply(partial=b"250-first\r\n250-sec")) as srv:
+        t = create(cfg(srv.port), on_note=lambda kind, text: notes.append((kind, text)))
+        with t:
+            info = t.connect()
+            assert info.transport == "telnet" and info.tls is None
+            assert info.note and info.note.startswith("telnet -E -c 127.0.0.1 ")
+            assert read_until(t, b"\r\n") == b"220 ready\r\n"
+            t.send(b"EHLO x\r\n")
+            assert read_until(t, b"never") == b"250-first\r\n250-sec"
+            assert t.recv(time.monotonic() + 2) == b""
+            with pytest.raises(ConnectionClosed):
+                t.send(b"NOOP\r\n")
+    texts = [text for kind, text in notes if kind == "chatter"]
+    assert "Trying 127.0.0.1..." in texts
+    assert "Connected to 127.0.0.1." in texts
+    assert any(x.startswith("Escape character is") for x in texts)
+    assert "Connection closed by foreign host." in texts
+
+
+def test_server_text_resembling_chatter_prefix_is_delivered():
+    def handler(conn):
+        conn.send(b"220 Conn")
+        time.sleep(0.2)
+        conn.send(b"ected fine\r\n")
+        conn.read_some(10)
+
+    with Server(handler) as srv, create(cfg(srv.port)) as t:
+        t.connect()
+        assert read_until(t, b"\r\n") == b"220 Connected fine\r\n"
+
+
+@pytest.mark.skipif(not ipv6_available(), reason="no IPv6 loopback")
+def test_ipv6():
+    assert sent_over("telnet", b"EHLO v6\r\n", host="::1") == b"EHLO v6\r\n"
+
+
+def test_refused():
+    with pytest.raises(ConnectError, match=r"^connection to 127\.0\.0\.1:1 refused$"):
+        create(cfg(1)).connect()
+
+
+def test_unknown_host():
+    with pytest.raises(ConnectError, match=r"^cannot resolve 'nohost\.invalid': Name or service not known$"):
+        create(cfg(25, host="nohost.invalid")).connect()
+
+
+def test_connect_deadline():
+    from tests.support.servers import full_backlog_port
+
+    lst, fillers = full_backlog_port()
+    try:
+        port = lst.getsockname()[1]
+        t0 = time.monotonic()
+        with pytest.raises(ConnectError, match=rf"connect to 127\.0\.0\.1:{port} timed out after 0\.5s"):
+            create(cfg(port, connect_timeout=0.5)).connect()
+        assert time.monotonic() - t0 < 2
+    finally:
+        for s in [lst, *fillers]:
+            s.close()
+
+
+def test_deadline_silent_and_drip():
+    with Server(silent()) as srv, create(cfg(srv.port)) as t:
+        t.connect()
+        t0 = time.monotonic()
+        with pytest.raises(DeadlineError):
+            t.recv(time.monotonic() + 0.3)
+        assert time.monotonic() - t0 < 1.5
+    with Server(drip(b"250-a long reply\r\n250 dripping\r\n", 0.1)) as srv, create(cfg(srv.port)) as t:
+        t.connect()
+        deadline = time.monotonic() + 0.55
+        buf = b""
+        with pytest.raises(DeadlineError):
+            while True:
+                buf += t.recv(deadline)
+        assert 2 <= len(buf) <= 8
+        assert time.monotonic() < deadline + 0.5
+
+
+def test_tls_refused_with_alternatives():
+    for mode in ("implicit", "starttls"):
+        with pytest.raises(UsageError, match="transport: socket.*transport: openssl"):
+            create(cfg(465, tls=mode))
+
+
+def test_missing_binary(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(UsageError, match=r"telnet not found: install the Debian package 'telnet'"):
+        TelnetTransport(cfg(25)).connect()
+
+
+def test_close_sends_nothing_more():
+    with Server(record()) as srv:
+        t = create(cfg(srv.port))
+        t.connect()
+        read_until(t, b"\r\n")
+        t.send(b"QUIT\r\n")
+        conn = srv.wait_connection()
+        conn.wait_received(b"QUIT\r\n")
+        t.close()
+        assert conn.wait_closed(5) == b"QUIT\r\n"
+
+
+def test_measure_per_send_cost(capsys):
+    """Measured, not asserted: one request/reply round trip through socket and through telnet."""
+
+    def echo(conn):
+        conn.send(b"220 hi\r\n")
+        while (line := conn.recv_line(10)) is not None:
+            conn.send(b"250 " + line)
+
+    rounds = 200
+    results = {}
+    for transport in ("socket", "telnet"):
+        with Server(echo) as srv:
+            t0 = time.perf_counter()
+            t = create(cfg(srv.port, transport=transport))
+            t.connect()
+            read_until(t, b"\r\n")
+            spawn = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            for i in range(rounds):
+                t.send(b"NOOP %d\r\n" % i)
+                assert read_until(t, b"\r\n") == b"250 NOOP %d\r\n" % i
+            per = (time.perf_counter() - t1) / rounds
+            t.close()
+        results[transport] = (spawn, per)
+    with capsys.disabled():
+        for name, (spawn, per) in results.items():
+            print(f"\n  {name:7s} connect {spawn * 1000:6.1f} ms, round trip {per * 1e6:7.0f} us", end="")
+        print(f"\n  telnet/socket per round trip: {results['telnet'][1] / results['socket'][1]:.1f}x")
+
+
+def test_sockets_unaffected_by_stray_telnet_listener_close():
+    # A server that closes right away: telnet connects, then exits; recv gives EOF, not chatter.
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(1)
+    port = lst.getsockname()[1]
+    try:
+        t = create(cfg(port))
+        import threading
+
+        def accept_close():
+            c, _ = lst.accept()
+            time.sleep(0.3)
+            c.close()
+
+        th = threading.Thread(target=accept_close)
+        th.start()
+        with t:
+            t.connect()
+            assert t.recv(time.monotonic() + 5) == b""
+        th.join(5)
+    finally:
+        lst.close()
