@@ -280,6 +280,11 @@ class SessionRunner:
         sr = self.new_result(step, index, section)
         sr.status = "skipped"
         sr.reason = reason
+        # what the step would have sent, as written (template source: holds no secret value)
+        if step.action in ("send", "raw", "body"):
+            sr.sent = step.text if step.action == "send" else f"{step.action} (not sent)"
+        elif step.action == "body_file":
+            sr.sent = f"body_file {step.path} (not sent)"
         if step.expect is not None:
             sr.expected = self.redactor.redact(step.expect.describe())
         self.result.steps.append(sr)
