@@ -282,7 +282,7 @@ class SessionRunner:
         sr.reason = reason
         # what the step would have sent, as written (template source: holds no secret value)
         if step.action in ("send", "raw", "body"):
-            sr.sent = step.text if step.action == "send" else f"{step.action} (not sent)"
+            sr.sent = self.redactor.redact(step.text or "") if step.action == "send" else f"{step.action} (not sent)"
         elif step.action == "body_file":
             sr.sent = f"body_file {step.path} (not sent)"
         if step.expect is not None:
