@@ -60,7 +60,7 @@ class LineConnection:
                 line = bytes(self._buf[:i])
                 del self._buf[: i + 1]
                 self._scanned = 0
-                if too_long:
+                if too_long or len(line) > self.max_line:
                     raise LineTooLong()
                 return line[:-1] if line.endswith(b"\r") else line
             if len(self._buf) > self.max_line:
