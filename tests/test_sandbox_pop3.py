@@ -102,7 +102,7 @@ def test_dele_then_quit_removes_and_rset_restores(sb: Sandbox):
     assert c.multi()[0].startswith(b"1 ")  # message numbers do not shift
     assert c.cmd(b"LIST 2") == b"-ERR Message is deleted."
     assert c.cmd(b"QUIT") == b"+OK Logging out."
-    remaining = [sb.mailbox("bob").get_bytes(k) for k in sb.mailbox("bob").keys()]
+    remaining = [sb.mailbox("bob").get_bytes(k) for k in sb.mailbox("bob").iterkeys()]
     assert len(remaining) == 1 and b"Subject: first" in remaining[0]
 
 
@@ -251,7 +251,7 @@ def test_retr_marks_seen_on_quit(sb: Sandbox):
     c.multi()
     c.cmd(b"QUIT")
     mb = sb.mailbox("bob")
-    flags = {mb.get_message(k)["Subject"]: mb.get_message(k).get_flags() for k in mb.keys()}
+    flags = {mb.get_message(k)["Subject"]: mb.get_message(k).get_flags() for k in mb.iterkeys()}
     assert flags == {"first": "", "second": "S"}
 
 
