@@ -47,7 +47,7 @@ class Reply:
               on the first line, whole line for body lines; IMAP: after 'tag STATUS ' or '* ');
               TEXT patterns are substrings of any of these
     enhanced: SMTP enhanced status code (RFC 3463) of the last line, e.g. '2.1.0', or None
-    note:     a display aid, e.g. the base64-decoded 334 challenge '(Username:)', or None
+    note:     a display aid, e.g. the base64-decoded 334 challenge 'Username:', or None
     tag:      IMAP tag of the status line, or None
     multiline: POP3: the reply carried a dot-terminated body
     """
