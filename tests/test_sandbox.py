@@ -321,6 +321,20 @@ def test_bad_commands_get_proper_errors(sb: Sandbox):
     assert not any(p.name.startswith(".") or "etc" in p.name for p in sb.maildir_root.iterdir())
 
 
+def test_null_reverse_path_is_accepted(sb: Sandbox):
+    c = smtp_raw(sb)
+    c.send(b"MAIL FROM:<> SIZE=100\r\nRCPT TO:<bob@mailrun.test>\r\nDATA\r\n")
+    assert [c.reply() for _ in range(3)] == [
+        [b"250 2.1.0 Ok"],
+        [b"250 2.1.5 Ok"],
+        [b"354 End data with <CR><LF>.<CR><LF>"],
+    ]
+    c.send(b"Subject: bounce\r\n\r\nundeliverable\r\n.\r\n")
+    assert c.reply()[0].startswith(b"250 2.0.0 Ok: queued as")
+    c.close()
+    assert bodies(sb, "bob")[0].startswith(b"Return-Path: <>\n")
+
+
 def test_commands_before_ehlo_and_after_helo(sb: Sandbox):
     c = Raw(sb.host, sb.ports["smtp"])
     c.reply()

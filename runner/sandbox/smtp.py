@@ -97,6 +97,17 @@ def enhance(status: str) -> str:
     return f"{code}{sep}{enhanced} {text}"
 
 
+_NULL_SENDER = re.compile(r"^\s*FROM:\s*<>(\s.*)?$", re.I | re.S)
+_NULL_PLACEHOLDER = "null-sender@mailrun-sandbox.invalid"
+
+
+class NullSender(str):
+    """The null reverse-path '<>' (bounces, RFC 5321 4.5.5): empty, yet a MAIL was given."""
+
+    def __bool__(self) -> bool:
+        return True
+
+
 class SandboxSMTP(SMTP):
     AuthLoginUsernameChallenge = "Username:"
     AuthLoginPasswordChallenge = "Password:"
@@ -119,6 +130,13 @@ class SandboxSMTP(SMTP):
             elif not self._raw_replies:
                 status = enhance(status)
         await super().push(status)
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        # aiosmtpd rejects 'MAIL FROM:<>' as a syntax error; real servers must accept it.
+        m = _NULL_SENDER.match(arg or "")
+        if m:
+            arg = f"FROM:<{_NULL_PLACEHOLDER}>{m[1] or ''}"
+        await super().smtp_MAIL(arg)
 
     async def smtp_EHLO(self, hostname: str) -> None:
         self._raw_replies = True
@@ -175,7 +193,7 @@ class SMTPHandler:
         return [f"250-{x}" for x in lines[:-1]] + [f"250 {lines[-1]}"]
 
     async def handle_MAIL(self, server, session, envelope, address: str, mail_options: list[str]) -> str:
-        envelope.mail_from = address
+        envelope.mail_from = NullSender() if address == _NULL_PLACEHOLDER else address
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 Ok"
 
