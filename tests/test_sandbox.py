@@ -272,6 +272,9 @@ def test_smtp_ssl_implicit_tls_port(sb: Sandbox):
     with smtplib.SMTP_SSL(sb.host, sb.ports["smtps"], context=ctx, timeout=5) as s:
         s.ehlo()
         assert not s.has_extn("starttls") and s.has_extn("auth")
+        subject = dict(x[0] for x in s.sock.getpeercert()["subject"])
+        assert subject["commonName"] == "localhost"
+        assert ("IP Address", "127.0.0.1") in s.sock.getpeercert()["subjectAltName"]
         s.login("alice", "wonderland")
         s.sendmail("alice@mailrun.test", ["carol@elsewhere.example"], b"Subject: ssl\r\n\r\nx\r\n")
     assert b"Subject: ssl" in bodies(sb, "carol@elsewhere.example")[0]

@@ -184,11 +184,16 @@ class Sandbox:
         self._loop.run_forever()
 
     def _make_certs(self, workdir: Path) -> ssl.SSLContext:
-        ca = trustme.CA(organization_name="mailrun sandbox")
+        ca = trustme.CA(organization_name="mailrun sandbox", organization_unit_name="throwaway CA")
         names = ["localhost", "127.0.0.1", "::1"]
         if self.host not in names and self.host not in ("0.0.0.0", "::"):
             names.append(self.host)
-        cert = ca.issue_cert(*names)
+        cert = ca.issue_cert(
+            *names,
+            common_name="localhost",
+            organization_name="mailrun sandbox",
+            organization_unit_name="server",
+        )
         self.ca_path = str(workdir / "sandbox-ca.pem")
         ca.cert_pem.write_to_path(self.ca_path)
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -130,6 +130,7 @@ class MailStore:
         st = self._uid_state(name)
         for gone in set(st.uids) - set(found):
             del st.uids[gone]
+            self._cache.pop((name, gone), None)
         for key in sorted((k for k in found if k not in st.uids), key=lambda k: _order(k, found[k][0])):
             st.uids[key] = st.uidnext
             st.uidnext += 1
