@@ -1,0 +1,376 @@
+"""The openssl transport: `openssl s_client` under a pty, the way people test TLS mail servers by hand.
+
+    openssl s_client -quiet -brief -connect HOST:PORT [-4|-6] -min_protocol TLSv1.2|TLSv1.3
+        [-servername NAME -verify_hostname NAME | -verify_ip IP] [-verify_return_error]
+        [-CAfile CA] [-cert CERT [-key KEY]] [-starttls smtp|pop3|imap]
+
+Measured on this machine (OpenSSL 3.0, tests/test_transport_openssl.py keeps measuring it):
+- The pty is raw from before exec, so neither direction is translated: every byte 0x00-0xff,
+  bare CR/LF and 10 kB lines reach the server exactly as the socket transport sends them, and the
+  server's bytes come back unchanged. No `-crlf` (we send CR LF ourselves).
+- `-quiet` (implied by `-brief`) also means `-ign_eof` and no interactive commands: lines starting
+  with `R`, `Q` or `k` (`RCPT TO`, `QUIT`) go to the server.
+- openssl's stderr (the `-brief` connection summary, `depth=0 ...`, `verify error:num=20:...`,
+  error stacks) goes to a private FIFO instead of the pty: it never mixes with the data. It is
+  parsed for TLSInfo and verification errors and handed to on_note('chatter', line).
+- With `tls: starttls`, openssl itself reads the greeting, sends `EHLO mail.example.com` (SMTP) /
+  `STLS` / `. STARTTLS`, and upgrades; `performs_starttls` is True, start_tls() just returns the
+  TLSInfo. What openssl read during that exchange is not shown to us (it prints some of it to
+  stderr, which becomes chatter). openssl reads the STARTTLS reply with a single read and discards
+  anything that came with it, so pre-handshake injection (CVE-2011-0411) cannot be detected here.
+- `tls: none` is refused (use transport: socket or transport: telnet).
+- With `tls_verify: false`, -verify_return_error is dropped: the session is set up whatever the
+  certificate, and TLSInfo.verified is False.
+- A connect deadline is enforced by killing openssl; it cannot tell TCP connect from handshake
+  apart, so a stall in either is a ConnectError (no application data was sent).
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import re
+import select
+import shutil
+import signal
+import tempfile
+import time
+import tty
+
+import pexpect
+
+from runner.errors import ConnectError, ConnectionClosed, DeadlineError, NetworkError, TLSError, UsageError
+from runner.transports.base import ConnectInfo, NoteSink, TLSInfo, Transport
+from runner.transports.tcp import format_peer
+
+CHUNK = 64 * 1024
+_STARTTLS = {"smtp": "smtp", "pop3": "pop3", "imap": "imap"}
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False
+
+
+def _dn(text: str) -> str:
+    """openssl's 'O = x, CN = localhost' -> 'O=x, CN=localhost'."""
+    return re.sub(r"\s*=\s*", "=", text.strip())
+
+
+class OpensslTransport(Transport):
+    name = "openssl"
+
+    def __init__(self, config, *, on_note: NoteSink | None = None):
+        super().__init__(config, on_note=on_note)
+        if config.tls == "none":
+            raise UsageError(
+                "transport: openssl needs TLS (tls: implicit or tls: starttls); for a plaintext "
+                "connection use transport: socket or transport: telnet"
+            )
+        if config.tls == "starttls" and config.protocol not in _STARTTLS:
+            raise UsageError(
+                f"transport: openssl cannot do STARTTLS for protocol '{config.protocol}' "
+                "(openssl s_client -starttls knows smtp, pop3 and imap); use transport: socket"
+            )
+        self.performs_starttls = config.tls == "starttls"
+        self.child: pexpect.spawn | None = None
+        self.fd: int | None = None
+        self.err_fd: int | None = None
+        self._tmpdir: str | None = None
+        self._err_keep: int | None = None
+        self._pending = b""  # pty bytes that arrived during the handshake wait
+        self._err_buf = b""
+        self._stderr_lines: list[str] = []
+        self._eof = False
+        self._tls: TLSInfo | None = None
+        self.peer = format_peer(config.host, config.port)
+
+    @property
+    def encrypted(self) -> bool:
+        return self._tls is not None
+
+    def command(self) -> list[str]:
+        cfg = self.config
+        argv = ["openssl", "s_client", "-quiet", "-brief", "-connect", format_peer(cfg.host, cfg.port)]
+        if cfg.family in (4, 6):
+            argv.append(f"-{cfg.family}")
+        argv += ["-min_protocol", "TLSv1.3" if cfg.tls_min_version == "1.3" else "TLSv1.2"]
+        name = cfg.server_name or cfg.host
+        if _is_ip(name):
+            argv += ["-noservername"]
+            if cfg.tls_verify:
+                argv += ["-verify_ip", name]
+        else:
+            argv += ["-servername", name]
+            if cfg.tls_verify:
+                argv += ["-verify_hostname", name]
+        if cfg.tls_verify:
+            argv.append("-verify_return_error")
+        if cfg.ca:
+            argv += ["-CAfile", str(cfg.ca)]
+        if cfg.client_cert:
+            argv += ["-cert", str(cfg.client_cert)]
+            if cfg.client_key:
+                argv += ["-key", str(cfg.client_key)]
+        if cfg.tls == "starttls":
+            argv += ["-starttls", _STARTTLS[cfg.protocol]]
+        return argv
+
+    # -- connect ---------------------------------------------------------------------------------
+    def connect(self) -> ConnectInfo:
+        cfg = self.config
+        exe = shutil.which("openssl")
+        if exe is None:
+            raise UsageError("openssl not found: install the Debian package 'openssl'")
+        for path, what in (
+            (cfg.ca, "CA file"),
+            (cfg.client_cert, "client certificate"),
+            (cfg.client_key, "key"),
+        ):
+            if path is not None and not os.path.isfile(path):
+                raise TLSError(f"cannot load {what} '{path}': No such file or directory")
+        argv = self.command()
+        self._tmpdir = tempfile.mkdtemp(prefix="mailrun-openssl-")
+        fifo = os.path.join(self._tmpdir, "stderr")
+        os.mkfifo(fifo, 0o600)
+        self.err_fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        # Our own write end keeps the FIFO from ever signalling EOF/HUP (select would spin).
+        self._err_keep = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+
+        def prepare() -> None:  # in the child, before exec: raw pty, stderr to the FIFO
+            tty.setraw(0)
+            fd = os.open(fifo, os.O_WRONLY)
+            os.dup2(fd, 2)
+            os.close(fd)
+
+        env = dict(os.environ, LC_ALL="C", LANG="C")
+        try:
+            self.child = pexpect.spawn(exe, argv[1:], echo=False, env=env, preexec_fn=prepare)
+        except (OSError, pexpect.ExceptionPexpect) as e:
+            self._cleanup()
+            raise ConnectError(f"cannot start openssl: {e}") from None
+        self.child.delaybeforesend = None
+        self.fd = self.child.child_fd
+        os.set_blocking(self.fd, False)
+        deadline = time.monotonic() + cfg.connect_timeout
+        try:
+            self._tls = self._await_handshake(deadline)
+        except BaseException:
+            self.close()
+            raise
+        self.on_note("info", f"TLS established: {self._tls.describe()}")
+        return ConnectInfo(
+            peer=self.peer,
+            transport=self.name,
+            tls=None if self.performs_starttls else self._tls,
+            note=" ".join(argv),
+        )
+
+    def _await_handshake(self, deadline: float) -> TLSInfo:
+        fields: dict[str, str] = {}
+        established = False
+        while True:
+            for line in self._drain_stderr():
+                if line == "CONNECTION ESTABLISHED":
+                    established = True
+                elif ":" in line and established:
+                    k, _, v = line.partition(":")
+                    fields.setdefault(k.strip(), v.strip())
+            if established and ("Verification" in fields or "Verification error" in fields):
+                return self._info(fields)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ConnectError(
+                    f"connect to {self.peer} timed out after {self.config.connect_timeout:g}s "
+                    "(no TLS session established)"
+                )
+            assert self.fd is not None and self.err_fd is not None
+            r, _, _ = select.select([self.fd, self.err_fd], [], [], remaining)
+            if self.fd in r and self._pty_dead():
+                # openssl exited: collect the rest of stderr, then explain.
+                end = time.monotonic() + 0.5
+                while time.monotonic() < end:
+                    if not self._drain_stderr(wait=0.05):
+                        break
+                raise self._failure()
+
+    def _pty_dead(self) -> bool:
+        """True when the pty reports EOF (openssl exited). Data on it before the handshake is
+        kept for recv (it cannot happen with -quiet, but is not thrown away)."""
+        try:
+            data = os.read(self.fd, CHUNK)
+        except BlockingIOError:
+            return False
+        except OSError as e:
+            if e.errno == errno.EIO:
+                return True
+            raise
+        if not data:
+            return True
+        self._pending += data
+        return False
+
+    def _failure(self) -> NetworkError:
+        lines = self._stderr_lines
+        text = "\n".join(lines)
+        for line in lines:
+            m = re.match(r"verify error:num=\d+:(.*)", line)
+            if m:
+                return TLSError(
+                    f"TLS handshake with {self.peer} failed: certificate verify failed: {m.group(1)}"
+                )
+        if "Connection refused" in text:
+            return ConnectError(f"connection to {self.peer} refused")
+        m = re.search(r"BIO_lookup_ex:[^\n]*:\d+:(.*)", text)
+        if m:
+            return ConnectError(f"cannot resolve '{self.config.host}': {m.group(1).strip()}")
+        m = re.search(r"connect:errno=(\d+)", text)
+        if m and m.group(1) != "0":
+            return ConnectError(f"connect to {self.peer} failed: {os.strerror(int(m.group(1)))}")
+        for line in lines:
+            m = re.search(r":error:[0-9A-F]+:SSL routines:[^:]*:([^:]+):", line)
+            if m:
+                return TLSError(f"TLS handshake with {self.peer} failed: {m.group(1)}")
+        for line in lines:
+            m = re.search(r":error:[0-9A-F]+:[^:]*:[^:]*:([^:]+):", line)
+            if m:
+                return TLSError(f"openssl s_client failed: {m.group(1)}")
+        if lines:
+            return TLSError(f"openssl s_client failed: {lines[-1]}")
+        return TLSError(f"openssl s_client exited before a TLS session with {self.peer} was established")
+
+    def _info(self, f: dict[str, str]) -> TLSInfo:
+        subject = f.get("Peer certificate")
+        return TLSInfo(
+            version=f.get("Protocol version", "?"),
+            cipher=f.get("Ciphersuite", "?"),
+            peer_subject=_dn(subject) if subject else None,
+            peer_issuer=None,
+            verified=self.config.tls_verify and "Verification" in f and f["Verification"].startswith("OK"),
+        )
+
+    # -- stderr ----------------------------------------------------------------------------------
+    def _drain_stderr(self, wait: float = 0.0) -> list[str]:
+        """Complete stderr lines that have arrived (handed to on_note as chatter)."""
+        if self.err_fd is None:
+            return []
+        if wait:
+            r, _, _ = select.select([self.err_fd], [], [], wait)
+            if not r:
+                return []
+        while True:
+            try:
+                data = os.read(self.err_fd, CHUNK)
+            except BlockingIOError:
+                break
+            except OSError:
+                break
+            if not data:
+                break
+            self._err_buf += data
+        lines = []
+        while b"\n" in self._err_buf:
+            raw, _, self._err_buf = self._err_buf.partition(b"\n")
+            line = raw.rstrip(b"\r").decode("utf-8", "replace")
+            lines.append(line)
+            self._stderr_lines.append(line)
+            self.on_note("chatter", line)
+        return lines
+
+    # -- data ------------------------------------------------------------------------------------
+    def start_tls(self) -> TLSInfo:
+        if self._tls is None:
+            raise TLSError("start_tls: no TLS session (not connected)")
+        return self._tls
+
+    def send(self, data: bytes) -> None:
+        if self.fd is None or self._eof:
+            raise ConnectionClosed(f"connection to {self.peer} is closed (openssl exited)")
+        out = memoryview(data)
+        deadline = time.monotonic() + self.config.timeout
+        while out:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeadlineError(
+                    f"sending to {self.peer} did not complete within {self.config.timeout:g}s"
+                )
+            _, w, _ = select.select([], [self.fd], [], remaining)
+            if not w:
+                continue
+            try:
+                n = os.write(self.fd, out[:4096])
+            except BlockingIOError:
+                continue
+            except OSError as e:
+                if e.errno == errno.EIO:
+                    raise ConnectionClosed(f"connection to {self.peer} closed (openssl exited)") from None
+                raise NetworkError(f"writing to openssl failed: {e.strerror}") from None
+            out = out[n:]
+
+    def recv(self, deadline: float) -> bytes:
+        if self._pending:
+            data, self._pending = self._pending, b""
+            return data
+        while True:
+            if self._eof or self.fd is None:
+                return b""
+            self._drain_stderr()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeadlineError(f"no data from {self.peer} before the deadline")
+            fds = [self.fd] + ([self.err_fd] if self.err_fd is not None else [])
+            r, _, _ = select.select(fds, [], [], remaining)
+            if self.fd not in r:
+                continue
+            try:
+                data = os.read(self.fd, CHUNK)
+            except BlockingIOError:
+                continue
+            except OSError as e:
+                if e.errno != errno.EIO:
+                    raise NetworkError(f"reading from openssl failed: {e.strerror}") from None
+                data = b""
+            if not data:
+                self._eof = True
+                self._drain_stderr(wait=0.05)
+                return b""
+            return data
+
+    def close(self) -> None:
+        child, self.child = self.child, None
+        self.fd = None
+        self._eof = True
+        if child is not None:
+            try:
+                if child.isalive():
+                    os.kill(child.pid, signal.SIGTERM)
+                    end = time.monotonic() + 1.0
+                    while child.isalive() and time.monotonic() < end:
+                        time.sleep(0.005)
+                    if child.isalive():
+                        os.kill(child.pid, signal.SIGKILL)
+            except (OSError, pexpect.ExceptionPexpect):
+                pass
+            try:
+                child.close(force=True)
+            except (OSError, pexpect.ExceptionPexpect):
+                pass
+        self._drain_stderr()
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        for attr in ("err_fd", "_err_keep"):
+            fd = getattr(self, attr)
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+                setattr(self, attr, None)
+        if self._tmpdir:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
