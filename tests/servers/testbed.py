@@ -40,6 +40,7 @@ PORT_NAMES = ("smtp", "submission", "smtps", "pop3", "pop3s", "imap", "imaps")
 TLS_PORTS = frozenset({"smtps", "pop3s", "imaps"})
 START_DEADLINE = 30.0
 STOP_DEADLINE = 15.0
+STOP_GRACE = 2.0
 COMMAND_TIMEOUT = 60.0
 # The binaries the bed runs and the accounts the Debian packages create for them.
 BINARIES = ("postfix", "postconf", "dovecot", "doveadm")
@@ -179,6 +180,14 @@ def _wait_gone(pids: set[int], timeout: float) -> set[int]:
     return left
 
 
+def _proc_name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return "?"
+
+
 def _read_pid(path: Path) -> int | None:
     try:
         return int(path.read_text().split()[0])
@@ -200,22 +209,55 @@ class Testbed:
         self.users = dict(USERS)
         self.ports: dict[str, int] = {}
         self._own_root = root is None
-        self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="mailrun-testbed-"))
-        self.ca_path = str(self.root / "ca.pem")
-        self.cert_path = self.root / "server.crt"
-        self.key_path = self.root / "server.key"
-        self.mail_root = self.root / "mail"
-        self.postfix_conf = self.root / "postfix" / "etc"
-        self.postfix_queue = self.root / "postfix" / "queue"
-        self.postfix_data = self.root / "postfix" / "data"
-        self.dovecot_conf = self.root / "dovecot" / "dovecot.conf"
-        self.dovecot_base = self.root / "dovecot" / "run"
-        self.dovecot_state = self.root / "dovecot" / "state"
+        # Made at start() when not given, so a bed that never starts leaves no folder behind.
+        self.root = Path(root) if root is not None else None
         self.vmail_uid, self.vmail_gid = _vmail_ids()
         self.startup_seconds: float | None = None
         self._started = False
         self._command_output: list[str] = []
         self._masters: set[int] = set()
+
+    # ----------------------------------------------------------------- paths (under root)
+
+    @property
+    def ca_path(self) -> str:
+        return str(self.root / "ca.pem")
+
+    @property
+    def cert_path(self) -> Path:
+        return self.root / "server.crt"
+
+    @property
+    def key_path(self) -> Path:
+        return self.root / "server.key"
+
+    @property
+    def mail_root(self) -> Path:
+        return self.root / "mail"
+
+    @property
+    def postfix_conf(self) -> Path:
+        return self.root / "postfix" / "etc"
+
+    @property
+    def postfix_queue(self) -> Path:
+        return self.root / "postfix" / "queue"
+
+    @property
+    def postfix_data(self) -> Path:
+        return self.root / "postfix" / "data"
+
+    @property
+    def dovecot_conf(self) -> Path:
+        return self.root / "dovecot" / "dovecot.conf"
+
+    @property
+    def dovecot_base(self) -> Path:
+        return self.root / "dovecot" / "run"
+
+    @property
+    def dovecot_state(self) -> Path:
+        return self.root / "dovecot" / "state"
 
     # ----------------------------------------------------------------- public API
 
@@ -275,6 +317,8 @@ class Testbed:
 
     def logs(self) -> str:
         """Postfix's and Dovecot's logs plus the output of the control commands, as one text."""
+        if self.root is None:
+            return "(the test bed was never started: no logs)"
         parts = []
         for name in ("postfix.log", "dovecot.log"):
             parts.append(f"===== {self.root / name}\n{self._read_log(name)}")
@@ -285,6 +329,8 @@ class Testbed:
     def pids(self) -> set[int]:
         """The live processes of this bed: both masters and everything below them."""
         roots = set(self._masters)
+        if self.root is None:
+            return _descendants(roots)
         for pidfile in (self.postfix_queue / "pid" / "master.pid", self.dovecot_base / "master.pid"):
             pid = _read_pid(pidfile)
             if pid is not None:
@@ -308,6 +354,8 @@ class Testbed:
             raise TestbedError(f"unknown port name(s) {sorted(unknown)}; known: {', '.join(PORT_NAMES)}")
         chosen = iter(free_ports(len(PORT_NAMES) - len(wanted)))
         self.ports = {name: wanted[name] if name in wanted else next(chosen) for name in PORT_NAMES}
+        if self.root is None:
+            self.root = Path(tempfile.mkdtemp(prefix="mailrun-testbed-"))
         self._started = True
         try:
             self._prepare()
@@ -318,7 +366,7 @@ class Testbed:
             self._wait_until_ready(t0 + START_DEADLINE)
         except BaseException:
             with contextlib.suppress(Exception):
-                self.stop(remove=False)
+                self.stop()  # the error message carries the logs; the folder goes if we made it
             raise
         self.startup_seconds = time.monotonic() - t0
         return self
@@ -330,16 +378,15 @@ class Testbed:
         if not self._started:
             return
         self._remember_masters()
-        # Postfix first: its smtpd processes hold connections to Dovecot's auth service, which
-        # would otherwise keep Dovecot's auth and stats processes alive for up to 30 s.
         left: set[int] = set()
+        # Postfix first: its smtpd processes hold connections to Dovecot's auth service.
         master = _read_pid(self.postfix_queue / "pid" / "master.pid")
         procs = _descendants({master}) if master is not None else set()
         if procs:
             self._run(
                 [_which("postfix") or "postfix", "-c", self.postfix_conf, "stop"], "postfix stop", False
             )
-        left |= _wait_gone(procs, STOP_DEADLINE)
+        left |= self._wait_or_terminate(procs)
         # Dovecot: SIGTERM to the master named in its pid file. That is what `doveadm stop` does,
         # less the 1.5 s doveadm spends as a stats client and polling.
         master = _read_pid(self.dovecot_base / "master.pid")
@@ -348,7 +395,7 @@ class Testbed:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(master, signal.SIGTERM)
             self._command_output.append(f"$ kill -TERM {master}  (Dovecot master, from its pid file)")
-        left |= _wait_gone(procs, STOP_DEADLINE)
+        left |= self._wait_or_terminate(procs)
         left |= {p for p in self._masters if _pid_alive(p)}
         killed = set(left)
         for pid in killed:
@@ -377,6 +424,22 @@ class Testbed:
         self.stop()
 
     # ----------------------------------------------------------------- internals
+
+    def _wait_or_terminate(self, procs: set[int]) -> set[int]:
+        """Wait for a stopped server's processes to end. Dovecot's login processes (and the
+        auth/log/config processes they hold) outlive their master while a client is still
+        connected: after STOP_GRACE seconds the stragglers get SIGTERM. Returns any still alive
+        after STOP_DEADLINE more."""
+        left = _wait_gone(procs, STOP_GRACE)
+        if left:
+            names = ", ".join(f"{p} {_proc_name(p)}" for p in sorted(left))
+            self._command_output.append(
+                f"$ kill -TERM {' '.join(map(str, sorted(left)))}  (outlived master: {names})"
+            )
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+        return _wait_gone(left, STOP_DEADLINE)
 
     def _check_user(self, user: str) -> None:
         if user not in self.users:
@@ -494,12 +557,16 @@ class Testbed:
         (self.postfix_conf / "vmailbox").write_text(
             "".join(f"{self.address(u)} {self.domain}/{u}/\n" for u in self.users)
         )
-        # passwd-file: user:{PLAIN}password:uid:gid::home  (login as 'alice' or 'alice@example.test')
+        # passwd-file: user:{PLAIN}password:uid:gid::home::extra  (login as 'alice' or 'alice@example.test')
         lines = []
         for user, password in self.users.items():
             for login in (user, self.address(user)):
                 home = root / "home" / user
-                lines.append(f"{login}:{{PLAIN}}{password}:{self.vmail_uid}:{self.vmail_gid}::{home}::\n")
+                # 'nodelay': a wrong password is answered at once, not at Dovecot's next failure
+                # flush (every 0.5 s even with auth_failure_delay = 0).
+                lines.append(
+                    f"{login}:{{PLAIN}}{password}:{self.vmail_uid}:{self.vmail_gid}::{home}::nodelay\n"
+                )
         users_file = self.dovecot_conf.parent / "users"
         users_file.write_text("".join(lines))
         os.chmod(users_file, 0o644)
