@@ -337,8 +337,9 @@ def _parse_yaml(raw: bytes, display: str, real: Path) -> _Doc:
     doc = _Doc(display, real, raw, None)
     if not text.strip() or all(ln.strip().startswith("#") or not ln.strip() for ln in text.splitlines()):
         raise ScenarioError(f"{display}:1:1: the file is empty (a scenario needs name, connect and steps)")
-    loader = _Loader(text)
+    loader = None
     try:
+        loader = _Loader(text)
         node = loader.get_single_node()
         if node is None:
             raise ScenarioError(
@@ -353,6 +354,11 @@ def _parse_yaml(raw: bytes, display: str, real: Path) -> _Doc:
         mark = e.problem_mark or e.context_mark
         line, col = _mark(mark) if mark is not None else (1, 1)
         what = (e.problem or str(e)).strip()
+        if "expected a single document" in (e.context or ""):
+            raise ScenarioError(
+                f"{display}:{line}:{col}: the file holds more than one YAML document (---); "
+                "a scenario is one document (use sessions: for several connections)"
+            ) from None
         ctx = f" ({e.context})" if e.context and e.problem else ""
         raise ScenarioError(
             f"{display}:{line}:{col}: YAML syntax error: {what}{ctx}{_yaml_error_hint(text, e)}"
@@ -370,7 +376,8 @@ def _parse_yaml(raw: bytes, display: str, real: Path) -> _Doc:
             ) from None
         raise ScenarioError(f"{display}:{line}:{col}: YAML error: {e}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if not isinstance(data, dict):
         kind = _describe_type(data)
         raise ScenarioError(
@@ -923,6 +930,16 @@ class _Checker:
     # -- patterns
     def pattern(self, doc: _Doc, path: Path_, value: Any, scope: _Scope):
         P = _patterns()
+        if isinstance(value, dict) and len(value) == 1:
+            ((k, v),) = value.items()
+            if k not in ("code", "text", "re", "lines", "not") and isinstance(v, (str, int, float)):
+                self.add(
+                    doc,
+                    path,
+                    f"expected a reply pattern, got a mapping — YAML read '{k}: {v}' as key: value; "
+                    "quote the whole line",
+                )
+                return None
         protos = [scope.protocol] if scope.protocol else ["smtp", "pop3", "imap"]
         results = [P.parse_pattern(value, pr) for pr in protos]
         good = [r for r in results if r[0] is not None and not r[1]]
@@ -1494,9 +1511,8 @@ def resolve_connect(session: Session, ctx, overrides: Mapping[str, Any] | None =
             values[key], shown[key] = r.value, ("****" if r.secret else repr(r.display))
         else:
             values[key], shown[key] = raw, repr(raw)
-    for key, v in (overrides or {}).items():
-        if v is None:
-            continue
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    for key, v in overrides.items():
         values[key] = v
         shown[key] = repr(v)
         where[key] = f"command line: --{key.replace('_', '-')}"
@@ -1506,9 +1522,7 @@ def resolve_connect(session: Session, ctx, overrides: Mapping[str, Any] | None =
             problems.append(f"{where.get(key, 'connect')}: unknown connect setting '{key}'")
             continue
         try:
-            out[key] = _convert(
-                key, v, spec.base_dir, from_spec=key in spec.values and key not in (overrides or {})
-            )
+            out[key] = _convert(key, v, spec.base_dir, from_spec=key in spec.values and key not in overrides)
         except ValueError as e:
             problems.append(f"{where[key]}: {e} (got {shown[key]})")
     tls = out.get("tls", "none")
