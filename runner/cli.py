@@ -138,8 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return sandbox_main(rest)
         if cmd == "validate":
             return cmd_validate(build_validate_parser().parse_intermixed_args(rest))
-        if not rest or rest[0] in ("-h", "--help"):
-            build_run_parser().parse_args(rest or ["--help"])
+        if not rest:
+            build_run_parser().error("no scenario file given (mailrun FILE..., mailrun --help for more)")
+        if rest[0] in ("-h", "--help"):
+            build_run_parser().parse_args(rest)
         return cmd_run(build_run_parser().parse_intermixed_args(rest))
     except MailrunError as exc:
         print(f"mailrun: {exc}", file=sys.stderr)

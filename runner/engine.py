@@ -123,6 +123,11 @@ class Engine:
                 result.status, result.exit_class, result.reason = "error", ExitClass.INVALID, str(exc)
                 return result
             self.redactor = ctx.redactor
+            refused = self.preflight_all(scenario, ctx)
+            if refused is not None:
+                result.sessions.append(refused)
+                result.status, result.exit_class, result.reason = "error", ExitClass.INVALID, refused.reason
+                return result
             for i, session in enumerate(scenario.sessions):
                 session_result = self.run_session_with_retry(scenario, session, ctx)
                 result.sessions.append(session_result)
@@ -141,6 +146,44 @@ class Engine:
         finally:
             result.duration = time.monotonic() - started
             self.emit(ScenarioFinished(result=result, at=time.time()))
+
+    def preflight_all(self, scenario: Scenario, ctx: Context) -> SessionResult | None:
+        """Before anything connects: every step of every session whose templates can already be
+        rendered (they need no capture) is rendered and checked (CR/LF in a `C` line, the
+        plaintext guard). The first refused step ends the run before a byte is sent: its
+        session's result (exit class 2) is returned, with that step's result in it."""
+        for session in scenario.sessions:
+            try:
+                config = resolve_connect(session, ctx, self.options.overrides)
+                if self.options.adjust_connect:
+                    config = self.options.adjust_connect(config)
+            except (ScenarioError, TemplateError):
+                config = None  # reported when the session runs (it may need a capture)
+            problem = preflight(session, ctx, config, self.options.allow_plaintext_secrets)
+            if problem is None:
+                continue
+            step, section, index, reason = problem
+            result = SessionResult(name=session.name, protocol=session.protocol, attempt=1, attempts=1)
+            if config is not None:
+                result.peer, result.transport = f"{config.host}:{config.port}", config.transport
+            self.emit(SessionStarted(scenario=scenario.name, name=session.name, protocol=session.protocol,
+                                     attempt=1, attempts=1, host=config.host if config else "?",
+                                     port=config.port if config else 0,
+                                     transport=config.transport if config else "socket",
+                                     tls_mode=config.tls if config else "none", at=time.time()))
+            sr = _new_result(step, index, section)
+            sr.status, sr.exit_class = "error", ExitClass.INVALID
+            sr.reason = ctx.redactor.redact(reason)
+            sr.sent = ctx.redactor.redact(step.text or "")
+            if step.expect is not None:
+                sr.expected = ctx.redactor.redact(step.expect.describe())
+            result.steps.append(sr)
+            self.emit(StepFinished(result=sr, at=time.time()))
+            result.status, result.exit_class = "error", ExitClass.INVALID
+            result.reason = f"step {index} ({step.location.describe()}): {sr.reason}; nothing was sent"
+            self.emit(SessionFinished(result=result, at=time.time()))
+            return result
+        return None
 
     def run_session_with_retry(self, scenario: Scenario, session: Session, ctx: Context) -> SessionResult:
         attempts = session.retry.attempts if session.retry else 1
@@ -181,6 +224,76 @@ class Engine:
         finally:
             result.duration = time.monotonic() - started
             self.emit(SessionFinished(result=result, at=time.time()))
+
+
+CRLF_REFUSAL = (
+    "refusing to send: the rendered C line contains a CR or LF (command injection); "
+    "use raw: or body: for multi-line data"
+)
+
+
+def plaintext_refusal(host: str) -> str:
+    return (
+        f"refusing to send a secret unencrypted to {host} (not loopback); use tls: implicit or "
+        "starttls, or opt in with connect.allow_plaintext_secrets: true or --allow-plaintext-secrets"
+    )
+
+
+def _step_context(step: Step, ctx: Context) -> Context:
+    for b in step.bindings:
+        ctx = ctx.child(b)
+    return ctx
+
+
+def preflight(
+    session: Session, ctx: Context, config: ConnectConfig | None, allow_plaintext_secrets: bool = False
+) -> tuple[Step, str, int, str] | None:
+    """The checks that can be made before connecting: renders every `C`, `body` and `raw` step
+    whose templates need nothing the conversation will capture, and returns the first
+    (step, section, index, reason) that would be refused: a `C` line containing CR or LF, or a
+    secret that would travel unencrypted to a host outside loopback (the plaintext guard;
+    `config` None skips that check). None when nothing is refused. Sends nothing."""
+    guard = (
+        config is not None
+        and not allow_plaintext_secrets
+        and not config.allow_plaintext_secrets
+        and not is_loopback(config.host)
+    )
+    if config is None or config.tls == "implicit" or config.transport == "openssl":
+        plaintext = False  # openssl s_client encrypts, and performs STARTTLS itself
+    else:
+        plaintext = True
+    has_starttls = any(s.starttls for s in session.steps)
+    for section, steps in (("steps", session.steps), ("finally", session.finally_steps)):
+        if section == "finally" and has_starttls:
+            plaintext = False
+        for index, step in enumerate(steps, 1):
+            if step.action in ("send", "body", "raw") and step.text is not None:
+                try:
+                    rendered = render(step.text, _step_context(step, ctx))
+                except TemplateError:
+                    rendered = None  # needs a capture (or is broken): checked when it runs
+                if rendered is not None:
+                    if step.action == "send" and ("\r" in rendered.value or "\n" in rendered.value):
+                        return step, section, index, CRLF_REFUSAL
+                    if guard and plaintext and rendered.secret:
+                        return step, section, index, plaintext_refusal(config.host)  # type: ignore[union-attr]
+            if step.starttls:
+                plaintext = False
+    return None
+
+
+def _new_result(step: Step, index: int, section: str) -> StepResult:
+    loc = step.location
+    return StepResult(
+        index=index,
+        section=section,  # type: ignore[arg-type]
+        location=str(loc),
+        via=" <- ".join(str(v) for v in reversed(loc.via)) or None,
+        action=step.action,
+        status="passed",
+        name=step.name,
+    )
 
 
 def _status_for(exit_class: ExitClass) -> str:
@@ -292,16 +405,7 @@ class SessionRunner:
         return sr
 
     def new_result(self, step: Step, index: int, section: str) -> StepResult:
-        loc = step.location
-        return StepResult(
-            index=index,
-            section=section,  # type: ignore[arg-type]
-            location=str(loc),
-            via=" <- ".join(str(v) for v in reversed(loc.via)) or None,
-            action=step.action,
-            status="passed",
-            name=step.name,
-        )
+        return _new_result(step, index, section)
 
     def scope(self, step: Step) -> Context:
         if not step.bindings:
@@ -408,9 +512,8 @@ class SessionRunner:
         if action == "send":
             rendered = render(step.text or "", ctx)
             if "\r" in rendered.value or "\n" in rendered.value:
-                raise StepFailure("error", ExitClass.INVALID,
-                                  "refusing to send: the rendered C line contains a CR or LF (command injection); "
-                                  "use raw: or body: for multi-line data")
+                sr.sent = self.redactor.redact(step.text or "")  # as written: the template source
+                raise StepFailure("error", ExitClass.INVALID, CRLF_REFUSAL)
             secret = rendered.secret
             self.guard_plaintext(secret)
             data = self.protocol.command(rendered.value, tag=step.tag, multiline=step.multiline)
@@ -459,11 +562,7 @@ class SessionRunner:
             return
         if is_loopback(self.config.host):
             return
-        raise StepFailure(
-            "error", ExitClass.INVALID,
-            f"refusing to send a secret unencrypted to {self.config.host} (not loopback); use tls: implicit or "
-            "starttls, or opt in with connect.allow_plaintext_secrets: true or --allow-plaintext-secrets",
-        )
+        raise StepFailure("error", ExitClass.INVALID, plaintext_refusal(self.config.host))
 
     # ------------------------------------------------------------------ receiving
     def fill(self, deadline: float) -> None:
