@@ -67,16 +67,34 @@ def _jobs(text: str) -> int:
 
 
 def _add_variable_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--var", action="append", type=_var, default=[], metavar="NAME=VALUE",
-                   help="set a variable (wins over vars files and the scenario's vars)")
-    p.add_argument("--vars-file", action="append", default=[], metavar="FILE",
-                   help="YAML mapping of variables (repeatable; later files win)")
-    p.add_argument("--env-file", action="append", default=[], metavar="FILE",
-                   help="KEY=VALUE lines feeding env.* (wins over the process environment)")
+    p.add_argument(
+        "--var",
+        action="append",
+        type=_var,
+        default=[],
+        metavar="NAME=VALUE",
+        help="set a variable (wins over vars files and the scenario's vars)",
+    )
+    p.add_argument(
+        "--vars-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="YAML mapping of variables (repeatable; later files win)",
+    )
+    p.add_argument(
+        "--env-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="KEY=VALUE lines feeding env.* (wins over the process environment)",
+    )
 
 
 def build_run_parser() -> ArgumentParser:
-    p = ArgumentParser(prog="mailrun", description="Play SMTP/POP3/IMAP conversations written as YAML scenarios.")
+    p = ArgumentParser(
+        prog="mailrun", description="Play SMTP/POP3/IMAP conversations written as YAML scenarios."
+    )
     p.add_argument("paths", nargs="+", metavar="FILE|DIR|GLOB", help="scenario files, directories or globs")
     g = p.add_argument_group("connection overrides (apply to every session)")
     g.add_argument("--host")
@@ -89,10 +107,16 @@ def build_run_parser() -> ArgumentParser:
     fam = g.add_mutually_exclusive_group()
     fam.add_argument("-4", dest="family", action="store_const", const=4, help="IPv4 only")
     fam.add_argument("-6", dest="family", action="store_const", const=6, help="IPv6 only")
-    g.add_argument("--allow-plaintext-secrets", action="store_true",
-                   help="allow sending secrets unencrypted to hosts outside loopback")
-    g.add_argument("--sandbox", action="store_true",
-                   help="start the built-in sandbox mail server and point every session at it")
+    g.add_argument(
+        "--allow-plaintext-secrets",
+        action="store_true",
+        help="allow sending secrets unencrypted to hosts outside loopback",
+    )
+    g.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="start the built-in sandbox mail server and point every session at it",
+    )
     _add_variable_options(p)
     o = p.add_argument_group("output")
     o.add_argument("-v", "--verbose", action="store_true", help="show the whole conversation as it happens")
@@ -101,13 +125,27 @@ def build_run_parser() -> ArgumentParser:
     o.add_argument("--transcript", metavar="DIR", help="write one transcript file per scenario run")
     s = p.add_argument_group("suites")
     s.add_argument("-j", "--jobs", type=_jobs, help="run N scenarios at a time")
-    s.add_argument("--tag", action="append", default=[], metavar="T", help="only scenarios tagged T; not:T excludes")
-    s.add_argument("-k", dest="keyword", metavar="SUBSTRING", help="only scenarios whose name contains SUBSTRING")
+    s.add_argument(
+        "--tag", action="append", default=[], metavar="T", help="only scenarios tagged T; not:T excludes"
+    )
+    s.add_argument(
+        "-k", dest="keyword", metavar="SUBSTRING", help="only scenarios whose name contains SUBSTRING"
+    )
     s.add_argument("--fail-fast", action="store_true", help="stop starting scenarios after the first failure")
-    s.add_argument("--matrix", action="append", default=[], metavar="FILE|DIR",
-                   help="provider vars files: run every scenario once per file")
-    s.add_argument("--retries", type=int, default=0, metavar="N",
-                   help="retry a scenario whose connection failed before anything was sent")
+    s.add_argument(
+        "--matrix",
+        action="append",
+        default=[],
+        metavar="FILE|DIR",
+        help="provider vars files: run every scenario once per file",
+    )
+    s.add_argument(
+        "--retries",
+        type=int,
+        default=0,
+        metavar="N",
+        help="retry a scenario whose connection failed before anything was sent",
+    )
     p.add_argument("--version", action="version", version=f"mailrun {__version__}")
     return p
 
@@ -182,7 +220,10 @@ def cmd_validate(args) -> int:
     if bad:
         print(f"{len(report.errors)} error(s) in {n} file(s)", file=sys.stderr)
         return int(ExitClass.INVALID)
-    print(f"{n} file(s) valid" + (f", {len(report.warnings)} warning(s)" if report.warnings else ""), file=sys.stderr)
+    print(
+        f"{n} file(s) valid" + (f", {len(report.warnings)} warning(s)" if report.warnings else ""),
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -236,8 +277,10 @@ def cmd_run(args) -> int:
     warnings = [w for sc in chosen for w in env_warnings(sc, env)]
     if warnings:
         print("\n".join(warnings), file=sys.stderr)
-        print("mailrun: set the environment variables above (or use --env-file / --var); nothing was sent",
-              file=sys.stderr)
+        print(
+            "mailrun: set the environment variables above (or use --env-file / --var); nothing was sent",
+            file=sys.stderr,
+        )
         return int(ExitClass.INVALID)
 
     overrides = {}
@@ -252,8 +295,13 @@ def cmd_run(args) -> int:
 
     from runner.engine import RunOptions
 
-    options = RunOptions(env=env, variables=variables, overrides=overrides,
-                         allow_plaintext_secrets=args.allow_plaintext_secrets, run_id=uuid.uuid4().hex[:12])
+    options = RunOptions(
+        env=env,
+        variables=variables,
+        overrides=overrides,
+        allow_plaintext_secrets=args.allow_plaintext_secrets,
+        run_id=uuid.uuid4().hex[:12],
+    )
     runs = plan(chosen, matrix)
     jobs = args.jobs or (1 if len(runs) == 1 else min(8, len(runs)))
     try:
@@ -271,12 +319,21 @@ def start_sandbox(options):
     from runner.sandbox import Sandbox
 
     sb = Sandbox(accept_any_login=True).start()
-    print(f"sandbox: serving on {sb.host} (ports {', '.join(f'{k} {v}' for k, v in sb.ports.items())}); "
-          f"any login is accepted", file=sys.stderr)
+    print(
+        f"sandbox: serving on {sb.host} (ports {', '.join(f'{k} {v}' for k, v in sb.ports.items())}); "
+        f"any login is accepted",
+        file=sys.stderr,
+    )
 
     def adjust(config):
-        return dataclasses.replace(config, host=sb.host, port=sb.port_for(config.protocol, config.tls),
-                                   ca=Path(sb.ca_path), tls_verify=True, server_name=None)
+        return dataclasses.replace(
+            config,
+            host=sb.host,
+            port=sb.port_for(config.protocol, config.tls),
+            ca=Path(sb.ca_path),
+            tls_verify=True,
+            server_name=None,
+        )
 
     options.adjust_connect = adjust
     return sb
@@ -308,13 +365,17 @@ def play(runs, options, args, jobs: int) -> int:
         from runner.reporters.transcript import TranscriptReporter
 
         transcripts = TranscriptReporter(args.transcript)
-        live.append(lambda run: transcripts.for_run(str(run.scenario.path), run.scenario.name, run.provider).handle)
+        live.append(
+            lambda run: transcripts.for_run(str(run.scenario.path), run.scenario.name, run.provider).handle
+        )
     progress = console.progress if len(runs) > 1 else None
     listener = Listener(ordered=ordered, live=live, progress=progress)
     interrupted = False
     exit_class = ExitClass.OK
     try:
-        exit_class = execute(runs, options, listener, jobs=jobs, fail_fast=args.fail_fast, retries=args.retries)
+        exit_class = execute(
+            runs, options, listener, jobs=jobs, fail_fast=args.fail_fast, retries=args.retries
+        )
     except KeyboardInterrupt:
         interrupted = True
     finally:

@@ -97,7 +97,9 @@ class Engine:
     def new_context(self, scenario: Scenario, extra_vars: Mapping[str, str] | None = None) -> Context:
         """Variables in order: the scenario's `vars`, then the provider's (matrix) vars, then the
         command line's (--vars-file, --var); later ones win. Raises TemplateError."""
-        ctx = Context(env=self.options.env, secrets=scenario.secrets, redactor=Redactor(), run_id=self.options.run_id)
+        ctx = Context(
+            env=self.options.env, secrets=scenario.secrets, redactor=Redactor(), run_id=self.options.run_id
+        )
         given = dict(extra_vars or {})
         given.update(self.options.variables)
         for name, value in scenario.vars.items():
@@ -114,8 +116,12 @@ class Engine:
         self, scenario: Scenario, *, provider: str | None = None, extra_vars: Mapping[str, str] | None = None
     ) -> ScenarioResult:
         started = time.monotonic()
-        result = ScenarioResult(file=str(scenario.path), name=scenario.name, provider=provider, started_at=time.time())
-        self.emit(ScenarioStarted(file=result.file, name=scenario.name, provider=provider, at=result.started_at))
+        result = ScenarioResult(
+            file=str(scenario.path), name=scenario.name, provider=provider, started_at=time.time()
+        )
+        self.emit(
+            ScenarioStarted(file=result.file, name=scenario.name, provider=provider, at=result.started_at)
+        )
         try:
             try:
                 ctx = self.new_context(scenario, extra_vars)
@@ -166,11 +172,20 @@ class Engine:
             result = SessionResult(name=session.name, protocol=session.protocol, attempt=1, attempts=1)
             if config is not None:
                 result.peer, result.transport = f"{config.host}:{config.port}", config.transport
-            self.emit(SessionStarted(scenario=scenario.name, name=session.name, protocol=session.protocol,
-                                     attempt=1, attempts=1, host=config.host if config else "?",
-                                     port=config.port if config else 0,
-                                     transport=config.transport if config else "socket",
-                                     tls_mode=config.tls if config else "none", at=time.time()))
+            self.emit(
+                SessionStarted(
+                    scenario=scenario.name,
+                    name=session.name,
+                    protocol=session.protocol,
+                    attempt=1,
+                    attempts=1,
+                    host=config.host if config else "?",
+                    port=config.port if config else 0,
+                    transport=config.transport if config else "socket",
+                    tls_mode=config.tls if config else "none",
+                    at=time.time(),
+                )
+            )
             sr = _new_result(step, index, section)
             sr.status, sr.exit_class = "error", ExitClass.INVALID
             sr.reason = ctx.redactor.redact(reason)
@@ -194,16 +209,26 @@ class Engine:
             if result.status == "passed" or result.exit_class == ExitClass.INVALID:
                 break
             if attempt < attempts and interval > 0:
-                self.emit(Note("info", f"session '{session.name}' attempt {attempt} of {attempts} "
-                                       f"{result.status}; retrying in {interval:g} s", time.time()))
+                self.emit(
+                    Note(
+                        "info",
+                        f"session '{session.name}' attempt {attempt} of {attempts} "
+                        f"{result.status}; retrying in {interval:g} s",
+                        time.time(),
+                    )
+                )
                 time.sleep(interval)
         assert result is not None
         return result
 
     # ------------------------------------------------------------------ session
-    def run_session(self, scenario: Scenario, session: Session, ctx: Context, attempt: int, attempts: int) -> SessionResult:
+    def run_session(
+        self, scenario: Scenario, session: Session, ctx: Context, attempt: int, attempts: int
+    ) -> SessionResult:
         started = time.monotonic()
-        result = SessionResult(name=session.name, protocol=session.protocol, attempt=attempt, attempts=attempts)
+        result = SessionResult(
+            name=session.name, protocol=session.protocol, attempt=attempt, attempts=attempts
+        )
         runner = None
         try:
             try:
@@ -215,9 +240,20 @@ class Engine:
                 return result
             result.peer = f"{config.host}:{config.port}"
             result.transport = config.transport
-            self.emit(SessionStarted(scenario=scenario.name, name=session.name, protocol=session.protocol,
-                                     attempt=attempt, attempts=attempts, host=config.host, port=config.port,
-                                     transport=config.transport, tls_mode=config.tls, at=time.time()))
+            self.emit(
+                SessionStarted(
+                    scenario=scenario.name,
+                    name=session.name,
+                    protocol=session.protocol,
+                    attempt=attempt,
+                    attempts=attempts,
+                    host=config.host,
+                    port=config.port,
+                    transport=config.transport,
+                    tls_mode=config.tls,
+                    at=time.time(),
+                )
+            )
             runner = SessionRunner(self, session, ctx, config, result)
             runner.play()
             return result
@@ -307,14 +343,18 @@ def _status_for(exit_class: ExitClass) -> str:
 class SessionRunner:
     """Plays one session's steps over one connection."""
 
-    def __init__(self, engine: Engine, session: Session, ctx: Context, config: ConnectConfig, result: SessionResult):
+    def __init__(
+        self, engine: Engine, session: Session, ctx: Context, config: ConnectConfig, result: SessionResult
+    ):
         self.engine = engine
         self.session = session
         self.ctx = ctx
         self.config = config
         self.result = result
         self.redactor: Redactor = ctx.redactor
-        self.protocol = protocols.create(session.protocol, max_line=config.max_line, max_reply=config.max_reply)
+        self.protocol = protocols.create(
+            session.protocol, max_line=config.max_line, max_reply=config.max_reply
+        )
         self.transport = None
         self.connected = False  # the connection is open and usable
         self._scopes: dict[tuple, Context] = {}
@@ -347,11 +387,19 @@ class SessionRunner:
             skip_until_starttls = self.transport.performs_starttls and self.config.tls == "starttls"
             failed = self.run_steps(self.session.steps, "steps", skip_until_starttls)
             if failed is not None:
-                result.status, result.exit_class, result.reason = failed.status, failed.exit_class, failed.reason
+                result.status, result.exit_class, result.reason = (
+                    failed.status,
+                    failed.exit_class,
+                    failed.reason,
+                )
             if self.connected and self.session.finally_steps:
                 ffailed = self.run_steps(self.session.finally_steps, "finally", False)
                 if ffailed is not None and failed is None:
-                    result.status, result.exit_class, result.reason = ffailed.status, ffailed.exit_class, ffailed.reason
+                    result.status, result.exit_class, result.reason = (
+                        ffailed.status,
+                        ffailed.exit_class,
+                        ffailed.reason,
+                    )
             elif self.session.finally_steps:
                 for i, step in enumerate(self.session.finally_steps, 1):
                     self.record_skip(step, i, "finally", "not run: the connection is closed")
@@ -371,12 +419,16 @@ class SessionRunner:
         first_failure = None
         for i, step in enumerate(steps, 1):
             if first_failure is not None:
-                self.record_skip(step, i, section, f"not run: step {first_failure.index} {first_failure.status}")
+                self.record_skip(
+                    step, i, section, f"not run: step {first_failure.index} {first_failure.status}"
+                )
                 continue
             if skip_until_starttls:
-                reason = (f"performed by openssl s_client -starttls {self.config.protocol}"
-                          if not step.starttls else
-                          f"STARTTLS performed by openssl s_client -starttls {self.config.protocol}")
+                reason = (
+                    f"performed by openssl s_client -starttls {self.config.protocol}"
+                    if not step.starttls
+                    else f"STARTTLS performed by openssl s_client -starttls {self.config.protocol}"
+                )
                 sr = self.record_skip(step, i, section, reason)
                 if step.starttls:
                     skip_until_starttls = False
@@ -395,7 +447,11 @@ class SessionRunner:
         sr.reason = reason
         # what the step would have sent, as written (template source: holds no secret value)
         if step.action in ("send", "raw", "body"):
-            sr.sent = self.redactor.redact(step.text or "") if step.action == "send" else f"{step.action} (not sent)"
+            sr.sent = (
+                self.redactor.redact(step.text or "")
+                if step.action == "send"
+                else f"{step.action} (not sent)"
+            )
         elif step.action == "body_file":
             sr.sent = f"body_file {step.path} (not sent)"
         if step.expect is not None:
@@ -437,19 +493,30 @@ class SessionRunner:
                     reply = self.read_reply(step, ctx, deadline, timeout)
                     if reply is None:  # the server closed cleanly and the pattern allows EOF
                         if step.capture:
-                            raise StepFailure("failed", ExitClass.FAILED,
-                                              "the server closed the connection; nothing to capture from")
+                            raise StepFailure(
+                                "failed",
+                                ExitClass.FAILED,
+                                "the server closed the connection; nothing to capture from",
+                            )
                         return self.finish(sr, started)
                     sr.reply = self.masked(reply)
                     outcome = step.expect.match(reply, ctx)
                     if not outcome.ok:
-                        raise StepFailure("failed", ExitClass.FAILED, self.redactor.redact(outcome.reason or "no match"), reply)
+                        raise StepFailure(
+                            "failed",
+                            ExitClass.FAILED,
+                            self.redactor.redact(outcome.reason or "no match"),
+                            reply,
+                        )
                     for name, regex in step.capture.items():
                         value = capture_value(reply, regex, ctx)
                         if value is None:
-                            raise StepFailure("failed", ExitClass.FAILED,
-                                              f"capture '{name}': pattern {self.redactor.redact(regex)!r} did not match the reply",
-                                              reply)
+                            raise StepFailure(
+                                "failed",
+                                ExitClass.FAILED,
+                                f"capture '{name}': pattern {self.redactor.redact(regex)!r} did not match the reply",
+                                reply,
+                            )
                         ctx.set(name, value)
                         sr.captures[name] = self.redactor.redact(value)
                     if step.starttls:
@@ -464,8 +531,10 @@ class SessionRunner:
                 self.connected = False
             partial = getattr(exc, "partial", b"")
             if partial:
-                sr.reply = Reply(raw=self.redactor.redact_bytes(partial),
-                                 lines=tuple(self.redactor.redact(decode(partial)).splitlines()))
+                sr.reply = Reply(
+                    raw=self.redactor.redact_bytes(partial),
+                    lines=tuple(self.redactor.redact(decode(partial)).splitlines()),
+                )
         except ProtocolError as exc:
             sr.status, sr.exit_class, sr.reason = "failed", ExitClass.FAILED, self.redactor.redact(str(exc))
         except (TemplateError, ScenarioError) as exc:
@@ -527,7 +596,9 @@ class SessionRunner:
                 try:
                     content = step.path.read_bytes()  # type: ignore[union-attr]
                 except OSError as exc:
-                    raise StepFailure("error", ExitClass.INVALID, f"cannot read body_file {step.path}: {exc.strerror}") from None
+                    raise StepFailure(
+                        "error", ExitClass.INVALID, f"cannot read body_file {step.path}: {exc.strerror}"
+                    ) from None
                 secret = self.redactor.contains(content)
             self.guard_plaintext(secret)
             data = encode_body(content)
@@ -592,8 +663,10 @@ class SessionRunner:
                 self.fill(deadline)
             except DeadlineError:
                 pending = proto.pending()
-                what = (f"got {len(pending)} bytes of an incomplete reply" if pending else "nothing received")
-                raise DeadlineError(f"deadline: no complete reply within {timeout:g} s ({what})", pending) from None
+                what = f"got {len(pending)} bytes of an incomplete reply" if pending else "nothing received"
+                raise DeadlineError(
+                    f"deadline: no complete reply within {timeout:g} s ({what})", pending
+                ) from None
             if first_byte_at is None:
                 first_byte_at = time.monotonic()
 
@@ -617,31 +690,45 @@ class SessionRunner:
             except DeadlineError:
                 if got:
                     merged = _merge(got)
-                    raise StepFailure("failed", ExitClass.FAILED,
-                                      f"no line matched {step.expect.describe()!r} within {timeout:g} s "
-                                      f"({len(got)} line(s) received)", merged) from None
-                raise DeadlineError(f"deadline: nothing received within {timeout:g} s", self.protocol.pending()) from None
+                    raise StepFailure(
+                        "failed",
+                        ExitClass.FAILED,
+                        f"no line matched {step.expect.describe()!r} within {timeout:g} s "
+                        f"({len(got)} line(s) received)",
+                        merged,
+                    ) from None
+                raise DeadlineError(
+                    f"deadline: nothing received within {timeout:g} s", self.protocol.pending()
+                ) from None
 
     def expect_eof(self, deadline: float, timeout: float) -> None:
         while True:
             reply = self.protocol.next_reply()
             if reply is not None:
-                raise StepFailure("failed", ExitClass.FAILED,
-                                  f"expected the server to close the connection, got {self.masked(reply).first_line!r}",
-                                  reply)
+                raise StepFailure(
+                    "failed",
+                    ExitClass.FAILED,
+                    f"expected the server to close the connection, got {self.masked(reply).first_line!r}",
+                    reply,
+                )
             if self.protocol.at_eof:
                 return
             try:
                 self.fill(deadline)
             except DeadlineError:
-                raise DeadlineError(f"deadline: the server did not close the connection within {timeout:g} s") from None
+                raise DeadlineError(
+                    f"deadline: the server did not close the connection within {timeout:g} s"
+                ) from None
 
     def upgrade(self) -> None:
         pending = self.protocol.pending()
         if pending:
-            raise StepFailure("error", ExitClass.NETWORK,
-                              f"data received before TLS handshake; refusing to continue ({len(pending)} bytes "
-                              "after the STARTTLS reply were discarded unread)")
+            raise StepFailure(
+                "error",
+                ExitClass.NETWORK,
+                f"data received before TLS handshake; refusing to continue ({len(pending)} bytes "
+                "after the STARTTLS reply were discarded unread)",
+            )
         tls = self.transport.start_tls()
         self.result.tls = tls
         self.emit(TLSStarted(info=tls, at=time.time()))

@@ -127,7 +127,12 @@ def test_exit_2_unset_environment_variable_names_it(tmp_path):
         )
         env = {k: v for k, v in os.environ.items() if k != "MAILRUN_TEST_NOT_SET"}
         r = subprocess.run(
-            [sys.executable, "-m", "runner", str(path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=T
+            [sys.executable, "-m", "runner", str(path)],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=T,
         )
         assert r.returncode == 2, r.stdout + r.stderr
         assert "MAILRUN_TEST_NOT_SET" in r.stderr and "vars.who" in r.stderr
