@@ -10,6 +10,7 @@ see events as they happen.
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner.engine import Engine, RunOptions
-from runner.errors import ExitClass, most_severe
+from runner.errors import ExitClass, UsageError, most_severe
 from runner.results import Event, Note, ScenarioFinished, ScenarioResult, ScenarioStarted, Sent
 from runner.scenario import Scenario
 
@@ -30,11 +31,14 @@ class Run:
     scenario: Scenario
     provider: str | None = None
     provider_vars: Mapping[str, str] = field(default_factory=dict)
-    result: ScenarioResult | None = None
+    result: ScenarioResult | None = None  # None when the run never finished (interrupted, not started)
     events: list[Event] = field(default_factory=list)
+    interrupted: bool = False  # Ctrl-C arrived while this run was playing
 
 
-def select(scenarios: Iterable[Scenario], *, tags: Sequence[str] = (), keyword: str | None = None) -> list[Scenario]:
+def select(
+    scenarios: Iterable[Scenario], *, tags: Sequence[str] = (), keyword: str | None = None
+) -> list[Scenario]:
     """`--tag T` (repeatable; a scenario must carry at least one of the plain tags given) and
     `--tag not:T` (must carry none of them); `-k SUBSTRING` matches the scenario's name, its
     file name or a session name (case-insensitive)."""
@@ -49,7 +53,9 @@ def select(scenarios: Iterable[Scenario], *, tags: Sequence[str] = (), keyword: 
             continue
         if keyword:
             k = keyword.lower()
-            names = [sc.name, str(sc.path)] + [s.name for s in sc.sessions]
+            # the file's own name only: a directory on the way (a temp dir, a CI checkout path)
+            # must not make every scenario below it match
+            names = [sc.name, Path(sc.path).name] + [s.name for s in sc.sessions]
             if not any(k in n.lower() for n in names):
                 continue
         out.append(sc)
@@ -121,28 +127,53 @@ def execute(
     def play(run: Run) -> None:
         sinks = [s for s in (mk(run) for mk in listener.live) if s is not None]
         attempt = 0
+        retry_notes: list[str] = []  # one per earlier attempt, shown after the next ScenarioStarted
         while True:
             buffer: list[Event] = []
             sent_any = False
 
-            def emit(ev: Event, buffer: list[Event] = buffer) -> None:
+            def emit(ev: Event, buffer: list[Event] = buffer, attempt: int = attempt) -> None:
                 nonlocal sent_any
                 if isinstance(ev, Sent):
                     sent_any = True
+                elif isinstance(ev, ScenarioFinished):
+                    # before any reporter formats it (live ones do so right away)
+                    ev.result.retries = attempt
+                    if isinstance(sys.exc_info()[1], KeyboardInterrupt):
+                        _mark_interrupted(ev.result)
                 for s in sinks:
                     s(ev)
                 buffer.append(ev)
+                if isinstance(ev, ScenarioStarted) and retry_notes:
+                    # ordered reporters see every earlier attempt's note (they never see the
+                    # attempts themselves); live ones saw those attempts and get the newest note
+                    notes = [Note("warning", text, ev.at) for text in retry_notes]
+                    buffer.extend(notes)
+                    for s in sinks:
+                        s(notes[-1])
 
-            result = Engine(options, emit).run(run.scenario, provider=run.provider, extra_vars=run.provider_vars)
+            try:
+                result = Engine(options, emit).run(
+                    run.scenario, provider=run.provider, extra_vars=run.provider_vars
+                )
+            except KeyboardInterrupt:
+                run.events = buffer  # what happened so far still reaches the reports
+                run.interrupted = True
+                raise
             # --retries: only connection-class failures before the first byte went out
-            if result.exit_class == ExitClass.NETWORK and not sent_any and attempt < retries and not state["stop"]:
+            if (
+                result.exit_class == ExitClass.NETWORK
+                and not sent_any
+                and attempt < retries
+                and not state["stop"]
+            ):
                 attempt += 1
-                for s in sinks:
-                    s(Note("warning", f"connection failed before anything was sent ({result.reason}); "
-                                      f"retry {attempt} of {retries} in {retry_interval:g} s", time.time()))
+                retry_notes.append(
+                    f"retry {attempt} of {retries}: attempt {attempt} failed before anything was sent "
+                    f"({result.reason}); retried after {retry_interval:g} s"
+                )
                 time.sleep(retry_interval)
                 continue
-            result.retries = attempt
             run.result = result
             run.events = buffer
             return
@@ -158,15 +189,25 @@ def execute(
                 state["stop"] = True
         flush_in_order()
         if listener.progress:
-            listener.progress(state["done"], total, state["passed"], state["failed"], time.monotonic() - started)
+            listener.progress(
+                state["done"], total, state["passed"], state["failed"], time.monotonic() - started
+            )
 
     def crashed(run: Run, exc: BaseException) -> None:
         # never lose a run silently: an internal error is reported as that run's error
-        res = ScenarioResult(file=str(run.scenario.path), name=run.scenario.name, provider=run.provider,
-                             status="error", exit_class=ExitClass.NETWORK, reason=f"internal error: {exc!r}")
+        res = ScenarioResult(
+            file=str(run.scenario.path),
+            name=run.scenario.name,
+            provider=run.provider,
+            status="error",
+            exit_class=ExitClass.NETWORK,
+            reason=f"internal error: {exc!r}",
+        )
         run.result = res
-        run.events = [ScenarioStarted(res.file, res.name, run.provider, time.time()),
-                      ScenarioFinished(res, time.time())]
+        run.events = [
+            ScenarioStarted(res.file, res.name, run.provider, time.time()),
+            ScenarioFinished(res, time.time()),
+        ]
 
     if jobs <= 1 or total <= 1:
         try:
@@ -176,6 +217,8 @@ def execute(
                 try:
                     play(run)
                 except KeyboardInterrupt:
+                    with lock:  # reported (as interrupted) by flush_all, but not counted
+                        finished[run.index] = run
                     raise
                 except Exception as exc:
                     crashed(run, exc)
@@ -202,7 +245,9 @@ def execute(
                 with lock:
                     finish(run)
 
-        threads = [threading.Thread(target=worker, daemon=True, name=f"mailrun-{i}") for i in range(min(jobs, total))]
+        threads = [
+            threading.Thread(target=worker, daemon=True, name=f"mailrun-{i}") for i in range(min(jobs, total))
+        ]
         for t in threads:
             t.start()
         try:
@@ -217,15 +262,42 @@ def execute(
     return most_severe(r.result.exit_class for r in runs if r.result is not None)
 
 
+def _mark_interrupted(result: ScenarioResult) -> None:
+    """The engine leaves a run that Ctrl-C ended looking as if it passed; say what happened."""
+    result.status = "error"
+    result.exit_class = ExitClass.INTERRUPTED
+    result.reason = result.reason or "interrupted"
+
+
 def load_matrix(paths: Sequence[str]) -> list[tuple[str, dict[str, str]]]:
-    """`--matrix FILE|DIR` (repeatable): each vars file is one provider, labelled by its stem."""
+    """`--matrix FILE|DIR` (repeatable): each vars file is one provider, labelled by its stem;
+    a directory means every *.yaml/*.yml file directly in it (sorted). Raises UsageError for a
+    directory without vars files and for two files that would get the same label, and
+    ScenarioError (naming the file) for a missing or malformed file."""
     from runner.scenario_loader import load_vars_file
 
     files: list[Path] = []
     for p in paths:
         path = Path(p)
         if path.is_dir():
-            files.extend(sorted(x for x in path.iterdir() if x.suffix in (".yaml", ".yml") and x.is_file()))
+            found = sorted(x for x in path.iterdir() if x.suffix in (".yaml", ".yml") and x.is_file())
+            if not found:
+                raise UsageError(f"--matrix {p}: the directory holds no vars files (*.yaml, *.yml)")
+            files.extend(found)
         else:
             files.append(path)
-    return [(f.stem, load_vars_file(f)) for f in files]
+    labels: dict[str, Path] = {}
+    for f in files:
+        if f.stem in labels and labels[f.stem].resolve() != f.resolve():
+            raise UsageError(
+                f"--matrix: {labels[f.stem]} and {f} would both be reported as [{f.stem}]; rename one"
+            )
+        labels[f.stem] = f
+    seen: set[Path] = set()
+    out = []
+    for f in files:  # the same file given twice runs once
+        if f.resolve() in seen:
+            continue
+        seen.add(f.resolve())
+        out.append((f.stem, load_vars_file(f)))
+    return out
