@@ -1,0 +1,657 @@
+"""The engine against the real Postfix/Dovecot test bed (and small loopback servers): scenarios
+written as YAML, loaded with the loader and played through runner.engine.Engine; the events and
+results are inspected, and what Postfix delivered is read back from the Maildir."""
+
+from __future__ import annotations
+
+import base64
+import textwrap
+import uuid
+from pathlib import Path
+from string import Template
+
+import pytest
+
+from runner import transports
+from runner.engine import Engine, RunOptions, SessionRunner, StepFailure, is_loopback, preflight
+from runner.errors import ExitClass
+from runner.results import Closed, Connected, Received, Sent, SessionResult, StepFinished, TLSStarted
+from runner.scenario_loader import load_scenario, resolve_connect
+from tests.support.servers import Server, record, scripted
+
+
+def write(tmp_path: Path, text: str, name: str = "s.yaml", **subs) -> Path:
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(Template(textwrap.dedent(text)).safe_substitute(**{k: str(v) for k, v in subs.items()}))
+    return path
+
+
+def play(path: Path, **options):
+    """(ScenarioResult, events) of one engine run."""
+    events: list = []
+    variables = options.pop("variables", {})
+    scenario = load_scenario(path, defined=variables.keys())
+    opts = RunOptions(variables=variables, run_id=options.pop("run_id", uuid.uuid4().hex[:12]), **options)
+    result = Engine(opts, events.append).run(scenario)
+    return result, events
+
+
+def sent_bytes(events) -> bytes:
+    return b"".join(e.data for e in events if isinstance(e, Sent))
+
+
+def received_bytes(events) -> bytes:
+    return b"".join(e.data for e in events if isinstance(e, Received))
+
+
+def bed_subs(bed, **more):
+    return dict(host=bed.host, ca=bed.ca_path, **{k: v for k, v in bed.ports.items()}, **more)
+
+
+def assert_passed(result):
+    bad = [(s.index, s.location, s.status, s.reason) for s in result.steps if s.status != "passed"]
+    assert result.exit_class == ExitClass.OK and not bad, (result.reason, bad)
+
+
+# --------------------------------------------------------------------------- SMTP
+
+
+SEND_LOGIN = """\
+    name: send with AUTH LOGIN, pipelining, dot-stuffing and a captured queue id
+    protocol: smtp
+    connect: {host: $host, port: $smtp, timeout: 10}
+    vars:
+      user: alice@example.test
+      password: wonderland
+      to: bob@example.test
+    secrets: [password]
+    steps:
+      - S: 220
+      - C: EHLO client.example
+        S: {code: 250, lines: ['^250-PIPELINING$$', '^250-AUTH .*LOGIN']}
+      - C: AUTH LOGIN
+        S: 334 VXNlcm5hbWU6
+      - C: "{{ user | b64 }}"
+        S: 334 UGFzc3dvcmQ6
+      - C: "{{ password | b64 }}"
+        S: 235 2.7.0
+      - C: "MAIL FROM:<{{ user }}>"
+      - C: "RCPT TO:<{{ to }}>"
+      - C: DATA
+      - S: 250 2.1.0
+      - S: 250 2.1.5
+      - S: 354
+      - body: |
+          Subject: engine $tag
+          From: <{{ user }}>
+
+          first line
+          .a line starting with a dot
+          ..two dots
+          .
+          last line
+        S: 250 2.0.0
+        capture: {queue_id: 'queued as ([0-9A-F]+)'}
+      - C: "NOOP {{ queue_id }}"
+        S: 250
+    finally:
+      - C: QUIT
+        S: 221
+      - S: EOF
+    """
+
+
+def test_smtp_auth_login_pipelining_dot_stuffing_and_capture(testbed, tmp_path):
+    tag = uuid.uuid4().hex
+    path = write(tmp_path, SEND_LOGIN, **bed_subs(testbed, tag=tag))
+    result, events = play(path)
+    assert_passed(result)
+    assert len(result.steps) == 15
+
+    wire = sent_bytes(events)
+    # PIPELINING: the three commands went out before any of their replies was read
+    i_mail = [i for i, e in enumerate(events) if isinstance(e, Sent) and e.data.startswith(b"MAIL FROM")][0]
+    i_data = [i for i, e in enumerate(events) if isinstance(e, Sent) and e.data == b"DATA\r\n"][0]
+    assert not any(isinstance(e, Received) for e in events[i_mail:i_data])
+    # dot-stuffing on the wire, CRLF line ends, CRLF.CRLF at the end
+    assert b"\r\n..a line starting with a dot\r\n...two dots\r\n..\r\nlast line\r\n.\r\n" in wire
+    assert b"\n" not in wire.replace(b"\r\n", b"")
+
+    # the capture: recorded (masked form = plain here), and used by a later step
+    body_step = result.steps[11]
+    queue_id = body_step.captures["queue_id"]
+    assert len(queue_id) >= 6 and f"queued as {queue_id}" in body_step.reply.lines[0]
+    assert f"NOOP {queue_id}\r\n".encode() in wire
+
+    # what Postfix delivered: dots unstuffed, and its queue id is the one we captured
+    msg = testbed.wait_for_message("bob", lambda raw: f"engine {tag}".encode() in raw)
+    assert b"\n.a line starting with a dot\n..two dots\n.\nlast line\n" in msg
+    assert f"id {queue_id}".encode() in msg
+
+    # S: EOF after QUIT passed, and the server closed
+    assert result.steps[-1].expected == "EOF" and result.steps[-1].status == "passed"
+    assert [e.by for e in events if isinstance(e, Closed)] == ["server"]
+    # the AUTH LOGIN password never appears, not even base64
+    b64 = base64.b64encode(b"wonderland")
+    assert all(
+        b64 not in e.data and b"wonderland" not in e.data for e in events if isinstance(e, (Sent, Received))
+    )
+    assert b"****\r\n" in wire
+
+
+def test_submission_starttls_then_auth_plain(testbed, tmp_path):
+    path = write(
+        tmp_path,
+        """\
+        name: submission with STARTTLS and AUTH PLAIN
+        protocol: smtp
+        connect: {host: localhost, port: $submission, tls: starttls, ca: $ca, server_name: mail.example.test}
+        vars: {user: alice@example.test, password: wonderland}
+        secrets: [password]
+        steps:
+          - S: 220
+          - C: EHLO client.example
+            S: {code: 250, text: STARTTLS, not: {text: AUTH}}
+          - C: MAIL FROM:<alice@example.test>
+            S: 530 5.7.0
+          - C: STARTTLS
+            S: 220 2.0.0
+            starttls: true
+          - C: EHLO client.example
+            S: {code: 250, text: AUTH PLAIN, not: {text: STARTTLS}}
+          - C: "AUTH PLAIN {{ auth_plain(user, password) }}"
+            S: 235 2.7.0
+          - C: MAIL FROM:<alice@example.test>
+            S: 250
+        finally:
+          - C: QUIT
+            S: 221
+        """,
+        **bed_subs(testbed),
+    )
+    result, events = play(path)
+    assert_passed(result)
+    tls = [e for e in events if isinstance(e, TLSStarted)]
+    assert len(tls) == 1 and tls[0].info.version.startswith("TLSv1.")
+    assert result.sessions[0].tls is not None and result.sessions[0].tls.verified
+    # TLS began right after the STARTTLS reply, before the second EHLO
+    order = [type(e).__name__ + (e.data[:8].decode() if isinstance(e, Sent) else "") for e in events]
+    assert order.index("TLSStarted") < order.index("SentEHLO cli", order.index("SentSTARTTLS"))
+    blob = base64.b64encode(b"\0alice@example.test\0wonderland")
+    assert all(blob not in e.data for e in events if isinstance(e, Sent))
+    assert result.steps[5].sent == "AUTH PLAIN ****"
+
+
+def test_smtps_implicit_tls(testbed, tmp_path):
+    path = write(
+        tmp_path,
+        """\
+        name: smtps
+        protocol: smtp
+        connect: {host: 127.0.0.1, port: $smtps, tls: implicit, ca: $ca, server_name: mail.example.test}
+        steps:
+          - S: 220 ESMTP
+          - C: EHLO client.example
+            S: {code: 250, not: {text: STARTTLS}}
+        finally:
+          - C: QUIT
+            S: 221
+        """,
+        **bed_subs(testbed),
+    )
+    result, events = play(path)
+    assert_passed(result)
+    connected = [e for e in events if isinstance(e, Connected)][0]
+    assert connected.info.tls is not None and connected.info.tls.verified
+
+
+def test_failing_expectation_is_a_failure_with_expected_and_received(testbed, tmp_path):
+    path = write(
+        tmp_path,
+        """\
+        name: wrong password
+        protocol: smtp
+        connect: {host: $host, port: $smtp}
+        vars: {password: not-the-password}
+        secrets: [password]
+        steps:
+          - S: 220
+          - C: EHLO client.example
+            S: 250
+          - C: "AUTH PLAIN {{ auth_plain('alice@example.test', password) }}"
+            S: 235
+          - C: NOOP
+            S: 250
+        finally:
+          - C: QUIT
+            S: 221
+        """,
+        **bed_subs(testbed),
+    )
+    result, events = play(path)
+    assert result.exit_class == ExitClass.FAILED and result.status == "failed"
+    step = result.steps[2]
+    assert step.status == "failed" and step.expected == "235"
+    assert step.reply.code == "535" and "535" in step.reason
+    assert step.location == f"{path}:10"
+    assert result.steps[3].status == "skipped"
+    assert result.steps[4].status == "passed"  # finally still ran
+    assert b"not-the-password" not in sent_bytes(events)
+
+
+def test_not_patterns(testbed, tmp_path):
+    path = write(
+        tmp_path,
+        """\
+        name: not
+        protocol: smtp
+        connect: {host: $host, port: $smtp}
+        steps:
+          - S: {code: 220, not: 5xx}
+          - C: EHLO client.example
+            S: {code: 250, not: {lines: ['^NOSUCHEXTENSION']}}
+          - C: EHLO client.example
+            S: {code: 250, not: {text: PIPELINING}}
+        finally:
+          - C: QUIT
+            S: 221
+        """,
+        **bed_subs(testbed),
+    )
+    result, _ = play(path)
+    assert [s.status for s in result.steps] == ["passed", "passed", "failed", "passed"]
+    assert result.exit_class == ExitClass.FAILED
+    assert "PIPELINING" in result.steps[2].reason
+
+
+def test_eof_expected_but_server_stays(testbed, tmp_path):
+    path = write(
+        tmp_path,
+        """\
+        name: eof
+        protocol: smtp
+        connect: {host: $host, port: $smtp, timeout: 0.5}
+        steps:
+          - S: 220
+          - C: NOOP
+            S: EOF
+        """,
+        **bed_subs(testbed),
+    )
+    result, _ = play(path)
+    step = result.steps[1]
+    assert step.status == "failed" and "250" in step.reason and "close" in step.reason
+
+
+# --------------------------------------------------------------------------- include fragments
+
+
+def test_included_failure_names_fragment_and_including_step(testbed, tmp_path):
+    write(
+        tmp_path,
+        """\
+        vars: {user: nobody}
+        steps:
+          - C: EHLO client.example
+            S: 250
+          - C: "AUTH PLAIN {{ auth_plain(user, password) }}"
+            S: 235
+        """,
+        name="lib/auth.yaml",
+    )
+    path = write(
+        tmp_path,
+        """\
+        name: include
+        protocol: smtp
+        connect: {host: $host, port: $smtp}
+        vars: {password: wrong}
+        secrets: [password]
+        steps:
+          - S: 220
+          - include: lib/auth.yaml
+            vars: {user: alice@example.test, password: "{{ password }}"}
+        finally:
+          - C: QUIT
+            S: 221
+        """,
+        **bed_subs(testbed),
+    )
+    result, events = play(path)
+    assert result.exit_class == ExitClass.FAILED
+    failed = result.steps[2]
+    assert failed.status == "failed"
+    assert failed.location.endswith("lib/auth.yaml:5")
+    assert failed.via == f"{path}:8"
+    assert result.steps[1].status == "passed" and result.steps[1].via == f"{path}:8"
+    # the include var is secret too (derived from a secret)
+    assert b"wrong" not in sent_bytes(events)
+
+
+# --------------------------------------------------------------------------- POP3 and IMAP
+
+
+def _deliver(bed, tmp_path, tag: str) -> None:
+    """Put one known message into bob's (cleared) mailbox through the engine."""
+    bed.clear_mailbox("bob")
+    result, _ = play(write(tmp_path, SEND_LOGIN, name="send.yaml", **bed_subs(bed, tag=tag)))
+    assert_passed(result)
+    bed.wait_for_message("bob", lambda raw: f"engine {tag}".encode() in raw)
+
+
+def test_pop3_stls_user_pass_stat_list_retr_top_uidl(testbed, tmp_path):
+    tag = uuid.uuid4().hex
+    _deliver(testbed, tmp_path, tag)
+    path = write(
+        tmp_path,
+        """\
+        name: pop3
+        protocol: pop3
+        connect: {host: 127.0.0.1, port: $pop3, tls: starttls, ca: $ca, server_name: mail.example.test}
+        vars: {password: builder}
+        secrets: [password]
+        steps:
+          - S: +OK
+          - C: CAPA
+            S: {code: +OK, lines: ['^STLS$$']}
+          - C: STLS
+            S: +OK
+            starttls: true
+          - C: USER bob
+            S: +OK
+          - C: "PASS {{ password }}"
+            S: +OK
+          - C: STAT
+            S: {code: +OK, re: '^\\+OK 1 \\d+$$'}
+            capture: {size: '\\+OK 1 (\\d+)'}
+          - C: LIST
+            S: {code: +OK, lines: ['^1 {{ size }}$$']}
+          - C: LIST 1
+            S: '+OK 1 {{ size }}'
+          - C: UIDL
+            S: {code: +OK, lines: ['^1 \\S+$$']}
+          - C: RETR 1
+            S:
+              code: +OK
+              lines: ['^Subject: engine $tag$$', '^\\.a line starting with a dot$$', '^\\.\\.two dots$$', '^\\.$$', '^last line$$']
+          - C: TOP 1 0
+            S: {code: +OK, lines: ['^Subject: engine $tag$$'], not: {lines: ['^last line$$']}}
+          - C: DELE 1
+            S: +OK
+        finally:
+          - C: QUIT
+            S: +OK
+          - S: EOF
+        """,
+        **bed_subs(testbed, tag=tag),
+    )
+    result, events = play(path)
+    assert_passed(result)
+    retr = result.steps[9].reply
+    # the reply lines are unstuffed; the raw bytes are as received (stuffed)
+    assert ".a line starting with a dot" in retr.lines and ".." in retr.raw.decode()
+    assert b"\r\n..a line starting with a dot\r\n" in retr.raw
+    assert retr.lines[-1] == "last line"
+    assert b"builder" not in sent_bytes(events)
+
+
+def test_imap_starttls_login_select_fetch_literals(testbed, tmp_path):
+    tag = uuid.uuid4().hex
+    _deliver(testbed, tmp_path, tag)
+    path = write(
+        tmp_path,
+        """\
+        name: imap
+        protocol: imap
+        connect: {host: 127.0.0.1, port: $imap, tls: starttls, ca: $ca, server_name: mail.example.test}
+        vars: {password: builder}
+        secrets: [password]
+        steps:
+          - S: OK
+          - C: STARTTLS
+            S: OK
+            starttls: true
+          - C: "LOGIN bob {7}"
+            S: +
+          - C: "{{ password }}"
+            tag: false
+            S: OK
+          - C: SELECT INBOX
+            S: {code: OK, lines: ['^\\* 1 EXISTS$$'], text: READ-WRITE}
+          - C: FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)] BODY.PEEK[TEXT])
+            S: {code: OK, re: 'Subject: engine $tag', lines: ['^\\.a line starting with a dot$$', '^last line$$']}
+          - C: LOGOUT
+            S: {code: OK, lines: ['^\\* BYE']}
+          - S: EOF
+        """,
+        **bed_subs(testbed, tag=tag),
+    )
+    result, events = play(path)
+    assert_passed(result)
+    wire = sent_bytes(events)
+    assert b"a2 LOGIN bob {7}\r\n****\r\n" in wire  # the literal's continuation carries no tag
+    fetch = result.steps[5].reply
+    assert b"{" in fetch.raw and fetch.code == "OK" and fetch.tag == "a4"
+    assert fetch.lines[-1].startswith("a4 OK")
+
+
+def test_imaps_login_and_fetch(testbed, tmp_path):
+    tag = uuid.uuid4().hex
+    _deliver(testbed, tmp_path, tag)
+    path = write(
+        tmp_path,
+        """\
+        name: imaps
+        protocol: imap
+        connect: {host: 127.0.0.1, port: $imaps, tls: implicit, ca: $ca, server_name: mail.example.test}
+        steps:
+          - S: OK
+          - C: LOGIN bob builder
+            S: OK
+          - C: EXAMINE INBOX
+            S: {code: OK, text: READ-ONLY}
+          - C: FETCH 1 BODY.PEEK[]
+            S: {code: OK, re: 'engine $tag'}
+          - C: FETCH 9 BODY.PEEK[]
+            S: [NO, BAD]
+          - C: LOGOUT
+            S: OK
+        """,
+        **bed_subs(testbed, tag=tag),
+    )
+    result, _ = play(path)
+    assert_passed(result)
+
+
+# --------------------------------------------------------------------------- two sessions
+
+
+def test_two_sessions_share_a_capture_and_retry(testbed, tmp_path):
+    testbed.clear_mailbox("alice")
+    path = write(
+        tmp_path,
+        """\
+        name: send then find by POP3
+        vars: {password: wonderland}
+        secrets: [password]
+        sessions:
+          - name: send
+            protocol: smtp
+            connect: {host: $host, port: $smtp}
+            steps:
+              - S: 220
+              - C: EHLO client.example
+                S: 250
+              - C: MAIL FROM:<bob@example.test>
+                S: 250
+              - C: RCPT TO:<alice@example.test>
+                S: 250
+              - C: DATA
+                S: 354
+              - body: |
+                  Subject: run {{ run_id }}
+
+                  hello
+                S: 250
+                capture: {queue_id: 'queued as (\\w+)'}
+            finally:
+              - C: QUIT
+                S: 221
+          - name: find
+            protocol: pop3
+            connect: {host: $host, port: $pop3}
+            retry: {attempts: 20, interval: 0.1}
+            steps:
+              - S: +OK
+              - C: USER alice
+                S: +OK
+              - C: "PASS {{ password }}"
+                S: +OK
+              - C: RETR 1
+                S: {code: +OK, lines: ['^Subject: run {{ run_id }}$$'], re: 'id {{ queue_id }}'}
+            finally:
+              - C: QUIT
+                S: +OK
+        """,
+        **bed_subs(testbed),
+    )
+    run_id = uuid.uuid4().hex[:12]
+    result, events = play(path, run_id=run_id)
+    assert_passed(result)
+    assert [s.name for s in result.sessions] == ["send", "find"]
+    find = result.sessions[1]
+    assert find.attempts == 20 and 1 <= find.attempt <= 20
+    queue_id = result.sessions[0].steps[5].captures["queue_id"]
+    assert f"id {queue_id}" in "\n".join(find.steps[3].reply.lines)
+    assert f"Subject: run {run_id}" in find.steps[3].reply.lines
+
+
+def test_retry_shows_each_attempt_then_fails(tmp_path):
+    with Server(scripted(b"+OK hi\r\n", {b"STAT": b"+OK 0 0\r\n"})) as srv:
+        path = write(
+            tmp_path,
+            """\
+            name: retry
+            sessions:
+              - name: wait for mail
+                protocol: pop3
+                connect: {host: 127.0.0.1, port: $port}
+                retry: {attempts: 3, interval: 0.05}
+                steps:
+                  - S: +OK
+                  - C: STAT
+                    S: '+OK 1'
+            """,
+            port=srv.port,
+        )
+        result, events = play(path)
+        assert result.exit_class == ExitClass.FAILED
+        assert result.sessions[0].attempt == 3
+        assert len([e for e in events if isinstance(e, Connected)]) == 3
+        srv.wait_connection(2)
+
+
+# --------------------------------------------------------------------------- refusals before sending
+
+
+def test_crlf_from_a_var_is_refused_before_connecting(tmp_path):
+    with Server(record()) as srv:
+        path = write(
+            tmp_path,
+            """\
+            name: inject
+            protocol: smtp
+            connect: {host: 127.0.0.1, port: $port}
+            vars: {who: postmaster}
+            steps:
+              - S: 220
+              - C: "VRFY {{ who }}"
+                S: 250
+            """,
+            port=srv.port,
+        )
+        result, events = play(path, variables={"who": "a\nDATA"})
+        assert result.exit_class == ExitClass.INVALID
+        assert not any(isinstance(e, (Connected, Sent)) for e in events)
+        refused = [e.result for e in events if isinstance(e, StepFinished)]
+        assert len(refused) == 1 and refused[0].index == 2 and "CR or LF" in refused[0].reason
+        assert refused[0].location == f"{path}:7"
+        assert srv.conns == []
+
+
+def test_is_loopback():
+    for host in ("127.0.0.1", "127.3.4.5", "::1", "[::1]", "localhost", "LOCALHOST"):
+        assert is_loopback(host), host
+    for host in ("192.0.2.1", "10.0.0.1", "::2", "mail.example.com", "localhost.example.com", "0.0.0.0"):
+        assert not is_loopback(host), host
+
+
+GUARDED = """\
+    name: guard
+    protocol: smtp
+    connect: {host: '$host', port: 25, tls: $tls$extra}
+    vars: {password: hunter2}
+    secrets: [password]
+    steps:
+      - S: 220
+      - C: EHLO client.example
+        S: 250
+      - C: STARTTLS
+        S: 220
+        starttls: $starttls
+      - C: "AUTH PLAIN {{ auth_plain('u', password) }}"
+        S: 235
+    """
+
+
+def _preflight(tmp_path, host, tls="none", starttls="false", extra="", allow=False):
+    path = write(tmp_path, GUARDED, host=host, tls=tls, starttls=starttls, extra=extra)
+    scenario = load_scenario(path)
+    engine = Engine(RunOptions(allow_plaintext_secrets=allow), lambda e: None)
+    ctx = engine.new_context(scenario)
+    session = scenario.sessions[0]
+    config = resolve_connect(session, ctx)
+    return preflight(session, ctx, config, allow), (engine, session, ctx, config)
+
+
+def test_plaintext_guard_refuses_secrets_to_non_loopback_hosts(tmp_path):
+    # Never connects: preflight and the step-level guard are exercised without any traffic.
+    problem, _ = _preflight(tmp_path, "192.0.2.1")
+    assert problem is not None
+    step, section, index, reason = problem
+    assert (section, index) == ("steps", 4)
+    assert "refusing to send a secret unencrypted to 192.0.2.1" in reason
+    assert "allow_plaintext_secrets: true" in reason and "--allow-plaintext-secrets" in reason
+    assert "hunter2" not in reason
+    # each way out
+    assert _preflight(tmp_path, "127.0.0.1")[0] is None
+    assert _preflight(tmp_path, "::1")[0] is None
+    assert _preflight(tmp_path, "192.0.2.1", allow=True)[0] is None
+    assert _preflight(tmp_path, "192.0.2.1", extra=", allow_plaintext_secrets: true")[0] is None
+    assert _preflight(tmp_path, "192.0.2.1", tls="implicit")[0] is None
+    assert _preflight(tmp_path, "192.0.2.1", tls="starttls", starttls="true")[0] is None
+
+
+def test_plaintext_guard_at_step_level(tmp_path):
+    _, (engine, session, ctx, config) = _preflight(tmp_path, "192.0.2.1")
+    result = SessionResult(name="guard", protocol="smtp", attempt=1, attempts=1)
+    runner = SessionRunner(engine, session, ctx, config, result)
+    runner.transport = transports.create(config)  # created, never connected
+    assert runner.transport.encrypted is False
+    runner.guard_plaintext(False)  # nothing secret: allowed
+    with pytest.raises(StepFailure) as info:
+        runner.guard_plaintext(True)
+    assert info.value.exit_class == ExitClass.INVALID
+    assert "192.0.2.1" in info.value.reason
+
+
+def test_plaintext_guard_runs_before_connecting_in_the_engine(tmp_path):
+    # A name under .invalid never resolves: were the guard late, the run would end in a DNS
+    # error (exit 3) without any connection; it must end in the refusal (exit 2) instead.
+    path = write(tmp_path, GUARDED, host="guard.invalid", tls="none", starttls="false", extra="")
+    result, events = play(path)
+    assert result.exit_class == ExitClass.INVALID, result.reason
+    assert not any(isinstance(e, (Connected, Sent)) for e in events)
+    assert "refusing to send a secret unencrypted to guard.invalid" in result.reason
+    assert "nothing was sent" in result.reason
