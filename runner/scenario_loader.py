@@ -917,8 +917,7 @@ class _Checker:
                 self.secrets.add(name)
                 continue
             if not _NAME_RE.match(name):
-                self.add(doc, path + (i,), f"{name!r} is not a variable name")
-                continue
+                continue  # the schema reports it
             if name not in bound and name not in self.external and name not in scope.defined:
                 self.add(
                     doc,

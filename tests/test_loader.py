@@ -1000,3 +1000,10 @@ def test_scenario_shaped_structures_raise_only_scenario_error(tmp_path, steps, c
             pass
         except Exception as e:  # the templates module may refuse an undefined name
             assert type(e).__name__ == "TemplateError", e
+
+
+def test_env_secret_names(tmp_path):
+    p = write(tmp_path, HEAD + "secrets: [env.TOKEN]\nsteps:\n  - C: 'AUTH {{ env.TOKEN }}'\n")
+    assert L.load_scenario(p).secrets == {"env.TOKEN"}
+    bad = write(tmp_path, HEAD + "secrets: ['not a name']\nsteps: [{S: 220}]\n", "bad.yaml")
+    assert one(bad).endswith("secrets[0]: expected a variable name (or env.NAME), got 'not a name'")
