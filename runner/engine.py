@@ -375,7 +375,12 @@ class SessionRunner:
             result.status = "error"
             result.exit_class = exc.exit_class
             result.reason = self.redactor.redact(str(exc))
+            self._close_quietly()
             return
+        except KeyboardInterrupt:  # Ctrl-C while connecting: nothing to report but the interruption
+            result.status, result.exit_class, result.reason = "error", ExitClass.INTERRUPTED, "interrupted"
+            self._close_quietly()
+            raise
         self.connected = True
         self.emit(Connected(info=info, at=time.time()))
         if info.tls is not None:
@@ -412,6 +417,13 @@ class SessionRunner:
                 self.transport.close()
             finally:
                 self.emit(Closed(by=by, at=time.time()))
+
+    def _close_quietly(self) -> None:
+        if self.transport is not None:
+            try:
+                self.transport.close()
+            except Exception:  # noqa: BLE001 - closing after a failed connect: nothing more to say
+                pass
 
     def run_steps(self, steps, section: str, skip_until_starttls: bool):
         """Runs steps in order; returns the first failed StepResult (the rest are recorded as

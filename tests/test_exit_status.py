@@ -16,7 +16,7 @@ from string import Template
 
 import pytest
 
-from tests.support.servers import PKI, Server, close_mid_reply, record, silent
+from tests.support.servers import PKI, Server, close_mid_reply, full_backlog_port, record, silent
 
 REPO = Path(__file__).resolve().parent.parent
 T = 30  # seconds: the deadline of every subprocess here
@@ -401,3 +401,34 @@ def test_tls_error_names_hostname_mismatch(tmp_path):
         assert r.returncode == 3, r.stdout + r.stderr
         assert "127.0.0.1" in r.stdout and ("mismatch" in r.stdout or "match" in r.stdout)
         assert ssl.HAS_SNI
+
+
+def test_exit_130_on_sigint_while_connecting(tmp_path):
+    listener, fillers = full_backlog_port()  # a connect to it hangs until the deadline
+    try:
+        path = write(tmp_path, SMTP, host="127.0.0.1", port=listener.getsockname()[1], ehlo=250)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "runner", str(path)],
+            cwd=REPO,
+            env={**os.environ, "NO_COLOR": "1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            # wait until the run has started (the session line is printed before connecting)
+            first = proc.stdout.readline()
+            assert "greet and noop" in first
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+        assert proc.returncode == 130, first + out + err
+        assert "interrupted" in out + err and "Traceback" not in err
+    finally:
+        listener.close()
+        for s in fillers:
+            s.close()
