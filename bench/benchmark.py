@@ -403,6 +403,13 @@ def bench_engine(report: Report, mode: Mode, scenario, env: dict[str, str], port
     at_most(
         report, "engine.cpu_ratio", sec, "engine / minimal, CPU", ec / mc if mc > 0 else None, 1.2, "<= 1.2x"
     )
+    report.add(
+        "engine.cpu_overhead_per_step_ms",
+        sec,
+        f"engine CPU over minimal, per step ({STEPS} steps)",
+        ms((ec - mc) / STEPS),
+        "ms",
+    )
     report.notes.append(
         f"engine: {mode.engine_rounds} interleaved rounds after {mode.engine_warmup} warm-up rounds; "
         "medians; CPU is time.process_time of this process"
@@ -493,6 +500,7 @@ def bench_process(
         ]
     commands: dict[str, tuple[list[str], Callable[[], dict[str, str]]] | None] = {
         "python_pass": ([py, "-c", "pass"], lambda: warm_env),
+        "python_nosite": ([py, "-S", "-c", "pass"], lambda: warm_env),
         "swaks": (swaks_argv, lambda: warm_env) if swaks_argv else None,
         "mailrun_warm": ([mailrun, str(scenario_file)], lambda: warm_env) if mailrun else None,
         "mailrun_cold": ([mailrun, str(scenario_file)], cold_env) if mailrun else None,
@@ -509,6 +517,7 @@ def bench_process(
 
     labels = {
         "python_pass": "python -c pass",
+        "python_nosite": "python -S -c pass (no site, no .pth files)",
         "swaks": "swaks (same send)",
         "mailrun_warm": "mailrun FILE (validation cached)",
         "mailrun_cold": "mailrun FILE (cold: empty cache dir)",
