@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import email
 import imaplib
+import json
 import poplib
+import signal
 import smtplib
 import socket
 import ssl
+import subprocess
+import sys
 import time
 import uuid
 from email.message import EmailMessage
@@ -22,8 +26,6 @@ T = 10  # seconds: the deadline of every network operation here
 # A refused login must answer faster than this. Dovecot's default is 2 s, growing to 15 s with its
 # per-IP penalty; the bed's auth_failure_delay = 0 still answers on Dovecot's 0.5 s failure tick.
 QUICK = 1.2
-
-pytestmark = pytest.mark.testbed
 
 
 def _message(bed, sender: str, rcpt: str, tag: str) -> tuple[EmailMessage, str]:
@@ -326,6 +328,35 @@ def test_a_bed_stops_cleanly_and_leaves_nothing(testbed):
     # The session's bed is untouched.
     with socket.create_connection((testbed.host, testbed.ports["smtp"]), timeout=T) as raw:
         assert raw.recv(100).startswith(b"220 ")
+
+
+OWNER_SCRIPT = """
+import json, os, signal, sys
+sys.path.insert(0, sys.argv[1])
+from tests.servers.testbed import Testbed
+bed = Testbed().start()
+print(json.dumps({"root": str(bed.root), "pids": sorted(bed.pids()), "watchdog": bed._watchdog.pid}), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_bed_whose_owner_is_killed_is_stopped_by_its_watchdog(testbed):
+    # A pytest killed with SIGKILL runs no teardown: the bed's watchdog must stop it instead.
+    repo = str(Path(__file__).resolve().parent.parent)
+    owner = subprocess.run(
+        [sys.executable, "-c", OWNER_SCRIPT, repo], capture_output=True, text=True, timeout=60
+    )
+    assert owner.returncode == -signal.SIGKILL, owner.stderr
+    info = json.loads(owner.stdout)
+    everything = set(info["pids"]) | {info["watchdog"]}
+    assert len(info["pids"]) >= 8
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (
+        any(_pid_alive(p) for p in everything) or Path(info["root"]).exists()
+    ):
+        time.sleep(0.1)
+    assert [p for p in everything if _pid_alive(p)] == []
+    assert not Path(info["root"]).exists()
 
 
 def test_a_bed_that_cannot_start_says_why_and_cleans_up(testbed):

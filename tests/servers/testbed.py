@@ -27,6 +27,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -216,6 +217,7 @@ class Testbed:
         self._started = False
         self._command_output: list[str] = []
         self._masters: set[int] = set()
+        self._watchdog: subprocess.Popen | None = None
 
     # ----------------------------------------------------------------- paths (under root)
 
@@ -358,6 +360,7 @@ class Testbed:
             self.root = Path(tempfile.mkdtemp(prefix="mailrun-testbed-"))
         self._started = True
         try:
+            self._start_watchdog()
             self._prepare()
             self._run([_which("postfix"), "-c", str(self.postfix_conf), "check"], "postfix check")
             self._run([_which("dovecot"), "-c", str(self.dovecot_conf)], "dovecot")
@@ -410,12 +413,14 @@ class Testbed:
             logs = self.logs()
             if remove:
                 shutil.rmtree(self.root, ignore_errors=True)
+            self._dismiss_watchdog()
             raise TestbedError(
                 f"test bed processes {sorted(killed)} did not stop within {STOP_DEADLINE:g} s "
                 f"and were killed\n{logs}"
             )
         if remove:
             shutil.rmtree(self.root, ignore_errors=True)
+        self._dismiss_watchdog()
 
     def __enter__(self) -> Testbed:
         return self.start()
@@ -424,6 +429,32 @@ class Testbed:
         self.stop()
 
     # ----------------------------------------------------------------- internals
+
+    def _start_watchdog(self) -> None:
+        """A small process in its own session that stops this bed if we die without stopping it
+        (SIGKILL, a crashed interpreter): it waits for EOF on a pipe only we hold."""
+        with open(self.root / "watchdog.log", "ab") as log:
+            self._watchdog = subprocess.Popen(
+                [sys.executable, str(Path(__file__).resolve()), "--watchdog", str(self.root)]
+                + (["--remove"] if self._own_root else []),
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def _dismiss_watchdog(self) -> None:
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is None:
+            return
+        with contextlib.suppress(OSError):
+            watchdog.stdin.write(b"stopped\n")
+            watchdog.stdin.close()
+        try:
+            watchdog.wait(5)
+        except subprocess.TimeoutExpired:
+            watchdog.kill()
+            watchdog.wait()
 
     def _wait_or_terminate(self, procs: set[int]) -> set[int]:
         """Wait for a stopped server's processes to end. Dovecot's login processes (and the
@@ -605,3 +636,25 @@ class Testbed:
                     tls.settimeout(timeout)
                     return tls.recv(512)
             return raw.recv(512)
+
+
+def _watchdog_main(argv: list[str]) -> int:
+    """`python testbed.py --watchdog ROOT [--remove]`: wait for the owner to say it stopped the
+    bed; if the pipe closes without that, the owner died: stop the bed from its pid files."""
+    root = Path(argv[argv.index("--watchdog") + 1])
+    said = sys.stdin.buffer.read()
+    if said.startswith(b"stopped"):
+        return 0
+    print(f"owner gone without stopping the bed in {root}: stopping it", flush=True)
+    bed = Testbed(root=root)
+    bed._started = True
+    try:
+        bed.stop(remove="--remove" in argv)
+    except TestbedError as exc:
+        print(exc, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__" and "--watchdog" in sys.argv:
+    sys.exit(_watchdog_main(sys.argv))
