@@ -227,6 +227,35 @@ def cmd_validate(args) -> int:
     return 0
 
 
+def check_outputs(args) -> None:
+    """--report and --transcript destinations are checked before anything is sent, so a run is
+    never lost to a path that cannot be written (UsageError, exit 2)."""
+    for kind, path in args.report:
+        p = Path(path)
+        if p.is_dir():
+            raise UsageError(f"--report {kind}={path}: is a directory; name a file")
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(
+                f"--report {kind}={path}: cannot create {p.parent}: {exc.strerror or exc}"
+            ) from None
+        if not os.access(p.parent, os.W_OK):
+            raise UsageError(f"--report {kind}={path}: {p.parent} is not writable")
+    if args.transcript:
+        d = Path(args.transcript)
+        if d.exists() and not d.is_dir():
+            raise UsageError(f"--transcript {args.transcript}: exists and is not a directory")
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(
+                f"--transcript {args.transcript}: cannot create it: {exc.strerror or exc}"
+            ) from None
+        if not os.access(d, os.W_OK):
+            raise UsageError(f"--transcript {args.transcript}: not writable")
+
+
 SANDBOX_USER = "alice@mailrun.test"
 SANDBOX_PASSWORD = "wonderland"
 
@@ -258,6 +287,8 @@ def cmd_run(args) -> int:
         print("\n".join(problems), file=sys.stderr)
         print(f"mailrun: {len(problems)} invalid scenario file(s); nothing was sent", file=sys.stderr)
         return int(ExitClass.INVALID)
+
+    check_outputs(args)
 
     from runner.suite import load_matrix, plan, select
 

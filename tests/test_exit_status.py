@@ -169,6 +169,23 @@ def test_exit_2_missing_file_and_no_files(tmp_path):
     assert r.returncode == 2
 
 
+def test_exit_2_unwritable_report_or_transcript_destination_sends_nothing(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with Server(record()) as srv:
+        path = write(tmp_path, SMTP, host="127.0.0.1", port=srv.port, ehlo=250)
+        for args, message in [
+            (["--report", f"json={tmp_path}"], "is a directory"),
+            (["--report", f"junit={blocker}/r.xml"], "cannot create"),
+            (["--transcript", blocker], "not a directory"),
+        ]:
+            r = mailrun(path, *args)
+            assert r.returncode == 2, (args, r.stdout + r.stderr)
+            assert message in r.stderr and "Traceback" not in r.stderr
+        time.sleep(0.2)
+        assert srv.conns == []
+
+
 def test_exit_2_crlf_injected_by_var_is_refused_before_connecting(tmp_path):
     with Server(record()) as srv:
         path = write(
