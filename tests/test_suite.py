@@ -428,7 +428,17 @@ def test_parallel_suite_reports_like_serial(testbed, tmp_path, free_port):
     for jobs in ("1", "8"):
         rj, rx = tmp_path / f"r{jobs}.json", tmp_path / f"r{jobs}.xml"
         start = time.monotonic()
-        res = mailrun(d, "-j", jobs, "--report", f"json={rj}", "--report", f"junit={rx}")
+        res = mailrun(
+            d,
+            "-j",
+            jobs,
+            "--report",
+            f"json={rj}",
+            "--report",
+            f"junit={rx}",
+            "--transcript",
+            tmp_path / f"t{jobs}",
+        )
         outs[jobs] = (res, report(rj), junit_suites(rx), time.monotonic() - start)
         assert res.returncode == 3, res.stdout + res.stderr  # the refused port is the worst
         assert "Traceback" not in res.stderr
@@ -486,6 +496,11 @@ def test_parallel_suite_reports_like_serial(testbed, tmp_path, free_port):
     blob = base64.b64encode(b"\0alice\0wonderland").decode()
     channels = [res1.stdout, res1.stderr, res8.stdout, res8.stderr, json.dumps(doc1), json.dumps(doc8)]
     channels += [(tmp_path / "r1.xml").read_text(), (tmp_path / "r8.xml").read_text()]
+    for jobs in ("1", "8"):  # --transcript: one file per run, whoever finished first
+        logs = sorted(f.name for f in (tmp_path / f"t{jobs}").iterdir())
+        assert logs == [f"{Path(n).stem}-1.log" for n in sorted(statuses)]
+        channels += [f.read_text() for f in (tmp_path / f"t{jobs}").iterdir()]
+    assert "AUTH PLAIN ****" in (tmp_path / "t8" / "03_smtps_auth_plain-1.log").read_text()
     for text in channels:
         for secret in ("wonderland", blob, base64.b64encode(b"wonderland").decode()):
             assert secret not in text
