@@ -11,6 +11,7 @@ and whatever runner.templates derives from them) and masks them in any text or b
 from __future__ import annotations
 
 import base64
+import re
 import threading
 
 MASK = "****"
@@ -80,6 +81,10 @@ class Redactor:
         self._values: set[str] = set()
         self._ordered: tuple[str, ...] = ()  # longest first
         self._ordered_bytes: tuple[bytes, ...] = ()
+        # one alternation per kind: a single scan answers "is any value here?" (the common
+        # case is no), before the exact span-merging pass runs
+        self._any: re.Pattern[str] | None = None
+        self._any_bytes: re.Pattern[bytes] | None = None
         for v in values:
             self.add(v)
 
@@ -99,6 +104,20 @@ class Redactor:
             ordered = tuple(sorted(self._values, key=lambda s: (-len(s), s)))
             self._ordered = ordered
             self._ordered_bytes = tuple(s.encode("utf-8") for s in ordered)
+            self._any = self._any_bytes = None  # rebuilt on first use
+
+    _FAST_PATH_LIMIT = 64  # beyond this many values an alternation costs more than it saves
+
+    def _prefilter(self, binary: bool):
+        """The compiled alternation of every value (None when there are too many)."""
+        pattern = self._any_bytes if binary else self._any
+        if pattern is None and len(self._ordered) <= self._FAST_PATH_LIMIT:
+            with self._lock:
+                if binary:
+                    pattern = self._any_bytes = re.compile(b"|".join(map(re.escape, self._ordered_bytes)))
+                else:
+                    pattern = self._any = re.compile("|".join(map(re.escape, self._ordered)))
+        return pattern
 
     def __len__(self) -> int:
         """How many distinct strings are masked (values and their base64 forms)."""
@@ -140,6 +159,9 @@ class Redactor:
         needles = self._ordered
         if not needles or not text:
             return text
+        pre = self._prefilter(False)
+        if pre is not None and not pre.search(text):
+            return text
         spans = self._spans(text, needles)
         return self._replace(text, spans, MASK) if spans else text
 
@@ -147,10 +169,19 @@ class Redactor:
         needles = self._ordered_bytes
         if not needles or not data:
             return data
+        pre = self._prefilter(True)
+        if pre is not None and not pre.search(data):
+            return data
         data = bytes(data)
         spans = self._spans(data, needles)
         return self._replace(data, spans, MASK_BYTES) if spans else data
 
     def contains(self, text: str | bytes) -> bool:
-        needles = self._ordered_bytes if isinstance(text, bytes | bytearray) else self._ordered
+        if not self._ordered or not text:
+            return False
+        binary = isinstance(text, bytes | bytearray)
+        pre = self._prefilter(binary)
+        if pre is not None:
+            return pre.search(text) is not None
+        needles = self._ordered_bytes if binary else self._ordered
         return any(n in text for n in needles)
