@@ -28,10 +28,8 @@ import difflib
 import functools
 import os
 import re
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from email.utils import formatdate
 from typing import Any
 
 from runner.errors import ExitClass, MailrunError
@@ -419,6 +417,8 @@ class _Val:
 
 
 def _now() -> str:
+    from email.utils import formatdate  # only when a scenario asks for `now`
+
     return formatdate(localtime=True)
 
 
@@ -440,7 +440,7 @@ class Context:
         self.env: Mapping[str, str] = os.environ if env is None else env
         self.secret_names: frozenset[str] = frozenset(secrets)
         self.redactor: Redactor = redactor if redactor is not None else Redactor()
-        self.run_id: str = run_id if run_id is not None else uuid.uuid4().hex[:12]
+        self.run_id: str = run_id if run_id is not None else os.urandom(6).hex()
         self._vars: dict[str, str | Secret] = {}
         self._parent: Context | None = None
         self._root: Context = self
@@ -645,6 +645,8 @@ def render(template: str | Template, ctx: Context, *, regex: bool = False) -> Re
     """Render against ctx. regex=True re.escape()s every substituted value (not the literal
     text), so a value rendered into a regular expression matches literally."""
     tpl = template if isinstance(template, Template) else parse(template)
+    if tpl.is_constant:
+        return Rendered(tpl.source, ctx.redactor.redact(tpl.source) if len(ctx.redactor) else tpl.source, False)
     values: list[str] = []
     display: list[str] = []
     secret = False
