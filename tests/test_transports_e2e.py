@@ -547,18 +547,7 @@ steps:
     "transport",
     [
         "socket",
-        pytest.param(
-            "telnet",
-            marks=[
-                telnet,
-                pytest.mark.xfail(
-                    strict=True,
-                    reason="reported: TelnetTransport.close() kills telnet before it copied the bytes "
-                    "already written to its pty to the socket; a send not followed by a read is lost "
-                    "(about 3 runs in 4)",
-                ),
-            ],
-        ),
+        pytest.param("telnet", marks=[telnet]),
     ],
 )
 def test_a_send_before_the_end_reaches_the_server(tmp_path, transport):
@@ -687,11 +676,6 @@ steps:
 
 
 @telnet
-@pytest.mark.xfail(
-    strict=True,
-    reason="reported: TelnetTransport._take() emits telnet's 'Connection closed by foreign host.' note "
-    "before returning the server's bytes that preceded it, so -v shows it above the last reply",
-)
 def test_verbose_telnet_shows_the_closing_chatter_after_the_last_reply(mailrun, tmp_path):
     """In the terminal telnet prints "Connection closed by foreign host." after the server's last
     reply; -v must show it in that order. Ten runs: whether both arrive in one read is a race."""

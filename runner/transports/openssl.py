@@ -33,7 +33,6 @@ import os
 import re
 import select
 import shutil
-import signal
 import tempfile
 import time
 import tty
@@ -42,6 +41,7 @@ import pexpect
 
 from runner.errors import ConnectError, ConnectionClosed, DeadlineError, NetworkError, TLSError, UsageError
 from runner.transports.base import ConnectInfo, NoteSink, TLSInfo, Transport
+from runner.transports.spawned import stop
 from runner.transports.tcp import format_peer
 
 CHUNK = 64 * 1024
@@ -345,20 +345,7 @@ class OpensslTransport(Transport):
         self.fd = None
         self._eof = True
         if child is not None:
-            try:
-                if child.isalive():
-                    os.kill(child.pid, signal.SIGTERM)
-                    end = time.monotonic() + 1.0
-                    while child.isalive() and time.monotonic() < end:
-                        time.sleep(0.005)
-                    if child.isalive():
-                        os.kill(child.pid, signal.SIGKILL)
-            except (OSError, pexpect.ExceptionPexpect):
-                pass
-            try:
-                child.close(force=True)
-            except (OSError, pexpect.ExceptionPexpect):
-                pass
+            stop(child)
         self._drain_stderr()
         self._cleanup()
 

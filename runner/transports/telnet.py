@@ -48,7 +48,6 @@ import os
 import re
 import select
 import shutil
-import signal
 import termios
 import time
 import tty
@@ -64,6 +63,7 @@ from runner.errors import (
     UsageError,
 )
 from runner.transports.base import ConnectInfo, NoteSink, TLSInfo, Transport
+from runner.transports.spawned import stop
 from runner.transports.tcp import format_peer
 
 CHUNK = 64 * 1024
@@ -135,6 +135,7 @@ class TelnetTransport(Transport):
         self._buf = b""  # data read but not yet returned (held back: may be chatter)
         self._last = b""  # last byte returned, for the LF -> CR LF fix-up across reads
         self._eof = False
+        self._closing_note: str | None = None  # telnet's "Connection closed ..." line, said at EOF
         self._chatter_done = False
 
     @property
@@ -276,6 +277,7 @@ class TelnetTransport(Transport):
             if out:
                 return out
             if self._eof:
+                self._say_closing()
                 return b""
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -296,8 +298,9 @@ class TelnetTransport(Transport):
             return b""
         i = buf.find(CLOSED_MARK)
         if i != -1:
-            tail = buf[i:].decode("utf-8", "replace").strip()
-            self.on_note("chatter", tail)
+            # said once the bytes before it were handed out (at EOF), so -v shows the server's
+            # last reply first, as the terminal did
+            self._closing_note = buf[i:].decode("utf-8", "replace").strip()
             buf = buf[:i]
             self._buf = b""
             self._eof = True  # telnet prints this only when the server closed
@@ -325,23 +328,15 @@ class TelnetTransport(Transport):
     def start_tls(self) -> TLSInfo:
         raise UsageError("transport: telnet cannot do TLS; use transport: socket or transport: openssl")
 
+    def _say_closing(self) -> None:
+        note, self._closing_note = self._closing_note, None
+        if note:
+            self.on_note("chatter", note)
+
     def close(self) -> None:
         child, self.child = self.child, None
         self.fd = None
         self._eof = True
-        if child is None:
-            return
-        try:
-            if child.isalive():
-                os.kill(child.pid, signal.SIGTERM)
-                end = time.monotonic() + 1.0
-                while child.isalive() and time.monotonic() < end:
-                    time.sleep(0.005)
-                if child.isalive():
-                    os.kill(child.pid, signal.SIGKILL)
-        except (OSError, pexpect.ExceptionPexpect):
-            pass
-        try:
-            child.close(force=True)
-        except (OSError, pexpect.ExceptionPexpect):
-            pass
+        self._say_closing()
+        if child is not None:
+            stop(child)

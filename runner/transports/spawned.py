@@ -1,0 +1,64 @@
+"""What the transports that drive a program under a pty (telnet, openssl s_client) share:
+stopping the program without losing what was already written to it."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import struct
+import termios
+import time
+
+import pexpect
+
+
+def wait_until_flushed(pid: int, timeout: float = 1.0) -> None:
+    """Let the program forward what was already written to its terminal: wait (bounded) until
+    its terminal holds no unread input and it sleeps in poll/select twice in a row. Killing
+    telnet earlier lost the last line sent (QUIT never reached the server in 22 of 30 runs)."""
+    try:
+        tty_path = os.readlink(f"/proc/{pid}/fd/0")
+        fd = os.open(tty_path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError:
+        time.sleep(0.02)
+        return
+    idle = 0
+    end = time.monotonic() + timeout
+    try:
+        while time.monotonic() < end and idle < 2:
+            unread = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+            try:
+                with open(f"/proc/{pid}/wchan") as f:
+                    wchan = f.read()
+            except OSError:
+                wchan = "poll"
+            idle = idle + 1 if unread == 0 and ("poll" in wchan or "select" in wchan) else 0
+            time.sleep(0.001)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def stop(child: pexpect.spawn) -> None:
+    """Flush, then SIGTERM (SIGKILL after 1 s), then close the pty. The program is killed before
+    the pty closes: telnet reading EOF from its terminal would send EOF characters to the server."""
+    try:
+        if child.isalive():
+            wait_until_flushed(child.pid)
+            os.kill(child.pid, signal.SIGTERM)
+            end = time.monotonic() + 1.0
+            while child.isalive() and time.monotonic() < end:
+                time.sleep(0.002)
+            if child.isalive():
+                os.kill(child.pid, signal.SIGKILL)
+    except (OSError, pexpect.ExceptionPexpect):
+        pass
+    # pexpect sleeps 100 ms in close() by default; the child is already gone
+    child.delayafterclose = 0
+    child.ptyproc.delayafterclose = 0
+    try:
+        child.close(force=True)
+    except (OSError, pexpect.ExceptionPexpect):
+        pass
