@@ -48,7 +48,7 @@ from runner.results import (
 from runner.scenario import ConnectConfig, Scenario, Session, Step
 from runner.scenario_loader import resolve_connect
 from runner.secrets import Redactor
-from runner.templates import Context, TemplateError, render
+from runner.templates import Context, TemplateError, parse, render
 
 Emit = Callable[[Event], None]
 
@@ -89,27 +89,41 @@ class Engine:
     def __init__(self, options: RunOptions, emit: Emit):
         self.options = options
         self._emit = emit
+        self._configs: dict[int, ConnectConfig] = {}  # resolved by preflight, used by the first attempt
 
     def emit(self, event: Event) -> None:
         self._emit(event)
 
+    def connect_config(self, session: Session, ctx: Context) -> ConnectConfig:
+        config = resolve_connect(session, ctx, self.options.overrides)
+        if self.options.adjust_connect:
+            config = self.options.adjust_connect(config)
+        return config
+
     # ------------------------------------------------------------------ scenario
-    def new_context(self, scenario: Scenario, extra_vars: Mapping[str, str] | None = None) -> Context:
-        """Variables in order: the scenario's `vars`, then the provider's (matrix) vars, then the
-        command line's (--vars-file, --var); later ones win. Raises TemplateError."""
+    def new_context(self, scenario: Scenario, extra_vars: Mapping[str, Any] | None = None) -> Context:
+        """Variables, later ones winning: the scenario's `vars`, then the provider's (`--matrix`:
+        values are templates, so a provider file can say `password: "{{ env.GMAIL_PASSWORD }}"`),
+        then the command line's (--vars-file, --var: literal values). Names the scenario does
+        not define come first, so the scenario's own vars may use them. Raises TemplateError."""
         ctx = Context(
             env=self.options.env, secrets=scenario.secrets, redactor=Redactor(), run_id=self.options.run_id
         )
-        given = dict(extra_vars or {})
-        given.update(self.options.variables)
-        for name, value in scenario.vars.items():
-            if name in given:
-                ctx.set(name, given[name])
-            else:
+        matrix = dict(extra_vars or {})
+        given = dict(self.options.variables)
+        for name, value in matrix.items():
+            if name not in scenario.vars and name not in given:
                 ctx.define_vars({name: value})
         for name, value in given.items():
             if name not in scenario.vars:
                 ctx.set(name, value)
+        for name, value in scenario.vars.items():
+            if name in given:
+                ctx.set(name, given[name])
+            elif name in matrix:
+                ctx.define_vars({name: matrix[name]})
+            else:
+                ctx.define_vars({name: value})
         return ctx
 
     def run(
@@ -149,6 +163,9 @@ class Engine:
                 failed = next((s for s in result.sessions if s.status != "passed"), None)
                 result.reason = failed.reason if failed else None
             return result
+        except KeyboardInterrupt:
+            result.status, result.exit_class, result.reason = "error", ExitClass.INTERRUPTED, "interrupted"
+            raise
         finally:
             result.duration = time.monotonic() - started
             self.emit(ScenarioFinished(result=result, at=time.time()))
@@ -160,9 +177,8 @@ class Engine:
         session's result (exit class 2) is returned, with that step's result in it."""
         for session in scenario.sessions:
             try:
-                config = resolve_connect(session, ctx, self.options.overrides)
-                if self.options.adjust_connect:
-                    config = self.options.adjust_connect(config)
+                config = self.connect_config(session, ctx)
+                self._configs[id(session)] = config
             except (ScenarioError, TemplateError):
                 config = None  # reported when the session runs (it may need a capture)
             problem = preflight(session, ctx, config, self.options.allow_plaintext_secrets)
@@ -232,9 +248,7 @@ class Engine:
         runner = None
         try:
             try:
-                config = resolve_connect(session, ctx, self.options.overrides)
-                if self.options.adjust_connect:
-                    config = self.options.adjust_connect(config)
+                config = self._configs.pop(id(session), None) or self.connect_config(session, ctx)
             except (ScenarioError, TemplateError) as exc:
                 result.status, result.exit_class, result.reason = "error", ExitClass.INVALID, str(exc)
                 return result
@@ -304,7 +318,8 @@ def preflight(
         if section == "finally" and has_starttls:
             plaintext = False
         for index, step in enumerate(steps, 1):
-            if step.action in ("send", "body", "raw") and step.text is not None:
+            if step.action in ("send", "body", "raw") and step.text is not None and not parse(step.text).is_constant:
+                # (constant text was checked by the loader and cannot hold a secret)
                 try:
                     rendered = render(step.text, _step_context(step, ctx))
                 except TemplateError:
@@ -570,7 +585,9 @@ class SessionRunner:
 
     def masked(self, reply: Reply) -> Reply:
         r = self.redactor
-        if not len(r):
+        # every text of a reply is decoded from its raw bytes (a 334 note from base64 in them,
+        # whose forms the redactor knows too): no secret in raw, nothing to mask
+        if not len(r) or not r.contains(reply.raw):
             return reply
         return dataclasses.replace(
             reply,
@@ -666,7 +683,9 @@ class SessionRunner:
         while True:
             reply = proto.next_reply()
             if reply is not None:
-                return dataclasses.replace(reply, first_byte_at=first_byte_at, completed_at=time.monotonic())
+                reply.first_byte_at = first_byte_at
+                reply.completed_at = time.monotonic()
+                return reply
             if proto.at_eof:
                 if step.expect.accepts_eof:
                     return None

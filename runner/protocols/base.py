@@ -32,7 +32,7 @@ def decode(data: bytes) -> str:
     return data.decode("utf-8", errors="backslashreplace")
 
 
-@dataclass(frozen=True)
+@dataclass(eq=True, slots=True)
 class Reply:
     """One complete server reply.
 
@@ -60,7 +60,8 @@ class Reply:
     note: str | None = None
     tag: str | None = None
     multiline: bool = False
-    # Timing, filled in by the engine (the protocol has no clock): monotonic seconds.
+    # Timing, set by the engine when the reply is complete (the protocol has no clock):
+    # monotonic seconds. The only fields anyone changes after a reply is made.
     first_byte_at: float | None = field(default=None, compare=False)
     completed_at: float | None = field(default=None, compare=False)
 
