@@ -60,6 +60,12 @@ def _port(text: str) -> int:
     return int(text)
 
 
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"wants a whole number >= 0, got {text!r}")
+    return int(text)
+
+
 def _jobs(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"-j wants a whole number >= 1, got {text!r}")
@@ -141,7 +147,7 @@ def build_run_parser() -> ArgumentParser:
     )
     s.add_argument(
         "--retries",
-        type=int,
+        type=_count,
         default=0,
         metavar="N",
         help="retry a scenario whose connection failed before anything was sent",
@@ -256,6 +262,26 @@ def check_outputs(args) -> None:
             raise UsageError(f"--transcript {args.transcript}: not writable")
 
 
+def _matrix_env_refs(matrix) -> dict[str, str]:
+    """env.NAME references in provider vars files (their values are templates):
+    NAME -> 'provider:var' (the first that needs it)."""
+    from runner.templates import TemplateError, parse
+
+    refs: dict[str, str] = {}
+    for label, values in matrix:
+        for var, value in values.items():
+            if not isinstance(value, str):
+                continue
+            try:
+                names = parse(value).required_names()
+            except TemplateError as exc:
+                raise UsageError(f"matrix {label}: {var}: {exc}") from None
+            for ref in sorted(names):
+                if ref.startswith("env."):
+                    refs.setdefault(ref[4:], f"{label}: {var}")
+    return refs
+
+
 SANDBOX_USER = "alice@mailrun.test"
 SANDBOX_PASSWORD = "wonderland"
 
@@ -272,15 +298,19 @@ def sandbox_value(name: str) -> str:
 
 def cmd_run(args) -> int:
     from runner.scenario_loader import discover, env_warnings, load_scenario
+    from runner.suite import load_matrix, plan, select
 
     env, variables = _variables(args)
     files = discover(args.paths)
     if not files:
         raise UsageError(f"no scenario files found in {' '.join(args.paths)}")
+    # provider vars (--matrix) define names the scenarios may use
+    matrix = load_matrix(args.matrix) if args.matrix else []
+    defined = set(variables) | {name for _, values in matrix for name in values}
     scenarios, problems = [], []
     for f in files:
         try:
-            scenarios.append(load_scenario(f, defined=variables.keys()))
+            scenarios.append(load_scenario(f, defined=defined))
         except MailrunError as exc:
             problems.append(str(exc))
     if problems:
@@ -290,22 +320,25 @@ def cmd_run(args) -> int:
 
     check_outputs(args)
 
-    from runner.suite import load_matrix, plan, select
-
     chosen = select(scenarios, tags=args.tag, keyword=args.keyword)
     if not chosen:
         raise UsageError("no scenario matched the --tag/-k filters")
-    matrix = load_matrix(args.matrix) if args.matrix else []
 
     sandbox = None
+    matrix_env = _matrix_env_refs(matrix)
     if args.sandbox:
-        for sc in chosen:
-            for name in sc.env_refs:
-                if name not in env:
-                    env[name] = sandbox_value(name)
-                    shown = "****" if env[name] == SANDBOX_PASSWORD else env[name]
-                    print(f"sandbox: {name} is not set; using the sandbox's {shown}", file=sys.stderr)
+        needed = [name for sc in chosen for name in sc.env_refs] + list(matrix_env)
+        for name in dict.fromkeys(needed):
+            if name not in env:
+                env[name] = sandbox_value(name)
+                shown = "****" if env[name] == SANDBOX_PASSWORD else env[name]
+                print(f"sandbox: {name} is not set; using the sandbox's {shown}", file=sys.stderr)
     warnings = [w for sc in chosen for w in env_warnings(sc, env)]
+    warnings += [
+        f"matrix {where} needs environment variable {name}, which is not set"
+        for name, where in matrix_env.items()
+        if name not in env
+    ]
     if warnings:
         print("\n".join(warnings), file=sys.stderr)
         print(

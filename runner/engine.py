@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 import time
+import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -166,6 +168,14 @@ class Engine:
         except KeyboardInterrupt:
             result.status, result.exit_class, result.reason = "error", ExitClass.INTERRUPTED, "interrupted"
             raise
+        except Exception as exc:  # a bug of ours: reported as this run's error, never as a pass
+            if os.environ.get("MAILRUN_DEBUG"):
+                traceback.print_exc()
+            redactor = getattr(self, "redactor", None)
+            text = f"{type(exc).__name__}: {exc}"
+            result.status, result.exit_class = "error", ExitClass.NETWORK
+            result.reason = "internal error: " + (redactor.redact(text) if redactor else type(exc).__name__)
+            return result
         finally:
             result.duration = time.monotonic() - started
             self.emit(ScenarioFinished(result=result, at=time.time()))
