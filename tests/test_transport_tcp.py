@@ -300,6 +300,27 @@ def test_starttls_refuses_injected_plaintext(pki):
         assert not t.encrypted
 
 
+def test_starttls_refuses_plaintext_that_arrives_during_the_handshake(pki):
+    """The injected line arrives after start_tls() looked for waiting bytes (the server sends it
+    only once our ClientHello is on its way): the handshake sees plaintext where TLS records
+    belong, and the error says so rather than only 'wrong version number'."""
+    handler = scripted(
+        b"220 hi\r\n",
+        {},
+        starttls=pki.server_context(),
+        inject=b"250 injected during the handshake\r\n",
+        inject_delay=0.3,
+    )
+    with Server(handler) as srv, create(cfg(srv.port, tls="starttls", ca=pki.ca_file)) as t:
+        t.connect()
+        read_until(t, b"\r\n")
+        t.send(b"STARTTLS\r\n")
+        assert read_until(t, b"Ready to start TLS\r\n") == b"220 2.0.0 Ready to start TLS\r\n"
+        with pytest.raises(TLSError, match="^data received before TLS handshake; refusing to continue .*not TLS"):
+            t.start_tls()
+        assert not t.encrypted
+
+
 def test_tls_handshake_deadline():
     # A plaintext server that never answers the ClientHello.
     with Server(silent()) as srv:

@@ -120,6 +120,19 @@ def tls_info(sock: ssl.SSLSocket, verified: bool) -> TLSInfo:
     )
 
 
+# OpenSSL's reasons when the peer's first bytes are not a TLS record
+_NOT_TLS_REASONS = frozenset(
+    {
+        "WRONG_VERSION_NUMBER",
+        "PACKET_LENGTH_TOO_LONG",
+        "RECORD_LAYER_FAILURE",
+        "UNEXPECTED_RECORD",
+        "HTTP_REQUEST",
+        "UNKNOWN_PROTOCOL",
+    }
+)
+
+
 class SocketTransport(Transport):
     name = "socket"
 
@@ -186,7 +199,7 @@ class SocketTransport(Transport):
     def _server_hostname(self) -> str:
         return self.config.server_name or self.config.host
 
-    def _handshake(self) -> TLSInfo:
+    def _handshake(self, after_starttls: bool = False) -> TLSInfo:
         cfg = self.config
         ctx = tls_context(cfg)
         assert self.sock is not None
@@ -200,6 +213,13 @@ class SocketTransport(Transport):
         except ssl.SSLCertVerificationError as e:
             raise TLSError(f"TLS handshake with {self.peer} failed: {_reason(e)}") from None
         except ssl.SSLError as e:
+            if after_starttls and getattr(e, "reason", None) in _NOT_TLS_REASONS:
+                # plaintext arrived where the server's TLS records belong: the same injection as
+                # bytes already waiting before the handshake, only a moment later
+                raise TLSError(
+                    "data received before TLS handshake; refusing to continue (the server's first "
+                    f"bytes after the STARTTLS reply were not TLS: {_reason(e)})"
+                ) from None
             raise TLSError(f"TLS handshake with {self.peer} failed: {_reason(e)}") from None
         except ConnectionError as e:
             raise TLSError(
@@ -229,7 +249,7 @@ class SocketTransport(Transport):
                 pending = b""
             if pending:
                 raise TLSError("data received before TLS handshake; refusing to continue")
-        return self._handshake()
+        return self._handshake(after_starttls=True)
 
     # -- I/O -----------------------------------------------------------------------------------
     def send(self, data: bytes) -> None:
