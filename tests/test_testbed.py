@@ -64,6 +64,23 @@ def _imap_find(imap: imaplib.IMAP4, subject: str) -> bytes:
     return data[0][1]
 
 
+def _processes_mentioning(root) -> list[int]:
+    """Live processes whose command line or environment names the bed's folder (Postfix's daemons
+    carry MAIL_CONFIG=<root>/postfix/etc, Dovecot's its config path or instance name)."""
+    needle = str(root).encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or not _pid_alive(int(entry.name)):
+            continue
+        try:
+            blob = (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in blob or Path(root).name.encode() in blob:
+            found.append(int(entry.name))
+    return found
+
+
 # --------------------------------------------------------------------------- the fixture's shape
 
 
@@ -317,10 +334,13 @@ def test_a_bed_stops_cleanly_and_leaves_nothing(testbed):
         assert not set(bed.ports.values()) & set(testbed.ports.values())
         pids = bed.pids()
         assert len(pids) >= 8, pids  # two masters and their children
+        # Every one of them is found by name (the check used after stopping below).
+        assert set(_processes_mentioning(bed.root)) >= {p for p in pids if _pid_alive(p)}
         root = bed.root
     finally:
         bed.stop()
     assert [p for p in pids if _pid_alive(p)] == []
+    assert _processes_mentioning(root) == []
     assert not root.exists()
     for port in bed.ports.values():
         with pytest.raises(ConnectionRefusedError):
@@ -356,24 +376,26 @@ def test_a_bed_whose_owner_is_killed_is_stopped_by_its_watchdog(testbed):
     ):
         time.sleep(0.1)
     assert [p for p in everything if _pid_alive(p)] == []
+    assert _processes_mentioning(info["root"]) == []
     assert not Path(info["root"]).exists()
 
 
 def test_a_bed_that_cannot_start_says_why_and_cleans_up(testbed):
-    # Hold the SMTP port: Postfix's master cannot bind it, so start-up must fail with the logs
-    # and stop what it already started (Dovecot).
+    # Hold the IMAP port: Dovecot cannot bind it, so start-up must fail naming the command, with
+    # the logs, and stop what it already started (Postfix).
     with socket.socket() as blocker:
         blocker.bind(("127.0.0.1", 0))
         blocker.listen()
         taken = blocker.getsockname()[1]
         bed = Testbed()
         with pytest.raises(TestbedError) as err:
-            bed.start(ports={"smtp": taken})
+            bed.start(ports={"imap": taken})
     text = str(err.value)
-    assert "postfix start failed" in text
-    assert f"127.0.0.1:{taken}" in text or "Address already in use" in text
-    assert "===== " in text  # the logs are attached
-    assert bed.pids() == set()
+    assert text.startswith("dovecot failed")
+    assert "Address already in use" in text
+    assert "===== " in text and "postfix.log" in text  # the logs are attached
+    assert "$ postfix stop -> exit 0" in bed.logs()  # Postfix had started: it was stopped
+    assert _processes_mentioning(bed.root) == []
     assert not bed.root.exists()
     with pytest.raises(TestbedError, match="unknown port name"):
         Testbed().start(ports={"smtp2": 1})
