@@ -379,9 +379,9 @@ class Template:
                 out.update(e.names())
         return out
 
-    @property
+    @functools.cached_property
     def is_constant(self) -> bool:
-        return not self.expressions
+        return not any(isinstance(p, _Expr) for p in self._parts)
 
 
 @functools.lru_cache(maxsize=4096)
