@@ -1,6 +1,7 @@
 """The sandbox's IMAP server: a small, strict IMAP4rev1 subset over the same Maildirs.
 
-Implemented: CAPABILITY, NOOP, LOGOUT, STARTTLS, LOGIN, AUTHENTICATE PLAIN (SASL-IR), SELECT,
+Implemented: CAPABILITY, NOOP, LOGOUT, STARTTLS, LOGIN, AUTHENTICATE PLAIN and XOAUTH2 (both
+with SASL-IR; a refused XOAUTH2 token gets Gmail's '+ <base64 JSON>' and then NO), SELECT,
 EXAMINE, LIST, STATUS (INBOX only), CHECK, FETCH / UID FETCH (UID, FLAGS, INTERNALDATE,
 RFC822.SIZE, RFC822, RFC822.HEADER, RFC822.TEXT, BODY[...] and BODY.PEEK[...] with sections
 '', HEADER, TEXT, HEADER.FIELDS (...), HEADER.FIELDS.NOT (...) and <partial>), SEARCH /
@@ -11,8 +12,6 @@ unsupported) or NO (valid but refused), never a guess.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import fnmatch
 import logging
@@ -22,6 +21,7 @@ from email.policy import default as default_policy
 from typing import TYPE_CHECKING
 
 from runner.sandbox.lines import ConnectionGone, LineConnection, LineTooLong
+from runner.sandbox.sasl import XOAUTH2_ERROR_CHALLENGE, SaslError, decode_response, parse_xoauth2
 from runner.sandbox.store import IMAP_TO_MAILDIR, MAILDIR_TO_IMAP, StoredMessage
 
 if TYPE_CHECKING:
@@ -321,7 +321,7 @@ class IMAPSession:
         if self.mailbox is None:
             if not self.conn.tls:
                 caps.append("STARTTLS")
-            caps.append("AUTH=PLAIN")
+            caps += ["AUTH=PLAIN", "AUTH=XOAUTH2"]
         else:
             caps.append("UNSELECT")
         return " ".join(caps)
@@ -462,12 +462,18 @@ class IMAPSession:
         await self.conn.start_tls(self.state.tls_context, f"{tag} OK Begin TLS negotiation now.\r\n".encode())
         return REPLIED
 
-    async def _login(self, user: str, password: str) -> str:
+    async def _login(self, user: str, password: str, *, oauth: bool = False) -> str:
         name = self.state.authenticate(user, password)
         if name is None:
+            if oauth:  # Gmail/Outlook: the error as a JSON challenge, the client's empty answer, NO
+                await self.send(f"+ {XOAUTH2_ERROR_CHALLENGE}")
+                try:
+                    await self.conn.readline()  # the client's answer (empty), ignored
+                except LineTooLong:
+                    pass
+                raise Refused("[AUTHENTICATIONFAILED] Invalid credentials (Failure)")
             raise Refused("[AUTHENTICATIONFAILED] Authentication failed.")
         self.mailbox = name
-        self.state.store.maildir(name)
         return f"[CAPABILITY {self.capabilities()}] Logged in"
 
     async def c_login(self, tag: str, args: list) -> str:
@@ -478,21 +484,30 @@ class IMAPSession:
     async def c_authenticate(self, tag: str, args: list) -> str:
         if not args or len(args) > 2 or not all(isinstance(a, str) for a in args):
             raise BadCommand("AUTHENTICATE needs a mechanism.")
-        if args[0].upper() != "PLAIN":
+        mechanism = args[0].upper()
+        if mechanism not in ("PLAIN", "XOAUTH2"):
             raise Refused("Unsupported authentication mechanism.")
         if len(args) == 2:
             blob = args[1]
         else:
             await self.send("+ ")
-            blob = (await self.conn.readline()).decode("ascii", "replace").strip()
+            try:
+                blob = (await self.conn.readline()).decode("ascii", "replace").strip()
+            except LineTooLong:
+                raise BadCommand("AUTHENTICATE response too long.") from None
             if blob == "*":
                 raise BadCommand("Authentication aborted by client.")
         try:
-            decoded = base64.b64decode(blob, validate=True) if blob != "=" else b""
-            _authz, user, password = decoded.split(b"\x00")
-        except (binascii.Error, ValueError):
-            raise BadCommand("Invalid base64 data in AUTHENTICATE PLAIN response.") from None
-        return await self._login(user.decode("utf-8", "replace"), password.decode("utf-8", "replace"))
+            decoded = decode_response(blob)
+            if mechanism == "PLAIN":
+                _authz, user_b, password_b = decoded.split(b"\x00")
+                user, secret = user_b.decode("utf-8", "replace"), password_b.decode("utf-8", "replace")
+            else:
+                user, secret = parse_xoauth2(decoded)
+        except (SaslError, ValueError) as e:
+            why = e if isinstance(e, SaslError) else "not authzid NUL user NUL password"
+            raise BadCommand(f"Invalid AUTHENTICATE {mechanism} response: {why}.") from None
+        return await self._login(user, secret, oauth=mechanism == "XOAUTH2")
 
     # authenticated
     def _check_inbox(self, args: list, count: int = 1) -> None:

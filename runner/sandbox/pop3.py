@@ -1,6 +1,7 @@
-"""The sandbox's POP3 server (RFC 1939, RFC 2449 CAPA, RFC 2595 STLS, RFC 5034 AUTH PLAIN).
+"""The sandbox's POP3 server (RFC 1939, RFC 2449 CAPA, RFC 2595 STLS, RFC 5034 AUTH PLAIN, and
+AUTH XOAUTH2 as Outlook offers it).
 
-States: AUTHORIZATION (USER/PASS, AUTH PLAIN, STLS, CAPA, QUIT) -> TRANSACTION (STAT, LIST,
+States: AUTHORIZATION (USER/PASS, AUTH PLAIN/XOAUTH2, STLS, CAPA, QUIT) -> TRANSACTION (STAT, LIST,
 RETR, TOP, UIDL, DELE, RSET, NOOP, CAPA, QUIT) -> UPDATE on QUIT (deleted messages are removed,
 retrieved ones marked seen). Multi-line replies are dot-stuffed and end with '.'. Commands sent
 in one write are answered in order (PIPELINING). Replies follow Dovecot's wording.
@@ -8,12 +9,17 @@ in one write are answered in order (PIPELINING). Replies follow Dovecot's wordin
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 from typing import TYPE_CHECKING
 
 from runner.sandbox.lines import ConnectionGone, LineConnection, LineTooLong
+from runner.sandbox.sasl import (
+    SASL_LINE_LIMIT,
+    XOAUTH2_ERROR_CHALLENGE,
+    SaslError,
+    decode_response,
+    parse_xoauth2,
+)
 from runner.sandbox.store import StoredMessage
 
 if TYPE_CHECKING:
@@ -154,28 +160,55 @@ class POP3Session:
         await self.reply("+OK Logged in.")
         return True
 
+    async def _sasl_line(self) -> bytes | None:
+        """The client's next SASL response line (up to 12288 octets, RFC 4954's figure), or None
+        when it was too long (already answered)."""
+        self.conn.max_line = SASL_LINE_LIMIT
+        try:
+            return await self.conn.readline()
+        except LineTooLong:
+            await self.reply("-ERR Authentication response too long.")
+            return None
+        finally:
+            self.conn.max_line = MAX_LINE
+
     async def c_auth(self, args: list[str], arg: str) -> bool:
         if not args:
-            await self.reply("+OK", b"PLAIN\r\n.\r\n")
+            await self.reply("+OK", b"PLAIN\r\nXOAUTH2\r\n.\r\n")
             return True
-        if args[0].upper() != "PLAIN" or len(args) > 2:
+        mechanism = args[0].upper()
+        if mechanism not in ("PLAIN", "XOAUTH2") or len(args) > 2:
             await self.reply("-ERR Unsupported authentication mechanism.")
             return True
         if len(args) == 2:
             blob = args[1]
         else:
             await self.reply("+ ")
-            blob = (await self.conn.readline()).decode("ascii", "replace").strip()
+            line = await self._sasl_line()
+            if line is None:
+                return True
+            blob = line.decode("ascii", "replace").strip()
             if blob == "*":
                 await self.reply("-ERR Authentication aborted by client.")
                 return True
         try:
-            decoded = base64.b64decode(blob, validate=True) if blob != "=" else b""
-            _authz, user, password = decoded.split(b"\x00")
-        except (binascii.Error, ValueError):
-            await self.reply("-ERR Invalid base64 data in AUTH PLAIN response.")
+            decoded = decode_response(blob)
+            if mechanism == "PLAIN":
+                _authz, user_b, password_b = decoded.split(b"\x00")
+                user, secret = user_b.decode("utf-8", "replace"), password_b.decode("utf-8", "replace")
+            else:
+                user, secret = parse_xoauth2(decoded)
+        except (SaslError, ValueError) as e:
+            why = e if isinstance(e, SaslError) else "not authzid NUL user NUL password"
+            await self.reply(f"-ERR Invalid AUTH {mechanism} response: {why}.")
             return True
-        return await self.login(user.decode("utf-8", "replace"), password.decode("utf-8", "replace"))
+        if mechanism == "XOAUTH2" and self.state.authenticate(user, secret) is None:
+            # As for SMTP and IMAP: the error as a JSON challenge, the client's answer, then -ERR.
+            await self.reply(f"+ {XOAUTH2_ERROR_CHALLENGE}")
+            if await self._sasl_line() is not None:
+                await self.reply("-ERR [AUTH] Authentication failed.")
+            return True
+        return await self.login(user, secret)
 
     async def c_stls(self, args: list[str], arg: str) -> bool:
         if self.conn.tls:
@@ -190,7 +223,7 @@ class POP3Session:
         if self.mailbox is None:
             if not self.conn.tls:
                 caps.append("STLS")
-            caps += ["USER", "SASL PLAIN"]
+            caps += ["USER", "SASL PLAIN XOAUTH2"]
         await self.reply("+OK", "".join(c + "\r\n" for c in caps).encode() + b".\r\n")
         return True
 

@@ -4,6 +4,10 @@
         smtplib.SMTP(sb.host, sb.ports["smtp"])
         sb.mailbox("alice")                       # mailbox.Maildir
 
+Logins: USER/PASS, LOGIN, AUTH/AUTHENTICATE PLAIN and LOGIN (SMTP), and XOAUTH2 everywhere (the
+OAuth token counts as the password). `accept_any_login=True` accepts every login and token.
+`welcome=True` gives each new mailbox a welcome message; it defaults to `accept_any_login`.
+
 `main()` is `mailrun sandbox`: the same service in the foreground until Ctrl-C / SIGTERM.
 """
 
@@ -27,7 +31,7 @@ from pathlib import Path
 import trustme
 
 from runner.sandbox.lines import LineConnection
-from runner.sandbox.store import MailStore, normalise
+from runner.sandbox.store import WELCOME_SUBJECT, MailStore, normalise
 
 log = logging.getLogger("runner.sandbox")
 
@@ -35,11 +39,11 @@ PORT_KEYS = ("smtp", "smtps", "pop3", "pop3s", "imap", "imaps")
 DEFAULT_USERS = {"alice": "wonderland", "bob": "builder"}
 START_DEADLINE = 10.0
 _LABELS = {
-    "smtp": ("SMTP", "plain, STARTTLS, AUTH PLAIN LOGIN (also before TLS)"),
-    "smtps": ("SMTPS", "implicit TLS, AUTH PLAIN LOGIN"),
-    "pop3": ("POP3", "plain, STLS, USER/PASS, AUTH PLAIN"),
+    "smtp": ("SMTP", "plain, STARTTLS, AUTH PLAIN LOGIN XOAUTH2 (also before TLS)"),
+    "smtps": ("SMTPS", "implicit TLS, AUTH PLAIN LOGIN XOAUTH2"),
+    "pop3": ("POP3", "plain, STLS, USER/PASS, AUTH PLAIN XOAUTH2"),
     "pop3s": ("POP3S", "implicit TLS"),
-    "imap": ("IMAP", "plain, STARTTLS, LOGIN, AUTHENTICATE PLAIN"),
+    "imap": ("IMAP", "plain, STARTTLS, LOGIN, AUTHENTICATE PLAIN XOAUTH2"),
     "imaps": ("IMAPS", "implicit TLS"),
 }
 
@@ -76,15 +80,16 @@ class SandboxState:
         return normalise(address, self.domain)
 
     def authenticate(self, login: str, password: str) -> str | None:
-        """The mailbox a login opens, or None. Never logs or returns the password."""
+        """The mailbox a login opens (created now if new), or None. An XOAUTH2 token is checked
+        as the password. Never logs or returns the password."""
         name = normalise(login, self.domain)
         if name is None:
             return None
-        if self.accept_any_login:
-            return name
-        expected = self.users.get(name)
-        if expected is None or not hmac.compare_digest(expected.encode(), password.encode()):
-            return None
+        if not self.accept_any_login:
+            expected = self.users.get(name)
+            if expected is None or not hmac.compare_digest(expected.encode(), password.encode()):
+                return None
+        self.store.ensure(name)
         return name
 
     async def run_session(self, coro, conn: LineConnection) -> None:
@@ -114,6 +119,7 @@ class Sandbox:
         users: dict[str, str] | None = None,
         domain: str = "mailrun.test",
         accept_any_login: bool = False,
+        welcome: bool | None = None,
         maildir_root: str | Path | None = None,
         idle_timeout: float = 300.0,
     ):
@@ -130,6 +136,7 @@ class Sandbox:
         self.users = dict(DEFAULT_USERS if users is None else users)
         self.domain = domain
         self.accept_any_login = accept_any_login
+        self.welcome = accept_any_login if welcome is None else bool(welcome)
         self.idle_timeout = idle_timeout
         self._maildir_root = Path(maildir_root) if maildir_root is not None else None
         self.maildir_root: Path | None = None
@@ -151,11 +158,11 @@ class Sandbox:
         try:
             self.maildir_root = self._maildir_root or Path(self._workdir) / "maildirs"
             tls_context = self._make_certs(Path(self._workdir))
-            store = MailStore(self.maildir_root, self.domain)
+            store = MailStore(self.maildir_root, self.domain, welcome=self.welcome)
             for user in self.users:
                 name = normalise(user, self.domain)
                 if name:
-                    store.maildir(name)
+                    store.ensure(name)
             self._state = SandboxState(
                 store=store,
                 users=self.users,
@@ -299,11 +306,19 @@ class Sandbox:
             label, what = _LABELS[key]
             lines.append(f"  {label:<6} {_hostport(self.host, self.ports[key]):<22} {what}")
         if self.accept_any_login:
-            lines.append(f"users: any login and any password are accepted (domain {self.domain})")
+            lines.append(
+                f"users: any login and any password or OAuth token are accepted (domain {self.domain})"
+            )
         else:
             shown = ", ".join(f"{u} / {p}" for u, p in self.users.items())
             lines.append(f"users (login as NAME or NAME@{self.domain}): {shown}")
+            lines.append("XOAUTH2 (OAuth 2.0) logins take the user's password as the token")
         lines.append(f"mail to any address is delivered; maildirs under {self.maildir_root}")
+        if self.welcome:
+            lines.append(
+                f"each new mailbox starts with one message from postmaster@{self.domain}, "
+                f"'Subject: {WELCOME_SUBJECT}'"
+            )
         lines.append(f"CA certificate (trust it to verify TLS): {self.ca_path}")
         return "\n".join(lines)
 
@@ -341,7 +356,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--accept-any-login",
         action="store_true",
-        help="accept every login and password (mailbox named after it)",
+        help="accept every login and password or OAuth token (mailbox named after it); implies --welcome",
+    )
+    p.add_argument(
+        "--welcome",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="give each new mailbox a welcome message (default: on with --accept-any-login, else off)",
     )
     return p
 
@@ -354,7 +375,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if e.code == 0 else 2
     ports = {key: getattr(args, f"{key}_port") for key in PORT_KEYS}
     sandbox = Sandbox(
-        host=args.host, ports=ports, maildir_root=args.maildir, accept_any_login=args.accept_any_login
+        host=args.host,
+        ports=ports,
+        maildir_root=args.maildir,
+        accept_any_login=args.accept_any_login,
+        welcome=args.welcome,
     )
     stop = threading.Event()
     try:

@@ -7,6 +7,9 @@ What aiosmtpd does not do by itself and is added here:
   * Every reply after the greeting, except EHLO/HELO lines and 334/354 continuations, carries an
     RFC 3463 enhanced status code (RFC 2034), with Postfix's wording where Postfix has one.
   * AUTH LOGIN prompts are 'Username:' / 'Password:' (334 VXNlcm5hbWU6 / 334 UGFzc3dvcmQ6).
+  * AUTH XOAUTH2 (initial response or after '334 '), failing like Gmail: '334 <base64 JSON>',
+    the client's empty line, then 535 (runner.sandbox.sasl). Mechanism names are matched
+    case-insensitively, and an AUTH line (or SASL response) may be 12288 octets (RFC 4954).
   * Delivery into one Maildir per normalised recipient, with Return-Path, Delivered-To and
     Received headers and a Postfix-style queue id.
 """
@@ -14,6 +17,7 @@ What aiosmtpd does not do by itself and is added here:
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import re
 import secrets
@@ -21,7 +25,15 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any
 
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword
+
+from runner.sandbox.sasl import (
+    SASL_LINE_LIMIT,
+    XOAUTH2_ERROR_CHALLENGE,
+    SaslError,
+    decode_response,
+    parse_xoauth2,
+)
 
 if TYPE_CHECKING:
     from runner.sandbox.server import SandboxState
@@ -117,7 +129,18 @@ class SandboxSMTP(SMTP):
         self._greeted = False
         self._raw_replies = False
         super().__init__(handler, **kwargs)
+        # aiosmtpd keeps command_size_limits on the class (shared by every connection); give each
+        # connection its own, with room for an AUTH line carrying an OAuth token.
+        self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit)
+        self.command_size_limits["AUTH"] = SASL_LINE_LIMIT
         handler.state.smtp_protocols.add(self)
+
+    def _cb_client_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # The stream's line limit is aiosmtpd's 1001: raise it so AUTH lines and SASL responses of
+        # up to 12288 octets can be read. Every other command stays limited by command_size_limits
+        # and DATA lines by line_length_limit (both answer '500 ... too long' as before).
+        reader._limit = SASL_LINE_LIMIT + 2  # type: ignore[attr-defined]
+        super()._cb_client_connected(reader, writer)
 
     @property
     def tls_active(self) -> bool:
@@ -137,6 +160,41 @@ class SandboxSMTP(SMTP):
         if m:
             arg = f"FROM:<{_NULL_PLACEHOLDER}>{m[1] or ''}"
         await super().smtp_MAIL(arg)
+
+    async def smtp_AUTH(self, arg: str | None) -> None:
+        # SASL mechanism names are case-insensitive for Postfix/Cyrus; aiosmtpd's lookup is not.
+        if arg:
+            mechanism, sep, rest = arg.strip().partition(" ")
+            arg = mechanism.upper() + sep + rest
+        await super().smtp_AUTH(arg)
+
+    async def auth_XOAUTH2(self, _, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            blob = await self.challenge_auth("")  # '334 ', then the client's response, decoded
+            if blob is MISSING:  # '*' or bad base64: already answered with a 501
+                return AuthResult(success=False, handled=True)
+        else:
+            try:
+                blob = decode_response(args[1])
+            except SaslError:
+                await self.push("501 5.5.2 Can't decode base64")
+                return AuthResult(success=False, handled=True)
+        try:
+            user, token = parse_xoauth2(blob)
+        except SaslError as e:
+            await self.push(f"501 5.5.2 Invalid XOAUTH2 response: {e}")
+            return AuthResult(success=False, handled=True)
+        name = self.event_handler.state.authenticate(user, token)
+        if name is None:
+            # Gmail/Outlook: a JSON error as a challenge, the client's (empty) answer, then 535.
+            await self.push(f"334 {XOAUTH2_ERROR_CHALLENGE}")
+            await self._reader.readline()
+            return AuthResult(
+                success=False,
+                handled=False,
+                message="535 5.7.8 Error: authentication failed: invalid user or OAuth 2.0 token",
+            )
+        return AuthResult(success=True, auth_data=name)
 
     async def smtp_EHLO(self, hostname: str) -> None:
         self._raw_replies = True
@@ -189,7 +247,7 @@ class SMTPHandler:
         ]
         if server.tls_context is not None and not server.tls_active:
             lines.append("STARTTLS")
-        lines += ["AUTH PLAIN LOGIN", "ENHANCEDSTATUSCODES", "8BITMIME"]
+        lines += ["AUTH PLAIN LOGIN XOAUTH2", "ENHANCEDSTATUSCODES", "8BITMIME"]
         return [f"250-{x}" for x in lines[:-1]] + [f"250 {lines[-1]}"]
 
     async def handle_MAIL(self, server, session, envelope, address: str, mail_options: list[str]) -> str:

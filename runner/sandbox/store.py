@@ -7,6 +7,11 @@ suffix) and removals are cheap renames/unlinks that any Maildir reader understan
 Messages are stored with LF line ends (as Postfix/Dovecot do) and served with CRLF; every size
 reported to a client (POP3 octets, IMAP RFC822.SIZE) is the size of the CRLF form.
 
+A mailbox is created when first used (a login, a delivery, or a configured user at start); with
+`welcome=True` a newly created one gets one welcome message (`welcome_message`), so receive
+scenarios have something to read on a fresh sandbox. A Maildir already on disk (`--maildir DIR`
+from an earlier run) is not new and gets none.
+
 All methods are called from the sandbox's event-loop thread; `Sandbox.mailbox()` hands a
 `mailbox.Maildir` on the same directory to other threads (tests), which only adds or reads.
 """
@@ -17,8 +22,11 @@ import hashlib
 import mailbox
 import os
 import re
+import secrets
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from pathlib import Path
 
 _KEY_ORDER = re.compile(r"^(\d+)\.M(\d+)P(\d+)Q(\d+)")
@@ -82,10 +90,44 @@ class _UidState:
         self.uids: dict[str, int] = {}
 
 
+WELCOME_SUBJECT = "Welcome to the mailrun sandbox"
+
+
+def welcome_message(name: str, domain: str) -> bytes:
+    """The message a new mailbox starts with (CRLF). Its body has a line starting with '.' and a
+    lone '.' line, which a POP3 server must byte-stuff (RFC 1939 section 3)."""
+    address = name if "@" in name else f"{name}@{domain}"
+    lines = [
+        f"Return-Path: <postmaster@{domain}>",
+        f"Delivered-To: {address}",
+        f"From: mailrun sandbox <postmaster@{domain}>",
+        f"To: <{address}>",
+        f"Subject: {WELCOME_SUBJECT}",
+        f"Date: {format_datetime(datetime.now(UTC))}",
+        f"Message-ID: <welcome.{secrets.token_hex(8)}@{domain}>",
+        "MIME-Version: 1.0",
+        "Content-Type: text/plain; charset=us-ascii",
+        "",
+        f"Hello {address},",
+        "",
+        "the mailrun sandbox put this message here when it created your mailbox, so that",
+        "receive scenarios (POP3 RETR, IMAP FETCH) have something to read from the start.",
+        "",
+        ".this line starts with a dot: POP3 sends it as '..this', clients show '.this'",
+        ".",
+        "The line above is a single dot; stuffed as '..', it does not end the message.",
+        "",
+        "-- ",
+        "mailrun sandbox",
+    ]
+    return "".join(line + "\r\n" for line in lines).encode("ascii")
+
+
 class MailStore:
-    def __init__(self, root: Path, domain: str):
+    def __init__(self, root: Path, domain: str, *, welcome: bool = False):
         self.root = Path(root)
         self.domain = domain
+        self.welcome = welcome
         self._uidstate: dict[str, _UidState] = {}
         self._cache: dict[tuple[str, str], bytes] = {}
         self.locks: set[str] = set()  # mailboxes held by a POP3 session (RFC 1939 maildrop lock)
@@ -97,7 +139,17 @@ class MailStore:
     def maildir(self, name: str) -> mailbox.Maildir:
         return mailbox.Maildir(self.path(name), factory=None, create=True)
 
+    def ensure(self, name: str) -> bool:
+        """Create the mailbox unless it exists; True if it was created (and welcomed, if on)."""
+        if self.path(name).is_dir():
+            return False
+        md = self.maildir(name)
+        if self.welcome:
+            md.add(to_lf(welcome_message(name, self.domain)))
+        return True
+
     def deliver(self, name: str, content: bytes) -> str:
+        self.ensure(name)
         return self.maildir(name).add(to_lf(content))
 
     def uidvalidity(self, name: str) -> int:
