@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 import threading
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -183,10 +187,10 @@ def passing_run(provider: str | None = None, leak: bool = False):
     b.tls(TLS13)
     b.send(b"AUTH LOGIN\r\n")
     b.recv(b"334 VXNlcm5hbWU6\r\n")
-    b.step(sent="AUTH LOGIN", expected="334", reply=smtp("334 VXNlcm5hbWU6", note="(Username:)"))
+    b.step(sent="AUTH LOGIN", expected="334", reply=smtp("334 VXNlcm5hbWU6", note="Username:"))
     b.send(b"YWxpY2U=\r\n")
     b.recv(b"334 UGFzc3dvcmQ6\r\n")
-    b.step(sent="YWxpY2U=", expected="334", reply=smtp("334 UGFzc3dvcmQ6", note="(Password:)"))
+    b.step(sent="YWxpY2U=", expected="334", reply=smtp("334 UGFzc3dvcmQ6", note="Password:"))
     b.send(pw_b64.encode() + b"\r\n")
     b.recv(b"235 2.7.0 Authentication successful\r\n")
     b.step(
@@ -318,7 +322,7 @@ def test_console_failure_shows_expected_received_reason_and_location():
     lines = text.splitlines()
     i = next(n for n, ln in enumerate(lines) if "RCPT TO" in ln)
     assert re.match(
-        r"\s+3 C: RCPT TO:<bob@example\.test>  S: 550-5\.1\.1 line 1 \(\+1 lines\)  ✗  \d+ ms", lines[i]
+        r"\s+3 C: RCPT TO:<bob@example\.test>  S: 550-5\.1\.1 line 1 \(\+1 line\)  ✗  \d+ ms", lines[i]
     )
     assert lines[i + 1].strip() == "expected: 250"
     assert lines[i + 2].strip() == "received: 550-5.1.1 line 1"
@@ -421,7 +425,7 @@ def test_console_escapes_terminal_control_sequences_from_the_server():
 def test_console_verbose_shows_conversation_and_chatter():
     text = console(passing_run(), verbose=True)
     lines = text.splitlines()
-    assert "        # Trying 127.0.0.1..." in lines
+    assert "        | Trying 127.0.0.1..." in lines  # telnet's own words, as in the terminal
     assert "  connected to 127.0.0.1:2525 via socket" in lines
     assert "        C: EHLO client.example.test" in lines
     # the line split over two reads is shown once, whole
@@ -549,7 +553,7 @@ def test_json_report_validates_and_carries_every_field(tmp_path):
     s2 = ok["steps"][1]
     assert s2["sent"] == "EHLO client.example.test" and s2["reply"]["code"] == "250"
     assert s2["reply"]["lines"][1] == "250-PIPELINING" and s2["session"] == "send"
-    assert ok["steps"][3]["reply"]["note"] == "(Username:)"
+    assert ok["steps"][3]["reply"]["note"] == "Username:"  # data: the decoded challenge, bare
     rcpt = bad["steps"][2]
     assert rcpt["status"] == "failed" and rcpt["exit_class"] == 1
     assert rcpt["location"] == "lib/rcpt.yaml:3" and rcpt["via"] == "scenarios/reject.yaml:12"
@@ -952,3 +956,327 @@ def test_no_secret_in_any_output_when_events_leak_it(tmp_path):
 def test_redactor_is_optional_and_changes_nothing_without_secrets(tmp_path):
     plain = console(failing_run())
     assert console(failing_run(), redactor=Redactor()) == plain
+
+
+# ====================================================================== what real runs showed
+# Each test below pins one thing people saw running real scenarios (h14).
+
+
+def eof_run():
+    """QUIT then `S: EOF`: the server closes (passed); a second session where the server
+    answers instead of closing (failed), and one where it neither answers nor closes (error)."""
+    b = Build("scenarios/quit.yaml", "Quit")
+    b.session()
+    b.connected()
+    b.send(b"QUIT\r\n")
+    b.recv(b"221 2.0.0 Bye\r\n")
+    b.step(section="finally", sent="QUIT", expected="221", reply=smtp("221 2.0.0 Bye"))
+    b.step(section="finally", action="read", expected="EOF", name="server closes")
+    b.end_session(closed="server")
+    b.session("again")
+    b.connected()
+    b.step(
+        "failed",
+        action="read",
+        expected="EOF",
+        reply=smtp("250 still here"),
+        reason="expected the server to close the connection, got 250 still here",
+    )
+    b.step(
+        "error",
+        action="read",
+        expected="EOF",
+        reason="deadline: the server did not close the connection within 5 s",
+    )
+    b.end_session("failed", ExitClass.FAILED, "expected the server to close the connection")
+    return b.finish("failed", ExitClass.FAILED)
+
+
+def test_console_eof_step_says_the_server_closed_or_what_came_instead():
+    lines = console(eof_run()).splitlines()
+    assert any(
+        re.fullmatch(r"\s+F2 \[server closes\] S: EOF \(server closed\)  ✓  \S+ ms", ln) for ln in lines
+    )
+    assert any(
+        re.fullmatch(r"\s+1 S: 250 still here \(server did not close\)  ✗  \S+ ms", ln) for ln in lines
+    )
+    assert any(re.fullmatch(r"\s+2 S: \(nothing; server did not close\)  ✗  \S+ ms", ln) for ln in lines)
+    # a step that is no EOF and got nothing still says so plainly
+    assert re.search(r"\s+2 C: STAT  S: \(no reply\)  ✗", console(error_run()))
+
+
+def test_line_counts_are_singular_for_one():
+    one = console(failing_run(reply_lines=2))
+    assert "(+1 line)" in one and "(+1 lines)" not in one
+    assert "(+2 lines)" in console(failing_run(reply_lines=3))
+    # "... N more lines" under a capped reply: 21 lines, 20 shown
+    assert "... 1 more line\n" in console(failing_run(reply_lines=21))
+    assert "... 2 more lines\n" in console(failing_run(reply_lines=22))
+
+
+def _failed_step_transcript(tmp_path, reason: str) -> str:
+    b = Build("scenarios/auth.yaml", "Auth")
+    b.session()
+    b.connected()
+    b.send(b"NOOP\r\n")
+    b.recv(b"334 UGFzc3dvcmQ6\r\n")
+    b.step(
+        "failed", sent="NOOP", expected="235", reply=smtp("334 UGFzc3dvcmQ6", note="Password:"), reason=reason
+    )
+    b.end_session("failed", ExitClass.FAILED, reason)
+    rep = TranscriptReporter(tmp_path)
+    w = rep.for_run("scenarios/auth.yaml", "Auth")
+    feed(w, b.finish("failed", ExitClass.FAILED))
+    rep.close()
+    return w.path.read_text()
+
+
+def test_transcript_failure_does_not_repeat_what_the_reason_says(tmp_path):
+    text = _failed_step_transcript(tmp_path / "a", "expected 235, got 334 UGFzc3dvcmQ6")
+    line = next(ln for ln in text.splitlines() if "step 1 FAILED" in ln)
+    assert "expected 235: expected 235" not in line
+    assert line.endswith(": expected 235, got 334 UGFzc3dvcmQ6 ---")
+    assert line.count("expected 235") == 1
+    # a reason that does not say what was expected still gets it
+    text = _failed_step_transcript(tmp_path / "b", "reply matched the `not` pattern 334")
+    assert "; expected 235: reply matched the `not` pattern 334 ---" in text
+
+
+def _connect_notes_run(*, tls_after_connect: bool):
+    """The socket transport's notes as the engine emits them: 'connected to' before Connected,
+    'TLS established' before TLSStarted (STARTTLS) or before Connected (openssl -starttls,
+    whose TLSStarted only comes after the skipped steps)."""
+    info = TLS13
+    b = Build("scenarios/send.yaml", "Send mail")
+    b.session(tls_mode="starttls")
+    b.note("info", "connected to 127.0.0.1:2525")
+    if tls_after_connect:  # openssl: the handshake note at connect, TLSStarted at the starttls step
+        b.note("info", "TLS established: " + info.describe())
+    b.connected()
+    if tls_after_connect:
+        for i, what in enumerate(("S: 220", "EHLO x", "STARTTLS"), 1):
+            b.step(
+                "skipped",
+                action="read" if i == 1 else "send",
+                sent=None if i == 1 else what,
+                expected="220",
+                reason=("STARTTLS " if what == "STARTTLS" else "")
+                + "performed by openssl s_client -starttls smtp",
+            )
+        b.tls(info)
+    else:
+        b.recv(b"220 ready\r\n")
+        b.step(action="read", expected="220", reply=smtp("220 ready"))
+        b.send(b"STARTTLS\r\n")
+        b.recv(b"220 go ahead\r\n")
+        b.note("info", "TLS established: " + info.describe())
+        b.step(sent="STARTTLS", expected="220", reply=smtp("220 go ahead"))
+        b.tls(info)
+    b.send(b"NOOP\r\n")
+    b.recv(b"250 ok\r\n")
+    b.step(sent="NOOP", expected="250", reply=smtp("250 ok"))
+    b.end_session()
+    return b.finish()
+
+
+def test_connection_and_tls_are_said_once(tmp_path):
+    for openssl in (False, True):
+        run = _connect_notes_run(tls_after_connect=openssl)
+        for verbose in (False, True):
+            text = console(run, verbose=verbose)
+            assert text.count("connected to 127.0.0.1:2525") == (1 if verbose else 0), text
+            assert text.count("TLSv1.3 TLS_AES_256_GCM_SHA384") == 1, text
+            assert "TLS established" not in text
+        rep = TranscriptReporter(tmp_path / str(openssl))
+        w = rep.for_run("scenarios/send.yaml", "Send mail")
+        feed(w, run)
+        rep.close()
+        tr = w.path.read_text()
+        assert tr.count("connected to 127.0.0.1:2525") == 1, tr
+        assert "--- connected to 127.0.0.1:2525 via socket ---" in tr
+        assert tr.count("TLSv1.3 TLS_AES_256_GCM_SHA384") == 1, tr
+    # openssl: the TLS line where the handshake happened, right after the connection
+    lines = console(_connect_notes_run(tls_after_connect=True), verbose=True).splitlines()
+    i = lines.index("  connected to 127.0.0.1:2525 via socket")
+    assert lines[i + 1].startswith("  TLS: TLSv1.3")
+
+
+def test_a_connect_note_whose_event_never_came_is_still_shown(tmp_path):
+    """TCP connected, then the TLS handshake failed: no Connected event; the note tells."""
+    b = Build("scenarios/tls.yaml", "TLS")
+    b.session(tls_mode="implicit")
+    b.note("info", "connected to 127.0.0.1:2465")
+    b.end_session("error", ExitClass.NETWORK, "TLS handshake with 127.0.0.1:2465 failed", closed=None)
+    run = b.finish("error", ExitClass.NETWORK)
+    assert "        # connected to 127.0.0.1:2465" in console(run, verbose=True).splitlines()
+    rep = TranscriptReporter(tmp_path)
+    w = rep.for_run("scenarios/tls.yaml", "TLS")
+    feed(w, run)
+    rep.close()
+    assert "--- info: connected to 127.0.0.1:2465 ---" in w.path.read_text()
+
+
+def test_decoded_challenge_shown_in_brackets_everywhere(tmp_path):
+    text = console(passing_run())
+    assert "S: 334 VXNlcm5hbWU6 (Username:)  ✓" in text
+    assert "S: 334 UGFzc3dvcmQ6 (Password:)  ✓" in text
+    assert "VXNlcm5hbWU6 Username:" not in text
+    # failure details, JUnit message and body, transcript step line
+    b = Build("scenarios/auth.yaml", "Auth")
+    b.session()
+    b.connected()
+    b.step(
+        "failed", sent="NOOP", expected="235", reply=smtp("334 UGFzc3dvcmQ6", note="Password:"), reason="no"
+    )
+    run = b.finish("failed", ExitClass.FAILED)
+    assert "received: 334 UGFzc3dvcmQ6 (Password:)" in console(run)
+    _, root = junit(tmp_path, run)
+    failure = root.find("testsuite/testcase/failure")
+    assert failure.get("message") == "expected 235, got 334 UGFzc3dvcmQ6 (Password:): no"
+    assert "received: 334 UGFzc3dvcmQ6 (Password:)" in failure.text
+    transcript = _failed_step_transcript(tmp_path / "t", "expected 235, got 334 UGFzc3dvcmQ6")
+    assert "; 334 UGFzc3dvcmQ6 (Password:)" in transcript
+
+
+def test_captures_are_shown(tmp_path):
+    b = Build("scenarios/send.yaml", "Send")
+    b.session()
+    b.connected()
+    b.send(b".\r\n")
+    b.recv(b"250 2.0.0 Ok: queued as 4F2B3C\r\n")
+    b.step(
+        action="body",
+        sent="body (3 lines, 40 bytes)",
+        expected="250",
+        reply=smtp("250 2.0.0 Ok: queued as 4F2B3C"),
+        captures={"queue_id": "4F2B3C", "token": "****"},
+    )
+    b.step(sent="QUIT", expected="221", reply=smtp("221 Bye"))
+    run = b.finish()
+    for verbose in (False, True):
+        lines = console(run, verbose=verbose).splitlines()
+        i = next(n for n, ln in enumerate(lines) if "queued as 4F2B3C  ✓" in ln)
+        assert lines[i + 1] == "        captured queue_id=4F2B3C, token=****"
+        assert sum("captured" in ln for ln in lines) == 1  # the step without captures says nothing
+    doc = json_report(tmp_path, run)
+    assert doc["scenarios"][0]["steps"][0]["captures"] == {"queue_id": "4F2B3C", "token": "****"}
+    assert doc["scenarios"][0]["steps"][1]["captures"] == {}
+    rep = TranscriptReporter(tmp_path / "tr")
+    w = rep.for_run("scenarios/send.yaml", "Send")
+    feed(w, run)
+    rep.close()
+    assert "; captured queue_id=4F2B3C, token=**** ---" in w.path.read_text()
+
+
+def test_steps_openssl_performed_are_one_line():
+    text = console(_connect_notes_run(tls_after_connect=True))
+    lines = text.splitlines()
+    assert "  1-3 -  skipped: performed by openssl s_client -starttls smtp" in lines, text
+    assert text.count("performed by openssl") == 1
+    i = lines.index("  1-3 -  skipped: performed by openssl s_client -starttls smtp")
+    assert re.match(r"\s+4 C: NOOP  S: 250 ok  ✓", lines[i + 1])
+    # skips for another reason keep one line each (they show what was not sent)
+    assert re.search(r"\s+4 C: DATA  -  skipped: not run: step 3 failed", console(failing_run()))
+
+
+def test_verbose_telnet_chatter_reads_like_the_terminal():
+    b = Build("scenarios/probe.yaml", "Probe")
+    b.session()
+    for line in ("Trying 127.0.0.1...", "Connected to 127.0.0.1.", "Escape character is 'off'."):
+        b.note("chatter", line)
+    b.connected()
+    b.recv(b"220 hi\r\n")
+    b.step(action="read", expected="220", reply=smtp("220 hi"))
+    b.send(b"QUIT\r\n")
+    b.recv(b"221 b", b"ye\r\n")
+    b.note("chatter", "Connection closed by foreign host.")
+    b.step(sent="QUIT", expected="221", reply=smtp("221 bye"))
+    b.end_session(closed="server")
+    lines = console(b.finish(), verbose=True).splitlines()
+    wire = [ln for ln in lines if ln.startswith("        ")]
+    assert wire == [
+        "        | Trying 127.0.0.1...",
+        "        | Connected to 127.0.0.1.",
+        "        | Escape character is 'off'.",
+        "        S: 220 hi",
+        "        C: QUIT",
+        "        S: 221 bye",
+        "        | Connection closed by foreign host.",
+    ]
+    assert not any("chatter" in ln for ln in lines)
+
+
+# ---------------------------------------------------------------- the same, from real runs
+def _mailrun(tmp_path, *args) -> subprocess.CompletedProcess:
+    env = dict(os.environ, NO_COLOR="1")
+    return subprocess.run(
+        [sys.executable, "-m", "runner", "--sandbox", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=90,
+        cwd=ROOT,
+    )
+
+
+def test_real_sandbox_send_console_transcript_junit(tmp_path):
+    tr, xml = tmp_path / "t", tmp_path / "j.xml"
+    r = _mailrun(
+        tmp_path, "scenarios/sandbox_send.yaml", "-v", "--transcript", tr, "--report", f"junit={xml}"
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    assert out.count("connected to 127.0.0.1:") == 1, out
+    assert out.count("TLSv1.3") == 1, out
+    assert re.search(r"\n\s+F2 \[server closes\] S: EOF \(server closed\)  ✓", out), out
+    assert "S: 334 VXNlcm5hbWU6 (Username:)  ✓" in out
+    assert re.search(r"\n {8}captured queue_id=[0-9A-Za-z]+\n", out), out
+    assert "wonderland" not in out and "d29uZGVybGFuZA" not in out
+    (log,) = tr.iterdir()
+    text = log.read_text()
+    assert text.count("connected to 127.0.0.1:") == 1
+    assert "; 334 VXNlcm5hbWU6 (Username:) ---" in text
+    assert re.search(r"; captured queue_id=[0-9A-Za-z]+ ---", text)
+    assert "wonderland" not in text
+    check_junit_structure(ET.parse(xml).getroot())
+
+
+PLAIN_FAIL = """name: plain
+protocol: smtp
+connect: {host: 127.0.0.1, port: 2525, tls: none}
+steps:
+  - S: 220
+  - C: EHLO client.test
+    S: 250
+  - C: AUTH LOGIN
+    S: 334
+  - C: NOOP
+    S: 235
+finally:
+  - C: QUIT
+    S: 221
+"""
+
+
+@pytest.mark.skipif(not shutil.which("telnet"), reason="telnet not installed")
+def test_real_telnet_failure_chatter_and_transcript(tmp_path):
+    scenario = tmp_path / "plain.yaml"
+    scenario.write_text(PLAIN_FAIL)
+    tr = tmp_path / "t"
+    r = _mailrun(tmp_path, scenario, "-v", "--transport", "telnet", "--transcript", tr)
+    assert r.returncode == 1, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    trying = lines.index("        | Trying 127.0.0.1...")
+    assert trying < next(i for i, ln in enumerate(lines) if ln.startswith("        S: 220 "))
+    assert "S: 334 VXNlcm5hbWU6 (Username:)  ✓" in r.stdout
+    (log,) = tr.iterdir()
+    failed = next(ln for ln in log.read_text().splitlines() if "step 4 FAILED" in ln)
+    assert failed.count("expected 235") == 1, failed
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="openssl not installed")
+def test_real_openssl_starttls_skips_on_one_line(tmp_path):
+    r = _mailrun(tmp_path, "scenarios/sandbox_send.yaml", "--transport", "openssl")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "  1-3 -  skipped: performed by openssl s_client -starttls smtp" in r.stdout.splitlines(), r.stdout
+    assert r.stdout.count("TLSv1.3") == 1, r.stdout

@@ -39,6 +39,9 @@ __all__ = [
     "visible",
 ]
 
+CONNECTED_NOTE = "connected to "  # the transports' info notes that Connected / TLSStarted repeat
+TLS_NOTE = "TLS established: "
+
 
 class RedactorLike(Protocol):
     def redact(self, text: str) -> str: ...
@@ -225,6 +228,66 @@ def summary_text(result, *, dash: str = "\u2014") -> str:
     if problem is not None:
         s += f" {dash} " + ("first failure: " if total else "could not run: ") + problem[1]
     return s
+
+
+def plural(n: int, word: str) -> str:
+    """'1 line', '3 lines'."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def with_note(text: str, note: str | None) -> str:
+    """A reply line with the protocol's display aid (the decoded 334 challenge) after it:
+    '334 VXNlcm5hbWU6 (Username:)'."""
+    return f"{text} ({note})" if note else text
+
+
+def captures_text(captures: dict[str, str]) -> str:
+    """'queue_id=4F2B3C, uid=7' (values as the step recorded them: already masked)."""
+    return ", ".join(f"{k}={v}" for k, v in captures.items())
+
+
+def expects_eof(expected: str | None) -> bool:
+    return expected == "EOF"
+
+
+class NoteDedup:
+    """The socket and openssl transports announce the connection and the TLS handshake with info
+    notes ('connected to 127.0.0.1:2525', 'TLS established: TLSv1.3 ...'); the engine emits
+    Connected / TLSStarted right after, saying the same. A reporter showing both would say it
+    twice. `feed(event)` holds such a note back until the next event and returns the events to
+    show, in order, without the notes that event repeats (a note whose event never comes, e.g.
+    a failed handshake after the TCP connect, is still shown). `flush()` returns what is held."""
+
+    def __init__(self) -> None:
+        self.held: list = []
+
+    def feed(self, event) -> list:
+        from runner.results import Connected, Note, TLSStarted
+
+        if (
+            isinstance(event, Note)
+            and event.kind == "info"
+            and event.text.startswith((CONNECTED_NOTE, TLS_NOTE))
+        ):
+            self.held.append(event)
+            return []
+        if not self.held:
+            return [event]
+        held, self.held = self.held, []
+        said: set[str] = set()
+        if isinstance(event, Connected):
+            said.add(CONNECTED_NOTE + event.info.peer)
+            if event.info.tls is not None:
+                said.add(TLS_NOTE + event.info.tls.describe())
+        elif isinstance(event, TLSStarted):
+            said.add(TLS_NOTE + event.info.describe())
+        keep = [n for n in held if n.text not in said]
+        # the connection comes before what happened on it (openssl's handshake at connect)
+        return [event, *keep] if isinstance(event, Connected) else [*keep, event]
+
+    def flush(self) -> list:
+        held, self.held = self.held, []
+        return held
 
 
 _LAZY = {

@@ -5,15 +5,21 @@ and a summary table for suites."""
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 
 from runner import results as R
 from runner.reporters import (
+    TLS_NOTE,
     VERDICT,
+    NoteDedup,
     RedactorLike,
     Reporter,
+    captures_text,
+    expects_eof,
     first_problem,
+    plural,
     redact,
     safe_text,
     split_lines,
@@ -21,13 +27,15 @@ from runner.reporters import (
     summary_text,
     visible,
     where,
+    with_note,
 )
 
 MAX_REPLY_LINES = 20  # reply lines shown under a failure before "... N more lines"
-MAX_FIELD = 100
-WIRE_INDENT = (
-    " " * 8
-)  # verbose conversation lines sit deeper than the step lines  # characters of `C:`/`S:` text on a step line
+MAX_FIELD = 100  # characters of `C:`/`S:` text on a step line
+WIRE_INDENT = " " * 8  # verbose conversation lines sit deeper than the step lines
+DETAIL_INDENT = " " * 8  # failure details and captures, under their step line
+# a step openssl s_client played itself ('performed by ...', 'STARTTLS performed by ...')
+_BY_PROGRAM = re.compile(r"^(?:STARTTLS )?(performed by .+)$")
 
 _CODES = {
     "green": "32",
@@ -89,6 +97,9 @@ class ConsoleReporter(Reporter):
         self._progress = ""  # the live progress line currently drawn (TTY only)
         self._progress_len = 0  # its width on screen
         self._tls_shown = None
+        self._tls_text_shown: str | None = None  # TLSInfo.describe() of the TLS line last shown
+        self._dedup = NoteDedup()
+        self._skips: list[R.StepResult] = []  # consecutive steps a program performed (openssl)
         self.results: list[R.ScenarioResult] = []  # every ScenarioFinished, in order
 
     # ------------------------------------------------------------ output
@@ -120,14 +131,50 @@ class ConsoleReporter(Reporter):
     # ------------------------------------------------------------ events
     def handle(self, event) -> None:
         with self._lock:
-            if isinstance(event, R.Sent | R.Received):
-                if self.verbose:
-                    self._wire("C" if isinstance(event, R.Sent) else "S", event.data)
-                return
-            self._flush_wire()
-            method = getattr(self, "_on_" + type(event).__name__, None)
-            if method is not None:
-                method(event)
+            for ev in self._dedup.feed(event):
+                self._handle(ev)
+
+    def _handle(self, event) -> None:
+        if isinstance(event, R.StepFinished) and self._performed_by_program(event.result):
+            self._skips.append(event.result)
+            return
+        self._flush_skips()
+        if isinstance(event, R.Sent | R.Received):
+            if self.verbose:
+                self._wire("C" if isinstance(event, R.Sent) else "S", event.data)
+            return
+        self._flush_wire()
+        method = getattr(self, "_on_" + type(event).__name__, None)
+        if method is not None:
+            method(event)
+
+    # ------------------------------------------------------------ steps a program performed
+    def _performed_by_program(self, st: R.StepResult) -> bool:
+        if st.status != "skipped" or not st.reason or not _BY_PROGRAM.match(st.reason):
+            return False
+        if self._skips:  # one group: the same section, the next index, the same program
+            last = self._skips[-1]
+            if (
+                last.section != st.section
+                or last.index + 1 != st.index
+                or _BY_PROGRAM.match(last.reason or "").group(1) != _BY_PROGRAM.match(st.reason).group(1)
+            ):
+                self._flush_skips()
+        return True
+
+    def _flush_skips(self) -> None:
+        """Steps openssl s_client performed itself (-starttls): one line with the reason, e.g.
+        '  1-3 -  skipped: performed by openssl s_client -starttls smtp'."""
+        skips, self._skips = self._skips, []
+        if len(skips) == 1:
+            self._step_line(skips[0])
+        elif skips:
+            first, last = skips[0], skips[-1]
+            prefix = "" if first.section == "steps" else "F"
+            label = f"{prefix}{first.index}-{prefix}{last.index}"
+            reason = _BY_PROGRAM.match(first.reason or "").group(1)
+            mark = self._c(self.marks["skipped"], _STATUS_COLOR["skipped"])
+            self._emit(f"  {label:>3} {mark}  " + self._c(f"skipped: {safe_text(reason)}", "dim"))
 
     def _on_ScenarioStarted(self, ev: R.ScenarioStarted) -> None:
         name = f"{ev.name}[{ev.provider}]" if ev.provider else ev.name
@@ -141,7 +188,7 @@ class ConsoleReporter(Reporter):
             s += f" [attempt {ev.attempt}/{ev.attempts}]"
         self._emit(self._c(s, "cyan"))
 
-    def _on_Connected(self, ev: R.Connected) -> None:
+    def _on_Connected(self, ev: R.Connected) -> None:  # (its 'connected to' note is dropped: NoteDedup)
         if self.verbose:
             s = f"  connected to {ev.info.peer} via {ev.info.transport}"
             if ev.info.note:
@@ -157,7 +204,9 @@ class ConsoleReporter(Reporter):
         if info == self._tls_shown:  # implicit TLS: Connected and TLSStarted carry the same info
             return
         self._tls_shown = info
-        self._emit(f"  TLS: {safe_text(info.describe())}")
+        if info.describe() != self._tls_text_shown:  # (openssl's handshake note said it already)
+            self._tls_text_shown = info.describe()
+            self._emit(f"  TLS: {safe_text(info.describe())}")
         if not info.verified:
             self._emit(
                 self._c(
@@ -171,31 +220,43 @@ class ConsoleReporter(Reporter):
         if ev.kind == "warning":
             for line in ev.text.splitlines() or [""]:
                 self._emit(self._c(f"  warning: {safe_text(line)}", "yellow"))
+        elif ev.kind == "info" and ev.text.startswith(TLS_NOTE):
+            # a handshake no TLSStarted reports right away (openssl -starttls performs it at
+            # connect): shown as the TLS line, which the later TLSStarted then does not repeat
+            self._tls_text_shown = ev.text[len(TLS_NOTE) :]
+            self._emit(f"  TLS: {safe_text(self._tls_text_shown)}")
         elif self.verbose:
+            # chatter: what telnet / openssl printed in the terminal, as it printed it
+            mark = "|" if ev.kind == "chatter" else "#"
             for line in ev.text.splitlines() or [""]:
-                self._emit(self._c(f"{WIRE_INDENT}# {safe_text(line)}", "dim"))
+                self._emit(self._c(f"{WIRE_INDENT}{mark} {safe_text(line)}".rstrip(), "dim"))
 
     def _on_Closed(self, ev: R.Closed) -> None:
         if self.verbose:
             self._emit(self._c(f"  connection closed by {ev.by}", "dim"))
 
     def _on_StepFinished(self, ev: R.StepFinished) -> None:
-        st = ev.result
+        self._step_line(ev.result)
+
+    def _step_line(self, st: R.StepResult) -> None:
         label = str(st.index) if st.section == "steps" else f"F{st.index}"
         parts = [f"  {label:>3}" + (f" [{safe_text(st.name)}]" if st.name else "")]
         if st.sent is not None:
             parts.append("C: " + self._short(visible(st.sent, crlf=True)))
         elif not (st.action == "read" or (st.action == "send" and st.status == "skipped")):
             parts.append(f"({st.action})")
+        eof = expects_eof(st.expected)
         if st.reply is not None:
-            s = "S: " + self._short(visible(st.reply.first_line))
-            if st.reply.note:
-                s += " " + safe_text(st.reply.note)
+            s = "S: " + with_note(self._short(visible(st.reply.first_line)), safe_text(st.reply.note or ""))
             if len(st.reply.lines) > 1 and not self.verbose:
-                s += f" (+{len(st.reply.lines) - 1} lines)"
+                s += f" (+{plural(len(st.reply.lines) - 1, 'line')})"
+            if eof and st.status in ("failed", "error"):
+                s += " (server did not close)"
             parts.append(s)
+        elif st.status == "passed" and st.expected is not None and st.action != "sleep":
+            parts.append("S: EOF (server closed)")  # the only way a step with `S:` passes unanswered
         elif st.status in ("failed", "error") and st.expected is not None:
-            parts.append("S: (no reply)")
+            parts.append("S: (nothing; server did not close)" if eof else "S: (no reply)")
         mark = self._c(self.marks.get(st.status, "?"), _STATUS_COLOR.get(st.status, "bold"))
         parts.append(mark)
         parts.append(_fmt_ms(st.elapsed) if st.status != "skipped" else "")
@@ -203,20 +264,24 @@ class ConsoleReporter(Reporter):
         if st.status == "skipped" and st.reason:
             line += "  " + self._c(f"skipped: {safe_text(st.reason)}", "dim")
         self._emit(line.rstrip())
+        if st.captures:
+            self._emit(f"{DETAIL_INDENT}captured {safe_text(captures_text(st.captures))}")
         if st.status in ("failed", "error"):
             self._failure(st)
 
     def _failure(self, st: R.StepResult) -> None:
-        pad = "        "
+        pad = DETAIL_INDENT
         if st.expected is not None:
             self._emit(f"{pad}expected: {visible(st.expected)}")
         if st.reply is not None:
             lines = list(st.reply.lines) or [""]
-            shown = lines[:MAX_REPLY_LINES]
+            shown = [visible(text) for text in lines[:MAX_REPLY_LINES]]
+            if len(shown) == len(lines):  # the decoded challenge belongs to the last line
+                shown[-1] = with_note(shown[-1], safe_text(st.reply.note or ""))
             for i, text in enumerate(shown):
-                self._emit(f"{pad}{'received: ' if i == 0 else ' ' * 10}{visible(text)}")
+                self._emit(f"{pad}{'received: ' if i == 0 else ' ' * 10}{text}")
             if len(lines) > len(shown):
-                self._emit(f"{pad}{' ' * 10}... {len(lines) - len(shown)} more lines")
+                self._emit(f"{pad}{' ' * 10}... {plural(len(lines) - len(shown), 'more line')}")
         elif st.expected is not None:
             self._emit(f"{pad}received: (nothing)")
         if st.reason:
@@ -341,6 +406,9 @@ class ConsoleReporter(Reporter):
 
     def close(self) -> None:
         with self._lock:
+            for ev in self._dedup.flush():
+                self._handle(ev)
+            self._flush_skips()
             self._flush_wire()
             if self._progress:
                 self._raw("\n")

@@ -28,7 +28,17 @@ from pathlib import Path
 
 from runner import results as R
 from runner.errors import ExitClass
-from runner.reporters import RedactorLike, Reporter, iso, redact, step_label, where, write_atomic
+from runner.reporters import (
+    RedactorLike,
+    Reporter,
+    iso,
+    plural,
+    redact,
+    step_label,
+    where,
+    with_note,
+    write_atomic,
+)
 from runner.reporters.transcript import TranscriptFormatter
 
 MAX_TRANSCRIPT = 1 << 20  # characters of transcript per <system-out>; the middle is cut beyond
@@ -184,9 +194,7 @@ class JUnitReporter(Reporter):
                 and st.expected is not None
                 and not (st.reason or "").startswith("expected")
             ):
-                got = st.reply.first_line if st.reply is not None else "nothing"
-                if st.reply is not None and st.reply.note:
-                    got += f" {st.reply.note}"
+                got = with_note(st.reply.first_line, st.reply.note) if st.reply is not None else "nothing"
                 message = f"expected {st.expected}, got {got}"
                 if st.reason:
                     message += f": {st.reason}"
@@ -252,10 +260,13 @@ def _details(st: R.StepResult) -> str:
         out.append(f"expected: {st.expected}")
     if st.reply is not None:
         lines = list(st.reply.lines) or [""]
-        for i, text in enumerate(lines[:MAX_DETAIL_LINES]):
+        shown = lines[:MAX_DETAIL_LINES]
+        if len(shown) == len(lines):  # the decoded challenge belongs to the last line
+            shown[-1] = with_note(shown[-1], st.reply.note)
+        for i, text in enumerate(shown):
             out.append(("received: " if i == 0 else " " * 10) + text)
         if len(lines) > MAX_DETAIL_LINES:
-            out.append(" " * 10 + f"... {len(lines) - MAX_DETAIL_LINES} more lines")
+            out.append(" " * 10 + f"... {plural(len(lines) - MAX_DETAIL_LINES, 'more line')}")
     elif st.expected is not None:
         out.append("received: (nothing)")
     if st.reason:

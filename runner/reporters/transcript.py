@@ -23,9 +23,12 @@ from pathlib import Path
 
 from runner import results as R
 from runner.reporters import (
+    TLS_NOTE,
+    NoteDedup,
     RedactorLike,
     Reporter,
     ReportError,
+    captures_text,
     iso,
     redact,
     safe_text,
@@ -34,6 +37,7 @@ from runner.reporters import (
     summary_text,
     visible,
     where,
+    with_note,
 )
 
 LEGEND = (
@@ -53,6 +57,8 @@ class TranscriptFormatter:
         self.redactor = redactor
         self.t0: float | None = None
         self._tls_shown = None
+        self._tls_text_shown: str | None = None  # a handshake an info note already reported
+        self._dedup = NoteDedup()
 
     def _prefix(self, at: float) -> str:
         if not self.timestamps:
@@ -66,7 +72,16 @@ class TranscriptFormatter:
         p = self._prefix(at)
         return "".join(f"{p}--- {safe_text(line)} ---\n" for line in (text.splitlines() or [""]))
 
-    def format(self, ev) -> str:
+    def format(self, event) -> str:
+        """The transcript text for an event ('' for none). An info note that the next event
+        repeats (the transports' 'connected to ...') is held back until that event and dropped."""
+        return "".join(self._format(ev) for ev in self._dedup.feed(event))
+
+    def flush(self) -> str:
+        """Whatever is still held back (a run that ended without its ScenarioFinished)."""
+        return "".join(self._format(ev) for ev in self._dedup.flush())
+
+    def _format(self, ev) -> str:
         if isinstance(ev, R.ScenarioStarted):
             self.t0 = ev.at
             name = f"{ev.name}[{ev.provider}]" if ev.provider else ev.name
@@ -84,7 +99,7 @@ class TranscriptFormatter:
             text = redact(self.redactor, ev.data.decode("utf-8", errors="backslashreplace"))
             return "".join(f"{p}{d}{visible(line)}\n" for line in split_lines(text))
         if isinstance(ev, R.SessionStarted):
-            self._tls_shown = None
+            self._tls_shown = self._tls_text_shown = None
             return self._note(
                 ev.at,
                 f"session {ev.name} ({ev.protocol}), attempt {ev.attempt}/{ev.attempts}: "
@@ -101,8 +116,13 @@ class TranscriptFormatter:
         if isinstance(ev, R.TLSStarted):
             if ev.info == self._tls_shown:  # implicit TLS: Connected already carried it
                 return ""
+            if ev.info.describe() == self._tls_text_shown:  # openssl's note at the handshake
+                self._tls_shown = ev.info
+                return "" if ev.info.verified else self._unverified(ev.at)
             return self._tls(ev.at, ev.info, "TLS started")
         if isinstance(ev, R.Note):
+            if ev.kind == "info" and ev.text.startswith(TLS_NOTE):
+                self._tls_text_shown = ev.text[len(TLS_NOTE) :]
             return self._note(ev.at, f"{ev.kind}: {ev.text}")
         if isinstance(ev, R.Closed):
             return self._note(ev.at, f"connection closed by {ev.by}")
@@ -110,7 +130,15 @@ class TranscriptFormatter:
             st = ev.result
             s = f"{step_label(st.index, st.section)} {st.status.upper()} in {st.elapsed * 1000:.0f} ms"
             s += f" ({where(st.location, st.via)})"
-            if st.status in ("failed", "error") and st.expected is not None:
+            if st.reply is not None and st.reply.note:  # the decoded 334 challenge
+                s += f"; {with_note(st.reply.lines[-1] if st.reply.lines else '', st.reply.note)}"
+            if st.captures:
+                s += f"; captured {captures_text(st.captures)}"
+            if (
+                st.status in ("failed", "error")
+                and st.expected is not None
+                and not (st.reason or "").startswith("expected")  # the reason says it already
+            ):
                 s += f"; expected {st.expected}"
             if st.reason:
                 s += f": {st.reason}"
@@ -128,9 +156,10 @@ class TranscriptFormatter:
     def _tls(self, at: float, info, what: str) -> str:
         self._tls_shown = info
         out = self._note(at, f"{what}: {info.describe()}")
-        if not info.verified:
-            out += self._note(at, "WARNING: certificate NOT verified (tls_verify is off)")
-        return out
+        return out if info.verified else out + self._unverified(at)
+
+    def _unverified(self, at: float) -> str:
+        return self._note(at, "WARNING: certificate NOT verified (tls_verify is off)")
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+@=-]+")
@@ -227,5 +256,8 @@ class TranscriptWriter(Reporter):
     def close(self) -> None:
         self._closed = True
         if self._fh is not None:
+            text = self._fmt.flush()
+            if text:
+                self._fh.write(redact(self.parent.redactor, text))
             self._fh.close()
             self._fh = None
