@@ -181,7 +181,7 @@ def test_ehlo_lists_the_extensions_like_a_real_server(sb: Sandbox):
         b"250-PIPELINING",
         b"250-SIZE 10240000",
         b"250-STARTTLS",
-        b"250-AUTH PLAIN LOGIN",
+        b"250-AUTH PLAIN LOGIN XOAUTH2",
         b"250-ENHANCEDSTATUSCODES",
         b"250 8BITMIME",
     ]
@@ -378,7 +378,11 @@ def test_accept_any_login():
         with smtplib.SMTP(sandbox.host, sandbox.ports["smtp"], timeout=5) as s:
             s.login("someone@gmx.net", "whatever they have")
             s.sendmail("someone@gmx.net", ["someone@gmx.net"], b"Subject: self\r\n\r\nx\r\n")
-        assert b"Subject: self" in bodies(sandbox, "Someone@GMX.net")[0]
+        # accept_any_login implies welcome: the login created the mailbox with its welcome message
+        got = bodies(sandbox, "Someone@GMX.net")
+        assert len(got) == 2
+        assert b"Subject: Welcome to the mailrun sandbox" in got[0]
+        assert b"Subject: self" in got[1]
         assert "any login" in sandbox.describe()
 
 
@@ -459,15 +463,21 @@ def _read_until(proc: subprocess.Popen, marker: str, deadline: float) -> str:
     return out.decode()
 
 
-@pytest.mark.parametrize("entry", [["-m", "runner.sandbox"], ["-m", "runner", "sandbox"]])
-def test_foreground_prints_where_it_listens_and_stops_on_sigint(tmp_path: Path, entry: list[str]):
-    proc = _spawn([*entry, "--maildir", str(tmp_path), "--accept-any-login"])
+@pytest.mark.parametrize(
+    "entry, welcome",
+    [(["-m", "runner.sandbox"], []), (["-m", "runner", "sandbox"], ["--no-welcome"])],
+)
+def test_foreground_prints_where_it_listens_and_stops_on_sigint(
+    tmp_path: Path, entry: list[str], welcome: list[str]
+):
+    proc = _spawn([*entry, "--maildir", str(tmp_path), "--accept-any-login", *welcome])
     try:
         out = _read_until(proc, "Press Ctrl-C", time.monotonic() + 15)
         port = int(re.search(r"SMTP +127\.0\.0\.1:(\d+)", out)[1])
         ca = re.search(r"CA certificate.*: (\S+)", out)[1]
         assert Path(ca).is_file()
         assert "any login" in out
+        assert ("each new mailbox starts with one message" in out) == (not welcome)
         with smtplib.SMTP("127.0.0.1", port, timeout=5) as s:
             s.starttls(context=ssl.create_default_context(cafile=ca))
             s.login("eve@example.org", "anything")
@@ -479,7 +489,10 @@ def test_foreground_prints_where_it_listens_and_stops_on_sigint(tmp_path: Path, 
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
-    assert len(list((tmp_path / "eve@example.org" / "new").iterdir())) == 1
+    # --accept-any-login implies --welcome: the login made eve's mailbox, with its welcome message
+    delivered = [p.read_bytes() for p in (tmp_path / "eve@example.org" / "new").iterdir()]
+    assert len(delivered) == (1 if welcome else 2)
+    assert sum(b"Subject: Welcome to the mailrun sandbox" in d for d in delivered) == (0 if welcome else 1)
 
 
 def test_foreground_stops_on_sigterm():
