@@ -7,10 +7,11 @@ import poplib
 import smtplib
 import socket
 import ssl
+import time
 
 import pytest
 
-from runner.sandbox import Sandbox
+from runner.sandbox import Sandbox, pop3
 
 
 class Raw:
@@ -236,15 +237,31 @@ def test_stls_discards_plaintext_pipelined_after_it(sb: Sandbox):
     assert t.cmd(b"PASS builder") == b"-ERR No username given."  # the injected USER was not read
 
 
-def test_second_session_on_a_locked_maildrop_is_refused(sb: Sandbox):
+def test_second_session_on_a_locked_maildrop_is_refused(sb: Sandbox, monkeypatch):
+    monkeypatch.setattr(pop3, "LOCK_WAIT", 0.3)
     first = login(sb)
     c = Raw(sb.host, sb.ports["pop3"])
     c.line()
     c.cmd(b"USER bob")
+    began = time.monotonic()
     assert c.cmd(b"PASS builder").startswith(b"-ERR [IN-USE]")
+    assert time.monotonic() - began >= 0.3  # it waited for the lock first
     first.cmd(b"QUIT")
     c.cmd(b"USER bob")
     assert c.cmd(b"PASS builder") == b"+OK Logged in."
+
+
+def test_a_login_waits_for_the_other_session_to_quit(sb: Sandbox):
+    # Two scenarios of a parallel suite reading the same mailbox must not collide.
+    first = login(sb)
+    c = Raw(sb.host, sb.ports["pop3"])
+    c.line()
+    c.cmd(b"USER bob")
+    c.sock.sendall(b"PASS builder\r\n")  # waits for the lock: no reply yet
+    time.sleep(0.2)
+    assert first.cmd(b"QUIT") == b"+OK Logging out."
+    assert c.line() == b"+OK Logged in."
+    assert c.cmd(b"STAT").startswith(b"+OK 2 ")
 
 
 def test_retr_marks_seen_on_quit(sb: Sandbox):

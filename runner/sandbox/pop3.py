@@ -3,13 +3,17 @@ AUTH XOAUTH2 as Outlook offers it).
 
 States: AUTHORIZATION (USER/PASS, AUTH PLAIN/XOAUTH2, STLS, CAPA, QUIT) -> TRANSACTION (STAT, LIST,
 RETR, TOP, UIDL, DELE, RSET, NOOP, CAPA, QUIT) -> UPDATE on QUIT (deleted messages are removed,
-retrieved ones marked seen). Multi-line replies are dot-stuffed and end with '.'. Commands sent
+retrieved ones marked seen). A maildrop is locked while a session has it (RFC 1939); a login
+waits up to LOCK_WAIT seconds for another session's lock to go (so scenarios run in parallel
+against one sandbox do not collide) before answering -ERR [IN-USE]. Multi-line replies are dot-stuffed and end with '.'. Commands sent
 in one write are answered in order (PIPELINING). Replies follow Dovecot's wording.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from runner.sandbox.lines import ConnectionGone, LineConnection, LineTooLong
@@ -29,6 +33,7 @@ log = logging.getLogger("runner.sandbox.pop3")
 
 MAX_LINE = 1024  # RFC 2449 allows 255 octets per command; be lenient
 MAX_BAD_COMMANDS = 20
+LOCK_WAIT = 3.0  # seconds a login waits for another POP3 session of the same mailbox to end
 
 
 def dot_stuff(data: bytes) -> bytes:
@@ -151,9 +156,12 @@ class POP3Session:
         if name is None:
             await self.reply("-ERR [AUTH] Authentication failed.")
             return True
-        if name in self.state.store.locks:
-            await self.reply("-ERR [IN-USE] Mailbox is locked by another POP3 session.")
-            return True
+        deadline = time.monotonic() + LOCK_WAIT
+        while name in self.state.store.locks:
+            if time.monotonic() >= deadline:
+                await self.reply("-ERR [IN-USE] Mailbox is locked by another POP3 session.")
+                return True
+            await asyncio.sleep(0.05)
         self.state.store.locks.add(name)
         self.mailbox = name
         self.messages = self.state.store.scan(name)
