@@ -1101,6 +1101,28 @@ def test_connection_and_tls_are_said_once(tmp_path):
     assert lines[i + 1].startswith("  TLS: TLSv1.3")
 
 
+def test_each_session_shows_its_tls(tmp_path):
+    b = Build("scenarios/two.yaml", "Two")
+    b.session("send", tls_mode="starttls")  # openssl: the handshake note at connect
+    b.note("info", "TLS established: " + TLS13.describe())
+    b.connected()
+    b.tls(TLS13)
+    b.end_session()
+    b.session("fetch", tls_mode="starttls")  # socket: the note right before TLSStarted
+    b.connected()
+    b.note("info", "TLS established: " + TLS13.describe())
+    b.tls(TLS13)
+    b.end_session()
+    run = b.finish()
+    for verbose in (False, True):
+        assert console(run, verbose=verbose).count("  TLS: TLSv1.3") == 2
+    rep = TranscriptReporter(tmp_path)
+    w = rep.for_run("scenarios/two.yaml", "Two")
+    feed(w, run)
+    rep.close()
+    assert w.path.read_text().count("TLSv1.3 TLS_AES_256_GCM_SHA384") == 2
+
+
 def test_a_connect_note_whose_event_never_came_is_still_shown(tmp_path):
     """TCP connected, then the TLS handshake failed: no Connected event; the note tells."""
     b = Build("scenarios/tls.yaml", "TLS")

@@ -181,7 +181,7 @@ class ConsoleReporter(Reporter):
         self._emit(self._c(safe_text(name), "bold") + f" ({safe_text(ev.file)})")
 
     def _on_SessionStarted(self, ev: R.SessionStarted) -> None:
-        self._tls_shown = None
+        self._tls_shown = self._tls_text_shown = None
         tls = "no TLS" if ev.tls_mode == "none" else f"TLS {ev.tls_mode}"
         s = f"  session {safe_text(ev.name)} ({ev.protocol}): {ev.host}:{ev.port} via {ev.transport}, {tls}"
         if ev.attempts > 1:
