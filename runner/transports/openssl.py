@@ -41,7 +41,7 @@ import pexpect
 
 from runner.errors import ConnectError, ConnectionClosed, DeadlineError, NetworkError, TLSError, UsageError
 from runner.transports.base import ConnectInfo, NoteSink, TLSInfo, Transport
-from runner.transports.spawned import stop
+from runner.transports.spawned import stop, write_all
 from runner.transports.tcp import format_peer
 
 CHUNK = 64 * 1024
@@ -290,26 +290,7 @@ class OpensslTransport(Transport):
     def send(self, data: bytes) -> None:
         if self.fd is None or self._eof:
             raise ConnectionClosed(f"connection to {self.peer} is closed (openssl exited)")
-        out = memoryview(data)
-        deadline = time.monotonic() + self.config.timeout
-        while out:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise DeadlineError(
-                    f"sending to {self.peer} did not complete within {self.config.timeout:g}s"
-                )
-            _, w, _ = select.select([], [self.fd], [], remaining)
-            if not w:
-                continue
-            try:
-                n = os.write(self.fd, out[:4096])
-            except BlockingIOError:
-                continue
-            except OSError as e:
-                if e.errno == errno.EIO:
-                    raise ConnectionClosed(f"connection to {self.peer} closed (openssl exited)") from None
-                raise NetworkError(f"writing to openssl failed: {e.strerror}") from None
-            out = out[n:]
+        write_all(self.fd, data, peer=self.peer, timeout=self.config.timeout, program="openssl")
 
     def recv(self, deadline: float) -> bytes:
         if self._pending:

@@ -3,14 +3,18 @@ stopping the program without losing what was already written to it."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import select
 import signal
 import struct
 import termios
 import time
 
 import pexpect
+
+from runner.errors import ConnectionClosed, DeadlineError, NetworkError
 
 
 def wait_until_flushed(pid: int, timeout: float = 1.0) -> None:
@@ -62,3 +66,25 @@ def stop(child: pexpect.spawn) -> None:
         child.close(force=True)
     except (OSError, pexpect.ExceptionPexpect):
         pass
+
+
+def write_all(fd: int, data: bytes, *, peer: str, timeout: float, program: str) -> None:
+    """Write data to the program's terminal within timeout seconds (a non-blocking fd)."""
+    out = memoryview(data)
+    deadline = time.monotonic() + timeout
+    while out:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise DeadlineError(f"sending to {peer} did not complete within {timeout:g}s")
+        _, w, _ = select.select([], [fd], [], remaining)
+        if not w:
+            continue
+        try:
+            n = os.write(fd, out[:4096])
+        except BlockingIOError:
+            continue
+        except OSError as e:
+            if e.errno == errno.EIO:
+                raise ConnectionClosed(f"connection to {peer} closed ({program} exited)") from None
+            raise NetworkError(f"writing to {program} failed: {e.strerror}") from None
+        out = out[n:]

@@ -63,7 +63,7 @@ from runner.errors import (
     UsageError,
 )
 from runner.transports.base import ConnectInfo, NoteSink, TLSInfo, Transport
-from runner.transports.spawned import stop
+from runner.transports.spawned import stop, write_all
 from runner.transports.tcp import format_peer
 
 CHUNK = 64 * 1024
@@ -250,26 +250,13 @@ class TelnetTransport(Transport):
             raise ScenarioError(problem)
         if self.fd is None or self._eof:
             raise ConnectionClosed(f"connection to {self.peer} is closed (telnet exited)")
-        out = memoryview(data.replace(b"\r\n", b"\n"))
-        deadline = time.monotonic() + self.config.timeout
-        while out:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise DeadlineError(
-                    f"sending to {self.peer} did not complete within {self.config.timeout:g}s"
-                )
-            _, w, _ = select.select([], [self.fd], [], remaining)
-            if not w:
-                continue
-            try:
-                n = os.write(self.fd, out[:4096])
-            except BlockingIOError:
-                continue
-            except OSError as e:
-                if e.errno == errno.EIO:
-                    raise ConnectionClosed(f"connection to {self.peer} closed (telnet exited)") from None
-                raise NetworkError(f"writing to telnet failed: {e.strerror}") from None
-            out = out[n:]
+        write_all(
+            self.fd,
+            data.replace(b"\r\n", b"\n"),
+            peer=self.peer,
+            timeout=self.config.timeout,
+            program="telnet",
+        )
 
     def recv(self, deadline: float) -> bytes:
         while True:
