@@ -1302,3 +1302,25 @@ def test_real_openssl_starttls_skips_on_one_line(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "  1-3 -  skipped: performed by openssl s_client -starttls smtp" in r.stdout.splitlines(), r.stdout
     assert r.stdout.count("TLSv1.3") == 1, r.stdout
+
+
+def test_console_stops_quietly_when_its_reader_goes_away(tmp_path):
+    """`mailrun -v | head`: once the pipe's reader is gone the console stops writing, and the
+    run and the other reporters go on (no BrokenPipeError escapes into the engine)."""
+    import os
+
+    from runner.reporters.console import ConsoleReporter
+
+    r, w = os.pipe()
+    os.close(r)
+    stream = os.fdopen(w, "w")
+    console = ConsoleReporter(stream, color=False)
+    console._raw("first line\n")
+    console._flush_stream()  # EPIPE here: the reader is gone
+    console._emit("second line")  # no exception
+    console.close()
+    assert console._closed_by_reader
+    try:
+        stream.close()
+    except OSError:
+        pass

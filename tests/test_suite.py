@@ -407,6 +407,7 @@ def _strip_timings(obj):
 
 def _normal(text: str) -> str:
     text = re.sub(r"queued as [A-Za-z0-9]+", "queued as Q", text)
+    text = re.sub(r"queue_id=[A-Za-z0-9]+", "queue_id=Q", text)
     text = re.sub(r"\(\d+\.\d+ \+ \d+\.\d+( \+ \d+\.\d+)? secs\)", "(D secs)", text)  # Dovecot's timings
     text = re.sub(r"<?\d+(\.\d+)? (ms|s)\b", "T", text)
     return re.sub(r"[ -]+", " ", text)  # column widths follow the longest time

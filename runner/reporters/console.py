@@ -70,6 +70,7 @@ class ConsoleReporter(Reporter):
         redactor: RedactorLike | None = None,
     ):
         self.stream = stream if stream is not None else sys.stdout
+        self._closed_by_reader = False  # set when writing fails (the pipe's reader is gone)
         try:
             self.tty = bool(self.stream.isatty())
         except (AttributeError, ValueError):
@@ -112,7 +113,22 @@ class ConsoleReporter(Reporter):
                 text = text.encode(self._encoding, "backslashreplace").decode(self._encoding)
             except LookupError:
                 pass
-        self.stream.write(text)
+        if self._closed_by_reader:
+            return
+        try:
+            self.stream.write(text)
+        except (BrokenPipeError, ValueError, OSError):
+            # the reader went away (`mailrun -v | head`): stop writing, but let the run and the
+            # other reporters (transcripts, JSON, JUnit) carry on undisturbed
+            self._closed_by_reader = True
+
+    def _flush_stream(self) -> None:
+        if self._closed_by_reader:
+            return
+        try:
+            self.stream.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            self._closed_by_reader = True
 
     def _emit(self, line: str) -> None:
         """Write one line (redacted), keeping a live progress line below it."""
@@ -123,7 +139,7 @@ class ConsoleReporter(Reporter):
             self._raw(line + "\n")
             if self._progress:
                 self._raw(self._progress)
-            self.stream.flush()
+            self._flush_stream()
 
     def _short(self, text: str, limit: int = MAX_FIELD) -> str:
         return text if len(text) <= limit else text[: limit - len(self.ellipsis)] + self.ellipsis
@@ -353,7 +369,7 @@ class ConsoleReporter(Reporter):
                 self._progress, self._progress_len = "", 0
             else:  # redrawn below lines emitted meanwhile
                 self._progress, self._progress_len = text, len(plain)
-            self.stream.flush()
+            self._flush_stream()
 
     def summary_table(self, results: list[R.ScenarioResult] | None = None) -> None:
         """A final table for suites of more than one scenario: scenario, provider, steps
@@ -413,7 +429,4 @@ class ConsoleReporter(Reporter):
             if self._progress:
                 self._raw("\n")
                 self._progress, self._progress_len = "", 0
-            try:
-                self.stream.flush()
-            except (ValueError, OSError):
-                pass
+            self._flush_stream()
