@@ -1,8 +1,9 @@
 """The scenario library (scenarios/) and the provider matrix (providers/), run for real.
 
 Every scenario file validates; fragments are recognised and never run; every scenario passes
-against the built-in sandbox (`mailrun --sandbox FILE`, each file alone, in parallel
-subprocesses); the sandbox/probe/IMAP files pass against the real Postfix/Dovecot test bed with
+against the built-in sandbox, each file alone (`mailrun --sandbox FILE`, in parallel
+subprocesses) and the whole library as one suite (`mailrun --sandbox scenarios/`, default -j):
+the Outlook files through XOAUTH2, gmx_receive through the welcome message; the sandbox/probe/IMAP files pass against the real Postfix/Dovecot test bed with
 --host/--port/--ca/--var overrides; the provider matrix passes and reports `name[provider]`;
 smtp_probe fails (exit 1, naming the step) where AUTH is not advertised before STARTTLS.
 """
@@ -10,6 +11,7 @@ smtp_probe fails (exit 1, naming the step) where AUTH is not advertised before S
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import subprocess
@@ -27,10 +29,8 @@ SCENARIOS = REPO / "scenarios"
 PROVIDERS = REPO / "providers"
 MODELINE = "# yaml-language-server: $schema="
 FRAGMENTS = {"lib/smtp_auth_login.yaml"}
-# Outlook accepts only OAuth; the sandbox offers no XOAUTH2, so these stop at that step.
+# Outlook accepts only OAuth: these log in with XOAUTH2 (the token is a secret).
 OAUTH_ONLY = {"outlook_send.yaml", "outlook_receive.yaml", "outlook_roundtrip.yaml"}
-# RETR of the newest message needs one: run after gmx_send in the same sandbox.
-NEEDS_MAIL = {"gmx_receive.yaml"}
 PROVIDER_NAMES = ("gmx", "gmail", "outlook", "yahoo", "icloud", "fastmail")
 RUN_TIMEOUT = 60
 
@@ -41,7 +41,13 @@ def rel(path: Path) -> str:
 
 ALL_YAML = sorted(p for p in SCENARIOS.rglob("*.yaml"))
 RUNNABLE = [p for p in ALL_YAML if rel(p) not in FRAGMENTS]
-SANDBOX_ALONE = [p for p in RUNNABLE if rel(p) not in OAUTH_ONLY | NEEDS_MAIL]
+# The sandbox's credentials as --sandbox fills them in, and what may never show.
+SANDBOX_USER, SANDBOX_PASSWORD = "alice@mailrun.test", "wonderland"
+SECRETS = (
+    SANDBOX_PASSWORD,
+    base64.b64encode(SANDBOX_PASSWORD.encode()).decode(),
+    base64.b64encode(f"user={SANDBOX_USER}\x01auth=Bearer {SANDBOX_PASSWORD}\x01\x01".encode()).decode(),
+)
 
 
 def clean_env() -> dict[str, str]:
@@ -66,6 +72,82 @@ def mailrun(*args: str, timeout: float = RUN_TIMEOUT) -> subprocess.CompletedPro
         text=True,
         timeout=timeout,
     )
+
+
+# `mailrun ARGS` once per job, each in a process of its own: one helper imports runner.cli, then
+# forks a child per job (at most `workers` at a time), which runs `runner.cli.main(ARGS)` exactly
+# as `python -m runner ARGS` does, its stdout/stderr going to files of its own. The same as
+# separate `mailrun` processes (a fresh process, a fresh --sandbox each), without paying the
+# interpreter start and imports every time. Children past the deadline are killed.
+_FORK_RUNNER = r"""
+import importlib, json, os, signal, sys, tempfile, time
+from runner.cli import main
+
+# What a --sandbox run imports lazily, imported once here (a warm-up only: a name that is gone is
+# simply imported by the child when it needs it).
+for name in ("runner.engine", "runner.scenario_loader", "runner.suite", "runner.reporters.console",
+             "runner.sandbox.server", "runner.sandbox.smtp", "runner.sandbox.pop3", "runner.sandbox.imap",
+             "runner.transports.tcp", "runner.protocols.smtp", "runner.protocols.pop3",
+             "runner.protocols.imap", "trustme", "mailbox"):
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        pass
+
+jobs, workers, timeout = json.load(sys.stdin)
+pending, running, results = list(jobs.items()), {}, {}
+while pending or running:
+    while pending and len(running) < workers:
+        key, args = pending.pop(0)
+        out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+        pid = os.fork()
+        if pid == 0:
+            os.dup2(out.fileno(), 1)
+            os.dup2(err.fileno(), 2)
+            try:
+                rc = main(args)
+            except BaseException:
+                import traceback
+                traceback.print_exc()
+                rc = 70
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(rc if isinstance(rc, int) else 1)
+        running[pid] = (key, out, err, time.monotonic() + timeout)
+    pid, status = os.waitpid(-1, os.WNOHANG)
+    if pid == 0:
+        for child, (key, *_, deadline) in running.items():
+            if time.monotonic() > deadline:
+                os.kill(child, signal.SIGKILL)
+        time.sleep(0.01)
+        continue
+    key, out, err, _ = running.pop(pid)
+    out.seek(0)
+    err.seek(0)
+    text = lambda f: f.read().decode("utf-8", "replace")
+    results[key] = [os.waitstatus_to_exitcode(status), text(out), text(err)]
+json.dump(results, sys.stdout)
+"""
+
+
+def mailrun_each(
+    jobs: dict[str, tuple[str, ...]], workers: int = 4
+) -> dict[str, subprocess.CompletedProcess]:
+    """`mailrun *args` for every job, each in a fresh process of its own (see _FORK_RUNNER)."""
+    payload = json.dumps([{k: list(map(str, a)) for k, a in jobs.items()}, workers, RUN_TIMEOUT])
+    helper = subprocess.run(
+        [sys.executable, "-c", _FORK_RUNNER],
+        cwd=REPO,
+        env=clean_env(),
+        input=payload,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT * 2,
+    )
+    assert helper.returncode == 0, helper.stderr
+    found = json.loads(helper.stdout)
+    assert set(found) == set(jobs)
+    return {k: subprocess.CompletedProcess(["mailrun", *jobs[k]], *found[k]) for k in jobs}
 
 
 def show(proc: subprocess.CompletedProcess) -> str:
@@ -136,7 +218,7 @@ def test_tag_filter_selects_the_provider_roundtrips():
     assert proc.returncode == 0, show(proc)
     passed = [line for line in proc.stdout.splitlines() if line.startswith("PASS ")]
     names = {load_scenario(p).name for p in RUNNABLE if "roundtrip" in load_scenario(p).tags}
-    names -= {load_scenario(SCENARIOS / f).name for f in OAUTH_ONLY}
+    names -= {load_scenario(SCENARIOS / f).name for f in OAUTH_ONLY}  # not:oauth
     assert len(passed) == len(names) == 6, passed
     for name in names:
         assert pass_line(proc, name), name
@@ -145,71 +227,92 @@ def test_tag_filter_selects_the_provider_roundtrips():
 # --------------------------------------------------------------------------- sandbox
 
 
-# Run alone, each with its own sandbox (the brief: each sandbox*.yaml passes when run alone).
-ALONE = [p for p in SANDBOX_ALONE if rel(p).startswith(("sandbox_", "smtp_probe", "imap_"))]
-# The provider and matrix files: one `-j 8` suite over one sandbox; each is reported on its own.
-BATCH = [p for p in SANDBOX_ALONE if p not in ALONE]
+# Each file alone, each with its own fresh sandbox (as a user would first try it); a few with -v
+# so that the tests below can look at the conversation.
+VERBOSE = {"gmx_receive.yaml", "outlook_send.yaml", "outlook_roundtrip.yaml"}
 
 
 @pytest.fixture(scope="module")
 def sandbox_runs():
-    """--sandbox runs, in parallel subprocesses: key = file (alone) or 'batch' / 'outlook'."""
-    jobs = {rel(p): ("--sandbox", str(p)) for p in ALONE}
-    jobs["batch"] = ("--sandbox", "-j", "8", *map(str, BATCH))
-    jobs["outlook"] = ("--sandbox", "-j", "3", *sorted(str(SCENARIOS / f) for f in OAUTH_ONLY))
-    jobs["gmx_receive.yaml"] = ("--sandbox", "scenarios/gmx_receive.yaml")
-    jobs["gmx_pair"] = ("--sandbox", "-j", "1", "scenarios/gmx_send.yaml", "scenarios/gmx_receive.yaml")
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        futures = {k: pool.submit(mailrun, *args) for k, args in jobs.items()}
-        return {k: f.result() for k, f in futures.items()}
+    """--sandbox runs: key = a file's path (alone, each in a process of its own), 'suite' (the
+    whole library, default -j, as a `python -m runner` subprocess) or 'gmx_pair'."""
+    jobs = {rel(p): ("--sandbox", *(["-v"] if rel(p) in VERBOSE else []), str(p)) for p in RUNNABLE}
+    jobs["gmx_pair"] = ("--sandbox", "-v", "-j", "1", "scenarios/gmx_send.yaml", "scenarios/gmx_receive.yaml")
+    jobs["refused"] = ("scenarios/smtp_probe.yaml", "--port", "1")  # no sandbox: nothing listens
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        suite = pool.submit(mailrun, "--sandbox", "scenarios/")
+        runs = pool.submit(mailrun_each, jobs)
+        return {**runs.result(), "suite": suite.result()}
 
 
-@pytest.mark.parametrize("path", SANDBOX_ALONE, ids=rel)
-def test_each_scenario_passes_against_the_sandbox(sandbox_runs, path):
-    alone = rel(path) in sandbox_runs
-    proc = sandbox_runs[rel(path)] if alone else sandbox_runs["batch"]
+@pytest.mark.parametrize("path", RUNNABLE, ids=rel)
+def test_each_scenario_passes_alone_against_a_fresh_sandbox(sandbox_runs, path):
+    proc = sandbox_runs[rel(path)]
+    assert proc.returncode == 0, show(proc)
     assert pass_line(proc, load_scenario(path).name), show(proc)
-    if alone:
-        assert proc.returncode == 0, show(proc)
-        assert "FAIL" not in proc.stdout
+    assert not any(line.startswith(("FAIL ", "ERROR ")) for line in proc.stdout.splitlines()), show(proc)
 
 
-def test_the_provider_batch_passes_as_a_whole(sandbox_runs):
-    proc = sandbox_runs["batch"]
+def test_the_per_file_runner_reports_what_mailrun_says(sandbox_runs):
+    # The runs above are forked from one helper: its failures come through as mailrun's own.
+    proc = sandbox_runs["refused"]
+    assert proc.returncode == 3, show(proc)
+    assert "ERROR SMTP probe" in proc.stdout and "127.0.0.1:1 refused" in proc.stdout, show(proc)
+    for key, run in sandbox_runs.items():
+        assert "Traceback" not in run.stderr, (key, run.stderr)
+
+
+def test_the_whole_library_passes_as_one_parallel_suite(sandbox_runs):
+    proc = sandbox_runs["suite"]
     assert proc.returncode == 0, show(proc)
-    assert f"{len(BATCH)} scenarios: {len(BATCH)} passed, 0 failed, 0 errors" in proc.stdout, show(proc)
+    n = len(RUNNABLE)
+    assert f"{n} scenarios: {n} passed, 0 failed, 0 errors" in proc.stdout, show(proc)
+    for path in RUNNABLE:
+        assert pass_line(proc, load_scenario(path).name), f"{rel(path)}\n{show(proc)}"
 
 
-def test_sandbox_run_says_which_credentials_it_filled_in_and_masks_the_password(sandbox_runs):
-    proc = sandbox_runs["batch"]
-    assert "GMX_USER is not set; using the sandbox's alice@mailrun.test" in proc.stderr, show(proc)
-    assert "GMX_PASSWORD is not set" in proc.stderr
-    everything = proc.stdout + proc.stderr
-    for secret in ("wonderland", base64.b64encode(b"wonderland").decode()):
-        assert secret not in everything
+def test_sandbox_run_says_which_credentials_it_filled_in_and_masks_the_secrets(sandbox_runs):
+    proc = sandbox_runs["suite"]
+    assert f"GMX_USER is not set; using the sandbox's {SANDBOX_USER}" in proc.stderr, show(proc)
+    assert "GMX_PASSWORD is not set; using the sandbox's ****" in proc.stderr
+    assert "OUTLOOK_TOKEN is not set; using the sandbox's ****" in proc.stderr
+    for key, run in sandbox_runs.items():
+        everything = run.stdout + run.stderr
+        for secret in SECRETS:
+            assert secret not in everything, (key, secret)
 
 
-def test_outlook_files_reach_xoauth2_which_the_sandbox_lacks(sandbox_runs):
-    # Known gap (reported): the sandbox offers neither SMTP AUTH XOAUTH2 nor IMAP AUTHENTICATE
-    # XOAUTH2. The files connect, (STARTTLS,) and fail exactly at the OAuth capability/step.
-    proc = sandbox_runs["outlook"]
-    assert proc.returncode == 1, show(proc)
-    fails = [line for line in proc.stdout.splitlines() if line.startswith("FAIL ")]
-    assert len(fails) == len(OAUTH_ONLY), show(proc)
-    for line in fails:
-        assert "XOAUTH2" in line or "504 5.5.4 Unrecognized authentication type" in line, line
-    assert "OUTLOOK_TOKEN is not set" in proc.stderr
+def test_outlook_files_log_in_with_xoauth2(sandbox_runs):
+    send = sandbox_runs["outlook_send.yaml"].stdout
+    assert re.search(r"^\s*S: 250[- ]AUTH PLAIN LOGIN XOAUTH2$", send, re.M), send
+    assert re.search(r"\[auth xoauth2\] C: AUTH XOAUTH2  S: 334 ", send), send
+    assert re.search(r"\[oauth token accepted\] C: \*\*\*\*  S: 235 2\.7\.0 ", send), send
+    trip = sandbox_runs["outlook_roundtrip.yaml"].stdout
+    assert "C: a1 AUTHENTICATE XOAUTH2" in trip and re.search(r"^\s*S: \+ ?$", trip, re.M), trip
+    assert re.search(r"\[oauth token accepted\] C: \*\*\*\*  S: a1 OK ", trip), trip
+    assert re.search(r"C: a3 UID SEARCH SUBJECT \"mailrun outlook roundtrip \w+\"  S: \* SEARCH \d+", trip), (
+        trip
+    )
+    receive = sandbox_runs["outlook_receive.yaml"]
+    assert pass_line(receive, load_scenario(SCENARIOS / "outlook_receive.yaml").name), show(receive)
 
 
-def test_gmx_receive_fails_clearly_on_an_empty_mailbox_and_passes_after_gmx_send(sandbox_runs):
-    alone = sandbox_runs["gmx_receive.yaml"]
-    assert alone.returncode == 1, show(alone)
-    assert "stat (at least one message" in alone.stdout and "+OK 0 0" in alone.stdout, show(alone)
+def test_gmx_receive_reads_the_welcome_message_alone_and_the_sent_one_after_gmx_send(sandbox_runs):
+    alone = sandbox_runs["gmx_receive.yaml"].stdout
+    # A fresh sandbox: alice's mailbox holds just the welcome message, byte-stuffed on the wire.
+    assert "captured count=1" in alone, alone
+    assert "S: Subject: Welcome to the mailrun sandbox" in alone
+    assert "S: From: mailrun sandbox <postmaster@mailrun.test>" in alone
+    assert "S: ..this line starts with a dot" in alone and re.search(r"^\s*S: \.\.$", alone, re.M), alone
 
-    proc = sandbox_runs["gmx_pair"]
-    assert proc.returncode == 0, show(proc)
+    pair = sandbox_runs["gmx_pair"]
+    assert pair.returncode == 0, show(pair)
     for f in ("gmx_send.yaml", "gmx_receive.yaml"):
-        assert pass_line(proc, load_scenario(SCENARIOS / f).name), show(proc)
+        assert pass_line(pair, load_scenario(SCENARIOS / f).name), show(pair)
+    # The newest is what gmx_send sent in this run (the welcome is message 1).
+    run_id = re.search(r"C: Subject: mailrun gmx_send (\w+)", pair.stdout)[1]
+    retr = pair.stdout[pair.stdout.index("C: RETR 2") :]
+    assert f"S: Subject: mailrun gmx_send {run_id}" in retr, show(pair)
 
 
 def test_sandbox_send_shows_the_dot_line_stuffed_on_the_wire_and_captures_the_queue_id():
@@ -218,7 +321,7 @@ def test_sandbox_send_shows_the_dot_line_stuffed_on_the_wire_and_captures_the_qu
     assert "C: ..this line starts with a dot" in proc.stdout, show(proc)
     assert re.search(r"queued as [A-Za-z0-9]+", proc.stdout)
     assert "334 VXNlcm5hbWU6" in proc.stdout and "334 UGFzc3dvcmQ6" in proc.stdout
-    for secret in ("wonderland", base64.b64encode(b"wonderland").decode()):
+    for secret in SECRETS:
         assert secret not in proc.stdout + proc.stderr
 
 
