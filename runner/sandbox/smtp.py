@@ -188,7 +188,10 @@ class SandboxSMTP(SMTP):
         if name is None:
             # Gmail/Outlook: a JSON error as a challenge, the client's (empty) answer, then 535.
             await self.push(f"334 {XOAUTH2_ERROR_CHALLENGE}")
-            await self._reader.readline()
+            try:
+                await self._reader.readline()  # the client's answer (empty), ignored
+            except ValueError:  # longer than the line limit: discarded by the stream
+                pass
             return AuthResult(
                 success=False,
                 handled=False,
