@@ -21,7 +21,7 @@ from email.policy import default as default_policy
 from typing import TYPE_CHECKING
 
 from runner.sandbox.lines import ConnectionGone, LineConnection, LineTooLong
-from runner.sandbox.sasl import XOAUTH2_ERROR_CHALLENGE, SaslError, decode_response, parse_xoauth2
+from runner.sandbox.sasl import XOAUTH2_ERROR_CHALLENGE, SaslError, parse_credentials
 from runner.sandbox.store import IMAP_TO_MAILDIR, MAILDIR_TO_IMAP, StoredMessage
 
 if TYPE_CHECKING:
@@ -498,14 +498,8 @@ class IMAPSession:
             if blob == "*":
                 raise BadCommand("Authentication aborted by client.")
         try:
-            decoded = decode_response(blob)
-            if mechanism == "PLAIN":
-                _authz, user_b, password_b = decoded.split(b"\x00")
-                user, secret = user_b.decode("utf-8", "replace"), password_b.decode("utf-8", "replace")
-            else:
-                user, secret = parse_xoauth2(decoded)
-        except (SaslError, ValueError) as e:
-            why = e if isinstance(e, SaslError) else "not authzid NUL user NUL password"
+            user, secret = parse_credentials(mechanism, blob)
+        except SaslError as why:
             raise BadCommand(f"Invalid AUTHENTICATE {mechanism} response: {why}.") from None
         return await self._login(user, secret, oauth=mechanism == "XOAUTH2")
 

@@ -21,8 +21,7 @@ from runner.sandbox.sasl import (
     SASL_LINE_LIMIT,
     XOAUTH2_ERROR_CHALLENGE,
     SaslError,
-    decode_response,
-    parse_xoauth2,
+    parse_credentials,
 )
 from runner.sandbox.store import StoredMessage
 
@@ -200,14 +199,8 @@ class POP3Session:
                 await self.reply("-ERR Authentication aborted by client.")
                 return True
         try:
-            decoded = decode_response(blob)
-            if mechanism == "PLAIN":
-                _authz, user_b, password_b = decoded.split(b"\x00")
-                user, secret = user_b.decode("utf-8", "replace"), password_b.decode("utf-8", "replace")
-            else:
-                user, secret = parse_xoauth2(decoded)
-        except (SaslError, ValueError) as e:
-            why = e if isinstance(e, SaslError) else "not authzid NUL user NUL password"
+            user, secret = parse_credentials(mechanism, blob)
+        except SaslError as why:
             await self.reply(f"-ERR Invalid AUTH {mechanism} response: {why}.")
             return True
         if mechanism == "XOAUTH2" and self.state.authenticate(user, secret) is None:

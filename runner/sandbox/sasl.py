@@ -65,3 +65,16 @@ def parse_xoauth2(data: bytes) -> tuple[str, str]:
     if scheme.lower() != "bearer" or not token.strip():
         raise SaslError("XOAUTH2 response has no 'auth=Bearer TOKEN'")
     return user, token.strip()
+
+
+def parse_credentials(mechanism: str, blob: str | bytes) -> tuple[str, str]:
+    """(user, secret) from a base64 PLAIN (authzid NUL user NUL password) or XOAUTH2 response.
+    SaslError says what is wrong with it."""
+    decoded = decode_response(blob)
+    if mechanism == "XOAUTH2":
+        return parse_xoauth2(decoded)
+    try:
+        _authz, user_b, password_b = decoded.split(b"\x00")
+    except ValueError:
+        raise SaslError("not authzid NUL user NUL password") from None
+    return user_b.decode("utf-8", "replace"), password_b.decode("utf-8", "replace")
