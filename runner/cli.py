@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -364,7 +363,7 @@ def cmd_run(args) -> int:
         variables=variables,
         overrides=overrides,
         allow_plaintext_secrets=args.allow_plaintext_secrets,
-        run_id=uuid.uuid4().hex[:12],
+        run_id=os.urandom(6).hex(),
     )
     runs = plan(chosen, matrix)
     jobs = args.jobs or (1 if len(runs) == 1 else min(8, len(runs)))

@@ -9,7 +9,6 @@ transport (socket, telnet, openssl) and every protocol (smtp, pop3, imap, line).
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import os
 import time
 import traceback
@@ -56,8 +55,13 @@ Emit = Callable[[Event], None]
 
 
 def is_loopback(host: str) -> bool:
-    if host.lower() in ("localhost", "localhost.localdomain", "ip6-localhost"):
+    if host.lower() in ("localhost", "localhost.localdomain", "ip6-localhost", "::1", "[::1]"):
         return True
+    parts = host.split(".")
+    if len(parts) == 4 and parts[0] == "127" and all(p.isdigit() and int(p) < 256 for p in parts):
+        return True
+    import ipaddress  # only for hosts that are not obviously loopback
+
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:

@@ -1,6 +1,8 @@
 """The validated scenario model: what runner.scenario_loader produces and the engine consumes.
 
-Everything here is already checked against the schema and the semantic rules. Strings that may
+Everything here is already checked against the schema and the semantic rules. The model is
+treated as read-only once loaded; the classes are plain (not frozen, identity equality) because
+generating frozen dataclasses costs about a millisecond each on every start of `mailrun`. Strings that may
 hold templates (`{{ ... }}`) are kept as written; the engine renders them at run time with
 runner.templates.
 """
@@ -18,7 +20,7 @@ ProtocolName = Literal["smtp", "pop3", "imap", "line"]
 StepAction = Literal["send", "body", "body_file", "raw", "sleep", "read"]
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Location:
     """Where something was written. `via` is the include chain: the locations of the
     `include:` steps that brought a fragment's step in, outermost first."""
@@ -39,7 +41,7 @@ class Location:
         return s
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class ConnectConfig:
     """`connect:` after rendering and type conversion (plus command-line overrides)."""
 
@@ -63,7 +65,7 @@ class ConnectConfig:
     protocol: ProtocolName = "smtp"
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class ConnectSpec:
     """`connect:` as written: values may be templates. runner.scenario_loader.resolve_connect
     renders, converts and checks them right before connecting."""
@@ -75,7 +77,7 @@ class ConnectSpec:
     key_locations: Mapping[str, Location] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Step:
     """One step. `action` says what is sent:
       send      `C:` line (`text`), CRLF added, IMAP tag added unless tag=False
@@ -109,13 +111,13 @@ class Step:
         return self.name or ""
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Retry:
     attempts: int = 1
     interval: float = 0.0
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Session:
     name: str
     protocol: ProtocolName
@@ -126,7 +128,7 @@ class Session:
     location: Location | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Scenario:
     """One scenario file. A single-session file becomes one Session named after the file's
     `name`. `vars` values are templates (rendered in order at run time); `secrets` are the
