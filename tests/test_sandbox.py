@@ -526,3 +526,19 @@ def test_port_in_use_exits_3_with_a_message(capsys):
     err = capsys.readouterr().err
     assert f"cannot listen for smtp on 127.0.0.1:{first.ports['smtp']}" in err
     assert "Traceback" not in err
+
+
+def test_sandbox_listens_on_loopback_only():
+    """Published passwords and AUTH before TLS are only safe where nobody else can connect."""
+    import subprocess
+    import sys
+
+    from runner.sandbox import Sandbox
+
+    for host in ("0.0.0.0", "::", "192.0.2.1", "example.test"):
+        with pytest.raises(ValueError, match="loopback only"):
+            Sandbox(host=host)
+    proc = subprocess.run([sys.executable, "-m", "runner", "sandbox", "--host", "0.0.0.0"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert "loopback only" in proc.stderr and "Traceback" not in proc.stderr

@@ -130,6 +130,12 @@ class Sandbox:
         for key, port in ports.items():
             if not isinstance(port, int) or not 0 <= port <= 65535:
                 raise ValueError(f"sandbox port {key}={port!r} is not a port number (0-65535)")
+        if not _is_loopback(host):
+            # plaintext AUTH with published passwords (and any login with accept_any_login) is
+            # only safe where nobody else can connect
+            raise ValueError(
+                f"the sandbox listens on loopback only (127.0.0.0/8, ::1, localhost), not {host!r}"
+            )
         self.host = host
         self._requested_ports = {k: ports.get(k, 0) or 0 for k in PORT_KEYS}
         self.ports: dict[str, int] = dict(self._requested_ports)
@@ -323,6 +329,15 @@ class Sandbox:
         return "\n".join(lines)
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _hostport(host: str, port: int) -> str:
     try:
         if ipaddress.ip_address(host).version == 6:
@@ -374,13 +389,17 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # argparse already printed the problem
         return 0 if e.code == 0 else 2
     ports = {key: getattr(args, f"{key}_port") for key in PORT_KEYS}
-    sandbox = Sandbox(
-        host=args.host,
-        ports=ports,
-        maildir_root=args.maildir,
-        accept_any_login=args.accept_any_login,
-        welcome=args.welcome,
-    )
+    try:
+        sandbox = Sandbox(
+            host=args.host,
+            ports=ports,
+            maildir_root=args.maildir,
+            accept_any_login=args.accept_any_login,
+            welcome=args.welcome,
+        )
+    except ValueError as e:
+        print(f"mailrun sandbox: {e}", file=sys.stderr)
+        return 2
     stop = threading.Event()
     try:
         previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
