@@ -332,7 +332,11 @@ def preflight(
         if section == "finally" and has_starttls:
             plaintext = False
         for index, step in enumerate(steps, 1):
-            if step.action in ("send", "body", "raw") and step.text is not None and not parse(step.text).is_constant:
+            if (
+                step.action in ("send", "body", "raw")
+                and step.text is not None
+                and not parse(step.text).is_constant
+            ):
                 # (constant text was checked by the loader and cannot hold a secret)
                 try:
                     rendered = render(step.text, _step_context(step, ctx))

@@ -646,7 +646,9 @@ def render(template: str | Template, ctx: Context, *, regex: bool = False) -> Re
     text), so a value rendered into a regular expression matches literally."""
     tpl = template if isinstance(template, Template) else parse(template)
     if tpl.is_constant:
-        return Rendered(tpl.source, ctx.redactor.redact(tpl.source) if len(ctx.redactor) else tpl.source, False)
+        return Rendered(
+            tpl.source, ctx.redactor.redact(tpl.source) if len(ctx.redactor) else tpl.source, False
+        )
     values: list[str] = []
     display: list[str] = []
     secret = False

@@ -42,8 +42,14 @@ def test_readme_shows_the_two_commands_and_ci_runs_the_test_one():
 @pytest.mark.parametrize("command", MAILRUN_COMMANDS)
 def test_readme_mailrun_command_runs(command):
     args = shlex.split(command)[1:]
-    proc = subprocess.run([sys.executable, "-m", "runner", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60, env={**os.environ, "NO_COLOR": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "PASS" in proc.stdout
 
@@ -67,21 +73,37 @@ def test_readme_walkthrough_passes_against_the_sandbox(tmp_path):
     f = tmp_path / "walkthrough.yaml"
     f.write_text(text)
     env = {**os.environ, "NO_COLOR": "1", "MAIL_USER": "alice@mailrun.test", "MAIL_PASSWORD": "wonderland"}
-    proc = subprocess.run([sys.executable, "-m", "runner", "--sandbox", str(f)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner", "--sandbox", str(f)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "wonderland" not in proc.stdout + proc.stderr
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("apt-get"), reason="the install command needs root and apt")
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("apt-get"), reason="the install command needs root and apt"
+)
 def test_readme_install_command_runs_on_a_copy(tmp_path):
     """The first command, exactly as written, in a copy of the checkout (its own .venv)."""
     if not os.environ.get("CI") and not os.environ.get("MAILRUN_TEST_INSTALL"):
         pytest.skip("runs in CI (CI=true) or with MAILRUN_TEST_INSTALL=1: it installs from the package index")
     copy = tmp_path / "mailrun"
-    shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.egg-info", "build"))
+    shutil.copytree(
+        ROOT, copy, ignore=shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.egg-info", "build")
+    )
     (command,) = INSTALL_COMMANDS
-    proc = subprocess.run(["bash", "-c", command], cwd=copy, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "NO_COLOR": "1", "DEBIAN_FRONTEND": "noninteractive"})
+    proc = subprocess.run(
+        ["bash", "-c", command],
+        cwd=copy,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "NO_COLOR": "1", "DEBIAN_FRONTEND": "noninteractive"},
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "PASS" in proc.stdout

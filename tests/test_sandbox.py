@@ -538,7 +538,11 @@ def test_sandbox_listens_on_loopback_only():
     for host in ("0.0.0.0", "::", "192.0.2.1", "example.test"):
         with pytest.raises(ValueError, match="loopback only"):
             Sandbox(host=host)
-    proc = subprocess.run([sys.executable, "-m", "runner", "sandbox", "--host", "0.0.0.0"],
-                          capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner", "sandbox", "--host", "0.0.0.0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode == 2
     assert "loopback only" in proc.stderr and "Traceback" not in proc.stderr

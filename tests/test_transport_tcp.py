@@ -316,7 +316,9 @@ def test_starttls_refuses_plaintext_that_arrives_during_the_handshake(pki):
         read_until(t, b"\r\n")
         t.send(b"STARTTLS\r\n")
         assert read_until(t, b"Ready to start TLS\r\n") == b"220 2.0.0 Ready to start TLS\r\n"
-        with pytest.raises(TLSError, match="^data received before TLS handshake; refusing to continue .*not TLS"):
+        with pytest.raises(
+            TLSError, match="^data received before TLS handshake; refusing to continue .*not TLS"
+        ):
             t.start_tls()
         assert not t.encrypted
 
