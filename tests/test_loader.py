@@ -1007,3 +1007,75 @@ def test_env_secret_names(tmp_path):
     assert L.load_scenario(p).secrets == {"env.TOKEN"}
     bad = write(tmp_path, HEAD + "secrets: ['not a name']\nsteps: [{S: 220}]\n", "bad.yaml")
     assert one(bad).endswith("secrets[0]: expected a variable name (or env.NAME), got 'not a name'")
+
+
+def _tree(node):
+    """A node tree as plain data: tags, values, styles that matter, and positions."""
+    from yaml.nodes import MappingNode, ScalarNode
+
+    pos = (node.start_mark.line, node.start_mark.column)
+    if isinstance(node, ScalarNode):
+        return ("scalar", node.tag, node.value, bool(node.style), pos)
+    if isinstance(node, MappingNode):
+        return ("map", node.tag, pos, [(_tree(k), _tree(v)) for k, v in node.value])
+    return ("seq", node.tag, pos, [_tree(v) for v in node.value])
+
+
+def test_libyaml_and_pure_python_parsers_agree():
+    """Files are composed by libyaml when PyYAML has it; the pure-Python loader is the reference
+    (and reports the errors). Every file the project has must give the same tree from both."""
+    import yaml.reader
+
+    from runner import scenario_loader as L
+
+    if L._FastLoader is None:
+        pytest.skip("PyYAML was built without libyaml: only the pure-Python parser runs")
+    root = Path(__file__).resolve().parent.parent
+    files = sorted(
+        [
+            *root.glob("scenarios/**/*.yaml"),
+            *root.glob("providers/*.yaml"),
+            *root.glob("tests/fixtures/**/*.yaml"),
+        ]
+    )
+    assert len(files) > 40
+    compared = 0
+    for f in files:
+        text = f.read_text(encoding="utf-8", errors="replace")
+        if yaml.reader.Reader.NON_PRINTABLE.search(text):
+            continue
+        try:
+            slow = L._Loader(text).get_single_node()
+        except yaml.YAMLError:
+            continue  # the fast path falls back to the slow one for these
+        fast = L._FastLoader(text).get_single_node()
+        if slow is None:
+            assert fast is None, f
+            continue
+        assert _tree(fast) == _tree(slow), f
+        compared += 1
+    assert compared > 40
+
+
+_yamlish = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=12),
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=6), kids, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_yamlish, st.sampled_from([None, True, False]))
+def test_property_parsers_agree_on_generated_documents(data, flow):
+    from runner import scenario_loader as L
+
+    if L._FastLoader is None:
+        return
+    text = yaml.safe_dump(data, default_flow_style=flow, allow_unicode=True)
+    if yaml.reader.Reader.NON_PRINTABLE.search(text):
+        return
+    slow = L._Loader(text).get_single_node()
+    fast = L._FastLoader(text).get_single_node()
+    assert (slow is None) == (fast is None)
+    if slow is not None:
+        assert _tree(fast) == _tree(slow)
