@@ -193,8 +193,19 @@ class Engine:
             try:
                 config = self.connect_config(session, ctx)
                 self._configs[id(session)] = config
-            except (ScenarioError, TemplateError):
-                config = None  # reported when the session runs (it may need a capture)
+            except (ScenarioError, TemplateError) as exc:
+                if _needs_capture(session, ctx):
+                    config = None  # reported when the session runs, once the capture exists
+                else:
+                    # every value is known now (e.g. --transport telnet on a TLS session): a
+                    # later session's bad connection must not let earlier sessions send first
+                    result = SessionResult(
+                        name=session.name, protocol=session.protocol, attempt=1, attempts=1
+                    )
+                    result.status, result.exit_class = "error", ExitClass.INVALID
+                    result.reason = f"{ctx.redactor.redact(str(exc))}; nothing was sent"
+                    self.emit(SessionFinished(result=result, at=time.time()))
+                    return result
             problem = preflight(session, ctx, config, self.options.allow_plaintext_secrets)
             if problem is None:
                 continue
@@ -301,6 +312,21 @@ def plaintext_refusal(host: str) -> str:
         f"refusing to send a secret unencrypted to {host} (not loopback); use tls: implicit or "
         "starttls, or opt in with connect.allow_plaintext_secrets: true or --allow-plaintext-secrets"
     )
+
+
+def _needs_capture(session: Session, ctx: Context) -> bool:
+    """True when a `connect` value names a variable nobody has defined yet (a capture of an
+    earlier session will): its checks can only run when the session starts."""
+    for raw in session.connect.values.values():
+        if not isinstance(raw, str):
+            continue
+        try:
+            names = parse(raw).required_names()
+        except TemplateError:
+            return False
+        if any(not n.startswith("env.") and not ctx.has(n) for n in names):
+            return True
+    return False
 
 
 def _step_context(step: Step, ctx: Context) -> Context:

@@ -449,3 +449,34 @@ def test_exit_130_on_sigint_while_connecting(tmp_path):
         listener.close()
         for s in fillers:
             s.close()
+
+
+def test_exit_2_a_later_sessions_bad_connection_is_found_before_the_first_connects(tmp_path):
+    """`--transport telnet` on a file whose second session wants TLS: the run is refused before
+    the first (plaintext) session connects, so exit 2 still means nothing was sent."""
+    with Server(record()) as srv:
+        path = write(
+            tmp_path,
+            """\
+            name: two sessions
+            sessions:
+              - name: plain
+                protocol: smtp
+                connect: {host: 127.0.0.1, port: $port, timeout: 5}
+                steps:
+                  - S: 220
+                  - C: NOOP
+              - name: wants tls
+                protocol: smtp
+                connect: {host: 127.0.0.1, port: $port, tls: implicit}
+                steps:
+                  - S: 220
+            """,
+            port=srv.port,
+        )
+        proc = mailrun(path, "--transport", "telnet")
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert "cannot speak TLS" in proc.stdout + proc.stderr
+        assert "nothing was sent" in proc.stdout + proc.stderr
+        time.sleep(0.3)
+        assert srv.conns == []
