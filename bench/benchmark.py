@@ -254,16 +254,16 @@ class Minimal:
     what a careful script would: TCP_NODELAY, a deadline per reply, multi-line replies framed
     by the 4th character, the reply code checked."""
 
-    def __init__(self, port: int, password: str, timeout: float = 10.0):
+    def __init__(self, port: int, password: str, timeout: float = 10.0, user: str = USER, rcpt: str = RCPT):
         self.port = port
         self.timeout = timeout
-        blob = base64.b64encode(f"\0{USER}\0{password}".encode()).decode()
+        blob = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
         self.script: list[tuple[bytes | None, tuple[bytes, ...]]] = [
             (None, (b"220",)),
             (b"EHLO bench.mailrun.test\r\n", (b"250",)),
             (f"AUTH PLAIN {blob}\r\n".encode(), (b"235", b"250")),
-            (f"MAIL FROM:<{USER}>\r\n".encode(), (b"250",)),
-            (f"RCPT TO:<{RCPT}>\r\n".encode(), (b"250",)),
+            (f"MAIL FROM:<{user}>\r\n".encode(), (b"250",)),
+            (f"RCPT TO:<{rcpt}>\r\n".encode(), (b"250",)),
             (b"DATA\r\n", (b"354",)),
             (BODY, (b"250",)),
             (b"RSET\r\n", (b"250",)),
@@ -414,6 +414,59 @@ def bench_engine(report: Report, mode: Mode, scenario, env: dict[str, str], port
         f"engine: {mode.engine_rounds} interleaved rounds after {mode.engine_warmup} warm-up rounds; "
         "medians; CPU is time.process_time of this process"
     )
+
+
+def bench_engine_postfix(report: Report, mode: Mode, tmp: Path) -> None:
+    """Section 1 again with real Postfix (the test bed of tests/servers) as the server: replies
+    take the time a real server takes (AUTH through Dovecot, queueing), not smtp-sink's
+    microseconds, so the engine's overhead is seen against a realistic conversation."""
+    sec = "1b. the same against real Postfix (tests/servers test bed; AUTH via Dovecot, real queueing)"
+    keys = (
+        ("postfix.minimal_wall_ms", "minimal client: wall / conversation", "ms"),
+        ("postfix.engine_wall_ms", "engine: wall / conversation", "ms"),
+        ("postfix.minimal_cpu_ms", "minimal client: CPU / conversation", "ms"),
+        ("postfix.engine_cpu_ms", "engine: CPU / conversation", "ms"),
+    )
+    why = None
+    try:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        from tests.servers.testbed import Testbed, TestbedError, missing_requirements
+
+        why = missing_requirements()
+    except ImportError as exc:
+        why = f"tests/servers is not importable ({exc})"
+    if why:
+        note = f"needs the postfix test bed: {why}"
+        for key, label, unit in keys:
+            report.add(key, sec, label, None, unit, note=note)
+        report.add("postfix.wall_ratio", sec, "engine / minimal, wall", None, "x", "<= 1.2x", None, note)
+        return
+    from runner.scenario_loader import load_scenario
+
+    try:
+        bed = Testbed().start()
+    except TestbedError as exc:
+        raise BenchError(f"the Postfix test bed did not start: {str(exc).splitlines()[0]}") from None
+    try:
+        user, rcpt, env_name = "alice@example.test", "bob@example.test", "MAILRUN_BENCH_POSTFIX_PASSWORD"
+        path = tmp / "bench_postfix.yaml"
+        path.write_text(
+            SCENARIO.format(host=HOST, port=bed.ports["smtp"], user=user, rcpt=rcpt, env=env_name)
+        )
+        scenario = load_scenario(path, use_cache=False)
+        password = bed.users["alice"]
+        minimal = Minimal(bed.ports["smtp"], password, user=user, rcpt=rcpt)
+        engine = EngineProbe(scenario, {env_name: password})
+        rounds, warmup = max(5, mode.engine_rounds // 3), max(1, mode.engine_warmup // 2)
+        res = interleave([timed(minimal.conversation), timed(engine.conversation)], rounds, warmup)
+    finally:
+        bed.stop()
+    mw, mc = median([r[0] for r in res[0]]), median([r[1] for r in res[0]])
+    ew, ec = median([r[0] for r in res[1]]), median([r[1] for r in res[1]])
+    for (key, label, unit), value in zip(keys, (mw, ew, mc, ec), strict=True):
+        report.add(key, sec, label, ms(value), unit)
+    at_most(report, "postfix.wall_ratio", sec, "engine / minimal, wall", ew / mw, 1.2, "<= 1.2x")
+    report.notes.append(f"postfix: {rounds} interleaved rounds after {warmup} warm-up rounds; medians")
 
 
 # ------------------------------------------------------------------------------- processes
@@ -744,7 +797,7 @@ def as_json(report: Report, machine: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------ main
-SECTIONS = ("engine", "process", "telnet", "suite")
+SECTIONS = ("engine", "postfix", "process", "telnet", "suite")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -795,6 +848,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             scenario = load_scenario(scenario_file, use_cache=False)
             steps = [
                 ("engine", lambda: bench_engine(report, mode, scenario, env, sink.port, password)),
+                ("postfix", lambda: bench_engine_postfix(report, mode, tmp)),
                 (
                     "process",
                     lambda: bench_process(report, mode, tmp, scenario_file, sink.port, password, redact),

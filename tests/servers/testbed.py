@@ -199,6 +199,20 @@ def _read_pid(path: Path) -> int | None:
 # --------------------------------------------------------------------------- the bed
 
 
+def _traversable_tmp() -> str:
+    """A temporary directory the servers' own users (postfix, dovecot, the mail owner) can reach:
+    TMPDIR when every directory above it lets others through (pytest's tmp_path does not: 0700),
+    else /tmp."""
+    base = Path(tempfile.gettempdir()).resolve()
+    for d in (base, *base.parents):
+        try:
+            if not d.stat().st_mode & 0o001:
+                return "/tmp"
+        except OSError:
+            return "/tmp"
+    return str(base)
+
+
 class Testbed:
     """Postfix + Dovecot on 127.0.0.1, configured and kept under one temporary folder."""
 
@@ -357,7 +371,7 @@ class Testbed:
         chosen = iter(free_ports(len(PORT_NAMES) - len(wanted)))
         self.ports = {name: wanted[name] if name in wanted else next(chosen) for name in PORT_NAMES}
         if self.root is None:
-            self.root = Path(tempfile.mkdtemp(prefix="mailrun-testbed-"))
+            self.root = Path(tempfile.mkdtemp(prefix="mailrun-testbed-", dir=_traversable_tmp()))
         self._started = True
         try:
             self._start_watchdog()
