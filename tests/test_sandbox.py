@@ -68,8 +68,12 @@ def smtp_raw(sb: Sandbox) -> Raw:
 
 
 def bodies(sb: Sandbox, user: str) -> list[bytes]:
+    """The mailbox's messages in delivery order. Maildir keys do not sort as text (the
+    microseconds in them are not zero-padded): order them as the store does."""
+    from runner.sandbox.store import _order
+
     mb = sb.mailbox(user)
-    return [mb.get_bytes(k) for k in sorted(mb.keys())]
+    return [mb.get_bytes(k) for k in sorted(mb.keys(), key=lambda k: _order(k, ""))]
 
 
 # --- life cycle and API --------------------------------------------------------------------
