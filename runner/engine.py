@@ -50,22 +50,9 @@ from runner.scenario import ConnectConfig, Scenario, Session, Step
 from runner.scenario_loader import resolve_connect
 from runner.secrets import Redactor
 from runner.templates import Context, TemplateError, parse, render
+from runner.transports.base import is_loopback
 
 Emit = Callable[[Event], None]
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() in ("localhost", "localhost.localdomain", "ip6-localhost", "::1", "[::1]"):
-        return True
-    parts = host.split(".")
-    if len(parts) == 4 and parts[0] == "127" and all(p.isdigit() and int(p) < 256 for p in parts):
-        return True
-    import ipaddress  # only for hosts that are not obviously loopback
-
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class StepFailure(Exception):
@@ -329,6 +316,12 @@ def _needs_capture(session: Session, ctx: Context) -> bool:
     return False
 
 
+def plaintext_guard_applies(config: ConnectConfig, allow_plaintext_secrets: bool) -> bool:
+    """Whether a secret sent unencrypted on this connection is refused: the host is outside
+    loopback and neither the scenario nor the command line opted in."""
+    return not (allow_plaintext_secrets or config.allow_plaintext_secrets or is_loopback(config.host))
+
+
 def _step_context(step: Step, ctx: Context) -> Context:
     for b in step.bindings:
         ctx = ctx.child(b)
@@ -343,12 +336,7 @@ def preflight(
     (step, section, index, reason) that would be refused: a `C` line containing CR or LF, or a
     secret that would travel unencrypted to a host outside loopback (the plaintext guard;
     `config` None skips that check). None when nothing is refused. Sends nothing."""
-    guard = (
-        config is not None
-        and not allow_plaintext_secrets
-        and not config.allow_plaintext_secrets
-        and not is_loopback(config.host)
-    )
+    guard = config is not None and plaintext_guard_applies(config, allow_plaintext_secrets)
     if config is None or config.tls == "implicit" or config.transport == "openssl":
         plaintext = False  # openssl s_client encrypts, and performs STARTTLS itself
     else:
@@ -513,7 +501,7 @@ class SessionRunner:
         return first_failure
 
     def record_skip(self, step: Step, index: int, section: str, reason: str) -> StepResult:
-        sr = self.new_result(step, index, section)
+        sr = _new_result(step, index, section)
         sr.status = "skipped"
         sr.reason = reason
         # what the step would have sent, as written (template source: holds no secret value)
@@ -531,24 +519,18 @@ class SessionRunner:
         self.emit(StepFinished(result=sr, at=time.time()))
         return sr
 
-    def new_result(self, step: Step, index: int, section: str) -> StepResult:
-        return _new_result(step, index, section)
-
     def scope(self, step: Step) -> Context:
         if not step.bindings:
             return self.ctx
         key = tuple(id(b) for b in step.bindings)
         ctx = self._scopes.get(key)
         if ctx is None:
-            ctx = self.ctx
-            for b in step.bindings:
-                ctx = ctx.child(b)
-            self._scopes[key] = ctx
+            ctx = self._scopes[key] = _step_context(step, self.ctx)
         return ctx
 
     # ------------------------------------------------------------------ one step
     def run_step(self, step: Step, index: int, section: str) -> StepResult:
-        sr = self.new_result(step, index, section)
+        sr = _new_result(step, index, section)
         started = time.monotonic()
         try:
             ctx = self.scope(step)
@@ -702,9 +684,7 @@ class SessionRunner:
     def guard_plaintext(self, secret: bool) -> None:
         if not secret or self.transport.encrypted:
             return
-        if self.config.allow_plaintext_secrets or self.engine.options.allow_plaintext_secrets:
-            return
-        if is_loopback(self.config.host):
+        if not plaintext_guard_applies(self.config, self.engine.options.allow_plaintext_secrets):
             return
         raise StepFailure("error", ExitClass.INVALID, plaintext_refusal(self.config.host))
 

@@ -32,6 +32,7 @@ import trustme
 
 from runner.sandbox.lines import LineConnection
 from runner.sandbox.store import WELCOME_SUBJECT, MailStore, normalise
+from runner.transports.base import is_loopback
 
 log = logging.getLogger("runner.sandbox")
 
@@ -130,7 +131,7 @@ class Sandbox:
         for key, port in ports.items():
             if not isinstance(port, int) or not 0 <= port <= 65535:
                 raise ValueError(f"sandbox port {key}={port!r} is not a port number (0-65535)")
-        if not _is_loopback(host):
+        if not is_loopback(host):
             # plaintext AUTH with published passwords (and any login with accept_any_login) is
             # only safe where nobody else can connect
             raise ValueError(
@@ -327,15 +328,6 @@ class Sandbox:
             )
         lines.append(f"CA certificate (trust it to verify TLS): {self.ca_path}")
         return "\n".join(lines)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _hostport(host: str, port: int) -> str:

@@ -87,3 +87,18 @@ class Transport:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def is_loopback(host: str) -> bool:
+    """True for names and addresses that stay on this machine (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() in ("localhost", "localhost.localdomain", "ip6-localhost", "::1", "[::1]"):
+        return True
+    parts = host.split(".")
+    if len(parts) == 4 and parts[0] == "127" and all(p.isdigit() and int(p) < 256 for p in parts):
+        return True
+    import ipaddress  # only for hosts that are not obviously loopback
+
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
