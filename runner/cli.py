@@ -14,11 +14,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 from runner import __version__
 from runner.errors import ExitClass, MailrunError, UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 COMMANDS = ("run", "validate", "schema", "sandbox")
 
@@ -197,15 +200,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _variables(args) -> tuple[dict[str, str], dict[str, str]]:
-    """(env, variables) from the process environment, --env-file, --vars-file and --var."""
-    from runner.scenario_loader import load_env_file, load_vars_file
-
+    """(env, variables) from the process environment, --env-file, --vars-file and --var.
+    The loader (and PyYAML) is imported only when a file is given."""
     env = dict(os.environ)
-    for f in args.env_file:
-        env.update(load_env_file(f))
+    if args.env_file:
+        from runner.scenario_loader import load_env_file
+
+        for f in args.env_file:
+            env.update(load_env_file(f))
     variables: dict[str, str] = {}
-    for f in args.vars_file:
-        variables.update(load_vars_file(f))
+    if args.vars_file:
+        from runner.scenario_loader import load_vars_file
+
+        for f in args.vars_file:
+            variables.update(load_vars_file(f))
     for name, value in args.var:
         variables[name] = value
     return env, variables
@@ -296,7 +304,10 @@ def sandbox_value(name: str) -> str:
 
 
 def cmd_run(args) -> int:
-    from runner.scenario_loader import discover, env_warnings, load_scenario
+    # a warm run takes every model from the cache: runner.scenario_loader (PyYAML, jsonschema)
+    # is imported only for a file the cache does not hold
+    from runner.scenario import env_warnings
+    from runner.scenario_cache import discover, load_scenario
     from runner.suite import load_matrix, plan, select
 
     env, variables = _variables(args)
@@ -377,8 +388,6 @@ def cmd_run(args) -> int:
 
 
 def start_sandbox(options):
-    import dataclasses
-
     from runner.sandbox import Sandbox
 
     sb = Sandbox(accept_any_login=True).start()
@@ -389,8 +398,7 @@ def start_sandbox(options):
     )
 
     def adjust(config):
-        return dataclasses.replace(
-            config,
+        return config.replace(
             host=sb.host,
             port=sb.port_for(config.protocol, config.tls),
             ca=Path(sb.ca_path),

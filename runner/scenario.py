@@ -1,34 +1,52 @@
 """The validated scenario model: what runner.scenario_loader produces and the engine consumes.
 
 Everything here is already checked against the schema and the semantic rules. The model is
-treated as read-only once loaded; the classes are plain (not frozen, identity equality) because
-generating frozen dataclasses costs about a millisecond each on every start of `mailrun`. Strings that may
-hold templates (`{{ ... }}`) are kept as written; the engine renders them at run time with
-runner.templates.
+treated as read-only once loaded; the classes are plain classes with `__slots__` (identity
+equality, no dataclass machinery: `import dataclasses` and generating each class would cost
+milliseconds on every start of `mailrun`). Strings that may hold templates (`{{ ... }}`) are
+kept as written; the engine renders them at run time with runner.templates.
+
+runner.scenario_cache rebuilds this model from a JSON cache entry; a field added here needs a
+line there (and FORMAT bumped), or the cache's equality test fails.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # names only the annotations use: no `typing` import at run time
+    from collections.abc import Mapping
+    from pathlib import Path
+    from typing import Any, Literal
 
-TLSMode = Literal["none", "implicit", "starttls"]
-TransportName = Literal["socket", "telnet", "openssl"]
-ProtocolName = Literal["smtp", "pop3", "imap", "line"]
-StepAction = Literal["send", "body", "body_file", "raw", "sleep", "read"]
+    TLSMode = Literal["none", "implicit", "starttls"]
+    TransportName = Literal["socket", "telnet", "openssl"]
+    ProtocolName = Literal["smtp", "pop3", "imap", "line"]
+    StepAction = Literal["send", "body", "body_file", "raw", "sleep", "read"]
+
+__all__ = ["ConnectConfig", "ConnectSpec", "Location", "Retry", "Scenario", "Session", "Step", "env_warnings"]
 
 
-@dataclass(eq=False)
-class Location:
+class _Model:
+    """Shared `__repr__`: `Name(field=value, ...)` over the class's slots, in constructor order."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in type(self).__slots__)
+        return f"{type(self).__name__}({fields})"
+
+
+class Location(_Model):
     """Where something was written. `via` is the include chain: the locations of the
     `include:` steps that brought a fragment's step in, outermost first."""
 
-    file: str
-    line: int
-    column: int = 1
-    via: tuple[Location, ...] = ()
+    __slots__ = ("file", "line", "column", "via")
+
+    def __init__(self, file: str, line: int, column: int = 1, via: tuple[Location, ...] = ()):
+        self.file = file
+        self.line = line
+        self.column = column
+        self.via = via
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}"
@@ -41,44 +59,102 @@ class Location:
         return s
 
 
-@dataclass(eq=False)
-class ConnectConfig:
-    """`connect:` after rendering and type conversion (plus command-line overrides)."""
+class ConnectConfig(_Model):
+    """`connect:` after rendering and type conversion (plus command-line overrides).
 
-    host: str
-    port: int
-    tls: TLSMode = "none"
-    transport: TransportName = "socket"
-    timeout: float = 10.0
-    connect_timeout: float = 10.0
-    tls_verify: bool = True
-    ca: Path | None = None
-    server_name: str | None = None
-    tls_min_version: Literal["1.2", "1.3"] = "1.2"
-    client_cert: Path | None = None
-    client_key: Path | None = None
-    allow_plaintext_secrets: bool = False
-    family: Literal[4, 6] | None = None  # -4 / -6
-    max_line: int = 1 << 20
-    max_reply: int = 256 << 20
-    # For transport: openssl/telnet: the protocol name, for `-starttls smtp|pop3|imap`.
-    protocol: ProtocolName = "smtp"
+    `family` is 4 or 6 (-4 / -6) or None. For transport openssl/telnet, `protocol` is the
+    protocol name, for `-starttls smtp|pop3|imap`."""
+
+    __slots__ = (
+        "host",
+        "port",
+        "tls",
+        "transport",
+        "timeout",
+        "connect_timeout",
+        "tls_verify",
+        "ca",
+        "server_name",
+        "tls_min_version",
+        "client_cert",
+        "client_key",
+        "allow_plaintext_secrets",
+        "family",
+        "max_line",
+        "max_reply",
+        "protocol",
+    )
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        tls: TLSMode = "none",
+        transport: TransportName = "socket",
+        timeout: float = 10.0,
+        connect_timeout: float = 10.0,
+        tls_verify: bool = True,
+        ca: Path | None = None,
+        server_name: str | None = None,
+        tls_min_version: Literal["1.2", "1.3"] = "1.2",
+        client_cert: Path | None = None,
+        client_key: Path | None = None,
+        allow_plaintext_secrets: bool = False,
+        family: Literal[4, 6] | None = None,
+        max_line: int = 1 << 20,
+        max_reply: int = 256 << 20,
+        protocol: ProtocolName = "smtp",
+    ):
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self.transport = transport
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.tls_verify = tls_verify
+        self.ca = ca
+        self.server_name = server_name
+        self.tls_min_version = tls_min_version
+        self.client_cert = client_cert
+        self.client_key = client_key
+        self.allow_plaintext_secrets = allow_plaintext_secrets
+        self.family = family
+        self.max_line = max_line
+        self.max_reply = max_reply
+        self.protocol = protocol
+
+    def replace(self, **changes: Any) -> ConnectConfig:
+        """A copy with `changes` applied (what dataclasses.replace did)."""
+        values = {n: getattr(self, n) for n in ConnectConfig.__slots__}
+        for name in changes:
+            if name not in values:
+                raise TypeError(f"ConnectConfig has no field {name!r}")
+        values.update(changes)
+        return ConnectConfig(**values)
 
 
-@dataclass(eq=False)
-class ConnectSpec:
-    """`connect:` as written: values may be templates. runner.scenario_loader.resolve_connect
-    renders, converts and checks them right before connecting."""
+class ConnectSpec(_Model):
+    """`connect:` as written: values may be templates. runner.connect.resolve_connect
+    renders, converts and checks them right before connecting. `base_dir`: relative `ca`,
+    `client_cert`, `client_key` resolve against it; `key_locations`: where each key's value
+    was written, for error messages after rendering."""
 
-    values: Mapping[str, Any]
-    base_dir: Path  # relative `ca`, `client_cert`, `client_key` resolve against this
-    location: Location
-    # Location of each key's value, for error messages after rendering.
-    key_locations: Mapping[str, Location] = field(default_factory=dict)
+    __slots__ = ("values", "base_dir", "location", "key_locations")
+
+    def __init__(
+        self,
+        values: Mapping[str, Any],
+        base_dir: Path,
+        location: Location,
+        key_locations: Mapping[str, Location] | None = None,
+    ):
+        self.values = values
+        self.base_dir = base_dir
+        self.location = location
+        self.key_locations = {} if key_locations is None else key_locations
 
 
-@dataclass(eq=False)
-class Step:
+class Step(_Model):
     """One step. `action` says what is sent:
       send      `C:` line (`text`), CRLF added, IMAP tag added unless tag=False
       body      `body:` (`text`): LF -> CRLF, dot-stuffed, ended with CRLF.CRLF
@@ -86,61 +162,138 @@ class Step:
       raw       `raw:` exact bytes: `text` rendered then UTF-8 encoded, or `data` (YAML !!binary)
       sleep     `sleep:` seconds
       read      `S:` only: nothing is sent
-    `expect` is the `S:` pattern (a runner.patterns.Pattern) or None (send without reading)."""
+    `expect` is the `S:` pattern (a runner.patterns.Pattern) or None (send without reading);
+    `expect_source` is the `S:` value as written (what runner.patterns.parse_pattern parsed).
+    `capture`: name -> regex (template). `multiline` (POP3) forces a multi-line (True) or
+    single-line reply; `tag` (IMAP): add a tag to this `C:` line.
+    `bindings`: include scopes, outermost first: each mapping is an `include:` step's `vars`
+    merged over the fragment's own `vars` defaults (name -> template). The engine renders each
+    mapping in the context built by the ones before it (runner.templates.Context.child)."""
 
-    location: Location
-    action: StepAction
-    text: str | None = None
-    data: bytes | None = None
-    path: Path | None = None
-    seconds: float | None = None
-    expect: Any = None  # runner.patterns.Pattern | None
-    name: str | None = None
-    capture: Mapping[str, str] = field(default_factory=dict)  # name -> regex (template)
-    timeout: float | None = None
-    starttls: bool = False
-    multiline: bool | None = None  # POP3: force a multi-line (True) or single-line reply
-    tag: bool = True  # IMAP: add a tag to this `C:` line
-    # Include scopes, outermost first: each mapping is an `include:` step's `vars` merged over
-    # the fragment's own `vars` defaults (name -> template). The engine renders each mapping
-    # in the context built by the ones before it (runner.templates.Context.child).
-    bindings: tuple[Mapping[str, Any], ...] = ()
+    __slots__ = (
+        "location",
+        "action",
+        "text",
+        "data",
+        "path",
+        "seconds",
+        "expect",
+        "name",
+        "capture",
+        "timeout",
+        "starttls",
+        "multiline",
+        "tag",
+        "bindings",
+        "expect_source",
+    )
+
+    def __init__(
+        self,
+        location: Location,
+        action: StepAction,
+        text: str | None = None,
+        data: bytes | None = None,
+        path: Path | None = None,
+        seconds: float | None = None,
+        expect: Any = None,
+        name: str | None = None,
+        capture: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        starttls: bool = False,
+        multiline: bool | None = None,
+        tag: bool = True,
+        bindings: tuple[Mapping[str, Any], ...] = (),
+        expect_source: Any = None,
+    ):
+        self.location = location
+        self.action = action
+        self.text = text
+        self.data = data
+        self.path = path
+        self.seconds = seconds
+        self.expect = expect
+        self.name = name
+        self.capture = {} if capture is None else capture
+        self.timeout = timeout
+        self.starttls = starttls
+        self.multiline = multiline
+        self.tag = tag
+        self.bindings = bindings
+        self.expect_source = expect_source
 
     @property
     def label(self) -> str:
         return self.name or ""
 
 
-@dataclass(eq=False)
-class Retry:
-    attempts: int = 1
-    interval: float = 0.0
+class Retry(_Model):
+    __slots__ = ("attempts", "interval")
+
+    def __init__(self, attempts: int = 1, interval: float = 0.0):
+        self.attempts = attempts
+        self.interval = interval
 
 
-@dataclass(eq=False)
-class Session:
-    name: str
-    protocol: ProtocolName
-    connect: ConnectSpec
-    steps: tuple[Step, ...]
-    finally_steps: tuple[Step, ...] = ()
-    retry: Retry | None = None
-    location: Location | None = None
+class Session(_Model):
+    __slots__ = ("name", "protocol", "connect", "steps", "finally_steps", "retry", "location")
+
+    def __init__(
+        self,
+        name: str,
+        protocol: ProtocolName,
+        connect: ConnectSpec,
+        steps: tuple[Step, ...],
+        finally_steps: tuple[Step, ...] = (),
+        retry: Retry | None = None,
+        location: Location | None = None,
+    ):
+        self.name = name
+        self.protocol = protocol
+        self.connect = connect
+        self.steps = steps
+        self.finally_steps = finally_steps
+        self.retry = retry
+        self.location = location
 
 
-@dataclass(eq=False)
-class Scenario:
+class Scenario(_Model):
     """One scenario file. A single-session file becomes one Session named after the file's
     `name`. `vars` values are templates (rendered in order at run time); `secrets` are the
-    names whose values, and anything derived from them, are masked everywhere."""
+    names whose values, and anything derived from them, are masked everywhere. `env_refs`:
+    env.NAME references: NAME -> the `vars` entries (or locations) that need it."""
 
-    path: Path
-    name: str
-    sessions: tuple[Session, ...]
-    description: str | None = None
-    tags: tuple[str, ...] = ()
-    vars: Mapping[str, Any] = field(default_factory=dict)
-    secrets: frozenset[str] = frozenset()
-    # env.NAME references: NAME -> the `vars` entries (or locations) that need it
-    env_refs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    location: Location | None = None
+    __slots__ = ("path", "name", "sessions", "description", "tags", "vars", "secrets", "env_refs", "location")
+
+    def __init__(
+        self,
+        path: Path,
+        name: str,
+        sessions: tuple[Session, ...],
+        description: str | None = None,
+        tags: tuple[str, ...] = (),
+        vars: Mapping[str, Any] | None = None,
+        secrets: frozenset[str] = frozenset(),
+        env_refs: Mapping[str, tuple[str, ...]] | None = None,
+        location: Location | None = None,
+    ):
+        self.path = path
+        self.name = name
+        self.sessions = sessions
+        self.description = description
+        self.tags = tags
+        self.vars = {} if vars is None else vars
+        self.secrets = secrets
+        self.env_refs = {} if env_refs is None else env_refs
+        self.location = location
+
+
+def env_warnings(scenario: Scenario, env: Mapping[str, str]) -> list[str]:
+    """One line per place that needs an environment variable that is not set."""
+    out = []
+    for name, refs in scenario.env_refs.items():
+        if name in env:
+            continue
+        for ref in refs:
+            out.append(f"{ref} needs environment variable {name}, which is not set")
+    return out

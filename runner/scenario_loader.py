@@ -10,6 +10,11 @@ number of nodes (so an alias bomb cannot hang the loader).
 
 jsonschema is imported only when a file actually needs schema validation: a cache entry keyed
 on the content of the file and its includes (plus SCHEMA_VERSION) records that it validated.
+After a clean load the model itself is cached too (runner.scenario_cache), so the next run of
+the same file does not import this module at all.
+
+resolve_connect lives in runner.connect, discover in runner.scenario_cache and env_warnings in
+runner.scenario (cheap to import on the run path); they are re-exported here.
 """
 
 from __future__ import annotations
@@ -17,17 +22,13 @@ from __future__ import annotations
 import base64
 import binascii
 import difflib
-import glob
 import hashlib
 import json
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import yaml
 from yaml.composer import Composer
@@ -37,8 +38,20 @@ from yaml.reader import Reader
 from yaml.resolver import BaseResolver
 from yaml.scanner import Scanner
 
+from runner import scenario_cache as _model_cache
+from runner.connect import DEFAULT_PORTS as DEFAULT_PORTS  # re-exports: the run path imports these
+from runner.connect import PROTOCOLS, resolve_connect  # from runner.connect, runner.scenario and
+from runner.connect import TLS_MODES as TLS_MODES  # runner.scenario_cache, never from here
+from runner.connect import TRANSPORTS as TRANSPORTS
+from runner.connect import _convert as _convert
 from runner.errors import ScenarioError
-from runner.scenario import ConnectConfig, ConnectSpec, Location, Retry, Scenario, Session, Step
+from runner.scenario import ConnectSpec, Location, Retry, Scenario, Session, Step, env_warnings
+from runner.scenario_cache import SCHEMA_VERSION, discover, find_files
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from typing import Any
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -55,26 +68,13 @@ __all__ = [
     "validate_paths",
 ]
 
-SCHEMA_VERSION = "1"
-
 BUILTINS = frozenset({"run_id", "now"})
-PROTOCOLS = ("smtp", "pop3", "imap", "line")
-TLS_MODES = ("none", "implicit", "starttls")
-TRANSPORTS = ("socket", "telnet", "openssl")
 ACTION_KEYS = ("C", "body", "body_file", "raw", "sleep", "include")
 STEP_KEYS = frozenset(
     {"C", "S", "name", "starttls", "capture", "timeout", "body", "body_file", "raw", "sleep", "include"}
     | {"vars", "multiline", "tag"}
 )
 FRAGMENT_KEYS = frozenset({"steps", "vars", "secrets", "description"})
-DEFAULT_PORTS = {
-    ("smtp", False): 25,
-    ("smtp", True): 465,
-    ("pop3", False): 110,
-    ("pop3", True): 995,
-    ("imap", False): 143,
-    ("imap", True): 993,
-}
 MAX_NODES = 100_000
 MAX_DEPTH = 200
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -165,17 +165,22 @@ def _compose(text: str) -> Node | None:
 _T = "tag:yaml.org,2002:"
 
 
-@dataclass
 class _Doc:
-    """One parsed YAML file: plain Python data plus the position of every key and value."""
+    """One parsed YAML file: plain Python data plus the position of every key and value.
+    display: the path as the caller gave it (for messages); real: the resolved path;
+    marks / kmarks: path -> (line, col) of the value / the key; problems: (line, col, text)
+    found while building."""
 
-    display: str  # the path as the caller gave it (for messages)
-    real: Path  # resolved path
-    raw: bytes
-    data: Any
-    marks: dict = field(default_factory=dict)  # path -> (line, col) of the value
-    kmarks: dict = field(default_factory=dict)  # path -> (line, col) of the key
-    problems: list = field(default_factory=list)  # (line, col, text) found while building
+    __slots__ = ("display", "real", "raw", "data", "marks", "kmarks", "problems")
+
+    def __init__(self, display: str, real: Path, raw: bytes, data: Any):
+        self.display = display
+        self.real = real
+        self.raw = raw
+        self.data = data
+        self.marks: dict = {}
+        self.kmarks: dict = {}
+        self.problems: list = []
 
     @property
     def base_dir(self) -> Path:
@@ -440,9 +445,12 @@ def _is_fragment_data(data: Any) -> bool:
 def is_fragment(path: str | Path) -> bool:
     """A fragment has `steps` and at most `vars`, `secrets`, `description` (no name/connect/sessions)."""
     try:
-        return _is_fragment_data(_read_doc(path).data)
+        doc = _read_doc(path)
     except ScenarioError:
         return False
+    fragment = _is_fragment_data(doc.data)
+    _model_cache.remember_kind(doc.raw, fragment)  # discover() on a warm run needs no YAML
+    return fragment
 
 
 # --------------------------------------------------------------------------- schema errors
@@ -749,13 +757,7 @@ def _in_pattern(path: Path_) -> bool:
 
 
 def _cache_dir() -> Path:
-    d = os.environ.get("MAILRUN_CACHE_DIR")
-    if d:
-        return Path(d)
-    x = os.environ.get("XDG_CACHE_HOME")
-    if x:
-        return Path(x) / "mailrun"
-    return Path.home() / ".cache" / "mailrun"
+    return Path(_model_cache.cache_dir())
 
 
 def _cache_key(docs: list[_Doc]) -> str:
@@ -773,14 +775,7 @@ def _cache_hit(key: str) -> bool:
 
 
 def _cache_store(key: str) -> None:
-    try:
-        d = _cache_dir() / "validated"
-        d.mkdir(parents=True, exist_ok=True)
-        tmp = d / f".{key}.{os.getpid()}"
-        tmp.write_text("ok\n")
-        os.replace(tmp, d / key)
-    except OSError:
-        pass
+    _model_cache.write_entry("validated", key, b"ok\n")
 
 
 # --------------------------------------------------------------------------- semantic checks
@@ -802,15 +797,29 @@ _EXPR_RE = re.compile(r"\{\{(.*?)\}\}", re.S)
 _B64ISH = re.compile(r"\bb64\b(?!decode)|\bauth_plain\b|\bxoauth2\b")
 
 
-@dataclass
 class _Scope:
-    defined: set[str]
-    tainted: set[str]  # names whose known value holds CR or LF
-    protocol: str | None
-    via: tuple[Location, ...] = ()
-    bindings: tuple[Mapping[str, Any], ...] = ()
-    chain: tuple[tuple[Path, str], ...] = ()  # (real path, "file:line") of each include on the way
-    check_undefined: bool = True
+    """tainted: names whose known value holds CR or LF; chain: (real path, "file:line") of each
+    include on the way."""
+
+    __slots__ = ("defined", "tainted", "protocol", "via", "bindings", "chain", "check_undefined")
+
+    def __init__(
+        self,
+        defined: set[str],
+        tainted: set[str],
+        protocol: str | None,
+        via: tuple[Location, ...] = (),
+        bindings: tuple[Mapping[str, Any], ...] = (),
+        chain: tuple[tuple[Path, str], ...] = (),
+        check_undefined: bool = True,
+    ):
+        self.defined = defined
+        self.tainted = tainted
+        self.protocol = protocol
+        self.via = via
+        self.bindings = bindings
+        self.chain = chain
+        self.check_undefined = check_undefined
 
 
 class _Checker:
@@ -824,6 +833,10 @@ class _Checker:
         self.env_refs: dict[str, list[str]] = {}
         self.starttls: list[tuple[_Doc, Path_]] = []
         self.captured_names: set[str] = set()
+        # what the model depends on besides the main file (for the model cache):
+        # (path as joined, resolved path, bytes) of each include, and files that must exist
+        self.includes: list[tuple[str, str, bytes]] = []
+        self.must_exist: list[str] = []
 
     # -- reporting
     def add(self, doc: _Doc, path: Path_, message: str, key: bool = False) -> None:
@@ -1059,6 +1072,8 @@ class _Checker:
                 elif not p.is_file():
                     ok = False
                     self.add(doc, path + ("body_file",), f"file {bf!r} not found (relative to {doc.display})")
+                else:
+                    self.must_exist.append(str(p))
                 kw.update(action="body_file", path=p)
         elif action == "raw":
             r = raw["raw"]
@@ -1077,6 +1092,7 @@ class _Checker:
             kw.update(action="read")
         if "S" in raw:
             kw["expect"] = self.pattern(doc, path + ("S",), raw["S"], scope)
+            kw["expect_source"] = raw["S"]
             if kw["expect"] is None:
                 ok = False
         name = raw.get("name")
@@ -1176,6 +1192,7 @@ class _Checker:
         elif self.kinds.get(real) != "fragment":
             self.add(doc, path + ("include",), f"{chain_text}: not a fragment")
             return []
+        self.includes.append((str(doc.base_dir / target), str(real), frag.raw))
         # include vars and the fragment's defaults are rendered in the including scope
         self.vars_block(doc, path + ("vars",), inc_vars, _copy_scope(scope), sequential=False)
         defaults = frag.data.get("vars") if isinstance(frag.data.get("vars"), dict) else {}
@@ -1305,8 +1322,11 @@ def _check_connect_literals(chk: _Checker, doc: _Doc, cpath: Path_, connect: dic
         chk.add(doc, cpath, "missing required key 'port' (protocol line has no usual port)")
     for key in ("ca", "client_cert", "client_key"):
         v = connect.get(key)
-        if isinstance(v, str) and v and _literal(v) and not (doc.base_dir / v).is_file():
-            chk.add(doc, cpath + (key,), f"{key} file {v!r} not found (relative to {doc.display})")
+        if isinstance(v, str) and v and _literal(v):
+            if (doc.base_dir / v).is_file():
+                chk.must_exist.append(str(doc.base_dir / v))
+            else:
+                chk.add(doc, cpath + (key,), f"{key} file {v!r} not found (relative to {doc.display})")
     if ("client_cert" in connect) != ("client_key" in connect) and "client_key" in connect:
         chk.add(doc, cpath + ("client_key",), "client_key needs client_cert")
     port = connect.get("port")
@@ -1416,11 +1436,33 @@ def _raise_problems(chk: _Checker) -> None:
 
 
 def load_scenario(path: str | Path, *, defined: Iterable[str] = (), use_cache: bool = True) -> Scenario:
-    """Load, validate and check one scenario file. ScenarioError lists every problem."""
+    """Load, validate and check one scenario file. ScenarioError lists every problem.
+    use_cache: take the model from the cache when an entry for these exact bytes (and
+    includes, path and defined names) is there; store it after a clean load."""
+    defined = list(defined)
+    if use_cache:
+        scenario = _model_cache.lookup(path, defined)
+        if scenario is not None:
+            return scenario
+    return _load_scenario(path, defined, use_cache)
+
+
+def _load_scenario(path: str | Path, defined: list[str], use_cache: bool) -> Scenario:
+    """The full load (YAML, schema unless cached, semantic checks); stores the model when
+    use_cache. runner.scenario_cache.load_scenario calls this after a miss."""
     chk, scenario, doc = _load(path, defined, use_cache)
     _raise_problems(chk)
     if scenario is None:  # pragma: no cover - every path to None adds a problem
         raise ScenarioError(f"{doc.display}:1:1: invalid scenario")
+    if use_cache:
+        _model_cache.store(
+            scenario,
+            display=doc.display,
+            raw=doc.raw,
+            defined=defined,
+            includes=chk.includes,
+            files=chk.must_exist,
+        )
     return scenario
 
 
@@ -1433,45 +1475,27 @@ def _validate_fragment(path: str | Path, defined: Iterable[str]) -> None:
 
 
 def _discover(paths: Iterable[str | Path], *, fragments: bool) -> list[Path]:
-    out: list[Path] = []
-    seen: set[str] = set()
-
-    def add(p: Path) -> None:
-        if str(p) not in seen:
-            seen.add(str(p))
-            out.append(p)
-
-    for raw in paths:
-        p = Path(raw)
-        if p.is_dir():
-            found = sorted({*p.rglob("*.yaml"), *p.rglob("*.yml")})
-            for f in found:
-                if f.is_file() and (fragments or not is_fragment(f)):
-                    add(f)
-        elif not p.exists() and glob.has_magic(str(raw)):
-            for g in sorted(glob.glob(str(raw), recursive=True)):
-                gp = Path(g)
-                if gp.is_dir():
-                    for f in _discover([gp], fragments=fragments):
-                        add(f)
-                elif fragments or not is_fragment(gp):
-                    add(gp)
-        else:
-            add(p)
-    return out
+    return find_files(paths, fragments=fragments)
 
 
-def discover(paths: Iterable[str]) -> list[Path]:
-    """Files as given; directories -> every *.yaml/*.yml below (sorted), fragments skipped; globs expanded."""
-    return _discover(paths, fragments=False)
-
-
-@dataclass
 class ValidationReport:
-    files: int
-    errors: list[str]
-    warnings: list[str]
-    fragments: list[str] = field(default_factory=list)  # files recognised (and checked) as fragments
+    """fragments: files recognised (and checked) as fragments."""
+
+    __slots__ = ("files", "errors", "warnings", "fragments")
+
+    def __init__(
+        self, files: int, errors: list[str], warnings: list[str], fragments: list[str] | None = None
+    ):
+        self.files = files
+        self.errors = errors
+        self.warnings = warnings
+        self.fragments = [] if fragments is None else fragments
+
+    def __repr__(self) -> str:
+        return (
+            f"ValidationReport(files={self.files!r}, errors={self.errors!r}, "
+            f"warnings={self.warnings!r}, fragments={self.fragments!r})"
+        )
 
 
 def validate_paths(
@@ -1496,149 +1520,6 @@ def validate_paths(
         except ScenarioError as e:
             report.errors.extend(e.problems)
     return report
-
-
-def env_warnings(scenario: Scenario, env: Mapping[str, str]) -> list[str]:
-    """One line per place that needs an environment variable that is not set."""
-    out = []
-    for name, refs in scenario.env_refs.items():
-        if name in env:
-            continue
-        for ref in refs:
-            out.append(f"{ref} needs environment variable {name}, which is not set")
-    return out
-
-
-# --------------------------------------------------------------------------- connect
-
-
-_BOOL_KEYS = ("tls_verify", "allow_plaintext_secrets")
-_FLOAT_KEYS = ("timeout", "connect_timeout")
-_INT_KEYS = ("port", "max_line", "max_reply")
-_PATH_KEYS = ("ca", "client_cert", "client_key")
-
-
-def resolve_connect(session: Session, ctx, overrides: Mapping[str, Any] | None = None) -> ConnectConfig:
-    """Render the session's connect values, apply overrides, convert types and check them."""
-    T = _templates()
-    spec = session.connect
-    problems: list[str] = []
-    values: dict[str, Any] = {}
-    shown: dict[str, str] = {}
-    where: dict[str, str] = {}
-
-    def here(key: str) -> str:
-        loc = spec.key_locations.get(key, spec.location)
-        return f"{loc.file}:{loc.line}:{loc.column}: connect.{key}"
-
-    for key, raw in spec.values.items():
-        where[key] = here(key)
-        if isinstance(raw, str):
-            try:
-                r = T.render(raw, ctx)
-            except T.TemplateError as e:
-                problems.append(f"{where[key]}: {e}")
-                continue
-            values[key], shown[key] = r.value, ("****" if r.secret else repr(r.display))
-        else:
-            values[key], shown[key] = raw, repr(raw)
-    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    for key, v in overrides.items():
-        values[key] = v
-        shown[key] = repr(v)
-        where[key] = f"command line: --{key.replace('_', '-')}"
-    out: dict[str, Any] = {}
-    for key, v in values.items():
-        if key not in ConnectConfig.__dataclass_fields__ or key == "protocol":
-            problems.append(f"{where.get(key, 'connect')}: unknown connect setting '{key}'")
-            continue
-        try:
-            out[key] = _convert(key, v, spec.base_dir, from_spec=key in spec.values and key not in overrides)
-        except ValueError as e:
-            problems.append(f"{where[key]}: {e} (got {shown[key]})")
-    tls = out.get("tls", "none")
-    if "tls" in out and tls not in TLS_MODES:
-        problems.append(f"{where['tls']}: 'tls' must be one of none, implicit, starttls (got {shown['tls']})")
-    transport = out.get("transport", "socket")
-    if "transport" in out and transport not in TRANSPORTS:
-        problems.append(
-            f"{where['transport']}: 'transport' must be one of socket, telnet, openssl (got {shown['transport']})"
-        )
-    if out.get("tls_min_version", "1.2") not in ("1.2", "1.3"):
-        problems.append(f"{where['tls_min_version']}: 'tls_min_version' must be 1.2 or 1.3")
-    if transport == "telnet" and tls in ("implicit", "starttls"):
-        problems.append(
-            f"{where.get('transport', here('transport'))}: the telnet transport cannot speak TLS (tls: {tls}); "
-            "use transport: socket or transport: openssl"
-        )
-    if "port" not in out:
-        default = DEFAULT_PORTS.get((session.protocol, tls == "implicit"))
-        if default is None:
-            problems.append(f"{here('port')}: no port given (protocol {session.protocol} has no usual port)")
-        else:
-            out["port"] = default
-    elif not 1 <= out["port"] <= 65535:
-        problems.append(f"{where['port']}: must be a port number 1..65535 (got {shown['port']})")
-    for key in _FLOAT_KEYS:
-        if key in out and not out[key] > 0:
-            problems.append(f"{where[key]}: must be greater than 0 (got {shown[key]})")
-    for key in ("max_line", "max_reply"):
-        if key in out and out[key] < 1:
-            problems.append(f"{where[key]}: must be at least 1 (got {shown[key]})")
-    for key in _PATH_KEYS:
-        if out.get(key) is not None and not Path(out[key]).is_file():
-            problems.append(f"{where[key]}: {key} file {shown[key]} not found")
-    if not out.get("host"):
-        problems.append(f"{here('host')}: host is empty")
-    has_starttls = [s for s in (*session.steps, *session.finally_steps) if s.starttls]
-    if tls == "starttls" and not has_starttls:
-        problems.append(f"{where.get('tls', here('tls'))}: tls is starttls but no step has starttls: true")
-    if tls != "starttls" and has_starttls:
-        loc = has_starttls[0].location
-        problems.append(
-            f"{loc.file}:{loc.line}:{loc.column}: starttls: true needs connect.tls: starttls (it is {tls})"
-        )
-    if problems:
-        raise ScenarioError(problems)
-    out["protocol"] = session.protocol
-    return ConnectConfig(**out)
-
-
-def _convert(key: str, v: Any, base_dir: Path, from_spec: bool) -> Any:
-    if key in _BOOL_KEYS:
-        if isinstance(v, bool):
-            return v
-        if isinstance(v, str) and v.strip().lower() in ("true", "false"):
-            return v.strip().lower() == "true"
-        raise ValueError(f"'{key}' must be true or false")
-    if key in _INT_KEYS:
-        if isinstance(v, bool):
-            raise ValueError(f"'{key}' must be an integer")
-        if isinstance(v, int):
-            return v
-        if isinstance(v, str) and re.fullmatch(r"\s*[0-9]+\s*", v):
-            return int(v)
-        raise ValueError(f"'{key}' must be an integer")
-    if key in _FLOAT_KEYS:
-        if isinstance(v, bool):
-            raise ValueError(f"'{key}' must be a number of seconds")
-        if isinstance(v, (int, float)):
-            return float(v)
-        if isinstance(v, str) and re.fullmatch(r"\s*[0-9]+(\.[0-9]+)?\s*", v):
-            return float(v)
-        raise ValueError(f"'{key}' must be a number of seconds")
-    if key in _PATH_KEYS:
-        if v is None or v == "":
-            return None
-        p = Path(str(v)).expanduser()
-        return p if p.is_absolute() or not from_spec else base_dir / p
-    if key == "family":
-        if v in (4, 6, None):
-            return v
-        raise ValueError("'family' must be 4 or 6")
-    if key in ("host", "server_name", "tls", "transport", "tls_min_version"):
-        return str(v)
-    return v
 
 
 # --------------------------------------------------------------------------- vars / env files
