@@ -18,17 +18,59 @@ ConnectionClosed, NetworkError. Messages never contain payload bytes (which coul
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable  # (no cost: re, which every run imports, loads collections)
+
+#: Called by transports with human-facing notes: ('chatter', "Trying 127.0.0.1...") for what a
+#: spawned program printed that is not the server's bytes, ('info', ...) for other events.
+NoteSink = Callable[[str, str], None]
 
 
-@dataclass(frozen=True)
-class TLSInfo:
-    version: str  # 'TLSv1.3'
-    cipher: str  # 'TLS_AES_256_GCM_SHA384'
-    peer_subject: str | None  # 'CN=localhost' (None when not available)
-    peer_issuer: str | None = None
-    verified: bool = True  # False when verification was switched off (said loudly in reports)
+class _Value:
+    """Base of small immutable records: fields in `__slots__`, compared and hashed by value,
+    set once by `__init__` (assignment afterwards raises AttributeError, like a frozen
+    dataclass). Plain classes rather than dataclasses: importing dataclasses costs a start of
+    mailrun ~10 ms (inspect, ast, dis)."""
+
+    __slots__ = ()
+
+    def _fields(self) -> tuple:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other):
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash((self.__class__.__name__, *self._fields()))
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{self.__class__.__name__}({args})"
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"cannot assign to field {name!r}: {self.__class__.__name__} is read-only")
+
+    __delattr__ = __setattr__
+
+
+class TLSInfo(_Value):
+    __slots__ = ("version", "cipher", "peer_subject", "peer_issuer", "verified")
+
+    def __init__(
+        self,
+        version: str,  # 'TLSv1.3'
+        cipher: str,  # 'TLS_AES_256_GCM_SHA384'
+        peer_subject: str | None,  # 'CN=localhost' (None when not available)
+        peer_issuer: str | None = None,
+        verified: bool = True,  # False when verification was switched off (said loudly in reports)
+    ):
+        init = object.__setattr__
+        init(self, "version", version)
+        init(self, "cipher", cipher)
+        init(self, "peer_subject", peer_subject)
+        init(self, "peer_issuer", peer_issuer)
+        init(self, "verified", verified)
 
     def describe(self) -> str:
         s = f"{self.version} {self.cipher}"
@@ -40,17 +82,21 @@ class TLSInfo:
         return s
 
 
-@dataclass(frozen=True)
-class ConnectInfo:
-    peer: str  # '127.0.0.1:2525' or '[::1]:2525'
-    transport: str  # 'socket' | 'telnet' | 'openssl'
-    tls: TLSInfo | None = None  # set when the connection is already encrypted (implicit TLS)
-    note: str | None = None  # e.g. the command line of a spawned program
+class ConnectInfo(_Value):
+    __slots__ = ("peer", "transport", "tls", "note")
 
-
-#: Called by transports with human-facing notes: ('chatter', "Trying 127.0.0.1...") for what a
-#: spawned program printed that is not the server's bytes, ('info', ...) for other events.
-NoteSink = Callable[[str, str], None]
+    def __init__(
+        self,
+        peer: str,  # '127.0.0.1:2525' or '[::1]:2525'
+        transport: str,  # 'socket' | 'telnet' | 'openssl'
+        tls: TLSInfo | None = None,  # set when the connection is already encrypted (implicit TLS)
+        note: str | None = None,  # e.g. the command line of a spawned program
+    ):
+        init = object.__setattr__
+        init(self, "peer", peer)
+        init(self, "transport", transport)
+        init(self, "tls", tls)
+        init(self, "note", note)
 
 
 class Transport:
