@@ -12,20 +12,20 @@ Events already carry masked text; every reporter still passes each string it out
 optional redactor (anything with `.redact(str) -> str`, e.g. runner.secrets.Redactor).
 
 The classes are imported lazily (`from runner.reporters import JUnitReporter` works) so a plain
-console run does not pay for the XML and JSON machinery.
+console run does not pay for the XML and JSON machinery; likewise what only the file-writing
+reports use (tempfile, datetime, pathlib) is imported by the helper that needs it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import tempfile
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Protocol
 
 from runner.errors import ExitClass, MailrunError
+
+TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing at run time)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "ConsoleReporter",
@@ -43,8 +43,12 @@ CONNECTED_NOTE = "connected to "  # the transports' info notes that Connected / 
 TLS_NOTE = "TLS established: "
 
 
-class RedactorLike(Protocol):
-    def redact(self, text: str) -> str: ...
+class RedactorLike:
+    """What reporters need of a redactor (e.g. runner.secrets.Redactor): any object with this
+    method will do; it need not derive from this class."""
+
+    def redact(self, text: str) -> str:
+        raise NotImplementedError
 
 
 class ReportError(MailrunError):
@@ -109,6 +113,9 @@ def reporter_from_spec(spec: str, redactor: RedactorLike | None = None) -> Repor
 def write_atomic(path: str | os.PathLike, data: bytes, what: str) -> None:
     """Write a report file whole or not at all: a temporary file beside it, then renamed.
     Raises ReportError naming `what` and the path."""
+    import tempfile
+    from pathlib import Path
+
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -119,8 +126,10 @@ def write_atomic(path: str | os.PathLike, data: bytes, what: str) -> None:
             os.chmod(tmp, 0o644)
             os.replace(tmp, path)
         except BaseException:
-            with contextlib.suppress(OSError):
+            try:
                 os.unlink(tmp)
+            except OSError:
+                pass
             raise
     except OSError as e:
         raise ReportError(f"cannot write {what} {path}: {e.strerror or e}") from None
@@ -167,6 +176,8 @@ def split_lines(text: str) -> list[str]:
 
 def iso(ts: float, *, timespec: str = "milliseconds") -> str:
     """time.time() as ISO 8601 UTC: '2026-11-28T14:57:09.123+00:00'."""
+    from datetime import UTC, datetime
+
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec=timespec)
 
 

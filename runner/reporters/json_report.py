@@ -7,12 +7,15 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 import runner
 from runner import results as R
 from runner.errors import most_severe
 from runner.reporters import RedactorLike, Reporter, iso, last_attempts, redact, step_counts, write_atomic
+
+TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing at run time)
+if TYPE_CHECKING:
+    from typing import Any
 
 SCHEMA_VERSION = 1
 MAX_REPLY_LINES = 1000  # lines of one reply kept in the report; the rest counted in lines_omitted
