@@ -9,31 +9,56 @@ see events as they happen.
 
 from __future__ import annotations
 
-import queue
+import os
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from _thread import allocate_lock  # what threading.Lock() returns, without importing threading
 
-from runner.engine import Engine, RunOptions
 from runner.errors import ExitClass, UsageError, most_severe
-from runner.results import Event, Note, ScenarioFinished, ScenarioResult, ScenarioStarted, Sent
-from runner.scenario import Scenario
+
+TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing at run time)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from pathlib import Path
+
+    from runner.engine import RunOptions
+    from runner.results import Event, ScenarioResult
+    from runner.scenario import Scenario
 
 
-@dataclass
 class Run:
     """One scenario played once, with one provider's vars."""
 
-    index: int
-    scenario: Scenario
-    provider: str | None = None
-    provider_vars: Mapping[str, str] = field(default_factory=dict)
-    result: ScenarioResult | None = None  # None when the run never finished (interrupted, not started)
-    events: list[Event] = field(default_factory=list)
-    interrupted: bool = False  # Ctrl-C arrived while this run was playing
+    __slots__ = ("index", "scenario", "provider", "provider_vars", "result", "events", "interrupted")
+
+    def __init__(
+        self,
+        index: int,
+        scenario: Scenario,
+        provider: str | None = None,
+        provider_vars: Mapping[str, str] | None = None,
+        result: ScenarioResult | None = None,  # None when the run never finished (interrupted, not started)
+        events: list[Event] | None = None,
+        interrupted: bool = False,  # Ctrl-C arrived while this run was playing
+    ):
+        self.index = index
+        self.scenario = scenario
+        self.provider = provider
+        self.provider_vars = {} if provider_vars is None else provider_vars
+        self.result = result
+        self.events = [] if events is None else events
+        self.interrupted = interrupted
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"Run({args})"
+
+    def __eq__(self, other):
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
+
+    __hash__ = None  # mutable, like the dataclass it was
 
 
 def select(
@@ -55,7 +80,7 @@ def select(
             k = keyword.lower()
             # the file's own name only: a directory on the way (a temp dir, a CI checkout path)
             # must not make every scenario below it match
-            names = [sc.name, Path(sc.path).name] + [s.name for s in sc.sessions]
+            names = [sc.name, os.path.basename(sc.path)] + [s.name for s in sc.sessions]
             if not any(k in n.lower() for n in names):
                 continue
         out.append(sc)
@@ -101,9 +126,13 @@ def execute(
     retry_interval: float = 1.0,
 ) -> ExitClass:
     """Plays the runs and returns the suite's exit class (the most severe of any run).
-    KeyboardInterrupt propagates after the runs that finished were reported."""
+    KeyboardInterrupt propagates after the runs that finished were reported. Threads (and the
+    threading and queue modules) only when there are `jobs` > 1 runs to share out."""
+    from runner.engine import Engine
+    from runner.results import Note, ScenarioFinished, ScenarioResult, ScenarioStarted, Sent
+
     total = len(runs)
-    lock = threading.Lock()
+    lock = allocate_lock()
     state = {"done": 0, "passed": 0, "failed": 0, "next": 0, "stop": False}
     started = time.monotonic()
     finished: dict[int, Run] = {}
@@ -228,6 +257,9 @@ def execute(
             with lock:
                 flush_all()
     else:
+        import queue
+        import threading
+
         work: queue.Queue[Run] = queue.Queue()
         for run in runs:
             work.put(run)
@@ -274,6 +306,8 @@ def load_matrix(paths: Sequence[str]) -> list[tuple[str, dict[str, str]]]:
     a directory means every *.yaml/*.yml file directly in it (sorted). Raises UsageError for a
     directory without vars files and for two files that would get the same label, and
     ScenarioError (naming the file) for a missing or malformed file."""
+    from pathlib import Path
+
     from runner.scenario_loader import load_vars_file
 
     files: list[Path] = []
