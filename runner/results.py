@@ -8,72 +8,205 @@ with secret values replaced by `****` (runner.secrets.Redactor.redact_bytes).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
-
 from runner.errors import ExitClass
-from runner.protocols.base import Reply
-from runner.transports.base import ConnectInfo, TLSInfo
 
-Status = Literal["passed", "failed", "error", "skipped"]
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 9 ms at start)
+
+if TYPE_CHECKING:  # names for annotations only: importing them costs start-up time
+    from typing import Literal
+
+    from runner.protocols.base import Reply
+    from runner.secrets import Redactor
+    from runner.transports.base import ConnectInfo, TLSInfo
+
+    Status = Literal["passed", "failed", "error", "skipped"]
+
+# Plain classes with __slots__ and hand-written __init__: generating dataclasses costs about
+# 0.3-0.7 ms each on every start of `mailrun`, and these are made on every step.
 
 
-@dataclass
-class StepResult:
+class _Plain:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__ if not k.startswith("_"))
+        return f"{type(self).__name__}({fields})"
+
+
+class _Record(_Plain):
+    """Results compare by value (tests compare them)."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class StepResult(_Record):
     """One step's verdict. `status`:
     passed   the step did what it should
     failed   the server's reply did not match (exit class 1), or a capture did not match
     error    network / protocol / run-time error (exit class 3, or 2 for a refused step)
-    skipped  not played (after an earlier failure, or performed by openssl -starttls)"""
+    skipped  not played (after an earlier failure, or performed by openssl -starttls)
 
-    index: int  # 1-based within its section
-    section: Literal["steps", "finally"]
-    location: str  # 'file:line' (a fragment's file:line for included steps)
-    via: str | None  # the including step(s), 'x.yaml:12', when included
-    action: str  # send | body | body_file | raw | sleep | read
-    status: Status
-    name: str | None = None
-    sent: str | None = None  # what was sent, masked, for display (C line; body summary)
-    expected: str | None = None  # the S pattern as text, masked
-    reply: Reply | None = None  # masked copy of the reply (secrets replaced)
-    reason: str | None = None  # why it failed / was skipped
-    exit_class: ExitClass = ExitClass.OK
-    elapsed: float = 0.0  # seconds, from send (or start of read) to reply complete
-    captures: dict[str, str] = field(default_factory=dict)  # masked values
+    index     1-based within its section ('steps' or 'finally')
+    location  'file:line' (a fragment's file:line for included steps)
+    via       the including step(s), 'x.yaml:12', when included
+    action    send | body | body_file | raw | sleep | read
+    sent      what was sent, masked, for display (C line; body summary)
+    expected  the S pattern as text, masked
+    reply     masked copy of the reply (secrets replaced)
+    reason    why it failed / was skipped
+    elapsed   seconds, from send (or start of read) to reply complete
+    captures  name -> masked value"""
+
+    __slots__ = (
+        "index",
+        "section",
+        "location",
+        "via",
+        "action",
+        "status",
+        "name",
+        "sent",
+        "expected",
+        "reply",
+        "reason",
+        "exit_class",
+        "elapsed",
+        "captures",
+    )
+
+    def __init__(
+        self,
+        index: int,
+        section: str,
+        location: str,
+        via: str | None,
+        action: str,
+        status: Status,
+        name: str | None = None,
+        sent: str | None = None,
+        expected: str | None = None,
+        reply: Reply | None = None,
+        reason: str | None = None,
+        exit_class: ExitClass = ExitClass.OK,
+        elapsed: float = 0.0,
+        captures: dict[str, str] | None = None,
+    ):
+        self.index = index
+        self.section = section
+        self.location = location
+        self.via = via
+        self.action = action
+        self.status = status
+        self.name = name
+        self.sent = sent
+        self.expected = expected
+        self.reply = reply
+        self.reason = reason
+        self.exit_class = exit_class
+        self.elapsed = elapsed
+        self.captures = {} if captures is None else captures
 
     @property
     def ok(self) -> bool:
         return self.status in ("passed", "skipped")
 
 
-@dataclass
-class SessionResult:
-    name: str
-    protocol: str
-    attempt: int  # 1-based; > 1 when retry re-ran the session
-    attempts: int  # how many were allowed
-    steps: list[StepResult] = field(default_factory=list)
-    status: Status = "passed"
-    exit_class: ExitClass = ExitClass.OK
-    reason: str | None = None  # e.g. a connect error before any step ran
-    peer: str | None = None
-    transport: str | None = None
-    tls: TLSInfo | None = None
-    duration: float = 0.0
+class SessionResult(_Record):
+    """attempt: 1-based, > 1 when retry re-ran the session; attempts: how many were allowed;
+    reason: e.g. a connect error before any step ran."""
+
+    __slots__ = (
+        "name",
+        "protocol",
+        "attempt",
+        "attempts",
+        "steps",
+        "status",
+        "exit_class",
+        "reason",
+        "peer",
+        "transport",
+        "tls",
+        "duration",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        protocol: str,
+        attempt: int,
+        attempts: int,
+        steps: list[StepResult] | None = None,
+        status: Status = "passed",
+        exit_class: ExitClass = ExitClass.OK,
+        reason: str | None = None,
+        peer: str | None = None,
+        transport: str | None = None,
+        tls: TLSInfo | None = None,
+        duration: float = 0.0,
+    ):
+        self.name = name
+        self.protocol = protocol
+        self.attempt = attempt
+        self.attempts = attempts
+        self.steps = [] if steps is None else steps
+        self.status = status
+        self.exit_class = exit_class
+        self.reason = reason
+        self.peer = peer
+        self.transport = transport
+        self.tls = tls
+        self.duration = duration
 
 
-@dataclass
-class ScenarioResult:
-    file: str
-    name: str
-    provider: str | None = None  # matrix label, reported as name[provider]
-    sessions: list[SessionResult] = field(default_factory=list)
-    status: Status = "passed"
-    exit_class: ExitClass = ExitClass.OK
-    reason: str | None = None  # set when the scenario could not run at all (invalid, connect)
-    duration: float = 0.0
-    started_at: float = 0.0  # time.time() (wall clock) for reports
-    retries: int = 0  # connection-class retries before the first byte (suite --retries)
+class ScenarioResult(_Record):
+    """provider: the matrix label, reported as name[provider]; reason: set when the scenario
+    could not run at all (invalid, connect); started_at: time.time() (wall clock) for reports;
+    retries: connection-class retries before the first byte (suite --retries)."""
+
+    __slots__ = (
+        "file",
+        "name",
+        "provider",
+        "sessions",
+        "status",
+        "exit_class",
+        "reason",
+        "duration",
+        "started_at",
+        "retries",
+    )
+
+    def __init__(
+        self,
+        file: str,
+        name: str,
+        provider: str | None = None,
+        sessions: list[SessionResult] | None = None,
+        status: Status = "passed",
+        exit_class: ExitClass = ExitClass.OK,
+        reason: str | None = None,
+        duration: float = 0.0,
+        started_at: float = 0.0,
+        retries: int = 0,
+    ):
+        self.file = file
+        self.name = name
+        self.provider = provider
+        self.sessions = [] if sessions is None else sessions
+        self.status = status
+        self.exit_class = exit_class
+        self.reason = reason
+        self.duration = duration
+        self.started_at = started_at
+        self.retries = retries
 
     @property
     def display_name(self) -> str:
@@ -85,83 +218,143 @@ class ScenarioResult:
 
 
 # ---------------------------------------------------------------- events
-# Events are made once and never changed; they are plain (not frozen, no generated __eq__)
-# because building frozen dataclasses costs about 0.7 ms each at import, on every run.
-@dataclass(eq=False)
-class ScenarioStarted:
-    file: str
-    name: str
-    provider: str | None
-    at: float  # time.time()
+# Events are made once and never changed; identity equality.
+class ScenarioStarted(_Plain):
+    __slots__ = ("file", "name", "provider", "at")
+
+    def __init__(self, file: str, name: str, provider: str | None, at: float):
+        self.file = file
+        self.name = name
+        self.provider = provider
+        self.at = at  # time.time()
 
 
-@dataclass(eq=False)
-class SessionStarted:
-    scenario: str
-    name: str
-    protocol: str
-    attempt: int
-    attempts: int
-    host: str
-    port: int
-    transport: str
-    tls_mode: str
-    at: float
+class SessionStarted(_Plain):
+    __slots__ = (
+        "scenario",
+        "name",
+        "protocol",
+        "attempt",
+        "attempts",
+        "host",
+        "port",
+        "transport",
+        "tls_mode",
+        "at",
+    )
+
+    def __init__(
+        self,
+        scenario: str,
+        name: str,
+        protocol: str,
+        attempt: int,
+        attempts: int,
+        host: str,
+        port: int,
+        transport: str,
+        tls_mode: str,
+        at: float,
+    ):
+        self.scenario = scenario
+        self.name = name
+        self.protocol = protocol
+        self.attempt = attempt
+        self.attempts = attempts
+        self.host = host
+        self.port = port
+        self.transport = transport
+        self.tls_mode = tls_mode
+        self.at = at
 
 
-@dataclass(eq=False)
-class Connected:
-    info: ConnectInfo
-    at: float
+class Connected(_Plain):
+    __slots__ = ("info", "at")
+
+    def __init__(self, info: ConnectInfo, at: float):
+        self.info = info
+        self.at = at
 
 
-@dataclass(eq=False)
-class TLSStarted:
-    info: TLSInfo
-    at: float
+class TLSStarted(_Plain):
+    __slots__ = ("info", "at")
+
+    def __init__(self, info: TLSInfo, at: float):
+        self.info = info
+        self.at = at
 
 
-@dataclass(eq=False)
-class Sent:
-    data: bytes  # masked
-    at: float
+class _Wire(_Plain):
+    """Bytes that crossed the wire. `data` is masked (secret values replaced by `****`); the
+    masking is done when `data` is first read, so a run whose listeners never look at the
+    bytes does not pay for it. The unmasked bytes are private to the event."""
+
+    __slots__ = ("_raw", "_redactor", "at")
+
+    def __init__(self, data: bytes, at: float, redactor: Redactor | None = None):
+        self._raw = data
+        self._redactor = redactor
+        self.at = at
+
+    @property
+    def data(self) -> bytes:
+        r = self._redactor
+        if r is not None:
+            self._raw = r.redact_bytes(self._raw)
+            self._redactor = None
+        return self._raw
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(data={self.data!r}, at={self.at!r})"
 
 
-@dataclass(eq=False)
-class Received:
-    data: bytes  # masked
-    at: float
+class Sent(_Wire):
+    __slots__ = ()
 
 
-@dataclass(eq=False)
-class Note:
-    kind: str  # 'chatter' (telnet/openssl output that is not the server's), 'info', 'warning'
-    text: str
-    at: float
+class Received(_Wire):
+    __slots__ = ()
 
 
-@dataclass(eq=False)
-class Closed:
-    by: Literal["client", "server"]
-    at: float
+class Note(_Plain):
+    __slots__ = ("kind", "text", "at")
+
+    def __init__(self, kind: str, text: str, at: float):
+        self.kind = kind  # 'chatter' (telnet/openssl output that is not the server's), 'info', 'warning'
+        self.text = text
+        self.at = at
 
 
-@dataclass(eq=False)
-class StepFinished:
-    result: StepResult
-    at: float
+class Closed(_Plain):
+    __slots__ = ("by", "at")
+
+    def __init__(self, by: str, at: float):
+        self.by = by  # 'client' | 'server'
+        self.at = at
 
 
-@dataclass(eq=False)
-class SessionFinished:
-    result: SessionResult
-    at: float
+class StepFinished(_Plain):
+    __slots__ = ("result", "at")
+
+    def __init__(self, result: StepResult, at: float):
+        self.result = result
+        self.at = at
 
 
-@dataclass(eq=False)
-class ScenarioFinished:
-    result: ScenarioResult
-    at: float
+class SessionFinished(_Plain):
+    __slots__ = ("result", "at")
+
+    def __init__(self, result: SessionResult, at: float):
+        self.result = result
+        self.at = at
+
+
+class ScenarioFinished(_Plain):
+    __slots__ = ("result", "at")
+
+    def __init__(self, result: ScenarioResult, at: float):
+        self.result = result
+        self.at = at
 
 
 Event = (

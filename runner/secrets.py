@@ -10,9 +10,9 @@ and whatever runner.templates derives from them) and masks them in any text or b
 
 from __future__ import annotations
 
+import _thread  # the lock without importing threading (a few ms at start)
 import base64
 import re
-import threading
 
 MASK = "****"
 MASK_BYTES = MASK.encode("ascii")
@@ -77,7 +77,7 @@ class Redactor:
     union of their spans becomes one MASK, so no fragment of a value survives."""
 
     def __init__(self, values=()):
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self._values: set[str] = set()
         self._ordered: tuple[str, ...] = ()  # longest first
         self._ordered_bytes: tuple[bytes, ...] = ()
@@ -85,6 +85,7 @@ class Redactor:
         # case is no), before the exact span-merging pass runs
         self._any: re.Pattern[str] | None = None
         self._any_bytes: re.Pattern[bytes] | None = None
+        self.active = False  # any value registered: len(self) > 0, without a method call
         for v in values:
             self.add(v)
 
@@ -93,7 +94,7 @@ class Redactor:
             value = value.reveal()
         if not isinstance(value, str):
             raise TypeError(f"Redactor.add wants a str, got {type(value).__name__}")
-        if not value:
+        if not value or value in self._values:
             return
         forms = [value, *_b64_forms(value)]
         with self._lock:
@@ -105,6 +106,7 @@ class Redactor:
             self._ordered = ordered
             self._ordered_bytes = tuple(s.encode("utf-8") for s in ordered)
             self._any = self._any_bytes = None  # rebuilt on first use
+            self.active = True
 
     _FAST_PATH_LIMIT = 64  # beyond this many values an alternation costs more than it saves
 

@@ -18,8 +18,6 @@ Fed any split of the same byte stream, a protocol returns the same replies.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from runner.errors import ConnectionClosed, ProtocolError
 
 DEFAULT_MAX_LINE = 1 << 20  # 1 MiB
@@ -32,7 +30,6 @@ def decode(data: bytes) -> str:
     return data.decode("utf-8", errors="backslashreplace")
 
 
-@dataclass(eq=True, slots=True)
 class Reply:
     """One complete server reply.
 
@@ -52,18 +49,64 @@ class Reply:
     multiline: POP3: the reply carried a dot-terminated body
     """
 
-    raw: bytes
-    lines: tuple[str, ...]
-    code: str | None = None
-    texts: tuple[str, ...] = ()
-    enhanced: str | None = None
-    note: str | None = None
-    tag: str | None = None
-    multiline: bool = False
-    # Timing, set by the engine when the reply is complete (the protocol has no clock):
-    # monotonic seconds. The only fields anyone changes after a reply is made.
-    first_byte_at: float | None = field(default=None, compare=False)
-    completed_at: float | None = field(default=None, compare=False)
+    # A plain class with __slots__ (a generated dataclass costs start-up time); equality
+    # compares everything but the timing fields.
+    __slots__ = (
+        "raw",
+        "lines",
+        "code",
+        "texts",
+        "enhanced",
+        "note",
+        "tag",
+        "multiline",
+        "first_byte_at",
+        "completed_at",
+    )
+    _compared = ("raw", "lines", "code", "texts", "enhanced", "note", "tag", "multiline")
+
+    def __init__(
+        self,
+        raw: bytes,
+        lines: tuple[str, ...],
+        code: str | None = None,
+        texts: tuple[str, ...] = (),
+        enhanced: str | None = None,
+        note: str | None = None,
+        tag: str | None = None,
+        multiline: bool = False,
+        first_byte_at: float | None = None,
+        completed_at: float | None = None,
+    ):
+        self.raw = raw
+        self.lines = lines
+        self.code = code
+        self.texts = texts
+        self.enhanced = enhanced
+        self.note = note
+        self.tag = tag
+        self.multiline = multiline
+        # Timing, set by the engine when the reply is complete (the protocol has no clock):
+        # monotonic seconds. The only fields anyone changes after a reply is made.
+        self.first_byte_at = first_byte_at
+        self.completed_at = completed_at
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Reply:
+            return NotImplemented
+        return all(getattr(self, k) == getattr(other, k) for k in self._compared)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self._compared)
+        return f"Reply({fields})"
+
+    def replace(self, **changes) -> Reply:
+        """A copy with some fields changed (dataclasses.replace without dataclasses)."""
+        values = {k: getattr(self, k) for k in self.__slots__}
+        values.update(changes)
+        return Reply(**values)
 
     @property
     def first_line(self) -> str:
