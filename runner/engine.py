@@ -8,14 +8,11 @@ transport (socket, telnet, openssl) and every protocol (smtp, pop3, imap, line).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
-import traceback
-from collections.abc import Callable, Mapping
-from typing import Any
 
 from runner import protocols, transports
+from runner.connect import resolve_connect
 from runner.errors import (
     ConnectionClosed,
     DeadlineError,
@@ -46,13 +43,18 @@ from runner.results import (
     StepResult,
     TLSStarted,
 )
-from runner.scenario import ConnectConfig, Scenario, Session, Step
-from runner.scenario_loader import resolve_connect
 from runner.secrets import Redactor
-from runner.templates import Context, TemplateError, parse, render
+from runner.templates import Context, Rendered, TemplateError, parse, render
 from runner.transports.base import is_loopback
 
-Emit = Callable[[Event], None]
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 9 ms at start)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any
+
+    from runner.scenario import ConnectConfig, Scenario, Session, Step
+
+    Emit = Callable[[Event], None]
 
 
 class StepFailure(Exception):
@@ -66,16 +68,31 @@ class StepFailure(Exception):
         self.reply = reply
 
 
-@dataclasses.dataclass
 class RunOptions:
-    """What the command line adds to every scenario run."""
+    """What the command line adds to every scenario run: env (`env.*`), variables (--vars-file,
+    --var), overrides (--host, --port, ...), adjust_connect (--sandbox), the plaintext opt-in
+    and the run id."""
 
-    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    variables: Mapping[str, str] = dataclasses.field(default_factory=dict)  # --vars-file, --var
-    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # --host, --port, ...
-    adjust_connect: Callable[[ConnectConfig], ConnectConfig] | None = None  # --sandbox
-    allow_plaintext_secrets: bool = False
-    run_id: str = ""
+    __slots__ = ("env", "variables", "overrides", "adjust_connect", "allow_plaintext_secrets", "run_id")
+
+    def __init__(
+        self,
+        env: Mapping[str, str] | None = None,
+        variables: Mapping[str, str] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        adjust_connect: Callable[[ConnectConfig], ConnectConfig] | None = None,
+        allow_plaintext_secrets: bool = False,
+        run_id: str = "",
+    ):
+        self.env = {} if env is None else env
+        self.variables = {} if variables is None else variables
+        self.overrides = {} if overrides is None else overrides
+        self.adjust_connect = adjust_connect
+        self.allow_plaintext_secrets = allow_plaintext_secrets
+        self.run_id = run_id
+
+    def __repr__(self) -> str:  # names only: values may be secrets
+        return f"RunOptions(env={sorted(self.env)}, variables={sorted(self.variables)}, overrides={self.overrides!r})"
 
 
 class Engine:
@@ -83,14 +100,21 @@ class Engine:
         self.options = options
         self._emit = emit
         self._configs: dict[int, ConnectConfig] = {}  # resolved by preflight, used by the first attempt
+        # step id -> Rendered: what preflight rendered, for steps whose text depends on nothing the
+        # conversation can change (no capture, no include scope, no `now`); used once by the step
+        self._prerendered: dict[int, Rendered] = {}
 
     def emit(self, event: Event) -> None:
         self._emit(event)
 
     def connect_config(self, session: Session, ctx: Context) -> ConnectConfig:
-        config = resolve_connect(session, ctx, self.options.overrides)
-        if self.options.adjust_connect:
-            config = self.options.adjust_connect(config)
+        options = self.options
+        config = _constant_connect(session, options.overrides)
+        if config is None:
+            config = resolve_connect(session, ctx, options.overrides)
+            _remember_connect(session, options.overrides, config)
+        if options.adjust_connect:
+            config = options.adjust_connect(config)
         return config
 
     # ------------------------------------------------------------------ scenario
@@ -161,6 +185,8 @@ class Engine:
             raise
         except Exception as exc:  # a bug of ours: reported as this run's error, never as a pass
             if os.environ.get("MAILRUN_DEBUG"):
+                import traceback
+
                 traceback.print_exc()
             redactor = getattr(self, "redactor", None)
             text = f"{type(exc).__name__}: {exc}"
@@ -176,6 +202,8 @@ class Engine:
         rendered (they need no capture) is rendered and checked (CR/LF in a `C` line, the
         plaintext guard). The first refused step ends the run before a byte is sent: its
         session's result (exit class 2) is returned, with that step's result in it."""
+        captured = _captured_names(scenario)
+        self._prerendered.clear()  # renderings of an earlier run (other variables) never carry over
         for session in scenario.sessions:
             try:
                 config = self.connect_config(session, ctx)
@@ -193,7 +221,9 @@ class Engine:
                     result.reason = f"{ctx.redactor.redact(str(exc))}; nothing was sent"
                     self.emit(SessionFinished(result=result, at=time.time()))
                     return result
-            problem = preflight(session, ctx, config, self.options.allow_plaintext_secrets)
+            problem = preflight(
+                session, ctx, config, self.options.allow_plaintext_secrets, self._prerendered, captured
+            )
             if problem is None:
                 continue
             step, section, index, reason = problem
@@ -329,13 +359,19 @@ def _step_context(step: Step, ctx: Context) -> Context:
 
 
 def preflight(
-    session: Session, ctx: Context, config: ConnectConfig | None, allow_plaintext_secrets: bool = False
+    session: Session,
+    ctx: Context,
+    config: ConnectConfig | None,
+    allow_plaintext_secrets: bool = False,
+    keep: dict[int, Rendered] | None = None,
+    captured: frozenset[str] = frozenset(),
 ) -> tuple[Step, str, int, str] | None:
     """The checks that can be made before connecting: renders every `C`, `body` and `raw` step
     whose templates need nothing the conversation will capture, and returns the first
     (step, section, index, reason) that would be refused: a `C` line containing CR or LF, or a
     secret that would travel unencrypted to a host outside loopback (the plaintext guard;
-    `config` None skips that check). None when nothing is refused. Sends nothing."""
+    `config` None skips that check). None when nothing is refused. Sends nothing.
+    `keep` collects the renderings that stay valid for the run (see _reusable)."""
     guard = config is not None and plaintext_guard_applies(config, allow_plaintext_secrets)
     if config is None or config.tls == "implicit" or config.transport == "openssl":
         plaintext = False  # openssl s_client encrypts, and performs STARTTLS itself
@@ -357,6 +393,8 @@ def preflight(
                 except TemplateError:
                     rendered = None  # needs a capture (or is broken): checked when it runs
                 if rendered is not None:
+                    if keep is not None and _reusable(step, captured):
+                        keep[id(step)] = rendered
                     if step.action == "send" and ("\r" in rendered.value or "\n" in rendered.value):
                         return step, section, index, CRLF_REFUSAL
                     if guard and plaintext and rendered.secret:
@@ -366,17 +404,64 @@ def preflight(
     return None
 
 
-def _new_result(step: Step, index: int, section: str) -> StepResult:
-    loc = step.location
-    return StepResult(
-        index=index,
-        section=section,  # type: ignore[arg-type]
-        location=str(loc),
-        via=" <- ".join(str(v) for v in reversed(loc.via)) or None,
-        action=step.action,
-        status="passed",
-        name=step.name,
+# What a StepResult shows of its step that never changes (location, include chain): worked out
+# once per step, not on every run of it. Keyed by id(); the entry holds the step, so the id
+# cannot be reused while the entry lives.
+_STEP_INFO: dict[int, tuple[Step, str, str | None]] = {}
+
+
+def _step_info(step: Step) -> tuple[Step, str, str | None]:
+    info = _STEP_INFO.get(id(step))
+    if info is None or info[0] is not step:
+        if len(_STEP_INFO) > 4096:
+            _STEP_INFO.clear()
+        loc = step.location
+        info = (step, str(loc), " <- ".join(str(v) for v in reversed(loc.via)) or None)
+        _STEP_INFO[id(step)] = info
+    return info
+
+
+def _captured_names(scenario: Scenario) -> frozenset[str]:
+    """Every variable a capture of this scenario can set."""
+    return frozenset(
+        name for sess in scenario.sessions for st in (*sess.steps, *sess.finally_steps) for name in st.capture
     )
+
+
+def _reusable(step: Step, captured: frozenset[str]) -> bool:
+    """Whether the text rendered before connecting is still what rendering would give when the
+    step runs: it is in no include scope (whose bindings may use captures), and names neither
+    a variable a capture can set nor `now` (the time)."""
+    if step.bindings:
+        return False
+    names = parse(step.text or "").names()
+    return "now" not in names and not (names & captured)
+
+
+# Connect settings with no template in them resolve to the same ConnectConfig on every run:
+# session id -> (session, overrides, config). The entry holds the session, so the id cannot be
+# reused while it lives; the overrides are compared by value.
+_CONNECT_MEMO: dict[int, tuple[Session, dict, ConnectConfig]] = {}
+
+
+def _constant_connect(session: Session, overrides: Mapping[str, Any]) -> ConnectConfig | None:
+    memo = _CONNECT_MEMO.get(id(session))
+    if memo is not None and memo[0] is session and memo[1] == overrides:
+        return memo[2]
+    return None
+
+
+def _remember_connect(session: Session, overrides: Mapping[str, Any], config: ConnectConfig) -> None:
+    if any(isinstance(v, str) and not parse(v).is_constant for v in session.connect.values.values()):
+        return
+    if len(_CONNECT_MEMO) > 256:
+        _CONNECT_MEMO.clear()
+    _CONNECT_MEMO[id(session)] = (session, dict(overrides), config)
+
+
+def _new_result(step: Step, index: int, section: str) -> StepResult:
+    _, location, via = _step_info(step)
+    return StepResult(index, section, location, via, step.action, "passed", step.name)
 
 
 def _status_for(exit_class: ExitClass) -> str:
@@ -404,10 +489,8 @@ class SessionRunner:
         )
         self.transport = None
         self.connected = False  # the connection is open and usable
+        self.emit = engine._emit  # straight to the listener: one call per event
         self._scopes: dict[tuple, Context] = {}
-
-    def emit(self, event: Event) -> None:
-        self.engine.emit(event)
 
     def note(self, kind: str, text: str) -> None:
         self.emit(Note(kind, self.redactor.redact(text), time.time()))
@@ -615,8 +698,7 @@ class SessionRunner:
         # whose forms the redactor knows too): no secret in raw, nothing to mask
         if not len(r) or not r.contains(reply.raw):
             return reply
-        return dataclasses.replace(
-            reply,
+        return reply.replace(
             raw=r.redact_bytes(reply.raw),
             lines=tuple(r.redact(x) for x in reply.lines),
             texts=tuple(r.redact(x) for x in reply.texts),
@@ -633,18 +715,27 @@ class SessionRunner:
             time.sleep(step.seconds or 0)
             return
         secret = False
+        redactor = self.redactor
         if action == "send":
-            rendered = render(step.text or "", ctx)
-            if "\r" in rendered.value or "\n" in rendered.value:
-                sr.sent = self.redactor.redact(step.text or "")  # as written: the template source
+            text = step.text or ""
+            tpl = parse(text)
+            if tpl.is_constant:  # no template: nothing to render, nothing from a secret
+                value = text
+            else:
+                rendered = self.engine._prerendered.pop(id(step), None) or render(tpl, ctx)
+                value = rendered.value
+                secret = rendered.secret
+            if "\r" in value or "\n" in value:
+                sr.sent = redactor.redact(text)  # as written: the template source
                 raise StepFailure("error", ExitClass.INVALID, CRLF_REFUSAL)
-            secret = rendered.secret
-            self.guard_plaintext(secret)
-            data = self.protocol.command(rendered.value, tag=step.tag, multiline=step.multiline)
-            sr.sent = self.redactor.redact(decode(data[:-2] if data.endswith(b"\r\n") else data))
+            if secret:
+                self.guard_plaintext(secret)
+            data = self.protocol.command(value, tag=step.tag, multiline=step.multiline)
+            shown = decode(data[:-2] if data.endswith(b"\r\n") else data)
+            sr.sent = redactor.redact(shown) if len(redactor) else shown
         elif action in ("body", "body_file"):
             if action == "body":
-                rendered = render(step.text or "", ctx)
+                rendered = self.engine._prerendered.pop(id(step), None) or render(step.text or "", ctx)
                 secret = rendered.secret
                 content = rendered.value.encode("utf-8")
             else:
@@ -679,7 +770,8 @@ class SessionRunner:
             if problem:
                 raise StepFailure("error", ExitClass.INVALID, problem)
         self.transport.send(data)
-        self.emit(Sent(data=self.redactor.redact_bytes(data), at=time.time()))
+        redactor = self.redactor
+        self.emit(Sent(data, time.time(), redactor if len(redactor) else None))  # masked when read
 
     def guard_plaintext(self, secret: bool) -> None:
         if not secret or self.transport.encrypted:
@@ -696,7 +788,8 @@ class SessionRunner:
             self.protocol.receive_eof()
             self.connected = False
             return
-        self.emit(Received(data=self.redactor.redact_bytes(data), at=time.time()))
+        redactor = self.redactor
+        self.emit(Received(data, time.time(), redactor if len(redactor) else None))  # masked when read
         self.protocol.receive_data(data)
 
     def read_reply(self, step: Step, ctx: Context, deadline: float, timeout: float) -> Reply | None:

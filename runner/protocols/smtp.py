@@ -54,9 +54,7 @@ class SMTP(FramedProtocol):
 
     def __init__(self, *, max_line: int = DEFAULT_MAX_LINE, max_reply: int = DEFAULT_MAX_REPLY):
         super().__init__(max_line=max_line, max_reply=max_reply)
-        self._codes: list[bytes] = []
-        self._lines: list[str] = []
-        self._texts: list[str] = []
+        self._codes: list[bytes] = []  # the codes of the lines framed so far of this reply
 
     # SMTP replies do not depend on the command: nothing to remember.
     def command(self, line: str, *, tag: bool = True, multiline: bool | None = None) -> bytes:
@@ -66,52 +64,54 @@ class SMTP(FramedProtocol):
         pass
 
     def _reset(self) -> None:
-        self._codes, self._lines, self._texts = [], [], []
+        self._codes = []
 
     def _frame(self) -> Reply | None:
         buf = self._buf
+        data = buf.data
+        codes = self._codes
         while True:
             span = buf.next_line()
             if span is None:
                 return None
             self._check_reply_size()
-            line = bytes(buf.data[span[0] : span[1]])
-            n = len(self._codes) + 1
-            code = line[:3]
-            if len(code) < 3 or not code.isdigit():
+            start, end = span
+            code = bytes(data[start : start + 3])
+            if end - start < 3 or not code.isdigit():
+                line = bytes(data[start:end])
                 raise self._malformed(
-                    f"malformed reply: line {n} does not start with a 3-digit code: {shown(line)}"
+                    f"malformed reply: line {len(codes) + 1} does not start with a 3-digit code: {shown(line)}"
                 )
-            self._codes.append(code)
-            self._lines.append(decode(line))
-            self._texts.append(decode(line[4:]))
-            sep = line[3:4]
+            codes.append(code)
+            sep = bytes(data[start + 3 : min(start + 4, end)])
             if sep == b"-":
                 continue
             return self._complete(sep)
 
     def _complete(self, sep: bytes) -> Reply:
-        codes, lines, texts = self._codes, self._lines, self._texts
+        codes = self._codes
         n = len(codes)
         if sep not in (b" ", b""):
             raise self._malformed(
                 f"malformed reply: line {n} has {decode(sep)!r} after the code (expected ' ' or '-')"
             )
-        for i, c in enumerate(codes[1:], 2):
-            if c != codes[0]:
-                raise self._malformed(
-                    f"malformed reply: line {i} has code {c.decode()}, line 1 had {codes[0].decode()}"
-                )
+        first = codes[0]
+        if n > 1:
+            for i, c in enumerate(codes[1:], 2):
+                if c != first:
+                    raise self._malformed(
+                        f"malformed reply: line {i} has code {c.decode()}, line 1 had {first.decode()}"
+                    )
         raw = self._buf.consume()
-        self._reset()
-        code = codes[0].decode()
-        m = _ENHANCED.match(texts[-1])
-        note = decode_challenge(texts[-1]) if code == "334" else None
-        return Reply(
-            raw=raw,
-            lines=tuple(lines),
-            code=code,
-            texts=tuple(texts),
-            enhanced=m.group(1) if m else None,
-            note=note,
-        )
+        self._codes = []
+        # One decode of the whole reply: UTF-8 never puts a LF byte inside a character and
+        # invalid bytes become escapes, so this equals decoding line by line.
+        parts = decode(raw).split("\n")
+        parts.pop()  # after the last LF: nothing (the reply ends with its line end)
+        lines = tuple(p[:-1] if p.endswith("\r") else p for p in parts)
+        texts = tuple(x[4:] for x in lines)
+        code = first.decode()
+        last = texts[-1]
+        m = _ENHANCED.match(last) if last else None
+        note = decode_challenge(last) if code == "334" else None
+        return Reply(raw, lines, code, texts, m.group(1) if m else None, note)

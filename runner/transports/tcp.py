@@ -3,6 +3,11 @@
 Every blocking operation has a deadline: connect and the TLS handshake use
 `config.connect_timeout`, `send` uses `config.timeout`, `recv` the caller's deadline.
 Error messages name the host, port and reason, never payload bytes.
+
+Cost per step matters (the engine's benchmark compares it with a hand-written client): a plain
+connection keeps its socket non-blocking and waits with one poll() object, so a step costs
+send + poll + recv and no per-call timeout switching (each settimeout() is a syscall). `ssl` is
+imported only when a connection uses TLS.
 """
 
 from __future__ import annotations
@@ -10,13 +15,24 @@ from __future__ import annotations
 import errno
 import select
 import socket
-import ssl
 import time
 
 from runner.errors import ConnectError, ConnectionClosed, DeadlineError, NetworkError, TLSError
-from runner.transports.base import ConnectInfo, NoteSink, TLSInfo, Transport
+from runner.transports.base import ConnectInfo, TLSInfo, Transport
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    import ssl
+
+    from runner.transports.base import NoteSink
 
 CHUNK = 64 * 1024
+
+
+def _host_arg(host: str) -> str | bytes:
+    """getaddrinfo() encodes a str host with the 'idna' codec, whose import (with stringprep)
+    costs a few ms on every start; an ASCII name is passed as bytes, which skips it."""
+    return host.encode("ascii") if host.isascii() else host
 
 
 def format_peer(host: str, port: int) -> str:
@@ -32,6 +48,8 @@ def tls_context(config) -> ssl.SSLContext:
     """The client SSLContext for a ConnectConfig: verification on (system store, or `ca`), hostname
     check, TLS >= 1.2 (or 1.3), optional client certificate. `tls_verify: false` turns both checks off.
     Raises TLSError for unreadable CA / certificate files."""
+    import ssl
+
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = (
         ssl.TLSVersion.TLSv1_3 if config.tls_min_version == "1.3" else ssl.TLSVersion.TLSv1_2
@@ -60,6 +78,8 @@ def tls_context(config) -> ssl.SSLContext:
 
 
 def _reason(e: BaseException) -> str:
+    import ssl
+
     if isinstance(e, ssl.SSLCertVerificationError):
         return f"certificate verify failed: {e.verify_message}"
     if isinstance(e, ssl.SSLError):
@@ -141,6 +161,7 @@ class SocketTransport(Transport):
         self.sock: socket.socket | None = None
         self.peer = format_peer(config.host, config.port)
         self._tls: TLSInfo | None = None
+        self._poll = None  # select.poll() watching the plain socket for input
 
     @property
     def encrypted(self) -> bool:
@@ -152,7 +173,7 @@ class SocketTransport(Transport):
         deadline = time.monotonic() + cfg.connect_timeout
         family = {4: socket.AF_INET, 6: socket.AF_INET6}.get(cfg.family, socket.AF_UNSPEC)
         try:
-            infos = socket.getaddrinfo(cfg.host, cfg.port, family, socket.SOCK_STREAM)
+            infos = socket.getaddrinfo(_host_arg(cfg.host), cfg.port, family, socket.SOCK_STREAM)
         except socket.gaierror as e:
             raise ConnectError(f"cannot resolve '{cfg.host}': {e.strerror}") from None
         except UnicodeError:
@@ -181,6 +202,9 @@ class SocketTransport(Transport):
                 last = ConnectError(f"connect to {peer} failed: {e.strerror or e}")
                 continue
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            s.setblocking(False)  # plain I/O waits in poll(); TLS sets its own timeouts
+            self._poll = select.poll()
+            self._poll.register(s.fileno(), select.POLLIN)
             self.sock = s
             self.peer = peer
             break
@@ -200,6 +224,8 @@ class SocketTransport(Transport):
         return self.config.server_name or self.config.host
 
     def _handshake(self, after_starttls: bool = False) -> TLSInfo:
+        import ssl
+
         cfg = self.config
         ctx = tls_context(cfg)
         assert self.sock is not None
@@ -253,8 +279,47 @@ class SocketTransport(Transport):
 
     # -- I/O -----------------------------------------------------------------------------------
     def send(self, data: bytes) -> None:
-        if self.sock is None:
+        s = self.sock
+        if s is None:
             raise ConnectionClosed("send: not connected")
+        if self._tls is not None:
+            return self._send_tls(data)
+        try:
+            sent = s.send(data)
+        except BlockingIOError:
+            sent = 0
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+            raise ConnectionClosed(f"connection closed by {self.peer} while sending") from None
+        except OSError as e:
+            raise NetworkError(f"sending to {self.peer} failed: {e.strerror or e}") from None
+        if sent < len(data):
+            self._send_rest(memoryview(data)[sent:])
+
+    def _send_rest(self, view: memoryview) -> None:
+        """The rest of a send the socket buffer could not take at once, within config.timeout."""
+        s = self.sock
+        timeout = self.config.timeout
+        deadline = time.monotonic() + timeout
+        out = select.poll()
+        out.register(s.fileno(), select.POLLOUT)
+        while view:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeadlineError(f"sending to {self.peer} did not complete within {_secs(timeout)}")
+            if not out.poll(remaining * 1000.0):
+                continue
+            try:
+                view = view[s.send(view) :]
+            except BlockingIOError:
+                continue
+            except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+                raise ConnectionClosed(f"connection closed by {self.peer} while sending") from None
+            except OSError as e:
+                raise NetworkError(f"sending to {self.peer} failed: {e.strerror or e}") from None
+
+    def _send_tls(self, data: bytes) -> None:
+        import ssl
+
         self.sock.settimeout(self.config.timeout)
         try:
             self.sock.sendall(data)
@@ -273,9 +338,33 @@ class SocketTransport(Transport):
         s = self.sock
         if s is None:
             raise ConnectionClosed("recv: not connected")
+        if self._tls is not None:
+            return self._recv_tls(deadline)
+        poll = self._poll.poll
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeadlineError(f"no data from {self.peer} before the deadline")
+            if not poll(remaining * 1000.0):
+                continue
+            try:
+                return s.recv(CHUNK)
+            except BlockingIOError:
+                continue
+            except (ConnectionResetError, ConnectionAbortedError):
+                return b""
+            except OSError as e:
+                if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
+                    continue
+                raise NetworkError(f"reading from {self.peer} failed: {e.strerror or e}") from None
+
+    def _recv_tls(self, deadline: float) -> bytes:
+        import ssl
+
+        s = self.sock
         while True:
             # TLS may already hold decrypted bytes that select() cannot see.
-            if not (isinstance(s, ssl.SSLSocket) and s.pending()):
+            if not s.pending():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise DeadlineError(f"no data from {self.peer} before the deadline")
