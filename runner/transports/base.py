@@ -51,7 +51,8 @@ class _Value:
     def __setattr__(self, name, value):
         raise AttributeError(f"cannot assign to field {name!r}: {self.__class__.__name__} is read-only")
 
-    __delattr__ = __setattr__
+    def __delattr__(self, name):
+        raise AttributeError(f"cannot delete field {name!r}: {self.__class__.__name__} is read-only")
 
 
 class TLSInfo(_Value):
