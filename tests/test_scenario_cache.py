@@ -1,0 +1,662 @@
+"""runner.scenario_cache: the model cache. The model rebuilt from JSON equals the loader's (over
+every project file, the fixtures and generated scenarios); stale, damaged and foreign entries
+fall back to the full load; secrets never reach the disk; a warm `mailrun FILE` imports neither
+PyYAML, jsonschema nor runner.scenario_loader."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+import re
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path, PurePath
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from runner import scenario_cache as C
+from runner import scenario_loader as L
+from runner.errors import ScenarioError
+from runner.scenario import ConnectConfig, ConnectSpec, Location, Retry, Scenario, Session, Step
+from tests.support.servers import Server, scripted
+
+REPO = Path(__file__).resolve().parent.parent
+FIX = REPO / "tests" / "fixtures"
+HEAD = "name: t\nconnect: {host: localhost, port: 25}\n"
+SMTP = {b"QUIT": b"221 bye\r\n", b"*": b"250 ok\r\n"}
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch) -> Path:
+    d = tmp_path / "cache"
+    monkeypatch.setenv("MAILRUN_CACHE_DIR", str(d))
+    return d
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def entries(cache: Path, sub: str = "models") -> list[Path]:
+    d = cache / sub
+    return sorted(p for p in d.iterdir() if not p.name.startswith(".")) if d.is_dir() else []
+
+
+def dump(o):
+    """A structural dump: every slot / attribute, with types (1 != 1.0 != True, tuple != list)."""
+    if o is None or isinstance(o, (bool, int, float, str, bytes)):
+        return (type(o).__name__, o)
+    if isinstance(o, PurePath):
+        return ("Path", str(o))
+    if isinstance(o, (list, tuple)):
+        return (type(o).__name__, [dump(x) for x in o])
+    if isinstance(o, (set, frozenset)):
+        return (type(o).__name__, sorted(dump(x) for x in o))
+    if isinstance(o, dict):
+        return ("dict", [(dump(k), dump(v)) for k, v in o.items()])
+    if isinstance(o, re.Pattern):
+        return ("re", o.pattern, o.flags)
+    fields = {}
+    for klass in type(o).__mro__:
+        for name in getattr(klass, "__slots__", ()):
+            if hasattr(o, name):
+                fields[name] = dump(getattr(o, name))
+    for name, value in getattr(o, "__dict__", {}).items():
+        fields[name] = dump(value)
+    return (type(o).__name__, sorted(fields.items()))
+
+
+def project_files() -> list[Path]:
+    out = []
+    for root in (REPO / "scenarios", FIX / "valid"):
+        out += sorted({*root.rglob("*.yaml"), *root.rglob("*.yml")})
+    return out
+
+
+def loaded(path, **kw) -> Scenario | None:
+    try:
+        return L.load_scenario(path, use_cache=False, **kw)
+    except ScenarioError:
+        return None
+
+
+# ------------------------------------------------------------------ equality
+
+
+def assert_round_trip(path, cache: Path, **kw) -> Scenario | None:
+    """Full load, then the cached model: structurally equal; returns the cached one (None for
+    a file with a literal secret, which is never stored: its model still round-trips in memory)."""
+    reference = L.load_scenario(path, use_cache=False, **kw)
+    in_memory = C.decode(json.loads(json.dumps(C.encode(reference))))
+    assert dump(in_memory) == dump(reference)
+    stored = L.load_scenario(path, **kw)  # a miss: full load, stores the model
+    cached = C.lookup(path, kw.get("defined", ()))
+    if C.holds_secret_literal(reference):
+        assert cached is None
+        return None
+    assert cached is not None, f"{path}: no cache entry was written"
+    assert cached is not stored
+    assert dump(stored) == dump(reference)
+    assert dump(cached) == dump(reference)
+    return cached
+
+
+def test_every_project_scenario_and_fixture_round_trips(cache):
+    files = project_files()
+    scenarios = [f for f in files if loaded(f) is not None]
+    # the top-level scenarios/ files and the valid fixtures are all scenarios; lib/ and matrix/
+    # hold fragments and vars files, which the cache never stores as models
+    assert len(scenarios) >= 25
+    assert {f for f in (REPO / "scenarios").glob("*.yaml")} <= set(scenarios)
+    cached = [f for f in scenarios if assert_round_trip(f, cache) is not None]
+    assert len(cached) >= 20  # the sandbox files carry the sandbox's literal password
+    for f in set(files) - set(scenarios):
+        assert C.lookup(f) is None
+    # the cache front door gives exactly the loader's model for each, and knows fragments
+    for f in scenarios:
+        assert dump(C.load_scenario(f)) == dump(loaded(f))
+    found = sorted({*(REPO / "scenarios").rglob("*.yaml"), *(REPO / "scenarios").rglob("*.yml")})
+    assert C.discover([REPO / "scenarios"]) == [f for f in found if not L.is_fragment(f)]
+
+
+def test_round_trip_with_a_relative_path(cache, tmp_path, monkeypatch):
+    write(tmp_path / "lib" / "f.yaml", "vars: {who: x}\nsteps:\n  - C: 'HELO {{ who }}'\n    S: 250\n")
+    write(tmp_path / "s.yaml", HEAD + "steps:\n  - include: lib/f.yaml\n    vars: {who: me}\n")
+    monkeypatch.chdir(tmp_path)
+    sc = assert_round_trip("s.yaml", cache)
+    assert str(sc.path) == "s.yaml" and sc.sessions[0].steps[0].location.file == "lib/f.yaml"
+    # the same bytes reached by another path are another entry: locations name the path given
+    other = assert_round_trip(str(tmp_path / "s.yaml"), cache)
+    assert str(other.path) == str(tmp_path / "s.yaml")
+
+
+EVERYTHING = """\
+name: everything
+description: all the fields
+tags: [a, b]
+vars:
+  user: "{{ env.MAILRUN_T_USER }}"
+  password: "{{ env.MAILRUN_T_PW }}"
+  n: 3
+  f: 1.5
+  yes: true
+secrets: [password, env.MAILRUN_T_TOKEN]
+sessions:
+  - name: send
+    protocol: smtp
+    connect: {host: "{{ env.MAILRUN_T_HOST | default('localhost') }}", port: 2525, timeout: 3,
+              tls: starttls, connect_timeout: 1.5}
+    retry: {attempts: 3, interval: 0.5}
+    steps:
+      - S: [220, "421 busy"]
+      - C: EHLO x
+        S: {code: 250, lines: ["^STARTTLS"], not: {text: nope}}
+        name: hello
+        timeout: 2
+      - C: STARTTLS
+        S: 220
+        starttls: true
+      - include: lib/auth.yaml
+        vars: {who: "{{ user }}", n: 4}
+      - C: "MAIL FROM:<{{ user }}>"
+        S: 2xx ok
+        capture: {qid: "queued as (\\\\w+)", all: ".*"}
+      - raw: !!binary AAEC/w==
+      - raw: "DATA\\r\\n"
+        S: 354
+      - body: "Subject: x\\n\\nhi {{ qid }}\\n"
+        S: 250
+      - body_file: message.eml
+        S: 250
+      - sleep: 0.25
+      - S: EOF
+    finally:
+      - C: QUIT
+        S: 221
+  - name: read
+    protocol: pop3
+    connect: {host: localhost, port: 1110}
+    steps:
+      - S: +OK
+      - C: LIST
+        S: +OK
+        multiline: true
+  - name: imap
+    protocol: imap
+    connect: {host: localhost}
+    steps:
+      - S: OK
+      - C: "a LOGOUT"
+        tag: false
+        S: {re: "BYE"}
+  - name: lines
+    protocol: line
+    connect: {host: localhost, port: 7}
+    steps:
+      - C: ping
+        S: "^pong$"
+"""
+
+
+def test_every_field_round_trips(cache, tmp_path):
+    write(
+        tmp_path / "lib" / "auth.yaml",
+        """\
+        vars: {who: nobody, n: 1, token: "{{ env.MAILRUN_T_TOKEN }}"}
+        secrets: [token]
+        steps:
+          - C: "AUTH PLAIN {{ auth_plain(who, password) }}"
+            S: 235
+          - include: inner.yaml
+            vars: {token: "{{ env.MAILRUN_T_TOKEN }}"}
+        """,
+    )
+    write(tmp_path / "lib" / "inner.yaml", "steps:\n  - C: 'NOOP {{ token | b64 }}'\n    S: 250\n")
+    (tmp_path / "message.eml").write_bytes(b"Subject: m\n\nbody\n")
+    sc = assert_round_trip(write(tmp_path / "all.yaml", EVERYTHING), cache)
+    send = sc.sessions[0]
+    assert [s.action for s in send.steps][-6:] == ["raw", "raw", "body", "body_file", "sleep", "read"]
+    raw = next(s for s in send.steps if s.data is not None)
+    assert raw.data == b"\x00\x01\x02\xff" and type(raw.data) is bytes
+    inner = next(s for s in send.steps if s.text and s.text.startswith("NOOP"))
+    assert len(inner.location.via) == 2 and len(inner.bindings) == 2
+    assert send.retry.attempts == 3 and send.retry.interval == 0.5
+    assert sc.secrets == frozenset({"password", "token", "env.MAILRUN_T_TOKEN"})
+    assert (
+        send.steps[1].expect.describe()
+        == L.load_scenario(tmp_path / "all.yaml").sessions[0].steps[1].expect.describe()
+    )
+    assert sc.sessions[1].steps[1].multiline is True and sc.sessions[2].steps[1].tag is False
+
+
+def test_dump_sees_every_field():
+    """The equality above means something only if the dump reads every slot of the model."""
+    loc = Location("f", 1)
+    step = Step(location=loc, action="send", text="A")
+    spec = ConnectSpec(values={}, base_dir=Path("/"), location=loc)
+    objects = [
+        loc,
+        step,
+        spec,
+        Retry(),
+        Session("s", "smtp", spec, (step,)),
+        Scenario(Path("x"), "x", ()),
+        ConnectConfig("h", 1),
+    ]
+    for o in objects:
+        names = {n for n, _ in dump(o)[1]}
+        assert names == set(type(o).__slots__), type(o).__name__
+        assert not hasattr(o, "__dict__")
+        assert repr(o).startswith(type(o).__name__ + "(")
+    other = Step(location=loc, action="send", text="A", timeout=1)
+    assert dump(other) != dump(step)
+    assert dump(Step(location=loc, action="send", text="A", timeout=1.0)) != dump(other)
+
+
+_TEXT = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc")) | st.sampled_from(" :-#'\"{}[]é"),
+    min_size=1,
+    max_size=12,
+)
+
+
+@st.composite
+def scenarios(draw):
+    steps = ["  - S: 220"]
+    for _ in range(draw(st.integers(0, 5))):
+        kind = draw(st.sampled_from(["C", "raw", "binary", "body", "sleep", "read"]))
+        text = draw(_TEXT).strip() or "x"
+        if kind == "C":
+            steps.append(f"  - C: {_yq(text)}")
+        elif kind == "raw":
+            steps.append(f"  - raw: {_yq(text + chr(10))}")
+        elif kind == "binary":
+            data = draw(st.binary(min_size=1, max_size=16))
+            steps.append(f"  - raw: !!binary {base64.b64encode(data).decode()}")
+        elif kind == "body":
+            steps.append(f"  - body: {_yq(text)}")
+        elif kind == "sleep":
+            steps.append(f"  - sleep: {draw(st.sampled_from(['0', '0.5', '1', '2.25']))}")
+        else:
+            steps.append("  - S: 250")
+            continue
+        if draw(st.booleans()):
+            steps.append(f"    S: {draw(st.sampled_from(['250', '2xx', '[250, 251]', '{code: 250}']))}")
+            if draw(st.booleans()):
+                steps.append(f"    name: {_yq(draw(_TEXT))}")
+            if draw(st.booleans()):
+                steps.append(f"    timeout: {draw(st.sampled_from(['1', '2.5']))}")
+    v = draw(st.sampled_from(["1", "1.0", "true", "'1'", "x"]))
+    return f"name: {_yq(draw(_TEXT))}\nconnect: {{host: localhost, port: 25}}\nvars: {{v: {v}}}\nsteps:\n" + (
+        "\n".join(steps) + "\n"
+    )
+
+
+def _yq(text: str) -> str:
+    """A YAML double-quoted scalar."""
+    out = "".join(c if c not in '"\\' and c.isprintable() else f"\\u{ord(c):04x}" for c in text)
+    return f'"{out}"'
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=scenarios())
+def test_generated_scenarios_round_trip(text, tmp_path_factory):
+    d = tmp_path_factory.mktemp("gen")
+    os.environ["MAILRUN_CACHE_DIR"] = str(d / "cache")
+    path = write(d / "g.yaml", text)
+    if loaded(path) is None:
+        return  # not every generated document is a valid scenario (e.g. sleep without S is fine)
+    assert_round_trip(path, d / "cache")
+
+
+# ------------------------------------------------------------------ staleness
+
+
+def test_entry_is_keyed_on_bytes_path_and_defined_names(cache, tmp_path):
+    p = write(tmp_path / "s.yaml", HEAD + "steps:\n  - C: 'HELO {{ x }}'\n    S: 250\n")
+    assert L.load_scenario(p, defined=["x"]).sessions[0].steps[0].text == "HELO {{ x }}"
+    assert C.lookup(p, ["x"]) is not None
+    assert C.lookup(p) is None  # without --var x the file is invalid: the loader must say so
+    with pytest.raises(ScenarioError, match="undefined variable 'x'"):
+        C.load_scenario(p)
+    p.write_text(HEAD + "steps:\n  - C: 'EHLO {{ x }}'\n    S: 250\n")
+    assert C.lookup(p, ["x"]) is None
+    assert C.load_scenario(p, defined=["x"]).sessions[0].steps[0].text == "EHLO {{ x }}"
+
+
+def test_changed_or_moved_include_is_a_miss(cache, tmp_path):
+    write(tmp_path / "lib" / "a.yaml", "steps:\n  - C: NOOP\n")
+    write(tmp_path / "lib" / "b.yaml", "steps:\n  - C: RSET\n")
+    os.symlink("a.yaml", tmp_path / "lib" / "f.yaml")
+    p = write(tmp_path / "s.yaml", HEAD + "steps:\n  - include: lib/f.yaml\n")
+    assert L.load_scenario(p).sessions[0].steps[0].text == "NOOP"
+    assert C.lookup(p).sessions[0].steps[0].text == "NOOP"
+    # the link now points at another file with other bytes
+    (tmp_path / "lib" / "f.yaml").unlink()
+    os.symlink("b.yaml", tmp_path / "lib" / "f.yaml")
+    assert C.lookup(p) is None
+    assert C.load_scenario(p).sessions[0].steps[0].text == "RSET"
+    assert C.lookup(p).sessions[0].steps[0].text == "RSET"
+    # the file itself changes
+    write(tmp_path / "lib" / "b.yaml", "steps:\n  - C: QUIT\n")
+    assert C.lookup(p) is None
+    assert C.load_scenario(p).sessions[0].steps[0].text == "QUIT"
+
+
+def test_a_vanished_body_file_is_reported_not_served_from_cache(cache, tmp_path):
+    (tmp_path / "m.eml").write_text("Subject: x\n\nhi\n")
+    p = write(tmp_path / "s.yaml", HEAD + "steps:\n  - body_file: m.eml\n    S: 250\n")
+    assert C.load_scenario(p).sessions[0].steps[0].path == tmp_path / "m.eml"
+    assert C.lookup(p) is not None
+    (tmp_path / "m.eml").unlink()
+    assert C.lookup(p) is None
+    with pytest.raises(ScenarioError, match="file 'm.eml' not found"):
+        C.load_scenario(p)
+
+
+def test_use_cache_false_neither_reads_nor_writes(cache, tmp_path):
+    p = write(tmp_path / "s.yaml", HEAD + "steps: [{S: 220}]\n")
+    C.load_scenario(p, use_cache=False)
+    L.load_scenario(p, use_cache=False)
+    assert not cache.exists()
+    C.load_scenario(p)
+    assert len(entries(cache)) == 1
+    # an entry for these bytes that says something else is not read when use_cache=False
+    (entry,) = entries(cache)
+    entry.write_bytes(b"garbage")
+    assert C.load_scenario(p, use_cache=False).name == "t"
+
+
+def test_invalid_files_store_no_model(cache):
+    for f in sorted((FIX / "invalid").glob("*.yaml")):
+        with pytest.raises(ScenarioError) as full:
+            L.load_scenario(f, use_cache=False)
+        with pytest.raises(ScenarioError) as front:
+            C.load_scenario(f)
+        assert front.value.problems == full.value.problems
+    assert entries(cache) == []
+
+
+def test_entries_are_private_and_written_atomically(cache, tmp_path):
+    p = write(tmp_path / "s.yaml", HEAD + "steps: [{S: 220}]\n")
+    L.load_scenario(p)
+    for sub in ("models", "validated"):
+        assert stat.S_IMODE((cache / sub).stat().st_mode) == 0o700
+        for e in entries(cache, sub):
+            assert stat.S_IMODE(e.stat().st_mode) == 0o600
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+    assert not [x for x in (cache / "models").iterdir() if x.name.startswith(".")]  # no temp file left
+    # a directory an older mailrun made world-readable is tightened
+    os.chmod(cache / "validated", 0o755)
+    p.write_text(HEAD + "steps: [{S: 221}]\n")
+    L.load_scenario(p)
+    assert stat.S_IMODE((cache / "validated").stat().st_mode) == 0o700
+
+
+def test_unwritable_cache_dir_still_loads(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("MAILRUN_CACHE_DIR", str(tmp_path / "file" / "sub"))
+    p = write(tmp_path / "s.yaml", HEAD + "steps: [{S: 220}]\n")
+    assert C.load_scenario(p).name == "t"
+    assert C.load_scenario(p).name == "t"
+    assert C.discover([tmp_path]) == [p]
+
+
+# ------------------------------------------------------------------ damaged and foreign entries
+
+
+def test_damaged_entries_fall_back_to_the_full_load(cache, tmp_path):
+    p = write(tmp_path / "all.yaml", EVERYTHING)
+    write(tmp_path / "lib" / "auth.yaml", "steps:\n  - C: NOOP\n    S: 250\n")
+    (tmp_path / "message.eml").write_text("x\n")
+    reference = dump(L.load_scenario(p, use_cache=False))
+    L.load_scenario(p)
+    (entry,) = entries(cache)
+    good = entry.read_bytes()
+    rnd = random.Random(1234)
+    damaged = [
+        b"",
+        b"\n",
+        good[: len(good) // 2],
+        good + b"x",
+        good.replace(b"mailrun-model", b"mailrun-m0del"),
+    ]
+    for _ in range(150):
+        b = bytearray(good)
+        for _ in range(rnd.randint(1, 4)):
+            b[rnd.randrange(len(b))] = rnd.randrange(256)
+        damaged.append(bytes(b))
+    for _ in range(30):
+        i, j = sorted(rnd.randrange(len(good)) for _ in range(2))
+        damaged.append(good[:i] + good[j:])
+    for data in damaged:
+        entry.write_bytes(data)
+        assert dump(C.load_scenario(p)) == reference
+        entry.write_bytes(data)
+        assert dump(L.load_scenario(p)) == reference
+
+
+def _rehash(head: bytes, body: bytes) -> bytes:
+    parts = head.split(b" ")
+    parts[3] = C.digest(body).encode()
+    return b" ".join(parts) + b"\n" + body
+
+
+def test_well_formed_but_wrong_entries_never_crash(cache, tmp_path):
+    """Entries whose checksum holds but whose JSON is not what this mailrun wrote (another
+    version's layout, hand edits): a miss or a model, never an exception."""
+    p = write(tmp_path / "all.yaml", EVERYTHING)
+    write(tmp_path / "lib" / "auth.yaml", "steps:\n  - C: NOOP\n    S: 250\n")
+    (tmp_path / "message.eml").write_text("x\n")
+    L.load_scenario(p)
+    (entry,) = entries(cache)
+    head, _, body = entry.read_bytes().partition(b"\n")
+    data = json.loads(body)
+    rnd = random.Random(99)
+    junk = [None, 0, 1.5, True, "x", [], {}, [[]], {"a": 1}, "\udcff", 10**400]
+
+    def paths(o, here=()):
+        yield here
+        if isinstance(o, dict):
+            for k, v in o.items():
+                yield from paths(v, here + (k,))
+        elif isinstance(o, list):
+            for i, v in enumerate(o):
+                yield from paths(v, here + (i,))
+
+    all_paths = [x for x in paths(data) if x]
+    for _ in range(300):
+        mutated = json.loads(body)
+        where = rnd.choice(all_paths)
+        parent = mutated
+        for k in where[:-1]:
+            parent = parent[k]
+        if isinstance(parent, dict) and rnd.random() < 0.3:
+            del parent[where[-1]]
+        else:
+            parent[where[-1]] = rnd.choice(junk)
+        entry.write_bytes(_rehash(head, json.dumps(mutated).encode()))
+        assert isinstance(C.load_scenario(p), Scenario)
+    for text in (b"[]", b"null", b"{}", b'{"includes": 5}', b"[" * 100000):
+        entry.write_bytes(_rehash(head, text))
+        assert C.lookup(p) is None
+        assert C.load_scenario(p).name == "everything"
+
+
+def test_an_entry_for_another_file_is_not_used(cache, tmp_path):
+    a = write(tmp_path / "a.yaml", "name: a\nconnect: {host: localhost, port: 25}\nsteps: [{S: 220}]\n")
+    b = write(tmp_path / "b.yaml", "name: b\nconnect: {host: localhost, port: 25}\nsteps: [{S: 220}]\n")
+    L.load_scenario(a)
+    (ea,) = entries(cache)
+    L.load_scenario(b)
+    (eb,) = [e for e in entries(cache) if e != ea]
+    eb.write_bytes(ea.read_bytes())  # a's entry (valid checksum) under b's key
+    assert C.lookup(b) is None
+    assert C.load_scenario(b).name == "b"
+
+
+# ------------------------------------------------------------------ secrets
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "vars: {password: hunter2-Zq9}\nsecrets: [password]\n",
+        "vars: {password: 'pre{{ env.X }}hunter2-Zq9'}\nsecrets: [password]\n",
+        "vars: {password: \"{{ env.X | default('hunter2-Zq9') }}\"}\nsecrets: [password]\n",
+        "vars: {pw: hunter2-Zq9, password: '{{ pw }}'}\nsecrets: [password]\n",
+        "vars: {n: 12345678901}\nsecrets: [n]\n",
+    ],
+    ids=["literal", "mixed", "default", "derived", "number"],
+)
+def test_a_literal_secret_is_never_written(cache, tmp_path, text):
+    p = write(tmp_path / "s.yaml", HEAD + text + "steps: [{S: 220}]\n")
+    sc = C.load_scenario(p)
+    assert sc.secrets and C.lookup(p) is None
+    assert entries(cache) == [] and entries(cache, "validated")  # the validation record is kept
+    secret = b"hunter2-Zq9" if b"hunter2" in p.read_bytes() else b"12345678901"
+    for f in cache.rglob("*"):
+        if f.is_file():
+            data = f.read_bytes()
+            assert secret not in data and base64.b64encode(secret)[:12] not in data
+
+
+def test_a_literal_secret_bound_by_an_include_is_never_written(cache, tmp_path):
+    write(tmp_path / "lib" / "auth.yaml", "secrets: [pw]\nsteps:\n  - C: 'AUTH {{ pw | b64 }}'\n    S: 235\n")
+    p = write(tmp_path / "s.yaml", HEAD + "steps:\n  - include: lib/auth.yaml\n    vars: {pw: hunter2-Zq9}\n")
+    assert C.load_scenario(p).sessions[0].steps[0].bindings == ({"pw": "hunter2-Zq9"},)
+    assert entries(cache) == []
+    q = write(
+        tmp_path / "q.yaml", HEAD + "steps:\n  - include: lib/auth.yaml\n    vars: {pw: '{{ env.PW }}'}\n"
+    )
+    C.load_scenario(q)
+    assert len(entries(cache)) == 1
+    assert not any(b"hunter2" in f.read_bytes() for f in cache.rglob("*") if f.is_file())
+
+
+def test_secrets_from_the_environment_are_cached(cache, tmp_path):
+    p = write(
+        tmp_path / "s.yaml",
+        HEAD + "vars: {password: '{{ env.PW }}', key: '{{ env.K | b64 }}'}\nsecrets: [password, key]\n"
+        "steps: [{S: 220}]\n",
+    )
+    C.load_scenario(p)
+    assert C.lookup(p) is not None
+
+
+# ------------------------------------------------------------------ discovery
+
+
+def test_discover_matches_the_loader_and_remembers_fragments(cache, tmp_path):
+    write(tmp_path / "d" / "lib" / "f.yaml", "steps:\n  - C: NOOP\n")
+    write(tmp_path / "d" / "a.yaml", HEAD + "steps:\n  - include: lib/f.yaml\n")
+    write(tmp_path / "d" / "b.yml", HEAD + "steps: [{S: 220}]\n")
+    write(tmp_path / "d" / "broken.yaml", "name: [\n")
+    want = [tmp_path / "d" / "a.yaml", tmp_path / "d" / "b.yml", tmp_path / "d" / "broken.yaml"]
+    assert C.discover([tmp_path / "d"]) == want
+    assert {e.read_bytes() for e in entries(cache, "kinds")} == {b"fragment\n", b"scenario\n"}
+    assert C.discover([tmp_path / "d"]) == want
+    assert C.discover([str(tmp_path / "d" / "*.y*ml")]) == want
+    assert C.discover([str(tmp_path / "d" / "**")]) == want
+    assert C.find_files([tmp_path / "d"], fragments=True) == sorted(
+        [*want, tmp_path / "d" / "lib" / "f.yaml"]
+    )
+
+
+# ------------------------------------------------------------------ the warm run
+
+
+_PROBE = textwrap.dedent(
+    """\
+    import sys
+    import runner.cli
+    rc = runner.cli.main(sys.argv[1:])
+    print("MODULES", " ".join(sorted(sys.modules)))
+    sys.exit(rc)
+    """
+)
+HEAVY = ("yaml", "jsonschema", "runner.scenario_loader")
+
+
+def run_probe(args, cache: Path, **env) -> tuple[int, set[str], str]:
+    full = {**os.environ, "MAILRUN_CACHE_DIR": str(cache), "NO_COLOR": "1", **env}
+    r = subprocess.run(
+        [sys.executable, "-c", _PROBE, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=full,
+        cwd=REPO,
+        timeout=60,
+    )
+    line = next((x for x in r.stdout.splitlines() if x.startswith("MODULES ")), "MODULES ")
+    return r.returncode, set(line.split()[1:]), r.stdout + r.stderr
+
+
+SEND = """\
+name: warm
+connect: {host: 127.0.0.1, port: %d, timeout: 5}
+vars:
+  user: alice@example.test
+  password: "{{ env.MAILRUN_T_PW }}"
+secrets: [password]
+steps:
+  - S: 220
+  - C: EHLO warm.test
+    S: 250
+  - include: lib/auth.yaml
+  - C: "MAIL FROM:<{{ user }}>"
+    S: 250
+  - C: "RCPT TO:<bob@example.test>"
+    S: 250
+  - C: RSET
+    S: 250
+  - C: QUIT
+    S: 221
+"""
+
+
+def test_a_warm_run_imports_neither_yaml_jsonschema_nor_the_loader(cache, tmp_path):
+    write(
+        tmp_path / "lib" / "auth.yaml",
+        "steps:\n  - C: 'AUTH PLAIN {{ auth_plain(user, password) }}'\n    S: 250\n",
+    )
+    with Server(scripted(b"220 warm ready\r\n", SMTP)) as srv:
+        p = write(tmp_path / "send.yaml", SEND % srv.port)
+        env = {"MAILRUN_T_PW": "pw-Zq9"}
+        for args in ([p], [tmp_path]):
+            rc, cold, out = run_probe(args, cache, **env)
+            assert rc == 0, out
+            # the first runs load in full, so the probe does see imports (the directory run asks
+            # the loader which files are fragments once; the file's model is cached by then)
+            assert {"yaml", "runner.scenario_loader"} <= cold
+        for args in ([p], ["run", p], [tmp_path]):
+            rc, warm, out = run_probe(args, cache, **env)
+            assert rc == 0, out
+            assert "PASS warm" in out and "pw-Zq9" not in out
+            assert not (set(HEAVY) & warm), sorted(set(HEAVY) & warm)
+            assert not {"dataclasses", "hashlib"} & warm
+        conns = [srv.wait_connection(i, timeout=10) for i in range(5)]
+        assert all(b"QUIT\r\n" in c.wait_closed(10) for c in conns)
+        # a changed fragment makes the next run load in full again, and say so in its imports
+        write(
+            tmp_path / "lib" / "auth.yaml", "steps:\n  - C: 'AUTH PLAIN {{ auth_plain(user, password) }}'\n"
+        )
+        rc, again, out = run_probe([p], cache, **env)
+        assert rc == 1 or rc == 0, out
+        assert "yaml" in again
+
+
+def test_a_warm_run_with_an_invalid_file_still_reports_it(cache, tmp_path):
+    good = write(tmp_path / "ok.yaml", HEAD + "steps: [{S: 220}]\n")
+    bad = write(tmp_path / "bad.yaml", HEAD + "steps: [{S: '25'}]\n")
+    run_probe(["validate", good], cache)
+    rc, _, out = run_probe([good, bad], cache)
+    assert rc == 2 and "'25' is not a reply-code pattern" in out and "Traceback" not in out
