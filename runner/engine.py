@@ -371,52 +371,76 @@ def preflight(
     (step, section, index, reason) that would be refused: a `C` line containing CR or LF, or a
     secret that would travel unencrypted to a host outside loopback (the plaintext guard;
     `config` None skips that check). None when nothing is refused. Sends nothing.
-    `keep` collects the renderings that stay valid for the run (see _reusable)."""
+    `keep` collects the renderings that stay valid until the step runs."""
     guard = config is not None and plaintext_guard_applies(config, allow_plaintext_secrets)
     if config is None or config.tls == "implicit" or config.transport == "openssl":
         plaintext = False  # openssl s_client encrypts, and performs STARTTLS itself
     else:
         plaintext = True
+    for section, index, step, encrypted, names in _templated_steps(session):
+        # (constant text was checked by the loader and cannot hold a secret)
+        try:
+            rendered = render(step.text, _step_context(step, ctx))
+        except TemplateError:
+            continue  # needs a capture (or is broken): checked when it runs
+        if keep is not None and not step.bindings and "now" not in names and not (names & captured):
+            # still what rendering would give when the step runs: no include scope (whose
+            # bindings may use captures), no variable a capture can set, not the time
+            keep[id(step)] = rendered
+        if step.action == "send" and ("\r" in rendered.value or "\n" in rendered.value):
+            return step, section, index, CRLF_REFUSAL
+        if guard and plaintext and not encrypted and rendered.secret:
+            return step, section, index, plaintext_refusal(config.host)  # type: ignore[union-attr]
+    return None
+
+
+# session id -> (session, its templated send/body/raw steps): the same on every run
+_TEMPLATED: dict[int, tuple[Session, tuple[tuple[str, int, Step, bool, frozenset[str]], ...]]] = {}
+
+
+def _templated_steps(session: Session) -> tuple[tuple[str, int, Step, bool, frozenset[str]], ...]:
+    """(section, index, step, after STARTTLS, names used) of every `C`, `body` and `raw` step
+    whose text is a template, in order. 'after STARTTLS': a STARTTLS step comes before it
+    (every `finally` step of a session that has one counts as after it)."""
+    memo = _TEMPLATED.get(id(session))
+    if memo is not None and memo[0] is session:
+        return memo[1]
+    out = []
+    encrypted = False
     has_starttls = any(s.starttls for s in session.steps)
     for section, steps in (("steps", session.steps), ("finally", session.finally_steps)):
         if section == "finally" and has_starttls:
-            plaintext = False
+            encrypted = True
         for index, step in enumerate(steps, 1):
             if (
                 step.action in ("send", "body", "raw")
                 and step.text is not None
                 and not parse(step.text).is_constant
             ):
-                # (constant text was checked by the loader and cannot hold a secret)
-                try:
-                    rendered = render(step.text, _step_context(step, ctx))
-                except TemplateError:
-                    rendered = None  # needs a capture (or is broken): checked when it runs
-                if rendered is not None:
-                    if keep is not None and _reusable(step, captured):
-                        keep[id(step)] = rendered
-                    if step.action == "send" and ("\r" in rendered.value or "\n" in rendered.value):
-                        return step, section, index, CRLF_REFUSAL
-                    if guard and plaintext and rendered.secret:
-                        return step, section, index, plaintext_refusal(config.host)  # type: ignore[union-attr]
+                out.append((section, index, step, encrypted, frozenset(parse(step.text).names())))
             if step.starttls:
-                plaintext = False
-    return None
+                encrypted = True
+    if len(_TEMPLATED) > 256:
+        _TEMPLATED.clear()
+    _TEMPLATED[id(session)] = (session, tuple(out))
+    return tuple(out)
 
 
 # What a StepResult shows of its step that never changes (location, include chain): worked out
 # once per step, not on every run of it. Keyed by id(); the entry holds the step, so the id
 # cannot be reused while the entry lives.
-_STEP_INFO: dict[int, tuple[Step, str, str | None]] = {}
+_STEP_INFO: dict[int, tuple[Step, str, str | None, str | None]] = {}
 
 
-def _step_info(step: Step) -> tuple[Step, str, str | None]:
+def _step_info(step: Step) -> tuple[Step, str, str | None, str | None]:
+    """(step, 'file:line', include chain or None, the S pattern as text or None)"""
     info = _STEP_INFO.get(id(step))
     if info is None or info[0] is not step:
         if len(_STEP_INFO) > 4096:
             _STEP_INFO.clear()
         loc = step.location
-        info = (step, str(loc), " <- ".join(str(v) for v in reversed(loc.via)) or None)
+        via = " <- ".join(str(v) for v in reversed(loc.via)) or None
+        info = (step, str(loc), via, step.expect.describe() if step.expect is not None else None)
         _STEP_INFO[id(step)] = info
     return info
 
@@ -426,16 +450,6 @@ def _captured_names(scenario: Scenario) -> frozenset[str]:
     return frozenset(
         name for sess in scenario.sessions for st in (*sess.steps, *sess.finally_steps) for name in st.capture
     )
-
-
-def _reusable(step: Step, captured: frozenset[str]) -> bool:
-    """Whether the text rendered before connecting is still what rendering would give when the
-    step runs: it is in no include scope (whose bindings may use captures), and names neither
-    a variable a capture can set nor `now` (the time)."""
-    if step.bindings:
-        return False
-    names = parse(step.text or "").names()
-    return "now" not in names and not (names & captured)
 
 
 # Connect settings with no template in them resolve to the same ConnectConfig on every run:
@@ -460,7 +474,7 @@ def _remember_connect(session: Session, overrides: Mapping[str, Any], config: Co
 
 
 def _new_result(step: Step, index: int, section: str) -> StepResult:
-    _, location, via = _step_info(step)
+    _, location, via, _ = _step_info(step)
     return StepResult(index, section, location, via, step.action, "passed", step.name)
 
 
@@ -490,6 +504,7 @@ class SessionRunner:
         self.transport = None
         self.connected = False  # the connection is open and usable
         self.emit = engine._emit  # straight to the listener: one call per event
+        self._check_sendable = None  # the transport's check of bytes it cannot send exactly
         self._scopes: dict[tuple, Context] = {}
 
     def note(self, kind: str, text: str) -> None:
@@ -512,6 +527,7 @@ class SessionRunner:
             self._close_quietly()
             raise
         self.connected = True
+        self._check_sendable = getattr(self.transport, "check_sendable", None)
         self.emit(Connected(info=info, at=time.time()))
         if info.tls is not None:
             result.tls = info.tls
@@ -613,17 +629,21 @@ class SessionRunner:
 
     # ------------------------------------------------------------------ one step
     def run_step(self, step: Step, index: int, section: str) -> StepResult:
-        sr = _new_result(step, index, section)
+        _, location, via, expected = _step_info(step)
+        sr = StepResult(index, section, location, via, step.action, "passed", step.name)
         started = time.monotonic()
+        redactor = self.redactor
         try:
-            ctx = self.scope(step)
-            if step.expect is not None:
-                sr.expected = self.redactor.redact(step.expect.describe())
-            self.send(step, ctx, sr)
-            if step.expect is not None:
+            ctx = self.scope(step) if step.bindings else self.ctx
+            expect = step.expect
+            if expect is not None:
+                sr.expected = redactor.redact(expected) if redactor.active else expected
+            if step.action != "read":
+                self.send(step, ctx, sr)
+            if expect is not None:
                 timeout = step.timeout if step.timeout is not None else self.config.timeout
                 deadline = time.monotonic() + timeout
-                if step.expect.is_eof:
+                if expect.is_eof:
                     self.expect_eof(deadline, timeout)
                 else:
                     reply = self.read_reply(step, ctx, deadline, timeout)
@@ -635,8 +655,8 @@ class SessionRunner:
                                 "the server closed the connection; nothing to capture from",
                             )
                         return self.finish(sr, started)
-                    sr.reply = self.masked(reply)
-                    outcome = step.expect.match(reply, ctx)
+                    sr.reply = self.masked(reply) if redactor.active else reply
+                    outcome = expect.match(reply, ctx)
                     if not outcome.ok:
                         raise StepFailure(
                             "failed",
@@ -644,7 +664,7 @@ class SessionRunner:
                             self.redactor.redact(outcome.reason or "no match"),
                             reply,
                         )
-                    for name, regex in step.capture.items():
+                    for name, regex in step.capture.items() if step.capture else ():
                         value = capture_value(reply, regex, ctx)
                         if value is None:
                             raise StepFailure(
@@ -696,7 +716,7 @@ class SessionRunner:
         r = self.redactor
         # every text of a reply is decoded from its raw bytes (a 334 note from base64 in them,
         # whose forms the redactor knows too): no secret in raw, nothing to mask
-        if not len(r) or not r.contains(reply.raw):
+        if not r.active or not r.contains(reply.raw):
             return reply
         return reply.replace(
             raw=r.redact_bytes(reply.raw),
@@ -732,7 +752,7 @@ class SessionRunner:
                 self.guard_plaintext(secret)
             data = self.protocol.command(value, tag=step.tag, multiline=step.multiline)
             shown = decode(data[:-2] if data.endswith(b"\r\n") else data)
-            sr.sent = redactor.redact(shown) if len(redactor) else shown
+            sr.sent = redactor.redact(shown) if redactor.active else shown
         elif action in ("body", "body_file"):
             if action == "body":
                 rendered = self.engine._prerendered.pop(id(step), None) or render(step.text or "", ctx)
@@ -764,14 +784,14 @@ class SessionRunner:
             sr.sent = "raw " + self.redactor.redact(repr(decode(data))[1:-1])
         else:  # pragma: no cover - the loader only produces the actions above
             raise StepFailure("error", ExitClass.INVALID, f"unknown step action {action!r}")
-        check = getattr(self.transport, "check_sendable", None)
+        check = self._check_sendable
         if check is not None:
             problem = check(data)
             if problem:
                 raise StepFailure("error", ExitClass.INVALID, problem)
         self.transport.send(data)
         redactor = self.redactor
-        self.emit(Sent(data, time.time(), redactor if len(redactor) else None))  # masked when read
+        self.emit(Sent(data, time.time(), redactor if redactor.active else None))  # masked when read
 
     def guard_plaintext(self, secret: bool) -> None:
         if not secret or self.transport.encrypted:
@@ -789,7 +809,7 @@ class SessionRunner:
             self.connected = False
             return
         redactor = self.redactor
-        self.emit(Received(data, time.time(), redactor if len(redactor) else None))  # masked when read
+        self.emit(Received(data, time.time(), redactor if redactor.active else None))  # masked when read
         self.protocol.receive_data(data)
 
     def read_reply(self, step: Step, ctx: Context, deadline: float, timeout: float) -> Reply | None:

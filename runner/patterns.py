@@ -347,12 +347,20 @@ class LinePattern(Pattern):
 class AnyPattern(Pattern):
     def __init__(self, alternatives: list[Pattern]):
         self.alternatives = tuple(alternatives)
+        # `[235, 250]`: a set lookup before the alternatives are tried (and explained) one by one
+        self._exact_codes = frozenset(
+            a._exact
+            for a in self.alternatives
+            if isinstance(a, CodePattern) and a._exact is not None and a.protocol == "smtp"
+        )
 
     @property
     def accepts_eof(self) -> bool:
         return any(a.accepts_eof for a in self.alternatives)
 
     def match(self, reply: Reply, ctx: Context) -> MatchResult:
+        if reply.code in self._exact_codes:
+            return MATCHED
         reasons = []
         for alt in self.alternatives:
             r = alt.match(reply, ctx)

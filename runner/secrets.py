@@ -69,6 +69,20 @@ def _b64_forms(value: str) -> list[str]:
     return [enc, enc.rstrip("=")]
 
 
+# Every run of a scenario registers the same values: their alternations are built once.
+_ALTERNATIONS: dict[tuple, re.Pattern] = {}
+
+
+def _alternation(values: tuple) -> re.Pattern:
+    pattern = _ALTERNATIONS.get(values)
+    if pattern is None:
+        if len(_ALTERNATIONS) >= 64:
+            _ALTERNATIONS.clear()
+        bar = b"|" if isinstance(values[0], bytes) else "|"
+        pattern = _ALTERNATIONS[values] = re.compile(bar.join(map(re.escape, values)))
+    return pattern
+
+
 class Redactor:
     """Masks every registered value in any text. Thread-safe.
 
@@ -116,9 +130,9 @@ class Redactor:
         if pattern is None and len(self._ordered) <= self._FAST_PATH_LIMIT:
             with self._lock:
                 if binary:
-                    pattern = self._any_bytes = re.compile(b"|".join(map(re.escape, self._ordered_bytes)))
+                    pattern = self._any_bytes = _alternation(self._ordered_bytes)
                 else:
-                    pattern = self._any = re.compile("|".join(map(re.escape, self._ordered)))
+                    pattern = self._any = _alternation(self._ordered)
         return pattern
 
     def __len__(self) -> int:
