@@ -7,11 +7,13 @@ import socket
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from runner.errors import ConnectError, ConnectionClosed, DeadlineError, ScenarioError, UsageError
 from runner.scenario import ConnectConfig
 from runner.transports import create
-from runner.transports.telnet import TelnetTransport, check_sendable
+from runner.transports.telnet import CLOSED_MARK, TelnetTransport, check_sendable
 from tests.support.servers import (
     WIRE_PAYLOADS,
     Server,
@@ -283,3 +285,80 @@ def test_sockets_unaffected_by_stray_telnet_listener_close():
         th.join(5)
     finally:
         lst.close()
+
+
+# ----------------------------------------------------------------- the byte handling, exhaustively
+# (no telnet process: these are the transport's own rules for what telnet printed)
+
+_PIECES = st.sampled_from([b"\r", b"\n", b"\r\n", b"a", b"C", b"Conn", b"\xff", b"\x05", b"\x85", b"\x00"])
+_BYTES = st.lists(_PIECES, max_size=12).map(b"".join)
+
+
+def _spec_unsendable(data: bytes) -> str | None:
+    """Which rule check_sendable must apply first (None: sendable)."""
+    if b"\xff" in data:
+        return "0xff"
+    if b"\x05" in data:
+        return "0x05"
+    if b"\x85" in data:
+        return "0x85"
+    if any(data[i + 1 : i + 2] != b"\n" for i, c in enumerate(data) if c == 0x0D):
+        return "bare CR"
+    if any(i == 0 or data[i - 1] != 0x0D for i, c in enumerate(data) if c == 0x0A):
+        return "bare LF"
+    return None
+
+
+@settings(max_examples=400, deadline=None)
+@given(_BYTES)
+def test_check_sendable_matches_its_rules(data):
+    why = _spec_unsendable(data)
+    got = check_sendable(data)
+    if why is None:
+        assert got is None
+    else:
+        assert got is not None and why in got and "use transport: socket" in got
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_PIECES, max_size=12).map(b"".join), st.integers(0, len(CLOSED_MARK) - 1))
+def test_take_holds_back_exactly_a_possible_start_of_the_closing_line(head, k):
+    buf = head + CLOSED_MARK[:k]
+    t = TelnetTransport(cfg(1))
+    t._buf = buf
+    out = t._take()
+    held = t._buf
+    # the longest tail of buf that could still become the closing line is held, the rest handed out
+    longest = max(
+        j
+        for j in range(min(len(buf), len(CLOSED_MARK) - 1) + 1)
+        if CLOSED_MARK.startswith(buf[len(buf) - j :])
+    )
+    assert held == buf[len(buf) - longest :]
+    t2 = TelnetTransport(cfg(1))
+    assert out == t2._fix_newlines(buf[: len(buf) - longest])
+
+
+def test_take_stops_at_the_closing_line_and_says_it_once():
+    notes = []
+    t = TelnetTransport(cfg(1), on_note=lambda kind, text: notes.append((kind, text)))
+    t._buf = b"221 bye\n" + CLOSED_MARK + b"\r\n"
+    assert t.recv(time.monotonic() + 1) == b"221 bye\r\n"
+    assert t.recv(time.monotonic() + 1) == b""
+    assert notes == [("chatter", CLOSED_MARK.decode())]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"x", b"\r\r\n"]), max_size=12).map(b"".join), st.data()
+)
+def test_fix_newlines_turns_every_lone_lf_into_crlf_whatever_the_reads(data, draw):
+    expect = bytearray()
+    for i, c in enumerate(data):
+        if c == 0x0A and (i == 0 or data[i - 1] != 0x0D):
+            expect += b"\r"
+        expect.append(c)
+    cuts = sorted(draw.draw(st.lists(st.integers(0, len(data)), max_size=4)))
+    t = TelnetTransport(cfg(1))
+    got = b"".join(t._fix_newlines(data[a:b]) for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True))
+    assert got == bytes(expect)

@@ -299,12 +299,14 @@ class OpensslTransport(Transport):
         while True:
             if self._eof or self.fd is None:
                 return b""
-            self._drain_stderr()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                self._drain_stderr()
                 raise DeadlineError(f"no data from {self.peer} before the deadline")
-            fds = [self.fd] + ([self.err_fd] if self.err_fd is not None else [])
+            fds = [self.fd] if self.err_fd is None else [self.fd, self.err_fd]
             r, _, _ = select.select(fds, [], [], remaining)
+            if self.err_fd is not None and self.err_fd in r:
+                self._drain_stderr()  # openssl's stderr lines become chatter as they arrive
             if self.fd not in r:
                 continue
             try:

@@ -69,8 +69,18 @@ def stop(child: pexpect.spawn) -> None:
 
 
 def write_all(fd: int, data: bytes, *, peer: str, timeout: float, program: str) -> None:
-    """Write data to the program's terminal within timeout seconds (a non-blocking fd)."""
-    out = memoryview(data)
+    """Write data to the program's terminal within timeout seconds (a non-blocking fd). The
+    first write is tried straight away (a pty takes a few kB at once); only when the terminal is
+    full does it wait, with select, against the deadline."""
+    try:
+        n = os.write(fd, data)
+    except BlockingIOError:
+        n = 0
+    except OSError as e:
+        raise _write_error(e, peer, program) from None
+    if n == len(data):
+        return
+    out = memoryview(data)[n:]
     deadline = time.monotonic() + timeout
     while out:
         remaining = deadline - time.monotonic()
@@ -84,7 +94,11 @@ def write_all(fd: int, data: bytes, *, peer: str, timeout: float, program: str) 
         except BlockingIOError:
             continue
         except OSError as e:
-            if e.errno == errno.EIO:
-                raise ConnectionClosed(f"connection to {peer} closed ({program} exited)") from None
-            raise NetworkError(f"writing to {program} failed: {e.strerror}") from None
+            raise _write_error(e, peer, program) from None
         out = out[n:]
+
+
+def _write_error(e: OSError, peer: str, program: str) -> Exception:
+    if e.errno == errno.EIO:
+        return ConnectionClosed(f"connection to {peer} closed ({program} exited)")
+    return NetworkError(f"writing to {program} failed: {e.strerror}")

@@ -68,6 +68,7 @@ from runner.transports.tcp import format_peer
 
 CHUNK = 64 * 1024
 CLOSED_MARK = b"Connection closed by foreign host."
+assert b"C" not in CLOSED_MARK[1:]  # _take relies on it
 _SPECIAL = (
     "VINTR",
     "VQUIT",
@@ -85,28 +86,28 @@ _SPECIAL = (
     "VEOL2",
 )
 _DROPPED = {0x05: "drops", 0x85: "drops"}
-_LONE_LF = re.compile(rb"(?<!\r)\n")
 
 
 def check_sendable(data: bytes) -> str | None:
     """Why telnet cannot deliver `data` byte for byte (None when it can). The engine calls this
     before sending a step, so nothing different from what the scenario says ever goes out."""
+    crlf = data.count(b"\r\n")
+    if (
+        data.count(b"\r") == crlf
+        and data.count(b"\n") == crlf
+        and b"\xff" not in data
+        and b"\x05" not in data
+        and b"\x85" not in data
+    ):
+        return None  # every CR and every LF is part of a CR LF (the common case, checked cheaply)
     if b"\xff" in data:
         return "telnet cannot send byte 0xff exactly (it escapes it as IAC IAC); use transport: socket"
     for b, what in _DROPPED.items():
         if bytes([b]) in data:
             return f"telnet cannot send byte 0x{b:02x} ({what} it); use transport: socket"
-    i = data.find(b"\r")
-    while i != -1:
-        if data[i + 1 : i + 2] != b"\n":
-            return "telnet cannot send a bare CR exactly (it sends CR NUL); use transport: socket"
-        i = data.find(b"\r", i + 1)
-    i = data.find(b"\n")
-    while i != -1:
-        if i == 0 or data[i - 1 : i] != b"\r":
-            return "telnet cannot send a bare LF exactly (it sends CR LF); use transport: socket"
-        i = data.find(b"\n", i + 1)
-    return None
+    if data.count(b"\r") != crlf:
+        return "telnet cannot send a bare CR exactly (it sends CR NUL); use transport: socket"
+    return "telnet cannot send a bare LF exactly (it sends CR LF); use transport: socket"
 
 
 def _prepare_pty() -> None:  # runs in the child, before exec
@@ -294,19 +295,24 @@ class TelnetTransport(Transport):
         elif self._eof:
             self._buf = b""
         else:
-            hold = 0
-            for k in range(min(len(buf), len(CLOSED_MARK) - 1), 0, -1):
-                if CLOSED_MARK.startswith(buf[-k:]):
-                    hold = k
-                    break
-            buf, self._buf = buf[: len(buf) - hold], buf[len(buf) - hold :]
+            # Hold back a tail that may be the start of the mark. Such a tail begins with the
+            # mark's "C", a byte the rest of the mark does not contain: only the last "C" in the
+            # last len(mark) - 1 bytes can start one.
+            j = buf.rfind(b"C", max(0, len(buf) - len(CLOSED_MARK) + 1))
+            if j != -1 and CLOSED_MARK.startswith(buf[j:]):
+                buf, self._buf = buf[:j], buf[j:]
+            else:
+                self._buf = b""
         return self._fix_newlines(buf)
 
     def _fix_newlines(self, data: bytes) -> bytes:
         """telnet prints the server's CR LF as LF: every LF not preceded by CR becomes CR LF."""
         if not data:
             return data
-        fixed = _LONE_LF.sub(b"\r\n", data)
+        if b"\r" in data:  # CR LF -> LF, then every LF -> CR LF: only lone LFs change
+            fixed = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        else:
+            fixed = data.replace(b"\n", b"\r\n")
         if data[:1] == b"\n" and self._last == b"\r":
             fixed = fixed[1:]  # that CR ended the previous read
         self._last = data[-1:]
