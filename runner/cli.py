@@ -11,7 +11,6 @@ sent), 3 network failure, 130 interrupted.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -21,28 +20,114 @@ from runner.errors import ExitClass, MailrunError, UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Sequence
 
 COMMANDS = ("run", "validate", "schema", "sandbox")
 
+# `mailrun FILE...` without options needs no argparse (importing it, building the parser and
+# the gettext/locale and shutil imports that brings cost more than playing a short scenario):
+# these are the values build_run_parser() gives every option then (a test compares the two).
+RUN_DEFAULTS = {
+    "host": None,
+    "port": None,
+    "tls": None,
+    "transport": None,
+    "timeout": None,
+    "ca": None,
+    "insecure": False,
+    "family": None,
+    "allow_plaintext_secrets": False,
+    "sandbox": False,
+    "var": [],
+    "vars_file": [],
+    "env_file": [],
+    "verbose": False,
+    "show_crlf": False,
+    "report": [],
+    "transcript": None,
+    "jobs": None,
+    "tag": [],
+    "keyword": None,
+    "fail_fast": False,
+    "matrix": [],
+    "retries": 0,
+}
 
-class ArgumentParser(argparse.ArgumentParser):
-    def error(self, message):  # exit 2 with one clear line, no usage dump on stdout
-        self.print_usage(sys.stderr)
-        self.exit(ExitClass.INVALID, f"mailrun: error: {message}\n")
+
+class RunArgs:
+    """What build_run_parser() would return for `mailrun FILE...` with no options."""
+
+    def __init__(self, paths: list[str]):
+        self.paths = list(paths)
+        for name, value in RUN_DEFAULTS.items():
+            setattr(self, name, list(value) if isinstance(value, list) else value)
+
+
+def parse_run_args(rest: list[str]):
+    """The run command's arguments: without options (no argument starts with '-'), no argparse."""
+    if rest and not any(a.startswith("-") for a in rest):
+        return RunArgs(rest)
+    return build_run_parser().parse_intermixed_args(rest)
+
+
+_parser_class = None
+
+
+def new_parser(**kw) -> argparse.ArgumentParser:
+    """An argparse parser whose errors exit 2 with one clear line (no usage dump on stdout), and
+    whose help is as wide as the terminal without importing shutil."""
+    global _parser_class
+    if _parser_class is None:
+        import argparse
+
+        class _Formatter(argparse.HelpFormatter):
+            def __init__(self, prog, indent_increment=2, max_help_position=24, width=None):
+                if width is None:
+                    width = _columns() - 2
+                super().__init__(prog, indent_increment, max_help_position, width)
+
+        class _Parser(argparse.ArgumentParser):
+            def error(self, message):
+                self.print_usage(sys.stderr)
+                self.exit(ExitClass.INVALID, f"mailrun: error: {message}\n")
+
+        _parser_class = (_Parser, _Formatter)
+    parser, formatter = _parser_class
+    return parser(formatter_class=formatter, **kw)
+
+
+def _columns() -> int:
+    """The terminal's width, as shutil.get_terminal_size() finds it (COLUMNS, then stdout)."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+def _type_error(message: str) -> Exception:
+    import argparse
+
+    return argparse.ArgumentTypeError(message)
 
 
 def _var(text: str) -> tuple[str, str]:
     name, sep, value = text.partition("=")
     if not sep or not name.strip():
-        raise argparse.ArgumentTypeError(f"--var wants name=value, got {text!r}")
+        raise _type_error(f"--var wants name=value, got {text!r}")
     return name.strip(), value
 
 
 def _report(text: str) -> tuple[str, str]:
     kind, sep, path = text.partition("=")
     if not sep or kind not in ("junit", "json") or not path:
-        raise argparse.ArgumentTypeError(f"--report wants junit=PATH or json=PATH, got {text!r}")
+        raise _type_error(f"--report wants junit=PATH or json=PATH, got {text!r}")
     return kind, path
 
 
@@ -50,27 +135,27 @@ def _positive_float(text: str) -> float:
     try:
         v = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        raise _type_error(f"not a number: {text!r}") from None
     if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0: {text!r}")
+        raise _type_error(f"must be greater than 0: {text!r}")
     return v
 
 
 def _port(text: str) -> int:
     if not text.isdigit() or not 0 < int(text) < 65536:
-        raise argparse.ArgumentTypeError(f"not a TCP port (1-65535): {text!r}")
+        raise _type_error(f"not a TCP port (1-65535): {text!r}")
     return int(text)
 
 
 def _count(text: str) -> int:
     if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"wants a whole number >= 0, got {text!r}")
+        raise _type_error(f"wants a whole number >= 0, got {text!r}")
     return int(text)
 
 
 def _jobs(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"-j wants a whole number >= 1, got {text!r}")
+        raise _type_error(f"-j wants a whole number >= 1, got {text!r}")
     return int(text)
 
 
@@ -99,10 +184,8 @@ def _add_variable_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def build_run_parser() -> ArgumentParser:
-    p = ArgumentParser(
-        prog="mailrun", description="Play SMTP/POP3/IMAP conversations written as YAML scenarios."
-    )
+def build_run_parser() -> argparse.ArgumentParser:
+    p = new_parser(prog="mailrun", description="Play SMTP/POP3/IMAP conversations written as YAML scenarios.")
     p.add_argument("paths", nargs="+", metavar="FILE|DIR|GLOB", help="scenario files, directories or globs")
     g = p.add_argument_group("connection overrides (apply to every session)")
     g.add_argument("--host")
@@ -158,8 +241,8 @@ def build_run_parser() -> ArgumentParser:
     return p
 
 
-def build_validate_parser() -> ArgumentParser:
-    p = ArgumentParser(prog="mailrun validate", description="Check scenario files without connecting.")
+def build_validate_parser() -> argparse.ArgumentParser:
+    p = new_parser(prog="mailrun validate", description="Check scenario files without connecting.")
     p.add_argument("paths", nargs="+", metavar="FILE|DIR")
     p.add_argument("--strict", action="store_true", help="unset environment variables are errors")
     _add_variable_options(p)
@@ -188,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             build_run_parser().error("no scenario file given (mailrun FILE..., mailrun --help for more)")
         if rest[0] in ("-h", "--help"):
             build_run_parser().parse_args(rest)
-        return cmd_run(build_run_parser().parse_intermixed_args(rest))
+        return cmd_run(parse_run_args(rest))
     except MailrunError as exc:
         print(f"mailrun: {exc}", file=sys.stderr)
         return int(exc.exit_class)

@@ -642,7 +642,7 @@ def test_a_warm_run_imports_neither_yaml_jsonschema_nor_the_loader(cache, tmp_pa
             assert rc == 0, out
             assert "PASS warm" in out and "pw-Zq9" not in out
             assert not (set(HEAVY) & warm), sorted(set(HEAVY) & warm)
-            assert not {"dataclasses", "hashlib"} & warm
+            assert not {"dataclasses", "hashlib", "argparse", "shutil"} & warm
         conns = [srv.wait_connection(i, timeout=10) for i in range(5)]
         assert all(b"QUIT\r\n" in c.wait_closed(10) for c in conns)
         # a changed fragment makes the next run load in full again, and say so in its imports
@@ -660,3 +660,15 @@ def test_a_warm_run_with_an_invalid_file_still_reports_it(cache, tmp_path):
     run_probe(["validate", good], cache)
     rc, _, out = run_probe([good, bad], cache)
     assert rc == 2 and "'25' is not a reply-code pattern" in out and "Traceback" not in out
+
+
+def test_run_without_options_skips_argparse_with_the_same_arguments():
+    from runner import cli
+
+    for argv in (["a.yaml"], ["a.yaml", "dir", "x*.yml"]):
+        fast = cli.parse_run_args(argv)
+        assert isinstance(fast, cli.RunArgs)
+        assert vars(fast) == vars(cli.build_run_parser().parse_intermixed_args(argv))
+    assert not isinstance(cli.parse_run_args(["a.yaml", "-v"]), cli.RunArgs)
+    assert cli.parse_run_args(["a.yaml", "-v"]).verbose is True
+    assert not isinstance(cli.parse_run_args(["-", "a.yaml"]), cli.RunArgs)
