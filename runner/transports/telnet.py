@@ -132,6 +132,7 @@ class TelnetTransport(Transport):
             )
         self.child: pexpect.spawn | None = None
         self.fd: int | None = None
+        self._poll = None  # select.poll() on the pty once connected
         self.peer = format_peer(config.host, config.port)
         self._buf = b""  # data read but not yet returned (held back: may be chatter)
         self._last = b""  # last byte returned, for the LF -> CR LF fix-up across reads
@@ -165,6 +166,8 @@ class TelnetTransport(Transport):
         self.child.delaybeforesend = None
         self.fd = self.child.child_fd
         os.set_blocking(self.fd, False)
+        self._poll = select.poll()
+        self._poll.register(self.fd, select.POLLIN)
         deadline = time.monotonic() + cfg.connect_timeout
         trying = None
         pending = b""
@@ -232,8 +235,7 @@ class TelnetTransport(Transport):
         """Bytes from the pty, b'' when telnet is gone, None when nothing came within timeout."""
         if self.fd is None:
             return b""
-        r, _, _ = select.select([self.fd], [], [], max(0.0, timeout))
-        if not r:
+        if not self._poll.poll(int(timeout * 1000) + 1 if timeout > 0 else 0):  # ms, rounded up
             return None
         try:
             return os.read(self.fd, CHUNK)
