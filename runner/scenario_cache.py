@@ -21,7 +21,6 @@ directories and globs; whether a file is a fragment is remembered per content in
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -107,6 +106,39 @@ def _kind_key(raw: bytes) -> str:
     h.update(b"mailrun-kind\0" + __version__.encode() + b"\0" + _sources_fingerprint() + b"\0")
     h.update(raw)
     return h.hexdigest()
+
+
+class _ScanContext:
+    """What the C JSON scanner reads from json.JSONDecoder (strict JSON, no NaN/Infinity)."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    memo: dict = {}
+
+    @staticmethod
+    def parse_constant(name: str):
+        raise ValueError(f"{name} in a cache entry")
+
+
+def _loads(text: str) -> Any:
+    """json.loads for an entry we wrote, by the C scanner the json package uses itself: a warm
+    run need not import the json package (its encoder and pure-Python decoder)."""
+    try:
+        from _json import make_scanner
+    except ImportError:  # pragma: no cover - CPython always has _json
+        import json
+
+        return json.loads(text)
+    try:
+        value, end = make_scanner(_ScanContext)(text, 0)
+    except StopIteration:
+        raise ValueError("not a JSON value") from None
+    if end != len(text):
+        raise ValueError("extra data after the JSON value")
+    return value
 
 
 def _read(path: str) -> bytes:
@@ -437,6 +469,8 @@ def store(
     real = os.path.realpath(display)
     key = _model_key(display, real, defined, raw)
     deps = sorted({(j, r, digest(b)) for j, r, b in includes})
+    import json
+
     body = json.dumps(
         {
             "includes": [list(d) for d in deps],
@@ -475,7 +509,7 @@ def _lookup(display: str, defined: Iterable[str]) -> Scenario | None:
     head, sep, body = entry.partition(b"\n")
     if not sep or head.split(b" ") != [_MAGIC, FORMAT.encode(), key.encode(), digest(body).encode()]:
         return None
-    data = json.loads(body)
+    data = _loads(body.decode("ascii"))
     for joined, resolved, h in data["includes"]:
         if os.path.realpath(joined) != resolved or digest(_read(resolved)) != h:
             return None
