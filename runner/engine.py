@@ -704,7 +704,10 @@ class SessionRunner:
             sr.status, sr.exit_class, sr.reason = "error", ExitClass.INTERRUPTED, "interrupted"
             self.finish(sr, started)
             raise
-        return self.finish(sr, started)
+        sr.elapsed = time.monotonic() - started  # finish(), inlined: this runs on every step
+        self.result.steps.append(sr)
+        self.emit(StepFinished(sr, time.time()))
+        return sr
 
     def finish(self, sr: StepResult, started: float) -> StepResult:
         sr.elapsed = time.monotonic() - started

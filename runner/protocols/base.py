@@ -282,6 +282,8 @@ class FramedProtocol(Protocol):
     def next_reply(self) -> Reply | None:
         if self._fatal is not None:
             raise self._fatal
+        if not self._buf.data and not self._eof:
+            return None  # nothing received yet (every step asks once before reading)
         try:
             reply = self._frame()
             if reply is None and len(self._buf) > self.max_reply:

@@ -143,6 +143,6 @@ class SMTP(FramedProtocol):
             texts = tuple(x[4:] for x in lines)
         code = first.decode()
         last = texts[-1]
-        m = _ENHANCED.match(last) if last else None
+        m = _ENHANCED.match(last) if last[:1] in ("2", "4", "5") else None
         note = decode_challenge(last) if code == "334" else None
         return Reply(raw, lines, code, texts, m.group(1) if m else None, note)
