@@ -166,7 +166,9 @@ def _ensure_dir(sub: str) -> str:
 
 def write_entry(sub: str, name: str, data: bytes) -> None:
     """Write <cache dir>/<sub>/<name> atomically, mode 0600: a uniquely named file beside it,
-    then os.replace. Any OSError means no cache, silently."""
+    then os.replace. Any OSError means no cache, silently. MAILRUN_NO_CACHE: nothing is written."""
+    if os.environ.get("MAILRUN_NO_CACHE"):
+        return
     tmp = None
     try:
         d = _ensure_dir(sub)
@@ -523,6 +525,8 @@ def load_scenario(path: str | Path, *, defined: Iterable[str] = (), use_cache: b
     """runner.scenario_loader.load_scenario, with the cache asked first (so a warm run never
     imports the loader). ScenarioError lists every problem."""
     defined = list(defined)
+    if use_cache and os.environ.get("MAILRUN_NO_CACHE"):
+        use_cache = False  # neither read nor write the cache
     if use_cache:
         sc = lookup(path, defined)
         if sc is not None:

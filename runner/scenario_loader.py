@@ -1440,6 +1440,8 @@ def load_scenario(path: str | Path, *, defined: Iterable[str] = (), use_cache: b
     use_cache: take the model from the cache when an entry for these exact bytes (and
     includes, path and defined names) is there; store it after a clean load."""
     defined = list(defined)
+    if use_cache and os.environ.get("MAILRUN_NO_CACHE"):
+        use_cache = False  # neither read nor write the cache
     if use_cache:
         scenario = _model_cache.lookup(path, defined)
         if scenario is not None:

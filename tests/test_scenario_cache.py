@@ -375,6 +375,22 @@ def test_use_cache_false_neither_reads_nor_writes(cache, tmp_path):
     assert C.load_scenario(p, use_cache=False).name == "t"
 
 
+def test_mailrun_no_cache_neither_reads_nor_writes(cache, tmp_path, monkeypatch):
+    p = write(tmp_path / "s.yaml", HEAD + "steps: [{S: 220}]\n")
+    monkeypatch.setenv("MAILRUN_NO_CACHE", "1")
+    assert C.load_scenario(p).name == "t"
+    assert L.load_scenario(p).name == "t"
+    assert C.discover([tmp_path]) == [p]
+    assert not cache.exists()
+    monkeypatch.delenv("MAILRUN_NO_CACHE")
+    C.load_scenario(p)
+    (entry,) = entries(cache)
+    entry.write_bytes(b"garbage")  # an entry that says something else is not read
+    monkeypatch.setenv("MAILRUN_NO_CACHE", "1")
+    assert C.load_scenario(p).name == "t"
+    assert entry.read_bytes() == b"garbage"
+
+
 def test_invalid_files_store_no_model(cache):
     for f in sorted((FIX / "invalid").glob("*.yaml")):
         with pytest.raises(ScenarioError) as full:
