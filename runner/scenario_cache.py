@@ -164,6 +164,25 @@ def _ensure_dir(sub: str) -> str:
     return d
 
 
+MAX_ENTRIES = 1000  # per kind of entry: older versions of files must not pile up forever
+
+
+def _prune(d: str) -> None:
+    """Keeps a cache directory to MAX_ENTRIES entries; the least recently written go first (a
+    pruned entry only costs its file one full load). Runs after a write, i.e. on cold runs."""
+    try:
+        with os.scandir(d) as it:
+            files = [e for e in it if not e.name.startswith(".") and e.is_file(follow_symlinks=False)]
+        extra = len(files) - MAX_ENTRIES
+        if extra <= 0:
+            return
+        files.sort(key=lambda e: e.stat(follow_symlinks=False).st_mtime_ns)
+        for e in files[:extra]:
+            os.unlink(e.path)
+    except OSError:
+        pass
+
+
 def write_entry(sub: str, name: str, data: bytes) -> None:
     """Write <cache dir>/<sub>/<name> atomically, mode 0600: a uniquely named file beside it,
     then os.replace. Any OSError means no cache, silently. MAILRUN_NO_CACHE: nothing is written."""
@@ -182,6 +201,7 @@ def write_entry(sub: str, name: str, data: bytes) -> None:
             os.close(fd)
         os.replace(tmp, os.path.join(d, name))
         tmp = None
+        _prune(d)
     except OSError:
         pass
     finally:

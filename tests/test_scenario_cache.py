@@ -391,6 +391,20 @@ def test_mailrun_no_cache_neither_reads_nor_writes(cache, tmp_path, monkeypatch)
     assert entry.read_bytes() == b"garbage"
 
 
+def test_old_entries_are_pruned(cache, tmp_path, monkeypatch):
+    monkeypatch.setattr(C, "MAX_ENTRIES", 3)
+    paths = [write(tmp_path / f"s{i}.yaml", HEAD + f"steps: [{{S: 22{i}}}]\n") for i in range(5)]
+    for i, p in enumerate(paths):
+        C.load_scenario(p)
+        # the entry just written gets the write time i s (distinct whatever the clock's resolution)
+        for e in entries(cache):
+            if e.stat().st_mtime_ns > i * 10**9:
+                os.utime(e, ns=(i * 10**9, i * 10**9))
+    assert len(entries(cache)) == 3
+    # the newest three are still served from the cache: their entries decode to their models
+    assert [C.lookup(p) is not None for p in paths] == [False, False, True, True, True]
+
+
 def test_invalid_files_store_no_model(cache):
     for f in sorted((FIX / "invalid").glob("*.yaml")):
         with pytest.raises(ScenarioError) as full:
