@@ -102,10 +102,15 @@ class Engine:
         self._configs: dict[int, ConnectConfig] = {}  # resolved by preflight, used by the first attempt
         # step id -> Rendered: what preflight rendered, for steps whose text depends on nothing the
         # conversation can change (no capture, no include scope, no `now`); used once by the step
-        self._prerendered: dict[int, Rendered] = {}
+        self._prerendered: dict[int, tuple[Step, Rendered]] = {}
 
     def emit(self, event: Event) -> None:
         self._emit(event)
+
+    def prerendered(self, step: Step) -> Rendered | None:
+        """What preflight rendered for this step, once (see preflight's `keep`)."""
+        entry = self._prerendered.pop(id(step), None)
+        return entry[1] if entry is not None and entry[0] is step else None
 
     def connect_config(self, session: Session, ctx: Context) -> ConnectConfig:
         options = self.options
@@ -194,6 +199,7 @@ class Engine:
             result.reason = "internal error: " + (redactor.redact(text) if redactor else type(exc).__name__)
             return result
         finally:
+            self._prerendered.clear()  # renderings (secrets among them) do not outlive the run
             result.duration = time.monotonic() - started
             self.emit(ScenarioFinished(result=result, at=time.time()))
 
@@ -363,7 +369,7 @@ def preflight(
     ctx: Context,
     config: ConnectConfig | None,
     allow_plaintext_secrets: bool = False,
-    keep: dict[int, Rendered] | None = None,
+    keep: dict[int, tuple[Step, Rendered]] | None = None,
     captured: frozenset[str] = frozenset(),
 ) -> tuple[Step, str, int, str] | None:
     """The checks that can be made before connecting: renders every `C`, `body` and `raw` step
@@ -383,10 +389,16 @@ def preflight(
             rendered = render(step.text, _step_context(step, ctx))
         except TemplateError:
             continue  # needs a capture (or is broken): checked when it runs
-        if keep is not None and not step.bindings and "now" not in names and not (names & captured):
+        if (
+            keep is not None
+            and step.action != "raw"  # (a raw step renders when it runs)
+            and not step.bindings
+            and "now" not in names
+            and not (names & captured)
+        ):
             # still what rendering would give when the step runs: no include scope (whose
             # bindings may use captures), no variable a capture can set, not the time
-            keep[id(step)] = rendered
+            keep[id(step)] = (step, rendered)
         if step.action == "send" and ("\r" in rendered.value or "\n" in rendered.value):
             return step, section, index, CRLF_REFUSAL
         if guard and plaintext and not encrypted and rendered.secret:
@@ -505,6 +517,7 @@ class SessionRunner:
         self.connected = False  # the connection is open and usable
         self.emit = engine._emit  # straight to the listener: one call per event
         self._check_sendable = None  # the transport's check of bytes it cannot send exactly
+        self._held: list[tuple[bytes, float]] | None = None  # received, passed on after a capture
         self._scopes: dict[tuple, Context] = {}
 
     def note(self, kind: str, text: str) -> None:
@@ -633,6 +646,10 @@ class SessionRunner:
         sr = StepResult(index, section, location, via, step.action, "passed", step.name)
         started = time.monotonic()
         redactor = self.redactor
+        if step.capture and not self.ctx.secret_names.isdisjoint(step.capture):
+            # the reply holds a secret that is registered only once captured: what arrives is
+            # passed on (-v, transcripts) after that, so it is masked too
+            self._held = []
         try:
             ctx = self.scope(step) if step.bindings else self.ctx
             expect = step.expect
@@ -675,6 +692,8 @@ class SessionRunner:
                             )
                         ctx.set(name, value)
                         sr.captures[name] = self.redactor.redact(value)
+                    if self._held is not None:
+                        sr.reply = self.masked(reply)  # again: the captured secret is known now
                     if step.starttls:
                         self.upgrade()
         except StepFailure as exc:
@@ -705,15 +724,25 @@ class SessionRunner:
             self.finish(sr, started)
             raise
         sr.elapsed = time.monotonic() - started  # finish(), inlined: this runs on every step
+        if self._held is not None:
+            self._release_held()
         self.result.steps.append(sr)
         self.emit(StepFinished(sr, time.time()))
         return sr
 
     def finish(self, sr: StepResult, started: float) -> StepResult:
         sr.elapsed = time.monotonic() - started
+        if self._held is not None:
+            self._release_held()
         self.result.steps.append(sr)
         self.emit(StepFinished(result=sr, at=time.time()))
         return sr
+
+    def _release_held(self) -> None:
+        held, self._held = self._held, None
+        redactor = self.redactor
+        for data, at in held:
+            self.emit(Received(data, at, redactor if redactor.active else None))
 
     def masked(self, reply: Reply) -> Reply:
         r = self.redactor
@@ -745,7 +774,7 @@ class SessionRunner:
             if tpl.is_constant:  # no template: nothing to render, nothing from a secret
                 value = text
             else:
-                rendered = self.engine._prerendered.pop(id(step), None) or render(tpl, ctx)
+                rendered = self.engine.prerendered(step) or render(tpl, ctx)
                 value = rendered.value
                 secret = rendered.secret
             if "\r" in value or "\n" in value:
@@ -758,7 +787,7 @@ class SessionRunner:
             sr.sent = redactor.redact(shown) if redactor.active else shown
         elif action in ("body", "body_file"):
             if action == "body":
-                rendered = self.engine._prerendered.pop(id(step), None) or render(step.text or "", ctx)
+                rendered = self.engine.prerendered(step) or render(step.text or "", ctx)
                 secret = rendered.secret
                 content = rendered.value.encode("utf-8")
             else:
@@ -811,8 +840,11 @@ class SessionRunner:
             self.protocol.receive_eof()
             self.connected = False
             return
-        redactor = self.redactor
-        self.emit(Received(data, time.time(), redactor if redactor.active else None))  # masked when read
+        if self._held is not None:
+            self._held.append((data, time.time()))
+        else:
+            redactor = self.redactor
+            self.emit(Received(data, time.time(), redactor if redactor.active else None))  # masked when read
         self.protocol.receive_data(data)
 
     def read_reply(self, step: Step, ctx: Context, deadline: float, timeout: float) -> Reply | None:

@@ -655,3 +655,46 @@ def test_plaintext_guard_runs_before_connecting_in_the_engine(tmp_path):
     assert not any(isinstance(e, (Connected, Sent)) for e in events)
     assert "refusing to send a secret unencrypted to guard.invalid" in result.reason
     assert "nothing was sent" in result.reason
+
+
+def test_a_captured_secret_is_masked_in_its_own_reply_and_wire_events(tmp_path):
+    """The secret is known only once captured: the reply it came in, and the Received events
+    (-v, transcripts), are masked too, not only later mentions."""
+    token = "s3cr3tTOKEN-" + uuid.uuid4().hex[:6]
+    replies = {b"TOKEN": b"250-here it is\r\n250 token=" + token.encode() + b"\r\n", b"*": b"250 ok\r\n"}
+    with Server(scripted(b"220 hi\r\n", replies)) as srv:
+        path = write(
+            tmp_path,
+            """\
+            name: capture a secret
+            connect: {host: 127.0.0.1, port: $port}
+            vars: {token: "not yet"}
+            secrets: [token]
+            steps:
+              - S: 220
+              - C: TOKEN
+                S: 250
+                capture: {token: 'token=(\\S+)'}
+              - C: "USE {{ token }}"
+                S: 250
+              - C: QUIT
+                S: 250
+            """,
+            port=srv.port,
+        )
+        result, events = play(path)
+        wire = srv.wait_connection(0, timeout=10).wait_closed(10)
+    assert_passed(result)
+    assert f"USE {token}\r\n".encode() in wire  # the real value went out
+    step = result.steps[1]
+    shown = [step.reply.raw.decode(), *step.reply.lines, *step.reply.texts, *step.captures.values()]
+    assert all(token not in text for text in shown), shown
+    assert step.captures["token"] == "****" and "token=****" in step.reply.lines[-1]
+    assert token.encode() not in received_bytes(events) and b"token=****" in received_bytes(events)
+    assert token.encode() not in sent_bytes(events)
+    assert all(token not in repr(e) for e in events)
+    # the held bytes are passed on before the step's verdict, in order
+    kinds = [type(e).__name__ for e in events]
+    finished = [i for i, k in enumerate(kinds) if k == "StepFinished"]
+    received = [i for i, k in enumerate(kinds) if k == "Received"]
+    assert finished[0] < received[1] < finished[1]
