@@ -100,6 +100,7 @@ class Redactor:
         self._any: re.Pattern[str] | None = None
         self._any_bytes: re.Pattern[bytes] | None = None
         self.active = False  # any value registered: len(self) > 0, without a method call
+        self._added: set[str] = set()  # the values add() was given (their forms are in _values)
         for v in values:
             self.add(v)
 
@@ -108,10 +109,11 @@ class Redactor:
             value = value.reveal()
         if not isinstance(value, str):
             raise TypeError(f"Redactor.add wants a str, got {type(value).__name__}")
-        if not value or value in self._values:
-            return
+        if not value or value in self._added:
+            return  # (a value registered only as another's base64 form still gets its own forms)
         forms = [value, *_b64_forms(value)]
         with self._lock:
+            self._added.add(value)
             new = [f for f in forms if f and f not in self._values]
             if not new:
                 return

@@ -167,3 +167,14 @@ def test_property_no_registered_value_survives(values, filler):
         r.add(v)
     out = r.redact(filler.join(values) + filler)
     assert not r.contains(out)
+
+
+def test_a_value_known_as_a_base64_form_still_gets_its_own_forms():
+    """Whatever the order of add(): add(v) masks v and its base64 forms."""
+    for order in (("hunter2", "aHVudGVyMg=="), ("aHVudGVyMg==", "hunter2")):
+        r = Redactor()
+        for v in order:
+            r.add(v)
+        b64_of_b64 = base64.b64encode(b"aHVudGVyMg==").decode()  # 'YUhWdWRHVnlNZz09'
+        assert r.redact(f"x {b64_of_b64} y") == "x **** y", order
+        assert r.redact("hunter2 aHVudGVyMg") == "**** ****"
