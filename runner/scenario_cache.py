@@ -22,6 +22,7 @@ directories and globs; whether a file is a fragment is remembered per content in
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from runner import __version__
@@ -146,6 +147,44 @@ def _read(path: str) -> bytes:
         return f.read()
 
 
+def _is_regular(path: str) -> bool:
+    """A regular file: only those can be read twice (a pipe such as `mailrun <(...)` or
+    /dev/stdin cannot: the cache must not take its bytes from the loader)."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def _trusted(st: os.stat_result) -> bool:
+    """Owned by this user and writable by nobody else: only then may an entry stand in for the
+    full load (a cache dir someone else can write to could hand us any model)."""
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022
+
+
+def read_entry(sub: str, name: str) -> bytes:
+    """The bytes of <cache dir>/<sub>/<name>, or OSError when it is missing or not to be trusted:
+    the root, <sub> and the entry must all be this user's and writable by no one else, and the
+    entry a regular file reached without following a link."""
+    root = cache_dir()
+    d = os.path.join(root, sub)
+    for where in (root, d):
+        st = os.lstat(where)
+        if not stat.S_ISDIR(st.st_mode) or not _trusted(st):
+            raise PermissionError(f"untrusted cache directory {where}")
+    fd = os.open(os.path.join(d, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or not _trusted(st):
+            raise PermissionError("untrusted cache entry")
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 # --------------------------------------------------------------------------- writing
 
 
@@ -158,8 +197,10 @@ def _ensure_dir(sub: str) -> str:
     try:
         os.mkdir(d, 0o700)
     except FileExistsError:
-        st = os.stat(d)
-        if st.st_mode & 0o077 and st.st_uid == os.getuid():
+        st = os.lstat(d)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+            raise PermissionError(f"{d} is not this user's directory") from None  # never read either
+        if st.st_mode & 0o077:
             os.chmod(d, 0o700)
     return d
 
@@ -518,6 +559,8 @@ def lookup(path: str | Path, defined: Iterable[str] = ()) -> Scenario | None:
 
 
 def _lookup(display: str, defined: Iterable[str]) -> Scenario | None:
+    if not _is_regular(display):
+        return None
     try:
         raw = _read(display)
     except OSError:
@@ -525,7 +568,7 @@ def _lookup(display: str, defined: Iterable[str]) -> Scenario | None:
     real = os.path.realpath(display)
     key = _model_key(display, real, defined, raw)
     try:
-        entry = _read(os.path.join(cache_dir(), "models", key))
+        entry = read_entry("models", key)
     except OSError:
         return None
     head, sep, body = entry.partition(b"\n")
@@ -545,8 +588,8 @@ def load_scenario(path: str | Path, *, defined: Iterable[str] = (), use_cache: b
     """runner.scenario_loader.load_scenario, with the cache asked first (so a warm run never
     imports the loader). ScenarioError lists every problem."""
     defined = list(defined)
-    if use_cache and os.environ.get("MAILRUN_NO_CACHE"):
-        use_cache = False  # neither read nor write the cache
+    if use_cache and (os.environ.get("MAILRUN_NO_CACHE") or not _is_regular(str(path))):
+        use_cache = False  # neither read nor write the cache (a pipe can be read only once)
     if use_cache:
         sc = lookup(path, defined)
         if sc is not None:
@@ -566,7 +609,7 @@ def remember_kind(raw: bytes, fragment: bool) -> None:
 def _is_fragment(p: Path) -> bool:
     try:
         raw = p.read_bytes()
-        kind = _read(os.path.join(cache_dir(), "kinds", _kind_key(raw)))
+        kind = read_entry("kinds", _kind_key(raw))
     except OSError:
         kind = b""
     if kind in (b"fragment\n", b"scenario\n"):

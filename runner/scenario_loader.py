@@ -756,10 +756,6 @@ def _in_pattern(path: Path_) -> bool:
 # --------------------------------------------------------------------------- cache
 
 
-def _cache_dir() -> Path:
-    return Path(_model_cache.cache_dir())
-
-
 def _cache_key(docs: list[_Doc]) -> str:
     h = hashlib.sha256(f"mailrun-schema-{SCHEMA_VERSION}\n".encode())
     for d in docs:
@@ -769,7 +765,7 @@ def _cache_key(docs: list[_Doc]) -> str:
 
 def _cache_hit(key: str) -> bool:
     try:
-        return (_cache_dir() / "validated" / key).is_file()
+        return _model_cache.read_entry("validated", key) == b"ok\n"
     except OSError:
         return False
 
@@ -1440,8 +1436,8 @@ def load_scenario(path: str | Path, *, defined: Iterable[str] = (), use_cache: b
     use_cache: take the model from the cache when an entry for these exact bytes (and
     includes, path and defined names) is there; store it after a clean load."""
     defined = list(defined)
-    if use_cache and os.environ.get("MAILRUN_NO_CACHE"):
-        use_cache = False  # neither read nor write the cache
+    if use_cache and (os.environ.get("MAILRUN_NO_CACHE") or not _model_cache._is_regular(str(path))):
+        use_cache = False  # neither read nor write the cache (a pipe can be read only once)
     if use_cache:
         scenario = _model_cache.lookup(path, defined)
         if scenario is not None:

@@ -702,3 +702,41 @@ def test_run_without_options_skips_argparse_with_the_same_arguments():
     assert not isinstance(cli.parse_run_args(["a.yaml", "-v"]), cli.RunArgs)
     assert cli.parse_run_args(["a.yaml", "-v"]).verbose is True
     assert not isinstance(cli.parse_run_args(["-", "a.yaml"]), cli.RunArgs)
+
+
+def test_a_piped_scenario_is_read_once_and_never_cached(cache, tmp_path):
+    """`mailrun <(cat x.yaml)` / `cat x.yaml | mailrun /dev/stdin`: a pipe can be read only once,
+    so the cache must not read it before the loader does."""
+    text = (HEAD + "steps: [{S: 220}]\n").encode()
+    for _ in range(2):  # the second time a cache entry could exist, if anything had stored one
+        r, w = os.pipe()
+        os.write(w, text)
+        os.close(w)
+        try:
+            sc = C.load_scenario(f"/dev/fd/{r}")
+        finally:
+            os.close(r)
+        assert sc.name == "t" and len(sc.sessions[0].steps) == 1
+    assert entries(cache) == []
+
+
+def test_entries_someone_else_could_write_are_not_used(cache, tmp_path):
+    p = write(tmp_path / "s.yaml", HEAD + "steps: [{S: 220}]\n")
+    C.load_scenario(p)
+    assert C.lookup(p) is not None
+    (entry,) = entries(cache)
+    for where, mode in ((entry, 0o622), (cache / "models", 0o777), (cache, 0o757)):
+        before = where.stat().st_mode & 0o777
+        where.chmod(mode)
+        try:
+            assert C.lookup(p) is None, where  # group/world-writable: a full load instead
+            assert C.load_scenario(p).name == "t"
+        finally:
+            where.chmod(before)
+    assert C.lookup(p) is not None
+    # an entry that is a link is not followed
+    target = tmp_path / "elsewhere"
+    target.write_bytes(entry.read_bytes())
+    entry.unlink()
+    entry.symlink_to(target)
+    assert C.lookup(p) is None
