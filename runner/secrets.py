@@ -177,7 +177,7 @@ class Redactor:
         needles = self._ordered
         if not needles or not text:
             return text
-        pre = self._prefilter(False)
+        pre = self._any or self._prefilter(False)  # (the built one without a call: every step asks)
         if pre is not None and not pre.search(text):
             return text
         spans = self._spans(text, needles)
@@ -187,7 +187,7 @@ class Redactor:
         needles = self._ordered_bytes
         if not needles or not data:
             return data
-        pre = self._prefilter(True)
+        pre = self._any_bytes or self._prefilter(True)
         if pre is not None and not pre.search(data):
             return data
         data = bytes(data)
@@ -197,8 +197,8 @@ class Redactor:
     def contains(self, text: str | bytes) -> bool:
         if not self._ordered or not text:
             return False
-        binary = isinstance(text, bytes | bytearray)
-        pre = self._prefilter(binary)
+        binary = isinstance(text, (bytes, bytearray))
+        pre = (self._any_bytes if binary else self._any) or self._prefilter(binary)
         if pre is not None:
             return pre.search(text) is not None
         needles = self._ordered_bytes if binary else self._ordered
