@@ -100,8 +100,8 @@ class Engine:
         self.options = options
         self._emit = emit
         self._configs: dict[int, ConnectConfig] = {}  # resolved by preflight, used by the first attempt
-        # step id -> Rendered: what preflight rendered, for steps whose text depends on nothing the
-        # conversation can change (no capture, no include scope, no `now`); used once by the step
+        # step id -> (step, Rendered): what preflight rendered, for steps whose text depends on
+        # nothing the conversation can change (no capture, no include scope, no `now`); used once
         self._prerendered: dict[int, tuple[Step, Rendered]] = {}
 
     def emit(self, event: Event) -> None:
@@ -438,9 +438,10 @@ def _templated_steps(session: Session) -> tuple[tuple[str, int, Step, bool, froz
     return tuple(out)
 
 
-# What a StepResult shows of its step that never changes (location, include chain): worked out
-# once per step, not on every run of it. Keyed by id(); the entry holds the step, so the id
-# cannot be reused while the entry lives.
+# What a StepResult shows of its step that never changes (location, include chain, the S
+# pattern as written): worked out once per step, not on every run of it. Keyed by id(); the
+# entry holds the step, so the id cannot be reused while the entry lives. These memos (and
+# _TEMPLATED, _CONNECT_MEMO) rely on the model being read-only once loaded.
 _STEP_INFO: dict[int, tuple[Step, str, str | None, str | None]] = {}
 
 
