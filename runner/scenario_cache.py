@@ -12,7 +12,10 @@ entry carries a hash of its own body, so a damaged entry is noticed, and any pro
 one is a silent miss: the caller loads the file in full.
 
 A model whose `vars` (or include bindings) hold a literal value for a secret is never stored:
-only templates like `{{ env.PASSWORD }}` may reach the disk.
+only templates like `{{ env.PASSWORD }}` may reach the disk. Entries are read only from
+directories and files that are this user's and writable by no one else (`read_entry`), never
+for a scenario that is not a regular file (a pipe can be read only once), and each kind of
+entry is pruned to MAX_ENTRIES after a write. MAILRUN_NO_CACHE=1: no reads, no writes.
 
 Also here, because the run path needs them without the loader: `discover` (scenario files in
 directories and globs; whether a file is a fragment is remembered per content in
