@@ -191,13 +191,6 @@ def test_client_certificate(pki):
             assert dict(x[0] for x in conn.peer_cert["subject"])["commonName"] == "client"
 
 
-def test_refused_and_unknown_host():
-    with pytest.raises(ConnectError, match=r"^connection to 127\.0\.0\.1:1 refused$"):
-        create(cfg(1)).connect()
-    with pytest.raises(ConnectError, match=r"^cannot resolve 'nohost\.invalid': Name or service not known$"):
-        create(cfg(25, host="nohost.invalid")).connect()
-
-
 def test_handshake_deadline():
     with Server(silent()) as srv:
         t0 = time.monotonic()
