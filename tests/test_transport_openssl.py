@@ -19,6 +19,7 @@ from tests.support.servers import (
     close_mid_reply,
     drip,
     ipv6_available,
+    read_until,
     record,
     scripted,
     silent,
@@ -38,17 +39,6 @@ def cfg(port, pki=None, host="127.0.0.1", transport="openssl", tls="implicit", *
     if pki is not None:
         kw.setdefault("ca", pki.ca_file)
     return ConnectConfig(host=host, port=port, transport=transport, tls=tls, **kw)
-
-
-def read_until(t, marker: bytes, timeout: float = 5.0) -> bytes:
-    deadline = time.monotonic() + timeout
-    buf = b""
-    while marker not in buf:
-        data = t.recv(deadline)
-        if not data:
-            break
-        buf += data
-    return buf
 
 
 def sent_over(transport: str, payload: bytes, pki) -> bytes:

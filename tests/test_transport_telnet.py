@@ -19,6 +19,7 @@ from tests.support.servers import (
     Server,
     close_mid_reply,
     ipv6_available,
+    read_until,
     record,
 )
 
@@ -32,17 +33,6 @@ def cfg(port, host="127.0.0.1", transport="telnet", **kw) -> ConnectConfig:
     kw.setdefault("timeout", 5.0)
     kw.setdefault("connect_timeout", 5.0)
     return ConnectConfig(host=host, port=port, transport=transport, **kw)
-
-
-def read_until(t, marker: bytes, timeout: float = 5.0) -> bytes:
-    deadline = time.monotonic() + timeout
-    buf = b""
-    while marker not in buf:
-        data = t.recv(deadline)
-        if not data:
-            break
-        buf += data
-    return buf
 
 
 def sent_over(transport: str, payload: bytes, host: str = "127.0.0.1") -> bytes | str:

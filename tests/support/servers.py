@@ -353,3 +353,15 @@ WIRE_PAYLOADS: dict[str, bytes] = {
     "raw bare LF": b"bare\nLF\r\n",
     "byte 0xff": b"IAC \xff here\r\n",
 }
+
+
+def read_until(t, marker: bytes, timeout: float = 5.0) -> bytes:
+    """Reads from a transport until `marker` arrived, EOF, or the deadline (DeadlineError)."""
+    deadline = time.monotonic() + timeout
+    buf = b""
+    while marker not in buf:
+        data = t.recv(deadline)
+        if not data:
+            break
+        buf += data
+    return buf
