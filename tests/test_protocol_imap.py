@@ -6,6 +6,7 @@ import pytest
 
 from runner.errors import ConnectionClosed, ProtocolError
 from runner.protocols import IMAP, create
+from tests.support.framing import drain
 
 GREETING = (
     b"* OK [CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ STARTTLS "
@@ -20,15 +21,6 @@ SELECT = (
     b"a2 OK [READ-WRITE] Select completed (0.001 + 0.000 secs).\r\n"
 )
 TEXT = b"Hello Bob,\r\n.this line starts with a dot, so it is dot-stuffed on the wire.\r\n\r\n-- Alice\r\n"
-
-
-def drain(proto, data=b""):
-    if data:
-        proto.receive_data(data)
-    out = []
-    while (r := proto.next_reply()) is not None:
-        out.append(r)
-    return out
 
 
 def test_dovecot_session():

@@ -6,15 +6,7 @@ import pytest
 
 from runner.errors import ProtocolError
 from runner.protocols import Line, create
-
-
-def drain(proto, data=b""):
-    if data:
-        proto.receive_data(data)
-    out = []
-    while (r := proto.next_reply()) is not None:
-        out.append(r)
-    return out
+from tests.support.framing import drain
 
 
 def test_each_line_is_one_reply():

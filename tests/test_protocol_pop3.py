@@ -6,6 +6,7 @@ import pytest
 
 from runner.errors import ConnectionClosed, ProtocolError
 from runner.protocols import POP3, create
+from tests.support.framing import drain
 
 RETR_BODY = (
     b"Return-Path: <alice@example.test>\r\n"
@@ -16,15 +17,6 @@ RETR_BODY = (
     b"\r\n"
     b"-- Alice\r\n"
 )
-
-
-def drain(proto, data=b""):
-    if data:
-        proto.receive_data(data)
-    out = []
-    while (r := proto.next_reply()) is not None:
-        out.append(r)
-    return out
 
 
 def test_dovecot_session():

@@ -8,21 +8,13 @@ import pytest
 
 from runner.errors import ConnectionClosed, ProtocolError
 from runner.protocols import SMTP, create, decode_challenge, encode_body
+from tests.support.framing import drain
 
 EHLO = (
     b"250-mail.example.test\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-VRFY\r\n250-ETRN\r\n"
     b"250-STARTTLS\r\n250-AUTH PLAIN LOGIN\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n"
     b"250-DSN\r\n250-SMTPUTF8\r\n250 CHUNKING\r\n"
 )
-
-
-def drain(proto, data=b""):
-    if data:
-        proto.receive_data(data)
-    out = []
-    while (r := proto.next_reply()) is not None:
-        out.append(r)
-    return out
 
 
 def test_greeting_and_multiline_ehlo_from_postfix():
