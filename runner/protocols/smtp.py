@@ -81,6 +81,27 @@ class SMTP(FramedProtocol):
         data = buf.data
         codes = self._codes
         max_line = buf.max_line
+        if not codes and not buf._scan:
+            # The common case, a whole one-line reply and nothing else ('250 2.1.0 Ok\r\n'):
+            # the same result as the loop below, without its bookkeeping.
+            n = len(data)
+            if (
+                data.find(b"\n") == n - 1
+                and 4 < n <= max_line
+                and n <= self.max_reply
+                and data[3] == 0x20
+                and data[:3].isdigit()
+            ):
+                raw = bytes(data)
+                del data[:]
+                buf.scanned += n
+                text = decode(raw)
+                line = text[:-2] if text.endswith("\r\n") else text[:-1]
+                last = line[4:]
+                code = text[:3]
+                m = _ENHANCED.match(last) if last[:1] in ("2", "4", "5") else None
+                note = decode_challenge(last) if code == "334" else None
+                return Reply(raw, (line,), code, (last,), m.group(1) if m else None, note)
         while True:
             start = buf.cursor
             scan = buf._scan if buf._scan > start else start
