@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 
 from runner.errors import ExitClass, MailrunError
+from runner.records import Value
 from runner.templates import Template, TemplateError, parse, render
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 9 ms at start)
@@ -53,7 +54,7 @@ class PatternError(MailrunError):
     exit_class = ExitClass.INVALID
 
 
-class Problem:
+class Problem(Value):
     """path: relative to the S value: '', '.code', '[1]', '.not.re', '.lines[0]'."""
 
     __slots__ = ("path", "message")
@@ -62,35 +63,13 @@ class Problem:
         self.path = path
         self.message = message
 
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not Problem:
-            return NotImplemented
-        return (self.path, self.message) == (other.path, other.message)
 
-    def __hash__(self) -> int:
-        return hash((self.path, self.message))
-
-    def __repr__(self) -> str:
-        return f"Problem(path={self.path!r}, message={self.message!r})"
-
-
-class MatchResult:
+class MatchResult(Value):
     __slots__ = ("ok", "reason")
 
     def __init__(self, ok: bool, reason: str | None = None):
         self.ok = ok
         self.reason = reason
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not MatchResult:
-            return NotImplemented
-        return (self.ok, self.reason) == (other.ok, other.reason)
-
-    def __hash__(self) -> int:
-        return hash((self.ok, self.reason))
-
-    def __repr__(self) -> str:
-        return f"MatchResult(ok={self.ok!r}, reason={self.reason!r})"
 
 
 MATCHED = MatchResult(True)  # shared: a pass carries no reason

@@ -9,6 +9,7 @@ with secret values replaced by `****` (runner.secrets.Redactor.redact_bytes).
 from __future__ import annotations
 
 from runner.errors import ExitClass
+from runner.records import Plain, Record
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 9 ms at start)
 
@@ -21,32 +22,10 @@ if TYPE_CHECKING:  # names for annotations only: importing them costs start-up t
 
     Status = Literal["passed", "failed", "error", "skipped"]
 
-# Plain classes with __slots__ and hand-written __init__: generating dataclasses costs about
-# 0.3-0.7 ms each on every start of `mailrun`, and these are made on every step.
+# Plain record classes (runner.records): results compare by value, events by identity.
 
 
-class _Plain:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__ if not k.startswith("_"))
-        return f"{type(self).__name__}({fields})"
-
-
-class _Record(_Plain):
-    """Results compare by value (tests compare them)."""
-
-    __slots__ = ()
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
-
-    __hash__ = None  # type: ignore[assignment]
-
-
-class StepResult(_Record):
+class StepResult(Record):
     """One step's verdict. `status`:
     passed   the step did what it should
     failed   the server's reply did not match (exit class 1), or a capture did not match
@@ -118,7 +97,7 @@ class StepResult(_Record):
         return self.status in ("passed", "skipped")
 
 
-class SessionResult(_Record):
+class SessionResult(Record):
     """attempt: 1-based, > 1 when retry re-ran the session; attempts: how many were allowed;
     reason: e.g. a connect error before any step ran."""
 
@@ -166,7 +145,7 @@ class SessionResult(_Record):
         self.duration = duration
 
 
-class ScenarioResult(_Record):
+class ScenarioResult(Record):
     """provider: the matrix label, reported as name[provider]; reason: set when the scenario
     could not run at all (invalid, connect); started_at: time.time() (wall clock) for reports;
     retries: connection-class retries before the first byte (suite --retries)."""
@@ -219,7 +198,7 @@ class ScenarioResult(_Record):
 
 # ---------------------------------------------------------------- events
 # Events are made once and never changed; identity equality.
-class ScenarioStarted(_Plain):
+class ScenarioStarted(Plain):
     __slots__ = ("file", "name", "provider", "at")
 
     def __init__(self, file: str, name: str, provider: str | None, at: float):
@@ -229,7 +208,7 @@ class ScenarioStarted(_Plain):
         self.at = at  # time.time()
 
 
-class SessionStarted(_Plain):
+class SessionStarted(Plain):
     __slots__ = (
         "scenario",
         "name",
@@ -268,7 +247,7 @@ class SessionStarted(_Plain):
         self.at = at
 
 
-class Connected(_Plain):
+class Connected(Plain):
     __slots__ = ("info", "at")
 
     def __init__(self, info: ConnectInfo, at: float):
@@ -276,7 +255,7 @@ class Connected(_Plain):
         self.at = at
 
 
-class TLSStarted(_Plain):
+class TLSStarted(Plain):
     __slots__ = ("info", "at")
 
     def __init__(self, info: TLSInfo, at: float):
@@ -284,7 +263,7 @@ class TLSStarted(_Plain):
         self.at = at
 
 
-class _Wire(_Plain):
+class _Wire(Plain):
     """Bytes that crossed the wire. `data` is masked (secret values replaced by `****`); the
     masking is done when `data` is first read, so a run whose listeners never look at the
     bytes does not pay for it. The unmasked bytes are private to the event."""
@@ -316,7 +295,7 @@ class Received(_Wire):
     __slots__ = ()
 
 
-class Note(_Plain):
+class Note(Plain):
     __slots__ = ("kind", "text", "at")
 
     def __init__(self, kind: str, text: str, at: float):
@@ -325,7 +304,7 @@ class Note(_Plain):
         self.at = at
 
 
-class Closed(_Plain):
+class Closed(Plain):
     __slots__ = ("by", "at")
 
     def __init__(self, by: str, at: float):
@@ -333,7 +312,7 @@ class Closed(_Plain):
         self.at = at
 
 
-class StepFinished(_Plain):
+class StepFinished(Plain):
     __slots__ = ("result", "at")
 
     def __init__(self, result: StepResult, at: float):
@@ -341,7 +320,7 @@ class StepFinished(_Plain):
         self.at = at
 
 
-class SessionFinished(_Plain):
+class SessionFinished(Plain):
     __slots__ = ("result", "at")
 
     def __init__(self, result: SessionResult, at: float):
@@ -349,7 +328,7 @@ class SessionFinished(_Plain):
         self.at = at
 
 
-class ScenarioFinished(_Plain):
+class ScenarioFinished(Plain):
     __slots__ = ("result", "at")
 
     def __init__(self, result: ScenarioResult, at: float):

@@ -1,9 +1,8 @@
 """The validated scenario model: what runner.scenario_loader produces and the engine consumes.
 
 Everything here is already checked against the schema and the semantic rules. The model is
-treated as read-only once loaded; the classes are plain classes with `__slots__` (identity
-equality, no dataclass machinery: `import dataclasses` and generating each class would cost
-milliseconds on every start of `mailrun`). Strings that may hold templates (`{{ ... }}`) are
+treated as read-only once loaded; the classes are plain records (runner.records: `__slots__`,
+identity equality, no dataclass machinery). Strings that may hold templates (`{{ ... }}`) are
 kept as written; the engine renders them at run time with runner.templates.
 
 runner.scenario_cache rebuilds this model from a JSON cache entry; a field added here needs a
@@ -11,6 +10,8 @@ line there (and FORMAT bumped), or the cache's equality test fails.
 """
 
 from __future__ import annotations
+
+from runner.records import Plain
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # names only the annotations use: no `typing` import at run time
@@ -26,17 +27,7 @@ if TYPE_CHECKING:  # names only the annotations use: no `typing` import at run t
 __all__ = ["ConnectConfig", "ConnectSpec", "Location", "Retry", "Scenario", "Session", "Step", "env_warnings"]
 
 
-class _Model:
-    """Shared `__repr__`: `Name(field=value, ...)` over the class's slots, in constructor order."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in type(self).__slots__)
-        return f"{type(self).__name__}({fields})"
-
-
-class Location(_Model):
+class Location(Plain):
     """Where something was written. `via` is the include chain: the locations of the
     `include:` steps that brought a fragment's step in, outermost first."""
 
@@ -59,7 +50,7 @@ class Location(_Model):
         return s
 
 
-class ConnectConfig(_Model):
+class ConnectConfig(Plain):
     """`connect:` after rendering and type conversion (plus command-line overrides).
 
     `family` is 4 or 6 (-4 / -6) or None. For transport openssl/telnet, `protocol` is the
@@ -133,7 +124,7 @@ class ConnectConfig(_Model):
         return ConnectConfig(**values)
 
 
-class ConnectSpec(_Model):
+class ConnectSpec(Plain):
     """`connect:` as written: values may be templates. runner.connect.resolve_connect
     renders, converts and checks them right before connecting. `base_dir`: relative `ca`,
     `client_cert`, `client_key` resolve against it; `key_locations`: where each key's value
@@ -154,7 +145,7 @@ class ConnectSpec(_Model):
         self.key_locations = {} if key_locations is None else key_locations
 
 
-class Step(_Model):
+class Step(Plain):
     """One step. `action` says what is sent:
       send      `C:` line (`text`), CRLF added, IMAP tag added unless tag=False
       body      `body:` (`text`): LF -> CRLF, dot-stuffed, ended with CRLF.CRLF
@@ -227,7 +218,7 @@ class Step(_Model):
         return self.name or ""
 
 
-class Retry(_Model):
+class Retry(Plain):
     __slots__ = ("attempts", "interval")
 
     def __init__(self, attempts: int = 1, interval: float = 0.0):
@@ -235,7 +226,7 @@ class Retry(_Model):
         self.interval = interval
 
 
-class Session(_Model):
+class Session(Plain):
     __slots__ = ("name", "protocol", "connect", "steps", "finally_steps", "retry", "location")
 
     def __init__(
@@ -257,7 +248,7 @@ class Session(_Model):
         self.location = location
 
 
-class Scenario(_Model):
+class Scenario(Plain):
     """One scenario file. A single-session file becomes one Session named after the file's
     `name`. `vars` values are templates (rendered in order at run time); `secrets` are the
     names whose values, and anything derived from them, are masked everywhere. `env_refs`:

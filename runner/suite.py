@@ -15,6 +15,7 @@ import time
 from _thread import allocate_lock  # what threading.Lock() returns, without importing threading
 
 from runner.errors import ExitClass, UsageError, most_severe
+from runner.records import Record
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing at run time)
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from runner.scenario import Scenario
 
 
-class Run:
+class Run(Record):
     """One scenario played once, with one provider's vars."""
 
     __slots__ = ("index", "scenario", "provider", "provider_vars", "result", "events", "interrupted")
@@ -48,17 +49,6 @@ class Run:
         self.result = result
         self.events = [] if events is None else events
         self.interrupted = interrupted
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
-        return f"Run({args})"
-
-    def __eq__(self, other):
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
-
-    __hash__ = None  # mutable, like the dataclass it was
 
 
 def select(

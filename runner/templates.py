@@ -29,6 +29,7 @@ import os
 import re
 
 from runner.errors import ExitClass, MailrunError
+from runner.records import Frozen, Record, Value
 from runner.secrets import MASK, Redactor, Secret
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 9 ms at start)
@@ -74,27 +75,10 @@ class TemplateError(MailrunError):
 
 
 # --- syntax tree ---------------------------------------------------------------------
-# Plain classes with __slots__ (generated dataclasses cost start-up time); value equality.
+# Plain record classes (runner.records), compared and hashed by value.
 
 
-class _Node:
-    __slots__ = ()
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
-
-    def __hash__(self) -> int:
-        return hash(tuple(getattr(self, k) for k in self.__slots__))
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__) + ")"
-        )
-
-
-class _Name(_Node):
+class _Name(Value):
     __slots__ = ("name",)
 
     def __init__(self, name: str):
@@ -105,14 +89,14 @@ class _Name(_Node):
         return self.name.startswith("env.")
 
 
-class _Str(_Node):
+class _Str(Value):
     __slots__ = ("value",)
 
     def __init__(self, value: str):
         self.value = value
 
 
-class _Call(_Node):
+class _Call(Value):
     __slots__ = ("func", "args")
 
     def __init__(self, func: str, args: tuple[_Name | _Str, ...]):
@@ -120,7 +104,7 @@ class _Call(_Node):
         self.args = args
 
 
-class _Filter(_Node):
+class _Filter(Value):
     __slots__ = ("name", "arg")
 
     def __init__(self, name: str, arg: str | None = None):
@@ -128,7 +112,7 @@ class _Filter(_Node):
         self.arg = arg
 
 
-class _Expr(_Node):
+class _Expr(Value):
     __slots__ = ("operand", "filters", "start", "end")
 
     def __init__(self, operand: _Name | _Str | _Call, filters: tuple[_Filter, ...], start: int, end: int):
@@ -379,11 +363,13 @@ def _parse_parts(source: str) -> tuple[str | _Expr, ...]:
     return tuple(parts)
 
 
-class Template:
+class Template(Frozen):
     """A parsed template. `Template(source)` parses (TemplateError on bad syntax).
-    `is_constant`: no `{{ }}` in it (rendering returns the source)."""
+    `is_constant`: no `{{ }}` in it (rendering returns the source). Read-only; equal when the
+    sources are."""
 
     __slots__ = ("source", "_parts", "is_constant")
+    _compared = ("source",)
 
     def __init__(self, source: str, _parts: tuple | None = None):
         if not isinstance(source, str):
@@ -393,20 +379,6 @@ class Template:
         setattr_(self, "source", source)
         setattr_(self, "_parts", parts)
         setattr_(self, "is_constant", not any(isinstance(p, _Expr) for p in parts))
-
-    def __setattr__(self, name: str, value) -> None:
-        raise AttributeError(f"Template is read-only (cannot set {name!r})")
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not Template:
-            return NotImplemented
-        return self.source == other.source
-
-    def __hash__(self) -> int:
-        return hash(self.source)
-
-    def __repr__(self) -> str:
-        return f"Template(source={self.source!r})"
 
     @property
     def expressions(self) -> tuple[_Expr, ...]:
@@ -441,7 +413,7 @@ def parse(source: str) -> Template:
 # --- rendering -------------------------------------------------------------------------
 
 
-class Rendered:
+class Rendered(Record):
     """value: the real text (to send); display: the text with every secret-derived
     substitution replaced by MASK; secret: any part came from a secret."""
 
@@ -451,13 +423,6 @@ class Rendered:
         self.value = value
         self.display = display
         self.secret = secret
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not Rendered:
-            return NotImplemented
-        return (self.value, self.display, self.secret) == (other.value, other.display, other.secret)
-
-    __hash__ = None  # type: ignore[assignment]
 
     def __str__(self) -> str:
         return self.display

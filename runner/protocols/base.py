@@ -19,6 +19,7 @@ Fed any split of the same byte stream, a protocol returns the same replies.
 from __future__ import annotations
 
 from runner.errors import ConnectionClosed, ProtocolError
+from runner.records import Record
 
 DEFAULT_MAX_LINE = 1 << 20  # 1 MiB
 DEFAULT_MAX_REPLY = 256 << 20  # 256 MiB
@@ -30,7 +31,7 @@ def decode(data: bytes) -> str:
     return data.decode("utf-8", errors="backslashreplace")
 
 
-class Reply:
+class Reply(Record):
     """One complete server reply.
 
     raw:      the exact bytes received for this reply (CRLFs included)
@@ -49,8 +50,7 @@ class Reply:
     multiline: POP3: the reply carried a dot-terminated body
     """
 
-    # A plain class with __slots__ (a generated dataclass costs start-up time); equality
-    # compares everything but the timing fields.
+    # A plain record (runner.records): equality and repr cover everything but the timing fields.
     __slots__ = (
         "raw",
         "lines",
@@ -90,17 +90,6 @@ class Reply:
         # monotonic seconds. The only fields anyone changes after a reply is made.
         self.first_byte_at = first_byte_at
         self.completed_at = completed_at
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not Reply:
-            return NotImplemented
-        return all(getattr(self, k) == getattr(other, k) for k in self._compared)
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self._compared)
-        return f"Reply({fields})"
 
     def replace(self, **changes) -> Reply:
         """A copy with some fields changed (dataclasses.replace without dataclasses)."""

@@ -20,42 +20,14 @@ from __future__ import annotations
 
 from collections.abc import Callable  # (no cost: re, which every run imports, loads collections)
 
+from runner.records import Frozen
+
 #: Called by transports with human-facing notes: ('chatter', "Trying 127.0.0.1...") for what a
 #: spawned program printed that is not the server's bytes, ('info', ...) for other events.
 NoteSink = Callable[[str, str], None]
 
 
-class _Value:
-    """Base of small immutable records: fields in `__slots__`, compared and hashed by value,
-    set once by `__init__` (assignment afterwards raises AttributeError, like a frozen
-    dataclass). Plain classes rather than dataclasses: importing dataclasses costs a start of
-    mailrun ~10 ms (inspect, ast, dis)."""
-
-    __slots__ = ()
-
-    def _fields(self) -> tuple:
-        return tuple(getattr(self, name) for name in self.__slots__)
-
-    def __eq__(self, other):
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return self._fields() == other._fields()
-
-    def __hash__(self) -> int:
-        return hash((self.__class__.__name__, *self._fields()))
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
-        return f"{self.__class__.__name__}({args})"
-
-    def __setattr__(self, name, value):
-        raise AttributeError(f"cannot assign to field {name!r}: {self.__class__.__name__} is read-only")
-
-    def __delattr__(self, name):
-        raise AttributeError(f"cannot delete field {name!r}: {self.__class__.__name__} is read-only")
-
-
-class TLSInfo(_Value):
+class TLSInfo(Frozen):
     __slots__ = ("version", "cipher", "peer_subject", "peer_issuer", "verified")
 
     def __init__(
@@ -83,7 +55,7 @@ class TLSInfo(_Value):
         return s
 
 
-class ConnectInfo(_Value):
+class ConnectInfo(Frozen):
     __slots__ = ("peer", "transport", "tls", "note")
 
     def __init__(
