@@ -547,9 +547,13 @@ def store(
         separators=(",", ":"),
         allow_nan=False,
     ).encode("ascii")
-    head = b" ".join((_MAGIC, FORMAT.encode(), key.encode(), digest(body).encode()))
-    write_entry("models", key, head + b"\n" + body)
+    write_entry("models", key, _head(key, body) + b"\n" + body)
     return True
+
+
+def _head(key: str, body: bytes) -> bytes:
+    """A model entry's first line: what it is, its format, its key and the hash of its body."""
+    return b" ".join((_MAGIC, FORMAT.encode(), key.encode(), digest(body).encode()))
 
 
 def lookup(path: str | Path, defined: Iterable[str] = ()) -> Scenario | None:
@@ -575,7 +579,7 @@ def _lookup(display: str, defined: Iterable[str]) -> Scenario | None:
     except OSError:
         return None
     head, sep, body = entry.partition(b"\n")
-    if not sep or head.split(b" ") != [_MAGIC, FORMAT.encode(), key.encode(), digest(body).encode()]:
+    if not sep or head != _head(key, body):
         return None
     data = _loads(body.decode("ascii"))
     for joined, resolved, h in data["includes"]:
