@@ -724,12 +724,7 @@ class SessionRunner:
             sr.status, sr.exit_class, sr.reason = "error", ExitClass.INTERRUPTED, "interrupted"
             self.finish(sr, started)
             raise
-        sr.elapsed = time.monotonic() - started  # finish(), inlined: this runs on every step
-        if self._held is not None:
-            self._release_held()
-        self.result.steps.append(sr)
-        self.emit(StepFinished(sr, time.time()))
-        return sr
+        return self.finish(sr, started)
 
     def finish(self, sr: StepResult, started: float) -> StepResult:
         sr.elapsed = time.monotonic() - started

@@ -97,11 +97,7 @@ class SMTP(FramedProtocol):
                 buf.scanned += n
                 text = decode(raw)
                 line = text[:-2] if text.endswith("\r\n") else text[:-1]
-                last = line[4:]
-                code = text[:3]
-                m = _ENHANCED.match(last) if last[:1] in ("2", "4", "5") else None
-                note = decode_challenge(last) if code == "334" else None
-                return Reply(raw, (line,), code, (last,), m.group(1) if m else None, note)
+                return _reply(raw, (line,), (line[4:],), text[:3])
         while True:
             start = buf.cursor
             scan = buf._scan if buf._scan > start else start
@@ -162,8 +158,13 @@ class SMTP(FramedProtocol):
             parts.pop()  # after the last LF: nothing (the reply ends with its line end)
             lines = tuple(p[:-1] if p.endswith("\r") else p for p in parts)
             texts = tuple(x[4:] for x in lines)
-        code = first.decode()
-        last = texts[-1]
-        m = _ENHANCED.match(last) if last[:1] in ("2", "4", "5") else None
-        note = decode_challenge(last) if code == "334" else None
-        return Reply(raw, lines, code, texts, m.group(1) if m else None, note)
+        return _reply(raw, lines, texts, first.decode())
+
+
+def _reply(raw: bytes, lines: tuple[str, ...], texts: tuple[str, ...], code: str) -> Reply:
+    """The Reply, with the enhanced status code (RFC 3463) of its last line and, for a 334
+    challenge, its decoded text."""
+    last = texts[-1]
+    m = _ENHANCED.match(last) if last[:1] in ("2", "4", "5") else None
+    note = decode_challenge(last) if code == "334" else None
+    return Reply(raw, lines, code, texts, m.group(1) if m else None, note)
