@@ -209,7 +209,6 @@ class Engine:
         plaintext guard). The first refused step ends the run before a byte is sent: its
         session's result (exit class 2) is returned, with that step's result in it."""
         captured = _captured_names(scenario)
-        self._prerendered.clear()  # renderings of an earlier run (other variables) never carry over
         for session in scenario.sessions:
             try:
                 config = self.connect_config(session, ctx)
@@ -406,17 +405,36 @@ def preflight(
     return None
 
 
-# session id -> (session, its templated send/body/raw steps): the same on every run
-_TEMPLATED: dict[int, tuple[Session, tuple[tuple[str, int, Step, bool, frozenset[str]], ...]]] = {}
+# What never changes for a model object, worked out once per object rather than on every run:
+# id -> (object, value). The entry holds the object, so its id cannot be reused while the entry
+# lives; these memos (and _CONNECT_MEMO) rely on the model being read-only once loaded.
+_TEMPLATED: dict[int, tuple[Session, tuple]] = {}  # per session: _find_templated_steps
+_STEP_INFO: dict[int, tuple[Step, tuple]] = {}  # per step: _find_step_info
+
+
+def _memo(table: dict, obj, make, limit: int):
+    entry = table.get(id(obj))
+    if entry is not None and entry[0] is obj:
+        return entry[1]
+    if len(table) > limit:
+        table.clear()
+    value = make(obj)
+    table[id(obj)] = (obj, value)
+    return value
 
 
 def _templated_steps(session: Session) -> tuple[tuple[str, int, Step, bool, frozenset[str]], ...]:
+    return _memo(_TEMPLATED, session, _find_templated_steps, 256)
+
+
+def _step_info(step: Step) -> tuple[str, str | None, str | None]:
+    return _memo(_STEP_INFO, step, _find_step_info, 4096)
+
+
+def _find_templated_steps(session: Session) -> tuple[tuple[str, int, Step, bool, frozenset[str]], ...]:
     """(section, index, step, after STARTTLS, names used) of every `C`, `body` and `raw` step
     whose text is a template, in order. 'after STARTTLS': a STARTTLS step comes before it
     (every `finally` step of a session that has one counts as after it)."""
-    memo = _TEMPLATED.get(id(session))
-    if memo is not None and memo[0] is session:
-        return memo[1]
     out = []
     encrypted = False
     has_starttls = any(s.starttls for s in session.steps)
@@ -432,30 +450,15 @@ def _templated_steps(session: Session) -> tuple[tuple[str, int, Step, bool, froz
                 out.append((section, index, step, encrypted, frozenset(parse(step.text).names())))
             if step.starttls:
                 encrypted = True
-    if len(_TEMPLATED) > 256:
-        _TEMPLATED.clear()
-    _TEMPLATED[id(session)] = (session, tuple(out))
     return tuple(out)
 
 
-# What a StepResult shows of its step that never changes (location, include chain, the S
-# pattern as written): worked out once per step, not on every run of it. Keyed by id(); the
-# entry holds the step, so the id cannot be reused while the entry lives. These memos (and
-# _TEMPLATED, _CONNECT_MEMO) rely on the model being read-only once loaded.
-_STEP_INFO: dict[int, tuple[Step, str, str | None, str | None]] = {}
-
-
-def _step_info(step: Step) -> tuple[Step, str, str | None, str | None]:
-    """(step, 'file:line', include chain or None, the S pattern as text or None)"""
-    info = _STEP_INFO.get(id(step))
-    if info is None or info[0] is not step:
-        if len(_STEP_INFO) > 4096:
-            _STEP_INFO.clear()
-        loc = step.location
-        via = " <- ".join(str(v) for v in reversed(loc.via)) or None
-        info = (step, str(loc), via, step.expect.describe() if step.expect is not None else None)
-        _STEP_INFO[id(step)] = info
-    return info
+def _find_step_info(step: Step) -> tuple[str, str | None, str | None]:
+    """What a StepResult shows of its step that never changes: ('file:line', the include chain
+    or None, the S pattern as written or None)."""
+    loc = step.location
+    via = " <- ".join(str(v) for v in reversed(loc.via)) or None
+    return str(loc), via, step.expect.describe() if step.expect is not None else None
 
 
 def _captured_names(scenario: Scenario) -> frozenset[str]:
@@ -487,7 +490,7 @@ def _remember_connect(session: Session, overrides: Mapping[str, Any], config: Co
 
 
 def _new_result(step: Step, index: int, section: str) -> StepResult:
-    _, location, via, _ = _step_info(step)
+    location, via, _ = _step_info(step)
     return StepResult(index, section, location, via, step.action, "passed", step.name)
 
 
@@ -643,7 +646,7 @@ class SessionRunner:
 
     # ------------------------------------------------------------------ one step
     def run_step(self, step: Step, index: int, section: str) -> StepResult:
-        _, location, via, expected = _step_info(step)
+        location, via, expected = _step_info(step)
         sr = StepResult(index, section, location, via, step.action, "passed", step.name)
         started = time.monotonic()
         redactor = self.redactor
