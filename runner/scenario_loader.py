@@ -1434,15 +1434,9 @@ def _raise_problems(chk: _Checker) -> None:
 def load_scenario(path: str | Path, *, defined: Iterable[str] = (), use_cache: bool = True) -> Scenario:
     """Load, validate and check one scenario file. ScenarioError lists every problem.
     use_cache: take the model from the cache when an entry for these exact bytes (and
-    includes, path and defined names) is there; store it after a clean load."""
-    defined = list(defined)
-    if use_cache and (os.environ.get("MAILRUN_NO_CACHE") or not _model_cache._is_regular(str(path))):
-        use_cache = False  # neither read nor write the cache (a pipe can be read only once)
-    if use_cache:
-        scenario = _model_cache.lookup(path, defined)
-        if scenario is not None:
-            return scenario
-    return _load_scenario(path, defined, use_cache)
+    includes, path and defined names) is there; store it after a clean load. (One function
+    with runner.scenario_cache.load_scenario, which the run path calls without this module.)"""
+    return _model_cache.load_scenario(path, defined=defined, use_cache=use_cache)
 
 
 def _load_scenario(path: str | Path, defined: list[str], use_cache: bool) -> Scenario:
