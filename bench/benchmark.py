@@ -9,7 +9,7 @@
 It starts its own Postfix `smtp-sink` on a free 127.0.0.1 port, writes a 10-step send scenario
 to a temporary directory, and measures:
 
-1. engine    the engine (runner.engine.Engine) vs a minimal hand-written socket client playing
+1. engine    the engine (runner.engine.run.Engine) vs a minimal hand-written socket client playing
              the same SMTP conversation, interleaved rounds; medians of wall and CPU time per
              conversation and their ratios (target: engine within 1.2x).
 2. process   whole processes: `mailrun FILE` (warm and cold validation cache), `python -m runner
@@ -313,11 +313,11 @@ def _frame(buf: bytes) -> tuple[bytes | None, bytes]:
 
 # ------------------------------------------------------------------------------- engine
 class EngineProbe:
-    """Plays the scenario through runner.engine.Engine and records event timestamps."""
+    """Plays the scenario through runner.engine.run.Engine and records event timestamps."""
 
     def __init__(self, scenario, env: dict[str, str], overrides: dict | None = None):
-        from runner.engine import Engine, RunOptions
-        from runner.results import Closed, Connected, SessionStarted, StepFinished
+        from runner.engine.run import Engine, RunOptions
+        from runner.events import Closed, Connected, SessionStarted, StepFinished
 
         self.scenario = scenario
         self.Engine = Engine
@@ -443,7 +443,7 @@ def bench_engine_postfix(report: Report, mode: Mode, tmp: Path) -> None:
             report.add(key, sec, label, None, unit, note=note)
         report.add("postfix.wall_ratio", sec, "engine / minimal, wall", None, "x", "<= 1.2x", None, note)
         return
-    from runner.scenario_loader import load_scenario
+    from runner.load.api import load_scenario
 
     try:
         bed = Testbed().start()
@@ -726,7 +726,7 @@ def bench_telnet(report: Report, mode: Mode, scenario, env: dict[str, str]) -> N
 
 # ----------------------------------------------------------------------------------- suite
 def bench_suite(report: Report, mode: Mode, scenario, env: dict[str, str]) -> None:
-    from runner.engine import RunOptions
+    from runner.engine.run import RunOptions
     from runner.errors import ExitClass
     from runner.suite import Listener, execute, plan
 
@@ -861,7 +861,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             scenario_file.write_text(
                 SCENARIO.format(host=HOST, port=sink.port, user=USER, rcpt=RCPT, env=PASSWORD_ENV)
             )
-            from runner.scenario_loader import load_scenario
+            from runner.load.api import load_scenario
 
             scenario = load_scenario(scenario_file, use_cache=False)
             steps = [

@@ -257,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             cmd, rest = "run", argv
         if cmd == "schema":
-            from runner.scenario_loader import schema_text
+            from runner.load.loader import schema_text
 
             sys.stdout.write(schema_text())
             return 0
@@ -287,13 +287,13 @@ def _variables(args) -> tuple[dict[str, str], dict[str, str]]:
     The loader (and PyYAML) is imported only when a file is given."""
     env = dict(os.environ)
     if args.env_file:
-        from runner.scenario_loader import load_env_file
+        from runner.load.loader import load_env_file
 
         for f in args.env_file:
             env.update(load_env_file(f))
     variables: dict[str, str] = {}
     if args.vars_file:
-        from runner.scenario_loader import load_vars_file
+        from runner.load.loader import load_vars_file
 
         for f in args.vars_file:
             variables.update(load_vars_file(f))
@@ -303,7 +303,7 @@ def _variables(args) -> tuple[dict[str, str], dict[str, str]]:
 
 
 def cmd_validate(args) -> int:
-    from runner.scenario_loader import validate_paths
+    from runner.load.api import validate_paths
 
     env, variables = _variables(args)
     report = validate_paths(args.paths, env=env, defined=variables.keys(), strict=args.strict)
@@ -355,7 +355,7 @@ def check_outputs(args) -> None:
 def _matrix_env_refs(matrix) -> dict[str, str]:
     """env.NAME references in provider vars files (their values are templates):
     NAME -> 'provider:var' (the first that needs it)."""
-    from runner.templates import TemplateError, parse
+    from runner.lang.templates import TemplateError, parse
 
     refs: dict[str, str] = {}
     for label, values in matrix:
@@ -387,10 +387,10 @@ def sandbox_value(name: str) -> str:
 
 
 def cmd_run(args) -> int:
-    # a warm run takes every model from the cache: runner.scenario_loader (PyYAML, jsonschema)
+    # a warm run takes every model from the cache: runner.load.loader (PyYAML, jsonschema)
     # is imported only for a file the cache does not hold
-    from runner.scenario import env_warnings
-    from runner.scenario_cache import discover, load_scenario
+    from runner.load.api import discover, load_scenario
+    from runner.model.scenario import env_warnings
     from runner.suite import load_matrix, plan, select
 
     env, variables = _variables(args)
@@ -450,7 +450,7 @@ def cmd_run(args) -> int:
     if args.allow_plaintext_secrets:
         overrides["allow_plaintext_secrets"] = True
 
-    from runner.engine import RunOptions
+    from runner.engine.run import RunOptions
 
     options = RunOptions(
         env=env,

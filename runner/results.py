@@ -1,15 +1,12 @@
-"""What a run produces: per-step results and the event stream reporters listen to.
-
-The engine emits events as things happen; every reporter (console, JSON, JUnit, transcript)
-is a listener with `handle(event)`. Every text in an event is already masked: no event
-carries a secret's value. `Sent.data`/`Received.data` hold the bytes as they crossed the wire
-with secret values replaced by `****` (runner.secrets.Redactor.redact_bytes).
+"""What a run produces: one StepResult per step, SessionResult per session, ScenarioResult per
+scenario run. Every text in a result is already masked. The events that carry them as things
+happen are in runner.events.
 """
 
 from __future__ import annotations
 
 from runner.errors import ExitClass
-from runner.records import Plain, Record
+from runner.records import Record
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 9 ms at start)
 
@@ -17,8 +14,7 @@ if TYPE_CHECKING:  # names for annotations only: importing them costs start-up t
     from typing import Literal
 
     from runner.protocols.base import Reply
-    from runner.secrets import Redactor
-    from runner.transports.base import ConnectInfo, TLSInfo
+    from runner.transports.base import TLSInfo
 
     Status = Literal["passed", "failed", "error", "skipped"]
 
@@ -41,7 +37,9 @@ class StepResult(Record):
     reply     masked copy of the reply (secrets replaced)
     reason    why it failed / was skipped
     elapsed   seconds, from send (or start of read) to reply complete
-    captures  name -> masked value"""
+    captures  name -> masked value
+    performed_by  for a step skipped because the spawned program performs it itself, that
+              program ('openssl s_client -starttls smtp'); None otherwise"""
 
     __slots__ = (
         "index",
@@ -58,6 +56,7 @@ class StepResult(Record):
         "exit_class",
         "elapsed",
         "captures",
+        "performed_by",
     )
 
     def __init__(
@@ -76,6 +75,7 @@ class StepResult(Record):
         exit_class: ExitClass = ExitClass.OK,
         elapsed: float = 0.0,
         captures: dict[str, str] | None = None,
+        performed_by: str | None = None,
     ):
         self.index = index
         self.section = section
@@ -91,6 +91,7 @@ class StepResult(Record):
         self.exit_class = exit_class
         self.elapsed = elapsed
         self.captures = {} if captures is None else captures
+        self.performed_by = performed_by
 
     @property
     def ok(self) -> bool:
@@ -194,158 +195,3 @@ class ScenarioResult(Record):
     @property
     def steps(self) -> list[StepResult]:
         return [s for sess in self.sessions for s in sess.steps]
-
-
-# ---------------------------------------------------------------- events
-# Events are made once and never changed; identity equality.
-class ScenarioStarted(Plain):
-    __slots__ = ("file", "name", "provider", "at")
-
-    def __init__(self, file: str, name: str, provider: str | None, at: float):
-        self.file = file
-        self.name = name
-        self.provider = provider
-        self.at = at  # time.time()
-
-
-class SessionStarted(Plain):
-    __slots__ = (
-        "scenario",
-        "name",
-        "protocol",
-        "attempt",
-        "attempts",
-        "host",
-        "port",
-        "transport",
-        "tls_mode",
-        "at",
-    )
-
-    def __init__(
-        self,
-        scenario: str,
-        name: str,
-        protocol: str,
-        attempt: int,
-        attempts: int,
-        host: str,
-        port: int,
-        transport: str,
-        tls_mode: str,
-        at: float,
-    ):
-        self.scenario = scenario
-        self.name = name
-        self.protocol = protocol
-        self.attempt = attempt
-        self.attempts = attempts
-        self.host = host
-        self.port = port
-        self.transport = transport
-        self.tls_mode = tls_mode
-        self.at = at
-
-
-class Connected(Plain):
-    __slots__ = ("info", "at")
-
-    def __init__(self, info: ConnectInfo, at: float):
-        self.info = info
-        self.at = at
-
-
-class TLSStarted(Plain):
-    __slots__ = ("info", "at")
-
-    def __init__(self, info: TLSInfo, at: float):
-        self.info = info
-        self.at = at
-
-
-class _Wire(Plain):
-    """Bytes that crossed the wire. `data` is masked (secret values replaced by `****`); the
-    masking is done when `data` is first read, so a run whose listeners never look at the
-    bytes does not pay for it. The unmasked bytes are private to the event."""
-
-    __slots__ = ("_raw", "_redactor", "at")
-
-    def __init__(self, data: bytes, at: float, redactor: Redactor | None = None):
-        self._raw = data
-        self._redactor = redactor
-        self.at = at
-
-    @property
-    def data(self) -> bytes:
-        r = self._redactor
-        if r is not None:
-            self._raw = r.redact_bytes(self._raw)
-            self._redactor = None
-        return self._raw
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(data={self.data!r}, at={self.at!r})"
-
-
-class Sent(_Wire):
-    __slots__ = ()
-
-
-class Received(_Wire):
-    __slots__ = ()
-
-
-class Note(Plain):
-    __slots__ = ("kind", "text", "at")
-
-    def __init__(self, kind: str, text: str, at: float):
-        self.kind = kind  # 'chatter' (telnet/openssl output that is not the server's), 'info', 'warning'
-        self.text = text
-        self.at = at
-
-
-class Closed(Plain):
-    __slots__ = ("by", "at")
-
-    def __init__(self, by: str, at: float):
-        self.by = by  # 'client' | 'server'
-        self.at = at
-
-
-class StepFinished(Plain):
-    __slots__ = ("result", "at")
-
-    def __init__(self, result: StepResult, at: float):
-        self.result = result
-        self.at = at
-
-
-class SessionFinished(Plain):
-    __slots__ = ("result", "at")
-
-    def __init__(self, result: SessionResult, at: float):
-        self.result = result
-        self.at = at
-
-
-class ScenarioFinished(Plain):
-    __slots__ = ("result", "at")
-
-    def __init__(self, result: ScenarioResult, at: float):
-        self.result = result
-        self.at = at
-
-
-Event = (
-    ScenarioStarted
-    | SessionStarted
-    | Connected
-    | TLSStarted
-    | Sent
-    | Received
-    | Note
-    | Closed
-    | StepFinished
-    | SessionFinished
-    | ScenarioFinished
-)

@@ -22,9 +22,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
     from pathlib import Path
 
-    from runner.engine import RunOptions
-    from runner.results import Event, ScenarioResult
-    from runner.scenario import Scenario
+    from runner.engine.run import RunOptions
+    from runner.events import Event
+    from runner.model.scenario import Scenario
+    from runner.results import ScenarioResult
 
 
 class Run(Record):
@@ -118,8 +119,9 @@ def execute(
     """Plays the runs and returns the suite's exit class (the most severe of any run).
     KeyboardInterrupt propagates after the runs that finished were reported. Threads (and the
     threading and queue modules) only when there are `jobs` > 1 runs to share out."""
-    from runner.engine import Engine
-    from runner.results import Note, ScenarioFinished, ScenarioResult, ScenarioStarted, Sent
+    from runner.engine.run import Engine
+    from runner.events import Note, ScenarioFinished, ScenarioStarted, Sent
+    from runner.results import ScenarioResult
 
     total = len(runs)
     lock = allocate_lock()
@@ -298,7 +300,7 @@ def load_matrix(paths: Sequence[str]) -> list[tuple[str, dict[str, str]]]:
     ScenarioError (naming the file) for a missing or malformed file."""
     from pathlib import Path
 
-    from runner.scenario_loader import load_vars_file
+    from runner.load.loader import load_vars_file
 
     files: list[Path] = []
     for p in paths:

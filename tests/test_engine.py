@@ -1,5 +1,5 @@
 """The engine against the real Postfix/Dovecot test bed (and small loopback servers): scenarios
-written as YAML, loaded with the loader and played through runner.engine.Engine; the events and
+written as YAML, loaded with the loader and played through runner.engine.run.Engine; the events and
 results are inspected, and what Postfix delivered is read back from the Maildir."""
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ from string import Template
 import pytest
 
 from runner import transports
-from runner.engine import Engine, RunOptions, SessionRunner, StepFailure, is_loopback, preflight
+from runner.engine.run import Engine, RunOptions, SessionRunner, StepFailure, is_loopback, preflight
 from runner.errors import ExitClass
-from runner.results import Closed, Connected, Received, Sent, SessionResult, StepFinished, TLSStarted
-from runner.scenario_loader import load_scenario, resolve_connect
+from runner.events import Closed, Connected, Received, Sent, StepFinished, TLSStarted
+from runner.load.api import load_scenario
+from runner.model.config import resolve_connect
+from runner.results import SessionResult
 from tests.support.servers import Server, record, scripted
 
 

@@ -3,7 +3,7 @@
 Each check runs in a fresh interpreter (a subprocess) that watches imports with a meta-path hook:
 for every module of HEAVY that gets imported it records the runner modules on the stack at that
 moment (innermost first), so a failure names the module that dragged the import in, e.g.
-`dataclasses <- runner.engine <- runner.suite <- runner.cli`.
+`dataclasses <- runner.engine.run <- runner.suite <- runner.cli`.
 
 No timing is asserted anywhere: only which modules are loaded.
 """
@@ -55,7 +55,7 @@ HEAVY = (
     "runner.transports.telnet",
     "runner.transports.openssl",
     "runner.transports.spawned",
-    "runner.scenario_loader",
+    "runner.load.loader",
 )
 
 #: Prepended to every probe: records who imports each HEAVY module, then `report()` prints the
@@ -113,7 +113,7 @@ def probe(body: str, *, env: dict[str, str] | None = None, watch=HEAVY) -> dict:
 
 
 def dragged(loaded: dict[str, list[str]]) -> str:
-    """'dataclasses <- runner.engine <- runner.suite; typing <- ...' for an assertion message."""
+    """'dataclasses <- runner.engine.run <- runner.suite; typing <- ...' for an assertion message."""
     return "; ".join(f"{name} <- {' <- '.join(chain)}" for name, chain in sorted(loaded.items()))
 
 

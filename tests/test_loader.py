@@ -1,4 +1,4 @@
-"""runner.scenario_loader: YAML reading, error messages, semantic checks, includes, cache,
+"""runner.load.loader: YAML reading, error messages, semantic checks, includes, cache,
 resolve_connect, vars/env files, discovery and validate_paths."""
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runner import scenario_loader as L
 from runner.errors import ScenarioError
-from runner.scenario import ConnectConfig
-from runner.templates import Context
+from runner.lang.templates import Context
+from runner.load import api as A
+from runner.load import loader as L
+from runner.model.config import ConnectConfig, resolve_connect
+from runner.model.scenario import env_warnings
 
 FIX = Path(__file__).resolve().parent / "fixtures"
 INVALID = sorted((FIX / "invalid").glob("*.yaml"))
@@ -41,7 +43,7 @@ def write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
 
 def problems(path, **kw) -> list[str]:
     with pytest.raises(ScenarioError) as ei:
-        L.load_scenario(path, **kw)
+        A.load_scenario(path, **kw)
     return ei.value.problems
 
 
@@ -69,7 +71,7 @@ def test_invalid_fixture_reports_expected_messages(path, monkeypatch):
 
 @pytest.mark.parametrize("path", VALID, ids=lambda p: p.name)
 def test_valid_fixture_loads(path):
-    sc = L.load_scenario(path)
+    sc = A.load_scenario(path)
     assert sc.sessions and all(s.steps for s in sc.sessions)
     for s in sc.sessions:
         for step in (*s.steps, *s.finally_steps):
@@ -77,7 +79,7 @@ def test_valid_fixture_loads(path):
 
 
 def test_full_example_model():
-    sc = L.load_scenario(FIX / "valid" / "full_smtp.yaml")
+    sc = A.load_scenario(FIX / "valid" / "full_smtp.yaml")
     assert sc.name == "Send through GMX with AUTH LOGIN"
     assert sc.tags == ("gmx", "send")
     assert sc.secrets == frozenset({"password"})
@@ -113,7 +115,7 @@ def test_full_example_model():
 
 
 def test_sessions_file():
-    sc = L.load_scenario(FIX / "valid" / "two_sessions.yaml")
+    sc = A.load_scenario(FIX / "valid" / "two_sessions.yaml")
     assert [s.name for s in sc.sessions] == ["send", "fetch"]
     assert [s.protocol for s in sc.sessions] == ["smtp", "imap"]
     assert sc.sessions[1].retry.attempts == 3 and sc.sessions[1].retry.interval == 0.5
@@ -127,7 +129,7 @@ def test_paths_in_messages_stay_as_given(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert one("sub/x.yaml").startswith("sub/x.yaml:4:")
     sc_path = write(tmp_path, HEAD + "steps:\n  - S: 220\n", "sub/ok.yaml")
-    assert L.load_scenario("sub/ok.yaml").sessions[0].steps[0].location.file == "sub/ok.yaml"
+    assert A.load_scenario("sub/ok.yaml").sessions[0].steps[0].location.file == "sub/ok.yaml"
     assert sc_path.exists()
 
 
@@ -146,7 +148,7 @@ def test_yaml_1_1_booleans_and_numbers_are_text(tmp_path):
           - S: NO
         """,
     )
-    sc = L.load_scenario(p)
+    sc = A.load_scenario(p)
     assert sc.tags == (
         "yes",
         "no",
@@ -175,7 +177,7 @@ def test_non_decimal_numbers_fail_where_a_number_is_needed(tmp_path):
 
 def test_decimal_numbers(tmp_path):
     p = write(tmp_path, HEAD + "steps:\n  - S: 220\n    timeout: 1.5\n  - sleep: 2\n  - sleep: 1e-1\n")
-    steps = L.load_scenario(p).sessions[0].steps
+    steps = A.load_scenario(p).sessions[0].steps
     assert (steps[0].timeout, steps[1].seconds, steps[2].seconds) == (1.5, 2.0, 0.1)
 
 
@@ -190,7 +192,7 @@ def test_duplicate_key(tmp_path):
 
 
 def test_anchors_aliases_and_merge_keys(tmp_path):
-    sc = L.load_scenario(FIX / "valid" / "line_anchors.yaml")
+    sc = A.load_scenario(FIX / "valid" / "line_anchors.yaml")
     s = sc.sessions[0]
     assert s.connect.values == {"host": "127.0.0.1", "port": 7000, "timeout": 10.0}
     assert [st.text for st in s.steps[:2]] == ["hello", "hello"]
@@ -251,7 +253,7 @@ def test_tab_hint(tmp_path):
 def test_bom_is_fine(tmp_path):
     p = tmp_path / "bom.yaml"
     p.write_bytes(b"\xef\xbb\xbf" + (HEAD + "steps: [{S: 220}]\n").encode())
-    assert L.load_scenario(p).name == "t"
+    assert A.load_scenario(p).name == "t"
 
 
 def test_missing_file_and_directory(tmp_path):
@@ -355,14 +357,14 @@ def test_step_action_rules(tmp_path):
 
 def test_allowed_combinations(tmp_path):
     p = write(tmp_path, HEAD + "steps:\n  - S: 220\n  - {C: A, S: 250}\n  - {body: x, S: 250}\n  - C: B\n")
-    assert [s.action for s in L.load_scenario(p).sessions[0].steps] == ["read", "send", "body", "send"]
+    assert [s.action for s in A.load_scenario(p).sessions[0].steps] == ["read", "send", "body", "send"]
 
 
 def test_defined_from_outside(tmp_path):
     p = write(tmp_path, HEAD + 'secrets: [pw]\nsteps:\n  - C: "AUTH {{ user }} {{ pw }}"\n    S: 235\n')
     ps = problems(p)
     assert len(ps) == 3  # undefined user, undefined pw, secret pw not defined
-    sc = L.load_scenario(p, defined=["user", "pw"])
+    sc = A.load_scenario(p, defined=["user", "pw"])
     assert sc.secrets == {"pw"}
 
 
@@ -371,7 +373,7 @@ def test_defined_names_env_builtins_default(tmp_path):
         tmp_path,
         HEAD + "steps:\n  - C: \"X {{ env.HOME_X }} {{ run_id }} {{ now }} {{ later | default('z') }}\"\n",
     )
-    assert L.load_scenario(p).sessions[0].steps[0].action == "send"
+    assert A.load_scenario(p).sessions[0].steps[0].action == "send"
 
 
 def test_captures_define_names_for_later_steps_sessions_and_finally(tmp_path):
@@ -431,7 +433,7 @@ def test_starttls_rules(tmp_path):
         tmp_path,
         "name: t\nconnect: {host: h, tls: starttls}\nsteps:\n  - {C: STARTTLS, S: 220, starttls: true}\n",
     )
-    assert L.load_scenario(ok).sessions[0].steps[0].starttls
+    assert A.load_scenario(ok).sessions[0].steps[0].starttls
     implicit = write(
         tmp_path,
         "name: t\nconnect: {host: h, tls: implicit}\nsteps:\n  - {C: STARTTLS, S: 220, starttls: true}\n",
@@ -444,7 +446,7 @@ def test_starttls_rules(tmp_path):
     templated = write(
         tmp_path, "name: t\nconnect: {host: h, tls: '{{ mode }}'}\nvars: {mode: none}\nsteps: [{S: 220}]\n"
     )
-    assert L.load_scenario(templated)  # checked later by resolve_connect
+    assert A.load_scenario(templated)  # checked later by resolve_connect
 
 
 def test_telnet_tls(tmp_path):
@@ -489,7 +491,7 @@ def test_protocol_specific_keys(tmp_path):
 def test_connect_file_checks(tmp_path):
     (tmp_path / "ca.pem").write_text("x")
     ok = write(tmp_path, "name: t\nconnect: {host: h, tls: implicit, ca: ca.pem}\nsteps: [{S: 220}]\n")
-    assert L.load_scenario(ok).sessions[0].connect.base_dir == tmp_path
+    assert A.load_scenario(ok).sessions[0].connect.base_dir == tmp_path
     bad = write(tmp_path, "name: t\nconnect: {host: h, tls: implicit, ca: nope.pem}\nsteps: [{S: 220}]\n")
     assert "connect.ca: ca file 'nope.pem' not found" in one(bad)
 
@@ -529,7 +531,7 @@ def test_nested_includes_bindings_and_captures(tmp_path):
     p = write(
         tmp_path, HEAD + "steps:\n  - include: lib/outer.yaml\n    vars: {who: me}\n  - C: '{{ got }}'\n"
     )
-    s = L.load_scenario(p).sessions[0]
+    s = A.load_scenario(p).sessions[0]
     inner = s.steps[0]
     assert inner.location.file == f"{tmp_path}/lib/inner.yaml" and inner.location.line == 2
     assert [v.line for v in inner.location.via] == [4, 3]
@@ -579,7 +581,7 @@ def test_fragment_schema_errors_and_secrets(tmp_path):
     assert any("f.yaml:5:5: steps[0].expect: unknown key 'expect'" in m for m in ps), ps
     write(tmp_path, "secrets: [pw]\nvars: {pw: x}\nsteps:\n  - C: 'PASS {{ pw }}'\n", "g.yaml")
     q = write(tmp_path, HEAD + "steps:\n  - include: g.yaml\n", "q.yaml")
-    assert L.load_scenario(q).secrets == {"pw"}
+    assert A.load_scenario(q).secrets == {"pw"}
 
 
 def test_fragment_checked_against_protocol_of_each_including_session(tmp_path):
@@ -587,7 +589,7 @@ def test_fragment_checked_against_protocol_of_each_including_session(tmp_path):
     pop = write(
         tmp_path, "name: t\nprotocol: pop3\nconnect: {host: h}\nsteps:\n  - include: f.yaml\n", "pop.yaml"
     )
-    assert L.load_scenario(pop).sessions[0].steps[0].expect.describe() == "+OK"
+    assert A.load_scenario(pop).sessions[0].steps[0].expect.describe() == "+OK"
     smtp = write(tmp_path, HEAD + "steps:\n  - include: f.yaml\n", "smtp.yaml")
     assert one(smtp).startswith(f"{tmp_path}/f.yaml:2:")
 
@@ -601,15 +603,15 @@ def test_env_refs_and_warnings(tmp_path):
         HEAD + "vars:\n  user: '{{ env.U }}'\n  pw: \"{{ env.P | default('x') }}\"\nsteps:\n"
         "  - C: 'X {{ env.U }} {{ env.Q }}'\n",
     )
-    sc = L.load_scenario(p)
+    sc = A.load_scenario(p)
     assert set(sc.env_refs) == {"U", "Q"}
-    w = L.env_warnings(sc, {})
+    w = env_warnings(sc, {})
     assert w == [
         f"{p}:4: vars.user needs environment variable U, which is not set",
         f"{p}:7: steps[0].C needs environment variable U, which is not set",
         f"{p}:7: steps[0].C needs environment variable Q, which is not set",
     ]
-    assert L.env_warnings(sc, {"U": "a", "Q": "b"}) == []
+    assert env_warnings(sc, {"U": "a", "Q": "b"}) == []
 
 
 # ------------------------------------------------------------------ resolve_connect
@@ -617,7 +619,7 @@ def test_env_refs_and_warnings(tmp_path):
 
 def _session(tmp_path, connect: str, steps: str = "steps: [{S: 220}]", protocol: str = "smtp", defined=()):
     p = write(tmp_path, f"name: t\nprotocol: {protocol}\nconnect: {connect}\n{steps}\n", "rc.yaml")
-    return L.load_scenario(p, defined=defined).sessions[0], p
+    return A.load_scenario(p, defined=defined).sessions[0], p
 
 
 def test_resolve_connect_types_and_defaults(tmp_path):
@@ -630,7 +632,7 @@ def test_resolve_connect_types_and_defaults(tmp_path):
     ctx = Context(env={})
     for k, v in {"h": "127.0.0.1", "port": "2525", "t": "1.5", "v": "false"}.items():
         ctx.set(k, v)
-    cfg = L.resolve_connect(s, ctx)
+    cfg = resolve_connect(s, ctx)
     assert isinstance(cfg, ConnectConfig)
     assert (cfg.host, cfg.port, cfg.timeout, cfg.tls_verify, cfg.tls) == (
         "127.0.0.1",
@@ -640,7 +642,7 @@ def test_resolve_connect_types_and_defaults(tmp_path):
         "implicit",
     )
     assert cfg.ca == tmp_path / "ca.pem" and cfg.protocol == "smtp"
-    cfg2 = L.resolve_connect(s, ctx, {"port": 465, "tls_verify": True, "host": "::1", "ca": None})
+    cfg2 = resolve_connect(s, ctx, {"port": 465, "tls_verify": True, "host": "::1", "ca": None})
     assert (cfg2.port, cfg2.tls_verify, cfg2.host) == (465, True, "::1")
 
 
@@ -650,7 +652,7 @@ def test_resolve_connect_types_and_defaults(tmp_path):
 )
 def test_resolve_connect_default_ports(tmp_path, proto, tls, port):
     s, _ = _session(tmp_path, f"{{host: h, tls: {tls}}}", steps="steps: [{S: EOF}]", protocol=proto)
-    assert L.resolve_connect(s, Context(env={})).port == port
+    assert resolve_connect(s, Context(env={})).port == port
 
 
 def test_resolve_connect_errors_name_file_and_line(tmp_path):
@@ -663,7 +665,7 @@ def test_resolve_connect_errors_name_file_and_line(tmp_path):
     for k, v in {"port": "99999", "mode": "off", "tr": "socket"}.items():
         ctx.set(k, v)
     with pytest.raises(ScenarioError) as ei:
-        L.resolve_connect(s, ctx)
+        resolve_connect(s, ctx)
     text = str(ei.value)
     assert f"{p}:3:" in text and "connect.port: must be a port number 1..65535 (got '99999')" in text
     assert "'tls' must be one of none, implicit, starttls (got 'off')" in text
@@ -671,7 +673,7 @@ def test_resolve_connect_errors_name_file_and_line(tmp_path):
     ctx.set("mode", "starttls")
     ctx.set("tr", "telnet")
     with pytest.raises(ScenarioError) as ei:
-        L.resolve_connect(s, ctx)
+        resolve_connect(s, ctx)
     text = str(ei.value)
     assert "'port' must be an integer" in text
     assert "telnet transport cannot speak TLS" in text and "socket" in text and "openssl" in text
@@ -683,7 +685,7 @@ def test_resolve_connect_masks_secret_values(tmp_path):
     ctx = Context(env={}, secrets=["pw"])
     ctx.set("pw", "hunter2")
     with pytest.raises(ScenarioError) as ei:
-        L.resolve_connect(s, ctx)
+        resolve_connect(s, ctx)
     assert "hunter2" not in str(ei.value) and "****" in str(ei.value)
 
 
@@ -692,7 +694,7 @@ def test_resolve_connect_missing_ca(tmp_path):
     ctx = Context(env={})
     ctx.set("ca", "missing.pem")
     with pytest.raises(ScenarioError, match="ca file 'missing.pem' not found"):
-        L.resolve_connect(s, ctx)
+        resolve_connect(s, ctx)
 
 
 def test_resolve_connect_starttls_step_without_tls(tmp_path):
@@ -705,9 +707,9 @@ def test_resolve_connect_starttls_step_without_tls(tmp_path):
     ctx = Context(env={})
     ctx.set("m", "none")
     with pytest.raises(ScenarioError, match="starttls: true needs connect.tls: starttls"):
-        L.resolve_connect(s, ctx)
+        resolve_connect(s, ctx)
     ctx.set("m", "starttls")
-    assert L.resolve_connect(s, ctx).tls == "starttls"
+    assert resolve_connect(s, ctx).tls == "starttls"
 
 
 # ------------------------------------------------------------------ vars and env files
@@ -766,11 +768,11 @@ def test_discover(tmp_path, monkeypatch):
     write(tmp_path, HEAD + "steps: [{S: 220}]\n", "d/sub/c.yaml")
     write(tmp_path, "steps: [{S: 220}]\n", "d/lib/frag.yaml")
     (tmp_path / "d" / "notes.txt").write_text("x")
-    found = L.discover([str(tmp_path / "d")])
+    found = A.discover([str(tmp_path / "d")])
     assert [p.relative_to(tmp_path / "d").as_posix() for p in found] == ["a.yml", "b.yaml", "sub/c.yaml"]
     monkeypatch.chdir(tmp_path)
-    assert [str(p) for p in L.discover(["d/*.yaml"])] == ["d/b.yaml"]
-    assert [str(p) for p in L.discover(["d/lib/frag.yaml"])] == ["d/lib/frag.yaml"]  # as given
+    assert [str(p) for p in A.discover(["d/*.yaml"])] == ["d/b.yaml"]
+    assert [str(p) for p in A.discover(["d/lib/frag.yaml"])] == ["d/lib/frag.yaml"]  # as given
 
 
 def test_validate_paths(tmp_path):
@@ -778,7 +780,7 @@ def test_validate_paths(tmp_path):
     write(tmp_path, "steps:\n  - C: 'PASS {{ pw }}'\n    S: 235\n", "d/lib/f.yaml")
     write(tmp_path, HEAD + "steps:\n  - S: '25'\n", "d/bad.yaml")
     write(tmp_path, "steps:\n  - S: 'xyz'\n  - S: +OK\n", "d/lib/badfrag.yaml")
-    r = L.validate_paths([str(tmp_path / "d")], env={})
+    r = A.validate_paths([str(tmp_path / "d")], env={})
     assert r.files == 4
     assert sorted(Path(f).name for f in r.fragments) == ["badfrag.yaml", "f.yaml"]
     assert len(r.errors) == 2, r.errors
@@ -787,13 +789,13 @@ def test_validate_paths(tmp_path):
     assert r.warnings == [
         f"{tmp_path}/d/good.yaml:3: vars.pw needs environment variable PW, which is not set"
     ]
-    r2 = L.validate_paths([str(tmp_path / "d" / "good.yaml")], env={"PW": "x"})
+    r2 = A.validate_paths([str(tmp_path / "d" / "good.yaml")], env={"PW": "x"})
     assert (r2.files, r2.errors, r2.warnings) == (1, [], [])
 
 
 def test_validate_paths_never_writes_the_cache(tmp_path):
     write(tmp_path, HEAD + "steps: [{S: 220}]\n", "ok.yaml")
-    L.validate_paths([str(tmp_path / "ok.yaml")], env={})
+    A.validate_paths([str(tmp_path / "ok.yaml")], env={})
     assert not (tmp_path / "cache").exists()
 
 
@@ -824,7 +826,7 @@ def test_validate_cli(tmp_path):
 
 _PROBE = """
 import sys
-from runner.scenario_loader import load_scenario
+from runner.load.api import load_scenario
 load_scenario(sys.argv[1])
 print("jsonschema" in sys.modules)
 """
@@ -853,7 +855,7 @@ def test_cache_skips_jsonschema_on_second_load(tmp_path):
 
 def test_semantic_checks_run_even_when_cached(tmp_path, monkeypatch):
     p = write(tmp_path, HEAD + "steps:\n  - C: '{{ x }}'\n")
-    assert L.load_scenario(p, defined=["x"])
+    assert A.load_scenario(p, defined=["x"])
     assert any((tmp_path / "cache" / "validated").iterdir())
     assert "undefined variable 'x'" in one(p)
 
@@ -872,15 +874,15 @@ def test_unwritable_cache_dir_is_silently_no_cache(tmp_path, monkeypatch):
     blocker.write_text("x")
     monkeypatch.setenv("MAILRUN_CACHE_DIR", str(blocker / "sub"))
     p = write(tmp_path, HEAD + "steps: [{S: 220}]\n")
-    assert L.load_scenario(p).name == "t"
-    assert L.load_scenario(p).name == "t"
+    assert A.load_scenario(p).name == "t"
+    assert A.load_scenario(p).name == "t"
 
 
 def test_cache_dir_from_xdg(tmp_path, monkeypatch):
     monkeypatch.delenv("MAILRUN_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     p = write(tmp_path, HEAD + "steps: [{S: 220}]\n")
-    L.load_scenario(p)
+    A.load_scenario(p)
     assert any((tmp_path / "xdg" / "mailrun" / "validated").iterdir())
 
 
@@ -899,7 +901,7 @@ def test_any_text_raises_only_scenario_error(tmp_path, text):
     p = tmp_path / "fuzz.yaml"
     p.write_text(text, encoding="utf-8")
     try:
-        L.load_scenario(p, use_cache=False)
+        A.load_scenario(p, use_cache=False)
     except ScenarioError as e:
         assert e.problems
 
@@ -910,7 +912,7 @@ def test_any_bytes_raise_only_scenario_error(tmp_path, raw):
     p = tmp_path / "fuzz.yaml"
     p.write_bytes(raw)
     try:
-        L.load_scenario(p, use_cache=False)
+        A.load_scenario(p, use_cache=False)
     except ScenarioError:
         pass
 
@@ -973,8 +975,8 @@ def test_any_yaml_structure_raises_only_scenario_error(tmp_path, tree):
     p = tmp_path / "fuzz.yaml"
     p.write_text(yaml.safe_dump(tree, allow_unicode=True), encoding="utf-8")
     try:
-        L.load_scenario(p, use_cache=False)
-        L.validate_paths([p], env={})
+        A.load_scenario(p, use_cache=False)
+        A.validate_paths([p], env={})
     except ScenarioError as e:
         assert all(isinstance(m, str) and m for m in e.problems)
 
@@ -990,12 +992,12 @@ def test_scenario_shaped_structures_raise_only_scenario_error(tmp_path, steps, c
     p = tmp_path / "fuzz.yaml"
     p.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
     try:
-        sc = L.load_scenario(p, use_cache=False)
+        sc = A.load_scenario(p, use_cache=False)
     except ScenarioError:
         return
     for s in sc.sessions:
         try:
-            L.resolve_connect(s, Context(env={}))
+            resolve_connect(s, Context(env={}))
         except ScenarioError:
             pass
         except Exception as e:  # the templates module may refuse an undefined name
@@ -1004,7 +1006,7 @@ def test_scenario_shaped_structures_raise_only_scenario_error(tmp_path, steps, c
 
 def test_env_secret_names(tmp_path):
     p = write(tmp_path, HEAD + "secrets: [env.TOKEN]\nsteps:\n  - C: 'AUTH {{ env.TOKEN }}'\n")
-    assert L.load_scenario(p).secrets == {"env.TOKEN"}
+    assert A.load_scenario(p).secrets == {"env.TOKEN"}
     bad = write(tmp_path, HEAD + "secrets: ['not a name']\nsteps: [{S: 220}]\n", "bad.yaml")
     assert one(bad).endswith("secrets[0]: expected a variable name (or env.NAME), got 'not a name'")
 
@@ -1026,7 +1028,7 @@ def test_libyaml_and_pure_python_parsers_agree():
     (and reports the errors). Every file the project has must give the same tree from both."""
     import yaml.reader
 
-    from runner import scenario_loader as L
+    from runner.load import loader as L
 
     if L._FastLoader is None:
         pytest.skip("PyYAML was built without libyaml: only the pure-Python parser runs")
@@ -1067,7 +1069,7 @@ _yamlish = st.recursive(
 @settings(max_examples=150, deadline=None)
 @given(_yamlish, st.sampled_from([None, True, False]))
 def test_property_parsers_agree_on_generated_documents(data, flow):
-    from runner import scenario_loader as L
+    from runner.load import loader as L
 
     if L._FastLoader is None:
         return

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runner.errors import ExitClass
-from runner.patterns import (
+from runner.lang.patterns import (
     MatchResult,
     Pattern,
     PatternError,
@@ -13,9 +13,9 @@ from runner.patterns import (
     capture,
     parse_pattern,
 )
+from runner.lang.secrets import MASK
+from runner.lang.templates import Context, TemplateError
 from runner.protocols.base import Reply
-from runner.secrets import MASK
-from runner.templates import Context, TemplateError
 
 # --- hand-built replies (shapes as the protocol framers produce them) ------------------
 

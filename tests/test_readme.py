@@ -55,7 +55,7 @@ def test_readme_mailrun_command_runs(command):
 
 
 def test_readme_walkthrough_scenario_is_valid(tmp_path):
-    from runner.scenario_loader import validate_paths
+    from runner.load.api import validate_paths
 
     yamls = [b for b in blocks("yaml") if "steps:" in b]
     assert yamls, "the walk-through scenario is missing"

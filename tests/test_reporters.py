@@ -19,29 +19,27 @@ import jsonschema
 import pytest
 
 from runner.errors import ExitClass
+from runner.events import (
+    Closed,
+    Connected,
+    Note,
+    Received,
+    ScenarioFinished,
+    ScenarioStarted,
+    Sent,
+    SessionFinished,
+    SessionStarted,
+    StepFinished,
+    TLSStarted,
+)
+from runner.lang.secrets import Redactor
 from runner.protocols.base import Reply
 from runner.reporters import ReportError, Tee, reporter_from_spec, visible
 from runner.reporters.console import ConsoleReporter
 from runner.reporters.json_report import JsonReporter
 from runner.reporters.junit import JUnitReporter
 from runner.reporters.transcript import TranscriptReporter
-from runner.results import (
-    Closed,
-    Connected,
-    Note,
-    Received,
-    ScenarioFinished,
-    ScenarioResult,
-    ScenarioStarted,
-    Sent,
-    SessionFinished,
-    SessionResult,
-    SessionStarted,
-    StepFinished,
-    StepResult,
-    TLSStarted,
-)
-from runner.secrets import Redactor
+from runner.results import ScenarioResult, SessionResult, StepResult
 from runner.transports.base import ConnectInfo, TLSInfo
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,7 +1,7 @@
-"""runner.scenario_cache: the model cache. The model rebuilt from JSON equals the loader's (over
+"""runner.cache.store: the model cache. The model rebuilt from JSON equals the loader's (over
 every project file, the fixtures and generated scenarios); stale, damaged and foreign entries
 fall back to the full load; secrets never reach the disk; a warm `mailrun FILE` imports neither
-PyYAML, jsonschema nor runner.scenario_loader."""
+PyYAML, jsonschema nor runner.load.loader."""
 
 from __future__ import annotations
 
@@ -20,10 +20,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runner import scenario_cache as C
-from runner import scenario_loader as L
+from runner.cache import store as C
 from runner.errors import ScenarioError
-from runner.scenario import ConnectConfig, ConnectSpec, Location, Retry, Scenario, Session, Step
+from runner.load import api as A
+from runner.load import loader as L
+from runner.model.config import ConnectConfig
+from runner.model.scenario import ConnectSpec, Location, Retry, Scenario, Session, Step
 from tests.support.servers import Server, scripted
 
 REPO = Path(__file__).resolve().parent.parent
@@ -83,7 +85,7 @@ def project_files() -> list[Path]:
 
 def loaded(path, **kw) -> Scenario | None:
     try:
-        return L.load_scenario(path, use_cache=False, **kw)
+        return A.load_scenario(path, use_cache=False, **kw)
     except ScenarioError:
         return None
 
@@ -94,10 +96,10 @@ def loaded(path, **kw) -> Scenario | None:
 def assert_round_trip(path, cache: Path, **kw) -> Scenario | None:
     """Full load, then the cached model: structurally equal; returns the cached one (None for
     a file with a literal secret, which is never stored: its model still round-trips in memory)."""
-    reference = L.load_scenario(path, use_cache=False, **kw)
+    reference = A.load_scenario(path, use_cache=False, **kw)
     in_memory = C.decode(json.loads(json.dumps(C.encode(reference))))
     assert dump(in_memory) == dump(reference)
-    stored = L.load_scenario(path, **kw)  # a miss: full load, stores the model
+    stored = A.load_scenario(path, **kw)  # a miss: full load, stores the model
     cached = C.lookup(path, kw.get("defined", ()))
     if C.holds_secret_literal(reference):
         assert cached is None
@@ -122,9 +124,9 @@ def test_every_project_scenario_and_fixture_round_trips(cache):
         assert C.lookup(f) is None
     # the cache front door gives exactly the loader's model for each, and knows fragments
     for f in scenarios:
-        assert dump(C.load_scenario(f)) == dump(loaded(f))
+        assert dump(A.load_scenario(f)) == dump(loaded(f))
     found = sorted({*(REPO / "scenarios").rglob("*.yaml"), *(REPO / "scenarios").rglob("*.yml")})
-    assert C.discover([REPO / "scenarios"]) == [f for f in found if not L.is_fragment(f)]
+    assert A.discover([REPO / "scenarios"]) == [f for f in found if not L.is_fragment(f)]
 
 
 def test_round_trip_with_a_relative_path(cache, tmp_path, monkeypatch):
@@ -232,7 +234,7 @@ def test_every_field_round_trips(cache, tmp_path):
     assert sc.secrets == frozenset({"password", "token", "env.MAILRUN_T_TOKEN"})
     assert (
         send.steps[1].expect.describe()
-        == L.load_scenario(tmp_path / "all.yaml").sessions[0].steps[1].expect.describe()
+        == A.load_scenario(tmp_path / "all.yaml").sessions[0].steps[1].expect.describe()
     )
     assert sc.sessions[1].steps[1].multiline is True and sc.sessions[2].steps[1].tag is False
 
@@ -322,14 +324,14 @@ def test_generated_scenarios_round_trip(text, tmp_path_factory):
 
 def test_entry_is_keyed_on_bytes_path_and_defined_names(cache, tmp_path):
     p = write(tmp_path / "s.yaml", HEAD + "steps:\n  - C: 'HELO {{ x }}'\n    S: 250\n")
-    assert L.load_scenario(p, defined=["x"]).sessions[0].steps[0].text == "HELO {{ x }}"
+    assert A.load_scenario(p, defined=["x"]).sessions[0].steps[0].text == "HELO {{ x }}"
     assert C.lookup(p, ["x"]) is not None
     assert C.lookup(p) is None  # without --var x the file is invalid: the loader must say so
     with pytest.raises(ScenarioError, match="undefined variable 'x'"):
-        C.load_scenario(p)
+        A.load_scenario(p)
     p.write_text(HEAD + "steps:\n  - C: 'EHLO {{ x }}'\n    S: 250\n")
     assert C.lookup(p, ["x"]) is None
-    assert C.load_scenario(p, defined=["x"]).sessions[0].steps[0].text == "EHLO {{ x }}"
+    assert A.load_scenario(p, defined=["x"]).sessions[0].steps[0].text == "EHLO {{ x }}"
 
 
 def test_changed_or_moved_include_is_a_miss(cache, tmp_path):
@@ -337,57 +339,57 @@ def test_changed_or_moved_include_is_a_miss(cache, tmp_path):
     write(tmp_path / "lib" / "b.yaml", "steps:\n  - C: RSET\n")
     os.symlink("a.yaml", tmp_path / "lib" / "f.yaml")
     p = write(tmp_path / "s.yaml", HEAD + "steps:\n  - include: lib/f.yaml\n")
-    assert L.load_scenario(p).sessions[0].steps[0].text == "NOOP"
+    assert A.load_scenario(p).sessions[0].steps[0].text == "NOOP"
     assert C.lookup(p).sessions[0].steps[0].text == "NOOP"
     # the link now points at another file with other bytes
     (tmp_path / "lib" / "f.yaml").unlink()
     os.symlink("b.yaml", tmp_path / "lib" / "f.yaml")
     assert C.lookup(p) is None
-    assert C.load_scenario(p).sessions[0].steps[0].text == "RSET"
+    assert A.load_scenario(p).sessions[0].steps[0].text == "RSET"
     assert C.lookup(p).sessions[0].steps[0].text == "RSET"
     # the file itself changes
     write(tmp_path / "lib" / "b.yaml", "steps:\n  - C: QUIT\n")
     assert C.lookup(p) is None
-    assert C.load_scenario(p).sessions[0].steps[0].text == "QUIT"
+    assert A.load_scenario(p).sessions[0].steps[0].text == "QUIT"
 
 
 def test_a_vanished_body_file_is_reported_not_served_from_cache(cache, tmp_path):
     (tmp_path / "m.eml").write_text("Subject: x\n\nhi\n")
     p = write(tmp_path / "s.yaml", HEAD + "steps:\n  - body_file: m.eml\n    S: 250\n")
-    assert C.load_scenario(p).sessions[0].steps[0].path == tmp_path / "m.eml"
+    assert A.load_scenario(p).sessions[0].steps[0].path == tmp_path / "m.eml"
     assert C.lookup(p) is not None
     (tmp_path / "m.eml").unlink()
     assert C.lookup(p) is None
     with pytest.raises(ScenarioError, match="file 'm.eml' not found"):
-        C.load_scenario(p)
+        A.load_scenario(p)
 
 
 def test_use_cache_false_neither_reads_nor_writes(cache, tmp_path):
     p = write(tmp_path / "s.yaml", HEAD + "steps: [{S: 220}]\n")
-    C.load_scenario(p, use_cache=False)
-    L.load_scenario(p, use_cache=False)
+    A.load_scenario(p, use_cache=False)
+    A.load_scenario(p, use_cache=False)
     assert not cache.exists()
-    C.load_scenario(p)
+    A.load_scenario(p)
     assert len(entries(cache)) == 1
     # an entry for these bytes that says something else is not read when use_cache=False
     (entry,) = entries(cache)
     entry.write_bytes(b"garbage")
-    assert C.load_scenario(p, use_cache=False).name == "t"
+    assert A.load_scenario(p, use_cache=False).name == "t"
 
 
 def test_mailrun_no_cache_neither_reads_nor_writes(cache, tmp_path, monkeypatch):
     p = write(tmp_path / "s.yaml", HEAD + "steps: [{S: 220}]\n")
     monkeypatch.setenv("MAILRUN_NO_CACHE", "1")
-    assert C.load_scenario(p).name == "t"
-    assert L.load_scenario(p).name == "t"
-    assert C.discover([tmp_path]) == [p]
+    assert A.load_scenario(p).name == "t"
+    assert A.load_scenario(p).name == "t"
+    assert A.discover([tmp_path]) == [p]
     assert not cache.exists()
     monkeypatch.delenv("MAILRUN_NO_CACHE")
-    C.load_scenario(p)
+    A.load_scenario(p)
     (entry,) = entries(cache)
     entry.write_bytes(b"garbage")  # an entry that says something else is not read
     monkeypatch.setenv("MAILRUN_NO_CACHE", "1")
-    assert C.load_scenario(p).name == "t"
+    assert A.load_scenario(p).name == "t"
     assert entry.read_bytes() == b"garbage"
 
 
@@ -395,7 +397,7 @@ def test_old_entries_are_pruned(cache, tmp_path, monkeypatch):
     monkeypatch.setattr(C, "MAX_ENTRIES", 3)
     paths = [write(tmp_path / f"s{i}.yaml", HEAD + f"steps: [{{S: 22{i}}}]\n") for i in range(5)]
     for i, p in enumerate(paths):
-        C.load_scenario(p)
+        A.load_scenario(p)
         # the entry just written gets the write time i s (distinct whatever the clock's resolution)
         for e in entries(cache):
             if e.stat().st_mtime_ns > i * 10**9:
@@ -408,16 +410,16 @@ def test_old_entries_are_pruned(cache, tmp_path, monkeypatch):
 def test_invalid_files_store_no_model(cache):
     for f in sorted((FIX / "invalid").glob("*.yaml")):
         with pytest.raises(ScenarioError) as full:
-            L.load_scenario(f, use_cache=False)
+            A.load_scenario(f, use_cache=False)
         with pytest.raises(ScenarioError) as front:
-            C.load_scenario(f)
+            A.load_scenario(f)
         assert front.value.problems == full.value.problems
     assert entries(cache) == []
 
 
 def test_entries_are_private_and_written_atomically(cache, tmp_path):
     p = write(tmp_path / "s.yaml", HEAD + "steps: [{S: 220}]\n")
-    L.load_scenario(p)
+    A.load_scenario(p)
     for sub in ("models", "validated"):
         assert stat.S_IMODE((cache / sub).stat().st_mode) == 0o700
         for e in entries(cache, sub):
@@ -427,7 +429,7 @@ def test_entries_are_private_and_written_atomically(cache, tmp_path):
     # a directory an older mailrun made world-readable is tightened
     os.chmod(cache / "validated", 0o755)
     p.write_text(HEAD + "steps: [{S: 221}]\n")
-    L.load_scenario(p)
+    A.load_scenario(p)
     assert stat.S_IMODE((cache / "validated").stat().st_mode) == 0o700
 
 
@@ -435,9 +437,9 @@ def test_unwritable_cache_dir_still_loads(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("x")
     monkeypatch.setenv("MAILRUN_CACHE_DIR", str(tmp_path / "file" / "sub"))
     p = write(tmp_path / "s.yaml", HEAD + "steps: [{S: 220}]\n")
-    assert C.load_scenario(p).name == "t"
-    assert C.load_scenario(p).name == "t"
-    assert C.discover([tmp_path]) == [p]
+    assert A.load_scenario(p).name == "t"
+    assert A.load_scenario(p).name == "t"
+    assert A.discover([tmp_path]) == [p]
 
 
 # ------------------------------------------------------------------ damaged and foreign entries
@@ -447,8 +449,8 @@ def test_damaged_entries_fall_back_to_the_full_load(cache, tmp_path):
     p = write(tmp_path / "all.yaml", EVERYTHING)
     write(tmp_path / "lib" / "auth.yaml", "steps:\n  - C: NOOP\n    S: 250\n")
     (tmp_path / "message.eml").write_text("x\n")
-    reference = dump(L.load_scenario(p, use_cache=False))
-    L.load_scenario(p)
+    reference = dump(A.load_scenario(p, use_cache=False))
+    A.load_scenario(p)
     (entry,) = entries(cache)
     good = entry.read_bytes()
     rnd = random.Random(1234)
@@ -469,9 +471,9 @@ def test_damaged_entries_fall_back_to_the_full_load(cache, tmp_path):
         damaged.append(good[:i] + good[j:])
     for data in damaged:
         entry.write_bytes(data)
-        assert dump(C.load_scenario(p)) == reference
+        assert dump(A.load_scenario(p)) == reference
         entry.write_bytes(data)
-        assert dump(L.load_scenario(p)) == reference
+        assert dump(A.load_scenario(p)) == reference
 
 
 def _rehash(head: bytes, body: bytes) -> bytes:
@@ -486,7 +488,7 @@ def test_well_formed_but_wrong_entries_never_crash(cache, tmp_path):
     p = write(tmp_path / "all.yaml", EVERYTHING)
     write(tmp_path / "lib" / "auth.yaml", "steps:\n  - C: NOOP\n    S: 250\n")
     (tmp_path / "message.eml").write_text("x\n")
-    L.load_scenario(p)
+    A.load_scenario(p)
     (entry,) = entries(cache)
     head, _, body = entry.read_bytes().partition(b"\n")
     data = json.loads(body)
@@ -514,23 +516,23 @@ def test_well_formed_but_wrong_entries_never_crash(cache, tmp_path):
         else:
             parent[where[-1]] = rnd.choice(junk)
         entry.write_bytes(_rehash(head, json.dumps(mutated).encode()))
-        assert isinstance(C.load_scenario(p), Scenario)
+        assert isinstance(A.load_scenario(p), Scenario)
     for text in (b"[]", b"null", b"{}", b'{"includes": 5}', b"[" * 100000):
         entry.write_bytes(_rehash(head, text))
         assert C.lookup(p) is None
-        assert C.load_scenario(p).name == "everything"
+        assert A.load_scenario(p).name == "everything"
 
 
 def test_an_entry_for_another_file_is_not_used(cache, tmp_path):
     a = write(tmp_path / "a.yaml", "name: a\nconnect: {host: localhost, port: 25}\nsteps: [{S: 220}]\n")
     b = write(tmp_path / "b.yaml", "name: b\nconnect: {host: localhost, port: 25}\nsteps: [{S: 220}]\n")
-    L.load_scenario(a)
+    A.load_scenario(a)
     (ea,) = entries(cache)
-    L.load_scenario(b)
+    A.load_scenario(b)
     (eb,) = [e for e in entries(cache) if e != ea]
     eb.write_bytes(ea.read_bytes())  # a's entry (valid checksum) under b's key
     assert C.lookup(b) is None
-    assert C.load_scenario(b).name == "b"
+    assert A.load_scenario(b).name == "b"
 
 
 # ------------------------------------------------------------------ secrets
@@ -549,7 +551,7 @@ def test_an_entry_for_another_file_is_not_used(cache, tmp_path):
 )
 def test_a_literal_secret_is_never_written(cache, tmp_path, text):
     p = write(tmp_path / "s.yaml", HEAD + text + "steps: [{S: 220}]\n")
-    sc = C.load_scenario(p)
+    sc = A.load_scenario(p)
     assert sc.secrets and C.lookup(p) is None
     assert entries(cache) == [] and entries(cache, "validated")  # the validation record is kept
     secret = b"hunter2-Zq9" if b"hunter2" in p.read_bytes() else b"12345678901"
@@ -562,12 +564,12 @@ def test_a_literal_secret_is_never_written(cache, tmp_path, text):
 def test_a_literal_secret_bound_by_an_include_is_never_written(cache, tmp_path):
     write(tmp_path / "lib" / "auth.yaml", "secrets: [pw]\nsteps:\n  - C: 'AUTH {{ pw | b64 }}'\n    S: 235\n")
     p = write(tmp_path / "s.yaml", HEAD + "steps:\n  - include: lib/auth.yaml\n    vars: {pw: hunter2-Zq9}\n")
-    assert C.load_scenario(p).sessions[0].steps[0].bindings == ({"pw": "hunter2-Zq9"},)
+    assert A.load_scenario(p).sessions[0].steps[0].bindings == ({"pw": "hunter2-Zq9"},)
     assert entries(cache) == []
     q = write(
         tmp_path / "q.yaml", HEAD + "steps:\n  - include: lib/auth.yaml\n    vars: {pw: '{{ env.PW }}'}\n"
     )
-    C.load_scenario(q)
+    A.load_scenario(q)
     assert len(entries(cache)) == 1
     assert not any(b"hunter2" in f.read_bytes() for f in cache.rglob("*") if f.is_file())
 
@@ -578,7 +580,7 @@ def test_secrets_from_the_environment_are_cached(cache, tmp_path):
         HEAD + "vars: {password: '{{ env.PW }}', key: '{{ env.K | b64 }}'}\nsecrets: [password, key]\n"
         "steps: [{S: 220}]\n",
     )
-    C.load_scenario(p)
+    A.load_scenario(p)
     assert C.lookup(p) is not None
 
 
@@ -591,12 +593,12 @@ def test_discover_matches_the_loader_and_remembers_fragments(cache, tmp_path):
     write(tmp_path / "d" / "b.yml", HEAD + "steps: [{S: 220}]\n")
     write(tmp_path / "d" / "broken.yaml", "name: [\n")
     want = [tmp_path / "d" / "a.yaml", tmp_path / "d" / "b.yml", tmp_path / "d" / "broken.yaml"]
-    assert C.discover([tmp_path / "d"]) == want
+    assert A.discover([tmp_path / "d"]) == want
     assert {e.read_bytes() for e in entries(cache, "kinds")} == {b"fragment\n", b"scenario\n"}
-    assert C.discover([tmp_path / "d"]) == want
-    assert C.discover([str(tmp_path / "d" / "*.y*ml")]) == want
-    assert C.discover([str(tmp_path / "d" / "**")]) == want
-    assert C.find_files([tmp_path / "d"], fragments=True) == sorted(
+    assert A.discover([tmp_path / "d"]) == want
+    assert A.discover([str(tmp_path / "d" / "*.y*ml")]) == want
+    assert A.discover([str(tmp_path / "d" / "**")]) == want
+    assert A.find_files([tmp_path / "d"], fragments=True) == sorted(
         [*want, tmp_path / "d" / "lib" / "f.yaml"]
     )
 
@@ -613,7 +615,7 @@ _PROBE = textwrap.dedent(
     sys.exit(rc)
     """
 )
-HEAVY = ("yaml", "jsonschema", "runner.scenario_loader")
+HEAVY = ("yaml", "jsonschema", "runner.load.loader")
 
 
 def run_probe(args, cache: Path, **env) -> tuple[int, set[str], str]:
@@ -666,7 +668,7 @@ def test_a_warm_run_imports_neither_yaml_jsonschema_nor_the_loader(cache, tmp_pa
             assert rc == 0, out
             # the first runs load in full, so the probe does see imports (the directory run asks
             # the loader which files are fragments once; the file's model is cached by then)
-            assert {"yaml", "runner.scenario_loader"} <= cold
+            assert {"yaml", "runner.load.loader"} <= cold
         for args in ([p], ["run", p], [tmp_path]):
             rc, warm, out = run_probe(args, cache, **env)
             assert rc == 0, out
@@ -713,7 +715,7 @@ def test_a_piped_scenario_is_read_once_and_never_cached(cache, tmp_path):
         os.write(w, text)
         os.close(w)
         try:
-            sc = C.load_scenario(f"/dev/fd/{r}")
+            sc = A.load_scenario(f"/dev/fd/{r}")
         finally:
             os.close(r)
         assert sc.name == "t" and len(sc.sessions[0].steps) == 1
@@ -722,7 +724,7 @@ def test_a_piped_scenario_is_read_once_and_never_cached(cache, tmp_path):
 
 def test_entries_someone_else_could_write_are_not_used(cache, tmp_path):
     p = write(tmp_path / "s.yaml", HEAD + "steps: [{S: 220}]\n")
-    C.load_scenario(p)
+    A.load_scenario(p)
     assert C.lookup(p) is not None
     (entry,) = entries(cache)
     for where, mode in ((entry, 0o622), (cache / "models", 0o777), (cache, 0o757)):
@@ -730,7 +732,7 @@ def test_entries_someone_else_could_write_are_not_used(cache, tmp_path):
         where.chmod(mode)
         try:
             assert C.lookup(p) is None, where  # group/world-writable: a full load instead
-            assert C.load_scenario(p).name == "t"
+            assert A.load_scenario(p).name == "t"
         finally:
             where.chmod(before)
     assert C.lookup(p) is not None

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.scenario_loader import discover, is_fragment, load_scenario
+from runner.load.api import discover, load_scenario
+from runner.load.loader import is_fragment
 from runner.suite import load_matrix
 
 REPO = Path(__file__).resolve().parent.parent
@@ -85,7 +86,7 @@ from runner.cli import main
 
 # What a --sandbox run imports lazily, imported once here (a warm-up only: a name that is gone is
 # simply imported by the child when it needs it).
-for name in ("runner.engine", "runner.scenario_loader", "runner.suite", "runner.reporters.console",
+for name in ("runner.engine.run", "runner.load.loader", "runner.suite", "runner.reporters.console",
              "runner.sandbox.server", "runner.sandbox.smtp", "runner.sandbox.pop3", "runner.sandbox.imap",
              "runner.transports.tcp", "runner.protocols.smtp", "runner.protocols.pop3",
              "runner.protocols.imap", "trustme", "mailbox"):

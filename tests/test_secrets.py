@@ -7,7 +7,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from runner.secrets import MASK, Redactor, Secret
+from runner.lang.secrets import MASK, Redactor, Secret
 
 
 def b64(s: str) -> str:

@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from runner.errors import ExitClass, MailrunError
-from runner.secrets import MASK, Redactor, Secret
-from runner.templates import BUILTINS, Context, Rendered, Template, TemplateError, parse, render
+from runner.lang.secrets import MASK, Redactor, Secret
+from runner.lang.templates import BUILTINS, Context, Rendered, Template, TemplateError, parse, render
 
 
 def b64(s: str) -> str:

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from runner.errors import ConnectError, DeadlineError
-from runner.scenario import ConnectConfig
+from runner.model.config import ConnectConfig
 from runner.transports import create
 from tests.support.servers import Server, drip, full_backlog_port, silent
 

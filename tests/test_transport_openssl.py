@@ -9,7 +9,7 @@ import time
 import pytest
 
 from runner.errors import ConnectError, ConnectionClosed, DeadlineError, TLSError, UsageError
-from runner.scenario import ConnectConfig
+from runner.model.config import ConnectConfig
 from runner.transports import create
 from runner.transports.openssl import OpensslTransport
 from tests.support.servers import (

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from runner.errors import ConnectError, ConnectionClosed, DeadlineError, TLSError, UsageError
-from runner.scenario import ConnectConfig
+from runner.model.config import ConnectConfig
 from runner.transports import SocketTransport, create, tls_context
 from tests.support.servers import (
     PKI,

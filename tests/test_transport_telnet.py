@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runner.errors import ConnectionClosed, ScenarioError, UsageError
-from runner.scenario import ConnectConfig
+from runner.model.config import ConnectConfig
 from runner.transports import create
 from runner.transports.telnet import CLOSED_MARK, TelnetTransport, check_sendable
 from tests.support.servers import (

@@ -32,8 +32,8 @@ from pathlib import Path
 import pytest
 
 from runner import cli
-from runner.engine import Engine, RunOptions
-from runner.scenario_loader import load_scenario
+from runner.engine.run import Engine, RunOptions
+from runner.load.api import load_scenario
 from tests.support.servers import PKI, Conn, Server, close_mid_reply, record, scripted, silent
 
 T = 10  # seconds: every network wait in this file

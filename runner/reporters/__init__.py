@@ -9,7 +9,7 @@ time) and `close()` (write files, final summary). Formats, one module each:
     TranscriptReporter  runner.reporters.transcript   one wire transcript file per scenario run
 
 Events already carry masked text; every reporter still passes each string it outputs through an
-optional redactor (anything with `.redact(str) -> str`, e.g. runner.secrets.Redactor).
+optional redactor (anything with `.redact(str) -> str`, e.g. runner.lang.secrets.Redactor).
 
 The classes are imported lazily (`from runner.reporters import JUnitReporter` works) so a plain
 console run does not pay for the XML and JSON machinery; likewise what only the file-writing
@@ -44,7 +44,7 @@ TLS_NOTE = "TLS established: "
 
 
 class RedactorLike:
-    """What reporters need of a redactor (e.g. runner.secrets.Redactor): any object with this
+    """What reporters need of a redactor (e.g. runner.lang.secrets.Redactor): any object with this
     method will do; it need not derive from this class."""
 
     def redact(self, text: str) -> str:
@@ -273,7 +273,7 @@ class NoteDedup:
         self.held: list = []
 
     def feed(self, event) -> list:
-        from runner.results import Connected, Note, TLSStarted
+        from runner.events import Connected, Note, TLSStarted
 
         if (
             isinstance(event, Note)

@@ -9,6 +9,7 @@ import re
 import sys
 from _thread import RLock  # threading.RLock is this one; importing threading costs ~1 ms a start
 
+from runner import events as E
 from runner import results as R
 from runner.reporters import (
     TLS_NOTE,
@@ -151,13 +152,13 @@ class ConsoleReporter(Reporter):
                 self._handle(ev)
 
     def _handle(self, event) -> None:
-        if isinstance(event, R.StepFinished) and self._performed_by_program(event.result):
+        if isinstance(event, E.StepFinished) and self._performed_by_program(event.result):
             self._skips.append(event.result)
             return
         self._flush_skips()
-        if isinstance(event, R.Sent | R.Received):
+        if isinstance(event, E.Sent | E.Received):
             if self.verbose:
-                self._wire("C" if isinstance(event, R.Sent) else "S", event.data)
+                self._wire("C" if isinstance(event, E.Sent) else "S", event.data)
             return
         self._flush_wire()
         method = getattr(self, "_on_" + type(event).__name__, None)
@@ -192,11 +193,11 @@ class ConsoleReporter(Reporter):
             mark = self._c(self.marks["skipped"], _STATUS_COLOR["skipped"])
             self._emit(f"  {label:>3} {mark}  " + self._c(f"skipped: {safe_text(reason)}", "dim"))
 
-    def _on_ScenarioStarted(self, ev: R.ScenarioStarted) -> None:
+    def _on_ScenarioStarted(self, ev: E.ScenarioStarted) -> None:
         name = f"{ev.name}[{ev.provider}]" if ev.provider else ev.name
         self._emit(self._c(safe_text(name), "bold") + f" ({safe_text(ev.file)})")
 
-    def _on_SessionStarted(self, ev: R.SessionStarted) -> None:
+    def _on_SessionStarted(self, ev: E.SessionStarted) -> None:
         self._tls_shown = self._tls_text_shown = None
         tls = "no TLS" if ev.tls_mode == "none" else f"TLS {ev.tls_mode}"
         s = f"  session {safe_text(ev.name)} ({ev.protocol}): {ev.host}:{ev.port} via {ev.transport}, {tls}"
@@ -204,7 +205,7 @@ class ConsoleReporter(Reporter):
             s += f" [attempt {ev.attempt}/{ev.attempts}]"
         self._emit(self._c(s, "cyan"))
 
-    def _on_Connected(self, ev: R.Connected) -> None:  # (its 'connected to' note is dropped: NoteDedup)
+    def _on_Connected(self, ev: E.Connected) -> None:  # (its 'connected to' note is dropped: NoteDedup)
         if self.verbose:
             s = f"  connected to {ev.info.peer} via {ev.info.transport}"
             if ev.info.note:
@@ -213,7 +214,7 @@ class ConsoleReporter(Reporter):
         if ev.info.tls is not None:
             self._tls(ev.info.tls)
 
-    def _on_TLSStarted(self, ev: R.TLSStarted) -> None:
+    def _on_TLSStarted(self, ev: E.TLSStarted) -> None:
         self._tls(ev.info)
 
     def _tls(self, info) -> None:
@@ -232,7 +233,7 @@ class ConsoleReporter(Reporter):
                 )
             )
 
-    def _on_Note(self, ev: R.Note) -> None:
+    def _on_Note(self, ev: E.Note) -> None:
         if ev.kind == "warning":
             for line in ev.text.splitlines() or [""]:
                 self._emit(self._c(f"  warning: {safe_text(line)}", "yellow"))
@@ -247,11 +248,11 @@ class ConsoleReporter(Reporter):
             for line in ev.text.splitlines() or [""]:
                 self._emit(self._c(f"{WIRE_INDENT}{mark} {safe_text(line)}".rstrip(), "dim"))
 
-    def _on_Closed(self, ev: R.Closed) -> None:
+    def _on_Closed(self, ev: E.Closed) -> None:
         if self.verbose:
             self._emit(self._c(f"  connection closed by {ev.by}", "dim"))
 
-    def _on_StepFinished(self, ev: R.StepFinished) -> None:
+    def _on_StepFinished(self, ev: E.StepFinished) -> None:
         self._step_line(ev.result)
 
     def _step_line(self, st: R.StepResult) -> None:
@@ -304,7 +305,7 @@ class ConsoleReporter(Reporter):
             self._emit(self._c(f"{pad}reason:   {safe_text(st.reason)}", "red"))
         self._emit(f"{pad}at:       {safe_text(where(st.location, st.via))}")
 
-    def _on_SessionFinished(self, ev: R.SessionFinished) -> None:
+    def _on_SessionFinished(self, ev: E.SessionFinished) -> None:
         r = ev.result
         if r.status in ("failed", "error") and not any(s.status in ("failed", "error") for s in r.steps):
             mark = self._c(self.marks[r.status], "red")
@@ -314,7 +315,7 @@ class ConsoleReporter(Reporter):
                 self._c(f"  retrying session {safe_text(r.name)} ({r.attempt}/{r.attempts} failed)", "yellow")
             )
 
-    def _on_ScenarioFinished(self, ev: R.ScenarioFinished) -> None:
+    def _on_ScenarioFinished(self, ev: E.ScenarioFinished) -> None:
         r = ev.result
         self.results.append(r)
         text = safe_text(summary_text(r, dash=self.dash))

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import runner
+from runner import events as E
 from runner import results as R
 from runner.errors import most_severe
 from runner.reporters import RedactorLike, Reporter, iso, last_attempts, redact, step_counts, write_atomic
@@ -135,10 +136,10 @@ class JsonReporter(Reporter):
         self._closed = False
 
     def handle(self, event) -> None:
-        if isinstance(event, R.ScenarioStarted):
+        if isinstance(event, E.ScenarioStarted):
             if self.first_start is None or event.at < self.first_start:
                 self.first_start = event.at
-        elif isinstance(event, R.ScenarioFinished):
+        elif isinstance(event, E.ScenarioFinished):
             self.results.append(event.result)
 
     def document(self) -> dict:

@@ -26,6 +26,7 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from runner import events as E
 from runner import results as R
 from runner.errors import ExitClass
 from runner.reporters import (
@@ -75,14 +76,14 @@ class JUnitReporter(Reporter):
 
     # ------------------------------------------------------------ events
     def handle(self, event) -> None:
-        if isinstance(event, R.ScenarioStarted):
+        if isinstance(event, E.ScenarioStarted):
             self._fmt = TranscriptFormatter(redactor=self.redactor)
             self._transcript, self._size = [], 0
         if self._fmt is not None and self._size <= 2 * MAX_TRANSCRIPT:
             text = self._fmt.format(event)
             self._transcript.append(text)
             self._size += len(text)
-        if isinstance(event, R.ScenarioFinished):
+        if isinstance(event, E.ScenarioFinished):
             transcript = _fit_transcript("".join(self._transcript))
             if self._size > 2 * MAX_TRANSCRIPT:
                 transcript += "\n... transcript truncated ...\n"

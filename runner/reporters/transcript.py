@@ -21,7 +21,7 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
-from runner import results as R
+from runner import events as E
 from runner.reporters import (
     TLS_NOTE,
     NoteDedup,
@@ -82,7 +82,7 @@ class TranscriptFormatter:
         return "".join(self._format(ev) for ev in self._dedup.flush())
 
     def _format(self, ev) -> str:
-        if isinstance(ev, R.ScenarioStarted):
+        if isinstance(ev, E.ScenarioStarted):
             self.t0 = ev.at
             name = f"{ev.name}[{ev.provider}]" if ev.provider else ev.name
             head = (
@@ -92,20 +92,20 @@ class TranscriptFormatter:
                 f"# started:  {iso(ev.at)}\n"
             )
             return (head + LEGEND) if self.timestamps else head
-        if isinstance(ev, R.Sent | R.Received):
+        if isinstance(ev, E.Sent | E.Received):
             p = self._prefix(ev.at)
-            d = "C: " if isinstance(ev, R.Sent) else "S: "
+            d = "C: " if isinstance(ev, E.Sent) else "S: "
             # Redact the decoded text before escaping, so escaping cannot split a secret.
             text = redact(self.redactor, ev.data.decode("utf-8", errors="backslashreplace"))
             return "".join(f"{p}{d}{visible(line)}\n" for line in split_lines(text))
-        if isinstance(ev, R.SessionStarted):
+        if isinstance(ev, E.SessionStarted):
             self._tls_shown = self._tls_text_shown = None
             return self._note(
                 ev.at,
                 f"session {ev.name} ({ev.protocol}), attempt {ev.attempt}/{ev.attempts}: "
                 f"{ev.host}:{ev.port} via {ev.transport}, tls {ev.tls_mode}",
             )
-        if isinstance(ev, R.Connected):
+        if isinstance(ev, E.Connected):
             s = f"connected to {ev.info.peer} via {ev.info.transport}"
             if ev.info.note:
                 s += f" ({ev.info.note})"
@@ -113,20 +113,20 @@ class TranscriptFormatter:
             if ev.info.tls is not None:
                 out += self._tls(ev.at, ev.info.tls, "TLS (implicit)")
             return out
-        if isinstance(ev, R.TLSStarted):
+        if isinstance(ev, E.TLSStarted):
             if ev.info == self._tls_shown:  # implicit TLS: Connected already carried it
                 return ""
             if ev.info.describe() == self._tls_text_shown:  # openssl's note at the handshake
                 self._tls_shown = ev.info
                 return "" if ev.info.verified else self._unverified(ev.at)
             return self._tls(ev.at, ev.info, "TLS started")
-        if isinstance(ev, R.Note):
+        if isinstance(ev, E.Note):
             if ev.kind == "info" and ev.text.startswith(TLS_NOTE):
                 self._tls_text_shown = ev.text[len(TLS_NOTE) :]
             return self._note(ev.at, f"{ev.kind}: {ev.text}")
-        if isinstance(ev, R.Closed):
+        if isinstance(ev, E.Closed):
             return self._note(ev.at, f"connection closed by {ev.by}")
-        if isinstance(ev, R.StepFinished):
+        if isinstance(ev, E.StepFinished):
             st = ev.result
             s = f"{step_label(st.index, st.section)} {st.status.upper()} in {st.elapsed * 1000:.0f} ms"
             s += f" ({where(st.location, st.via)})"
@@ -143,13 +143,13 @@ class TranscriptFormatter:
             if st.reason:
                 s += f": {st.reason}"
             return self._note(ev.at, s)
-        if isinstance(ev, R.SessionFinished):
+        if isinstance(ev, E.SessionFinished):
             r = ev.result
             s = f"session {r.name} {r.status.upper()} in {r.duration:.3f} s"
             if r.reason:
                 s += f": {r.reason}"
             return self._note(ev.at, s)
-        if isinstance(ev, R.ScenarioFinished):
+        if isinstance(ev, E.ScenarioFinished):
             return f"{self._prefix(ev.at)}=== {safe_text(summary_text(ev.result))} ===\n"
         return ""
 
@@ -249,7 +249,7 @@ class TranscriptWriter(Reporter):
         if text:
             self._fh.write(redact(self.parent.redactor, text))
             self._fh.flush()
-        if isinstance(event, R.ScenarioFinished):
+        if isinstance(event, E.ScenarioFinished):
             self._fh.close()
             self._fh = None
 

@@ -3,7 +3,7 @@
 A transport knows nothing of SMTP, POP3 or IMAP: it connects, writes bytes, reads whatever
 bytes have arrived (with a deadline), upgrades to TLS when asked, and closes.
 
-    t = SocketTransport(config)          # a runner.scenario.ConnectConfig
+    t = SocketTransport(config)          # a runner.model.scenario.ConnectConfig
     info = t.connect()                   # ConnectInfo; raises ConnectError / TLSError
     t.send(b"EHLO x\\r\\n")
     data = t.recv(deadline)              # bytes (at least one), or b"" on EOF;

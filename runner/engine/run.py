@@ -12,7 +12,6 @@ import os
 import time
 
 from runner import protocols, transports
-from runner.connect import resolve_connect
 from runner.errors import (
     ConnectionClosed,
     DeadlineError,
@@ -23,28 +22,27 @@ from runner.errors import (
     ScenarioError,
     most_severe,
 )
-from runner.patterns import capture as capture_value
-from runner.protocols.base import Reply, decode
-from runner.protocols.smtp import encode_body
-from runner.results import (
+from runner.events import (
     Closed,
     Connected,
     Event,
     Note,
     Received,
     ScenarioFinished,
-    ScenarioResult,
     ScenarioStarted,
     Sent,
     SessionFinished,
-    SessionResult,
     SessionStarted,
     StepFinished,
-    StepResult,
     TLSStarted,
 )
-from runner.secrets import Redactor
-from runner.templates import Context, Rendered, TemplateError, parse, render
+from runner.lang.patterns import capture as capture_value
+from runner.lang.secrets import Redactor
+from runner.lang.templates import Context, Rendered, TemplateError, parse, render
+from runner.model.config import resolve_connect
+from runner.protocols.base import Reply, decode
+from runner.protocols.smtp import encode_body
+from runner.results import ScenarioResult, SessionResult, StepResult
 from runner.transports.base import is_loopback
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 9 ms at start)
@@ -52,7 +50,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from typing import Any
 
-    from runner.scenario import ConnectConfig, Scenario, Session, Step
+    from runner.model.config import ConnectConfig
+    from runner.model.scenario import Scenario, Session, Step
 
     Emit = Callable[[Event], None]
 

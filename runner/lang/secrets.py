@@ -5,7 +5,7 @@ only through `reveal()`. It is deliberately not a `str` subclass: `"AUTH " + sec
 TypeError instead of leaking.
 
 `Redactor` collects every value that must never be shown (secret variables, their base64 forms,
-and whatever runner.templates derives from them) and masks them in any text or bytes.
+and whatever runner.lang.templates derives from them) and masks them in any text or bytes.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""`connect:` settings at run time: render a session's ConnectSpec, apply command-line overrides,
-convert types and check them (resolve_connect).
+"""`connect:` settings: ConnectConfig (what a transport is given) and resolve_connect, which renders
+a session's ConnectSpec, applies command-line overrides, converts types and checks them.
 
-Kept apart from runner.scenario_loader so that playing a scenario from the model cache never
-imports the loader (PyYAML, the schema machinery). runner.scenario_loader re-exports these
+Kept apart from runner.load.loader so that playing a scenario from the model cache never
+imports the loader (PyYAML, the schema machinery). runner.load.loader re-exports these
 names for older imports.
 """
 
@@ -12,16 +12,96 @@ import re
 from pathlib import Path
 
 from runner.errors import ScenarioError
-from runner.scenario import ConnectConfig
+from runner.records import Plain
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
-    from typing import Any
+    from pathlib import Path
+    from typing import Any, Literal
 
-    from runner.scenario import Session
+    from runner.model.scenario import Session
 
-__all__ = ["DEFAULT_PORTS", "PROTOCOLS", "TLS_MODES", "TRANSPORTS", "resolve_connect"]
+    TLSMode = Literal["none", "implicit", "starttls"]
+    TransportName = Literal["socket", "telnet", "openssl"]
+    ProtocolName = Literal["smtp", "pop3", "imap", "line"]
+
+__all__ = ["ConnectConfig", "DEFAULT_PORTS", "PROTOCOLS", "TLS_MODES", "TRANSPORTS", "resolve_connect"]
+
+
+class ConnectConfig(Plain):
+    """`connect:` after rendering and type conversion (plus command-line overrides).
+
+    `family` is 4 or 6 (-4 / -6) or None. For transport openssl/telnet, `protocol` is the
+    protocol name, for `-starttls smtp|pop3|imap`."""
+
+    __slots__ = (
+        "host",
+        "port",
+        "tls",
+        "transport",
+        "timeout",
+        "connect_timeout",
+        "tls_verify",
+        "ca",
+        "server_name",
+        "tls_min_version",
+        "client_cert",
+        "client_key",
+        "allow_plaintext_secrets",
+        "family",
+        "max_line",
+        "max_reply",
+        "protocol",
+    )
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        tls: TLSMode = "none",
+        transport: TransportName = "socket",
+        timeout: float = 10.0,
+        connect_timeout: float = 10.0,
+        tls_verify: bool = True,
+        ca: Path | None = None,
+        server_name: str | None = None,
+        tls_min_version: Literal["1.2", "1.3"] = "1.2",
+        client_cert: Path | None = None,
+        client_key: Path | None = None,
+        allow_plaintext_secrets: bool = False,
+        family: Literal[4, 6] | None = None,
+        max_line: int = 1 << 20,
+        max_reply: int = 256 << 20,
+        protocol: ProtocolName = "smtp",
+    ):
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self.transport = transport
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.tls_verify = tls_verify
+        self.ca = ca
+        self.server_name = server_name
+        self.tls_min_version = tls_min_version
+        self.client_cert = client_cert
+        self.client_key = client_key
+        self.allow_plaintext_secrets = allow_plaintext_secrets
+        self.family = family
+        self.max_line = max_line
+        self.max_reply = max_reply
+        self.protocol = protocol
+
+    def replace(self, **changes: Any) -> ConnectConfig:
+        """A copy with `changes` applied (what dataclasses.replace did)."""
+        values = {n: getattr(self, n) for n in ConnectConfig.__slots__}
+        for name in changes:
+            if name not in values:
+                raise TypeError(f"ConnectConfig has no field {name!r}")
+        values.update(changes)
+        return ConnectConfig(**values)
+
 
 PROTOCOLS = ("smtp", "pop3", "imap", "line")
 TLS_MODES = ("none", "implicit", "starttls")
@@ -44,7 +124,7 @@ _FIELDS = frozenset(ConnectConfig.__slots__) - {"protocol"}  # what `connect:` m
 
 def resolve_connect(session: Session, ctx, overrides: Mapping[str, Any] | None = None) -> ConnectConfig:
     """Render the session's connect values, apply overrides, convert types and check them."""
-    from runner import templates as T
+    from runner.lang import templates as T
 
     spec = session.connect
     problems: list[str] = []

@@ -29,8 +29,8 @@ import os
 import re
 
 from runner.errors import ExitClass, MailrunError
+from runner.lang.secrets import MASK, Redactor, Secret
 from runner.records import Frozen, Record, Value
-from runner.secrets import MASK, Redactor, Secret
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 9 ms at start)
 if TYPE_CHECKING:

@@ -19,15 +19,15 @@ from __future__ import annotations
 import re
 
 from runner.errors import ExitClass, MailrunError
+from runner.lang.templates import Template, TemplateError, parse, render
 from runner.records import Value
-from runner.templates import Template, TemplateError, parse, render
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 9 ms at start)
 if TYPE_CHECKING:
     from typing import Any
 
+    from runner.lang.templates import Context
     from runner.protocols.base import Reply
-    from runner.templates import Context
 
 __all__ = [
     "MatchResult",

@@ -10,11 +10,11 @@ number of nodes (so an alias bomb cannot hang the loader).
 
 jsonschema is imported only when a file actually needs schema validation: a cache entry keyed
 on the content of the file and its includes (plus SCHEMA_VERSION) records that it validated.
-After a clean load the model itself is cached too (runner.scenario_cache), so the next run of
+After a clean load the model itself is cached too (runner.cache.store), so the next run of
 the same file does not import this module at all.
 
-resolve_connect lives in runner.connect, discover in runner.scenario_cache and env_warnings in
-runner.scenario (cheap to import on the run path); they are re-exported here.
+resolve_connect lives in runner.model.config, discover in runner.cache.store and env_warnings in
+runner.model.scenario (cheap to import on the run path); they are re-exported here.
 """
 
 from __future__ import annotations
@@ -38,15 +38,17 @@ from yaml.reader import Reader
 from yaml.resolver import BaseResolver
 from yaml.scanner import Scanner
 
-from runner import scenario_cache as _model_cache
-from runner.connect import DEFAULT_PORTS as DEFAULT_PORTS  # re-exports: the run path imports these
-from runner.connect import PROTOCOLS, resolve_connect  # from runner.connect, runner.scenario and
-from runner.connect import TLS_MODES as TLS_MODES  # runner.scenario_cache, never from here
-from runner.connect import TRANSPORTS as TRANSPORTS
-from runner.connect import _convert as _convert
+from runner.cache import store as _model_cache
+from runner.cache.store import SCHEMA_VERSION
 from runner.errors import ScenarioError
-from runner.scenario import ConnectSpec, Location, Retry, Scenario, Session, Step, env_warnings
-from runner.scenario_cache import SCHEMA_VERSION, discover, find_files
+from runner.model.config import DEFAULT_PORTS as DEFAULT_PORTS  # re-exports: the run path imports these
+from runner.model.config import (  # from runner.model.config, runner.model.scenario and
+    PROTOCOLS,
+)
+from runner.model.config import TLS_MODES as TLS_MODES  # runner.cache.store, never from here
+from runner.model.config import TRANSPORTS as TRANSPORTS
+from runner.model.config import _convert as _convert
+from runner.model.scenario import ConnectSpec, Location, Retry, Scenario, Session, Step
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -55,17 +57,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SCHEMA_VERSION",
-    "ValidationReport",
-    "discover",
-    "env_warnings",
     "is_fragment",
     "load_env_file",
-    "load_scenario",
     "load_vars_file",
-    "resolve_connect",
     "schema",
     "schema_text",
-    "validate_paths",
 ]
 
 BUILTINS = frozenset({"run_id", "now"})
@@ -78,7 +74,7 @@ FRAGMENT_KEYS = frozenset({"steps", "vars", "secrets", "description"})
 MAX_NODES = 100_000
 MAX_DEPTH = 200
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_DATA_DIR = Path(__file__).resolve().parent / "data"
+_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 Path_ = tuple  # a JSON path: tuple of str keys and int indexes
 
@@ -741,7 +737,7 @@ def _schema_problems(doc: _Doc, defname: str) -> list[tuple[int, int, str]]:
     for err in errors:
         path = tuple(err.absolute_path)
         if _in_pattern(path):
-            continue  # S: patterns are checked by runner.patterns, with better messages
+            continue  # S: patterns are checked by runner.lang.patterns, with better messages
         for p, at_key, message in _translate(err, doc, known):
             line, col = doc.pos(p, at_key)
             out.append((line, col, doc.msg(p, message, at_key)))
@@ -778,13 +774,13 @@ def _cache_store(key: str) -> None:
 
 
 def _templates():
-    from runner import templates
+    from runner.lang import templates
 
     return templates
 
 
 def _patterns():
-    from runner import patterns
+    from runner.lang import patterns
 
     return patterns
 
@@ -1431,17 +1427,9 @@ def _raise_problems(chk: _Checker) -> None:
         raise ScenarioError(seen)
 
 
-def load_scenario(path: str | Path, *, defined: Iterable[str] = (), use_cache: bool = True) -> Scenario:
-    """Load, validate and check one scenario file. ScenarioError lists every problem.
-    use_cache: take the model from the cache when an entry for these exact bytes (and
-    includes, path and defined names) is there; store it after a clean load. (One function
-    with runner.scenario_cache.load_scenario, which the run path calls without this module.)"""
-    return _model_cache.load_scenario(path, defined=defined, use_cache=use_cache)
-
-
 def _load_scenario(path: str | Path, defined: list[str], use_cache: bool) -> Scenario:
     """The full load (YAML, schema unless cached, semantic checks); stores the model when
-    use_cache. runner.scenario_cache.load_scenario calls this after a miss."""
+    use_cache. runner.cache.store.load_scenario calls this after a miss."""
     chk, scenario, doc = _load(path, defined, use_cache)
     _raise_problems(chk)
     if scenario is None:  # pragma: no cover - every path to None adds a problem
@@ -1461,57 +1449,6 @@ def _load_scenario(path: str | Path, defined: list[str], use_cache: bool) -> Sce
 def _validate_fragment(path: str | Path, defined: Iterable[str]) -> None:
     chk, _, _ = _load(path, defined, use_cache=False, allow_fragment=True)
     _raise_problems(chk)
-
-
-# --------------------------------------------------------------------------- discovery, validate
-
-
-def _discover(paths: Iterable[str | Path], *, fragments: bool) -> list[Path]:
-    return find_files(paths, fragments=fragments)
-
-
-class ValidationReport:
-    """fragments: files recognised (and checked) as fragments."""
-
-    __slots__ = ("files", "errors", "warnings", "fragments")
-
-    def __init__(
-        self, files: int, errors: list[str], warnings: list[str], fragments: list[str] | None = None
-    ):
-        self.files = files
-        self.errors = errors
-        self.warnings = warnings
-        self.fragments = [] if fragments is None else fragments
-
-    def __repr__(self) -> str:
-        return (
-            f"ValidationReport(files={self.files!r}, errors={self.errors!r}, "
-            f"warnings={self.warnings!r}, fragments={self.fragments!r})"
-        )
-
-
-def validate_paths(
-    paths: Iterable[str | Path], *, env: Mapping[str, str], defined: Iterable[str] = (), strict: bool = False
-) -> ValidationReport:
-    """Check files without connecting (never uses the cache). Fragments are checked as fragments.
-    `strict` is accepted for symmetry; the caller decides whether warnings fail."""
-    defined = list(defined)
-    files = _discover(paths, fragments=True)
-    report = ValidationReport(files=len(files), errors=[], warnings=[])
-    if not files:
-        report.errors.append(f"{' '.join(map(str, paths))}: no scenario files found")
-    for f in files:
-        try:
-            doc = _read_doc(f)
-            if _is_fragment_data(doc.data):
-                report.fragments.append(str(f))
-                _validate_fragment(f, defined)
-            else:
-                sc = load_scenario(f, defined=defined, use_cache=False)
-                report.warnings.extend(env_warnings(sc, env))
-        except ScenarioError as e:
-            report.errors.extend(e.problems)
-    return report
 
 
 # --------------------------------------------------------------------------- vars / env files

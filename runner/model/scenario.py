@@ -1,11 +1,11 @@
-"""The validated scenario model: what runner.scenario_loader produces and the engine consumes.
+"""The validated scenario model: what runner.load.loader produces and the engine consumes.
 
 Everything here is already checked against the schema and the semantic rules. The model is
 treated as read-only once loaded; the classes are plain records (runner.records: `__slots__`,
 identity equality, no dataclass machinery). Strings that may hold templates (`{{ ... }}`) are
-kept as written; the engine renders them at run time with runner.templates.
+kept as written; the engine renders them at run time with runner.lang.templates.
 
-runner.scenario_cache rebuilds this model from a JSON cache entry; a field added here needs a
+runner.cache.store rebuilds this model from a JSON cache entry; a field added here needs a
 line there (and FORMAT bumped), or the cache's equality test fails.
 """
 
@@ -19,12 +19,10 @@ if TYPE_CHECKING:  # names only the annotations use: no `typing` import at run t
     from pathlib import Path
     from typing import Any, Literal
 
-    TLSMode = Literal["none", "implicit", "starttls"]
-    TransportName = Literal["socket", "telnet", "openssl"]
     ProtocolName = Literal["smtp", "pop3", "imap", "line"]
     StepAction = Literal["send", "body", "body_file", "raw", "sleep", "read"]
 
-__all__ = ["ConnectConfig", "ConnectSpec", "Location", "Retry", "Scenario", "Session", "Step", "env_warnings"]
+__all__ = ["ConnectSpec", "Location", "Retry", "Scenario", "Session", "Step", "env_warnings"]
 
 
 class Location(Plain):
@@ -50,82 +48,8 @@ class Location(Plain):
         return s
 
 
-class ConnectConfig(Plain):
-    """`connect:` after rendering and type conversion (plus command-line overrides).
-
-    `family` is 4 or 6 (-4 / -6) or None. For transport openssl/telnet, `protocol` is the
-    protocol name, for `-starttls smtp|pop3|imap`."""
-
-    __slots__ = (
-        "host",
-        "port",
-        "tls",
-        "transport",
-        "timeout",
-        "connect_timeout",
-        "tls_verify",
-        "ca",
-        "server_name",
-        "tls_min_version",
-        "client_cert",
-        "client_key",
-        "allow_plaintext_secrets",
-        "family",
-        "max_line",
-        "max_reply",
-        "protocol",
-    )
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        tls: TLSMode = "none",
-        transport: TransportName = "socket",
-        timeout: float = 10.0,
-        connect_timeout: float = 10.0,
-        tls_verify: bool = True,
-        ca: Path | None = None,
-        server_name: str | None = None,
-        tls_min_version: Literal["1.2", "1.3"] = "1.2",
-        client_cert: Path | None = None,
-        client_key: Path | None = None,
-        allow_plaintext_secrets: bool = False,
-        family: Literal[4, 6] | None = None,
-        max_line: int = 1 << 20,
-        max_reply: int = 256 << 20,
-        protocol: ProtocolName = "smtp",
-    ):
-        self.host = host
-        self.port = port
-        self.tls = tls
-        self.transport = transport
-        self.timeout = timeout
-        self.connect_timeout = connect_timeout
-        self.tls_verify = tls_verify
-        self.ca = ca
-        self.server_name = server_name
-        self.tls_min_version = tls_min_version
-        self.client_cert = client_cert
-        self.client_key = client_key
-        self.allow_plaintext_secrets = allow_plaintext_secrets
-        self.family = family
-        self.max_line = max_line
-        self.max_reply = max_reply
-        self.protocol = protocol
-
-    def replace(self, **changes: Any) -> ConnectConfig:
-        """A copy with `changes` applied (what dataclasses.replace did)."""
-        values = {n: getattr(self, n) for n in ConnectConfig.__slots__}
-        for name in changes:
-            if name not in values:
-                raise TypeError(f"ConnectConfig has no field {name!r}")
-        values.update(changes)
-        return ConnectConfig(**values)
-
-
 class ConnectSpec(Plain):
-    """`connect:` as written: values may be templates. runner.connect.resolve_connect
+    """`connect:` as written: values may be templates. runner.model.config.resolve_connect
     renders, converts and checks them right before connecting. `base_dir`: relative `ca`,
     `client_cert`, `client_key` resolve against it; `key_locations`: where each key's value
     was written, for error messages after rendering."""
@@ -153,13 +77,13 @@ class Step(Plain):
       raw       `raw:` exact bytes: `text` rendered then UTF-8 encoded, or `data` (YAML !!binary)
       sleep     `sleep:` seconds
       read      `S:` only: nothing is sent
-    `expect` is the `S:` pattern (a runner.patterns.Pattern) or None (send without reading);
-    `expect_source` is the `S:` value as written (what runner.patterns.parse_pattern parsed).
+    `expect` is the `S:` pattern (a runner.lang.patterns.Pattern) or None (send without reading);
+    `expect_source` is the `S:` value as written (what runner.lang.patterns.parse_pattern parsed).
     `capture`: name -> regex (template). `multiline` (POP3) forces a multi-line (True) or
     single-line reply; `tag` (IMAP): add a tag to this `C:` line.
     `bindings`: include scopes, outermost first: each mapping is an `include:` step's `vars`
     merged over the fragment's own `vars` defaults (name -> template). The engine renders each
-    mapping in the context built by the ones before it (runner.templates.Context.child)."""
+    mapping in the context built by the ones before it (runner.lang.templates.Context.child)."""
 
     __slots__ = (
         "location",

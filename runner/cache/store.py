@@ -1,7 +1,7 @@
 """The model cache: a warm `mailrun FILE` rebuilds the validated Scenario from JSON instead of
-importing runner.scenario_loader (PyYAML, jsonschema, the semantic checks).
+importing runner.load.loader (PyYAML, jsonschema, the semantic checks).
 
-After a clean load, runner.scenario_loader calls `store`: the model goes, as JSON (never pickle
+After a clean load, runner.load.loader calls `store`: the model goes, as JSON (never pickle
 or marshal: reading an entry cannot run code), to `<cache dir>/models/<key>`. The key covers
 the cache format, the mailrun version, the schema version, the size and mtime of the loader's
 own source files, the file's path as given and resolved, the names defined outside the file
@@ -17,9 +17,8 @@ directories and files that are this user's and writable by no one else (`read_en
 for a scenario that is not a regular file (a pipe can be read only once), and each kind of
 entry is pruned to MAX_ENTRIES after a write. MAILRUN_NO_CACHE=1: no reads, no writes.
 
-Also here, because the run path needs them without the loader: `discover` (scenario files in
-directories and globs; whether a file is a fragment is remembered per content in
-`<cache dir>/kinds`) and `load_scenario` (cache first, the loader on a miss).
+Whether a file is a fragment is remembered per content in `<cache dir>/kinds` (remember_kind,
+cached_kind), so discovering a directory's scenarios on a warm run needs no YAML either.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ import stat
 from pathlib import Path
 
 from runner import __version__
-from runner.scenario import ConnectSpec, Location, Retry, Scenario, Session, Step
+from runner.model.scenario import ConnectSpec, Location, Retry, Scenario, Session, Step
 
 try:  # _blake2 alone imports in a fraction of hashlib's time (hashlib loads OpenSSL)
     from _blake2 import blake2b as _blake2b
@@ -41,20 +40,20 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from typing import Any
 
-__all__ = ["FORMAT", "SCHEMA_VERSION", "cache_dir", "discover", "load_scenario", "lookup", "store"]
+__all__ = ["FORMAT", "SCHEMA_VERSION", "cache_dir", "cached_kind", "lookup", "remember_kind", "store"]
 
-SCHEMA_VERSION = "1"  # the scenario schema's version (runner.scenario_loader re-exports it)
+SCHEMA_VERSION = "1"  # the scenario schema's version (runner.load.loader re-exports it)
 FORMAT = "1"  # the layout of a model entry: bump it when the model or its encoding changes
 _MAGIC = b"mailrun-model"
-_HERE = os.path.dirname(os.path.abspath(__file__))
+_HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the runner package
 # A change to any of these (a development checkout, an upgrade without a version bump) makes
 # every older entry a miss.
 _SOURCES = (
-    "scenario_loader.py",
-    "scenario_cache.py",
-    "scenario.py",
-    "patterns.py",
-    "templates.py",
+    os.path.join("load", "loader.py"),
+    os.path.join("cache", "store.py"),
+    os.path.join("model", "scenario.py"),
+    os.path.join("lang", "patterns.py"),
+    os.path.join("lang", "templates.py"),
     os.path.join("data", "scenario.schema.json"),
 )
 
@@ -150,7 +149,7 @@ def _read(path: str) -> bytes:
         return f.read()
 
 
-def _is_regular(path: str) -> bool:
+def is_regular(path: str) -> bool:
     """A regular file: only those can be read twice (a pipe such as `mailrun <(...)` or
     /dev/stdin cannot: the cache must not take its bytes from the loader)."""
     try:
@@ -441,7 +440,7 @@ def _dec_session(v: dict, parse_pattern) -> Session:
 
 def decode(v: Any) -> Scenario:
     """The model back from `encode`'s data (_Bad, KeyError, TypeError, ValueError on damage)."""
-    from runner.patterns import parse_pattern
+    from runner.lang.patterns import parse_pattern
 
     _want(v, dict)
     sessions = tuple(_dec_session(s, parse_pattern) for s in _want(v["sessions"], list))
@@ -566,7 +565,7 @@ def lookup(path: str | Path, defined: Iterable[str] = ()) -> Scenario | None:
 
 
 def _lookup(display: str, defined: Iterable[str]) -> Scenario | None:
-    if not _is_regular(display):
+    if not is_regular(display):
         return None
     try:
         raw = _read(display)
@@ -591,21 +590,6 @@ def _lookup(display: str, defined: Iterable[str]) -> Scenario | None:
     return decode(data["model"])
 
 
-def load_scenario(path: str | Path, *, defined: Iterable[str] = (), use_cache: bool = True) -> Scenario:
-    """runner.scenario_loader.load_scenario, with the cache asked first (so a warm run never
-    imports the loader). ScenarioError lists every problem."""
-    defined = list(defined)
-    if use_cache and (os.environ.get("MAILRUN_NO_CACHE") or not _is_regular(str(path))):
-        use_cache = False  # neither read nor write the cache (a pipe can be read only once)
-    if use_cache:
-        sc = lookup(path, defined)
-        if sc is not None:
-            return sc
-    from runner.scenario_loader import _load_scenario
-
-    return _load_scenario(path, defined, use_cache)
-
-
 # --------------------------------------------------------------------------- discovery
 
 
@@ -613,56 +597,13 @@ def remember_kind(raw: bytes, fragment: bool) -> None:
     write_entry("kinds", _kind_key(raw), b"fragment\n" if fragment else b"scenario\n")
 
 
-def _is_fragment(p: Path) -> bool:
+def cached_kind(raw: bytes) -> bool | None:
+    """What remember_kind said of these bytes: True for a fragment, False for a scenario, None
+    when nothing (or something unreadable) is remembered."""
     try:
-        raw = p.read_bytes()
         kind = read_entry("kinds", _kind_key(raw))
     except OSError:
-        kind = b""
+        return None
     if kind in (b"fragment\n", b"scenario\n"):
         return kind == b"fragment\n"
-    from runner.scenario_loader import is_fragment
-
-    return is_fragment(p)
-
-
-def find_files(paths: Iterable[str | Path], *, fragments: bool) -> list[Path]:
-    """Files as given; directories -> every *.yaml/*.yml below (sorted); globs expanded.
-    fragments=False leaves fragments out of directories and globs."""
-    out: list[Path] = []
-    seen: set[str] = set()
-
-    def add(p: Path) -> None:
-        if str(p) not in seen:
-            seen.add(str(p))
-            out.append(p)
-
-    for raw in paths:
-        p = Path(raw)
-        if p.is_dir():
-            found = sorted({*p.rglob("*.yaml"), *p.rglob("*.yml")})
-            for f in found:
-                if f.is_file() and (fragments or not _is_fragment(f)):
-                    add(f)
-        elif not p.exists() and _has_magic(str(raw)):
-            import glob
-
-            for g in sorted(glob.glob(str(raw), recursive=True)):
-                gp = Path(g)
-                if gp.is_dir():
-                    for f in find_files([gp], fragments=fragments):
-                        add(f)
-                elif fragments or not _is_fragment(gp):
-                    add(gp)
-        else:
-            add(p)
-    return out
-
-
-def _has_magic(s: str) -> bool:
-    return any(c in s for c in "*?[")
-
-
-def discover(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given; directories -> every *.yaml/*.yml below (sorted), fragments skipped; globs expanded."""
-    return find_files(paths, fragments=False)
+    return None

@@ -1,0 +1,141 @@
+"""Loading scenarios: the entry points the rest of mailrun calls.
+
+load_scenario asks the model cache first and runs the full load (YAML, schema, semantic checks)
+only on a miss; discover/find_files list the scenario files of paths, directories and globs.
+Nothing here imports PyYAML or jsonschema: the full load is imported when it is needed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from runner.cache import store
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from runner.model.scenario import Scenario
+
+
+def load_scenario(path: str | Path, *, defined: Iterable[str] = (), use_cache: bool = True) -> Scenario:
+    """Load, validate and check one scenario file; ScenarioError lists every problem.
+    use_cache: take the model from the cache when an entry for these exact bytes (and
+    includes, path and defined names) is there (a warm run then never imports the loader,
+    PyYAML or jsonschema); store it after a clean load."""
+    defined = list(defined)
+    if use_cache and (os.environ.get("MAILRUN_NO_CACHE") or not store.is_regular(str(path))):
+        use_cache = False  # neither read nor write the cache (a pipe can be read only once)
+    if use_cache:
+        sc = store.lookup(path, defined)
+        if sc is not None:
+            return sc
+    from runner.load.loader import _load_scenario
+
+    return _load_scenario(path, defined, use_cache)
+
+
+def _is_fragment(p: Path) -> bool:
+    try:
+        kind = store.cached_kind(p.read_bytes())
+    except OSError:
+        kind = None
+    if kind is not None:
+        return kind
+    from runner.load.loader import is_fragment
+
+    return is_fragment(p)
+
+
+def find_files(paths: Iterable[str | Path], *, fragments: bool) -> list[Path]:
+    """Files as given; directories -> every *.yaml/*.yml below (sorted); globs expanded.
+    fragments=False leaves fragments out of directories and globs."""
+    out: list[Path] = []
+    seen: set[str] = set()
+
+    def add(p: Path) -> None:
+        if str(p) not in seen:
+            seen.add(str(p))
+            out.append(p)
+
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted({*p.rglob("*.yaml"), *p.rglob("*.yml")})
+            for f in found:
+                if f.is_file() and (fragments or not _is_fragment(f)):
+                    add(f)
+        elif not p.exists() and _has_magic(str(raw)):
+            import glob
+
+            for g in sorted(glob.glob(str(raw), recursive=True)):
+                gp = Path(g)
+                if gp.is_dir():
+                    for f in find_files([gp], fragments=fragments):
+                        add(f)
+                elif fragments or not _is_fragment(gp):
+                    add(gp)
+        else:
+            add(p)
+    return out
+
+
+def _has_magic(s: str) -> bool:
+    return any(c in s for c in "*?[")
+
+
+def discover(paths: Iterable[str | Path]) -> list[Path]:
+    """Files as given; directories -> every *.yaml/*.yml below (sorted), fragments skipped; globs expanded."""
+    return find_files(paths, fragments=False)
+
+
+# --------------------------------------------------------------------------- validate
+
+
+class ValidationReport:
+    """fragments: files recognised (and checked) as fragments."""
+
+    __slots__ = ("files", "errors", "warnings", "fragments")
+
+    def __init__(
+        self, files: int, errors: list[str], warnings: list[str], fragments: list[str] | None = None
+    ):
+        self.files = files
+        self.errors = errors
+        self.warnings = warnings
+        self.fragments = [] if fragments is None else fragments
+
+    def __repr__(self) -> str:
+        return (
+            f"ValidationReport(files={self.files!r}, errors={self.errors!r}, "
+            f"warnings={self.warnings!r}, fragments={self.fragments!r})"
+        )
+
+
+def validate_paths(
+    paths: Iterable[str | Path], *, env: Mapping[str, str], defined: Iterable[str] = (), strict: bool = False
+) -> ValidationReport:
+    """Check files without connecting (never uses the cache). Fragments are checked as fragments.
+    `strict` is accepted for symmetry; the caller decides whether warnings fail."""
+    from runner.errors import ScenarioError
+    from runner.load.loader import _is_fragment_data, _load_scenario, _read_doc, _validate_fragment
+    from runner.model.scenario import env_warnings
+
+    defined = list(defined)
+    files = find_files(paths, fragments=True)
+    report = ValidationReport(files=len(files), errors=[], warnings=[])
+    if not files:
+        report.errors.append(f"{' '.join(map(str, paths))}: no scenario files found")
+    for f in files:
+        try:
+            doc = _read_doc(f)
+            if _is_fragment_data(doc.data):
+                report.fragments.append(str(f))
+                _validate_fragment(f, defined)
+            else:
+                sc = _load_scenario(f, defined, False)
+                report.warnings.extend(env_warnings(sc, env))
+        except ScenarioError as e:
+            report.errors.extend(e.problems)
+    return report
