@@ -11,12 +11,12 @@ to a temporary directory, and measures:
 
 1. engine    the engine (runner.engine.run.Engine) vs a minimal hand-written socket client playing
              the same SMTP conversation, interleaved rounds; medians of wall and CPU time per
-             conversation and their ratios (target: engine within 1.2x).
+             conversation and their ratios (reported, no target: the old 1.2x target is retired).
 2. process   whole processes: `mailrun FILE` (warm and cold validation cache), `python -m runner
              FILE`, `python -c pass` and `swaks` doing the same send (target: mailrun no slower
              than swaks), plus the import costs of the run path (python -X importtime).
 3. telnet    the same conversation over `transport: telnet` vs the socket transport: per-step
-             time ratio (target: within 2x), spawn/connect and close costs reported separately.
+             time ratio (reported, no target), spawn/connect and close costs reported separately.
 4. suite     200 scenario runs through runner.suite.execute at -j 1, -j 8, -j 32: conversations
              per second and CPU per conversation (no target).
 
@@ -399,12 +399,10 @@ def bench_engine(report: Report, mode: Mode, scenario, env: dict[str, str], port
     ew, ec = median([r[0] for r in res[1]]), median([r[1] for r in res[1]])
     report.add("engine.minimal_wall_ms", sec, "minimal client: wall / conversation", ms(mw), "ms")
     report.add("engine.engine_wall_ms", sec, "engine: wall / conversation", ms(ew), "ms")
-    at_most(report, "engine.wall_ratio", sec, "engine / minimal, wall", ew / mw, 1.2, "<= 1.2x")
+    report.add("engine.wall_ratio", sec, "engine / minimal, wall (no target)", ew / mw, "x")
     report.add("engine.minimal_cpu_ms", sec, "minimal client: CPU / conversation", ms(mc), "ms")
     report.add("engine.engine_cpu_ms", sec, "engine: CPU / conversation", ms(ec), "ms")
-    at_most(
-        report, "engine.cpu_ratio", sec, "engine / minimal, CPU", ec / mc if mc > 0 else None, 1.2, "<= 1.2x"
-    )
+    report.add("engine.cpu_ratio", sec, "engine / minimal, CPU (no target)", ec / mc if mc > 0 else None, "x")
     report.add(
         "engine.cpu_overhead_per_step_ms",
         sec,
@@ -467,7 +465,7 @@ def bench_engine_postfix(report: Report, mode: Mode, tmp: Path) -> None:
     ew, ec = median([r[0] for r in res[1]]), median([r[1] for r in res[1]])
     for (key, label, unit), value in zip(keys, (mw, ew, mc, ec), strict=True):
         report.add(key, sec, label, ms(value), unit)
-    at_most(report, "postfix.wall_ratio", sec, "engine / minimal, wall", ew / mw, 1.2, "<= 1.2x")
+    report.add("postfix.wall_ratio", sec, "engine / minimal, wall (no target)", ew / mw, "x")
     report.notes.append(f"postfix: {rounds} interleaved rounds after {warmup} warm-up rounds; medians")
 
 
@@ -592,7 +590,11 @@ def bench_process(
             f"process.{key}_cpu_ms", sec, f"{label}: CPU", ms(c) if c is not None else None, "ms", note=note
         )
     ratio = wall["mailrun_warm"] / wall["swaks"] if "mailrun_warm" in wall and "swaks" in wall else None
-    at_most(report, "process.mailrun_vs_swaks", sec, "mailrun (cached) / swaks, wall", ratio, 1.0, "<= 1.0x")
+    fig = at_most(
+        report, "process.mailrun_vs_swaks", sec, "mailrun (cached) / swaks, wall", ratio, 1.0, "<= 1.0x"
+    )
+    if ratio is None:
+        fig.note = "swaks not installed" if "swaks" not in live else "mailrun script not found"
     over = wall["mailrun_warm"] - wall["python_pass"] if "mailrun_warm" in wall else None
     report.add(
         "process.mailrun_over_python_ms",
@@ -700,8 +702,8 @@ def bench_telnet(report: Report, mode: Mode, scenario, env: dict[str, str]) -> N
     t_step, t_conn, t_close, t_mid = (median([r[i] for r in res[1]]) for i in range(4))
     report.add("telnet.socket_step_ms", sec, "socket: per step (send to reply matched)", ms(s_step), "ms")
     report.add("telnet.telnet_step_ms", sec, "telnet: per step (send to reply matched)", ms(t_step), "ms")
-    at_most(report, "telnet.step_ratio", sec, "telnet / socket, per step", t_step / s_step, 2.0, "<= 2.0x")
-    # Information, not the target: the greeting read also waits for telnet's own start-up after
+    report.add("telnet.step_ratio", sec, "telnet / socket, per step (no target)", t_step / s_step, "x")
+    # The greeting read also waits for telnet's own start-up after
     # it connected (a local host-name lookup before it relays), and after QUIT telnet exits
     # (its teardown delays the last read); steps 2-9 are the plain relay.
     report.add("telnet.socket_middle_step_ms", sec, "socket: per step, steps 2-9", ms(s_mid), "ms")
