@@ -774,6 +774,22 @@ def test_report_from_spec(tmp_path):
         reporter_from_spec("junit")
 
 
+def test_every_registered_format_is_a_reporter_writing_its_file(tmp_path):
+    """FORMATS is the one table of --report formats: each entry makes a Reporter from (path,
+    redactor) that writes its file, and the errors name what is known."""
+    from runner.reporters.base import Reporter
+    from runner.reporters.formats import FORMATS, create, parse_spec
+
+    for fmt in FORMATS:
+        rep = create(*parse_spec(f"{fmt.upper()}={tmp_path}/r.{fmt}"), redactor=Redactor([PASSWORD]))
+        assert isinstance(rep, Reporter)
+        feed(rep, passing_run(leak=True))
+        rep.close()
+        assert PASSWORD not in (tmp_path / f"r.{fmt}").read_text()
+    with pytest.raises(ReportError, match=f"known: {', '.join(FORMATS)}"):
+        parse_spec("tap=x")
+
+
 def test_tee_feeds_and_closes_all(tmp_path):
     j, x = JsonReporter(tmp_path / "r.json"), JUnitReporter(tmp_path / "r.xml")
     tee = Tee([j, x])
@@ -1051,7 +1067,7 @@ def test_transcript_failure_does_not_repeat_what_the_reason_says(tmp_path):
 OPENSSL_STARTTLS = "openssl s_client -starttls smtp"
 
 
-def _connect_notes_run(*, tls_after_connect: bool, reasons=("performed by", "STARTTLS performed by")):
+def _starttls_run(*, tls_after_connect: bool, reasons=("performed by", "STARTTLS performed by")):
     """The connection and the handshake as the engine announces them, once each: Connected, then
     TLSStarted where the handshake happened, after the STARTTLS step (socket) or at connect
     (openssl -starttls, which then performs the steps up to STARTTLS itself: skipped steps
@@ -1087,7 +1103,7 @@ def _connect_notes_run(*, tls_after_connect: bool, reasons=("performed by", "STA
 
 def test_connection_and_tls_are_said_once(tmp_path):
     for openssl in (False, True):
-        run = _connect_notes_run(tls_after_connect=openssl)
+        run = _starttls_run(tls_after_connect=openssl)
         for verbose in (False, True):
             text = console(run, verbose=verbose)
             assert text.count("connected to 127.0.0.1:2525") == (1 if verbose else 0), text
@@ -1102,7 +1118,7 @@ def test_connection_and_tls_are_said_once(tmp_path):
         assert "--- connected to 127.0.0.1:2525 via socket ---" in tr
         assert tr.count("TLSv1.3 TLS_AES_256_GCM_SHA384") == 1, tr
     # openssl: the TLS line where the handshake happened, right after the connection
-    lines = console(_connect_notes_run(tls_after_connect=True), verbose=True).splitlines()
+    lines = console(_starttls_run(tls_after_connect=True), verbose=True).splitlines()
     i = lines.index("  connected to 127.0.0.1:2525 via socket")
     assert lines[i + 1].startswith("  TLS: TLSv1.3")
 
@@ -1182,7 +1198,7 @@ def test_tls_is_shown_from_tlsstarted_only(tmp_path):
         f"TLS (implicit): {TLS13.describe()} ---"
     ]
     # openssl -starttls: the handshake announced at connect, in a STARTTLS session
-    text = _transcript(tmp_path / "openssl", _connect_notes_run(tls_after_connect=True))
+    text = _transcript(tmp_path / "openssl", _starttls_run(tls_after_connect=True))
     assert text.count("TLSv1.3") == 1 and f"--- TLS started: {TLS13.describe()} ---" in text
 
 
@@ -1212,9 +1228,7 @@ def test_notes_are_shown_as_they_came(tmp_path):
 def test_steps_a_program_performed_are_grouped_by_performed_by():
     """The group comes from `performed_by` (same section, next index, same program), whatever
     the reason's words; a reason that merely reads 'performed by' groups nothing."""
-    run = _connect_notes_run(
-        tls_after_connect=True, reasons=("left to the spawned program:", "STARTTLS left to")
-    )
+    run = _starttls_run(tls_after_connect=True, reasons=("left to the spawned program:", "STARTTLS left to"))
     lines = console(run).splitlines()
     assert "  1-3 -  skipped: performed by openssl s_client -starttls smtp" in lines, lines
     assert sum("skipped" in ln for ln in lines) == 1
@@ -1345,7 +1359,7 @@ def test_captures_are_shown(tmp_path):
 
 
 def test_steps_openssl_performed_are_one_line():
-    text = console(_connect_notes_run(tls_after_connect=True))
+    text = console(_starttls_run(tls_after_connect=True))
     lines = text.splitlines()
     assert "  1-3 -  skipped: performed by openssl s_client -starttls smtp" in lines, text
     assert text.count("performed by openssl") == 1
