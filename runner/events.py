@@ -3,9 +3,11 @@
 
 Each thing is announced once, by one event: a connection by Connected, a TLS handshake by
 TLSStarted (also for implicit TLS and for a handshake a spawned program performed), a retry by
-Retrying, a step by StepFinished (a skipped step says why in its result's fields). Transports
-never announce these themselves: their Notes are only a spawned program's own output
-('chatter') and warnings. Every text in an event is already masked: no event carries a
+Retrying, a step by StepFinished (a skipped step says why in its result's fields:
+`performed_by` names the program that performed it). Transports never announce these
+themselves: their Notes are only a spawned program's own output ('chatter') and warnings.
+Reporters show what the fields say and never read meaning into a text (a Note, a reason), so
+they keep no memory of what was already shown. Every text in an event is already masked: no event carries a
 secret's value. `Sent.data`/`Received.data` hold the bytes as they crossed the wire with
 secret values replaced by `****` (runner.lang.secrets.Redactor.redact_bytes).
 """
@@ -73,6 +75,9 @@ class SessionStarted(Plain):
 
 
 class Connected(Plain):
+    """Once per connection, when it is up. `info.tls` may be set (implicit TLS), but the
+    handshake is announced by the TLSStarted that follows, not by this event."""
+
     __slots__ = ("info", "at")
 
     def __init__(self, info: ConnectInfo, at: float):
@@ -81,6 +86,10 @@ class Connected(Plain):
 
 
 class TLSStarted(Plain):
+    """Exactly once per TLS handshake, when it happened: right after Connected for implicit TLS
+    and for a handshake a spawned program performed at connect (openssl -starttls), after the
+    STARTTLS step's reply otherwise."""
+
     __slots__ = ("info", "at")
 
     def __init__(self, info: TLSInfo, at: float):
@@ -138,10 +147,14 @@ class Closed(Plain):
 
 
 class Retrying(Plain):
-    """A run is played again. what: 'session' (a session's `retry:`; name is the session's) or
-    'scenario' (the suite's --retries, for a connection failure before anything was sent; name
-    is the scenario's display name). attempt: the attempt that just failed, of attempts;
-    reason: why it failed (masked); interval: seconds waited before the next attempt."""
+    """A run is played again: one event before each further attempt (whatever the interval,
+    0 too). what: 'session' (a session's `retry:`; name is the session's) or 'scenario' (the
+    suite's --retries, for a connection failure before anything was sent; name is the
+    scenario's display name). attempt: the attempt that just failed (1-based); attempts: how
+    many attempts are allowed in all, the first one included (a session's retry.attempts; for
+    the suite 1 + --retries, so `--retries 2` gives attempts=3 and the retries say 'retry 1 of
+    2', 'retry 2 of 2'); reason: why it failed (masked); interval: seconds waited before the
+    next attempt."""
 
     __slots__ = ("what", "name", "attempt", "attempts", "reason", "interval", "at")
 

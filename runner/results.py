@@ -39,7 +39,8 @@ class StepResult(Record):
     elapsed   seconds, from send (or start of read) to reply complete
     captures  name -> masked value
     performed_by  for a step skipped because the spawned program performs it itself, that
-              program ('openssl s_client -starttls smtp'); None otherwise"""
+              program ('openssl s_client -starttls smtp'); None otherwise. Reporters group such
+              steps by this field; `reason` is for people and is never parsed"""
 
     __slots__ = (
         "index",

@@ -24,6 +24,7 @@ from runner.events import (
     Connected,
     Note,
     Received,
+    Retrying,
     ScenarioFinished,
     ScenarioStarted,
     Sent,
@@ -34,10 +35,12 @@ from runner.events import (
 )
 from runner.lang.secrets import Redactor
 from runner.protocols.base import Reply
-from runner.reporters import ReportError, Tee, reporter_from_spec, visible
+from runner.reporters.base import ReportError, Tee
 from runner.reporters.console import ConsoleReporter
+from runner.reporters.formats import reporter_from_spec
 from runner.reporters.json_report import JsonReporter
 from runner.reporters.junit import JUnitReporter
+from runner.reporters.text import visible
 from runner.reporters.transcript import TranscriptReporter
 from runner.results import ScenarioResult, SessionResult, StepResult
 from runner.transports.base import ConnectInfo, TLSInfo
@@ -126,6 +129,11 @@ class Build:
 
     def note(self, kind: str, text: str):
         self.events.append(Note(kind, text, self.tick()))
+
+    def retrying(
+        self, what: str, name: str, attempt: int, attempts: int, reason: str | None, interval: float
+    ):
+        self.events.append(Retrying(what, name, attempt, attempts, reason, interval, self.tick()))
 
     def step(self, status="passed", section="steps", **kw) -> StepResult:
         self.index += 1
@@ -259,7 +267,7 @@ def error_run():
     b.send(b"STAT\r\n")
     b.step("error", sent="STAT", expected="+OK", reason="connection closed by the server")
     b.end_session("error", ExitClass.NETWORK, "connection closed by the server", closed="server")
-    b.note("info", "session 'fetch' attempt 2 of 2")
+    b.retrying("session", "fetch", 1, 2, "connection closed by the server", 0.05)
     b.session("fetch", "pop3", port=2110, attempt=2, attempts=2)
     b.end_session("error", ExitClass.NETWORK, "connect to 127.0.0.1:2110: connection refused", closed=None)
     return b.finish("error", ExitClass.NETWORK)
@@ -766,6 +774,22 @@ def test_report_from_spec(tmp_path):
         reporter_from_spec("junit")
 
 
+def test_every_registered_format_is_a_reporter_writing_its_file(tmp_path):
+    """FORMATS is the one table of --report formats: each entry makes a Reporter from (path,
+    redactor) that writes its file, and the errors name what is known."""
+    from runner.reporters.base import Reporter
+    from runner.reporters.formats import FORMATS, create, parse_spec
+
+    for fmt in FORMATS:
+        rep = create(*parse_spec(f"{fmt.upper()}={tmp_path}/r.{fmt}"), redactor=Redactor([PASSWORD]))
+        assert isinstance(rep, Reporter)
+        feed(rep, passing_run(leak=True))
+        rep.close()
+        assert PASSWORD not in (tmp_path / f"r.{fmt}").read_text()
+    with pytest.raises(ReportError, match=f"known: {', '.join(FORMATS)}"):
+        parse_spec("tap=x")
+
+
 def test_tee_feeds_and_closes_all(tmp_path):
     j, x = JsonReporter(tmp_path / "r.json"), JUnitReporter(tmp_path / "r.xml")
     tee = Tee([j, x])
@@ -888,7 +912,7 @@ def test_transcript_writer_reopens_for_a_suite_retry(tmp_path):
     w = rep.for_run("scenarios/broken.yaml", "Broken")
     feed(w, not_run())
     assert w._fh is None  # closed at ScenarioFinished
-    w.handle(Note("warning", "connection failed before anything was sent; retry 1 of 1", T0 + 5))
+    w.handle(Retrying("scenario", "Broken", 1, 2, "connection refused", 1.0, T0 + 5))
     feed(w, not_run())
     w.close()
     text = w.path.read_text()
@@ -1040,34 +1064,34 @@ def test_transcript_failure_does_not_repeat_what_the_reason_says(tmp_path):
     assert "; expected 235: reply matched the `not` pattern 334 ---" in text
 
 
-def _connect_notes_run(*, tls_after_connect: bool):
-    """The socket transport's notes as the engine emits them: 'connected to' before Connected,
-    'TLS established' before TLSStarted (STARTTLS) or before Connected (openssl -starttls,
-    whose TLSStarted only comes after the skipped steps)."""
+OPENSSL_STARTTLS = "openssl s_client -starttls smtp"
+
+
+def _starttls_run(*, tls_after_connect: bool, reasons=("performed by", "STARTTLS performed by")):
+    """The connection and the handshake as the engine announces them, once each: Connected, then
+    TLSStarted where the handshake happened, after the STARTTLS step (socket) or at connect
+    (openssl -starttls, which then performs the steps up to STARTTLS itself: skipped steps
+    whose `performed_by` names it). `reasons`: the skips' reason texts, before the program."""
     info = TLS13
     b = Build("scenarios/send.yaml", "Send mail")
     b.session(tls_mode="starttls")
-    b.note("info", "connected to 127.0.0.1:2525")
-    if tls_after_connect:  # openssl: the handshake note at connect, TLSStarted at the starttls step
-        b.note("info", "TLS established: " + info.describe())
     b.connected()
-    if tls_after_connect:
+    if tls_after_connect:  # openssl: the handshake at connect, then the steps it performed
+        b.tls(info)
         for i, what in enumerate(("S: 220", "EHLO x", "STARTTLS"), 1):
             b.step(
                 "skipped",
                 action="read" if i == 1 else "send",
                 sent=None if i == 1 else what,
                 expected="220",
-                reason=("STARTTLS " if what == "STARTTLS" else "")
-                + "performed by openssl s_client -starttls smtp",
+                reason=f"{reasons[what == 'STARTTLS']} {OPENSSL_STARTTLS}",
+                performed_by=OPENSSL_STARTTLS,
             )
-        b.tls(info)
     else:
         b.recv(b"220 ready\r\n")
         b.step(action="read", expected="220", reply=smtp("220 ready"))
         b.send(b"STARTTLS\r\n")
         b.recv(b"220 go ahead\r\n")
-        b.note("info", "TLS established: " + info.describe())
         b.step(sent="STARTTLS", expected="220", reply=smtp("220 go ahead"))
         b.tls(info)
     b.send(b"NOOP\r\n")
@@ -1079,7 +1103,7 @@ def _connect_notes_run(*, tls_after_connect: bool):
 
 def test_connection_and_tls_are_said_once(tmp_path):
     for openssl in (False, True):
-        run = _connect_notes_run(tls_after_connect=openssl)
+        run = _starttls_run(tls_after_connect=openssl)
         for verbose in (False, True):
             text = console(run, verbose=verbose)
             assert text.count("connected to 127.0.0.1:2525") == (1 if verbose else 0), text
@@ -1094,21 +1118,20 @@ def test_connection_and_tls_are_said_once(tmp_path):
         assert "--- connected to 127.0.0.1:2525 via socket ---" in tr
         assert tr.count("TLSv1.3 TLS_AES_256_GCM_SHA384") == 1, tr
     # openssl: the TLS line where the handshake happened, right after the connection
-    lines = console(_connect_notes_run(tls_after_connect=True), verbose=True).splitlines()
+    lines = console(_starttls_run(tls_after_connect=True), verbose=True).splitlines()
     i = lines.index("  connected to 127.0.0.1:2525 via socket")
     assert lines[i + 1].startswith("  TLS: TLSv1.3")
 
 
 def test_each_session_shows_its_tls(tmp_path):
     b = Build("scenarios/two.yaml", "Two")
-    b.session("send", tls_mode="starttls")  # openssl: the handshake note at connect
-    b.note("info", "TLS established: " + TLS13.describe())
+    b.session("send", tls_mode="starttls")  # openssl: the handshake at connect
     b.connected()
     b.tls(TLS13)
     b.end_session()
-    b.session("fetch", tls_mode="starttls")  # socket: the note right before TLSStarted
+    b.session("fetch", tls_mode="starttls")  # socket: the same handshake after STARTTLS
     b.connected()
-    b.note("info", "TLS established: " + TLS13.describe())
+    b.recv(b"220 ready\r\n")
     b.tls(TLS13)
     b.end_session()
     run = b.finish()
@@ -1121,8 +1144,9 @@ def test_each_session_shows_its_tls(tmp_path):
     assert w.path.read_text().count("TLSv1.3 TLS_AES_256_GCM_SHA384") == 2
 
 
-def test_a_connect_note_whose_event_never_came_is_still_shown(tmp_path):
-    """TCP connected, then the TLS handshake failed: no Connected event; the note tells."""
+def test_an_info_note_is_shown_as_it_came(tmp_path):
+    """An info note with no Connected after it (here: TCP connected, then the TLS handshake
+    failed) is shown as it came."""
     b = Build("scenarios/tls.yaml", "TLS")
     b.session(tls_mode="implicit")
     b.note("info", "connected to 127.0.0.1:2465")
@@ -1134,6 +1158,152 @@ def test_a_connect_note_whose_event_never_came_is_still_shown(tmp_path):
     feed(w, run)
     rep.close()
     assert "--- info: connected to 127.0.0.1:2465 ---" in w.path.read_text()
+
+
+# ---------------------------------------------------------------- each thing announced once
+# The engine announces a connection (Connected), a handshake (TLSStarted), a retry (Retrying)
+# and a step a spawned program performed (StepResult.performed_by) once each, in fields; the
+# reporters show what they are given and read no meaning into any text.
+
+
+def _transcript(tmp_path, run) -> str:
+    rep = TranscriptReporter(tmp_path)
+    w = rep.for_run(run[1].file, run[1].name, run[1].provider)
+    feed(w, run)
+    rep.close()
+    return w.path.read_text()
+
+
+def test_tls_is_shown_from_tlsstarted_only(tmp_path):
+    """Connected may carry what the transport knew of TLS at connect (implicit TLS); only the one
+    TLSStarted is the handshake's announcement: shown once, with its own words, where it came."""
+    at_connect = TLSInfo("TLSv1.3", "TLS_AES_256_GCM_SHA384", None)  # no certificate known yet
+    b = Build("scenarios/smtps.yaml", "SMTPS")
+    b.session(tls_mode="implicit", port=2465)
+    b.events.append(Connected(ConnectInfo("127.0.0.1:2465", "socket", at_connect), b.tick()))
+    b.note("chatter", "depth=0 CN=mail.example.test")
+    b.tls(TLS13)
+    b.recv(b"220 ready\r\n")
+    b.step(action="read", expected="220", reply=smtp("220 ready"))
+    b.end_session()
+    run = b.finish()
+    for verbose in (False, True):
+        lines = console(run, verbose=verbose).splitlines()
+        tls = [ln for ln in lines if "TLSv1.3" in ln]
+        assert tls == ["  TLS: " + TLS13.describe()], lines
+        if verbose:  # where TLSStarted came: after what was printed before the handshake ended
+            assert lines.index("        | depth=0 CN=mail.example.test") < lines.index(tls[0])
+    text = _transcript(tmp_path, run)
+    assert [ln.split("--- ", 1)[1] for ln in text.splitlines() if "TLSv1.3" in ln] == [
+        f"TLS (implicit): {TLS13.describe()} ---"
+    ]
+    # openssl -starttls: the handshake announced at connect, in a STARTTLS session
+    text = _transcript(tmp_path / "openssl", _starttls_run(tls_after_connect=True))
+    assert text.count("TLSv1.3") == 1 and f"--- TLS started: {TLS13.describe()} ---" in text
+
+
+def test_notes_are_shown_as_they_came(tmp_path):
+    """A note's words are the note's: one that reads like an announcement is not taken for one
+    (nor does it hide the event that really announces)."""
+    b = Build("scenarios/send.yaml", "Send mail")
+    b.session(tls_mode="starttls")
+    b.note("info", "connected to 127.0.0.1:2525")
+    b.connected()
+    b.note("info", "TLS established: " + TLS13.describe())
+    b.tls(TLS13)
+    b.end_session()
+    run = b.finish()
+    lines = console(run, verbose=True).splitlines()
+    assert "        # connected to 127.0.0.1:2525" in lines
+    assert "  connected to 127.0.0.1:2525 via socket" in lines
+    assert "        # TLS established: " + TLS13.describe() in lines
+    assert "  TLS: " + TLS13.describe() in lines
+    assert [ln for ln in console(run).splitlines() if "TLSv1.3" in ln] == ["  TLS: " + TLS13.describe()]
+    text = _transcript(tmp_path, run)
+    assert "--- info: connected to 127.0.0.1:2525 ---" in text
+    assert "--- connected to 127.0.0.1:2525 via socket ---" in text
+    assert f"--- TLS started: {TLS13.describe()} ---" in text
+
+
+def test_steps_a_program_performed_are_grouped_by_performed_by():
+    """The group comes from `performed_by` (same section, next index, same program), whatever
+    the reason's words; a reason that merely reads 'performed by' groups nothing."""
+    run = _starttls_run(tls_after_connect=True, reasons=("left to the spawned program:", "STARTTLS left to"))
+    lines = console(run).splitlines()
+    assert "  1-3 -  skipped: performed by openssl s_client -starttls smtp" in lines, lines
+    assert sum("skipped" in ln for ln in lines) == 1
+
+    b = Build("scenarios/send.yaml", "Send mail")
+    b.session()
+    b.connected()
+    kinds = [  # (index, performed_by, reason)
+        (1, OPENSSL_STARTTLS, "done by openssl"),
+        (2, OPENSSL_STARTTLS, "done by openssl"),
+        (3, "openssl s_client -starttls imap", "done by the other one"),  # another program
+        (5, "openssl s_client -starttls imap", "done by the other one"),  # not the next index
+        (6, None, "performed by openssl s_client -starttls smtp"),  # no program: its own line
+        (7, None, "performed by openssl s_client -starttls smtp"),
+    ]
+    for index, by, reason in kinds:
+        b.step("skipped", index=index, sent=f"NOOP {index}", reason=reason, performed_by=by)
+    b.step(section="finally", index=1, sent="QUIT", reason=None)
+    b.step("skipped", section="finally", index=2, sent="X", reason="r", performed_by=OPENSSL_STARTTLS)
+    b.step("skipped", section="finally", index=3, sent="Y", reason="r", performed_by=OPENSSL_STARTTLS)
+    lines = [ln for ln in console(b.finish()).splitlines() if "skipped" in ln]
+    assert lines == [
+        "  1-2 -  skipped: performed by openssl s_client -starttls smtp",
+        "    3 C: NOOP 3  -  skipped: done by the other one",
+        "    5 C: NOOP 5  -  skipped: done by the other one",
+        "    6 C: NOOP 6  -  skipped: performed by openssl s_client -starttls smtp",
+        "    7 C: NOOP 7  -  skipped: performed by openssl s_client -starttls smtp",
+        "  F2-F3 -  skipped: performed by openssl s_client -starttls smtp",
+    ], lines
+
+
+def _retry_runs():
+    """A session retried (its `retry:`) and a scenario retried (the suite's --retries)."""
+    b = Build("scenarios/fetch.yaml", "Fetch")
+    b.session("fetch", "pop3", port=2110, attempt=1, attempts=3)
+    b.end_session("error", ExitClass.NETWORK, "connect to 127.0.0.1:2110: connection refused", closed=None)
+    b.retrying("session", "fetch", 1, 3, "connect to 127.0.0.1:2110: connection refused", 0.5)
+    b.session("fetch", "pop3", port=2110, attempt=2, attempts=3)
+    b.connected()
+    b.recv(b"+OK hi\r\n")
+    b.step(action="read", expected="+OK", reply=Reply(b"+OK hi\r\n", ("+OK hi",), "+OK"))
+    b.end_session()
+    session = b.finish()
+    c = Build("scenarios/late.yaml", "late")
+    c.retrying("scenario", "late", 1, 3, "connect to 127.0.0.1:2525: connection refused", 1.0)
+    c.result.retries = 1
+    return session, c.finish()
+
+
+def test_a_retry_is_shown_once_with_what_failed_and_when_the_next_attempt_comes(tmp_path):
+    session, scenario = _retry_runs()
+    said = [
+        (
+            session,
+            "retrying session fetch (1/3 failed) in 0.5 s: connect to 127.0.0.1:2110: connection refused",
+        ),
+        (
+            scenario,
+            "retrying scenario late (retry 1 of 2: attempt 1 failed before anything was sent) in 1 s: "
+            "connect to 127.0.0.1:2525: connection refused",
+        ),
+    ]
+    for run, line in said:
+        text = console(run)
+        assert [ln for ln in text.splitlines() if "retrying" in ln] == ["  " + line], text
+        tr = _transcript(tmp_path / run[1].name, run)
+        (note,) = [ln for ln in tr.splitlines() if "retrying" in ln]
+        assert note.endswith(f" --- {line} ---"), note
+    assert console(scenario).count("retry ") == 1  # what tests/test_suite.py counts
+    assert "(after 1 connection retry)" in console(scenario)
+    _, root = junit(tmp_path, session)
+    assert root.find("testsuite/system-out").text.count("retrying session fetch (1/3 failed)") == 1
+    doc = json_report(tmp_path, session, scenario)
+    validator().validate(doc)
+    assert [s["retries"] for s in doc["scenarios"]] == [0, 1]
 
 
 def test_decoded_challenge_shown_in_brackets_everywhere(tmp_path):
@@ -1189,7 +1359,7 @@ def test_captures_are_shown(tmp_path):
 
 
 def test_steps_openssl_performed_are_one_line():
-    text = console(_connect_notes_run(tls_after_connect=True))
+    text = console(_starttls_run(tls_after_connect=True))
     lines = text.splitlines()
     assert "  1-3 -  skipped: performed by openssl s_client -starttls smtp" in lines, text
     assert text.count("performed by openssl") == 1

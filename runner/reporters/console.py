@@ -5,27 +5,21 @@ and a summary table for suites."""
 from __future__ import annotations
 
 import os
-import re
 import sys
 from _thread import RLock  # threading.RLock is this one; importing threading costs ~1 ms a start
 
 from runner import events as E
 from runner import results as R
-from runner.reporters import (
-    TLS_NOTE,
-    VERDICT,
-    NoteDedup,
-    RedactorLike,
-    Reporter,
+from runner.reporters.base import RedactorLike, Reporter
+from runner.reporters.summary import VERDICT, first_problem, step_counts, summary_text
+from runner.reporters.text import (
     captures_text,
     expects_eof,
-    first_problem,
     plural,
     redact,
+    retry_text,
     safe_text,
     split_lines,
-    step_counts,
-    summary_text,
     visible,
     where,
     with_note,
@@ -35,8 +29,6 @@ MAX_REPLY_LINES = 20  # reply lines shown under a failure before "... N more lin
 MAX_FIELD = 100  # characters of `C:`/`S:` text on a step line
 WIRE_INDENT = " " * 8  # verbose conversation lines sit deeper than the step lines
 DETAIL_INDENT = " " * 8  # failure details and captures, under their step line
-# a step openssl s_client played itself ('performed by ...', 'STARTTLS performed by ...')
-_BY_PROGRAM = re.compile(r"^(?:STARTTLS )?(performed by .+)$")
 
 _CODES = {
     "green": "32",
@@ -98,9 +90,6 @@ class ConsoleReporter(Reporter):
         self._pending: dict[str, str] = {"C": "", "S": ""}
         self._progress = ""  # the live progress line currently drawn (TTY only)
         self._progress_len = 0  # its width on screen
-        self._tls_shown = None
-        self._tls_text_shown: str | None = None  # TLSInfo.describe() of the TLS line last shown
-        self._dedup = NoteDedup()
         self._skips: list[R.StepResult] = []  # consecutive steps a program performed (openssl)
         self.results: list[R.ScenarioResult] = []  # every ScenarioFinished, in order
 
@@ -148,40 +137,33 @@ class ConsoleReporter(Reporter):
     # ------------------------------------------------------------ events
     def handle(self, event) -> None:
         with self._lock:
-            for ev in self._dedup.feed(event):
-                self._handle(ev)
-
-    def _handle(self, event) -> None:
-        if isinstance(event, E.StepFinished) and self._performed_by_program(event.result):
-            self._skips.append(event.result)
-            return
-        self._flush_skips()
-        if isinstance(event, E.Sent | E.Received):
-            if self.verbose:
-                self._wire("C" if isinstance(event, E.Sent) else "S", event.data)
-            return
-        self._flush_wire()
-        method = getattr(self, "_on_" + type(event).__name__, None)
-        if method is not None:
-            method(event)
+            if isinstance(event, E.StepFinished) and event.result.performed_by:
+                self._performed(event.result)
+                return
+            self._flush_skips()
+            if isinstance(event, E.Sent | E.Received):
+                if self.verbose:
+                    self._wire("C" if isinstance(event, E.Sent) else "S", event.data)
+                return
+            self._flush_wire()
+            method = getattr(self, "_on_" + type(event).__name__, None)
+            if method is not None:
+                method(event)
 
     # ------------------------------------------------------------ steps a program performed
-    def _performed_by_program(self, st: R.StepResult) -> bool:
-        if st.status != "skipped" or not st.reason or not _BY_PROGRAM.match(st.reason):
-            return False
-        if self._skips:  # one group: the same section, the next index, the same program
+    def _performed(self, st: R.StepResult) -> None:
+        """A step the spawned program performed itself: held, to be shown with the next ones
+        of one group (the same section, the next index, the same program)."""
+        if self._skips:
             last = self._skips[-1]
-            if (
-                last.section != st.section
-                or last.index + 1 != st.index
-                or _BY_PROGRAM.match(last.reason or "").group(1) != _BY_PROGRAM.match(st.reason).group(1)
-            ):
+            if (last.section, last.index + 1, last.performed_by) != (st.section, st.index, st.performed_by):
                 self._flush_skips()
-        return True
+        self._skips.append(st)
 
     def _flush_skips(self) -> None:
-        """Steps openssl s_client performed itself (-starttls): one line with the reason, e.g.
-        '  1-3 -  skipped: performed by openssl s_client -starttls smtp'."""
+        """Steps openssl s_client performed itself (-starttls): one line naming the program, e.g.
+        '  1-3 -  skipped: performed by openssl s_client -starttls smtp' (a single one is shown
+        as any skipped step)."""
         skips, self._skips = self._skips, []
         if len(skips) == 1:
             self._step_line(skips[0])
@@ -189,41 +171,31 @@ class ConsoleReporter(Reporter):
             first, last = skips[0], skips[-1]
             prefix = "" if first.section == "steps" else "F"
             label = f"{prefix}{first.index}-{prefix}{last.index}"
-            reason = _BY_PROGRAM.match(first.reason or "").group(1)
             mark = self._c(self.marks["skipped"], _STATUS_COLOR["skipped"])
-            self._emit(f"  {label:>3} {mark}  " + self._c(f"skipped: {safe_text(reason)}", "dim"))
+            text = f"skipped: performed by {safe_text(first.performed_by or '')}"
+            self._emit(f"  {label:>3} {mark}  " + self._c(text, "dim"))
 
     def _on_ScenarioStarted(self, ev: E.ScenarioStarted) -> None:
         name = f"{ev.name}[{ev.provider}]" if ev.provider else ev.name
         self._emit(self._c(safe_text(name), "bold") + f" ({safe_text(ev.file)})")
 
     def _on_SessionStarted(self, ev: E.SessionStarted) -> None:
-        self._tls_shown = self._tls_text_shown = None
         tls = "no TLS" if ev.tls_mode == "none" else f"TLS {ev.tls_mode}"
         s = f"  session {safe_text(ev.name)} ({ev.protocol}): {ev.host}:{ev.port} via {ev.transport}, {tls}"
         if ev.attempts > 1:
             s += f" [attempt {ev.attempt}/{ev.attempts}]"
         self._emit(self._c(s, "cyan"))
 
-    def _on_Connected(self, ev: E.Connected) -> None:  # (its 'connected to' note is dropped: NoteDedup)
+    def _on_Connected(self, ev: E.Connected) -> None:  # (TLS, even implicit, is TLSStarted's)
         if self.verbose:
             s = f"  connected to {ev.info.peer} via {ev.info.transport}"
             if ev.info.note:
                 s += f" ({safe_text(ev.info.note)})"
             self._emit(self._c(s, "dim"))
-        if ev.info.tls is not None:
-            self._tls(ev.info.tls)
 
     def _on_TLSStarted(self, ev: E.TLSStarted) -> None:
-        self._tls(ev.info)
-
-    def _tls(self, info) -> None:
-        if info == self._tls_shown:  # implicit TLS: Connected and TLSStarted carry the same info
-            return
-        self._tls_shown = info
-        if info.describe() != self._tls_text_shown:  # (openssl's handshake note said it already)
-            self._tls_text_shown = info.describe()
-            self._emit(f"  TLS: {safe_text(info.describe())}")
+        info = ev.info
+        self._emit(f"  TLS: {safe_text(info.describe())}")
         if not info.verified:
             self._emit(
                 self._c(
@@ -237,11 +209,6 @@ class ConsoleReporter(Reporter):
         if ev.kind == "warning":
             for line in ev.text.splitlines() or [""]:
                 self._emit(self._c(f"  warning: {safe_text(line)}", "yellow"))
-        elif ev.kind == "info" and ev.text.startswith(TLS_NOTE):
-            # a handshake no TLSStarted reports right away (openssl -starttls performs it at
-            # connect): shown as the TLS line, which the later TLSStarted then does not repeat
-            self._tls_text_shown = ev.text[len(TLS_NOTE) :]
-            self._emit(f"  TLS: {safe_text(self._tls_text_shown)}")
         elif self.verbose:
             # chatter: what telnet / openssl printed in the terminal, as it printed it
             mark = "|" if ev.kind == "chatter" else "#"
@@ -310,10 +277,9 @@ class ConsoleReporter(Reporter):
         if r.status in ("failed", "error") and not any(s.status in ("failed", "error") for s in r.steps):
             mark = self._c(self.marks[r.status], "red")
             self._emit(f"  {mark} session {safe_text(r.name)}: {safe_text(r.reason or r.status)}")
-        if r.status in ("failed", "error") and r.attempt < r.attempts:
-            self._emit(
-                self._c(f"  retrying session {safe_text(r.name)} ({r.attempt}/{r.attempts} failed)", "yellow")
-            )
+
+    def _on_Retrying(self, ev: E.Retrying) -> None:
+        self._emit(self._c(f"  {safe_text(retry_text(ev))}", "yellow"))
 
     def _on_ScenarioFinished(self, ev: E.ScenarioFinished) -> None:
         r = ev.result
@@ -423,8 +389,6 @@ class ConsoleReporter(Reporter):
 
     def close(self) -> None:
         with self._lock:
-            for ev in self._dedup.flush():
-                self._handle(ev)
             self._flush_skips()
             self._flush_wire()
             if self._progress:

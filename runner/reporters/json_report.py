@@ -12,7 +12,9 @@ import runner
 from runner import events as E
 from runner import results as R
 from runner.errors import most_severe
-from runner.reporters import RedactorLike, Reporter, iso, last_attempts, redact, step_counts, write_atomic
+from runner.reporters.base import RedactorLike, Reporter, write_atomic
+from runner.reporters.summary import last_attempts, step_counts
+from runner.reporters.text import iso, redact
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing at run time)
 if TYPE_CHECKING:

@@ -29,17 +29,8 @@ from pathlib import Path
 from runner import events as E
 from runner import results as R
 from runner.errors import ExitClass
-from runner.reporters import (
-    RedactorLike,
-    Reporter,
-    iso,
-    plural,
-    redact,
-    step_label,
-    where,
-    with_note,
-    write_atomic,
-)
+from runner.reporters.base import RedactorLike, Reporter, write_atomic
+from runner.reporters.text import iso, plural, redact, step_label, where, with_note
 from runner.reporters.transcript import TranscriptFormatter
 
 MAX_TRANSCRIPT = 1 << 20  # characters of transcript per <system-out>; the middle is cut beyond
@@ -106,6 +97,27 @@ class JUnitReporter(Reporter):
         ):
             if v is not None:
                 ET.SubElement(props, "property", name=k, value=x(v))
+        cases = self._cases(r)
+        for case in cases:
+            suite.append(case)
+        first_bad = next((c for c in cases if _bad(c)), None)
+        if first_bad is not None and transcript:
+            ET.SubElement(first_bad, "system-out").text = x(transcript)
+        ET.SubElement(suite, "system-out").text = x(transcript)
+        count = {k: sum(1 for c in cases if c.find(k) is not None) for k in ("failure", "error", "skipped")}
+        suite.set("tests", str(len(cases)))
+        suite.set("failures", str(count["failure"]))
+        suite.set("errors", str(count["error"]))
+        suite.set("skipped", str(count["skipped"]))
+        suite.set("time", f"{r.duration:.3f}")
+        suite.set("timestamp", iso(r.started_at or self.created, timespec="seconds"))
+        suite.set("hostname", x(socket.gethostname() or "localhost"))
+        # Attribute order as in the Ant format: name first is enough for every reader.
+        return suite
+
+    def _cases(self, r: R.ScenarioResult) -> list[ET.Element]:
+        """One testcase per step; one for a session that failed before any step did, and one
+        for a scenario that failed with no failing case (it could not run)."""
         cases: list[ET.Element] = []
         names: set[str] = set()
         multi = len({s.name for s in r.sessions}) > 1
@@ -137,22 +149,7 @@ class JUnitReporter(Reporter):
             kind = "failure" if r.status == "failed" else "error"
             self._problem(case, kind, r.reason or f"scenario {r.status}", r.exit_class, r.reason or "")
             cases.append(case)
-        for case in cases:
-            suite.append(case)
-        first_bad = next((c for c in cases if _bad(c)), None)
-        if first_bad is not None and transcript:
-            ET.SubElement(first_bad, "system-out").text = x(transcript)
-        ET.SubElement(suite, "system-out").text = x(transcript)
-        count = {k: sum(1 for c in cases if c.find(k) is not None) for k in ("failure", "error", "skipped")}
-        suite.set("tests", str(len(cases)))
-        suite.set("failures", str(count["failure"]))
-        suite.set("errors", str(count["error"]))
-        suite.set("skipped", str(count["skipped"]))
-        suite.set("time", f"{r.duration:.3f}")
-        suite.set("timestamp", iso(r.started_at or self.created, timespec="seconds"))
-        suite.set("hostname", x(socket.gethostname() or "localhost"))
-        # Attribute order as in the Ant format: name first is enough for every reader.
-        return suite
+        return cases
 
     def _step_name(self, st: R.StepResult) -> str:
         name = step_label(st.index, st.section) + ": "

@@ -22,19 +22,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from runner import events as E
-from runner.reporters import (
-    TLS_NOTE,
-    NoteDedup,
-    RedactorLike,
-    Reporter,
-    ReportError,
+from runner.reporters.base import RedactorLike, Reporter, ReportError
+from runner.reporters.summary import summary_text
+from runner.reporters.text import (
     captures_text,
     iso,
     redact,
+    retry_text,
     safe_text,
     split_lines,
     step_label,
-    summary_text,
     visible,
     where,
     with_note,
@@ -49,16 +46,16 @@ LEGEND = (
 
 
 class TranscriptFormatter:
-    """Turns events into transcript text. Stateless except for the scenario's start time.
-    Also used by the JUnit reporter for <system-out>."""
+    """Turns events into transcript text, one event at a time. It remembers only the scenario's
+    start time (for the relative times) and the current session's TLS mode (a handshake is
+    labelled 'TLS (implicit)' or 'TLS started'). Also used by the JUnit reporter for
+    <system-out>."""
 
     def __init__(self, *, timestamps: bool = True, redactor: RedactorLike | None = None):
         self.timestamps = timestamps
         self.redactor = redactor
         self.t0: float | None = None
-        self._tls_shown = None
-        self._tls_text_shown: str | None = None  # a handshake an info note already reported
-        self._dedup = NoteDedup()
+        self._tls_mode = "none"
 
     def _prefix(self, at: float) -> str:
         if not self.timestamps:
@@ -72,16 +69,8 @@ class TranscriptFormatter:
         p = self._prefix(at)
         return "".join(f"{p}--- {safe_text(line)} ---\n" for line in (text.splitlines() or [""]))
 
-    def format(self, event) -> str:
-        """The transcript text for an event ('' for none). An info note that the next event
-        repeats (the transports' 'connected to ...') is held back until that event and dropped."""
-        return "".join(self._format(ev) for ev in self._dedup.feed(event))
-
-    def flush(self) -> str:
-        """Whatever is still held back (a run that ended without its ScenarioFinished)."""
-        return "".join(self._format(ev) for ev in self._dedup.flush())
-
-    def _format(self, ev) -> str:
+    def format(self, ev) -> str:
+        """The transcript text for an event ('' for none)."""
         if isinstance(ev, E.ScenarioStarted):
             self.t0 = ev.at
             name = f"{ev.name}[{ev.provider}]" if ev.provider else ev.name
@@ -99,7 +88,7 @@ class TranscriptFormatter:
             text = redact(self.redactor, ev.data.decode("utf-8", errors="backslashreplace"))
             return "".join(f"{p}{d}{visible(line)}\n" for line in split_lines(text))
         if isinstance(ev, E.SessionStarted):
-            self._tls_shown = self._tls_text_shown = None
+            self._tls_mode = ev.tls_mode
             return self._note(
                 ev.at,
                 f"session {ev.name} ({ev.protocol}), attempt {ev.attempt}/{ev.attempts}: "
@@ -109,40 +98,21 @@ class TranscriptFormatter:
             s = f"connected to {ev.info.peer} via {ev.info.transport}"
             if ev.info.note:
                 s += f" ({ev.info.note})"
-            out = self._note(ev.at, s)
-            if ev.info.tls is not None:
-                out += self._tls(ev.at, ev.info.tls, "TLS (implicit)")
-            return out
+            return self._note(ev.at, s)  # (TLS, even implicit, is TLSStarted's)
         if isinstance(ev, E.TLSStarted):
-            if ev.info == self._tls_shown:  # implicit TLS: Connected already carried it
-                return ""
-            if ev.info.describe() == self._tls_text_shown:  # openssl's note at the handshake
-                self._tls_shown = ev.info
-                return "" if ev.info.verified else self._unverified(ev.at)
-            return self._tls(ev.at, ev.info, "TLS started")
+            what = "TLS (implicit)" if self._tls_mode == "implicit" else "TLS started"
+            out = self._note(ev.at, f"{what}: {ev.info.describe()}")
+            if not ev.info.verified:
+                out += self._note(ev.at, "WARNING: certificate NOT verified (tls_verify is off)")
+            return out
         if isinstance(ev, E.Note):
-            if ev.kind == "info" and ev.text.startswith(TLS_NOTE):
-                self._tls_text_shown = ev.text[len(TLS_NOTE) :]
             return self._note(ev.at, f"{ev.kind}: {ev.text}")
+        if isinstance(ev, E.Retrying):
+            return self._note(ev.at, retry_text(ev))
         if isinstance(ev, E.Closed):
             return self._note(ev.at, f"connection closed by {ev.by}")
         if isinstance(ev, E.StepFinished):
-            st = ev.result
-            s = f"{step_label(st.index, st.section)} {st.status.upper()} in {st.elapsed * 1000:.0f} ms"
-            s += f" ({where(st.location, st.via)})"
-            if st.reply is not None and st.reply.note:  # the decoded 334 challenge
-                s += f"; {with_note(st.reply.lines[-1] if st.reply.lines else '', st.reply.note)}"
-            if st.captures:
-                s += f"; captured {captures_text(st.captures)}"
-            if (
-                st.status in ("failed", "error")
-                and st.expected is not None
-                and not (st.reason or "").startswith("expected")  # the reason says it already
-            ):
-                s += f"; expected {st.expected}"
-            if st.reason:
-                s += f": {st.reason}"
-            return self._note(ev.at, s)
+            return self._note(ev.at, _step_text(ev.result))
         if isinstance(ev, E.SessionFinished):
             r = ev.result
             s = f"session {r.name} {r.status.upper()} in {r.duration:.3f} s"
@@ -153,13 +123,24 @@ class TranscriptFormatter:
             return f"{self._prefix(ev.at)}=== {safe_text(summary_text(ev.result))} ===\n"
         return ""
 
-    def _tls(self, at: float, info, what: str) -> str:
-        self._tls_shown = info
-        out = self._note(at, f"{what}: {info.describe()}")
-        return out if info.verified else out + self._unverified(at)
 
-    def _unverified(self, at: float) -> str:
-        return self._note(at, "WARNING: certificate NOT verified (tls_verify is off)")
+def _step_text(st) -> str:
+    """'step 3 FAILED in 2 ms (lib/rcpt.yaml:3); expected 250: reply code 550 does not match 250'"""
+    s = f"{step_label(st.index, st.section)} {st.status.upper()} in {st.elapsed * 1000:.0f} ms"
+    s += f" ({where(st.location, st.via)})"
+    if st.reply is not None and st.reply.note:  # the decoded 334 challenge
+        s += f"; {with_note(st.reply.lines[-1] if st.reply.lines else '', st.reply.note)}"
+    if st.captures:
+        s += f"; captured {captures_text(st.captures)}"
+    if (
+        st.status in ("failed", "error")
+        and st.expected is not None
+        and not (st.reason or "").startswith("expected")  # the reason says it already
+    ):
+        s += f"; expected {st.expected}"
+    if st.reason:
+        s += f": {st.reason}"
+    return s
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+@=-]+")
@@ -256,8 +237,5 @@ class TranscriptWriter(Reporter):
     def close(self) -> None:
         self._closed = True
         if self._fh is not None:
-            text = self._fmt.flush()
-            if text:
-                self._fh.write(redact(self.parent.redactor, text))
             self._fh.close()
             self._fh = None

@@ -1,0 +1,104 @@
+"""Text the reporters share: masking (`redact`), terminal- and XML-safe text (`safe_text`,
+`visible`), wire lines (`split_lines`), times (`iso`), and the few phrases every report words the
+same way (step labels, locations, captures, a decoded challenge, a retry)."""
+
+from __future__ import annotations
+
+import re
+
+TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing at run time)
+if TYPE_CHECKING:
+    from runner.events import Retrying
+    from runner.reporters.base import RedactorLike
+
+
+def redact(redactor: RedactorLike | None, text: str) -> str:
+    return redactor.redact(text) if redactor is not None and text else text
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\x80-\x9f]")
+_CRLF_TAB = re.compile(r"[\r\n\t]")
+_ESC = {"\r": "\\r", "\n": "\\n", "\t": "\\t"}
+
+
+def _esc_control(m: re.Match) -> str:
+    return f"\\x{ord(m.group()):02x}"
+
+
+def safe_text(text: str) -> str:
+    """Text safe for a terminal or an XML file: control characters other than CR, LF and TAB
+    (a server could send ANSI escapes) shown as `\\xNN`."""
+    return _CONTROL.sub(_esc_control, text)
+
+
+def visible(data: bytes | str, *, crlf: bool = True) -> str:
+    """Wire bytes as one display string: UTF-8 with invalid bytes as `\\xNN`; control
+    characters as `\\xNN`; with crlf=True also CR, LF and TAB as `\\r`, `\\n`, `\\t` (the
+    reference transcript style)."""
+    text = data.decode("utf-8", errors="backslashreplace") if isinstance(data, bytes) else data
+    text = safe_text(text)
+    if crlf:
+        text = _CRLF_TAB.sub(lambda m: _ESC[m.group()], text)
+    return text
+
+
+_LINE = re.compile(r"[^\n]*\n|[^\n]+")
+
+
+def split_lines(text: str) -> list[str]:
+    """Split at LF only (a bare CR stays inside its line), keeping line ends; the last piece
+    may lack one."""
+    return _LINE.findall(text)
+
+
+def iso(ts: float, *, timespec: str = "milliseconds") -> str:
+    """time.time() as ISO 8601 UTC: '2026-11-28T14:57:09.123+00:00'."""
+    from datetime import UTC, datetime  # only the file-writing reports need it
+
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec=timespec)
+
+
+def step_label(index: int, section: str) -> str:
+    return f"step {index}" if section == "steps" else f"finally step {index}"
+
+
+def where(location: str, via: str | None) -> str:
+    """'lib/auth.yaml:4 (included from x.yaml:12)'"""
+    return f"{location} (included from {via})" if via else location
+
+
+def plural(n: int, word: str) -> str:
+    """'1 line', '3 lines'."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def with_note(text: str, note: str | None) -> str:
+    """A reply line with the protocol's display aid (the decoded 334 challenge) after it:
+    '334 VXNlcm5hbWU6 (Username:)'."""
+    return f"{text} ({note})" if note else text
+
+
+def captures_text(captures: dict[str, str]) -> str:
+    """'queue_id=4F2B3C, uid=7' (values as the step recorded them: already masked)."""
+    return ", ".join(f"{k}={v}" for k, v in captures.items())
+
+
+def expects_eof(expected: str | None) -> bool:
+    return expected == "EOF"
+
+
+def retry_text(ev: Retrying) -> str:
+    """One line for a Retrying event, the same in every report:
+    'retrying session fetch (1/3 failed) in 0.5 s: connection closed by the server'
+    'retrying scenario late (retry 1 of 2: attempt 1 failed before anything was sent) in 1 s:
+    connect to 127.0.0.1:2525: connection refused'"""
+    if ev.what == "scenario":  # the suite's --retries: attempts counts the first one too
+        s = (
+            f"retrying scenario {ev.name} (retry {ev.attempt} of {ev.attempts - 1}: "
+            f"attempt {ev.attempt} failed before anything was sent)"
+        )
+    else:
+        s = f"retrying {ev.what} {ev.name} ({ev.attempt}/{ev.attempts} failed)"
+    if ev.interval > 0:
+        s += f" in {ev.interval:g} s"
+    return f"{s}: {ev.reason}" if ev.reason else s
