@@ -187,25 +187,33 @@ class _Executor:
         import queue
         import threading
 
-        played: queue.SimpleQueue[Run] = queue.SimpleQueue()
-        threads = [
-            threading.Thread(target=self.work, args=(played.put,), daemon=True, name=f"mailrun-{i}")
-            for i in range(workers)
-        ]
-        for t in threads:
-            t.start()
+        played: queue.SimpleQueue[Run | None] = queue.SimpleQueue()  # None: a worker is done
+        for i in range(workers):
+            threading.Thread(target=self._thread, args=(played,), daemon=True, name=f"mailrun-{i}").start()
+        running = workers
         try:
-            while True:
+            while running:
                 try:  # with a timeout, so that Ctrl-C reaches this (the main) thread at once
-                    self.finish(played.get(timeout=0.1))
+                    run = played.get(timeout=0.1)
                 except queue.Empty:
-                    if played.empty() and not any(t.is_alive() for t in threads):
-                        return
+                    continue
+                if run is None:
+                    running -= 1
+                else:
+                    self.finish(run)
         finally:  # Ctrl-C: runs already played are still reported (not counted)
             self.stop = True
             while not played.empty():
                 run = played.get_nowait()
-                self.finished[run.index] = run
+                if run is not None:
+                    self.finished[run.index] = run
+
+    def _thread(self, played) -> None:
+        """A worker thread: hands played runs to the calling thread, then None (done)."""
+        try:
+            self.work(played.put)
+        finally:
+            played.put(None)
 
     def take(self) -> Run | None:
         """The next run to play, or None when there is none or the suite stops."""
