@@ -135,16 +135,15 @@ def _port(text: str) -> int:
     return int(text)
 
 
-def _count(text: str) -> int:
-    if not text.isdigit():
-        raise _type_error(f"wants a whole number >= 0, got {text!r}")
-    return int(text)
+def _whole(least: int, option: str = ""):
+    """The option type of a whole number >= least (`option` names it in the message)."""
 
+    def whole(text: str) -> int:
+        if not text.isdigit() or int(text) < least:
+            raise _type_error(f"{option}wants a whole number >= {least}, got {text!r}")
+        return int(text)
 
-def _jobs(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise _type_error(f"-j wants a whole number >= 1, got {text!r}")
-    return int(text)
+    return whole
 
 
 def _add_variable_options(p: argparse.ArgumentParser) -> None:
@@ -203,7 +202,7 @@ def build_run_parser() -> argparse.ArgumentParser:
     o.add_argument("--report", action="append", type=_report, default=[], metavar="junit=PATH|json=PATH")
     o.add_argument("--transcript", metavar="DIR", help="write one transcript file per scenario run")
     s = p.add_argument_group("suites")
-    s.add_argument("-j", "--jobs", type=_jobs, help="run N scenarios at a time")
+    s.add_argument("-j", "--jobs", type=_whole(1, "-j "), help="run N scenarios at a time")
     s.add_argument(
         "--tag", action="append", default=[], metavar="T", help="only scenarios tagged T; not:T excludes"
     )
@@ -220,7 +219,7 @@ def build_run_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--retries",
-        type=_count,
+        type=_whole(0),
         default=0,
         metavar="N",
         help="retry a scenario whose connection failed before anything was sent",
