@@ -1,10 +1,11 @@
 """Suites: many scenario runs (files x matrix providers), in parallel, reported in a stable order.
 
 A *run* is one scenario file played once, optionally with one provider's vars (`--matrix`).
-Runs execute on worker threads (`-j N`); each run's events are buffered and handed to the
-ordered reporters (console, JSON, JUnit) run after run in the order the runs were listed, so the
-output never depends on which finished first. Live listeners (transcripts, the progress line)
-see events as they happen.
+Runs are played by workers (`-j N`: N worker threads; `-j 1`: one worker, the calling thread,
+the same code); each run's events are buffered and handed to the ordered reporters (console,
+JSON, JUnit) run after run in the order the runs were listed, so the output never depends on
+which finished first. Live listeners (transcripts, the console at -j 1) see events as they
+happen.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from _thread import allocate_lock  # what threading.Lock() returns, without importing threading
 
 from runner.errors import ExitClass, UsageError, most_severe
+from runner.events import Retrying, ScenarioFinished, ScenarioStarted, Sent
 from runner.records import Record
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing at run time)
@@ -50,6 +52,10 @@ class Run(Record):
         self.result = result
         self.events = [] if events is None else events
         self.interrupted = interrupted
+
+    @property
+    def passed(self) -> bool:
+        return self.result is not None and self.result.status == "passed"
 
 
 def select(
@@ -92,8 +98,9 @@ def plan(scenarios: Sequence[Scenario], matrix: Sequence[tuple[str, Mapping[str,
 
 class Listener:
     """What the suite tells reporters. `ordered` reporters get each run's events in one block,
-    runs in plan order; `live(run)` returns a per-run event sink called as events happen (from
-    worker threads)."""
+    runs in plan order, always on the thread that called `execute` (so does `progress`);
+    `live(run)` returns a per-run event sink called as events happen (on the run's worker
+    thread)."""
 
     def __init__(
         self,
@@ -118,104 +125,165 @@ def execute(
 ) -> ExitClass:
     """Plays the runs and returns the suite's exit class (the most severe of any run).
     KeyboardInterrupt propagates after the runs that finished were reported. Threads (and the
-    threading and queue modules) only when there are `jobs` > 1 runs to share out."""
-    from runner.engine.run import Engine
-    from runner.events import Note, ScenarioFinished, ScenarioStarted, Sent
-    from runner.results import ScenarioResult
+    threading module) only when there are `jobs` > 1 runs to share out: one worker plays on the
+    calling thread."""
+    suite = _Executor(
+        runs, options, listener, fail_fast=fail_fast, retries=retries, retry_interval=retry_interval
+    )
+    suite.play_all(workers=max(1, min(jobs, len(runs))))
+    return most_severe(r.result.exit_class for r in runs if r.result is not None)
 
-    total = len(runs)
-    lock = allocate_lock()
-    state = {"done": 0, "passed": 0, "failed": 0, "next": 0, "stop": False}
-    started = time.monotonic()
-    finished: dict[int, Run] = {}
 
-    def deliver(run: Run) -> None:
-        for ev in run.events:
-            for rep in listener.ordered:
-                rep.handle(ev)
-        run.events = []
+class _Executor:
+    """One `execute` call. Workers take runs from the plan in order, play them and hand each
+    played run to `finish`, which runs on the calling thread only: it counts the run and gives
+    the ordered reporters every run now due, so they see runs in plan order whatever finished
+    first, and always from one thread. With one worker, the worker is the calling thread; with
+    more, they are threads and played runs reach the calling thread through a queue.
 
-    def flush_in_order() -> None:
-        while state["next"] in finished:
-            deliver(finished.pop(state["next"]))
-            state["next"] += 1
+    --retries: a run whose attempt failed with a connection-class error before anything was sent
+    is played again (up to `retries` times, `retry_interval` seconds apart). Each failed attempt
+    is announced by one Retrying event, which live sinks get as it happens (after that attempt's
+    events); ordered reporters never see the attempts a retry replaced, only every Retrying event,
+    in order, before the final attempt's events."""
 
-    def flush_all() -> None:
-        # after an interruption or --fail-fast, runs that never ran leave holes
-        for idx in sorted(finished):
-            deliver(finished.pop(idx))
+    def __init__(
+        self,
+        runs: list[Run],
+        options: RunOptions,
+        listener: Listener,
+        *,
+        fail_fast: bool,
+        retries: int,
+        retry_interval: float,
+    ):
+        self.runs = runs
+        self.options = options
+        self.listener = listener
+        self.fail_fast = fail_fast
+        self.retries = retries
+        self.retry_interval = retry_interval
+        self.todo = iter(runs)  # the work list, shared by the workers
+        self.todo_lock = allocate_lock()
+        self.stop = False  # --fail-fast or Ctrl-C: start no further run (and no retry)
+        # the calling thread's own: played runs the ordered reporters have not had yet
+        self.finished: dict[int, Run] = {}
+        self.next_index = 0  # the run the ordered reporters get next
+        self.done = self.passed = self.failed = 0
+        self.started = time.monotonic()
 
-    def play(run: Run) -> None:
-        sinks = [s for s in (mk(run) for mk in listener.live) if s is not None]
-        attempt = 0
-        retry_notes: list[str] = []  # one per earlier attempt, shown after the next ScenarioStarted
-        while True:
-            buffer: list[Event] = []
-            sent_any = False
+    # --- workers -------------------------------------------------------------------------
+    def play_all(self, workers: int) -> None:
+        try:
+            if workers == 1:
+                self.work(self.finish)
+            else:
+                self._work_on_threads(workers)
+        finally:
+            self.stop = True
+            self.flush_all()
 
-            def emit(ev: Event, buffer: list[Event] = buffer, attempt: int = attempt) -> None:
-                nonlocal sent_any
-                if isinstance(ev, Sent):
-                    sent_any = True
-                elif isinstance(ev, ScenarioFinished):
-                    # before any reporter formats it (live ones do so right away)
-                    ev.result.retries = attempt
-                    if isinstance(sys.exc_info()[1], KeyboardInterrupt):
-                        _mark_interrupted(ev.result)
-                for s in sinks:
-                    s(ev)
-                buffer.append(ev)
-                if isinstance(ev, ScenarioStarted) and retry_notes:
-                    # ordered reporters see every earlier attempt's note (they never see the
-                    # attempts themselves); live ones saw those attempts and get the newest note
-                    notes = [Note("warning", text, ev.at) for text in retry_notes]
-                    buffer.extend(notes)
-                    for s in sinks:
-                        s(notes[-1])
+    def _work_on_threads(self, workers: int) -> None:
+        import queue
+        import threading
 
+        played: queue.SimpleQueue[Run | None] = queue.SimpleQueue()  # None: a worker is done
+        for i in range(workers):
+            threading.Thread(target=self._thread, args=(played,), daemon=True, name=f"mailrun-{i}").start()
+        running = workers
+        try:
+            while running:
+                try:  # with a timeout, so that Ctrl-C reaches this (the main) thread at once
+                    run = played.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if run is None:
+                    running -= 1
+                else:
+                    self.finish(run)
+        finally:  # Ctrl-C: runs already played are still reported (not counted)
+            self.stop = True
+            while not played.empty():
+                run = played.get_nowait()
+                if run is not None:
+                    self.finished[run.index] = run
+
+    def _thread(self, played) -> None:
+        """A worker thread: hands played runs to the calling thread, then None (done)."""
+        try:
+            self.work(played.put)
+        finally:
+            played.put(None)
+
+    def take(self) -> Run | None:
+        """The next run to play, or None when there is none or the suite stops."""
+        with self.todo_lock:
+            return None if self.stop else next(self.todo, None)
+
+    def work(self, played: Callable[[Run], None]) -> None:
+        """One worker: plays runs until none is left and hands each to `played`. Ctrl-C (only
+        ever on the calling thread) keeps what the interrupted run did for the reports (it is
+        not counted) and propagates."""
+        while (run := self.take()) is not None:
             try:
-                result = Engine(options, emit).run(
+                self.play(run)
+            except KeyboardInterrupt:
+                self.finished[run.index] = run
+                raise
+            except Exception as exc:
+                self.crashed(run, exc)
+            if self.fail_fast and not run.passed:
+                self.stop = True  # at once: no worker takes another run
+            played(run)
+
+    # --- one run -------------------------------------------------------------------------
+    def play(self, run: Run) -> None:
+        """Plays `run` (again, for --retries) and leaves its result and events on it."""
+        from runner.engine.run import Engine
+
+        sinks = [s for s in (mk(run) for mk in self.listener.live) if s is not None]
+        announced: list[Retrying] = []  # one per earlier attempt, for the ordered reporters
+        while True:
+            attempt = _Attempt(sinks, retries_before=len(announced))
+            try:
+                result = Engine(self.options, attempt.emit).run(
                     run.scenario, provider=run.provider, extra_vars=run.provider_vars
                 )
             except KeyboardInterrupt:
-                run.events = buffer  # what happened so far still reaches the reports
+                run.events = announced + attempt.events  # what happened so far still reaches the reports
                 run.interrupted = True
                 raise
-            # --retries: only connection-class failures before the first byte went out
-            if (
-                result.exit_class == ExitClass.NETWORK
-                and not sent_any
-                and attempt < retries
-                and not state["stop"]
-            ):
-                attempt += 1
-                retry_notes.append(
-                    f"retry {attempt} of {retries}: attempt {attempt} failed before anything was sent "
-                    f"({result.reason}); retried after {retry_interval:g} s"
-                )
-                time.sleep(retry_interval)
-                continue
-            run.result = result
-            run.events = buffer
-            return
-
-    def finish(run: Run) -> None:  # caller holds the lock
-        finished[run.index] = run
-        state["done"] += 1
-        if run.result is not None and run.result.status == "passed":
-            state["passed"] += 1
-        else:
-            state["failed"] += 1
-            if fail_fast:
-                state["stop"] = True
-        flush_in_order()
-        if listener.progress:
-            listener.progress(
-                state["done"], total, state["passed"], state["failed"], time.monotonic() - started
+            if not self.may_retry(result, attempt, len(announced)):
+                run.result = result
+                run.events = announced + attempt.events
+                return
+            retry = Retrying(
+                "scenario",
+                result.display_name,
+                attempt=len(announced) + 1,
+                attempts=self.retries + 1,
+                reason=result.reason,
+                interval=self.retry_interval,
+                at=time.time(),
             )
+            announced.append(retry)
+            for s in sinks:
+                s(retry)
+            time.sleep(self.retry_interval)
 
-    def crashed(run: Run, exc: BaseException) -> None:
-        # never lose a run silently: an internal error is reported as that run's error
+    def may_retry(self, result: ScenarioResult, attempt: _Attempt, retried: int) -> bool:
+        """--retries: only connection-class failures before the first byte went out."""
+        return (
+            result.exit_class == ExitClass.NETWORK
+            and not attempt.sent_any
+            and retried < self.retries
+            and not self.stop
+        )
+
+    def crashed(self, run: Run, exc: BaseException) -> None:
+        """Never lose a run silently: an internal error is reported as that run's error."""
+        from runner.results import ScenarioResult
+
         res = ScenarioResult(
             file=str(run.scenario.path),
             name=run.scenario.name,
@@ -230,60 +298,60 @@ def execute(
             ScenarioFinished(res, time.time()),
         ]
 
-    if jobs <= 1 or total <= 1:
-        try:
-            for run in runs:
-                if state["stop"]:
-                    break
-                try:
-                    play(run)
-                except KeyboardInterrupt:
-                    with lock:  # reported (as interrupted) by flush_all, but not counted
-                        finished[run.index] = run
-                    raise
-                except Exception as exc:
-                    crashed(run, exc)
-                with lock:
-                    finish(run)
-        finally:
-            with lock:
-                flush_all()
-    else:
-        import queue
-        import threading
+    # --- delivery (on the calling thread) ---------------------------------------------
+    def finish(self, run: Run) -> None:
+        """Counts a played run, gives the ordered reporters every run now due and tells the
+        progress line."""
+        self.finished[run.index] = run
+        self.done += 1
+        if run.passed:
+            self.passed += 1
+        else:
+            self.failed += 1
+        while self.next_index in self.finished:
+            self.deliver(self.finished.pop(self.next_index))
+            self.next_index += 1
+        if self.listener.progress:
+            self.listener.progress(
+                self.done, len(self.runs), self.passed, self.failed, time.monotonic() - self.started
+            )
 
-        work: queue.Queue[Run] = queue.Queue()
-        for run in runs:
-            work.put(run)
+    def flush_all(self) -> None:
+        """The end (or Ctrl-C, or --fail-fast): every played run still held, in order; runs
+        that never ran leave no holes."""
+        for index in sorted(self.finished):
+            self.deliver(self.finished.pop(index))
 
-        def worker() -> None:
-            while not state["stop"]:
-                try:
-                    run = work.get_nowait()
-                except queue.Empty:
-                    return
-                try:
-                    play(run)
-                except BaseException as exc:
-                    crashed(run, exc)
-                with lock:
-                    finish(run)
+    def deliver(self, run: Run) -> None:
+        for ev in run.events:
+            for rep in self.listener.ordered:
+                rep.handle(ev)
+        run.events = []
 
-        threads = [
-            threading.Thread(target=worker, daemon=True, name=f"mailrun-{i}") for i in range(min(jobs, total))
-        ]
-        for t in threads:
-            t.start()
-        try:
-            while any(t.is_alive() for t in threads):
-                for t in threads:
-                    t.join(0.1)
-        finally:
-            state["stop"] = True
-            with lock:
-                flush_all()
 
-    return most_severe(r.result.exit_class for r in runs if r.result is not None)
+class _Attempt:
+    """One attempt at a run: the engine's event sink. Live sinks get each event as it happens;
+    `events` keeps them for the ordered reporters."""
+
+    __slots__ = ("sinks", "retries_before", "events", "sent_any")
+
+    def __init__(self, sinks: list[Callable[[Event], None]], retries_before: int):
+        self.sinks = sinks
+        self.retries_before = retries_before
+        self.events: list[Event] = []
+        self.sent_any = False
+
+    def emit(self, ev: Event) -> None:
+        if isinstance(ev, Sent):
+            self.sent_any = True
+        elif isinstance(ev, ScenarioFinished):
+            # before any reporter formats it (live ones do so right away)
+            ev.result.retries = self.retries_before
+            if isinstance(sys.exc_info()[1], KeyboardInterrupt):
+                _mark_interrupted(ev.result)
+        for s in self.sinks:
+            s(ev)
+        self.events.append(ev)
 
 
 def _mark_interrupted(result: ScenarioResult) -> None:

@@ -368,3 +368,18 @@ def test_option_missing_its_value_is_exit_2(tmp_path, option):
     r = mailrun(path, option)
     assert r.returncode == 2
     assert "expected one argument" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_console_script_and_python_m_runner_name_the_same_main():
+    """pyproject's `mailrun` entry point and `python -m runner` both call runner.cli.main.main."""
+    import importlib
+    import tomllib
+
+    target = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]["mailrun"]
+    module, _, name = target.partition(":")
+    from runner.cli.main import main
+
+    assert getattr(importlib.import_module(module), name) is main
+    assert "from runner.cli.main import main" in (REPO / "runner" / "__main__.py").read_text()
+    res = mailrun("--version")
+    assert res.returncode == 0 and res.stdout.startswith("mailrun ")

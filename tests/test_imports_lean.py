@@ -212,7 +212,7 @@ def _run_probe(args: list[str], env: dict[str, str]) -> dict:
     return probe(
         f"""
         import io
-        from runner.cli import main
+        from runner.cli.main import main
         out = io.StringIO()
         real, sys.stdout = sys.stdout, out
         try:

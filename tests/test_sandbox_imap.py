@@ -11,7 +11,7 @@ import ssl
 
 import pytest
 
-from runner.sandbox import Sandbox
+from runner.sandbox.server import Sandbox
 
 FIRST = b"From: Alice <alice@mailrun.test>\r\nSubject: Lunch plans\r\n\r\nPizza at noon?\r\n"
 SECOND = b"From: Carol <carol@example.org>\r\nSubject: Report\r\nX-Run: 42\r\n\r\n.dotted line\r\nquarterly numbers\r\n"

@@ -12,8 +12,8 @@ import socket
 
 import pytest
 
-from runner.sandbox import Sandbox
 from runner.sandbox.sasl import SaslError, parse_xoauth2
+from runner.sandbox.server import Sandbox
 
 WELCOME = b"Subject: Welcome to the mailrun sandbox"
 LONG_TOKEN = "ya29." + "x" * 3000  # real access tokens run to 1-3 KB

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from runner.sandbox import Sandbox, pop3
+from runner.sandbox import pop3
+from runner.sandbox.server import Sandbox
 
 
 class Raw:

@@ -609,8 +609,8 @@ def test_discover_matches_the_loader_and_remembers_fragments(cache, tmp_path):
 _PROBE = textwrap.dedent(
     """\
     import sys
-    import runner.cli
-    rc = runner.cli.main(sys.argv[1:])
+    from runner.cli.main import main
+    rc = main(sys.argv[1:])
     print("MODULES", " ".join(sorted(sys.modules)))
     sys.exit(rc)
     """
@@ -695,7 +695,7 @@ def test_a_warm_run_with_an_invalid_file_still_reports_it(cache, tmp_path):
 
 
 def test_run_without_options_skips_argparse_with_the_same_arguments():
-    from runner import cli
+    from runner.cli import args as cli
 
     for argv in (["a.yaml"], ["a.yaml", "dir", "x*.yml"]):
         fast = cli.parse_run_args(argv)

@@ -82,7 +82,7 @@ def mailrun(*args: str, timeout: float = RUN_TIMEOUT) -> subprocess.CompletedPro
 # interpreter start and imports every time. Children past the deadline are killed.
 _FORK_RUNNER = r"""
 import importlib, json, os, signal, sys, tempfile, time
-from runner.cli import main
+from runner.cli.main import main
 
 # What a --sandbox run imports lazily, imported once here (a warm-up only: a name that is gone is
 # simply imported by the child when it needs it).

@@ -841,6 +841,60 @@ def test_no_retry_after_a_failed_expectation_or_once_a_command_went_out(tmp_path
         assert len(failing.conns) == 1 and len(closing.conns) == 1
 
 
+class _Recorder:
+    """An ordered reporter (and, through `live`, a live sink) that keeps every event it gets."""
+
+    def __init__(self):
+        self.events: list = []
+
+    def handle(self, ev) -> None:
+        self.events.append(ev)
+
+
+def _kinds(events) -> list[str]:
+    return [type(ev).__name__ for ev in events]
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_retries_are_announced_by_one_retrying_event_each(tmp_path, free_port, jobs):
+    """--retries emits Retrying (what='scenario'), never a retry Note: live sinks get it as it
+    happens, after the failed attempt; ordered reporters get every one before the final attempt."""
+    from runner.engine.run import RunOptions
+    from runner.events import Note, Retrying
+    from runner.load.api import load_scenario
+    from runner.suite import Listener, execute, plan
+
+    down = load_scenario(smtp_scenario(tmp_path / "a_down.yaml", "down", free_port()))
+    with smtp_server() as srv:
+        up = load_scenario(smtp_scenario(tmp_path / "b_up.yaml", "up", srv.port))
+        runs = plan([down, up])
+        ordered, live = _Recorder(), {}
+        listener = Listener(ordered=[ordered], live=[lambda run: live.setdefault(run.index, []).append])
+        exit_class = execute(
+            runs, RunOptions(run_id="t"), listener, jobs=jobs, retries=2, retry_interval=0.05
+        )
+    assert exit_class == 3 and [r.result.retries for r in runs] == [2, 0]
+    assert not any(isinstance(ev, Note) and "retry" in ev.text for ev in ordered.events + live[0])
+    retrying = [ev for ev in live[0] if isinstance(ev, Retrying)]
+    assert [(ev.what, ev.name, ev.attempt, ev.attempts, ev.interval) for ev in retrying] == [
+        ("scenario", "down", 1, 3, 0.05),
+        ("scenario", "down", 2, 3, 0.05),
+    ]
+    assert all("refused" in ev.reason for ev in retrying)
+    assert _kinds(live[0]).count("ScenarioStarted") == 3
+    assert _kinds(live[0])[-1] == "ScenarioFinished"
+    for ev in retrying:  # each right after the attempt it announces
+        i = live[0].index(ev)
+        assert _kinds(live[0])[i - 1] == "ScenarioFinished" and _kinds(live[0])[i + 1] == "ScenarioStarted"
+    # ordered: the runs in plan order; the down run once, its Retrying events first
+    first_up = next(i for i, ev in enumerate(ordered.events) if getattr(ev, "name", "") == "up")
+    down_events = ordered.events[:first_up]
+    assert down_events[:2] == retrying
+    assert _kinds(down_events).count("ScenarioStarted") == 1 and _kinds(down_events)[2] == "ScenarioStarted"
+    assert _kinds(down_events)[-1] == "ScenarioFinished" and down_events[-1].result.retries == 2
+    assert _kinds(ordered.events[first_up:]).count("Retrying") == 0
+
+
 # ----------------------------------------------------------------------------- exit status
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from runner import cli
+from runner.cli import main as cli
 from runner.engine.run import Engine, RunOptions
 from runner.load.api import load_scenario
 from tests.support.servers import PKI, Conn, Server, close_mid_reply, record, scripted, silent

@@ -1,12 +1,10 @@
 """The built-in sandbox mail service: SMTP (aiosmtpd), POP3 and IMAP on loopback over Maildirs.
 
-    from runner.sandbox import Sandbox
+    from runner.sandbox.server import Sandbox
     with Sandbox() as sb:
         ...  # sb.host, sb.ports['smtp'|'smtps'|'pop3'|'pop3s'|'imap'|'imaps'], sb.ca_path
 
-`main(argv)` is `mailrun sandbox` (foreground until Ctrl-C).
+server.py: Sandbox (start, stop, ports) and `main(argv)`, which is `mailrun sandbox` (foreground
+until Ctrl-C); state.py: what the protocol sessions share; smtp.py, pop3.py, imap*.py: the
+sessions; store.py: the Maildirs; lines.py: line-based connections; sasl.py: AUTH payloads.
 """
-
-from runner.sandbox.server import DEFAULT_USERS, PORT_KEYS, Sandbox, SandboxError, main
-
-__all__ = ["DEFAULT_USERS", "PORT_KEYS", "Sandbox", "SandboxError", "main"]

@@ -1,3 +1,3 @@
-from runner.sandbox import main
+from runner.sandbox.server import main
 
 raise SystemExit(main())

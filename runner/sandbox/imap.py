@@ -12,20 +12,20 @@ unsupported) or NO (valid but refused), never a guess.
 
 from __future__ import annotations
 
-import datetime as dt
 import fnmatch
 import logging
 import re
-from email.parser import BytesHeaderParser
-from email.policy import default as default_policy
 from typing import TYPE_CHECKING
 
+from runner.sandbox.imap_fetch import FetchItem, imap_flags, parse_fetch_items
+from runner.sandbox.imap_search import Search
+from runner.sandbox.imap_syntax import BadCommand, Refused, in_ranges, parse_seqset, tokenize
 from runner.sandbox.lines import ConnectionGone, LineConnection, LineTooLong
 from runner.sandbox.sasl import XOAUTH2_ERROR_CHALLENGE, SaslError, parse_credentials
-from runner.sandbox.store import IMAP_TO_MAILDIR, MAILDIR_TO_IMAP, StoredMessage
+from runner.sandbox.store import IMAP_TO_MAILDIR, StoredMessage
 
 if TYPE_CHECKING:
-    from runner.sandbox.server import SandboxState
+    from runner.sandbox.state import SandboxState
 
 log = logging.getLogger("runner.sandbox.imap")
 
@@ -33,269 +33,9 @@ MAX_LINE = 65536
 MAX_LITERAL = 10 * 1024 * 1024
 MAX_BAD_COMMANDS = 20
 SYSTEM_FLAGS = "(\\Answered \\Flagged \\Deleted \\Seen \\Draft)"
-_FLAG_ORDER = ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"]
-_MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 _LITERAL_AT_END = re.compile(rb"\{(\d+)(\+?)\}$")
 _TAG = re.compile(r"^[\x21-\x7e]+$")
-
-
-class BadCommand(Exception):
-    """Answer with a tagged BAD and this text."""
-
-
-class Refused(Exception):
-    """Answer with a tagged NO and this text."""
-
-
 REPLIED = "already replied"  # a handler result: the tagged reply has been sent
-
-
-class Q(str):
-    """A quoted string or literal (as opposed to an atom)."""
-
-
-# --- parsing -------------------------------------------------------------------------------
-def tokenize(data: bytes) -> list:
-    """IMAP command arguments -> nested lists of atoms (str) and strings (Q)."""
-    root: list = []
-    stack = [root]
-    i, n = 0, len(data)
-    while i < n:
-        c = data[i : i + 1]
-        if c == b" ":
-            i += 1
-        elif c == b"(":
-            new: list = []
-            stack[-1].append(new)
-            stack.append(new)
-            i += 1
-        elif c == b")":
-            if len(stack) == 1:
-                raise BadCommand("Unexpected ')'")
-            stack.pop()
-            i += 1
-        elif c == b'"':
-            out = bytearray()
-            i += 1
-            while True:
-                if i >= n:
-                    raise BadCommand("Missing '\"'")
-                ch = data[i : i + 1]
-                if ch == b"\\" and i + 1 < n:
-                    out += data[i + 1 : i + 2]
-                    i += 2
-                elif ch == b'"':
-                    i += 1
-                    break
-                else:
-                    out += ch
-                    i += 1
-            stack[-1].append(Q(out.decode("utf-8", "replace")))
-        elif c == b"{":
-            m = re.match(rb"\{(\d+)\+?\}\r\n", data[i:])
-            if not m:
-                raise BadCommand("Invalid literal")
-            start = i + m.end()
-            size = int(m[1])
-            if start + size > n:
-                raise BadCommand("Literal shorter than announced")
-            stack[-1].append(Q(data[start : start + size].decode("utf-8", "replace")))
-            i = start + size
-        else:
-            j = i
-            depth = 0
-            while j < n:
-                ch = data[j : j + 1]
-                if ch == b"[":
-                    depth += 1
-                elif ch == b"]":
-                    depth = max(0, depth - 1)
-                elif depth == 0 and ch in (b" ", b"(", b")", b'"', b"{"):
-                    break
-                j += 1
-            stack[-1].append(data[i:j].decode("utf-8", "replace"))
-            i = j
-    if len(stack) != 1:
-        raise BadCommand("Missing ')'")
-    return root
-
-
-def parse_seqset(text: str, largest: int) -> list[tuple[int, int]]:
-    """'1:3,7,9:*' -> [(1, 3), (7, 7), (9, largest)] ('*' is `largest`)."""
-    if not isinstance(text, str) or isinstance(text, Q) or not re.fullmatch(r"[0-9:*,]+", text):
-        raise BadCommand("Invalid message set")
-    ranges = []
-    for part in text.split(","):
-        bounds = part.split(":")
-        if len(bounds) > 2 or not all(bounds):
-            raise BadCommand("Invalid message set")
-        nums = []
-        for b in bounds:
-            if b == "*":
-                nums.append(largest)
-            elif b.isdigit() and int(b) > 0:
-                nums.append(int(b))
-            else:
-                raise BadCommand("Invalid message set")
-        lo, hi = min(nums), max(nums)
-        ranges.append((lo, hi))
-    return ranges
-
-
-def in_ranges(value: int, ranges: list[tuple[int, int]]) -> bool:
-    return any(lo <= value <= hi for lo, hi in ranges)
-
-
-def imap_flags(maildir_flags: str) -> str:
-    names = {MAILDIR_TO_IMAP[c] for c in maildir_flags if c in MAILDIR_TO_IMAP}
-    return "(" + " ".join(f for f in _FLAG_ORDER if f in names) + ")"
-
-
-def split_message(data: bytes) -> tuple[bytes, bytes]:
-    """(header including the blank line, text)."""
-    i = data.find(b"\r\n\r\n")
-    if i < 0:
-        return data, b""
-    return data[: i + 4], data[i + 4 :]
-
-
-def header_fields(header: bytes, names: set[str], keep: bool) -> bytes:
-    out = bytearray()
-    include = False
-    for line in header.split(b"\r\n"):
-        if not line:
-            continue
-        if line[:1] in (b" ", b"\t"):
-            if include:
-                out += line + b"\r\n"
-            continue
-        field = line.split(b":", 1)[0].strip().decode("ascii", "replace").upper()
-        include = (field in names) == keep
-        if include:
-            out += line + b"\r\n"
-    return bytes(out) + b"\r\n"
-
-
-def internal_date(msg: StoredMessage) -> dt.datetime:
-    m = re.match(r"^(\d+)\.", msg.key)
-    ts = int(m[1]) if m else 0
-    return dt.datetime.fromtimestamp(ts, dt.UTC)
-
-
-def format_internal_date(msg: StoredMessage) -> str:
-    d = internal_date(msg)
-    return (
-        f'"{d.day:2d}-{_MONTHS[d.month - 1]}-{d.year:04d} {d.hour:02d}:{d.minute:02d}:{d.second:02d} +0000"'
-    )
-
-
-def parse_search_date(text: str) -> dt.date:
-    m = re.fullmatch(r"(\d{1,2})-([A-Za-z]{3})-(\d{4})", str(text))
-    if not m or m[2].capitalize() not in _MONTHS:
-        raise BadCommand(f"Invalid search date {text!r}")
-    try:
-        return dt.date(int(m[3]), _MONTHS.index(m[2].capitalize()) + 1, int(m[1]))
-    except ValueError:
-        raise BadCommand(f"Invalid search date {text!r}") from None
-
-
-# --- FETCH items ---------------------------------------------------------------------------
-class FetchItem:
-    def __init__(self, spec: str):
-        self.spec = spec
-        up = spec.upper()
-        self.kind = up
-        self.peek = False
-        self.section = ""
-        self.fields: set[str] = set()
-        self.partial: tuple[int, int | None] | None = None
-        self.sets_seen = False
-        if up in ("UID", "FLAGS", "RFC822.SIZE", "INTERNALDATE", "RFC822.HEADER"):
-            return
-        if up in ("RFC822", "RFC822.TEXT"):
-            self.sets_seen = True
-            return
-        m = re.fullmatch(
-            r"(BODY|BODY\.PEEK|BINARY|BINARY\.PEEK)\[(.*)\](?:<(\d+)(?:\.(\d+))?>)?", spec, re.I | re.S
-        )
-        if not m or m[1].upper().startswith("BINARY"):
-            raise BadCommand(f"Unknown or unsupported FETCH item {spec[:40]!r}")
-        self.kind = "BODY"
-        self.peek = m[1].upper() == "BODY.PEEK"
-        self.sets_seen = not self.peek
-        section = m[2].strip()
-        sec_up = section.upper()
-        fm = re.fullmatch(r"(HEADER\.FIELDS(?:\.NOT)?)\s*\((.*)\)", section, re.I | re.S)
-        if fm:
-            self.section = fm[1].upper()
-            names = [n.strip('"') for n in fm[2].split()]
-            if not names:
-                raise BadCommand("HEADER.FIELDS needs at least one field name")
-            self.fields = {n.upper() for n in names}
-            self.section_text = f"{self.section} ({' '.join(n.upper() for n in names)})"
-        elif sec_up in ("", "HEADER", "TEXT"):
-            self.section = sec_up
-            self.section_text = sec_up
-        else:
-            raise BadCommand(f"Unsupported body section [{section[:40]}]")
-        if m[3] is not None:
-            if m[4] is not None and int(m[4]) == 0:
-                raise BadCommand("Partial length must be positive")
-            self.partial = (int(m[3]), int(m[4]) if m[4] is not None else None)
-
-    def render(self, msg: StoredMessage, flags_text: str) -> bytes:
-        data = msg.data()
-        if self.kind == "UID":
-            return f"UID {msg.uid}".encode()
-        if self.kind == "FLAGS":
-            return f"FLAGS {flags_text}".encode()
-        if self.kind == "RFC822.SIZE":
-            return f"RFC822.SIZE {len(data)}".encode()
-        if self.kind == "INTERNALDATE":
-            return f"INTERNALDATE {format_internal_date(msg)}".encode()
-        header, text = split_message(data)
-        if self.kind == "RFC822":
-            return literal(b"RFC822", data)
-        if self.kind == "RFC822.HEADER":
-            return literal(b"RFC822.HEADER", header)
-        if self.kind == "RFC822.TEXT":
-            return literal(b"RFC822.TEXT", text)
-        if self.section == "":
-            part = data
-        elif self.section == "HEADER":
-            part = header
-        elif self.section == "TEXT":
-            part = text
-        else:
-            part = header_fields(header, self.fields, keep=self.section == "HEADER.FIELDS")
-        name = f"BODY[{self.section_text}]"
-        if self.partial is not None:
-            start, count = self.partial
-            part = part[start : start + count] if count is not None else part[start:]
-            name += f"<{start}>"
-        return literal(name.encode(), part)
-
-
-def literal(name: bytes, data: bytes) -> bytes:
-    return name + b" {" + str(len(data)).encode() + b"}\r\n" + data
-
-
-def parse_fetch_items(arg) -> list[FetchItem]:
-    if isinstance(arg, list):
-        specs = arg
-    elif isinstance(arg, str) and not isinstance(arg, Q):
-        up = arg.upper()
-        if up == "FAST":
-            specs = ["FLAGS", "INTERNALDATE", "RFC822.SIZE"]
-        elif up in ("ALL", "FULL"):
-            raise BadCommand(f"FETCH {up} needs ENVELOPE, which the sandbox does not implement")
-        else:
-            specs = [arg]
-    else:
-        raise BadCommand("Invalid FETCH items")
-    if not specs or not all(isinstance(s, str) and not isinstance(s, Q) for s in specs):
-        raise BadCommand("Invalid FETCH items")
-    return [FetchItem(s) for s in specs]
 
 
 # --- the session ---------------------------------------------------------------------------
@@ -653,83 +393,6 @@ class IMAPSession:
                 await self.send(f"* {seq} FETCH ({uid_part}FLAGS {imap_flags(msg.flags)})")
         return "Store completed."
 
-    def _header(self, msg: StoredMessage):
-        h = self._headers.get(msg.key)
-        if h is None:
-            h = self._headers[msg.key] = BytesHeaderParser(policy=default_policy).parsebytes(
-                split_message(msg.data())[0]
-            )
-        return h
-
-    def _match(self, keys: list, pos: int, seq: int, msg: StoredMessage) -> tuple[bool, int]:
-        """Evaluate one search key at keys[pos]; return (matches, next position)."""
-        if pos >= len(keys):
-            raise BadCommand("Missing search key.")
-        key = keys[pos]
-        if isinstance(key, list):
-            ok, p = True, 0
-            if not key:
-                raise BadCommand("Empty search key list.")
-            while p < len(key):
-                r, p = self._match(key, p, seq, msg)
-                ok = ok and r
-            return ok, pos + 1
-        k = str(key).upper()
-
-        def arg(offset: int = 1) -> str:
-            if pos + offset >= len(keys) or isinstance(keys[pos + offset], list):
-                raise BadCommand(f"Search key {k} needs an argument.")
-            return str(keys[pos + offset])
-
-        flags = msg.flags
-        flag_keys = {"ANSWERED": "R", "DELETED": "T", "FLAGGED": "F", "SEEN": "S", "DRAFT": "D"}
-        if k == "ALL" or k == "OLD":
-            return True, pos + 1
-        if k in ("RECENT", "NEW"):
-            return False, pos + 1
-        if k in flag_keys:
-            return flag_keys[k] in flags, pos + 1
-        if k.startswith("UN") and k[2:] in flag_keys:
-            return flag_keys[k[2:]] not in flags, pos + 1
-        if k in ("SUBJECT", "FROM", "TO", "CC", "BCC"):
-            return self._header_has(msg, k, arg()), pos + 2
-        if k == "HEADER":
-            return self._header_has(msg, arg(1), arg(2)), pos + 3
-        if k in ("BODY", "TEXT"):
-            header, text = split_message(msg.data())
-            hay = text if k == "BODY" else header + text
-            return arg().lower().encode("utf-8") in hay.lower(), pos + 2
-        if k in ("LARGER", "SMALLER"):
-            try:
-                n = int(arg())
-            except ValueError:
-                raise BadCommand(f"{k} needs a number.") from None
-            size = len(msg.data())
-            return (size > n if k == "LARGER" else size < n), pos + 2
-        if k in ("BEFORE", "ON", "SINCE"):
-            day = parse_search_date(arg())
-            got = internal_date(msg).date()
-            return {"BEFORE": got < day, "ON": got == day, "SINCE": got >= day}[k], pos + 2
-        if k == "NOT":
-            r, p = self._match(keys, pos + 1, seq, msg)
-            return not r, p
-        if k == "OR":
-            r1, p = self._match(keys, pos + 1, seq, msg)
-            r2, p = self._match(keys, p, seq, msg)
-            return r1 or r2, p
-        if k == "UID":
-            ranges = parse_seqset(arg(), self.msgs[-1].uid if self.msgs else 0)
-            return in_ranges(msg.uid, ranges), pos + 2
-        if re.fullmatch(r"[0-9:*,]+", k):
-            return in_ranges(seq, parse_seqset(k, len(self.msgs))), pos + 1
-        raise BadCommand(f"Unknown or unsupported search key {k[:30]!r}.")
-
-    def _header_has(self, msg: StoredMessage, field: str, needle: str) -> bool:
-        values = self._header(msg).get_all(field) or []
-        if needle == "":
-            return bool(values)
-        return any(needle.lower() in str(v).lower() for v in values)
-
     async def c_search(self, tag: str, args: list, uid: bool = False) -> str:
         keys = list(args)
         if keys and str(keys[0]).upper() == "CHARSET":
@@ -738,19 +401,7 @@ class IMAPSession:
             keys = keys[2:]
         if not keys:
             raise BadCommand("SEARCH needs at least one search key.")
-        # Validate the whole expression once, even on an empty mailbox.
-        probe = StoredMessage("0.probe", "", "", 0, b"\r\n")
-        pos = 0
-        while pos < len(keys):
-            _, pos = self._match(keys, pos, 1, probe)
-        found = []
-        for seq, msg in enumerate(self.msgs, 1):
-            pos, ok = 0, True
-            while pos < len(keys):
-                r, pos = self._match(keys, pos, seq, msg)
-                ok = ok and r
-            if ok:
-                found.append(msg.uid if uid else seq)
+        found = Search(keys, self.msgs, self._headers).found(uid)
         await self.send("* SEARCH" + "".join(f" {n}" for n in found))
         return "Search completed."
 

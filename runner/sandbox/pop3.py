@@ -26,7 +26,7 @@ from runner.sandbox.sasl import (
 from runner.sandbox.store import StoredMessage
 
 if TYPE_CHECKING:
-    from runner.sandbox.server import SandboxState
+    from runner.sandbox.state import SandboxState
 
 log = logging.getLogger("runner.sandbox.pop3")
 

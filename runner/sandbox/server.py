@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hmac
 import ipaddress
 import logging
 import mailbox
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import trustme
 
-from runner.sandbox.lines import LineConnection
+from runner.sandbox.state import SandboxState
 from runner.sandbox.store import WELCOME_SUBJECT, MailStore, normalise
 from runner.transports.base import is_loopback
 
@@ -51,64 +50,6 @@ _LABELS = {
 
 class SandboxError(Exception):
     """The sandbox could not start (port in use, bad option); the message says which."""
-
-
-class SandboxState:
-    """What the protocol servers share. Lives in (and is only touched from) the loop thread."""
-
-    def __init__(
-        self,
-        *,
-        store: MailStore,
-        users: dict[str, str],
-        domain: str,
-        accept_any_login: bool,
-        tls_context: ssl.SSLContext,
-        idle_timeout: float,
-    ):
-        self.store = store
-        self.domain = domain
-        self.users = {normalise(u, domain) or u: p for u, p in users.items()}
-        self.accept_any_login = accept_any_login
-        self.tls_context = tls_context
-        self.idle_timeout = idle_timeout
-        self.hostname = f"mail.{domain}"
-        self.smtp_protocols: set = set()
-        self.connections: set[LineConnection] = set()
-        self.tasks: set[asyncio.Task] = set()
-
-    def store_name(self, address: str) -> str | None:
-        return normalise(address, self.domain)
-
-    def authenticate(self, login: str, password: str) -> str | None:
-        """The mailbox a login opens (created now if new), or None. An XOAUTH2 token is checked
-        as the password. Never logs or returns the password."""
-        name = normalise(login, self.domain)
-        if name is None:
-            return None
-        if not self.accept_any_login:
-            expected = self.users.get(name)
-            if expected is None or not hmac.compare_digest(expected.encode(), password.encode()):
-                return None
-        self.store.ensure(name)
-        return name
-
-    async def run_session(self, coro, conn: LineConnection) -> None:
-        task = asyncio.current_task()
-        self.connections.add(conn)
-        if task is not None:
-            self.tasks.add(task)
-        try:
-            await coro
-        except asyncio.CancelledError:
-            pass
-        except Exception as e:  # a bug in a session must not take the server down
-            log.error("sandbox session from %s failed: %s: %s", conn.peer, type(e).__name__, e)
-        finally:
-            conn.close()
-            self.connections.discard(conn)
-            if task is not None:
-                self.tasks.discard(task)
 
 
 class Sandbox:
@@ -341,13 +282,11 @@ def _hostport(host: str, port: int) -> str:
 
 # --- `mailrun sandbox` ---------------------------------------------------------------------
 def _port(text: str) -> int:
+    """A number; whether it is a port (0-65535) is Sandbox's check, for the API and this alike."""
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{value} is not a port number (0-65535)")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -36,7 +36,7 @@ from runner.sandbox.sasl import (
 )
 
 if TYPE_CHECKING:
-    from runner.sandbox.server import SandboxState
+    from runner.sandbox.state import SandboxState
 
 log = logging.getLogger("runner.sandbox.smtp")
 

@@ -1,0 +1,151 @@
+"""The sandbox IMAP server's message data: FETCH items (parsed once per command, rendered per
+message), flags in IMAP form, a message's header and text, and its internal date."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from runner.sandbox.imap_syntax import MONTHS, BadCommand, Q
+from runner.sandbox.store import MAILDIR_TO_IMAP, StoredMessage
+
+_FLAG_ORDER = ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"]
+
+
+def imap_flags(maildir_flags: str) -> str:
+    names = {MAILDIR_TO_IMAP[c] for c in maildir_flags if c in MAILDIR_TO_IMAP}
+    return "(" + " ".join(f for f in _FLAG_ORDER if f in names) + ")"
+
+
+def split_message(data: bytes) -> tuple[bytes, bytes]:
+    """(header including the blank line, text)."""
+    i = data.find(b"\r\n\r\n")
+    if i < 0:
+        return data, b""
+    return data[: i + 4], data[i + 4 :]
+
+
+def header_fields(header: bytes, names: set[str], keep: bool) -> bytes:
+    out = bytearray()
+    include = False
+    for line in header.split(b"\r\n"):
+        if not line:
+            continue
+        if line[:1] in (b" ", b"\t"):
+            if include:
+                out += line + b"\r\n"
+            continue
+        field = line.split(b":", 1)[0].strip().decode("ascii", "replace").upper()
+        include = (field in names) == keep
+        if include:
+            out += line + b"\r\n"
+    return bytes(out) + b"\r\n"
+
+
+def internal_date(msg: StoredMessage) -> dt.datetime:
+    m = re.match(r"^(\d+)\.", msg.key)
+    ts = int(m[1]) if m else 0
+    return dt.datetime.fromtimestamp(ts, dt.UTC)
+
+
+def format_internal_date(msg: StoredMessage) -> str:
+    d = internal_date(msg)
+    return f'"{d.day:2d}-{MONTHS[d.month - 1]}-{d.year:04d} {d.hour:02d}:{d.minute:02d}:{d.second:02d} +0000"'
+
+
+class FetchItem:
+    def __init__(self, spec: str):
+        self.spec = spec
+        up = spec.upper()
+        self.kind = up
+        self.peek = False
+        self.section = ""
+        self.fields: set[str] = set()
+        self.partial: tuple[int, int | None] | None = None
+        self.sets_seen = False
+        if up in ("UID", "FLAGS", "RFC822.SIZE", "INTERNALDATE", "RFC822.HEADER"):
+            return
+        if up in ("RFC822", "RFC822.TEXT"):
+            self.sets_seen = True
+            return
+        m = re.fullmatch(
+            r"(BODY|BODY\.PEEK|BINARY|BINARY\.PEEK)\[(.*)\](?:<(\d+)(?:\.(\d+))?>)?", spec, re.I | re.S
+        )
+        if not m or m[1].upper().startswith("BINARY"):
+            raise BadCommand(f"Unknown or unsupported FETCH item {spec[:40]!r}")
+        self.kind = "BODY"
+        self.peek = m[1].upper() == "BODY.PEEK"
+        self.sets_seen = not self.peek
+        section = m[2].strip()
+        sec_up = section.upper()
+        fm = re.fullmatch(r"(HEADER\.FIELDS(?:\.NOT)?)\s*\((.*)\)", section, re.I | re.S)
+        if fm:
+            self.section = fm[1].upper()
+            names = [n.strip('"') for n in fm[2].split()]
+            if not names:
+                raise BadCommand("HEADER.FIELDS needs at least one field name")
+            self.fields = {n.upper() for n in names}
+            self.section_text = f"{self.section} ({' '.join(n.upper() for n in names)})"
+        elif sec_up in ("", "HEADER", "TEXT"):
+            self.section = sec_up
+            self.section_text = sec_up
+        else:
+            raise BadCommand(f"Unsupported body section [{section[:40]}]")
+        if m[3] is not None:
+            if m[4] is not None and int(m[4]) == 0:
+                raise BadCommand("Partial length must be positive")
+            self.partial = (int(m[3]), int(m[4]) if m[4] is not None else None)
+
+    def render(self, msg: StoredMessage, flags_text: str) -> bytes:
+        data = msg.data()
+        if self.kind == "UID":
+            return f"UID {msg.uid}".encode()
+        if self.kind == "FLAGS":
+            return f"FLAGS {flags_text}".encode()
+        if self.kind == "RFC822.SIZE":
+            return f"RFC822.SIZE {len(data)}".encode()
+        if self.kind == "INTERNALDATE":
+            return f"INTERNALDATE {format_internal_date(msg)}".encode()
+        header, text = split_message(data)
+        if self.kind == "RFC822":
+            return literal(b"RFC822", data)
+        if self.kind == "RFC822.HEADER":
+            return literal(b"RFC822.HEADER", header)
+        if self.kind == "RFC822.TEXT":
+            return literal(b"RFC822.TEXT", text)
+        if self.section == "":
+            part = data
+        elif self.section == "HEADER":
+            part = header
+        elif self.section == "TEXT":
+            part = text
+        else:
+            part = header_fields(header, self.fields, keep=self.section == "HEADER.FIELDS")
+        name = f"BODY[{self.section_text}]"
+        if self.partial is not None:
+            start, count = self.partial
+            part = part[start : start + count] if count is not None else part[start:]
+            name += f"<{start}>"
+        return literal(name.encode(), part)
+
+
+def literal(name: bytes, data: bytes) -> bytes:
+    return name + b" {" + str(len(data)).encode() + b"}\r\n" + data
+
+
+def parse_fetch_items(arg) -> list[FetchItem]:
+    if isinstance(arg, list):
+        specs = arg
+    elif isinstance(arg, str) and not isinstance(arg, Q):
+        up = arg.upper()
+        if up == "FAST":
+            specs = ["FLAGS", "INTERNALDATE", "RFC822.SIZE"]
+        elif up in ("ALL", "FULL"):
+            raise BadCommand(f"FETCH {up} needs ENVELOPE, which the sandbox does not implement")
+        else:
+            specs = [arg]
+    else:
+        raise BadCommand("Invalid FETCH items")
+    if not specs or not all(isinstance(s, str) and not isinstance(s, Q) for s in specs):
+        raise BadCommand("Invalid FETCH items")
+    return [FetchItem(s) for s in specs]
