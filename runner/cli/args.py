@@ -113,10 +113,14 @@ def _var(text: str) -> tuple[str, str]:
 
 
 def _report(text: str) -> tuple[str, str]:
-    kind, sep, path = text.partition("=")
-    if not sep or kind not in ("junit", "json") or not path:
-        raise _type_error(f"--report wants junit=PATH or json=PATH, got {text!r}")
-    return kind, path
+    from runner.reporters.base import ReportError
+    from runner.reporters.formats import FORMATS, parse_spec
+
+    try:
+        return parse_spec(text)
+    except ReportError:
+        wanted = " or ".join(f"{k}=PATH" for k in FORMATS)
+        raise _type_error(f"--report wants {wanted}, got {text!r}") from None
 
 
 def _positive_float(text: str) -> float:
@@ -199,7 +203,11 @@ def build_run_parser() -> argparse.ArgumentParser:
     o = p.add_argument_group("output")
     o.add_argument("-v", "--verbose", action="store_true", help="show the whole conversation as it happens")
     o.add_argument("--show-crlf", action="store_true", help="with -v: make CR and LF visible")
-    o.add_argument("--report", action="append", type=_report, default=[], metavar="junit=PATH|json=PATH")
+    from runner.reporters.formats import FORMATS
+
+    o.add_argument(
+        "--report", action="append", type=_report, default=[], metavar="|".join(f"{k}=PATH" for k in FORMATS)
+    )
     o.add_argument("--transcript", metavar="DIR", help="write one transcript file per scenario run")
     s = p.add_argument_group("suites")
     s.add_argument("-j", "--jobs", type=_whole(1, "-j "), help="run N scenarios at a time")

@@ -202,7 +202,9 @@ class Reporters:
             self.live.append(lambda run: self.console.handle)
         else:
             self.ordered.append(self.console)
-        self.files = [_report_file(kind, path) for kind, path in args.report]
+        from runner.reporters.formats import create
+
+        self.files = [create(kind, path) for kind, path in args.report]
         self.ordered.extend(self.files)
         self.transcripts = None
         if args.transcript:
@@ -224,16 +226,6 @@ class Reporters:
         if self.transcripts is not None:
             self.transcripts.close()
         return results
-
-
-def _report_file(kind: str, path: str):
-    if kind == "json":
-        from runner.reporters.json_report import JsonReporter
-
-        return JsonReporter(path)
-    from runner.reporters.junit import JUnitReporter
-
-    return JUnitReporter(path)
 
 
 def play(runs, options, args, jobs: int) -> int:
