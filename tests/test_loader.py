@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runner.errors import ScenarioError
-from runner.lang.templates import Context
+from runner.lang.render import Context
 from runner.load import api as A
-from runner.load import loader as L
+from runner.load import varfiles as V
 from runner.model.config import ConnectConfig, resolve_connect
 from runner.model.scenario import env_warnings
 
@@ -511,9 +511,9 @@ def test_sessions_rules(tmp_path):
 def test_fragment_is_not_runnable(tmp_path):
     p = write(tmp_path, "steps:\n  - C: NOOP\n")
     assert "this is a fragment" in one(p)
-    assert L.is_fragment(p)
-    assert not L.is_fragment(write(tmp_path, HEAD + "steps: [{S: 220}]\n", "x.yaml"))
-    assert not L.is_fragment(tmp_path / "missing.yaml")
+    assert A.is_fragment(p)
+    assert not A.is_fragment(write(tmp_path, HEAD + "steps: [{S: 220}]\n", "x.yaml"))
+    assert not A.is_fragment(tmp_path / "missing.yaml")
 
 
 # ------------------------------------------------------------------ includes
@@ -717,7 +717,7 @@ def test_resolve_connect_starttls_step_without_tls(tmp_path):
 
 def test_load_vars_file(tmp_path):
     p = write(tmp_path, "user: bob\nport: 2525\nflag: true\nratio: 1.5\nmode: off\n", "v.yaml")
-    assert L.load_vars_file(p) == {
+    assert V.load_vars_file(p) == {
         "user": "bob",
         "port": "2525",
         "flag": "true",
@@ -726,13 +726,13 @@ def test_load_vars_file(tmp_path):
     }
     bad = write(tmp_path, "user: [a]\n'bad name': x\n", "b.yaml")
     with pytest.raises(ScenarioError) as ei:
-        L.load_vars_file(bad)
+        V.load_vars_file(bad)
     assert (
         len(ei.value.problems) == 2
         and "user: expected a string or number, got a list" in ei.value.problems[0]
     )
     with pytest.raises(ScenarioError, match="must be a mapping"):
-        L.load_vars_file(write(tmp_path, "- a\n", "l.yaml"))
+        V.load_vars_file(write(tmp_path, "- a\n", "l.yaml"))
 
 
 def test_load_env_file(tmp_path):
@@ -741,7 +741,7 @@ def test_load_env_file(tmp_path):
         '# comment\n\nA=1\nexport B = two words\nC=\'single # not a comment\'\nD="dq \\"x\\" \\n"\n'
         "E=val # trailing comment\nF=\n"
     )
-    assert L.load_env_file(p) == {
+    assert V.load_env_file(p) == {
         "A": "1",
         "B": "two words",
         "C": "single # not a comment",
@@ -752,11 +752,11 @@ def test_load_env_file(tmp_path):
     bad = tmp_path / "bad.env"
     bad.write_text("OK=1\nnot a line secretvalue\nQ='unterminated\n")
     with pytest.raises(ScenarioError) as ei:
-        L.load_env_file(bad)
+        V.load_env_file(bad)
     assert ei.value.problems == [f"{bad}:2: expected KEY=VALUE", f"{bad}:3: Q: unterminated quote"]
     assert "secretvalue" not in str(ei.value)
     with pytest.raises(ScenarioError, match="file not found"):
-        L.load_env_file(tmp_path / "none.env")
+        V.load_env_file(tmp_path / "none.env")
 
 
 # ------------------------------------------------------------------ discovery and validate
@@ -1028,7 +1028,7 @@ def test_libyaml_and_pure_python_parsers_agree():
     (and reports the errors). Every file the project has must give the same tree from both."""
     import yaml.reader
 
-    from runner.load import loader as L
+    from runner.load import yaml_doc as L
 
     if L._FastLoader is None:
         pytest.skip("PyYAML was built without libyaml: only the pure-Python parser runs")
@@ -1069,7 +1069,7 @@ _yamlish = st.recursive(
 @settings(max_examples=150, deadline=None)
 @given(_yamlish, st.sampled_from([None, True, False]))
 def test_property_parsers_agree_on_generated_documents(data, flow):
-    from runner.load import loader as L
+    from runner.load import yaml_doc as L
 
     if L._FastLoader is None:
         return
