@@ -21,7 +21,7 @@ from runner.lang.render import Context
 from runner.load import api as A
 from runner.load import varfiles as V
 from runner.model.config import ConnectConfig, resolve_connect
-from runner.model.scenario import env_warnings
+from runner.model.scenario import ConnectSpec, Location, Session, env_warnings
 
 FIX = Path(__file__).resolve().parent / "fixtures"
 INVALID = sorted((FIX / "invalid").glob("*.yaml"))
@@ -1081,3 +1081,62 @@ def test_property_parsers_agree_on_generated_documents(data, flow):
     assert (slow is None) == (fast is None)
     if slow is not None:
         assert _tree(fast) == _tree(slow)
+
+
+# ------------------------------------------------------------------ schema first, one rule each
+
+
+def test_a_value_the_schema_rejects_gets_the_schema_message_only(tmp_path):
+    """The schema runs before the semantic checks, which skip what it rejected: no second,
+    guessing message about the same value (main said 'multiline' is for pop3 only about a
+    value that is not even a boolean, and checked S: against smtp for an unknown protocol)."""
+    p = write(tmp_path, HEAD + "steps:\n  - {C: NOOP, S: 250, multiline: 'yes'}\n")
+    assert "steps[0].multiline: expected a boolean" in one(p)
+    q = write(
+        tmp_path, "name: t\nprotocol: lines\nconnect: {host: h, port: 7}\nsteps:\n  - S: '^OK'\n", "q.yaml"
+    )
+    assert "'protocol' must be one of smtp, pop3, imap, line (got 'lines')" in one(q)
+
+
+def test_problems_outside_a_rejected_step_are_still_reported(tmp_path):
+    p = write(
+        tmp_path,
+        HEAD + "steps:\n  - {C: NOOP, S: 250, timeout: 0, capture: {x: '(.*)'}}\n"
+        "  - C: 'HELO {{ x }} {{ nope }}'\n",
+    )
+    ps = problems(p)
+    assert len(ps) == 2, ps  # the capture of the rejected step stays defined
+    assert "steps[0].timeout: must be greater than 0 (got 0)" in ps[0]
+    assert "steps[1].C: undefined variable 'nope'" in ps[1]
+
+
+def test_c_line_taint_is_read_with_the_template_parser(tmp_path):
+    """b64 makes a value safe for a C line, unless b64decode undoes it (main's regex saw 'b64'
+    anywhere in the expression and let it through)."""
+    p = write(
+        tmp_path,
+        HEAD
+        + 'vars:\n  a: "x\\ny"\nsteps:\n  - C: "HELO {{ a | b64 | b64decode }}"\n  - C: "X {{ a | b64 }}"\n',
+    )
+    assert "steps[0].C: variable 'a' holds a line break" in one(p)
+
+
+def test_connect_rules_say_the_same_at_load_and_at_run(tmp_path):
+    """One function (runner.model.config.check_connect) holds each connect rule: a literal
+    value at load and a rendered one at run time get the same words."""
+    at_load = one(
+        write(tmp_path, "name: t\nconnect: {host: h, tls: implicit, ca: nope.pem}\nsteps: [{S: 220}]\n")
+    )
+    s, p = _session(tmp_path, "{host: h, tls: implicit, ca: '{{ ca }}'}", defined=["ca"])
+    ctx = Context(env={})
+    ctx.set("ca", "nope.pem")
+    with pytest.raises(ScenarioError) as ei:
+        resolve_connect(s, ctx)
+    rule = "ca file 'nope.pem' not found (relative to "
+    assert rule in at_load and rule in ei.value.problems[0]
+    line = write(tmp_path, "name: t\nprotocol: line\nconnect: {host: h}\nsteps: [{S: x}]\n", "line.yaml")
+    spec = ConnectSpec(values={"host": "h"}, base_dir=tmp_path, location=Location("line.yaml", 3, 10))
+    with pytest.raises(ScenarioError) as ei:
+        resolve_connect(Session("s", "line", spec, ()), Context(env={}))
+    rule = "missing required key 'port' (protocol line has no usual port)"
+    assert rule in one(line) and rule in ei.value.problems[0]

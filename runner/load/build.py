@@ -18,10 +18,10 @@ from runner.cache import store as model_cache
 from runner.errors import ScenarioError
 from runner.lang.templates import BUILTINS
 from runner.load.cacheable import holds_secret_literal
-from runner.load.checker import Checker, Scope, is_literal
+from runner.load.checker import UNKNOWN_PROTOCOL, Checker, Scope, is_literal
 from runner.load.steps import steps
 from runner.load.yaml_doc import is_fragment_data, read_doc
-from runner.model.config import PATH_KEYS, PROTOCOLS, check_connect, starttls_problem
+from runner.model.config import PATH_KEYS, check_connect, starttls_problem
 from runner.model.scenario import ConnectSpec, Retry, Scenario, Session
 
 TYPE_CHECKING = False
@@ -120,7 +120,10 @@ def _build_scenario(chk: Checker, doc: Doc, scope: Scope) -> Scenario | None:
 def _build_session(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope, protocol: str | None):
     """Check one session (the file itself when there is no `sessions:`); -> its Session, or
     None when the file has problems."""
-    scope.protocol = protocol if protocol in PROTOCOLS else None
+    if path + ("protocol",) in doc.rejected:
+        scope.protocol = UNKNOWN_PROTOCOL  # S: patterns are not checked against a guess
+    else:
+        scope.protocol = protocol  # None: a sessions item without one (the schema said so)
     chk.starttls = []
     cpath = path + ("connect",)
     connect = None if cpath in doc.rejected else raw.get("connect")
@@ -160,7 +163,7 @@ def _check_connect(chk: Checker, doc: Doc, cpath: Path_, connect: dict, scope: S
             chk.template(doc, cpath + (k,), v, scope)
             if is_literal(v):
                 literal[k] = v
-    if scope.protocol is None or "host" not in connect:
+    if not scope.protocol or "host" not in connect:
         return  # the schema reported the protocol or the missing host
     out, found = check_connect(
         literal,

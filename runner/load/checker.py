@@ -22,7 +22,9 @@ if TYPE_CHECKING:
     from runner.load.yaml_doc import Doc, Path_
     from runner.model.scenario import Location
 
-__all__ = ["Checker", "Scope", "is_literal"]
+__all__ = ["UNKNOWN_PROTOCOL", "Checker", "Scope", "is_literal"]
+
+UNKNOWN_PROTOCOL = ""  # Scope.protocol of a session whose protocol the schema rejected
 
 
 def is_literal(v: Any) -> bool:
@@ -36,7 +38,8 @@ def is_literal(v: Any) -> bool:
 
 
 class Scope:
-    """The names a place in a file can use. tainted: names whose known value holds CR or LF;
+    """The names a place in a file can use. protocol: the session's; None in a fragment (any
+    session may include it); UNKNOWN_PROTOCOL when the schema rejected it. tainted: names whose known value holds CR or LF;
     chain: (real path, "file:line") of each include on the way; check_undefined: False in a
     fragment checked alone (its includer defines its names)."""
 

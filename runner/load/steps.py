@@ -9,7 +9,7 @@ that the names it captures stay defined, so later steps are not told they are un
 from __future__ import annotations
 
 from runner.lang.pattern_parse import MAPPING_KEYS, parse_pattern, regex_problem
-from runner.load.checker import is_literal
+from runner.load.checker import UNKNOWN_PROTOCOL, is_literal
 from runner.load.includes import open_include
 from runner.model.scenario import Step
 
@@ -179,6 +179,8 @@ def _pattern(chk: Checker, doc: Doc, path: Path_, value: Any, scope: Scope) -> P
                 "quote the whole line",
             )
             return None
+    if scope.protocol == UNKNOWN_PROTOCOL:
+        return None  # the schema reported the protocol; the pattern's meaning depends on it
     protos = [scope.protocol] if scope.protocol else ["smtp", "pop3", "imap"]
     results = [parse_pattern(value, pr) for pr in protos]
     good = [r for r in results if r[0] is not None and not r[1]]
