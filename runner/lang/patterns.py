@@ -9,6 +9,9 @@ Forms (per protocol: smtp, pop3, imap, line):
   mapping  checks that must all hold: `code`, `text`, `re` (regex searched in reply.text),
            `lines` (regexes, each must match some line), `not` (a pattern that must NOT match).
 
+runner.lang.pattern_parse turns an `S:` value into these Pattern classes (with every problem
+listed); this module holds the classes, how they match a Reply, and capture.
+
 Templates may appear in every pattern string: CODE and TEXT are rendered normally, regexes
 with regex=True (substituted values match literally). Regexes are searched with re.MULTILINE,
 so `^` and `$` anchor at line boundaries.

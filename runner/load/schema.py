@@ -167,102 +167,123 @@ _NONDECIMAL = re.compile(
 )
 
 
-def _translate(err, doc: Doc, known_keys_missing: set) -> list[tuple[Path_, bool, str]]:
-    """One jsonschema error -> [(path, at_key, message)]."""
-    v = err.validator
-    inst = err.instance
+def _translate(err, known_keys_missing: set) -> list[tuple[Path_, bool, str]]:
+    """One jsonschema error -> [(path, at_key, message)]. known_keys_missing: (path, key) of
+    keys a typo explains (so `required` does not report them again)."""
     path: Path_ = tuple(err.absolute_path)
     sch = err.schema if isinstance(err.schema, dict) else {}
     if "propertyNames" in err.absolute_schema_path:
-        # the instance is the offending key itself
+        inst = err.instance  # the offending key itself
         return [
             (path + (inst,), True, f"{inst!r} is not a valid name (a letter or _, then letters, digits or _)")
         ]
-    if v == "additionalProperties":
-        props = sorted(sch.get("properties", {}))
+    special = _SPECIAL.get(err.validator)
+    if special is not None:
+        return special(err, path, sch, known_keys_missing)
+    simple = _SIMPLE.get(err.validator)
+    message = err.message if simple is None else simple(err.validator_value, _show(err.instance, path))
+    return [(path, False, message)]
+
+
+def _unknown_keys(err, path: Path_, sch: dict, known_keys_missing: set) -> list[tuple[Path_, bool, str]]:
+    inst = err.instance
+    props = sorted(sch.get("properties", {}))
+    out = []
+    for k in inst:
+        if k in sch.get("properties", {}):
+            continue
+        close = difflib.get_close_matches(k, props, n=1, cutoff=0.6)
+        if not close:
+            close = [p for p in props if p.lower() == k.lower()][:1]
+        if close:
+            hint = f" (did you mean '{close[0]}'?)"
+            known_keys_missing.add((path, close[0]))
+        else:
+            hint = " (allowed: " + ", ".join(props) + ")"
+        if "sessions" in inst and k in ("connect", "steps", "finally", "protocol", "retry"):
+            hint = " (with sessions:, each session has its own connect, protocol, steps and finally)"
+        out.append((path + (k,), True, f"unknown key '{k}'{hint}"))
+    return out
+
+
+def _missing_keys(err, path: Path_, sch: dict, known_keys_missing: set) -> list[tuple[Path_, bool, str]]:
+    inst = err.instance
+    missing = [r for r in err.validator_value if isinstance(inst, dict) and r not in inst]
+    return [
+        (path, False, f"missing required key '{m}'") for m in missing if (path, m) not in known_keys_missing
+    ]
+
+
+def _wrong_type(err, path: Path_, sch: dict, known_keys_missing: set) -> list[tuple[Path_, bool, str]]:
+    t = err.validator_value
+    types = t if isinstance(t, list) else [t]
+    words = " or ".join(TYPE_WORDS[x] for x in types)
+    hint = _type_hint(err.instance, set(types), path)
+    return [(path, False, f"expected {words}, got {_show_kind(err.instance, path)}{hint}")]
+
+
+def _not_in_enum(err, path: Path_, sch: dict, known_keys_missing: set) -> list[tuple[Path_, bool, str]]:
+    name = path[-1] if path and isinstance(path[-1], str) else "value"
+    allowed = ", ".join(str(x) for x in err.validator_value)
+    return [(path, False, f"'{name}' must be one of {allowed} (got {_show(err.instance, path)})")]
+
+
+def _no_branch(err, path: Path_, sch: dict, known_keys_missing: set) -> list[tuple[Path_, bool, str]]:
+    """anyOf/oneOf: when exactly one branch has the value's type, that branch's errors;
+    otherwise one message naming what would do."""
+    inst = err.instance
+    branches = sch.get(err.validator, [])
+    t = jtype(inst)
+    cands = []
+    for i, b in enumerate(branches):
+        if t not in _branch_types(b) and not (t == "integer" and "number" in _branch_types(b)):
+            continue
+        if _is_template_branch(b) and isinstance(inst, str) and "{{" not in inst:
+            continue
+        cands.append(i)
+    if len(cands) == 1:
         out = []
-        for k in inst:
-            if k in sch.get("properties", {}):
-                continue
-            close = difflib.get_close_matches(k, props, n=1, cutoff=0.6)
-            if not close:
-                close = [p for p in props if p.lower() == k.lower()][:1]
-            if close:
-                hint = f" (did you mean '{close[0]}'?)"
-                known_keys_missing.add((path, close[0]))
-            else:
-                hint = " (allowed: " + ", ".join(props) + ")"
-            if "sessions" in inst and k in ("connect", "steps", "finally", "protocol", "retry"):
-                hint = " (with sessions:, each session has its own connect, protocol, steps and finally)"
-            out.append((path + (k,), True, f"unknown key '{k}'{hint}"))
-        return out
-    if v == "required":
-        missing = [r for r in err.validator_value if isinstance(inst, dict) and r not in inst]
-        return [
-            (path, False, f"missing required key '{m}'")
-            for m in missing
-            if (path, m) not in known_keys_missing
-        ]
-    if v == "type":
-        t = err.validator_value
-        expected = set(t) if isinstance(t, list) else {t}
-        words = " or ".join(TYPE_WORDS[x] for x in (t if isinstance(t, list) else [t]))
-        return [
-            (path, False, f"expected {words}, got {_show_kind(inst, path)}{_type_hint(inst, expected, path)}")
-        ]
-    if v == "enum":
-        name = path[-1] if path and isinstance(path[-1], str) else "value"
-        allowed = ", ".join(str(x) for x in err.validator_value)
-        return [(path, False, f"'{name}' must be one of {allowed} (got {_show(inst, path)})")]
-    if v in ("anyOf", "oneOf"):
-        branches = sch.get(v, [])
-        t = jtype(inst)
-        cands = []
-        for i, b in enumerate(branches):
-            if t not in _branch_types(b) and not (t == "integer" and "number" in _branch_types(b)):
-                continue
-            if _is_template_branch(b) and isinstance(inst, str) and "{{" not in inst:
-                continue
-            cands.append(i)
-        if len(cands) == 1:
-            subs = [
-                e
-                for e in (err.context or [])
-                if e.relative_schema_path and e.relative_schema_path[0] == cands[0]
-            ]
-            out = []
-            for e in subs:
-                out.extend(_translate(e, doc, known_keys_missing))
-            if out:
-                return out
-        expected = sch.get("x-error") or _expected_words(branches)
-        exp_types: set[str] = set()
-        for b in branches:
-            exp_types |= _branch_types(b)
-        return [
-            (
-                path,
-                False,
-                f"expected {expected}, got {_show_kind(inst, path)}{_type_hint(inst, exp_types, path)}",
-            )
-        ]
-    if v == "pattern":
-        what = sch.get("x-error") or f"text matching {err.validator_value!r}"
-        hint = ""
-        if isinstance(inst, str) and _NONDECIMAL.match(inst) and not _secret_path(path):
-            hint = " (numbers are decimal: no octal, hex, 1:30 or .inf)"
-        return [(path, False, f"expected {what}, got {_show(inst, path)}{hint}")]
-    if v == "minimum":
-        return [(path, False, f"must be at least {err.validator_value} (got {_show(inst, path)})")]
-    if v == "exclusiveMinimum":
-        return [(path, False, f"must be greater than {err.validator_value} (got {_show(inst, path)})")]
-    if v == "maximum":
-        return [(path, False, f"must be at most {err.validator_value} (got {_show(inst, path)})")]
-    if v in ("minItems", "minProperties", "minLength"):
-        return [(path, False, "must not be empty")]
-    if v == "uniqueItems":
-        return [(path, False, "lists a name more than once")]
-    return [(path, False, err.message)]
+        for e in err.context or []:
+            if e.relative_schema_path and e.relative_schema_path[0] == cands[0]:
+                out.extend(_translate(e, known_keys_missing))
+        if out:
+            return out
+    expected = sch.get("x-error") or _expected_words(branches)
+    exp_types: set[str] = set()
+    for b in branches:
+        exp_types |= _branch_types(b)
+    return [
+        (path, False, f"expected {expected}, got {_show_kind(inst, path)}{_type_hint(inst, exp_types, path)}")
+    ]
+
+
+def _no_match(err, path: Path_, sch: dict, known_keys_missing: set) -> list[tuple[Path_, bool, str]]:
+    inst = err.instance
+    what = sch.get("x-error") or f"text matching {err.validator_value!r}"
+    hint = ""
+    if isinstance(inst, str) and _NONDECIMAL.match(inst) and not _secret_path(path):
+        hint = " (numbers are decimal: no octal, hex, 1:30 or .inf)"
+    return [(path, False, f"expected {what}, got {_show(inst, path)}{hint}")]
+
+
+_SPECIAL = {
+    "additionalProperties": _unknown_keys,
+    "required": _missing_keys,
+    "type": _wrong_type,
+    "enum": _not_in_enum,
+    "anyOf": _no_branch,
+    "oneOf": _no_branch,
+    "pattern": _no_match,
+}
+_SIMPLE = {  # (the schema's value, the instance as shown) -> message
+    "minimum": lambda limit, got: f"must be at least {limit} (got {got})",
+    "exclusiveMinimum": lambda limit, got: f"must be greater than {limit} (got {got})",
+    "maximum": lambda limit, got: f"must be at most {limit} (got {got})",
+    "minItems": lambda limit, got: "must not be empty",
+    "minProperties": lambda limit, got: "must not be empty",
+    "minLength": lambda limit, got: "must not be empty",
+    "uniqueItems": lambda limit, got: "lists a name more than once",
+}
 
 
 def _show_kind(inst: Any, path: Path_) -> str:
@@ -292,7 +313,7 @@ def _schema_problems(doc: Doc, defname: str) -> list[tuple[int, int, str]]:
         path = tuple(err.absolute_path)
         if _in_pattern(path):
             continue  # S: patterns are checked by runner.lang.pattern_parse, with better messages
-        found = _translate(err, doc, known)
+        found = _translate(err, known)
         if err.validator == "additionalProperties" or "propertyNames" in err.absolute_schema_path:
             doc.rejected.update(p for p, _, _ in found)  # the unknown key or bad name, not its mapping
         elif err.validator != "required":  # a missing key leaves the rest of the mapping to check

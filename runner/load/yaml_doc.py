@@ -315,10 +315,7 @@ def _yaml_error_hint(text: str, exc: yaml.MarkedYAMLError) -> str:
 
 def parse_yaml(raw: bytes, display: str, real: Path) -> Doc:
     """Parse bytes into a Doc. Fatal problems (encoding, syntax, size) raise ScenarioError."""
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw_text = raw[3:]
-    else:
-        raw_text = raw
+    raw_text = raw[3:] if raw.startswith(b"\xef\xbb\xbf") else raw
     try:
         text = raw_text.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -329,44 +326,20 @@ def parse_yaml(raw: bytes, display: str, real: Path) -> Doc:
             f"{display}:{line}:{col}: the file is not UTF-8 (byte 0x{raw_text[e.start]:02x}); save it as UTF-8"
         ) from None
     doc = Doc(display, real, raw, None)
+    empty = f"{display}:1:1: the file is empty (a scenario needs name, connect and steps)"
     if not text.strip() or all(ln.strip().startswith("#") or not ln.strip() for ln in text.splitlines()):
-        raise ScenarioError(f"{display}:1:1: the file is empty (a scenario needs name, connect and steps)")
+        raise ScenarioError(empty)
     try:
         node = _compose(text)
         if node is None:
-            raise ScenarioError(
-                f"{display}:1:1: the file is empty (a scenario needs name, connect and steps)"
-            )
+            raise ScenarioError(empty)
         data = _Builder(doc).build(node, ())
     except _TooBig as e:
         line, col = _mark(e.node.start_mark)
         what = "a recursive alias" if e.recursive else f"more than {MAX_NODES} nodes after expanding aliases"
         raise ScenarioError(f"{display}:{line}:{col}: the document holds {what}") from None
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line, col = _mark(mark) if mark is not None else (1, 1)
-        what = (e.problem or str(e)).strip()
-        if "expected a single document" in (e.context or ""):
-            raise ScenarioError(
-                f"{display}:{line}:{col}: the file holds more than one YAML document (---); "
-                "a scenario is one document (use sessions: for several connections)"
-            ) from None
-        ctx = f" ({e.context})" if e.context and e.problem else ""
-        raise ScenarioError(
-            f"{display}:{line}:{col}: YAML syntax error: {what}{ctx}{_yaml_error_hint(text, e)}"
-        ) from None
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-        line, col = _mark(mark) if mark is not None else (1, 1)
-        if isinstance(e, yaml.reader.ReaderError):
-            line, col = 1, 1
-            before = text[: e.position]
-            line = before.count("\n") + 1
-            col = e.position - (before.rfind("\n") + 1) + 1
-            raise ScenarioError(
-                f"{display}:{line}:{col}: the file holds a control character (#x{e.character:04x}) YAML does not allow"
-            ) from None
-        raise ScenarioError(f"{display}:{line}:{col}: YAML error: {e}") from None
+        raise ScenarioError(_yaml_error(e, text, display)) from None
     if not isinstance(data, dict):
         kind = describe_type(data)
         raise ScenarioError(
@@ -374,6 +347,27 @@ def parse_yaml(raw: bytes, display: str, real: Path) -> Doc:
         )
     doc.data = data
     return doc
+
+
+def _yaml_error(e: yaml.YAMLError, text: str, display: str) -> str:
+    """PyYAML's error as `file:line:col: ...`, in words a scenario's author can act on."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    line, col = _mark(mark) if mark is not None else (1, 1)
+    if isinstance(e, yaml.MarkedYAMLError):
+        what = (e.problem or str(e)).strip()
+        if "expected a single document" in (e.context or ""):
+            return (
+                f"{display}:{line}:{col}: the file holds more than one YAML document (---); "
+                "a scenario is one document (use sessions: for several connections)"
+            )
+        ctx = f" ({e.context})" if e.context and e.problem else ""
+        return f"{display}:{line}:{col}: YAML syntax error: {what}{ctx}{_yaml_error_hint(text, e)}"
+    if isinstance(e, yaml.reader.ReaderError):
+        before = text[: e.position]
+        line = before.count("\n") + 1
+        col = e.position - (before.rfind("\n") + 1) + 1
+        return f"{display}:{line}:{col}: the file holds a control character (#x{e.character:04x}) YAML does not allow"
+    return f"{display}:{line}:{col}: YAML error: {e}"
 
 
 def read_doc(path: str | Path) -> Doc:

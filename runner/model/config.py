@@ -151,11 +151,11 @@ def check_connect(
     against base_dir; base_display: the file named in a "(relative to ...)" hint."""
     keys = set(values) if keys is None else set(keys)
     shown = {} if shown is None else shown
-    problems: list[tuple[str, str]] = []
 
     def got(key: str) -> str:
         return shown.get(key) or repr(values[key])
 
+    problems: list[tuple[str, str]] = []
     out: dict[str, Any] = {}
     for key, v in values.items():
         if key not in _FIELDS:
@@ -165,10 +165,28 @@ def check_connect(
             out[key] = _convert(key, v, base_dir, from_spec=key in relative)
         except ValueError as e:
             problems.append((key, f"{e} (got {got(key)})"))
-    tls = out.get("tls", "none")
+    problems += _check_modes(out, got)
+    problems += _check_numbers(out, keys, protocol, got)
+    for key in PATH_KEYS:
+        if out.get(key) is not None and not Path(out[key]).is_file():
+            hint = ""
+            if base_display is not None and key in relative and not Path(str(values[key])).is_absolute():
+                hint = f" (relative to {base_display})"
+            problems.append((key, f"{key} file {got(key)} not found{hint}"))
+    if "client_key" in keys and "client_cert" not in keys:
+        problems.append(("client_key", "client_key needs client_cert"))
+    if "host" not in keys or ("host" in out and not out["host"]):
+        problems.append(("host", "host is empty"))
+    return out, problems
+
+
+def _check_modes(out: dict[str, Any], got) -> list[tuple[str, str]]:
+    """tls, transport, tls_min_version: known values, and a transport that can do the tls."""
+    problems = []
     for key, allowed in (("tls", TLS_MODES), ("transport", TRANSPORTS), ("tls_min_version", ("1.2", "1.3"))):
         if key in out and out[key] not in allowed:
             problems.append((key, f"'{key}' must be one of {', '.join(allowed)} (got {got(key)})"))
+    tls = out.get("tls", "none")
     if out.get("transport") == "telnet" and tls in ("implicit", "starttls"):
         problems.append(
             (
@@ -176,8 +194,14 @@ def check_connect(
                 f"the telnet transport cannot speak TLS (tls: {tls}); use transport: socket or transport: openssl",
             )
         )
+    return problems
+
+
+def _check_numbers(out: dict[str, Any], keys: set[str], protocol: str, got) -> list[tuple[str, str]]:
+    """The port (or the protocol's usual one, put in `out`), timeouts > 0, limits >= 1."""
+    problems = []
     if "port" not in keys:
-        default = DEFAULT_PORTS.get((protocol, tls == "implicit"))
+        default = DEFAULT_PORTS.get((protocol, out.get("tls", "none") == "implicit"))
         if default is None:
             problems.append(("port", f"missing required key 'port' (protocol {protocol} has no usual port)"))
         else:
@@ -190,17 +214,7 @@ def check_connect(
     for key in ("max_line", "max_reply"):
         if key in out and out[key] < 1:
             problems.append((key, f"must be at least 1 (got {got(key)})"))
-    for key in PATH_KEYS:
-        if out.get(key) is not None and not Path(out[key]).is_file():
-            hint = ""
-            if base_display is not None and key in relative and not Path(str(values[key])).is_absolute():
-                hint = f" (relative to {base_display})"
-            problems.append((key, f"{key} file {got(key)} not found{hint}"))
-    if "client_key" in keys and "client_cert" not in keys:
-        problems.append(("client_key", "client_key needs client_cert"))
-    if "host" not in keys or ("host" in out and not out["host"]):
-        problems.append(("host", "host is empty"))
-    return out, problems
+    return problems
 
 
 def starttls_problem(tls: str, has_starttls_step: bool) -> tuple[str, str] | None:
