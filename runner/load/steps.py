@@ -8,6 +8,8 @@ that the names it captures stay defined, so later steps are not told they are un
 
 from __future__ import annotations
 
+import re
+
 from runner.lang.pattern_parse import MAPPING_KEYS, parse_pattern, regex_problem
 from runner.load.checker import UNKNOWN_PROTOCOL, is_literal
 from runner.load.includes import open_include
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
     from runner.lang.patterns import Pattern
     from runner.load.checker import Checker, Scope
     from runner.load.yaml_doc import Doc, Path_
+    from runner.model.scenario import Location
 
 __all__ = ["ACTION_KEYS", "steps"]
 
@@ -85,7 +88,7 @@ def _action(chk: Checker, doc: Doc, path: Path_, raw: dict) -> str | None:
     return None
 
 
-def _include(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope, loc) -> list[Step]:
+def _include(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope, loc: Location) -> list[Step]:
     extra = sorted(set(raw) - {"include", "vars"})
     if extra:
         chk.add(doc, path + (extra[0],), f"'{extra[0]}' cannot go with include (only vars can)", key=True)
@@ -249,11 +252,9 @@ def _define_captures(scope: Scope, captures: dict) -> None:
         scope.tainted.discard(cname)
 
 
+_SUB_RE = re.compile(r"\.([^.\[\]]+)|\[(\d+)\]")
+
+
 def _subpath(text: str) -> Path_:
     """'.not.re' / '[1]' (a pattern Problem's path) -> ('not', 're') / (1,)"""
-    import re
-
-    return tuple(
-        m.group(1) if m.group(1) is not None else int(m.group(2))
-        for m in re.finditer(r"\.([^.\[\]]+)|\[(\d+)\]", text or "")
-    )
+    return tuple(m.group(1) if m.group(1) is not None else int(m.group(2)) for m in _SUB_RE.finditer(text))
