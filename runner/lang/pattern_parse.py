@@ -160,9 +160,9 @@ def _parse_scalar(value: Any, protocol: str, path: str, problems: list[Problem])
         return None
     source = value.strip()
     tpl = parse(source)
-    code, text = split_code(source, tpl.spans())
-    code_is_constant = "{{" not in code
-    if code_is_constant:
+    spans = tpl.spans()
+    code, text = split_code(source, spans)
+    if not any(start < len(code) for start, _ in spans):  # no {{ }} in the code: check it now
         problem = code_problem(code, protocol)
         if problem:
             problems.append(Problem(path, problem))
