@@ -55,7 +55,9 @@ HEAVY = (
     "runner.transports.telnet",
     "runner.transports.openssl",
     "runner.transports.spawned",
-    "runner.load.loader",
+    "runner.load.build",  # the full load: YAML, schema, semantic checks
+    "runner.load.yaml_doc",
+    "runner.load.schema",
 )
 
 #: Prepended to every probe: records who imports each HEAVY module, then `report()` prints the

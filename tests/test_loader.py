@@ -17,11 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runner.errors import ScenarioError
-from runner.lang.templates import Context
+from runner.lang.render import Context
 from runner.load import api as A
-from runner.load import loader as L
+from runner.load import varfiles as V
 from runner.model.config import ConnectConfig, resolve_connect
-from runner.model.scenario import env_warnings
+from runner.model.scenario import ConnectSpec, Location, Session, env_warnings
 
 FIX = Path(__file__).resolve().parent / "fixtures"
 INVALID = sorted((FIX / "invalid").glob("*.yaml"))
@@ -511,9 +511,9 @@ def test_sessions_rules(tmp_path):
 def test_fragment_is_not_runnable(tmp_path):
     p = write(tmp_path, "steps:\n  - C: NOOP\n")
     assert "this is a fragment" in one(p)
-    assert L.is_fragment(p)
-    assert not L.is_fragment(write(tmp_path, HEAD + "steps: [{S: 220}]\n", "x.yaml"))
-    assert not L.is_fragment(tmp_path / "missing.yaml")
+    assert A.is_fragment(p)
+    assert not A.is_fragment(write(tmp_path, HEAD + "steps: [{S: 220}]\n", "x.yaml"))
+    assert not A.is_fragment(tmp_path / "missing.yaml")
 
 
 # ------------------------------------------------------------------ includes
@@ -717,7 +717,7 @@ def test_resolve_connect_starttls_step_without_tls(tmp_path):
 
 def test_load_vars_file(tmp_path):
     p = write(tmp_path, "user: bob\nport: 2525\nflag: true\nratio: 1.5\nmode: off\n", "v.yaml")
-    assert L.load_vars_file(p) == {
+    assert V.load_vars_file(p) == {
         "user": "bob",
         "port": "2525",
         "flag": "true",
@@ -726,13 +726,13 @@ def test_load_vars_file(tmp_path):
     }
     bad = write(tmp_path, "user: [a]\n'bad name': x\n", "b.yaml")
     with pytest.raises(ScenarioError) as ei:
-        L.load_vars_file(bad)
+        V.load_vars_file(bad)
     assert (
         len(ei.value.problems) == 2
         and "user: expected a string or number, got a list" in ei.value.problems[0]
     )
     with pytest.raises(ScenarioError, match="must be a mapping"):
-        L.load_vars_file(write(tmp_path, "- a\n", "l.yaml"))
+        V.load_vars_file(write(tmp_path, "- a\n", "l.yaml"))
 
 
 def test_load_env_file(tmp_path):
@@ -741,7 +741,7 @@ def test_load_env_file(tmp_path):
         '# comment\n\nA=1\nexport B = two words\nC=\'single # not a comment\'\nD="dq \\"x\\" \\n"\n'
         "E=val # trailing comment\nF=\n"
     )
-    assert L.load_env_file(p) == {
+    assert V.load_env_file(p) == {
         "A": "1",
         "B": "two words",
         "C": "single # not a comment",
@@ -752,11 +752,11 @@ def test_load_env_file(tmp_path):
     bad = tmp_path / "bad.env"
     bad.write_text("OK=1\nnot a line secretvalue\nQ='unterminated\n")
     with pytest.raises(ScenarioError) as ei:
-        L.load_env_file(bad)
+        V.load_env_file(bad)
     assert ei.value.problems == [f"{bad}:2: expected KEY=VALUE", f"{bad}:3: Q: unterminated quote"]
     assert "secretvalue" not in str(ei.value)
     with pytest.raises(ScenarioError, match="file not found"):
-        L.load_env_file(tmp_path / "none.env")
+        V.load_env_file(tmp_path / "none.env")
 
 
 # ------------------------------------------------------------------ discovery and validate
@@ -1028,7 +1028,7 @@ def test_libyaml_and_pure_python_parsers_agree():
     (and reports the errors). Every file the project has must give the same tree from both."""
     import yaml.reader
 
-    from runner.load import loader as L
+    from runner.load import yaml_doc as L
 
     if L._FastLoader is None:
         pytest.skip("PyYAML was built without libyaml: only the pure-Python parser runs")
@@ -1069,7 +1069,7 @@ _yamlish = st.recursive(
 @settings(max_examples=150, deadline=None)
 @given(_yamlish, st.sampled_from([None, True, False]))
 def test_property_parsers_agree_on_generated_documents(data, flow):
-    from runner.load import loader as L
+    from runner.load import yaml_doc as L
 
     if L._FastLoader is None:
         return
@@ -1081,3 +1081,62 @@ def test_property_parsers_agree_on_generated_documents(data, flow):
     assert (slow is None) == (fast is None)
     if slow is not None:
         assert _tree(fast) == _tree(slow)
+
+
+# ------------------------------------------------------------------ schema first, one rule each
+
+
+def test_a_value_the_schema_rejects_gets_the_schema_message_only(tmp_path):
+    """The schema runs before the semantic checks, which skip what it rejected: no second,
+    guessing message about the same value (main said 'multiline' is for pop3 only about a
+    value that is not even a boolean, and checked S: against smtp for an unknown protocol)."""
+    p = write(tmp_path, HEAD + "steps:\n  - {C: NOOP, S: 250, multiline: 'yes'}\n")
+    assert "steps[0].multiline: expected a boolean" in one(p)
+    q = write(
+        tmp_path, "name: t\nprotocol: lines\nconnect: {host: h, port: 7}\nsteps:\n  - S: '^OK'\n", "q.yaml"
+    )
+    assert "'protocol' must be one of smtp, pop3, imap, line (got 'lines')" in one(q)
+
+
+def test_problems_outside_a_rejected_step_are_still_reported(tmp_path):
+    p = write(
+        tmp_path,
+        HEAD + "steps:\n  - {C: NOOP, S: 250, timeout: 0, capture: {x: '(.*)'}}\n"
+        "  - C: 'HELO {{ x }} {{ nope }}'\n",
+    )
+    ps = problems(p)
+    assert len(ps) == 2, ps  # the capture of the rejected step stays defined
+    assert "steps[0].timeout: must be greater than 0 (got 0)" in ps[0]
+    assert "steps[1].C: undefined variable 'nope'" in ps[1]
+
+
+def test_c_line_taint_is_read_with_the_template_parser(tmp_path):
+    """b64 makes a value safe for a C line, unless b64decode undoes it (main's regex saw 'b64'
+    anywhere in the expression and let it through)."""
+    p = write(
+        tmp_path,
+        HEAD
+        + 'vars:\n  a: "x\\ny"\nsteps:\n  - C: "HELO {{ a | b64 | b64decode }}"\n  - C: "X {{ a | b64 }}"\n',
+    )
+    assert "steps[0].C: variable 'a' holds a line break" in one(p)
+
+
+def test_connect_rules_say_the_same_at_load_and_at_run(tmp_path):
+    """One function (runner.model.config.check_connect) holds each connect rule: a literal
+    value at load and a rendered one at run time get the same words."""
+    at_load = one(
+        write(tmp_path, "name: t\nconnect: {host: h, tls: implicit, ca: nope.pem}\nsteps: [{S: 220}]\n")
+    )
+    s, p = _session(tmp_path, "{host: h, tls: implicit, ca: '{{ ca }}'}", defined=["ca"])
+    ctx = Context(env={})
+    ctx.set("ca", "nope.pem")
+    with pytest.raises(ScenarioError) as ei:
+        resolve_connect(s, ctx)
+    rule = "ca file 'nope.pem' not found (relative to "
+    assert rule in at_load and rule in ei.value.problems[0]
+    line = write(tmp_path, "name: t\nprotocol: line\nconnect: {host: h}\nsteps: [{S: x}]\n", "line.yaml")
+    spec = ConnectSpec(values={"host": "h"}, base_dir=tmp_path, location=Location("line.yaml", 3, 10))
+    with pytest.raises(ScenarioError) as ei:
+        resolve_connect(Session("s", "line", spec, ()), Context(env={}))
+    rule = "missing required key 'port' (protocol line has no usual port)"
+    assert rule in one(line) and rule in ei.value.problems[0]

@@ -5,16 +5,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runner.errors import ExitClass
-from runner.lang.patterns import (
-    MatchResult,
-    Pattern,
-    PatternError,
-    Problem,
-    capture,
-    parse_pattern,
-)
+from runner.lang.pattern_parse import Problem, parse_pattern
+from runner.lang.patterns import MatchResult, Pattern, PatternError, capture
+from runner.lang.render import Context
 from runner.lang.secrets import MASK
-from runner.lang.templates import Context, TemplateError
+from runner.lang.templates import TemplateError
 from runner.protocols.base import Reply
 
 # --- hand-built replies (shapes as the protocol framers produce them) ------------------

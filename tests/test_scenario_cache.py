@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from runner.cache import store as C
 from runner.errors import ScenarioError
 from runner.load import api as A
-from runner.load import loader as L
+from runner.load import api as L
 from runner.model.config import ConnectConfig
 from runner.model.scenario import ConnectSpec, Location, Retry, Scenario, Session, Step
 from tests.support.servers import Server, scripted
@@ -615,7 +615,7 @@ _PROBE = textwrap.dedent(
     sys.exit(rc)
     """
 )
-HEAVY = ("yaml", "jsonschema", "runner.load.loader")
+HEAVY = ("yaml", "jsonschema", "runner.load.yaml_doc")
 
 
 def run_probe(args, cache: Path, **env) -> tuple[int, set[str], str]:
@@ -668,7 +668,7 @@ def test_a_warm_run_imports_neither_yaml_jsonschema_nor_the_loader(cache, tmp_pa
             assert rc == 0, out
             # the first runs load in full, so the probe does see imports (the directory run asks
             # the loader which files are fragments once; the file's model is cached by then)
-            assert {"yaml", "runner.load.loader"} <= cold
+            assert {"yaml", "runner.load.yaml_doc"} <= cold
         for args in ([p], ["run", p], [tmp_path]):
             rc, warm, out = run_probe(args, cache, **env)
             assert rc == 0, out

@@ -21,8 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.load.api import discover, load_scenario
-from runner.load.loader import is_fragment
+from runner.load.api import discover, is_fragment, load_scenario
 from runner.suite import load_matrix
 
 REPO = Path(__file__).resolve().parent.parent

@@ -10,7 +10,8 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from runner.load import loader as L
+from runner.load import schema as L
+from runner.load.yaml_doc import read_doc
 
 ROOT = Path(__file__).resolve().parent.parent
 FIX = Path(__file__).resolve().parent / "fixtures"
@@ -24,7 +25,7 @@ SCHEMA_LEVEL = [f for f in INVALID if "# schema-level" in f.read_text(encoding="
 
 def _plain(path: Path):
     """The data as the loader reads it (YAML 1.2-like: `NO` is text), JSON-compatible."""
-    return L._jsonable(L._read_doc(path).data)
+    return L._jsonable(read_doc(path).data)
 
 
 def test_copies_are_byte_identical():

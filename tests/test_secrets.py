@@ -178,3 +178,40 @@ def test_a_value_known_as_a_base64_form_still_gets_its_own_forms():
         b64_of_b64 = base64.b64encode(b"aHVudGVyMg==").decode()  # 'YUhWdWRHVnlNZz09'
         assert r.redact(f"x {b64_of_b64} y") == "x **** y", order
         assert r.redact("hunter2 aHVudGVyMg") == "**** ****"
+
+
+# --- the model cache never gets a secret's literal value (runner.load.cacheable) ----------
+
+
+def _scenario(vars_: dict, secrets: set[str], bindings: tuple = ()):
+    from pathlib import Path
+
+    from runner.model.scenario import ConnectSpec, Location, Scenario, Session, Step
+
+    loc = Location("s.yaml", 1)
+    step = Step(location=loc, action="send", text="NOOP", bindings=bindings)
+    spec = ConnectSpec(values={"host": "h"}, base_dir=Path("."), location=loc)
+    return Scenario(
+        Path("s.yaml"), "s", (Session("s", "smtp", spec, (step,)),), vars=vars_, secrets=frozenset(secrets)
+    )
+
+
+@pytest.mark.parametrize(
+    ("vars_", "secrets", "bindings", "literal"),
+    [
+        ({"pw": "hunter2"}, {"pw"}, (), True),
+        ({"pw": "{{ env.PW }}"}, {"pw"}, (), False),
+        ({"pw": "{{ other }}", "other": "hunter2"}, {"pw"}, (), True),  # through the var it uses
+        ({"pw": "{{ other | default('hunter2') }}"}, {"pw"}, (), True),  # a quoted string inside
+        ({"pw": "x{{ env.PW }}"}, {"pw"}, (), True),  # text outside {{ }}
+        ({"pw": "{{ env.PW"}, {"pw"}, (), True),  # not a template: literal text
+        ({"pw": 1234}, {"pw"}, (), True),
+        ({}, {"env.PW"}, (), False),
+        ({}, {"pw"}, ({"pw": "hunter2"},), True),  # an include's binding
+        ({"user": "bob"}, {"pw"}, (), False),
+    ],
+)
+def test_holds_secret_literal(vars_, secrets, bindings, literal):
+    from runner.load.cacheable import holds_secret_literal
+
+    assert holds_secret_literal(_scenario(vars_, secrets, bindings)) is literal

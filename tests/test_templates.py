@@ -7,8 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from runner.errors import ExitClass, MailrunError
+from runner.lang.render import Context, Rendered, render
 from runner.lang.secrets import MASK, Redactor, Secret
-from runner.lang.templates import BUILTINS, Context, Rendered, Template, TemplateError, parse, render
+from runner.lang.templates import BUILTINS, Template, TemplateError, parse
 
 
 def b64(s: str) -> str:

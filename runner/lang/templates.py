@@ -14,50 +14,29 @@ Text outside `{{ }}` is literal. Nothing else is evaluated: no attribute access 
 no arithmetic, no code. Built-in names: `run_id` (unique per mailrun invocation) and `now`
 (RFC 5322 date). Variables defined by the scenario shadow the built-ins.
 
-Secrets: a value that comes from a secret (a name listed in the scenario's `secrets`, a
-`Secret`, or an env ref listed as 'env.NAME') stays secret through every filter and function;
-each derived value is registered with the context's Redactor, and `Rendered.display` shows
-`****` in place of it.
+This module is the one `{{ }}` parser: the loader's checks, the secret-literal policy, the
+patterns and runner.lang.render all work on its Template. Rendering is in runner.lang.render.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
-import os
 import re
 
 from runner.errors import ExitClass, MailrunError
-from runner.lang.secrets import MASK, Redactor, Secret
-from runner.records import Frozen, Record, Value
-
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 9 ms at start)
-if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
-    from typing import Any
+from runner.records import Frozen, Value
 
 
-def _close_matches(word: str, possibilities, n: int) -> list[str]:
+def close_matches(word: str, possibilities, n: int) -> list[str]:
     import difflib  # only for a "did you mean" hint in an error message
 
     return difflib.get_close_matches(word, possibilities, n=n)
 
 
-__all__ = [
-    "BUILTINS",
-    "FILTERS",
-    "FUNCTIONS",
-    "Context",
-    "Rendered",
-    "Template",
-    "TemplateError",
-    "parse",
-    "render",
-]
+__all__ = ["BUILTINS", "FILTERS", "FUNCTIONS", "Template", "TemplateError", "parse"]
 
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_NAME_FULL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+NAME_FULL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 BUILTINS = frozenset({"run_id", "now"})
 FILTERS = ("b64", "b64decode", "default", "lower", "upper")
 FUNCTIONS = {"auth_plain": 2, "xoauth2": 2}
@@ -75,10 +54,11 @@ class TemplateError(MailrunError):
 
 
 # --- syntax tree ---------------------------------------------------------------------
-# Plain record classes (runner.records), compared and hashed by value.
+# Plain record classes (runner.records), compared and hashed by value; runner.lang.render
+# evaluates them.
 
 
-class _Name(Value):
+class Name(Value):
     __slots__ = ("name",)
 
     def __init__(self, name: str):
@@ -89,22 +69,22 @@ class _Name(Value):
         return self.name.startswith("env.")
 
 
-class _Str(Value):
+class Str(Value):
     __slots__ = ("value",)
 
     def __init__(self, value: str):
         self.value = value
 
 
-class _Call(Value):
+class Call(Value):
     __slots__ = ("func", "args")
 
-    def __init__(self, func: str, args: tuple[_Name | _Str, ...]):
+    def __init__(self, func: str, args: tuple[Name | Str, ...]):
         self.func = func
         self.args = args
 
 
-class _Filter(Value):
+class Filter(Value):
     __slots__ = ("name", "arg")
 
     def __init__(self, name: str, arg: str | None = None):
@@ -112,10 +92,10 @@ class _Filter(Value):
         self.arg = arg
 
 
-class _Expr(Value):
+class Expr(Value):
     __slots__ = ("operand", "filters", "start", "end")
 
-    def __init__(self, operand: _Name | _Str | _Call, filters: tuple[_Filter, ...], start: int, end: int):
+    def __init__(self, operand: Name | Str | Call, filters: tuple[Filter, ...], start: int, end: int):
         self.operand = operand
         self.filters = filters
         self.start = start  # offset of '{{' in the source
@@ -125,13 +105,32 @@ class _Expr(Value):
     def has_default(self) -> bool:
         return any(f.name == "default" for f in self.filters)
 
+    @property
+    def encodes(self) -> bool:
+        """Is the value base64 (a b64 filter or an auth_plain/xoauth2 call, not undone by a
+        later b64decode)? Then it holds no CR or LF, whatever its inputs hold."""
+        encoded = isinstance(self.operand, Call)
+        for f in self.filters:
+            if f.name in ("b64", "b64decode"):
+                encoded = f.name == "b64"
+        return encoded
+
     def names(self) -> list[str]:
         op = self.operand
-        if isinstance(op, _Name):
+        if isinstance(op, Name):
             return [op.name]
-        if isinstance(op, _Call):
-            return [a.name for a in op.args if isinstance(a, _Name)]
+        if isinstance(op, Call):
+            return [a.name for a in op.args if isinstance(a, Name)]
         return []
+
+    def strings(self) -> list[str]:
+        """The quoted strings written in the expression (operand, call arguments, default())."""
+        op = self.operand
+        out = [op.value] if isinstance(op, Str) else []
+        if isinstance(op, Call):
+            out.extend(a.value for a in op.args if isinstance(a, Str))
+        out.extend(f.arg for f in self.filters if f.arg is not None)
+        return out
 
 
 # --- parser ----------------------------------------------------------------------------
@@ -237,7 +236,7 @@ class _ExprParser:
             raise self.error(f"expected {what}, got {got}", tok[2] if tok else None)
         return self.take()
 
-    def parse(self) -> _Expr:
+    def parse(self) -> Expr:
         if not self.tokens:
             raise self.error("empty expression")
         operand = self.operand()
@@ -247,9 +246,9 @@ class _ExprParser:
             if tok[0] != "|":
                 raise self.error(f"unexpected {tok[1]!r} (filters follow '|')", tok[2])
             filters.append(self.filter())
-        return _Expr(operand, tuple(filters), self.start, self.end)
+        return Expr(operand, tuple(filters), self.start, self.end)
 
-    def name_ref(self, tok) -> _Name:
+    def name_ref(self, tok) -> Name:
         """tok is a 'name' token just taken: NAME or env.NAME."""
         name = tok[1]
         nxt = self.peek()
@@ -265,16 +264,16 @@ class _ExprParser:
                 )
             if self.peek() is not None and self.peek()[0] == ".":
                 raise self.error("attribute access is not supported (only env.NAME)", self.peek()[2])
-            return _Name(f"env.{attr[1]}")
+            return Name(f"env.{attr[1]}")
         if name == "env":
             raise self.error("'env' needs a variable name: env.NAME", tok[2])
-        return _Name(name)
+        return Name(name)
 
     def operand(self):
         tok = self.take()
         kind, val, at = tok
         if kind == "str":
-            return _Str(val)
+            return Str(val)
         if kind != "name":
             raise self.error(f"expected a name, a quoted string or a function call, got {val!r}", at)
         nxt = self.peek()
@@ -295,7 +294,7 @@ class _ExprParser:
                         raise self.error(f"unclosed '(' in call of {val}()", nxt[2])
                     if a[0] == "str":
                         self.take()
-                        args.append(_Str(a[1]))
+                        args.append(Str(a[1]))
                     elif a[0] == "name":
                         self.take()
                         if self.peek() is not None and self.peek()[0] == "(":
@@ -317,10 +316,10 @@ class _ExprParser:
             want = FUNCTIONS[val]
             if len(args) != want:
                 raise self.error(f"bad call: {val}() takes {want} arguments, got {len(args)}", at)
-            return _Call(val, tuple(args))
+            return Call(val, tuple(args))
         return self.name_ref(tok)
 
-    def filter(self) -> _Filter:
+    def filter(self) -> Filter:
         tok = self.peek()
         if tok is None or tok[0] != "name":
             got = "nothing" if tok is None else repr(tok[1])
@@ -329,7 +328,7 @@ class _ExprParser:
         name = tok[1]
         if name not in FILTERS:
             known = ", ".join(FILTERS)
-            close = _close_matches(name, FILTERS, n=1)
+            close = close_matches(name, FILTERS, n=1)
             hint = f"known: {known}" + (f"; did you mean '{close[0]}'?" if close else "")
             raise self.error(f"unknown filter '{name}'", tok[2], hint)
         nxt = self.peek()
@@ -340,14 +339,14 @@ class _ExprParser:
             self.take()
             arg = self.expect("str", 'a quoted string, as in default("x")')
             self.expect(")", "')'")
-            return _Filter("default", arg[1])
+            return Filter("default", arg[1])
         if has_parens:
             raise self.error(f"filter '{name}' takes no arguments", nxt[2])
-        return _Filter(name)
+        return Filter(name)
 
 
-def _parse_parts(source: str) -> tuple[str | _Expr, ...]:
-    parts: list[str | _Expr] = []
+def _parse_parts(source: str) -> tuple[str | Expr, ...]:
+    parts: list[str | Expr] = []
     pos = 0
     n = len(source)
     while pos < n:
@@ -368,21 +367,25 @@ class Template(Frozen):
     `is_constant`: no `{{ }}` in it (rendering returns the source). Read-only; equal when the
     sources are."""
 
-    __slots__ = ("source", "_parts", "is_constant")
+    __slots__ = ("source", "parts", "is_constant")
     _compared = ("source",)
 
-    def __init__(self, source: str, _parts: tuple | None = None):
+    def __init__(self, source: str):
         if not isinstance(source, str):
             raise TypeError(f"a template source is a str, got {type(source).__name__}")
-        parts = _parse_parts(source) if _parts is None else _parts
+        parts = _parse_parts(source)
         setattr_ = object.__setattr__
         setattr_(self, "source", source)
-        setattr_(self, "_parts", parts)
-        setattr_(self, "is_constant", not any(isinstance(p, _Expr) for p in parts))
+        setattr_(self, "parts", parts)  # literal text (str) and Expr, in order
+        setattr_(self, "is_constant", not any(isinstance(p, Expr) for p in parts))
 
     @property
-    def expressions(self) -> tuple[_Expr, ...]:
-        return tuple(p for p in self._parts if isinstance(p, _Expr))
+    def expressions(self) -> tuple[Expr, ...]:
+        return tuple(p for p in self.parts if isinstance(p, Expr))
+
+    def literal_text(self) -> str:
+        """The text outside `{{ }}`, joined."""
+        return "".join(p for p in self.parts if isinstance(p, str))
 
     def spans(self) -> list[tuple[int, int]]:
         """(start, end) offsets of every `{{ ... }}` in the source."""
@@ -408,298 +411,3 @@ class Template(Frozen):
 def parse(source: str) -> Template:
     """Parse a template (cached). TemplateError on bad syntax."""
     return Template(source)
-
-
-# --- rendering -------------------------------------------------------------------------
-
-
-class Rendered(Record):
-    """value: the real text (to send); display: the text with every secret-derived
-    substitution replaced by MASK; secret: any part came from a secret."""
-
-    __slots__ = ("value", "display", "secret")
-
-    def __init__(self, value: str, display: str, secret: bool):
-        self.value = value
-        self.display = display
-        self.secret = secret
-
-    def __str__(self) -> str:
-        return self.display
-
-    def __repr__(self) -> str:  # never the value: it may hold a secret
-        return f"Rendered(display={self.display!r}, secret={self.secret!r})"
-
-
-class _Undefined:
-    __slots__ = ("name",)
-
-    def __init__(self, name: str):
-        self.name = name
-
-
-class _Val:
-    __slots__ = ("text", "secret")
-
-    def __init__(self, text: str, secret: bool):
-        self.text = text
-        self.secret = secret
-
-
-def _now() -> str:
-    from email.utils import formatdate  # only when a scenario asks for `now`
-
-    return formatdate(localtime=True)
-
-
-class Context:
-    """Variables, captures, env and built-ins that templates are rendered against.
-
-    A child context (include scope) looks names up in its bindings first, then in its parent;
-    set() on a child writes to the root so captures survive the fragment (and updates the
-    name where a scope on the way binds it, so the newest capture is what the fragment sees)."""
-
-    def __init__(
-        self,
-        *,
-        env: Mapping[str, str] | None = None,
-        secrets: Iterable[str] = (),
-        redactor: Redactor | None = None,
-        run_id: str | None = None,
-    ):
-        self.env: Mapping[str, str] = os.environ if env is None else env
-        self.secret_names: frozenset[str] = frozenset(secrets)
-        self.redactor: Redactor = redactor if redactor is not None else Redactor()
-        self.run_id: str = run_id if run_id is not None else os.urandom(6).hex()
-        self._vars: dict[str, str | Secret] = {}
-        self._parent: Context | None = None
-        self._root: Context = self
-
-    # --- storing ---
-    def _store_value(self, name: str, value: str | Secret) -> str | Secret:
-        if isinstance(value, Secret):
-            self.redactor.add(value.reveal())
-            return value
-        if not isinstance(value, str):
-            raise TypeError(f"a variable's value is a str or Secret, got {type(value).__name__}")
-        if name in self.secret_names:
-            self.redactor.add(value)
-            return Secret(value)
-        return value
-
-    def set(self, name: str, value: str | Secret) -> None:
-        if not isinstance(name, str) or not _NAME_FULL.match(name):
-            raise TemplateError(f"invalid variable name {name!r} (want [A-Za-z_][A-Za-z0-9_]*)")
-        value = self._store_value(name, value)
-        scope: Context | None = self
-        while scope is not None and scope is not self._root:
-            if name in scope._vars:
-                scope._vars[name] = value
-            scope = scope._parent
-        self._root._vars[name] = value
-
-    def define_vars(self, values: Mapping[str, Any]) -> None:
-        """Render each value in order (each sees the ones before) and set() it."""
-        for name, raw in values.items():
-            rendered = self._render_binding(name, raw, "var")
-            self.set(name, Secret(rendered.value) if rendered.secret else rendered.value)
-
-    def _render_binding(self, name: str, raw: Any, what: str) -> Rendered:
-        if isinstance(raw, Secret):
-            return Rendered(raw.reveal(), MASK, True)
-        source = _scalar_source(name, raw, what)
-        try:
-            return render(source, self)
-        except TemplateError as e:
-            raise TemplateError(f"{what} '{name}': {e}", column=e.column) from None
-
-    # --- looking up ---
-    def _lookup(self, name: str) -> str | Secret | None:
-        if name.startswith("env."):
-            key = name[4:]
-            v = self.env.get(key)
-            if v is None:
-                return None
-            if name in self.secret_names:
-                self.redactor.add(v)
-                return Secret(v)
-            return v
-        scope: Context | None = self
-        while scope is not None:
-            if name in scope._vars:
-                return scope._vars[name]
-            scope = scope._parent
-        if name == "run_id":
-            return self.run_id
-        if name == "now":
-            return _now()
-        return None
-
-    def _known_names(self) -> set[str]:
-        out = set(BUILTINS)
-        scope: Context | None = self
-        while scope is not None:
-            out.update(scope._vars)
-            scope = scope._parent
-        return out
-
-    def _undefined_error(self, name: str) -> TemplateError:
-        if name.startswith("env."):
-            key = name[4:]
-            close = _close_matches(key, list(self.env), n=1)
-            hint = f" (did you mean 'env.{close[0]}'?)" if close else ""
-            return TemplateError(f"environment variable '{key}' is not set{hint}")
-        close = _close_matches(name, sorted(self._known_names()), n=3)
-        hint = ""
-        if close:
-            hint = " (did you mean " + " or ".join(f"'{c}'" for c in close) + "?)"
-        return TemplateError(f"undefined variable '{name}'{hint}")
-
-    def get(self, name: str) -> str | Secret:
-        v = self._lookup(name)
-        if v is None:
-            raise self._undefined_error(name)
-        return v
-
-    def has(self, name: str) -> bool:
-        return self._lookup(name) is not None
-
-    def child(self, bindings: Mapping[str, Any]) -> Context:
-        """An include scope: each binding is rendered in THIS context."""
-        values: dict[str, str | Secret] = {}
-        for name, raw in bindings.items():
-            if not isinstance(name, str) or not _NAME_FULL.match(name):
-                raise TemplateError(f"invalid variable name {name!r} (want [A-Za-z_][A-Za-z0-9_]*)")
-            rendered = self._render_binding(name, raw, "include var")
-            values[name] = self._store_value(
-                name, Secret(rendered.value) if rendered.secret else rendered.value
-            )
-        c = Context.__new__(Context)
-        c.env = self.env
-        c.secret_names = self.secret_names
-        c.redactor = self.redactor
-        c.run_id = self.run_id
-        c._vars = values
-        c._parent = self
-        c._root = self._root
-        return c
-
-    def __repr__(self) -> str:
-        return f"<Context names={sorted(self._known_names())}>"
-
-
-def _scalar_source(name: str, raw: Any, what: str) -> str:
-    if isinstance(raw, str):
-        return raw
-    if isinstance(raw, bool):
-        return "true" if raw else "false"
-    if isinstance(raw, int | float):
-        return str(raw)
-    if raw is None:
-        raise TemplateError(f"{what} '{name}' has no value")
-    raise TemplateError(f"{what} '{name}' must be a string or a number, got {type(raw).__name__}")
-
-
-def _derive(ctx: Context, text: str, secret: bool) -> _Val:
-    if secret:
-        ctx.redactor.add(text)
-    return _Val(text, secret)
-
-
-def _b64decode(text: str, secret: bool) -> str:
-    compact = "".join(text.split())
-    compact += "=" * (-len(compact) % 4)
-    try:
-        raw = base64.b64decode(compact, validate=True)
-    except (binascii.Error, ValueError):
-        shown = "its input" if secret else f"'{text[:40]}'"
-        raise TemplateError(f"b64decode: {shown} is not valid base64") from None
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise TemplateError("b64decode: the decoded bytes are not UTF-8 text") from None
-
-
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode("utf-8")).decode("ascii")
-
-
-def _eval_operand(op, ctx: Context) -> _Val | _Undefined:
-    if isinstance(op, _Str):
-        return _Val(op.value, False)
-    if isinstance(op, _Name):
-        v = ctx._lookup(op.name)
-        if v is None:
-            return _Undefined(op.name)
-        if isinstance(v, Secret):
-            ctx.redactor.add(v.reveal())
-            return _Val(v.reveal(), True)
-        return _Val(v, False)
-    args = []
-    for a in op.args:
-        v = _eval_operand(a, ctx)
-        if isinstance(v, _Undefined):
-            return v
-        args.append(v)
-    secret = any(a.secret for a in args)
-    if op.func == "auth_plain":
-        text = _b64(f"\0{args[0].text}\0{args[1].text}")
-    else:  # xoauth2
-        text = _b64(f"user={args[0].text}\x01auth=Bearer {args[1].text}\x01\x01")
-    return _derive(ctx, text, secret)
-
-
-def _eval(expr: _Expr, ctx: Context) -> _Val:
-    v = _eval_operand(expr.operand, ctx)
-    for f in expr.filters:
-        if f.name == "default":
-            if isinstance(v, _Undefined) or v.text == "":
-                v = _Val(f.arg or "", False)
-            continue
-        if isinstance(v, _Undefined):
-            continue
-        if f.name == "b64":
-            v = _derive(ctx, _b64(v.text), v.secret)
-        elif f.name == "b64decode":
-            v = _derive(ctx, _b64decode(v.text, v.secret), v.secret)
-        elif f.name == "lower":
-            v = _derive(ctx, v.text.lower(), v.secret)
-        elif f.name == "upper":
-            v = _derive(ctx, v.text.upper(), v.secret)
-    if isinstance(v, _Undefined):
-        raise ctx._undefined_error(v.name)
-    return v
-
-
-def render(template: str | Template, ctx: Context, *, regex: bool = False) -> Rendered:
-    """Render against ctx. regex=True re.escape()s every substituted value (not the literal
-    text), so a value rendered into a regular expression matches literally."""
-    tpl = template if isinstance(template, Template) else parse(template)
-    if tpl.is_constant:
-        return Rendered(
-            tpl.source, ctx.redactor.redact(tpl.source) if ctx.redactor.active else tpl.source, False
-        )
-    values: list[str] = []
-    display: list[str] = []
-    secret = False
-    for part in tpl._parts:
-        if isinstance(part, str):
-            values.append(part)
-            display.append(part)
-            continue
-        v = _eval(part, ctx)
-        text = v.text
-        if regex:
-            text = re.escape(text)
-            if v.secret and text != v.text:
-                ctx.redactor.add(text)
-        values.append(text)
-        if v.secret:
-            secret = True
-            display.append(MASK)
-        else:
-            display.append(text)
-    shown = "".join(display)
-    if ctx.redactor.active:
-        shown = ctx.redactor.redact(shown)
-    return Rendered("".join(values), shown, secret)

@@ -1,7 +1,8 @@
 """Loading scenarios: the entry points the rest of mailrun calls.
 
-load_scenario asks the model cache first and runs the full load (YAML, schema, semantic checks)
-only on a miss; discover/find_files list the scenario files of paths, directories and globs.
+load_scenario asks the model cache first and runs the full load (runner.load.build: YAML,
+schema, semantic checks) only on a miss; discover/find_files list the scenario files of paths,
+directories and globs (is_fragment tells fragments apart); validate_paths checks files.
 Nothing here imports PyYAML or jsonschema: the full load is imported when it is needed.
 """
 
@@ -31,9 +32,25 @@ def load_scenario(path: str | Path, *, defined: Iterable[str] = (), use_cache: b
         sc = store.lookup(path, defined)
         if sc is not None:
             return sc
-    from runner.load.loader import _load_scenario
+    from runner.load.build import load_scenario_file
 
-    return _load_scenario(path, defined, use_cache)
+    return load_scenario_file(path, defined, use_cache)
+
+
+def is_fragment(path: str | Path) -> bool:
+    """A fragment has `steps` and at most `vars`, `secrets`, `description` (no name/connect/
+    sessions). Reads the YAML (and remembers the answer for these bytes, so discover() on a
+    warm run needs no YAML); False for a file that cannot be read or parsed."""
+    from runner.errors import ScenarioError
+    from runner.load.yaml_doc import is_fragment_data, read_doc
+
+    try:
+        doc = read_doc(path)
+    except ScenarioError:
+        return False
+    fragment = is_fragment_data(doc.data)
+    store.remember_kind(doc.raw, fragment)
+    return fragment
 
 
 def _is_fragment(p: Path) -> bool:
@@ -41,11 +58,7 @@ def _is_fragment(p: Path) -> bool:
         kind = store.cached_kind(p.read_bytes())
     except OSError:
         kind = None
-    if kind is not None:
-        return kind
-    from runner.load.loader import is_fragment
-
-    return is_fragment(p)
+    return is_fragment(p) if kind is None else kind
 
 
 def find_files(paths: Iterable[str | Path], *, fragments: bool) -> list[Path]:
@@ -119,7 +132,8 @@ def validate_paths(
     """Check files without connecting (never uses the cache). Fragments are checked as fragments.
     `strict` is accepted for symmetry; the caller decides whether warnings fail."""
     from runner.errors import ScenarioError
-    from runner.load.loader import _is_fragment_data, _load_scenario, _read_doc, _validate_fragment
+    from runner.load.build import load_scenario_file, validate_fragment
+    from runner.load.yaml_doc import is_fragment_data, read_doc
     from runner.model.scenario import env_warnings
 
     defined = list(defined)
@@ -129,12 +143,12 @@ def validate_paths(
         report.errors.append(f"{' '.join(map(str, paths))}: no scenario files found")
     for f in files:
         try:
-            doc = _read_doc(f)
-            if _is_fragment_data(doc.data):
+            doc = read_doc(f)
+            if is_fragment_data(doc.data):
                 report.fragments.append(str(f))
-                _validate_fragment(f, defined)
+                validate_fragment(f, defined)
             else:
-                sc = _load_scenario(f, defined, False)
+                sc = load_scenario_file(f, defined, False)
                 report.warnings.extend(env_warnings(sc, env))
         except ScenarioError as e:
             report.errors.extend(e.problems)

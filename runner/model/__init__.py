@@ -1,0 +1,2 @@
+"""The validated scenario model (scenario) and the connect settings with every connect rule
+(config)."""

@@ -1,9 +1,9 @@
 """`connect:` settings: ConnectConfig (what a transport is given) and resolve_connect, which renders
 a session's ConnectSpec, applies command-line overrides, converts types and checks them.
 
-Kept apart from runner.load.loader so that playing a scenario from the model cache never
-imports the loader (PyYAML, the schema machinery). runner.load.loader re-exports these
-names for older imports.
+check_connect holds every connect rule once: the loader calls it for a block's literal values,
+resolve_connect for the rendered ones at run time. Kept apart from runner.load so that playing
+a scenario from the model cache never imports the loader (PyYAML, the schema machinery).
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from runner.records import Plain
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-    from pathlib import Path
+    from collections.abc import Collection, Mapping
     from typing import Any, Literal
 
     from runner.model.scenario import Session
@@ -26,7 +25,17 @@ if TYPE_CHECKING:
     TransportName = Literal["socket", "telnet", "openssl"]
     ProtocolName = Literal["smtp", "pop3", "imap", "line"]
 
-__all__ = ["ConnectConfig", "DEFAULT_PORTS", "PROTOCOLS", "TLS_MODES", "TRANSPORTS", "resolve_connect"]
+__all__ = [
+    "ConnectConfig",
+    "DEFAULT_PORTS",
+    "PATH_KEYS",
+    "PROTOCOLS",
+    "TLS_MODES",
+    "TRANSPORTS",
+    "check_connect",
+    "resolve_connect",
+    "starttls_problem",
+]
 
 
 class ConnectConfig(Plain):
@@ -118,13 +127,111 @@ DEFAULT_PORTS = {
 _BOOL_KEYS = ("tls_verify", "allow_plaintext_secrets")
 _FLOAT_KEYS = ("timeout", "connect_timeout")
 _INT_KEYS = ("port", "max_line", "max_reply")
-_PATH_KEYS = ("ca", "client_cert", "client_key")
+PATH_KEYS = ("ca", "client_cert", "client_key")  # files, relative to the scenario file
 _FIELDS = frozenset(ConnectConfig.__slots__) - {"protocol"}  # what `connect:` may set
 
 
+def check_connect(
+    values: Mapping[str, Any],
+    protocol: str,
+    base_dir: Path,
+    *,
+    keys: Collection[str] | None = None,
+    shown: Mapping[str, str] | None = None,
+    relative: Collection[str] = (),
+    base_display: str | None = None,
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """Every `connect:` rule: convert `values` to their types and check them, alone and together.
+    -> (converted values, problems as (connect key, message)); the caller says where the key is.
+
+    The loader calls it with a connect block's literal values (templates are rendered later),
+    resolve_connect with every value rendered plus the command-line overrides. keys: every key
+    the block has, templated ones too (default: those of values); shown: how a value is quoted in
+    a message (a secret's as ****; default repr); relative: keys whose relative paths resolve
+    against base_dir; base_display: the file named in a "(relative to ...)" hint."""
+    keys = set(values) if keys is None else set(keys)
+    shown = {} if shown is None else shown
+
+    def got(key: str) -> str:
+        return shown.get(key) or repr(values[key])
+
+    problems: list[tuple[str, str]] = []
+    out: dict[str, Any] = {}
+    for key, v in values.items():
+        if key not in _FIELDS:
+            problems.append((key, f"unknown connect setting '{key}'"))
+            continue
+        try:
+            out[key] = _convert(key, v, base_dir, from_spec=key in relative)
+        except ValueError as e:
+            problems.append((key, f"{e} (got {got(key)})"))
+    problems += _check_modes(out, got)
+    problems += _check_numbers(out, keys, protocol, got)
+    for key in PATH_KEYS:
+        if out.get(key) is not None and not Path(out[key]).is_file():
+            hint = ""
+            if base_display is not None and key in relative and not Path(str(values[key])).is_absolute():
+                hint = f" (relative to {base_display})"
+            problems.append((key, f"{key} file {got(key)} not found{hint}"))
+    if "client_key" in keys and "client_cert" not in keys:
+        problems.append(("client_key", "client_key needs client_cert"))
+    if "host" not in keys or ("host" in out and not out["host"]):
+        problems.append(("host", "host is empty"))
+    return out, problems
+
+
+def _check_modes(out: dict[str, Any], got) -> list[tuple[str, str]]:
+    """tls, transport, tls_min_version: known values, and a transport that can do the tls."""
+    problems = []
+    for key, allowed in (("tls", TLS_MODES), ("transport", TRANSPORTS), ("tls_min_version", ("1.2", "1.3"))):
+        if key in out and out[key] not in allowed:
+            problems.append((key, f"'{key}' must be one of {', '.join(allowed)} (got {got(key)})"))
+    tls = out.get("tls", "none")
+    if out.get("transport") == "telnet" and tls in ("implicit", "starttls"):
+        problems.append(
+            (
+                "transport",
+                f"the telnet transport cannot speak TLS (tls: {tls}); use transport: socket or transport: openssl",
+            )
+        )
+    return problems
+
+
+def _check_numbers(out: dict[str, Any], keys: set[str], protocol: str, got) -> list[tuple[str, str]]:
+    """The port (or the protocol's usual one, put in `out`), timeouts > 0, limits >= 1."""
+    problems = []
+    if "port" not in keys:
+        default = DEFAULT_PORTS.get((protocol, out.get("tls", "none") == "implicit"))
+        if default is None:
+            problems.append(("port", f"missing required key 'port' (protocol {protocol} has no usual port)"))
+        else:
+            out["port"] = default
+    elif "port" in out and not 1 <= out["port"] <= 65535:
+        problems.append(("port", f"must be a port number 1..65535 (got {got('port')})"))
+    for key in _FLOAT_KEYS:
+        if key in out and not out[key] > 0:
+            problems.append((key, f"must be greater than 0 (got {got(key)})"))
+    for key in ("max_line", "max_reply"):
+        if key in out and out[key] < 1:
+            problems.append((key, f"must be at least 1 (got {got(key)})"))
+    return problems
+
+
+def starttls_problem(tls: str, has_starttls_step: bool) -> tuple[str, str] | None:
+    """The rule tying connect.tls to the steps: tls: starttls needs a step with starttls: true
+    and such a step needs tls: starttls. -> ("tls", message) for the connect value,
+    ("step", message) for the starttls step, or None."""
+    if tls == "starttls" and not has_starttls_step:
+        return "tls", "tls is starttls but no step has starttls: true (put it on the STARTTLS step)"
+    if tls != "starttls" and has_starttls_step:
+        return "step", f"starttls: true needs connect.tls: starttls (it is {tls})"
+    return None
+
+
 def resolve_connect(session: Session, ctx, overrides: Mapping[str, Any] | None = None) -> ConnectConfig:
-    """Render the session's connect values, apply overrides, convert types and check them."""
-    from runner.lang import templates as T
+    """Render the session's connect values, apply overrides, then check_connect them."""
+    from runner.lang.render import render
+    from runner.lang.templates import TemplateError
 
     spec = session.connect
     problems: list[str] = []
@@ -133,16 +240,17 @@ def resolve_connect(session: Session, ctx, overrides: Mapping[str, Any] | None =
     where: dict[str, str] = {}
 
     def here(key: str) -> str:
+        if key in where:
+            return where[key]
         loc = spec.key_locations.get(key, spec.location)
         return f"{loc.file}:{loc.line}:{loc.column}: connect.{key}"
 
     for key, raw in spec.values.items():
-        where[key] = here(key)
         if isinstance(raw, str):
             try:
-                r = T.render(raw, ctx)
-            except T.TemplateError as e:
-                problems.append(f"{where[key]}: {e}")
+                r = render(raw, ctx)
+            except TemplateError as e:
+                problems.append(f"{here(key)}: {e}")
                 continue
             values[key], shown[key] = r.value, ("****" if r.secret else repr(r.display))
         else:
@@ -152,57 +260,25 @@ def resolve_connect(session: Session, ctx, overrides: Mapping[str, Any] | None =
         values[key] = v
         shown[key] = repr(v)
         where[key] = f"command line: --{key.replace('_', '-')}"
-    out: dict[str, Any] = {}
-    for key, v in values.items():
-        if key not in _FIELDS:
-            problems.append(f"{where.get(key, 'connect')}: unknown connect setting '{key}'")
-            continue
-        try:
-            out[key] = _convert(key, v, spec.base_dir, from_spec=key in spec.values and key not in overrides)
-        except ValueError as e:
-            problems.append(f"{where[key]}: {e} (got {shown[key]})")
-    tls = out.get("tls", "none")
-    if "tls" in out and tls not in TLS_MODES:
-        problems.append(f"{where['tls']}: 'tls' must be one of none, implicit, starttls (got {shown['tls']})")
-    transport = out.get("transport", "socket")
-    if "transport" in out and transport not in TRANSPORTS:
-        problems.append(
-            f"{where['transport']}: 'transport' must be one of socket, telnet, openssl (got {shown['transport']})"
-        )
-    if out.get("tls_min_version", "1.2") not in ("1.2", "1.3"):
-        problems.append(f"{where['tls_min_version']}: 'tls_min_version' must be 1.2 or 1.3")
-    if transport == "telnet" and tls in ("implicit", "starttls"):
-        problems.append(
-            f"{where.get('transport', here('transport'))}: the telnet transport cannot speak TLS (tls: {tls}); "
-            "use transport: socket or transport: openssl"
-        )
-    if "port" not in out:
-        default = DEFAULT_PORTS.get((session.protocol, tls == "implicit"))
-        if default is None:
-            problems.append(f"{here('port')}: no port given (protocol {session.protocol} has no usual port)")
-        else:
-            out["port"] = default
-    elif not 1 <= out["port"] <= 65535:
-        problems.append(f"{where['port']}: must be a port number 1..65535 (got {shown['port']})")
-    for key in _FLOAT_KEYS:
-        if key in out and not out[key] > 0:
-            problems.append(f"{where[key]}: must be greater than 0 (got {shown[key]})")
-    for key in ("max_line", "max_reply"):
-        if key in out and out[key] < 1:
-            problems.append(f"{where[key]}: must be at least 1 (got {shown[key]})")
-    for key in _PATH_KEYS:
-        if out.get(key) is not None and not Path(out[key]).is_file():
-            problems.append(f"{where[key]}: {key} file {shown[key]} not found")
-    if not out.get("host"):
-        problems.append(f"{here('host')}: host is empty")
+    out, found = check_connect(
+        values,
+        session.protocol,
+        spec.base_dir,
+        keys=set(spec.values) | set(overrides),
+        shown=shown,
+        relative={k for k in spec.values if k not in overrides},
+        base_display=spec.location.file,
+    )
+    problems.extend(f"{here(key)}: {message}" for key, message in found)
     has_starttls = [s for s in (*session.steps, *session.finally_steps) if s.starttls]
-    if tls == "starttls" and not has_starttls:
-        problems.append(f"{where.get('tls', here('tls'))}: tls is starttls but no step has starttls: true")
-    if tls != "starttls" and has_starttls:
-        loc = has_starttls[0].location
-        problems.append(
-            f"{loc.file}:{loc.line}:{loc.column}: starttls: true needs connect.tls: starttls (it is {tls})"
-        )
+    mismatch = starttls_problem(out.get("tls", "none"), bool(has_starttls))
+    if mismatch is not None:
+        key, message = mismatch
+        if key == "tls":
+            problems.append(f"{here('tls')}: {message}")
+        else:
+            loc = has_starttls[0].location
+            problems.append(f"{loc.file}:{loc.line}:{loc.column}: {message}")
     if problems:
         raise ScenarioError(problems)
     out["protocol"] = session.protocol
@@ -232,7 +308,7 @@ def _convert(key: str, v: Any, base_dir: Path, from_spec: bool) -> Any:
         if isinstance(v, str) and re.fullmatch(r"\s*[0-9]+(\.[0-9]+)?\s*", v):
             return float(v)
         raise ValueError(f"'{key}' must be a number of seconds")
-    if key in _PATH_KEYS:
+    if key in PATH_KEYS:
         if v is None or v == "":
             return None
         p = Path(str(v)).expanduser()

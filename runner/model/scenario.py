@@ -1,9 +1,9 @@
-"""The validated scenario model: what runner.load.loader produces and the engine consumes.
+"""The validated scenario model: what runner.load.build produces and the engine consumes.
 
 Everything here is already checked against the schema and the semantic rules. The model is
 treated as read-only once loaded; the classes are plain records (runner.records: `__slots__`,
 identity equality, no dataclass machinery). Strings that may hold templates (`{{ ... }}`) are
-kept as written; the engine renders them at run time with runner.lang.templates.
+kept as written; the engine renders them at run time with runner.lang.render.
 
 runner.cache.store rebuilds this model from a JSON cache entry; a field added here needs a
 line there (and FORMAT bumped), or the cache's equality test fails.
@@ -78,12 +78,12 @@ class Step(Plain):
       sleep     `sleep:` seconds
       read      `S:` only: nothing is sent
     `expect` is the `S:` pattern (a runner.lang.patterns.Pattern) or None (send without reading);
-    `expect_source` is the `S:` value as written (what runner.lang.patterns.parse_pattern parsed).
+    `expect_source` is the `S:` value as written (what runner.lang.pattern_parse.parse_pattern parsed).
     `capture`: name -> regex (template). `multiline` (POP3) forces a multi-line (True) or
     single-line reply; `tag` (IMAP): add a tag to this `C:` line.
     `bindings`: include scopes, outermost first: each mapping is an `include:` step's `vars`
     merged over the fragment's own `vars` defaults (name -> template). The engine renders each
-    mapping in the context built by the ones before it (runner.lang.templates.Context.child)."""
+    mapping in the context built by the ones before it (runner.lang.render.Context.child)."""
 
     __slots__ = (
         "location",

@@ -1,0 +1,260 @@
+"""Checking a `steps:` list and building its runner.model.scenario.Step records.
+
+A step does one action (C, body, body_file, raw, sleep, include; S alone reads a reply) and
+may carry options (name, timeout, starttls, multiline, tag, capture). The schema has already
+checked every value's type (runner.load.schema); a step it rejected is skipped here, except
+that the names it captures stay defined, so later steps are not told they are undefined.
+"""
+
+from __future__ import annotations
+
+import re
+
+from runner.lang.pattern_parse import MAPPING_KEYS, parse_pattern, regex_problem
+from runner.load.checker import UNKNOWN_PROTOCOL, is_literal
+from runner.load.includes import open_include
+from runner.model.scenario import Step
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from runner.lang.patterns import Pattern
+    from runner.load.checker import Checker, Scope
+    from runner.load.yaml_doc import Doc, Path_
+    from runner.model.scenario import Location
+
+__all__ = ["ACTION_KEYS", "steps"]
+
+ACTION_KEYS = ("C", "body", "body_file", "raw", "sleep", "include")
+
+
+def steps(
+    chk: Checker, doc: Doc, path: Path_, items: Any, scope: Scope, *, in_finally: bool = False
+) -> list[Step]:
+    out: list[Step] = []
+    if items is None or path in doc.rejected:
+        return out
+    for i, raw in enumerate(items):
+        out.extend(_step(chk, doc, path + (i,), raw, scope, in_finally))
+    return out
+
+
+def _step(chk: Checker, doc: Doc, path: Path_, raw: Any, scope: Scope, in_finally: bool) -> list[Step]:
+    if not doc.accepted(path):  # the schema named what is wrong; the rest of the step is guesswork
+        if path not in doc.rejected and doc.accepted(path + ("capture",)):
+            _define_captures(scope, raw.get("capture") or {})
+        return []
+    action = _action(chk, doc, path, raw)
+    if action is None:
+        return []
+    loc = doc.loc(path, scope.via)
+    if action == "include":
+        return _include(chk, doc, path, raw, scope, loc)
+    if "vars" in raw:
+        chk.add(doc, path + ("vars",), "'vars' in a step goes only with include", key=True)
+    if action == "sleep" and set(raw) - {"sleep", "name"}:
+        other = sorted(set(raw) - {"sleep", "name"})[0]
+        chk.add(doc, path + (other,), f"'{other}' cannot go with sleep (a sleep step only waits)", key=True)
+        return []
+    kw: dict[str, Any] = {"location": loc, "bindings": scope.bindings}
+    ok = _ACTIONS[action](chk, doc, path, raw, scope, kw)
+    if "S" in raw:
+        kw["expect"] = _pattern(chk, doc, path + ("S",), raw["S"], scope)
+        kw["expect_source"] = raw["S"]
+        ok = ok and kw["expect"] is not None
+    _options(chk, doc, path, raw, scope, kw, in_finally)
+    kw["capture"] = _captures(chk, doc, path, raw, scope)
+    return [Step(**kw)] if ok else []
+
+
+def _action(chk: Checker, doc: Doc, path: Path_, raw: dict) -> str | None:
+    """The step's one action ("read" for S alone), or None after reporting why there is none."""
+    actions = [k for k in ACTION_KEYS if k in raw]
+    if len(actions) > 1:
+        chk.add(
+            doc,
+            path + (actions[1],),
+            f"a step does exactly one of C, body, body_file, raw, sleep or include; "
+            f"this one has {' and '.join(actions)} (split it into separate steps)",
+            key=True,
+        )
+        return None
+    if actions:
+        return actions[0]
+    if "S" in raw:
+        return "read"
+    chk.add(doc, path, "a step needs one of C, S, body, body_file, raw, sleep or include")
+    return None
+
+
+def _include(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope, loc: Location) -> list[Step]:
+    extra = sorted(set(raw) - {"include", "vars"})
+    if extra:
+        chk.add(doc, path + (extra[0],), f"'{extra[0]}' cannot go with include (only vars can)", key=True)
+        return []
+    opened = open_include(chk, doc, path, raw, scope, loc)
+    if opened is None:
+        return []
+    frag, inner = opened
+    before = set(inner.defined)
+    out = steps(chk, frag, ("steps",), frag.data.get("steps"), inner)
+    new = inner.defined - before
+    scope.defined |= new  # captures survive the fragment
+    scope.tainted -= new
+    return out
+
+
+# -- one function per action: fill kw, -> False when the step cannot be built
+
+
+def _send(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope, kw: dict) -> bool:
+    text = raw["C"]
+    kw.update(action="send", text=text)
+    ok = "\r" not in text and "\n" not in text
+    if not ok:
+        chk.add(
+            doc,
+            path + ("C",),
+            "a C line cannot hold a line break (CR or LF): it would send two commands; "
+            "use one step per line, or raw: for exact bytes",
+        )
+    chk.template(doc, path + ("C",), text, scope, in_c=True)
+    return ok
+
+
+def _body(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope, kw: dict) -> bool:
+    chk.template(doc, path + ("body",), raw["body"], scope)
+    kw.update(action="body", text=raw["body"])
+    return True
+
+
+def _body_file(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope, kw: dict) -> bool:
+    bf = raw["body_file"]
+    p = doc.base_dir / bf
+    kw.update(action="body_file", path=p)
+    if not is_literal(bf):
+        chk.add(doc, path + ("body_file",), "body_file is a path, not a template")
+        return False
+    if not p.is_file():
+        chk.add(doc, path + ("body_file",), f"file {bf!r} not found (relative to {doc.display})")
+        return False
+    chk.must_exist.append(str(p))
+    return True
+
+
+def _raw(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope, kw: dict) -> bool:
+    r = raw["raw"]
+    if isinstance(r, bytes):  # YAML !!binary
+        kw.update(action="raw", data=r)
+    else:
+        chk.template(doc, path + ("raw",), r, scope)
+        kw.update(action="raw", text=r)
+    return True
+
+
+def _sleep(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope, kw: dict) -> bool:
+    kw.update(action="sleep", seconds=float(raw["sleep"]))
+    return True
+
+
+def _read(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope, kw: dict) -> bool:
+    kw.update(action="read")
+    return True
+
+
+_ACTIONS = {"C": _send, "body": _body, "body_file": _body_file, "raw": _raw, "sleep": _sleep, "read": _read}
+
+
+# -- what goes with the action
+
+
+def _pattern(chk: Checker, doc: Doc, path: Path_, value: Any, scope: Scope) -> Pattern | None:
+    """The `S:` pattern, parsed for the session's protocol (for every protocol in a fragment,
+    which any session may include: the first that accepts it)."""
+    if isinstance(value, dict) and len(value) == 1:
+        ((k, v),) = value.items()
+        if k not in MAPPING_KEYS and isinstance(v, (str, int, float)):
+            chk.add(
+                doc,
+                path,
+                f"expected a reply pattern, got a mapping — YAML read '{k}: {v}' as key: value; "
+                "quote the whole line",
+            )
+            return None
+    if scope.protocol == UNKNOWN_PROTOCOL:
+        return None  # the schema reported the protocol; the pattern's meaning depends on it
+    protos = [scope.protocol] if scope.protocol else ["smtp", "pop3", "imap"]
+    results = [parse_pattern(value, pr) for pr in protos]
+    good = [r for r in results if r[0] is not None and not r[1]]
+    if not good:
+        for pr in results[0][1]:
+            chk.add(doc, path + _subpath(pr.path), pr.message)
+        return None
+    pat = good[0][0]
+    for src in pat.templates():
+        chk.template(doc, path, src, scope)
+    return pat
+
+
+def _options(
+    chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope, kw: dict, in_finally: bool
+) -> None:
+    if "name" in raw:
+        kw["name"] = raw["name"]
+    if "timeout" in raw:
+        kw["timeout"] = float(raw["timeout"])
+    if raw.get("starttls") is True:
+        if "S" not in raw:
+            chk.add(
+                doc,
+                path + ("starttls",),
+                "starttls: true needs an S: pattern (TLS starts after that reply)",
+                key=True,
+            )
+        if in_finally:
+            chk.add(doc, path + ("starttls",), "starttls cannot be used in finally", key=True)
+        chk.starttls.append((doc, path))
+        kw["starttls"] = True
+    for key, proto in (("multiline", "pop3"), ("tag", "imap")):
+        if key not in raw:
+            continue
+        if scope.protocol and scope.protocol != proto:
+            chk.add(
+                doc,
+                path + (key,),
+                f"'{key}' is for {proto} only (this session is {scope.protocol})",
+                key=True,
+            )
+        else:
+            kw[key] = raw[key]
+
+
+def _captures(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope) -> dict[str, str]:
+    captures = raw.get("capture")
+    if captures is None:
+        return {}
+    if "S" not in raw:
+        chk.add(doc, path + ("capture",), "capture needs an S: pattern (it searches the reply)", key=True)
+    for cname, rx in captures.items():
+        cpath = path + ("capture", cname)
+        if chk.template(doc, cpath, rx, scope) is not None:
+            problem = regex_problem(rx)
+            if problem is not None:
+                chk.add(doc, cpath, problem)
+    _define_captures(scope, captures)
+    return dict(captures)
+
+
+def _define_captures(scope: Scope, captures: dict) -> None:
+    for cname in captures:
+        scope.defined.add(cname)
+        scope.tainted.discard(cname)
+
+
+_SUB_RE = re.compile(r"\.([^.\[\]]+)|\[(\d+)\]")
+
+
+def _subpath(text: str) -> Path_:
+    """'.not.re' / '[1]' (a pattern Problem's path) -> ('not', 're') / (1,)"""
+    return tuple(m.group(1) if m.group(1) is not None else int(m.group(2)) for m in _SUB_RE.finditer(text))
