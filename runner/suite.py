@@ -368,7 +368,7 @@ def load_matrix(paths: Sequence[str]) -> list[tuple[str, dict[str, str]]]:
     ScenarioError (naming the file) for a missing or malformed file."""
     from pathlib import Path
 
-    from runner.load.loader import load_vars_file
+    from runner.load.varfiles import load_vars_file
 
     files: list[Path] = []
     for p in paths:

@@ -1,4 +1,4 @@
-"""runner.load.loader: YAML reading, error messages, semantic checks, includes, cache,
+"""runner.load (yaml_doc, schema, checker, steps, includes, build, api): YAML reading, error messages, semantic checks, includes, cache,
 resolve_connect, vars/env files, discovery and validate_paths."""
 
 from __future__ import annotations

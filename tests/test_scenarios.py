@@ -85,7 +85,7 @@ from runner.cli.main import main
 
 # What a --sandbox run imports lazily, imported once here (a warm-up only: a name that is gone is
 # simply imported by the child when it needs it).
-for name in ("runner.engine.run", "runner.load.loader", "runner.suite", "runner.reporters.console",
+for name in ("runner.engine.run", "runner.load.build", "runner.suite", "runner.reporters.console",
              "runner.sandbox.server", "runner.sandbox.smtp", "runner.sandbox.pop3", "runner.sandbox.imap",
              "runner.transports.tcp", "runner.protocols.smtp", "runner.protocols.pop3",
              "runner.protocols.imap", "trustme", "mailbox"):

@@ -34,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _command(cmd: str, rest: list[str]) -> int:
     if cmd == "schema":
-        from runner.load.loader import schema_text
+        from runner.load.schema import schema_text
 
         sys.stdout.write(schema_text())
         return 0

@@ -19,7 +19,7 @@ OVERRIDDEN = ("host", "port", "tls", "transport", "timeout", "ca", "family")
 
 
 def cmd_run(args) -> int:
-    # a warm run takes every model from the cache: runner.load.loader (PyYAML, jsonschema)
+    # a warm run takes every model from the cache: the full load (runner.load.build: PyYAML, jsonschema)
     # is imported only for a file the cache does not hold
     from runner.load.api import discover
     from runner.suite import load_matrix, plan, select

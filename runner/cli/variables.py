@@ -13,13 +13,13 @@ def read_variables(args) -> tuple[dict[str, str], dict[str, str]]:
     The loader (and PyYAML) is imported only when a file is given."""
     env = dict(os.environ)
     if args.env_file:
-        from runner.load.loader import load_env_file
+        from runner.load.varfiles import load_env_file
 
         for f in args.env_file:
             env.update(load_env_file(f))
     variables: dict[str, str] = {}
     if args.vars_file:
-        from runner.load.loader import load_vars_file
+        from runner.load.varfiles import load_vars_file
 
         for f in args.vars_file:
             variables.update(load_vars_file(f))
