@@ -38,7 +38,6 @@ __all__ = [
     "capture",
 ]
 
-PROTOCOLS = ("smtp", "pop3", "imap", "line")
 POP3_CODES = ("+OK", "-ERR", "+")
 IMAP_CODES = ("OK", "NO", "BAD", "PREAUTH", "BYE", "+")
 _SMTP_CODE = re.compile(r"[0-9xX]{3}\Z")
