@@ -13,12 +13,17 @@ from string import Template
 import pytest
 
 from runner import transports
-from runner.engine.run import Engine, RunOptions, SessionRunner, StepFailure, is_loopback, preflight
+from runner.engine.plan import SessionPlan
+from runner.engine.preflight import preflight
+from runner.engine.run import Engine, RunOptions
+from runner.engine.session import SessionRunner
+from runner.engine.verdicts import StepFailure
 from runner.errors import ExitClass
 from runner.events import Closed, Connected, Received, Sent, StepFinished, TLSStarted
 from runner.load.api import load_scenario
 from runner.model.config import resolve_connect
 from runner.results import SessionResult
+from runner.transports.base import is_loopback
 from tests.support.servers import Server, record, scripted
 
 
@@ -638,12 +643,12 @@ def test_plaintext_guard_refuses_secrets_to_non_loopback_hosts(tmp_path):
 def test_plaintext_guard_at_step_level(tmp_path):
     _, (engine, session, ctx, config) = _preflight(tmp_path, "192.0.2.1")
     result = SessionResult(name="guard", protocol="smtp", attempt=1, attempts=1)
-    runner = SessionRunner(engine, session, ctx, config, result)
+    runner = SessionRunner(SessionPlan(session), ctx, config, result, engine.emit)
     runner.transport = transports.create(config)  # created, never connected
     assert runner.transport.encrypted is False
-    runner.guard_plaintext(False)  # nothing secret: allowed
+    runner.check_outgoing(None, False)  # nothing secret: allowed
     with pytest.raises(StepFailure) as info:
-        runner.guard_plaintext(True)
+        runner.check_outgoing(None, True)
     assert info.value.exit_class == ExitClass.INVALID
     assert "192.0.2.1" in info.value.reason
 

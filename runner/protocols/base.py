@@ -120,16 +120,21 @@ class Protocol:
         self.max_reply = max_reply
 
     # --- what the client sends -------------------------------------------------------
+    def frame(self, line: str, *, tag: bool = True) -> bytes:
+        """The bytes command() would return for this `C:` line now, recording nothing (CRLF
+        added; IMAP adds its next tag unless tag=False or the line answers a continuation).
+        The engine checks them (transport.check_sendable) before the command is recorded."""
+        return line.encode("utf-8", "surrogateescape") + b"\r\n"
+
     def command(self, line: str, *, tag: bool = True, multiline: bool | None = None) -> bytes:
-        """Bytes to send for a `C:` line (CRLF added; IMAP adds its tag unless tag=False or the
-        line answers a continuation). Records that a reply to it is expected. `multiline`
-        forces a POP3 multi-line (True) or single-line (False) response. The line must not
-        contain CR or LF (the engine refuses such lines before calling this)."""
-        raise NotImplementedError
+        """frame()'s bytes for a `C:` line, and records that a reply to it is expected.
+        `multiline` forces a POP3 multi-line (True) or single-line (False) response. The line
+        must not contain CR or LF (the engine refuses such lines before calling this). The
+        base records nothing: SMTP's and the line protocol's replies do not depend on it."""
+        return self.frame(line, tag=tag)
 
     def sent_raw(self, data: bytes, *, multiline: bool | None = None) -> None:
         """Told that raw bytes (a `raw:` step or a message body) went out verbatim."""
-        raise NotImplementedError
 
     # --- what the server sends -------------------------------------------------------
     def receive_data(self, data: bytes) -> None:

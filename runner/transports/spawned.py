@@ -68,8 +68,8 @@ def stop(child: pexpect.spawn) -> None:
         pass
 
 
-def write_all(fd: int, data: bytes, *, peer: str, timeout: float, program: str) -> None:
-    """Write data to the program's terminal within timeout seconds (a non-blocking fd). The
+def write_all(fd: int, data: bytes, *, peer: str, deadline: float, program: str) -> None:
+    """Write data to the program's terminal before the deadline (a non-blocking fd). The
     first write is tried straight away (a pty takes a few kB at once); only when the terminal is
     full does it wait, with select, against the deadline."""
     try:
@@ -81,11 +81,10 @@ def write_all(fd: int, data: bytes, *, peer: str, timeout: float, program: str) 
     if n == len(data):
         return
     out = memoryview(data)[n:]
-    deadline = time.monotonic() + timeout
     while out:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise DeadlineError(f"sending to {peer} did not complete within {timeout:g}s")
+            raise DeadlineError(f"sending to {peer} did not complete before the deadline")
         _, w, _ = select.select([], [fd], [], remaining)
         if not w:
             continue

@@ -21,8 +21,9 @@ Client -> server (what telnet does to our bytes in its default NVT, non-binary m
   LF -> CR LF, CR -> CR NUL, 0xff -> IAC IAC (0xff 0xff), 0x05 and 0x85 are dropped.
   Every other byte (NUL, controls, 0x1d, 0x80-0xfe, UTF-8) arrives unchanged.
   So the transport sends `\\r\\n` as `\\n`, which arrives as exactly `\\r\\n`; a bare CR, a bare LF,
-  0xff, 0x05 and 0x85 cannot be sent exactly: check_sendable() names the problem and send()
-  raises ScenarioError before writing anything.
+  0xff, 0x05 and 0x85 cannot be sent exactly: check_sendable() names the problem (the engine
+  asks before the protocol records the step), and send() refuses such bytes too, with
+  ScenarioError, before writing anything.
   Switching telnet to binary mode or `set crlf` needs option negotiation (IAC bytes on the wire)
   or makes `\\r\\n` arrive as `\\r\\n\\r\\n`, so neither is used.
 
@@ -63,8 +64,8 @@ from runner.errors import (
     UsageError,
 )
 from runner.transports.base import ConnectInfo, NoteSink, TLSInfo, Transport
+from runner.transports.socket import format_peer
 from runner.transports.spawned import stop, write_all
-from runner.transports.tcp import format_peer
 
 CHUNK = 64 * 1024
 CLOSED_MARK = b"Connection closed by foreign host."
@@ -89,8 +90,8 @@ _DROPPED = {0x05: "drops", 0x85: "drops"}
 
 
 def check_sendable(data: bytes) -> str | None:
-    """Why telnet cannot deliver `data` byte for byte (None when it can). The engine calls this
-    before sending a step, so nothing different from what the scenario says ever goes out."""
+    """Why telnet cannot deliver `data` byte for byte (None when it can): TelnetTransport's
+    check_sendable, so nothing different from what the scenario says ever goes out."""
     crlf = data.count(b"\r\n")
     if (
         data.count(b"\r") == crlf
@@ -122,6 +123,7 @@ def _prepare_pty() -> None:  # runs in the child, before exec
 
 class TelnetTransport(Transport):
     name = "telnet"
+    check_sendable = staticmethod(check_sendable)
 
     def __init__(self, config, *, on_note: NoteSink | None = None):
         super().__init__(config, on_note=on_note)
@@ -247,7 +249,7 @@ class TelnetTransport(Transport):
             raise NetworkError(f"reading from telnet failed: {e.strerror}") from None
 
     # -- data ------------------------------------------------------------------------------------
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes, deadline: float) -> None:
         problem = check_sendable(data)
         if problem:
             raise ScenarioError(problem)
@@ -257,7 +259,7 @@ class TelnetTransport(Transport):
             self.fd,
             data.replace(b"\r\n", b"\n"),
             peer=self.peer,
-            timeout=self.config.timeout,
+            deadline=deadline,
             program="telnet",
         )
 
