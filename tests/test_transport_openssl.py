@@ -126,7 +126,8 @@ def test_starttls_smtp_performed_by_openssl(pki):
         starttls=pki.server_context(),
     )
     with Server(handler) as srv, create(cfg(srv.port, pki, tls="starttls", server_name="localhost")) as t:
-        assert t.performs_starttls
+        assert t.performs_starttls == "openssl s_client -starttls smtp"  # the program, as reports name it
+        assert t.check_sendable(b"\xff bare LF\n bare CR\r") is None  # a raw pty: every byte goes
         info = t.connect()
         assert info.tls is None and "-starttls smtp" in info.note
         tls = t.start_tls()

@@ -81,6 +81,16 @@ def test_refusal_messages():
     assert "0x85" in check_sendable(b"\x85\r\n")
 
 
+def test_check_sendable_is_the_transports_method():
+    """The engine asks the transport (every transport has the method): telnet's is its rule, the
+    socket transport sends every byte exactly."""
+    telnet_t, socket_t = create(cfg(1)), create(cfg(1, transport="socket"))
+    for data in (b"EHLO x\r\n", b"a\n", b"a\r", b"\xff\r\n", b"\x05\r\n"):
+        assert telnet_t.check_sendable(data) == check_sendable(data)
+        assert socket_t.check_sendable(data) is None
+    assert "bare LF" in telnet_t.check_sendable(b"RETR 1\n")
+
+
 def test_split_sends_and_several_lines_in_one_send():
     with Server(record()) as srv, create(cfg(srv.port)) as t:
         t.connect()

@@ -44,7 +44,7 @@ import pexpect
 from runner.errors import ConnectError, ConnectionClosed, DeadlineError, NetworkError, TLSError, UsageError
 from runner.transports.base import ConnectInfo, NoteSink, TLSInfo, Transport
 from runner.transports.socket import format_peer
-from runner.transports.spawned import stop, write_all
+from runner.transports.spawned import spawn, stop, write_all
 
 CHUNK = 64 * 1024
 _STARTTLS = {"smtp": "smtp", "pop3": "pop3", "imap": "imap"}
@@ -150,15 +150,12 @@ class OpensslTransport(Transport):
             os.dup2(fd, 2)
             os.close(fd)
 
-        env = dict(os.environ, LC_ALL="C", LANG="C")
         try:
-            self.child = pexpect.spawn(exe, argv[1:], echo=False, env=env, preexec_fn=prepare)
-        except (OSError, pexpect.ExceptionPexpect) as e:
+            self.child = spawn(exe, argv, prepare)
+        except ConnectError:
             self._cleanup()
-            raise ConnectError(f"cannot start openssl: {e}") from None
-        self.child.delaybeforesend = None
+            raise
         self.fd = self.child.child_fd
-        os.set_blocking(self.fd, False)
         deadline = time.monotonic() + cfg.connect_timeout
         try:
             self._tls = self._await_handshake(deadline)

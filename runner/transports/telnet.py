@@ -65,7 +65,7 @@ from runner.errors import (
 )
 from runner.transports.base import ConnectInfo, NoteSink, TLSInfo, Transport
 from runner.transports.socket import format_peer
-from runner.transports.spawned import stop, write_all
+from runner.transports.spawned import spawn, stop, write_all
 
 CHUNK = 64 * 1024
 CLOSED_MARK = b"Connection closed by foreign host."
@@ -160,14 +160,8 @@ class TelnetTransport(Transport):
         if exe is None:
             raise UsageError("telnet not found: install the Debian package 'telnet' (apt-get install telnet)")
         argv = self.command()
-        env = dict(os.environ, LC_ALL="C", LANG="C")
-        try:
-            self.child = pexpect.spawn(exe, argv[1:], echo=False, env=env, preexec_fn=_prepare_pty)
-        except (OSError, pexpect.ExceptionPexpect) as e:
-            raise ConnectError(f"cannot start telnet: {e}") from None
-        self.child.delaybeforesend = None
+        self.child = spawn(exe, argv, _prepare_pty)
         self.fd = self.child.child_fd
-        os.set_blocking(self.fd, False)
         self._poll = select.poll()
         self._poll.register(self.fd, select.POLLIN)
         deadline = time.monotonic() + cfg.connect_timeout
