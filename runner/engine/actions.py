@@ -22,7 +22,6 @@ from runner.transports.base import is_loopback
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 9 ms at start)
 if TYPE_CHECKING:
     from runner.engine.plan import StepPlan
-    from runner.engine.session import SessionRunner
     from runner.lang.templates import Context
     from runner.model.config import ConnectConfig
     from runner.results import StepResult
@@ -59,10 +58,12 @@ def refusal(line: str | None, secret: bool, encrypted: bool, guarded: bool, host
 
 
 # ------------------------------------------------------------------ the senders
-# Each takes (session runner, step plan, context, the step's result, the step's timeout).
+# Each takes (run: the runner.engine.session.SessionRunner playing the step, its StepPlan, the
+# context it renders in, its StepResult, its timeout). `run` is not annotated: session.py
+# imports this module, and an annotation would import it back.
 
 
-def send_line(run: SessionRunner, plan: StepPlan, ctx: Context, sr: StepResult, timeout: float) -> None:
+def send_line(run, plan: StepPlan, ctx: Context, sr: StepResult, timeout: float) -> None:
     """`C:` — one command line; the protocol frames it (CRLF, an IMAP tag)."""
     step = plan.step
     text = step.text or ""
@@ -82,14 +83,14 @@ def send_line(run: SessionRunner, plan: StepPlan, ctx: Context, sr: StepResult, 
     transmit(run, data, timeout)
 
 
-def send_body(run: SessionRunner, plan: StepPlan, ctx: Context, sr: StepResult, timeout: float) -> None:
+def send_body(run, plan: StepPlan, ctx: Context, sr: StepResult, timeout: float) -> None:
     """`body:` — a message after DATA's 354: rendered, line ends made CRLF, dot-stuffed, ended."""
     rendered = plan.take_prerendered() or render(plan.step.text or "", ctx)
     data = encode_body(rendered.value.encode("utf-8"))
     _send_data(run, plan, sr, data, rendered.secret, timeout, f"body ({_size(data)})")
 
 
-def send_body_file(run: SessionRunner, plan: StepPlan, ctx: Context, sr: StepResult, timeout: float) -> None:
+def send_body_file(run, plan: StepPlan, ctx: Context, sr: StepResult, timeout: float) -> None:
     """`body_file:` — as `body:`, from a file's bytes (secret when they hold a secret's value)."""
     path = plan.step.path
     try:
@@ -103,7 +104,7 @@ def send_body_file(run: SessionRunner, plan: StepPlan, ctx: Context, sr: StepRes
     _send_data(run, plan, sr, data, secret, timeout, f"body_file {path} ({_size(data)})")
 
 
-def send_raw(run: SessionRunner, plan: StepPlan, ctx: Context, sr: StepResult, timeout: float) -> None:
+def send_raw(run, plan: StepPlan, ctx: Context, sr: StepResult, timeout: float) -> None:
     """`raw:` — bytes as written (binary, or a rendered text), nothing added."""
     step = plan.step
     if step.data is not None:
@@ -115,7 +116,7 @@ def send_raw(run: SessionRunner, plan: StepPlan, ctx: Context, sr: StepResult, t
     _send_data(run, plan, sr, data, secret, timeout, "raw " + run.redactor.redact(repr(decode(data))[1:-1]))
 
 
-def sleep(run: SessionRunner, plan: StepPlan, ctx: Context, sr: StepResult, timeout: float) -> None:
+def sleep(run, plan: StepPlan, ctx: Context, sr: StepResult, timeout: float) -> None:
     """`sleep:` — waits; sends nothing."""
     seconds = plan.step.seconds or 0
     sr.sent = f"sleep {seconds:g} s"
@@ -134,7 +135,7 @@ SENDERS = {
 
 # ------------------------------------------------------------------ shared by the senders
 def _send_data(
-    run: SessionRunner, plan: StepPlan, sr: StepResult, data: bytes, secret: bool, timeout: float, shown: str
+    run, plan: StepPlan, sr: StepResult, data: bytes, secret: bool, timeout: float, shown: str
 ) -> None:
     """Body and raw data: checked, shown, told to the protocol, written."""
     run.check_outgoing(None, secret)
@@ -150,14 +151,14 @@ def _size(body: bytes) -> str:
     return f"{lines} lines, {len(body)} bytes"
 
 
-def sendable(run: SessionRunner, data: bytes) -> None:
+def sendable(run, data: bytes) -> None:
     """StepFailure (exit 2) when the transport cannot send these bytes exactly."""
     problem = run.transport.check_sendable(data)
     if problem:
         raise StepFailure("error", ExitClass.INVALID, problem)
 
 
-def transmit(run: SessionRunner, data: bytes, timeout: float) -> None:
+def transmit(run, data: bytes, timeout: float) -> None:
     """Writes the bytes within the step's timeout and announces them (masked when read)."""
     try:
         run.transport.send(data, time.monotonic() + timeout)

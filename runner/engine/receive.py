@@ -3,6 +3,9 @@ every read of the step (a reply, the line protocol's lines, the server's EOF) wa
 
 Transports raise DeadlineError when the deadline passes; here it is turned into the step's
 reason ("no complete reply within 5 s"), keeping the bytes of an incomplete reply.
+
+`run` is the runner.engine.session.SessionRunner playing the step (not annotated: session.py
+imports this module, and an annotation would import it back).
 """
 
 from __future__ import annotations
@@ -16,12 +19,11 @@ from runner.protocols.base import Reply
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 9 ms at start)
 if TYPE_CHECKING:
-    from runner.engine.session import SessionRunner
     from runner.lang.templates import Context
     from runner.model.scenario import Step
 
 
-def receive(run: SessionRunner, step: Step, ctx: Context, timeout: float) -> Reply | None:
+def receive(run, step: Step, ctx: Context, timeout: float) -> Reply | None:
     """What the step's `S:` expects, within `timeout` seconds from now: the reply (None when the
     server closed cleanly and the pattern allows EOF; also None for `S: EOF`, once it closed)."""
     deadline = time.monotonic() + timeout
@@ -33,7 +35,7 @@ def receive(run: SessionRunner, step: Step, ctx: Context, timeout: float) -> Rep
     return read_reply(run, step, deadline, timeout)
 
 
-def fill(run: SessionRunner, deadline: float) -> None:
+def fill(run, deadline: float) -> None:
     """One transport read into the protocol. EOF is passed on to the protocol."""
     data = run.transport.recv(deadline)
     if not data:
@@ -48,7 +50,7 @@ def fill(run: SessionRunner, deadline: float) -> None:
     run.protocol.receive_data(data)
 
 
-def read_reply(run: SessionRunner, step: Step, deadline: float, timeout: float) -> Reply | None:
+def read_reply(run, step: Step, deadline: float, timeout: float) -> Reply | None:
     proto = run.protocol
     first_byte_at = None
     while True:
@@ -73,7 +75,7 @@ def read_reply(run: SessionRunner, step: Step, deadline: float, timeout: float) 
             first_byte_at = time.monotonic()
 
 
-def read_lines(run: SessionRunner, step: Step, ctx: Context, deadline: float, timeout: float) -> Reply:
+def read_lines(run, step: Step, ctx: Context, deadline: float, timeout: float) -> Reply:
     """The line protocol: lines until the pattern matches or the deadline passes."""
     proto = run.protocol
     got: list[Reply] = []
@@ -103,7 +105,7 @@ def read_lines(run: SessionRunner, step: Step, ctx: Context, deadline: float, ti
             raise DeadlineError(f"deadline: nothing received within {timeout:g} s", proto.pending()) from None
 
 
-def expect_eof(run: SessionRunner, deadline: float, timeout: float) -> None:
+def expect_eof(run, deadline: float, timeout: float) -> None:
     proto = run.protocol
     while True:
         reply = proto.next_reply()
