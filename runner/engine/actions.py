@@ -70,7 +70,7 @@ def send_line(run, plan: StepPlan, ctx: Context, sr: StepResult, timeout: float)
     if plan.names is None:  # no template: nothing to render, nothing from a secret
         value, secret = text, False
     else:
-        rendered = plan.take_prerendered() or render(parse(text), ctx)
+        rendered = render(parse(text), ctx)
         value, secret = rendered.value, rendered.secret
     sr.sent = run.redactor.redact(text)  # as written (the template source), if refused
     run.check_outgoing(value, secret)
@@ -85,7 +85,7 @@ def send_line(run, plan: StepPlan, ctx: Context, sr: StepResult, timeout: float)
 
 def send_body(run, plan: StepPlan, ctx: Context, sr: StepResult, timeout: float) -> None:
     """`body:` — a message after DATA's 354: rendered, line ends made CRLF, dot-stuffed, ended."""
-    rendered = plan.take_prerendered() or render(plan.step.text or "", ctx)
+    rendered = render(plan.step.text or "", ctx)
     data = encode_body(rendered.value.encode("utf-8"))
     _send_data(run, plan, sr, data, rendered.secret, timeout, f"body ({_size(data)})")
 

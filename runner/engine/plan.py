@@ -1,7 +1,7 @@
 """What one run works out once about its scenario, before anything connects: per session, per
 step, the facts that do not change while it plays (where the step is written, its pattern as
-text, the names its template uses, whether it comes after STARTTLS), plus what preflight found
-out for the first attempt (the resolved connection, renderings that stay valid).
+text, the names its template uses, whether it comes after STARTTLS), plus the connection
+preflight resolved, for the first attempt.
 
 A plan lives as long as one Engine.run: no table outlives the run, nothing is keyed by id.
 """
@@ -13,7 +13,7 @@ from runner.results import StepResult
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 9 ms at start)
 if TYPE_CHECKING:
-    from runner.lang.templates import Context, Rendered
+    from runner.lang.templates import Context
     from runner.model.config import ConnectConfig
     from runner.model.scenario import Scenario, Session, Step
 
@@ -52,12 +52,6 @@ class StepPlan:
         tpl = parse(step.text) if templated else None
         self.names = frozenset(tpl.names()) if tpl is not None and not tpl.is_constant else None
         self.after_starttls = after_starttls
-        self.prerendered: Rendered | None = None
-
-    def take_prerendered(self) -> Rendered | None:
-        """Preflight's rendering, once: a second attempt renders again."""
-        rendered, self.prerendered = self.prerendered, None
-        return rendered
 
     def new_result(self) -> StepResult:
         step = self.step
@@ -102,10 +96,3 @@ def scoped(step: Step, ctx: Context) -> Context:
 
 def plan_scenario(scenario: Scenario) -> list[SessionPlan]:
     return [SessionPlan(session) for session in scenario.sessions]
-
-
-def captured_names(scenario: Scenario) -> frozenset[str]:
-    """Every variable a capture of this scenario can set."""
-    return frozenset(
-        name for sess in scenario.sessions for st in (*sess.steps, *sess.finally_steps) for name in st.capture
-    )

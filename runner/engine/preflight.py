@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 from runner.engine.actions import plaintext_guard_applies, refusal
-from runner.engine.plan import SessionPlan, captured_names, scoped
+from runner.engine.plan import SessionPlan, scoped
 from runner.errors import ExitClass, ScenarioError
 from runner.events import SessionFinished, SessionStarted, StepFinished
 from runner.lang.templates import TemplateError, parse, render
@@ -52,10 +52,9 @@ def preflight_scenario(
     allow_plaintext_secrets: bool,
     emit: Callable[[Event], None],
 ) -> SessionResult | None:
-    """Checks every session before the first connects. Each plan keeps its resolved connection
-    and the renderings that stay valid. The first refused session's result (exit class 2, with
+    """Checks every session before the first connects (each plan keeps its resolved connection,
+    for the first attempt). The first refused session's result (exit class 2, with
     the refused step in it) is returned, after its events; None when nothing is refused."""
-    captured = captured_names(scenario)
     for plan in plans:
         session = plan.session
         result = SessionResult(name=session.name, protocol=session.protocol, attempt=1, attempts=1)
@@ -70,7 +69,7 @@ def preflight_scenario(
                 emit(SessionFinished(result=result, at=time.time()))
                 return result
             config = None  # reported when the session runs, once the capture exists
-        problem = first_refusal(plan, ctx, config, allow_plaintext_secrets, captured)
+        problem = first_refusal(plan, ctx, config, allow_plaintext_secrets)
         if problem is None:
             continue
         sp, reason = problem
@@ -92,11 +91,9 @@ def first_refusal(
     ctx: Context,
     config: ConnectConfig | None,
     allow_plaintext_secrets: bool = False,
-    captured: frozenset[str] = frozenset(),
 ) -> tuple[StepPlan, str] | None:
     """The first templated step of the session that would be refused, with the reason (config
-    None skips the plaintext guard). Renderings that stay what the step would render when it
-    runs are kept on its StepPlan. Sends nothing."""
+    None skips the plaintext guard). Renders, sends nothing: the step renders again when it runs."""
     guarded = config is not None and plaintext_guard_applies(config, allow_plaintext_secrets)
     # openssl s_client encrypts, and performs STARTTLS itself
     encrypted_from_start = config is not None and (config.tls == "implicit" or config.transport == "openssl")
@@ -107,15 +104,6 @@ def first_refusal(
             rendered = render(step.text, scoped(step, ctx))
         except TemplateError:
             continue  # needs a capture (or is broken): checked when it runs
-        if (
-            step.action != "raw"  # (a raw step renders when it runs)
-            and not step.bindings
-            and "now" not in sp.names
-            and not (sp.names & captured)
-        ):
-            # still what rendering would give when the step runs: no include scope (whose
-            # bindings may use captures), no variable a capture can set, not the time
-            sp.prerendered = rendered
         line = rendered.value if step.action == "send" else None
         encrypted = encrypted_from_start or sp.after_starttls
         reason = refusal(line, rendered.secret, encrypted, guarded, host)
@@ -129,10 +117,9 @@ def preflight(
     ctx: Context,
     config: ConnectConfig | None,
     allow_plaintext_secrets: bool = False,
-    captured: frozenset[str] = frozenset(),
 ) -> tuple[Step, str, int, str] | None:
     """first_refusal for one session on its own: (step, section, index, reason) or None."""
-    problem = first_refusal(SessionPlan(session), ctx, config, allow_plaintext_secrets, captured)
+    problem = first_refusal(SessionPlan(session), ctx, config, allow_plaintext_secrets)
     if problem is None:
         return None
     sp, reason = problem
