@@ -72,23 +72,18 @@ class SessionRunner:
         result, plan = self.result, self.plan
         try:
             failed = self.run_steps(plan.steps, skip_until_starttls=bool(self.transport.performs_starttls))
-            if failed is not None:
+            if self.connected:
+                finally_failed = self.run_steps(plan.finally_steps, skip_until_starttls=False)
+                failed = failed if failed is not None else finally_failed
+            else:
+                for sp in plan.finally_steps:
+                    self.record_skip(sp, "not run: the connection is closed")
+            if failed is not None:  # the session's verdict is its first failed step's
                 result.status, result.exit_class, result.reason = (
                     failed.status,
                     failed.exit_class,
                     failed.reason,
                 )
-            if self.connected:
-                ffailed = self.run_steps(plan.finally_steps, skip_until_starttls=False)
-                if ffailed is not None and failed is None:
-                    result.status, result.exit_class, result.reason = (
-                        ffailed.status,
-                        ffailed.exit_class,
-                        ffailed.reason,
-                    )
-            else:
-                for sp in plan.finally_steps:
-                    self.record_skip(sp, "not run: the connection is closed")
         except KeyboardInterrupt:
             result.status, result.exit_class, result.reason = "error", ExitClass.INTERRUPTED, "interrupted"
             raise

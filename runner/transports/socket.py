@@ -142,36 +142,26 @@ class SocketTransport(Transport):
             from runner.transports import tls
 
             return tls.send(s, data, deadline, self.peer)
-        try:
-            sent = s.send(data)
-        except BlockingIOError:
-            sent = 0
-        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
-            raise ConnectionClosed(f"connection closed by {self.peer} while sending") from None
-        except OSError as e:
-            raise NetworkError(f"sending to {self.peer} failed: {e.strerror or e}") from None
-        if sent < len(data):
-            self._send_rest(memoryview(data)[sent:], deadline)
-
-    def _send_rest(self, view: memoryview, deadline: float) -> None:
-        """The rest of a send the socket buffer could not take at once, before the deadline."""
-        s = self.sock
-        out = select.poll()
-        out.register(s.fileno(), select.POLLOUT)
-        while view:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise DeadlineError(f"sending to {self.peer} did not complete before the deadline")
-            if not out.poll(remaining * 1000.0):
-                continue
+        view = memoryview(data)
+        out = None  # a poll() for room in the socket buffer, made when the first write fell short
+        while True:
             try:
                 view = view[s.send(view) :]
             except BlockingIOError:
-                continue
+                pass
             except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
                 raise ConnectionClosed(f"connection closed by {self.peer} while sending") from None
             except OSError as e:
                 raise NetworkError(f"sending to {self.peer} failed: {e.strerror or e}") from None
+            if not view:
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeadlineError(f"sending to {self.peer} did not complete before the deadline")
+            if out is None:
+                out = select.poll()
+                out.register(s.fileno(), select.POLLOUT)
+            out.poll(remaining * 1000.0)
 
     def recv(self, deadline: float) -> bytes:
         s = self.sock
