@@ -1,10 +1,11 @@
 """What a step sends: one sender per step action (`SENDERS`), and the one check of outgoing
 bytes (`refusal`) that preflight and every sender use.
 
-A sender renders its text, asks `refusal` (through SessionRunner.check_outgoing: a `C:` line with
-CR or LF, a secret about to travel unencrypted), asks the transport whether it can send the bytes exactly (check_sendable), and only
-then tells the protocol (which records the command) and writes the bytes, within the step's
-deadline. So a refused step leaves the protocol and the wire untouched.
+A sender renders its text and asks `refusal` (through SessionRunner.check_outgoing: a `C:` line
+with CR or LF, a secret about to travel unencrypted); `deliver` then asks the transport whether
+it can send the bytes exactly (check_sendable), and only then tells the protocol (which records
+the command) and writes the bytes within the step's timeout. So a refused step leaves the
+protocol and the wire untouched.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from runner.engine.plan import StepPlan
     from runner.lang.templates import Context
     from runner.model.config import ConnectConfig
+    from runner.model.scenario import Step
     from runner.results import StepResult
 
 CRLF_REFUSAL = (
@@ -72,15 +74,15 @@ def send_line(run, plan: StepPlan, ctx: Context, sr: StepResult, timeout: float)
     else:
         rendered = render(parse(text), ctx)
         value, secret = rendered.value, rendered.secret
-    sr.sent = run.redactor.redact(text)  # as written (the template source), if refused
-    run.check_outgoing(value, secret)
-    proto = run.protocol
-    data = proto.frame(value, tag=step.tag)
+    try:
+        run.check_outgoing(value, secret)
+    except StepFailure:
+        sr.sent = run.redactor.redact(text)  # as written: the template source
+        raise
+    data = run.protocol.frame(value, tag=step.tag)
     shown = decode(data[:-2])  # without the CRLF
     sr.sent = run.redactor.redact(shown) if run.redactor.active else shown
-    sendable(run, data)
-    proto.command(value, tag=step.tag, multiline=step.multiline)
-    transmit(run, data, timeout)
+    deliver(run, step, data, timeout, value)
 
 
 def send_body(run, plan: StepPlan, ctx: Context, sr: StepResult, timeout: float) -> None:
@@ -137,12 +139,10 @@ SENDERS = {
 def _send_data(
     run, plan: StepPlan, sr: StepResult, data: bytes, secret: bool, timeout: float, shown: str
 ) -> None:
-    """Body and raw data: checked, shown, told to the protocol, written."""
+    """Body and raw data: checked, shown, delivered."""
     run.check_outgoing(None, secret)
     sr.sent = shown
-    sendable(run, data)
-    run.protocol.sent_raw(data, multiline=plan.step.multiline)
-    transmit(run, data, timeout)
+    deliver(run, plan.step, data, timeout)
 
 
 def _size(body: bytes) -> str:
@@ -151,15 +151,17 @@ def _size(body: bytes) -> str:
     return f"{lines} lines, {len(body)} bytes"
 
 
-def sendable(run, data: bytes) -> None:
-    """StepFailure (exit 2) when the transport cannot send these bytes exactly."""
+def deliver(run, step: Step, data: bytes, timeout: float, line: str | None = None) -> None:
+    """A step's bytes, in this order: refused (exit 2) when the transport cannot send them
+    exactly; told to the protocol (the `C:` line, or raw data when `line` is None); written
+    within the step's timeout; announced (masked when read)."""
     problem = run.transport.check_sendable(data)
     if problem:
         raise StepFailure("error", ExitClass.INVALID, problem)
-
-
-def transmit(run, data: bytes, timeout: float) -> None:
-    """Writes the bytes within the step's timeout and announces them (masked when read)."""
+    if line is None:
+        run.protocol.sent_raw(data, multiline=step.multiline)
+    else:
+        run.protocol.command(line, tag=step.tag, multiline=step.multiline)
     try:
         run.transport.send(data, time.monotonic() + timeout)
     except DeadlineError:

@@ -140,7 +140,8 @@ class SessionRunner:
     def check_outgoing(self, line: str | None, secret: bool) -> None:
         """StepFailure (exit 2) when data about to be sent is refused (actions.refusal: CR/LF
         in a `C:` line, the plaintext guard)."""
-        problem = refusal(line, secret, self.transport.encrypted, self.guarded, self.config.host)
+        # (whether the connection is encrypted matters only for a secret: asked only then)
+        problem = refusal(line, secret, secret and self.transport.encrypted, self.guarded, self.config.host)
         if problem is not None:
             raise StepFailure("error", ExitClass.INVALID, problem)
 

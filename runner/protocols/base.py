@@ -177,11 +177,12 @@ class ReceiveBuffer:
     searched, so tests can check that without a clock.
     """
 
-    def __init__(self, max_line: int):
+    def __init__(self, max_line: int, max_reply: int = DEFAULT_MAX_REPLY):
         self.data = bytearray()
         self.cursor = 0
         self._scan = 0
         self.max_line = max_line
+        self.max_reply = max_reply
         self.scanned = 0
 
     def __len__(self) -> int:
@@ -197,9 +198,10 @@ class ReceiveBuffer:
     def next_line(self) -> tuple[int, int] | None:
         """The next line after the cursor as (start, content_end) — content_end excludes the
         CRLF or bare LF — and moves the cursor past its line end; None if no line end has
-        arrived yet. Raises LimitError as soon as a line is known to exceed max_line."""
+        arrived yet. Raises LimitError as soon as a line is known to exceed max_line, or the
+        reply being framed (everything up to the cursor) max_reply."""
         start = self.cursor
-        scan = max(self._scan, start)
+        scan = self._scan if self._scan > start else start
         i = self.data.find(b"\n", scan)
         if i < 0:
             self.scanned += len(self.data) - scan
@@ -215,6 +217,8 @@ class ReceiveBuffer:
         if end - start > self.max_line:
             raise LimitError(f"line longer than {self.max_line} bytes")
         self.cursor = self._scan = i + 1
+        if i >= self.max_reply:
+            raise LimitError(f"reply longer than {self.max_reply} bytes")
         return start, end
 
     def skip(self, n: int) -> tuple[int, int] | None:
@@ -257,7 +261,7 @@ class FramedProtocol(Protocol):
 
     def __init__(self, *, max_line: int = DEFAULT_MAX_LINE, max_reply: int = DEFAULT_MAX_REPLY):
         super().__init__(max_line=max_line, max_reply=max_reply)
-        self._buf = ReceiveBuffer(max_line)
+        self._buf = ReceiveBuffer(max_line, max_reply)
         self._eof = False
         self._drained = False  # next_reply found no further complete reply after EOF
         self._fatal: Exception | None = None  # sticky: a limit error or the closed connection
@@ -321,10 +325,6 @@ class FramedProtocol(Protocol):
         """Called at EOF when no complete reply is left (the line protocol returns its final
         unterminated line here)."""
         return None
-
-    def _check_reply_size(self) -> None:
-        if self._buf.cursor > self.max_reply:
-            raise LimitError(f"reply longer than {self.max_reply} bytes")
 
     def _malformed(self, message: str) -> ProtocolError:
         """Consumes the reply framed so far and returns the error to raise."""

@@ -147,7 +147,6 @@ class IMAP(FramedProtocol):
             span = buf.next_line()
             if span is None:
                 return None
-            self._check_reply_size()
             segment = bytes(buf.data[span[0] : span[1]])
             if self._after_literal:
                 if segment:

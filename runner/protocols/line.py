@@ -23,7 +23,6 @@ class Line(FramedProtocol):
         span = buf.next_line()
         if span is None:
             return None
-        self._check_reply_size()
         return self._reply(bytes(buf.data[span[0] : span[1]]))
 
     def _at_eof(self) -> Reply | None:

@@ -90,7 +90,6 @@ class POP3(FramedProtocol):
             span = buf.next_line()
             if span is None:
                 return None
-            self._check_reply_size()
             line = bytes(buf.data[span[0] : span[1]])
             if self._body:
                 if line == b".":

@@ -75,7 +75,6 @@ class SMTP(FramedProtocol):
             span = buf.next_line()
             if span is None:
                 return None
-            self._check_reply_size()
             start, end = span
             data = buf.data
             code = bytes(data[start : start + 3])
