@@ -25,7 +25,6 @@ class StepPlan:
     expected   the S pattern as written, or None
     names      the names its `C`/`body`/`raw` template uses; None when its text is constant
     after_starttls  a STARTTLS step comes before it (every `finally` step of a session with one)
-    prerendered  what preflight rendered, when that stays what the step would render (taken once)
     """
 
     __slots__ = (
@@ -37,7 +36,6 @@ class StepPlan:
         "expected",
         "names",
         "after_starttls",
-        "prerendered",
     )
 
     def __init__(self, step: Step, section: str, index: int, after_starttls: bool):
@@ -46,7 +44,7 @@ class StepPlan:
         self.index = index
         loc = step.location
         self.location = str(loc)
-        self.via = " <- ".join(str(v) for v in reversed(loc.via)) or None
+        self.via = " <- ".join(map(str, reversed(loc.via))) if loc.via else None
         self.expected = step.expect.describe() if step.expect is not None else None
         templated = step.action in ("send", "body", "raw") and step.text is not None
         tpl = parse(step.text) if templated else None

@@ -200,20 +200,20 @@ class ReceiveBuffer:
         CRLF or bare LF — and moves the cursor past its line end; None if no line end has
         arrived yet. Raises LimitError as soon as a line is known to exceed max_line, or the
         reply being framed (everything up to the cursor) max_reply."""
+        data = self.data
         start = self.cursor
         scan = self._scan if self._scan > start else start
-        i = self.data.find(b"\n", scan)
+        i = data.find(b"\n", scan)
         if i < 0:
-            self.scanned += len(self.data) - scan
-            self._scan = len(self.data)
+            n = len(data)
+            self.scanned += n - scan
+            self._scan = n
             # the unterminated part may still end in the CR of its CRLF
-            if len(self.data) - start > self.max_line + 1:
+            if n - start > self.max_line + 1:
                 raise LimitError(f"line longer than {self.max_line} bytes")
             return None
         self.scanned += i + 1 - scan
-        end = i
-        if end > start and self.data[end - 1] == 0x0D:
-            end -= 1
+        end = i - 1 if i > start and data[i - 1] == 0x0D else i
         if end - start > self.max_line:
             raise LimitError(f"line longer than {self.max_line} bytes")
         self.cursor = self._scan = i + 1
@@ -233,10 +233,15 @@ class ReceiveBuffer:
     def consume(self) -> bytes:
         """Removes and returns everything before the cursor: the raw bytes of a framed reply."""
         n = self.cursor
-        raw = bytes(self.data[:n])
-        del self.data[:n]
+        data = self.data
+        if n == len(data):  # the whole buffer (the common case: one reply, nothing after it)
+            self.data = bytearray()
+            self.cursor = self._scan = 0
+            return bytes(data)
+        raw = bytes(data[:n])
+        del data[:n]
         self.cursor = 0
-        self._scan = max(0, self._scan - n)
+        self._scan = self._scan - n if self._scan > n else 0
         return raw
 
     def clear(self) -> None:

@@ -99,12 +99,11 @@ class SMTP(FramedProtocol):
                 f"malformed reply: line {n} has {decode(sep)!r} after the code (expected ' ' or '-')"
             )
         first = codes[0]
-        if n > 1:
-            for i, c in enumerate(codes[1:], 2):
-                if c != first:
-                    raise self._malformed(
-                        f"malformed reply: line {i} has code {c.decode()}, line 1 had {first.decode()}"
-                    )
+        for i in range(1, n):
+            if codes[i] != first:
+                raise self._malformed(
+                    f"malformed reply: line {i + 1} has code {codes[i].decode()}, line 1 had {first.decode()}"
+                )
         raw = self._buf.consume()
         self._codes = []
         # One decode of the whole reply: UTF-8 never puts a LF byte inside a character and
