@@ -60,7 +60,10 @@ class SessionRunner:
         self.transport = None  # created by open()
         self.connected = False  # the connection is open and usable
         self.held: list[tuple[bytes, float]] | None = None  # received, passed on after a capture
-        self._scopes: dict[tuple, Context] = {}  # include scope (its bindings' ids) -> context
+        # include scope (its bindings' ids) -> its context, for the whole session: not a cache, a
+        # capture updates a name where the scope binds it (Context.set), so later steps of the
+        # same include must see that scope again, not one made anew from the bindings
+        self._scopes: dict[tuple, Context] = {}
 
     def note(self, kind: str, text: str) -> None:
         self.emit(Note(kind, self.redactor.redact(text), time.time()))

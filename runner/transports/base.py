@@ -23,6 +23,9 @@ from collections.abc import Callable  # (no cost: re, which every run imports, l
 
 from runner.records import Frozen
 
+#: The most any transport reads at once.
+CHUNK = 64 * 1024
+
 #: Called by transports with human-facing notes: ('chatter', "Trying 127.0.0.1...") for what a
 #: spawned program printed that is not the server's bytes, ('warning', ...) for trouble worth
 #: saying. Never for connect or TLS: the engine announces those (Connected, TLSStarted).

@@ -42,11 +42,10 @@ import tty
 import pexpect
 
 from runner.errors import ConnectError, ConnectionClosed, DeadlineError, NetworkError, TLSError, UsageError
-from runner.transports.base import ConnectInfo, NoteSink, TLSInfo, Transport
+from runner.transports.base import CHUNK, ConnectInfo, NoteSink, TLSInfo, Transport
 from runner.transports.socket import format_peer
 from runner.transports.spawned import spawn, stop, write_all
 
-CHUNK = 64 * 1024
 _STARTTLS = {"smtp": "smtp", "pop3": "pop3", "imap": "imap"}
 
 

@@ -18,13 +18,11 @@ import socket
 import time
 
 from runner.errors import ConnectError, ConnectionClosed, DeadlineError, NetworkError, TLSError
-from runner.transports.base import ConnectInfo, TLSInfo, Transport
+from runner.transports.base import CHUNK, ConnectInfo, TLSInfo, Transport
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
     from runner.transports.base import NoteSink
-
-CHUNK = 64 * 1024
 
 
 def _host_arg(host: str) -> str | bytes:

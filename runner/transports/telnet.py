@@ -63,11 +63,10 @@ from runner.errors import (
     ScenarioError,
     UsageError,
 )
-from runner.transports.base import ConnectInfo, NoteSink, TLSInfo, Transport
+from runner.transports.base import CHUNK, ConnectInfo, NoteSink, TLSInfo, Transport
 from runner.transports.socket import format_peer
 from runner.transports.spawned import spawn, stop, write_all
 
-CHUNK = 64 * 1024
 CLOSED_MARK = b"Connection closed by foreign host."
 assert b"C" not in CLOSED_MARK[1:]  # _take relies on it
 _SPECIAL = (

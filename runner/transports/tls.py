@@ -14,9 +14,7 @@ import ssl
 import time
 
 from runner.errors import ConnectionClosed, DeadlineError, NetworkError, TLSError
-from runner.transports.base import TLSInfo
-
-CHUNK = 64 * 1024
+from runner.transports.base import CHUNK, TLSInfo
 
 # OpenSSL's reasons when the peer's first bytes are not a TLS record
 _NOT_TLS_REASONS = frozenset(
