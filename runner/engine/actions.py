@@ -69,10 +69,11 @@ def send_line(run, plan: StepPlan, ctx: Context, sr: StepResult, timeout: float)
     """`C:` — one command line; the protocol frames it (CRLF, an IMAP tag)."""
     step = plan.step
     text = step.text or ""
-    if plan.names is None:  # no template: nothing to render, nothing from a secret
+    tpl = parse(text)
+    if tpl.is_constant:  # no template: nothing to render, nothing from a secret
         value, secret = text, False
     else:
-        rendered = render(parse(text), ctx)
+        rendered = render(tpl, ctx)
         value, secret = rendered.value, rendered.secret
     try:
         run.check_outgoing(value, secret)

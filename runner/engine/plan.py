@@ -1,7 +1,7 @@
-"""What one run works out once about its scenario, before anything connects: per session, per
-step, the facts that do not change while it plays (where the step is written, its pattern as
-text, the names its template uses, whether it comes after STARTTLS), plus the connection
-preflight resolved, for the first attempt.
+"""What one run works out once about its scenario, before anything connects: per step, what its
+StepResult shows of it and never changes (where it is written, its pattern as text); per
+session, its templated steps for preflight, and the connection preflight resolved, for the
+first attempt.
 
 A plan lives as long as one Engine.run: no table outlives the run, nothing is keyed by id.
 """
@@ -19,26 +19,13 @@ if TYPE_CHECKING:
 
 
 class StepPlan:
-    """One step of a session, in its section ('steps' or 'finally', index 1-based).
+    """One step of a session, in its section ('steps' or 'finally', index 1-based), with what its
+    StepResult shows of it: location 'file:line', via (the include chain, or None) and expected
+    (the S pattern as written, or None)."""
 
-    location   'file:line' as StepResult shows it; via: the include chain, or None
-    expected   the S pattern as written, or None
-    names      the names its `C`/`body`/`raw` template uses; None when its text is constant
-    after_starttls  a STARTTLS step comes before it (every `finally` step of a session with one)
-    """
+    __slots__ = ("step", "section", "index", "location", "via", "expected")
 
-    __slots__ = (
-        "step",
-        "section",
-        "index",
-        "location",
-        "via",
-        "expected",
-        "names",
-        "after_starttls",
-    )
-
-    def __init__(self, step: Step, section: str, index: int, after_starttls: bool):
+    def __init__(self, step: Step, section: str, index: int):
         self.step = step
         self.section = section
         self.index = index
@@ -46,10 +33,6 @@ class StepPlan:
         self.location = str(loc)
         self.via = " <- ".join(map(str, reversed(loc.via))) if loc.via else None
         self.expected = step.expect.describe() if step.expect is not None else None
-        templated = step.action in ("send", "body", "raw") and step.text is not None
-        tpl = parse(step.text) if templated else None
-        self.names = frozenset(tpl.names()) if tpl is not None and not tpl.is_constant else None
-        self.after_starttls = after_starttls
 
     def new_result(self) -> StepResult:
         step = self.step
@@ -64,25 +47,36 @@ class SessionPlan:
 
     def __init__(self, session: Session):
         self.session = session
-        has_starttls = any(s.starttls for s in session.steps)
-        steps, after = [], False
-        for index, step in enumerate(session.steps, 1):
-            steps.append(StepPlan(step, "steps", index, after))
-            after = after or step.starttls
-        self.steps = tuple(steps)
+        self.steps = tuple(StepPlan(step, "steps", i) for i, step in enumerate(session.steps, 1))
         self.finally_steps = tuple(
-            StepPlan(step, "finally", index, has_starttls)
-            for index, step in enumerate(session.finally_steps, 1)
+            StepPlan(step, "finally", i) for i, step in enumerate(session.finally_steps, 1)
         )
         self.config: ConnectConfig | None = None
 
-    def templated(self):
-        """The StepPlans whose text is a template, in order (both sections)."""
-        return [p for p in (*self.steps, *self.finally_steps) if p.names is not None]
+    def templated(self) -> list[tuple[StepPlan, bool]]:
+        """(step plan, after STARTTLS) of every `C`, `body` and `raw` step whose text is a
+        template, in order. After STARTTLS: a `starttls: true` step comes before it (every
+        `finally` step of a session that has one counts as after it)."""
+        out = []
+        after = False
+        for sp in self.steps:
+            if _is_template(sp.step):
+                out.append((sp, after))
+            after = after or sp.step.starttls
+        for sp in self.finally_steps:
+            if _is_template(sp.step):
+                out.append((sp, after))
+        return out
 
     def take_config(self) -> ConnectConfig | None:
         config, self.config = self.config, None
         return config
+
+
+def _is_template(step: Step) -> bool:
+    return (
+        step.action in ("send", "body", "raw") and step.text is not None and not parse(step.text).is_constant
+    )
 
 
 def scoped(step: Step, ctx: Context) -> Context:

@@ -98,14 +98,14 @@ def first_refusal(
     # openssl s_client encrypts, and performs STARTTLS itself
     encrypted_from_start = config is not None and (config.tls == "implicit" or config.transport == "openssl")
     host = config.host if config is not None else ""
-    for sp in plan.templated():  # (constant text was checked by the loader and holds no secret)
+    for sp, after_starttls in plan.templated():  # (constant text was checked by the loader: no secret)
         step = sp.step
         try:
             rendered = render(step.text, scoped(step, ctx))
         except TemplateError:
             continue  # needs a capture (or is broken): checked when it runs
         line = rendered.value if step.action == "send" else None
-        encrypted = encrypted_from_start or sp.after_starttls
+        encrypted = encrypted_from_start or after_starttls
         reason = refusal(line, rendered.secret, encrypted, guarded, host)
         if reason is not None:
             return sp, reason
