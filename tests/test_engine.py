@@ -5,7 +5,10 @@ results are inspected, and what Postfix delivered is read back from the Maildir.
 from __future__ import annotations
 
 import base64
+import socket
 import textwrap
+import threading
+import time
 import uuid
 from pathlib import Path
 from string import Template
@@ -13,12 +16,17 @@ from string import Template
 import pytest
 
 from runner import transports
-from runner.engine.run import Engine, RunOptions, SessionRunner, StepFailure, is_loopback, preflight
+from runner.engine.plan import SessionPlan
+from runner.engine.preflight import preflight
+from runner.engine.run import Engine, RunOptions
+from runner.engine.session import SessionRunner
+from runner.engine.verdicts import StepFailure
 from runner.errors import ExitClass
-from runner.events import Closed, Connected, Received, Sent, StepFinished, TLSStarted
+from runner.events import Closed, Connected, Note, Received, Retrying, Sent, StepFinished, TLSStarted
 from runner.load.api import load_scenario
 from runner.model.config import resolve_connect
 from runner.results import SessionResult
+from runner.transports.base import is_loopback
 from tests.support.servers import Server, record, scripted
 
 
@@ -638,12 +646,12 @@ def test_plaintext_guard_refuses_secrets_to_non_loopback_hosts(tmp_path):
 def test_plaintext_guard_at_step_level(tmp_path):
     _, (engine, session, ctx, config) = _preflight(tmp_path, "192.0.2.1")
     result = SessionResult(name="guard", protocol="smtp", attempt=1, attempts=1)
-    runner = SessionRunner(engine, session, ctx, config, result)
+    runner = SessionRunner(SessionPlan(session), ctx, config, result, engine.emit)
     runner.transport = transports.create(config)  # created, never connected
     assert runner.transport.encrypted is False
-    runner.guard_plaintext(False)  # nothing secret: allowed
+    runner.check_outgoing(None, False)  # nothing secret: allowed
     with pytest.raises(StepFailure) as info:
-        runner.guard_plaintext(True)
+        runner.check_outgoing(None, True)
     assert info.value.exit_class == ExitClass.INVALID
     assert "192.0.2.1" in info.value.reason
 
@@ -700,3 +708,193 @@ def test_a_captured_secret_is_masked_in_its_own_reply_and_wire_events(tmp_path):
     finished = [i for i, k in enumerate(kinds) if k == "StepFinished"]
     received = [i for i, k in enumerate(kinds) if k == "Received"]
     assert finished[0] < received[1] < finished[1]
+
+
+# --------------------------------------------------------------------------- announced once
+
+TLS_RUN = """\
+    name: tls announced once
+    protocol: smtp
+    connect: {host: 127.0.0.1, port: $port, tls: $tls, ca: $ca, server_name: mail.example.test, transport: $transport}
+    steps:
+      - S: 220
+      - C: EHLO client.example
+        S: 250
+      - C: STARTTLS
+        S: 220
+        starttls: true
+      - C: EHLO client.example
+        S: 250
+    finally:
+      - C: QUIT
+        S: 221
+    """
+
+TLS_IMPLICIT_RUN = """\
+    name: tls announced once
+    protocol: smtp
+    connect: {host: 127.0.0.1, port: $port, tls: implicit, ca: $ca, server_name: mail.example.test, transport: $transport}
+    steps:
+      - S: 220
+      - C: EHLO client.example
+        S: 250
+    finally:
+      - C: QUIT
+        S: 221
+    """
+
+
+@pytest.mark.parametrize(
+    ("transport", "tls"),
+    [("socket", "implicit"), ("socket", "starttls"), ("openssl", "implicit"), ("openssl", "starttls")],
+)
+def test_connect_and_tls_are_announced_once(testbed, tmp_path, transport, tls):
+    """One Connected per connection, one TLSStarted per handshake, when it happened: right after
+    Connected for implicit TLS and for openssl -starttls (whose handshake happens while it
+    connects), after the STARTTLS reply for the socket transport. The transports announce
+    neither: their notes are only a program's chatter and warnings."""
+    port = testbed.ports["smtps" if tls == "implicit" else "submission"]
+    text = TLS_IMPLICIT_RUN if tls == "implicit" else TLS_RUN
+    path = write(tmp_path, text, port=port, tls=tls, ca=testbed.ca_path, transport=transport)
+    result, events = play(path)
+    assert result.exit_class == ExitClass.OK, [(s.index, s.status, s.reason) for s in result.steps]
+    kinds = [type(e).__name__ for e in events]
+    assert kinds.count("Connected") == 1 and kinds.count("TLSStarted") == 1, kinds
+    infos = [e for e in events if type(e).__name__ == "Note" and e.kind == "info"]
+    assert infos == [], [n.text for n in infos]
+    connected, started = kinds.index("Connected"), kinds.index("TLSStarted")
+    if tls == "implicit" or transport == "openssl":
+        assert started == connected + 1, kinds
+    else:  # after the STARTTLS reply (a Received), before the next step's bytes
+        starttls_sent = [i for i, e in enumerate(events) if isinstance(e, Sent) and e.data == b"STARTTLS\r\n"]
+        assert starttls_sent[0] < started and kinds[started - 1] == "Received", kinds
+        assert kinds[started + 1] == "StepFinished", kinds
+    tls_event = events[started]
+    assert result.sessions[0].tls == tls_event.info and tls_event.info.verified
+
+
+def test_steps_openssl_performs_name_it_in_a_field(testbed, tmp_path):
+    path = write(
+        tmp_path,
+        TLS_RUN,
+        port=testbed.ports["submission"],
+        tls="starttls",
+        ca=testbed.ca_path,
+        transport="openssl",
+    )
+    result, _ = play(path)
+    assert result.exit_class == ExitClass.OK, [(s.index, s.status, s.reason) for s in result.steps]
+    steps = result.steps
+    assert [s.status for s in steps] == ["skipped", "skipped", "skipped", "passed", "passed"]
+    assert [s.performed_by for s in steps] == ["openssl s_client -starttls smtp"] * 3 + [None, None]
+    assert [s.reason for s in steps[:3]] == [
+        "performed by openssl s_client -starttls smtp",
+        "performed by openssl s_client -starttls smtp",
+        "STARTTLS performed by openssl s_client -starttls smtp",
+    ]
+
+
+def test_a_session_retry_is_announced_once_per_retry(tmp_path):
+    with Server(scripted(b"+OK hi\r\n", {b"STAT": b"+OK 0 0\r\n"})) as srv:
+        path = write(
+            tmp_path,
+            """\
+            name: retry
+            sessions:
+              - name: wait for mail
+                protocol: pop3
+                connect: {host: 127.0.0.1, port: $port}
+                retry: {attempts: 3, interval: 0.05}
+                steps:
+                  - S: +OK
+                  - C: STAT
+                    S: '+OK 1'
+            """,
+            port=srv.port,
+        )
+        result, events = play(path)
+    assert result.sessions[0].attempt == 3
+    retrying = [e for e in events if isinstance(e, Retrying)]
+    assert [(e.what, e.name, e.attempt, e.attempts, e.interval) for e in retrying] == [
+        ("session", "wait for mail", 1, 3, 0.05),
+        ("session", "wait for mail", 2, 3, 0.05),
+    ]
+    assert all(e.reason and "+OK 0 0" in e.reason for e in retrying), [e.reason for e in retrying]
+    # each before the next attempt's SessionStarted, after the failed attempt's SessionFinished
+    kinds = [type(e).__name__ for e in events]
+    at = [i for i, k in enumerate(kinds) if k == "Retrying"]
+    assert all(kinds[i - 1] == "SessionFinished" and kinds[i + 1] == "SessionStarted" for i in at), kinds
+    assert not [e for e in events if isinstance(e, Note) and "retry" in e.text], "no Note for a retry"
+
+
+def test_a_retry_reason_is_masked(tmp_path):
+    with Server(scripted(b"+OK hi\r\n", {b"*": b"-ERR no hunter2 here\r\n"})) as srv:
+        path = write(
+            tmp_path,
+            """\
+            name: retry masked
+            vars: {password: hunter2}
+            secrets: [password]
+            sessions:
+              - name: login
+                protocol: pop3
+                connect: {host: 127.0.0.1, port: $port}
+                retry: {attempts: 2, interval: 0}
+                steps:
+                  - S: +OK
+                  - C: "PASS {{ password }}"
+                    S: +OK
+            """,
+            port=srv.port,
+        )
+        _, events = play(path)
+    (retrying,) = [e for e in events if isinstance(e, Retrying)]
+    assert "hunter2" not in retrying.reason and "****" in retrying.reason
+
+
+# --------------------------------------------------------------------------- a send's deadline
+
+
+def test_a_steps_timeout_bounds_its_send(tmp_path):
+    """A server that stops reading: the big body fills the socket buffers and the send blocks.
+    The step's own timeout (0.5 s) ends it, not the session's (20 s)."""
+    big = tmp_path / "big.eml"
+    big.write_bytes(b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * 40_000)  # 40 MB
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        conn, _ = listener.accept()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        conn.sendall(b"220 I will not read\r\n")
+        held.append(conn)  # never read from
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        path = write(
+            tmp_path,
+            """\
+            name: stalled send
+            protocol: smtp
+            connect: {host: 127.0.0.1, port: $port, timeout: 20}
+            steps:
+              - S: 220
+              - body_file: big.eml
+                timeout: 0.5
+                S: 250
+            """,
+            port=listener.getsockname()[1],
+        )
+        started = time.monotonic()
+        result, events = play(path)
+        elapsed = time.monotonic() - started
+    finally:
+        for conn in held:
+            conn.close()
+        listener.close()
+    step = result.steps[1]
+    assert step.status == "error" and step.exit_class == ExitClass.NETWORK, step.reason
+    assert step.reason == "deadline: sending did not complete within 0.5 s"
+    assert elapsed < 5, elapsed
+    assert not any(isinstance(e, Sent) and len(e.data) > 1000 for e in events)  # not announced as sent

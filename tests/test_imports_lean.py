@@ -162,7 +162,7 @@ def test_factories_import_only_the_protocol_and_transport_asked_for():
         "runner.protocols.base",
         "runner.protocols.pop3",
         "runner.transports.base",
-        "runner.transports.tcp",
+        "runner.transports.socket",
     ]
     assert not out["pexpect_after_socket"]
     assert out["pexpect_after_telnet"]  # the telnet transport did load what it needs

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from runner.errors import ConnectionClosed, ProtocolError
-from runner.protocols import IMAP, create
+from runner.protocols import create
+from runner.protocols.imap import IMAP
 from tests.support.framing import drain
 
 GREETING = (

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from runner.errors import ProtocolError
-from runner.protocols import Line, create
+from runner.protocols import create
+from runner.protocols.line import Line
 from tests.support.framing import drain
 
 

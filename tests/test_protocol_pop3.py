@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from runner.errors import ConnectionClosed, ProtocolError
-from runner.protocols import POP3, create
+from runner.protocols import create
+from runner.protocols.pop3 import POP3
 from tests.support.framing import drain
 
 RETR_BODY = (

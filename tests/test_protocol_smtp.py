@@ -7,7 +7,8 @@ import base64
 import pytest
 
 from runner.errors import ConnectionClosed, ProtocolError
-from runner.protocols import SMTP, create, decode_challenge, encode_body
+from runner.protocols import create
+from runner.protocols.smtp import SMTP, decode_challenge, encode_body
 from tests.support.framing import drain
 
 EHLO = (

@@ -18,7 +18,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from runner.protocols import create, decode
+from runner.protocols import create
+from runner.protocols.base import decode
 
 TRANSCRIPTS = Path("/work/shared/reference/transcripts")
 PORTS = {2525: "smtp", 2587: "smtp", 2465: "smtp", 2110: "pop3", 2995: "pop3", 2143: "imap", 2993: "imap"}

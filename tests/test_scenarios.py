@@ -87,7 +87,7 @@ from runner.cli.main import main
 # simply imported by the child when it needs it).
 for name in ("runner.engine.run", "runner.load.build", "runner.suite", "runner.reporters.console",
              "runner.sandbox.server", "runner.sandbox.smtp", "runner.sandbox.pop3", "runner.sandbox.imap",
-             "runner.transports.tcp", "runner.protocols.smtp", "runner.protocols.pop3",
+             "runner.transports.socket", "runner.protocols.smtp", "runner.protocols.pop3",
              "runner.protocols.imap", "trustme", "mailbox"):
     try:
         importlib.import_module(name)

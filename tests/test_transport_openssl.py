@@ -33,6 +33,11 @@ def pki(tmp_path_factory):
     return PKI(tmp_path_factory.mktemp("pki"))
 
 
+def soon(seconds: float = 10.0) -> float:
+    """A send deadline: seconds from now."""
+    return time.monotonic() + seconds
+
+
 def cfg(port, pki=None, host="127.0.0.1", transport="openssl", tls="implicit", **kw) -> ConnectConfig:
     kw.setdefault("timeout", 5.0)
     kw.setdefault("connect_timeout", 5.0)
@@ -48,8 +53,8 @@ def sent_over(transport: str, payload: bytes, pki) -> bytes:
     ):
         t.connect()
         assert read_until(t, b"220 rec\r\n") == b"220 rec\r\n"
-        t.send(payload)
-        t.send(b"END-OF-TEST\r\n")
+        t.send(payload, soon())
+        t.send(b"END-OF-TEST\r\n", soon())
         got = srv.wait_connection().wait_received(b"END-OF-TEST\r\n")
         assert got.endswith(b"END-OF-TEST\r\n")
         return got[: -len(b"END-OF-TEST\r\n")]
@@ -80,7 +85,7 @@ def test_server_bytes_come_back_unchanged(pki):
     with Server(handler, tls=pki.server_context()) as srv, create(cfg(srv.port, pki)) as t:
         t.connect()
         assert read_until(t, b"220 hi\r\n") == b"220 hi\r\n"
-        t.send(b"EHLO x\r\n")
+        t.send(b"EHLO x\r\n", soon())
         assert read_until(t, b"250 last\r\n") == reply
 
 
@@ -121,12 +126,13 @@ def test_starttls_smtp_performed_by_openssl(pki):
         starttls=pki.server_context(),
     )
     with Server(handler) as srv, create(cfg(srv.port, pki, tls="starttls", server_name="localhost")) as t:
-        assert t.performs_starttls
+        assert t.performs_starttls == "openssl s_client -starttls smtp"  # the program, as reports name it
+        assert t.check_sendable(b"\xff bare LF\n bare CR\r") is None  # a raw pty: every byte goes
         info = t.connect()
         assert info.tls is None and "-starttls smtp" in info.note
         tls = t.start_tls()
         assert tls.verified and "CN=localhost" in tls.peer_subject
-        t.send(b"NOOP\r\n")
+        t.send(b"NOOP\r\n", soon())
         assert read_until(t, b"\r\n") == b"250 2.0.0 noop ok\r\n"
         got = srv.wait_connection().wait_received(b"NOOP\r\n")
         assert got == b"EHLO mail.example.com\r\nSTARTTLS\r\nNOOP\r\n"
@@ -175,7 +181,7 @@ def test_client_certificate(pki):
         with create(c) as t:
             t.connect()
             read_until(t, b"\r\n")
-            t.send(b"NOOP\r\n")
+            t.send(b"NOOP\r\n", soon())
             conn = srv.wait_connection()
             conn.wait_received(b"NOOP\r\n")
             assert dict(x[0] for x in conn.peer_cert["subject"])["commonName"] == "client"
@@ -216,11 +222,11 @@ def test_closed_mid_reply(pki):
     ):
         t.connect()
         assert read_until(t, b"\r\n") == b"220 ready\r\n"
-        t.send(b"EHLO x\r\n")
+        t.send(b"EHLO x\r\n", soon())
         assert read_until(t, b"never") == b"250-first\r\n250-sec"
         assert t.recv(time.monotonic() + 2) == b""
         with pytest.raises(ConnectionClosed):
-            t.send(b"NOOP\r\n")
+            t.send(b"NOOP\r\n", soon())
 
 
 def test_refusals(monkeypatch, tmp_path):

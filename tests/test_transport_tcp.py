@@ -9,7 +9,9 @@ import pytest
 
 from runner.errors import ConnectError, ConnectionClosed, DeadlineError, TLSError, UsageError
 from runner.model.config import ConnectConfig
-from runner.transports import SocketTransport, create, tls_context
+from runner.transports import create
+from runner.transports.socket import SocketTransport
+from runner.transports.tls import tls_context
 from tests.support.servers import (
     PKI,
     Server,
@@ -35,6 +37,11 @@ PAYLOADS = [
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     return PKI(tmp_path_factory.mktemp("pki"))
+
+
+def soon(seconds: float = 10.0) -> float:
+    """A send deadline: seconds from now."""
+    return time.monotonic() + seconds
 
 
 def cfg(port, host="127.0.0.1", **kw) -> ConnectConfig:
@@ -64,7 +71,7 @@ def test_plain_roundtrip_and_wire_identity(host):
         assert info.peer == (f"[::1]:{srv.port}" if host == "::1" else f"127.0.0.1:{srv.port}")
         assert read_until(t, b"\r\n") == b"220 recorder ready\r\n"
         for p in PAYLOADS:
-            t.send(p)
+            t.send(p, soon())
         expected = b"".join(PAYLOADS)
         conn = srv.wait_connection()
         assert conn.wait_received(len(expected)) == expected
@@ -85,7 +92,7 @@ def test_closed_mid_reply_gives_partial_then_eof():
     with Server(close_mid_reply(partial=b"250-first\r\n250-sec")) as srv, create(cfg(srv.port)) as t:
         t.connect()
         assert read_until(t, b"\r\n") == b"220 ready\r\n"
-        t.send(b"EHLO x\r\n")
+        t.send(b"EHLO x\r\n", soon())
         got = read_until(t, b"never")
         assert got == b"250-first\r\n250-sec"
         assert t.recv(time.monotonic() + 2) == b""
@@ -95,11 +102,11 @@ def test_send_after_peer_closed_raises_connection_closed():
     with Server(close_mid_reply(partial=b"")) as srv, create(cfg(srv.port)) as t:
         t.connect()
         read_until(t, b"\r\n")
-        t.send(b"EHLO x\r\n")
+        t.send(b"EHLO x\r\n", soon())
         assert read_until(t, b"never") == b""
         with pytest.raises(ConnectionClosed, match="connection closed by 127.0.0.1"):
             for _ in range(50):  # the first write may still be accepted by the kernel
-                t.send(b"NOOP\r\n" * 1000)
+                t.send(b"NOOP\r\n" * 1000, soon())
                 time.sleep(0.02)
 
 
@@ -116,7 +123,7 @@ def test_implicit_tls_verified(pki):
         assert info.tls.peer_issuer and "trustme" in info.tls.peer_issuer
         assert read_until(t, b"\r\n") == b"+OK tls\r\n"
         for p in PAYLOADS:
-            t.send(p)
+            t.send(p, soon())
         expected = b"".join(PAYLOADS)
         assert srv.wait_connection().wait_received(len(expected)) == expected
 
@@ -186,7 +193,7 @@ def test_client_certificate(pki):
         ) as t:
             t.connect()
             read_until(t, b"\r\n")
-            t.send(b"NOOP\r\n")
+            t.send(b"NOOP\r\n", soon())
             conn = srv.wait_connection()
             conn.wait_received(b"NOOP\r\n")
             assert dict(x[0] for x in conn.peer_cert["subject"])["commonName"] == "client"
@@ -196,7 +203,7 @@ def test_client_certificate(pki):
             pytest.raises((TLSError, ConnectionClosed)),
         ):
             t.connect()
-            t.send(b"NOOP\r\n")
+            t.send(b"NOOP\r\n", soon())
             if t.recv(time.monotonic() + 5) == b"":
                 raise ConnectionClosed("closed")
 
@@ -211,11 +218,11 @@ def test_starttls_upgrade(pki):
     with Server(handler) as srv, create(cfg(srv.port, tls="starttls", ca=pki.ca_file)) as t:
         assert t.connect().tls is None
         assert read_until(t, b"\r\n") == b"220 hi\r\n"
-        t.send(b"STARTTLS\r\n")
+        t.send(b"STARTTLS\r\n", soon())
         assert read_until(t, b"\r\n").startswith(b"220 2.0.0")
         info = t.start_tls()
         assert t.encrypted and info.verified
-        t.send(b"EHLO again\r\n")
+        t.send(b"EHLO again\r\n", soon())
         assert read_until(t, b"\r\n") == b"250 STARTTLS\r\n"
         assert srv.wait_connection().wait_received(b"EHLO again\r\n").endswith(b"EHLO again\r\n")
 
@@ -231,7 +238,7 @@ def test_starttls_refuses_injected_plaintext(pki):
     with Server(handler) as srv, create(cfg(srv.port, tls="starttls", ca=pki.ca_file)) as t:
         t.connect()
         read_until(t, b"\r\n")
-        t.send(b"STARTTLS\r\n")
+        t.send(b"STARTTLS\r\n", soon())
         reply = read_until(t, b"Ready to start TLS\r\n")
         assert reply == b"220 2.0.0 Ready to start TLS\r\n"  # the injected line came later
         time.sleep(0.4)
@@ -254,7 +261,7 @@ def test_starttls_refuses_plaintext_that_arrives_during_the_handshake(pki):
     with Server(handler) as srv, create(cfg(srv.port, tls="starttls", ca=pki.ca_file)) as t:
         t.connect()
         read_until(t, b"\r\n")
-        t.send(b"STARTTLS\r\n")
+        t.send(b"STARTTLS\r\n", soon())
         assert read_until(t, b"Ready to start TLS\r\n") == b"220 2.0.0 Ready to start TLS\r\n"
         with pytest.raises(
             TLSError, match="^data received before TLS handshake; refusing to continue .*not TLS"

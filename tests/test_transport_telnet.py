@@ -29,6 +29,11 @@ pytestmark = [
 ]
 
 
+def soon(seconds: float = 10.0) -> float:
+    """A send deadline: seconds from now."""
+    return time.monotonic() + seconds
+
+
 def cfg(port, host="127.0.0.1", transport="telnet", **kw) -> ConnectConfig:
     kw.setdefault("timeout", 5.0)
     kw.setdefault("connect_timeout", 5.0)
@@ -41,10 +46,10 @@ def sent_over(transport: str, payload: bytes, host: str = "127.0.0.1") -> bytes 
         t.connect()
         assert read_until(t, b"220 rec\r\n") == b"220 rec\r\n"
         try:
-            t.send(payload)
+            t.send(payload, soon())
         except ScenarioError as e:
             return str(e)
-        t.send(b"END\r\n")
+        t.send(b"END\r\n", soon())
         conn = srv.wait_connection()
         got = conn.wait_received(b"END\r\n")
         assert got.endswith(b"END\r\n")
@@ -76,12 +81,22 @@ def test_refusal_messages():
     assert "0x85" in check_sendable(b"\x85\r\n")
 
 
+def test_check_sendable_is_the_transports_method():
+    """The engine asks the transport (every transport has the method): telnet's is its rule, the
+    socket transport sends every byte exactly."""
+    telnet_t, socket_t = create(cfg(1)), create(cfg(1, transport="socket"))
+    for data in (b"EHLO x\r\n", b"a\n", b"a\r", b"\xff\r\n", b"\x05\r\n"):
+        assert telnet_t.check_sendable(data) == check_sendable(data)
+        assert socket_t.check_sendable(data) is None
+    assert "bare LF" in telnet_t.check_sendable(b"RETR 1\n")
+
+
 def test_split_sends_and_several_lines_in_one_send():
     with Server(record()) as srv, create(cfg(srv.port)) as t:
         t.connect()
         read_until(t, b"\r\n")
-        t.send(b"RCPT TO:<")
-        t.send(b"b@example.test>\r\nQUIT\r\n")
+        t.send(b"RCPT TO:<", soon())
+        t.send(b"b@example.test>\r\nQUIT\r\n", soon())
         conn = srv.wait_connection()
         assert conn.wait_received(b"QUIT\r\n") == b"RCPT TO:<b@example.test>\r\nQUIT\r\n"
 
@@ -99,7 +114,7 @@ def test_server_bytes_come_back_unchanged_except_documented_limits():
     with Server(handler) as srv, create(cfg(srv.port)) as t:
         t.connect()
         assert read_until(t, b"\r\n") == b"220 hi\r\n"
-        t.send(b"EHLO x\r\n")
+        t.send(b"EHLO x\r\n", soon())
         assert read_until(t, b"250 last\r\n") == reply
 
 
@@ -124,11 +139,11 @@ def test_chatter_goes_to_notes_not_data():
             assert info.transport == "telnet" and info.tls is None
             assert info.note and info.note.startswith("telnet -E -c 127.0.0.1 ")
             assert read_until(t, b"\r\n") == b"220 ready\r\n"
-            t.send(b"EHLO x\r\n")
+            t.send(b"EHLO x\r\n", soon())
             assert read_until(t, b"never") == b"250-first\r\n250-sec"
             assert t.recv(time.monotonic() + 2) == b""
             with pytest.raises(ConnectionClosed):
-                t.send(b"NOOP\r\n")
+                t.send(b"NOOP\r\n", soon())
     texts = [text for kind, text in notes if kind == "chatter"]
     assert "Trying 127.0.0.1..." in texts
     assert "Connected to 127.0.0.1." in texts
@@ -170,7 +185,7 @@ def test_close_sends_nothing_more():
         t = create(cfg(srv.port))
         t.connect()
         read_until(t, b"\r\n")
-        t.send(b"QUIT\r\n")
+        t.send(b"QUIT\r\n", soon())
         conn = srv.wait_connection()
         conn.wait_received(b"QUIT\r\n")
         t.close()
@@ -196,7 +211,7 @@ def test_measure_per_send_cost(capsys):
             spawn = time.perf_counter() - t0
             t1 = time.perf_counter()
             for i in range(rounds):
-                t.send(b"NOOP %d\r\n" % i)
+                t.send(b"NOOP %d\r\n" % i, soon())
                 assert read_until(t, b"\r\n") == b"250 NOOP %d\r\n" % i
             per = (time.perf_counter() - t1) / rounds
             t.close()

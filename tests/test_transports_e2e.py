@@ -534,6 +534,40 @@ def test_raw_0xff_on_telnet_is_refused_and_nothing_is_sent(mailrun, tmp_path):
     assert received == b"HELO client.example\r\n"
 
 
+POP3_REFUSED_RAW = """name: a refused raw step leaves POP3 as it was
+protocol: pop3
+connect: {host: 127.0.0.1, port: 110, tls: none, timeout: 3}
+steps:
+  - S: +OK
+  - raw: "RETR 1\\n"
+    S: +OK
+finally:
+  - C: QUIT
+    S: +OK
+"""
+
+
+@telnet
+def test_a_step_telnet_refuses_is_never_told_to_the_protocol(tmp_path):
+    """telnet cannot send the bare LF exactly: the step is refused before POP3 records it. Had
+    POP3 recorded the RETR, it would take QUIT's single-line +OK for the start of RETR's
+    multi-line answer and wait for a body that never comes."""
+    scenario = load_scenario(write(tmp_path, "pop3_refused.yaml", POP3_REFUSED_RAW), use_cache=False)
+    with Server(scripted(b"+OK hi\r\n", {b"QUIT": b"+OK bye\r\n"})) as srv:
+        result = Engine(RunOptions(overrides={"port": srv.port, "transport": "telnet"}), lambda e: None).run(
+            scenario
+        )
+        received = srv.wait_connection(timeout=T).wait_closed(T)
+    assert [(s.section, s.index, s.status) for s in result.steps] == [
+        ("steps", 1, "passed"),
+        ("steps", 2, "error"),
+        ("finally", 1, "passed"),
+    ], [(s.index, s.status, s.reason) for s in result.steps]
+    assert "bare LF" in result.steps[1].reason and result.steps[1].exit_class == 2
+    assert result.exit_class == 2
+    assert received == b"QUIT\r\n"
+
+
 LAST_LINE = """name: last line without a reply
 protocol: smtp
 connect: {host: 127.0.0.1, port: 25, tls: none}

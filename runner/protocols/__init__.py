@@ -1,27 +1,18 @@
-"""Sans-IO protocol framers: bytes in, complete replies out (see base.py for the contract).
+"""Sans-IO protocol framers: bytes in, complete replies out (runner.protocols.base holds the
+contract, Reply and the shared framing machinery).
 
-`create(name)` imports only the protocol asked for; the classes (`SMTP`, `POP3`, `IMAP`,
-`Line`), `decode_challenge`, `encode_body` and `PROTOCOLS` are loaded on first access."""
+`create(name)` imports only the protocol asked for (smtp, pop3, imap, line). Code imports a
+name from the module that defines it; for older callers the classes (`SMTP`, `POP3`, `IMAP`,
+`Line`), `decode_challenge`, `encode_body` and `PROTOCOLS` are still found here, loaded on first
+access."""
 
 from __future__ import annotations
 
-from runner.protocols.base import DEFAULT_MAX_LINE, DEFAULT_MAX_REPLY, Protocol, Reply, decode
+from runner.protocols.base import DEFAULT_MAX_LINE, DEFAULT_MAX_REPLY
 
-__all__ = [
-    "DEFAULT_MAX_LINE",
-    "DEFAULT_MAX_REPLY",
-    "IMAP",
-    "POP3",
-    "PROTOCOLS",
-    "SMTP",
-    "Line",
-    "Protocol",
-    "Reply",
-    "create",
-    "decode",
-    "decode_challenge",
-    "encode_body",
-]
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from runner.protocols.base import Protocol
 
 #: protocol name -> (module, class)
 _CLASSES = {

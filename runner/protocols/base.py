@@ -120,16 +120,21 @@ class Protocol:
         self.max_reply = max_reply
 
     # --- what the client sends -------------------------------------------------------
+    def frame(self, line: str, *, tag: bool = True) -> bytes:
+        """The bytes command() would return for this `C:` line now, recording nothing (CRLF
+        added; IMAP adds its next tag unless tag=False or the line answers a continuation).
+        The engine checks them (transport.check_sendable) before the command is recorded."""
+        return line.encode("utf-8", "surrogateescape") + b"\r\n"
+
     def command(self, line: str, *, tag: bool = True, multiline: bool | None = None) -> bytes:
-        """Bytes to send for a `C:` line (CRLF added; IMAP adds its tag unless tag=False or the
-        line answers a continuation). Records that a reply to it is expected. `multiline`
-        forces a POP3 multi-line (True) or single-line (False) response. The line must not
-        contain CR or LF (the engine refuses such lines before calling this)."""
-        raise NotImplementedError
+        """frame()'s bytes for a `C:` line, and records that a reply to it is expected.
+        `multiline` forces a POP3 multi-line (True) or single-line (False) response. The line
+        must not contain CR or LF (the engine refuses such lines before calling this). The
+        base records nothing: SMTP's and the line protocol's replies do not depend on it."""
+        return self.frame(line, tag=tag)
 
     def sent_raw(self, data: bytes, *, multiline: bool | None = None) -> None:
         """Told that raw bytes (a `raw:` step or a message body) went out verbatim."""
-        raise NotImplementedError
 
     # --- what the server sends -------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
@@ -172,11 +177,12 @@ class ReceiveBuffer:
     searched, so tests can check that without a clock.
     """
 
-    def __init__(self, max_line: int):
+    def __init__(self, max_line: int, max_reply: int = DEFAULT_MAX_REPLY):
         self.data = bytearray()
         self.cursor = 0
         self._scan = 0
         self.max_line = max_line
+        self.max_reply = max_reply
         self.scanned = 0
 
     def __len__(self) -> int:
@@ -192,24 +198,27 @@ class ReceiveBuffer:
     def next_line(self) -> tuple[int, int] | None:
         """The next line after the cursor as (start, content_end) — content_end excludes the
         CRLF or bare LF — and moves the cursor past its line end; None if no line end has
-        arrived yet. Raises LimitError as soon as a line is known to exceed max_line."""
+        arrived yet. Raises LimitError as soon as a line is known to exceed max_line, or the
+        reply being framed (everything up to the cursor) max_reply."""
+        data = self.data
         start = self.cursor
-        scan = max(self._scan, start)
-        i = self.data.find(b"\n", scan)
+        scan = self._scan if self._scan > start else start
+        i = data.find(b"\n", scan)
         if i < 0:
-            self.scanned += len(self.data) - scan
-            self._scan = len(self.data)
+            n = len(data)
+            self.scanned += n - scan
+            self._scan = n
             # the unterminated part may still end in the CR of its CRLF
-            if len(self.data) - start > self.max_line + 1:
+            if n - start > self.max_line + 1:
                 raise LimitError(f"line longer than {self.max_line} bytes")
             return None
         self.scanned += i + 1 - scan
-        end = i
-        if end > start and self.data[end - 1] == 0x0D:
-            end -= 1
+        end = i - 1 if i > start and data[i - 1] == 0x0D else i
         if end - start > self.max_line:
             raise LimitError(f"line longer than {self.max_line} bytes")
         self.cursor = self._scan = i + 1
+        if i >= self.max_reply:
+            raise LimitError(f"reply longer than {self.max_reply} bytes")
         return start, end
 
     def skip(self, n: int) -> tuple[int, int] | None:
@@ -224,10 +233,15 @@ class ReceiveBuffer:
     def consume(self) -> bytes:
         """Removes and returns everything before the cursor: the raw bytes of a framed reply."""
         n = self.cursor
-        raw = bytes(self.data[:n])
-        del self.data[:n]
+        data = self.data
+        if n == len(data):  # the whole buffer (the common case: one reply, nothing after it)
+            self.data = bytearray()
+            self.cursor = self._scan = 0
+            return bytes(data)
+        raw = bytes(data[:n])
+        del data[:n]
         self.cursor = 0
-        self._scan = max(0, self._scan - n)
+        self._scan = self._scan - n if self._scan > n else 0
         return raw
 
     def clear(self) -> None:
@@ -252,7 +266,7 @@ class FramedProtocol(Protocol):
 
     def __init__(self, *, max_line: int = DEFAULT_MAX_LINE, max_reply: int = DEFAULT_MAX_REPLY):
         super().__init__(max_line=max_line, max_reply=max_reply)
-        self._buf = ReceiveBuffer(max_line)
+        self._buf = ReceiveBuffer(max_line, max_reply)
         self._eof = False
         self._drained = False  # next_reply found no further complete reply after EOF
         self._fatal: Exception | None = None  # sticky: a limit error or the closed connection
@@ -316,10 +330,6 @@ class FramedProtocol(Protocol):
         """Called at EOF when no complete reply is left (the line protocol returns its final
         unterminated line here)."""
         return None
-
-    def _check_reply_size(self) -> None:
-        if self._buf.cursor > self.max_reply:
-            raise LimitError(f"reply longer than {self.max_reply} bytes")
 
     def _malformed(self, message: str) -> ProtocolError:
         """Consumes the reply framed so far and returns the error to raise."""

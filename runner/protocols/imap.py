@@ -63,21 +63,29 @@ class IMAP(FramedProtocol):
         self._line_index = 0  # index in _lines of the current logical line's first segment
 
     # --- what the client sends -------------------------------------------------------
+    def frame(self, line: str, *, tag: bool = True) -> bytes:
+        return self._framed(line, tag)[0]
+
     def command(self, line: str, *, tag: bool = True, multiline: bool | None = None) -> bytes:
-        data = line.encode("utf-8", "surrogateescape")
+        data, t = self._framed(line, tag)
         if self._continuation:
             self._continuation = False
-            return data + b"\r\n"
-        if tag:
-            self._counter += 1
-            t = f"a{self._counter}"
-            data = t.encode() + b" " + data
-        else:
-            t = line.split(" ", 1)[0]
-        if t:
+        elif t:
+            if tag:
+                self._counter += 1
             self._outstanding.append(t)
             self.last_tag = t
-        return data + b"\r\n"
+        return data
+
+    def _framed(self, line: str, tag: bool) -> tuple[bytes, str | None]:
+        """(the bytes for this line now, the tag it carries: None for continuation data)."""
+        data = line.encode("utf-8", "surrogateescape")
+        if self._continuation:
+            return data + b"\r\n", None
+        if tag:
+            t = f"a{self._counter + 1}"
+            return t.encode() + b" " + data + b"\r\n", t
+        return data + b"\r\n", line.split(" ", 1)[0]
 
     def sent_raw(self, data: bytes, *, multiline: bool | None = None) -> None:
         """Best effort: the first token of each command line sent is its tag. Literals the
@@ -139,7 +147,6 @@ class IMAP(FramedProtocol):
             span = buf.next_line()
             if span is None:
                 return None
-            self._check_reply_size()
             segment = bytes(buf.data[span[0] : span[1]])
             if self._after_literal:
                 if segment:

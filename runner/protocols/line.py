@@ -18,18 +18,11 @@ class Line(FramedProtocol):
     def __init__(self, *, max_line: int = DEFAULT_MAX_LINE, max_reply: int = DEFAULT_MAX_REPLY):
         super().__init__(max_line=max_line, max_reply=max_reply)
 
-    def command(self, line: str, *, tag: bool = True, multiline: bool | None = None) -> bytes:
-        return line.encode("utf-8", "surrogateescape") + b"\r\n"
-
-    def sent_raw(self, data: bytes, *, multiline: bool | None = None) -> None:
-        pass
-
     def _frame(self) -> Reply | None:
         buf = self._buf
         span = buf.next_line()
         if span is None:
             return None
-        self._check_reply_size()
         return self._reply(bytes(buf.data[span[0] : span[1]]))
 
     def _at_eof(self) -> Reply | None:

@@ -56,7 +56,7 @@ class POP3(FramedProtocol):
     # --- what the client sends -------------------------------------------------------
     def command(self, line: str, *, tag: bool = True, multiline: bool | None = None) -> bytes:
         self._expect_reply(line, multiline)
-        return line.encode("utf-8", "surrogateescape") + b"\r\n"
+        return self.frame(line)
 
     def sent_raw(self, data: bytes, *, multiline: bool | None = None) -> None:
         """Every complete (LF-terminated) line in data counts as a command; a partial last line
@@ -90,7 +90,6 @@ class POP3(FramedProtocol):
             span = buf.next_line()
             if span is None:
                 return None
-            self._check_reply_size()
             line = bytes(buf.data[span[0] : span[1]])
             if self._body:
                 if line == b".":

@@ -15,7 +15,6 @@ from runner.protocols.base import (
     DEFAULT_MAX_LINE,
     DEFAULT_MAX_REPLY,
     FramedProtocol,
-    LimitError,
     Reply,
     decode,
     shown,
@@ -64,58 +63,20 @@ class SMTP(FramedProtocol):
         super().__init__(max_line=max_line, max_reply=max_reply)
         self._codes: list[bytes] = []  # the codes of the lines framed so far of this reply
 
-    # SMTP replies do not depend on the command: nothing to remember.
-    def command(self, line: str, *, tag: bool = True, multiline: bool | None = None) -> bytes:
-        return line.encode("utf-8", "surrogateescape") + b"\r\n"
-
-    def sent_raw(self, data: bytes, *, multiline: bool | None = None) -> None:
-        pass
+    # SMTP replies do not depend on the command: Protocol's command() and sent_raw() record nothing.
 
     def _reset(self) -> None:
         self._codes = []
 
     def _frame(self) -> Reply | None:
-        # ReceiveBuffer.next_line() inlined (the hot path of every step): the same cursor,
-        # resumed scan, `scanned` count and limits
         buf = self._buf
-        data = buf.data
         codes = self._codes
-        max_line = buf.max_line
-        if not codes and not buf._scan:
-            # The common case, a whole one-line reply and nothing else ('250 2.1.0 Ok\r\n'):
-            # the same result as the loop below, without its bookkeeping.
-            n = len(data)
-            if (
-                data.find(b"\n") == n - 1
-                and 4 < n <= max_line
-                and n <= self.max_reply
-                and data[3] == 0x20
-                and data[:3].isdigit()
-            ):
-                raw = bytes(data)
-                del data[:]
-                buf.scanned += n
-                text = decode(raw)
-                line = text[:-2] if text.endswith("\r\n") else text[:-1]
-                return _reply(raw, (line,), (line[4:],), text[:3])
         while True:
-            start = buf.cursor
-            scan = buf._scan if buf._scan > start else start
-            i = data.find(b"\n", scan)
-            if i < 0:
-                n = len(data)
-                buf.scanned += n - scan
-                buf._scan = n
-                if n - start > max_line + 1:  # the unterminated part may still end in a CR
-                    raise LimitError(f"line longer than {max_line} bytes")
+            span = buf.next_line()
+            if span is None:
                 return None
-            buf.scanned += i + 1 - scan
-            end = i - 1 if i > start and data[i - 1] == 0x0D else i
-            if end - start > max_line:
-                raise LimitError(f"line longer than {max_line} bytes")
-            buf.cursor = buf._scan = i + 1
-            if i + 1 > self.max_reply:
-                raise LimitError(f"reply longer than {self.max_reply} bytes")
+            start, end = span
+            data = buf.data
             code = bytes(data[start : start + 3])
             if end - start < 3 or not code.isdigit():
                 line = bytes(data[start:end])
@@ -138,12 +99,11 @@ class SMTP(FramedProtocol):
                 f"malformed reply: line {n} has {decode(sep)!r} after the code (expected ' ' or '-')"
             )
         first = codes[0]
-        if n > 1:
-            for i, c in enumerate(codes[1:], 2):
-                if c != first:
-                    raise self._malformed(
-                        f"malformed reply: line {i} has code {c.decode()}, line 1 had {first.decode()}"
-                    )
+        for i in range(1, n):
+            if codes[i] != first:
+                raise self._malformed(
+                    f"malformed reply: line {i + 1} has code {codes[i].decode()}, line 1 had {first.decode()}"
+                )
         raw = self._buf.consume()
         self._codes = []
         # One decode of the whole reply: UTF-8 never puts a LF byte inside a character and

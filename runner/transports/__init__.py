@@ -1,27 +1,30 @@
 """Transports: move bytes between mailrun and a server.
 
   create(config, on_note=None) -> Transport   # by config.transport
-  tls_context(config) -> ssl.SSLContext        # the client context the socket transport uses
 
-socket   runner.transports.tcp.SocketTransport: TCP (IPv4/IPv6), implicit TLS, STARTTLS
+socket   runner.transports.socket.SocketTransport: TCP (IPv4/IPv6); TLS (implicit, STARTTLS)
+         through runner.transports.tls (the client context, handshake and encrypted I/O)
 telnet   runner.transports.telnet.TelnetTransport: the system `telnet` under a pty (no TLS)
 openssl  runner.transports.openssl.OpensslTransport: `openssl s_client` under a pty (TLS only)
 
-A run imports only the transport it uses: `create` imports its module when first asked for it
-(telnet and openssl bring pexpect, the socket transport does not), and `SocketTransport` /
-`tls_context` are loaded from runner.transports.tcp on first access.
+The interface is runner.transports.base.Transport. A run imports only the transport it uses:
+`create` imports its module when first asked for it (telnet and openssl bring pexpect, the
+socket transport does not; ssl and runner.transports.tls come with the first TLS connection).
+`SocketTransport` and `tls_context` are still found here, loaded on first access, for the
+callers that name them so.
 """
 
 from __future__ import annotations
 
 from runner.errors import UsageError
-from runner.transports.base import ConnectInfo, NoteSink, TLSInfo, Transport
 
-__all__ = ["ConnectInfo", "NoteSink", "TLSInfo", "Transport", "SocketTransport", "create", "tls_context"]
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from runner.transports.base import NoteSink, Transport
 
 #: transport name -> (module, class)
 _CLASSES = {
-    "socket": ("runner.transports.tcp", "SocketTransport"),
+    "socket": ("runner.transports.socket", "SocketTransport"),
     "telnet": ("runner.transports.telnet", "TelnetTransport"),
     "openssl": ("runner.transports.openssl", "OpensslTransport"),
 }
@@ -42,8 +45,7 @@ def create(config, *, on_note: NoteSink | None = None) -> Transport:
 
 
 def __getattr__(name: str):
-    if name in ("SocketTransport", "tls_context"):
-        from runner.transports import tcp
-
-        return getattr(tcp, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    where = {"SocketTransport": "runner.transports.socket", "tls_context": "runner.transports.tls"}.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(__import__(where, fromlist=[name]), name)

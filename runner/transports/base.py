@@ -5,9 +5,10 @@ bytes have arrived (with a deadline), upgrades to TLS when asked, and closes.
 
     t = SocketTransport(config)          # a runner.model.scenario.ConnectConfig
     info = t.connect()                   # ConnectInfo; raises ConnectError / TLSError
-    t.send(b"EHLO x\\r\\n")
+    t.check_sendable(b"EHLO x\\r\\n")  # None, or why these bytes cannot go out exactly
+    t.send(b"EHLO x\\r\\n", deadline)  # all of it before deadline (a time.monotonic() value)
     data = t.recv(deadline)              # bytes (at least one), or b"" on EOF;
-                                         # raises DeadlineError when time.monotonic() passes deadline
+                                         # both raise DeadlineError when the deadline passes
     tls = t.start_tls()                  # TLSInfo; raises TLSError; refuses if the server
                                          # already sent bytes that are waiting unread
     t.close()
@@ -22,8 +23,12 @@ from collections.abc import Callable  # (no cost: re, which every run imports, l
 
 from runner.records import Frozen
 
+#: The most any transport reads at once.
+CHUNK = 64 * 1024
+
 #: Called by transports with human-facing notes: ('chatter', "Trying 127.0.0.1...") for what a
-#: spawned program printed that is not the server's bytes, ('info', ...) for other events.
+#: spawned program printed that is not the server's bytes, ('warning', ...) for trouble worth
+#: saying. Never for connect or TLS: the engine announces those (Connected, TLSStarted).
 NoteSink = Callable[[str, str], None]
 
 
@@ -74,9 +79,11 @@ class ConnectInfo(Frozen):
 
 class Transport:
     name = "base"
-    #: True when the transport itself performs the plaintext STARTTLS exchange (openssl
-    #: s_client -starttls). The engine then does not play the steps up to `starttls: true`.
-    performs_starttls = False
+    #: The program that performs the plaintext STARTTLS exchange itself, as reports name it
+    #: ('openssl s_client -starttls smtp'); None when the engine plays it. When set, the
+    #: handshake has happened by the time connect() returns (start_tls() just returns its
+    #: TLSInfo) and the engine does not play the steps up to `starttls: true`.
+    performs_starttls: str | None = None
 
     def __init__(self, config, *, on_note: NoteSink | None = None):
         self.config = config
@@ -89,7 +96,14 @@ class Transport:
     def connect(self) -> ConnectInfo:
         raise NotImplementedError
 
-    def send(self, data: bytes) -> None:
+    def check_sendable(self, data: bytes) -> str | None:
+        """Why this transport cannot deliver `data` byte for byte (None when it can). The engine
+        asks before the protocol records the command and before anything is written, so a
+        refused step changes nothing. The base (and socket, openssl) send every byte exactly."""
+        return None
+
+    def send(self, data: bytes, deadline: float) -> None:
+        """All of data, before `deadline` (time.monotonic()); DeadlineError when it passes."""
         raise NotImplementedError
 
     def recv(self, deadline: float) -> bytes:

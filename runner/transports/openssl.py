@@ -7,17 +7,19 @@
 Measured on this machine (OpenSSL 3.0, tests/test_transport_openssl.py keeps measuring it):
 - The pty is raw from before exec, so neither direction is translated: every byte 0x00-0xff,
   bare CR/LF and 10 kB lines reach the server exactly as the socket transport sends them, and the
-  server's bytes come back unchanged. No `-crlf` (we send CR LF ourselves).
+  server's bytes come back unchanged (so check_sendable is the base's: everything goes). No
+  `-crlf` (we send CR LF ourselves).
 - `-quiet` (implied by `-brief`) also means `-ign_eof` and no interactive commands: lines starting
   with `R`, `Q` or `k` (`RCPT TO`, `QUIT`) go to the server.
 - openssl's stderr (the `-brief` connection summary, `depth=0 ...`, `verify error:num=20:...`,
   error stacks) goes to a private FIFO instead of the pty: it never mixes with the data. It is
   parsed for TLSInfo and verification errors and handed to on_note('chatter', line).
 - With `tls: starttls`, openssl itself reads the greeting, sends `EHLO mail.example.com` (SMTP) /
-  `STLS` / `. STARTTLS`, and upgrades; `performs_starttls` is True, start_tls() just returns the
-  TLSInfo. What openssl read during that exchange is not shown to us (it prints some of it to
-  stderr, which becomes chatter). openssl reads the STARTTLS reply with a single read and discards
-  anything that came with it, so pre-handshake injection (CVE-2011-0411) cannot be detected here.
+  `STLS` / `. STARTTLS`, and upgrades before connect() returns; `performs_starttls` names the
+  program ('openssl s_client -starttls smtp') and start_tls() just returns the TLSInfo. What
+  openssl read during that exchange is not shown to us (it prints some of it to stderr, which
+  becomes chatter). openssl reads the STARTTLS reply with a single read and discards anything
+  that came with it, so pre-handshake injection (CVE-2011-0411) cannot be detected here.
 - `tls: none` is refused (use transport: socket or transport: telnet).
 - With `tls_verify: false`, -verify_return_error is dropped: the session is set up whatever the
   certificate, and TLSInfo.verified is False.
@@ -40,11 +42,10 @@ import tty
 import pexpect
 
 from runner.errors import ConnectError, ConnectionClosed, DeadlineError, NetworkError, TLSError, UsageError
-from runner.transports.base import ConnectInfo, NoteSink, TLSInfo, Transport
-from runner.transports.spawned import stop, write_all
-from runner.transports.tcp import format_peer
+from runner.transports.base import CHUNK, ConnectInfo, NoteSink, TLSInfo, Transport
+from runner.transports.socket import format_peer
+from runner.transports.spawned import spawn, stop, write_all
 
-CHUNK = 64 * 1024
 _STARTTLS = {"smtp": "smtp", "pop3": "pop3", "imap": "imap"}
 
 
@@ -76,7 +77,8 @@ class OpensslTransport(Transport):
                 f"transport: openssl cannot do STARTTLS for protocol '{config.protocol}' "
                 "(openssl s_client -starttls knows smtp, pop3 and imap); use transport: socket"
             )
-        self.performs_starttls = config.tls == "starttls"
+        if config.tls == "starttls":
+            self.performs_starttls = f"openssl s_client -starttls {_STARTTLS[config.protocol]}"
         self.child: pexpect.spawn | None = None
         self.fd: int | None = None
         self.err_fd: int | None = None
@@ -147,22 +149,18 @@ class OpensslTransport(Transport):
             os.dup2(fd, 2)
             os.close(fd)
 
-        env = dict(os.environ, LC_ALL="C", LANG="C")
         try:
-            self.child = pexpect.spawn(exe, argv[1:], echo=False, env=env, preexec_fn=prepare)
-        except (OSError, pexpect.ExceptionPexpect) as e:
+            self.child = spawn(exe, argv, prepare)
+        except ConnectError:
             self._cleanup()
-            raise ConnectError(f"cannot start openssl: {e}") from None
-        self.child.delaybeforesend = None
+            raise
         self.fd = self.child.child_fd
-        os.set_blocking(self.fd, False)
         deadline = time.monotonic() + cfg.connect_timeout
         try:
             self._tls = self._await_handshake(deadline)
         except BaseException:
             self.close()
             raise
-        self.on_note("info", f"TLS established: {self._tls.describe()}")
         return ConnectInfo(
             peer=self.peer,
             transport=self.name,
@@ -287,10 +285,10 @@ class OpensslTransport(Transport):
             raise TLSError("start_tls: no TLS session (not connected)")
         return self._tls
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes, deadline: float) -> None:
         if self.fd is None or self._eof:
             raise ConnectionClosed(f"connection to {self.peer} is closed (openssl exited)")
-        write_all(self.fd, data, peer=self.peer, timeout=self.config.timeout, program="openssl")
+        write_all(self.fd, data, peer=self.peer, deadline=deadline, program="openssl")
 
     def recv(self, deadline: float) -> bytes:
         if self._pending:

@@ -1,5 +1,6 @@
 """What the transports that drive a program under a pty (telnet, openssl s_client) share:
-stopping the program without losing what was already written to it."""
+starting it, writing to it before a deadline, and stopping it without losing what was already
+written to it."""
 
 from __future__ import annotations
 
@@ -14,7 +15,25 @@ import time
 
 import pexpect
 
-from runner.errors import ConnectionClosed, DeadlineError, NetworkError
+from runner.errors import ConnectError, ConnectionClosed, DeadlineError, NetworkError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+
+def spawn(exe: str, argv: list[str], prepare: Callable[[], None]) -> pexpect.spawn:
+    """The program (argv[0] names it in errors) under a new pty, in the C locale, no shell and
+    no per-send delay; `prepare` runs in the child before exec. Its pty fd is non-blocking.
+    Raises ConnectError when it cannot be started."""
+    env = dict(os.environ, LC_ALL="C", LANG="C")
+    try:
+        child = pexpect.spawn(exe, argv[1:], echo=False, env=env, preexec_fn=prepare)
+    except (OSError, pexpect.ExceptionPexpect) as e:
+        raise ConnectError(f"cannot start {argv[0]}: {e}") from None
+    child.delaybeforesend = None
+    os.set_blocking(child.child_fd, False)
+    return child
 
 
 def wait_until_flushed(pid: int, timeout: float = 1.0) -> None:
@@ -68,8 +87,8 @@ def stop(child: pexpect.spawn) -> None:
         pass
 
 
-def write_all(fd: int, data: bytes, *, peer: str, timeout: float, program: str) -> None:
-    """Write data to the program's terminal within timeout seconds (a non-blocking fd). The
+def write_all(fd: int, data: bytes, *, peer: str, deadline: float, program: str) -> None:
+    """Write data to the program's terminal before the deadline (a non-blocking fd). The
     first write is tried straight away (a pty takes a few kB at once); only when the terminal is
     full does it wait, with select, against the deadline."""
     try:
@@ -81,11 +100,10 @@ def write_all(fd: int, data: bytes, *, peer: str, timeout: float, program: str) 
     if n == len(data):
         return
     out = memoryview(data)[n:]
-    deadline = time.monotonic() + timeout
     while out:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise DeadlineError(f"sending to {peer} did not complete within {timeout:g}s")
+            raise DeadlineError(f"sending to {peer} did not complete before the deadline")
         _, w, _ = select.select([], [fd], [], remaining)
         if not w:
             continue

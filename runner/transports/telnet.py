@@ -21,8 +21,9 @@ Client -> server (what telnet does to our bytes in its default NVT, non-binary m
   LF -> CR LF, CR -> CR NUL, 0xff -> IAC IAC (0xff 0xff), 0x05 and 0x85 are dropped.
   Every other byte (NUL, controls, 0x1d, 0x80-0xfe, UTF-8) arrives unchanged.
   So the transport sends `\\r\\n` as `\\n`, which arrives as exactly `\\r\\n`; a bare CR, a bare LF,
-  0xff, 0x05 and 0x85 cannot be sent exactly: check_sendable() names the problem and send()
-  raises ScenarioError before writing anything.
+  0xff, 0x05 and 0x85 cannot be sent exactly: check_sendable() names the problem (the engine
+  asks before the protocol records the step), and send() refuses such bytes too, with
+  ScenarioError, before writing anything.
   Switching telnet to binary mode or `set crlf` needs option negotiation (IAC bytes on the wire)
   or makes `\\r\\n` arrive as `\\r\\n\\r\\n`, so neither is used.
 
@@ -62,11 +63,10 @@ from runner.errors import (
     ScenarioError,
     UsageError,
 )
-from runner.transports.base import ConnectInfo, NoteSink, TLSInfo, Transport
-from runner.transports.spawned import stop, write_all
-from runner.transports.tcp import format_peer
+from runner.transports.base import CHUNK, ConnectInfo, NoteSink, TLSInfo, Transport
+from runner.transports.socket import format_peer
+from runner.transports.spawned import spawn, stop, write_all
 
-CHUNK = 64 * 1024
 CLOSED_MARK = b"Connection closed by foreign host."
 assert b"C" not in CLOSED_MARK[1:]  # _take relies on it
 _SPECIAL = (
@@ -89,8 +89,8 @@ _DROPPED = {0x05: "drops", 0x85: "drops"}
 
 
 def check_sendable(data: bytes) -> str | None:
-    """Why telnet cannot deliver `data` byte for byte (None when it can). The engine calls this
-    before sending a step, so nothing different from what the scenario says ever goes out."""
+    """Why telnet cannot deliver `data` byte for byte (None when it can): TelnetTransport's
+    check_sendable, so nothing different from what the scenario says ever goes out."""
     crlf = data.count(b"\r\n")
     if (
         data.count(b"\r") == crlf
@@ -122,6 +122,7 @@ def _prepare_pty() -> None:  # runs in the child, before exec
 
 class TelnetTransport(Transport):
     name = "telnet"
+    check_sendable = staticmethod(check_sendable)
 
     def __init__(self, config, *, on_note: NoteSink | None = None):
         super().__init__(config, on_note=on_note)
@@ -158,14 +159,8 @@ class TelnetTransport(Transport):
         if exe is None:
             raise UsageError("telnet not found: install the Debian package 'telnet' (apt-get install telnet)")
         argv = self.command()
-        env = dict(os.environ, LC_ALL="C", LANG="C")
-        try:
-            self.child = pexpect.spawn(exe, argv[1:], echo=False, env=env, preexec_fn=_prepare_pty)
-        except (OSError, pexpect.ExceptionPexpect) as e:
-            raise ConnectError(f"cannot start telnet: {e}") from None
-        self.child.delaybeforesend = None
+        self.child = spawn(exe, argv, _prepare_pty)
         self.fd = self.child.child_fd
-        os.set_blocking(self.fd, False)
         self._poll = select.poll()
         self._poll.register(self.fd, select.POLLIN)
         deadline = time.monotonic() + cfg.connect_timeout
@@ -247,7 +242,7 @@ class TelnetTransport(Transport):
             raise NetworkError(f"reading from telnet failed: {e.strerror}") from None
 
     # -- data ------------------------------------------------------------------------------------
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes, deadline: float) -> None:
         problem = check_sendable(data)
         if problem:
             raise ScenarioError(problem)
@@ -257,7 +252,7 @@ class TelnetTransport(Transport):
             self.fd,
             data.replace(b"\r\n", b"\n"),
             peer=self.peer,
-            timeout=self.config.timeout,
+            deadline=deadline,
             program="telnet",
         )
 
