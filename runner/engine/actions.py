@@ -15,7 +15,8 @@ import time
 from runner.engine.verdicts import StepFailure
 from runner.errors import DeadlineError, ExitClass
 from runner.events import Sent
-from runner.lang.templates import parse, render
+from runner.lang.render import render
+from runner.lang.templates import parse
 from runner.protocols.base import decode
 from runner.protocols.smtp import encode_body
 from runner.transports.base import is_loopback
@@ -23,7 +24,7 @@ from runner.transports.base import is_loopback
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 9 ms at start)
 if TYPE_CHECKING:
     from runner.engine.plan import StepPlan
-    from runner.lang.templates import Context
+    from runner.lang.render import Context
     from runner.model.config import ConnectConfig
     from runner.model.scenario import Step
     from runner.results import StepResult

@@ -13,7 +13,7 @@ from runner.results import StepResult
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 9 ms at start)
 if TYPE_CHECKING:
-    from runner.lang.templates import Context
+    from runner.lang.render import Context
     from runner.model.config import ConnectConfig
     from runner.model.scenario import Scenario, Session, Step
 

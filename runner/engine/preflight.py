@@ -12,7 +12,8 @@ from runner.engine.actions import plaintext_guard_applies, refusal
 from runner.engine.plan import SessionPlan, scoped
 from runner.errors import ExitClass, ScenarioError
 from runner.events import SessionFinished, SessionStarted, StepFinished
-from runner.lang.templates import TemplateError, parse, render
+from runner.lang.render import render
+from runner.lang.templates import TemplateError, parse
 from runner.results import SessionResult
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 9 ms at start)
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 
     from runner.engine.plan import StepPlan
     from runner.events import Event
-    from runner.lang.templates import Context
+    from runner.lang.render import Context
     from runner.model.config import ConnectConfig
     from runner.model.scenario import Scenario, Session, Step
 

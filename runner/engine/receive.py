@@ -19,7 +19,7 @@ from runner.protocols.base import Reply
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 9 ms at start)
 if TYPE_CHECKING:
-    from runner.lang.templates import Context
+    from runner.lang.render import Context
     from runner.model.scenario import Step
 
 

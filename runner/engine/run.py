@@ -21,8 +21,9 @@ from runner.engine.preflight import preflight_scenario, session_started
 from runner.engine.session import SessionRunner
 from runner.errors import ExitClass, ScenarioError, most_severe
 from runner.events import Event, Retrying, ScenarioFinished, ScenarioStarted, SessionFinished
+from runner.lang.render import Context
 from runner.lang.secrets import Redactor
-from runner.lang.templates import Context, TemplateError
+from runner.lang.templates import TemplateError
 from runner.model.config import resolve_connect
 from runner.results import ScenarioResult, SessionResult
 

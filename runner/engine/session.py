@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 
     from runner.engine.plan import SessionPlan, StepPlan
     from runner.events import Event
+    from runner.lang.render import Context
     from runner.lang.secrets import Redactor
-    from runner.lang.templates import Context
     from runner.model.config import ConnectConfig
     from runner.results import SessionResult, StepResult
 
