@@ -2,7 +2,8 @@
 
 A record (a runner.records.Plain class defined in runner.model.scenario or runner.model.config)
 is written as its class name and the values of its constructor's parameters, which are its
-slots; decoding calls the constructor with them. A field added to a model class therefore needs
+slots, in the constructor's order; decoding calls the constructor with them (an entry written by
+other model sources is never read: their sizes and mtimes are part of its key). A field added to a model class therefore needs
 no line here (a class whose constructor does not take exactly its public slots is refused, on
 both sides). JSON carries str, int, float, bool and None as they are; every other value is one
 of the few kinds of _DECODE: a record, dict (text keys), list, tuple, frozenset, Path, bytes, or
@@ -47,7 +48,7 @@ CLASSES = {
 #: A field holding a pattern -> the field holding the source it is parsed from.
 PATTERNS = {"expect": "expect_source"}
 _PATH = type(Path())
-_FIELDS: dict[type, tuple[str, ...]] = {}
+_FIELDS: dict[type, tuple[tuple[str, ...], tuple[tuple[int, int], ...]]] = {}
 
 
 class NotCacheable(Exception):
@@ -58,18 +59,21 @@ class Damaged(Exception):
     """The data is not what encode wrote (another layout, a hand edit)."""
 
 
-def fields(cls: type) -> tuple[str, ...]:
-    """The fields of a record class: its constructor's parameters, which must be exactly its
-    public slots (a `_private` slot is derived state and not written)."""
+def _spec(cls: type) -> tuple[tuple[str, ...], tuple[tuple[int, int], ...]]:
+    """The fields of a record class: its constructor's parameters, in order, which must be
+    exactly its public slots (a `_private` slot is derived state and not written); and, for
+    each pattern field, (its index, the index of its source field)."""
     got = _FIELDS.get(cls)
     if got is None:
         code = cls.__init__.__code__
-        got = code.co_varnames[1 : code.co_argcount + code.co_kwonlyargcount]
+        names = code.co_varnames[1 : code.co_argcount]
         slots = {n for k in cls.__mro__ for n in getattr(k, "__slots__", ())}
         public = {n for n in slots if not n.startswith("_")}
-        if code.co_flags & 0x0C or set(got) != public:  # 0x0C: CO_VARARGS | CO_VARKEYWORDS
+        # 0x0C: CO_VARARGS | CO_VARKEYWORDS; keyword-only parameters: not to be given in order
+        if code.co_flags & 0x0C or code.co_kwonlyargcount or set(names) != public:
             raise NotCacheable(f"{cls.__name__}'s constructor does not take exactly its fields")
-        _FIELDS[cls] = got
+        patterns = tuple((names.index(n), names.index(s)) for n, s in PATTERNS.items() if n in names)
+        got = _FIELDS[cls] = (names, patterns)
     return got
 
 
@@ -119,20 +123,20 @@ class _Encoder:
         raise NotCacheable(f"a {t.__name__} value")
 
     def record(self, v: Plain, t: type) -> list:
-        names = fields(t)
+        names = _spec(t)[0]
         outer = self.protocol
         if "protocol" in names:
             self.protocol = v.protocol
-        out = {}
+        out = []
         for n in names:
             x = getattr(v, n)
             if n in PATTERNS and x is not None:
                 if getattr(v, PATTERNS[n]) is None or type(self.protocol) is not str:
                     raise NotCacheable("a pattern without its source or protocol")
                 self.table.append(["S", self.protocol])  # one mark per pattern: nothing shares it
-                out[n] = [len(self.table) - 1]
+                out.append([len(self.table) - 1])
             else:
-                out[n] = self.value(x)
+                out.append(self.value(x))
         self.protocol = outer
         return ["R", t.__name__, out]
 
@@ -171,21 +175,21 @@ def _ref(x: Any, done: list) -> Any:
 
 
 def _record(e: list, done: list, parse_pattern: PatternParser | None) -> Plain:
-    _, name, data = e
+    _, name, values = e
     cls = CLASSES[name]
-    names = fields(cls)
-    if type(data) is not dict or len(data) != len(names):
+    names, patterns = _spec(cls)
+    if type(values) is not list or len(values) != len(names):
         raise Damaged(f"{name}: other fields")
-    kwargs = {n: _ref(data[n], done) for n in names}
-    for n, source in PATTERNS.items():
-        mark = kwargs.get(n)
+    values = [_ref(x, done) for x in values]
+    for i, source in patterns:
+        mark = values[i]
         if type(mark) is _Mark:
             if parse_pattern is None:
                 raise Damaged("no pattern parser given")
-            kwargs[n], problems = parse_pattern(kwargs[source], mark.protocol)
-            if kwargs[n] is None or problems:
+            values[i], problems = parse_pattern(values[source], mark.protocol)
+            if values[i] is None or problems:
                 raise Damaged("a pattern that does not parse")
-    return cls(**kwargs)
+    return cls(*values)
 
 
 def _items(e: list, done: list) -> list:
