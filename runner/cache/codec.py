@@ -1,13 +1,13 @@
 """The model <-> JSON codec of the cache, derived from the model classes themselves.
 
 A record (a runner.records.Plain class defined in runner.model.scenario or runner.model.config)
-is written as its class name and the values of its constructor's parameters, which are its
-slots, in the constructor's order; decoding calls the constructor with them (an entry written by
-other model sources is never read: their sizes and mtimes are part of its key). A field added to a model class therefore needs
-no line here (a class whose constructor does not take exactly its public slots is refused, on
-both sides). JSON carries str, int, float, bool and None as they are; every other value is one
-of the few kinds of _DECODE: a record, dict (text keys), list, tuple, frozenset, Path, bytes, or
-the mark of an `S:` pattern.
+is written as its class name and its constructor's arguments in order, which are its public
+slots; decoding calls the constructor with them (an entry is read only by the model sources that
+wrote it: their sizes and mtimes are part of its key). A field added to a model class therefore
+needs no line here; a class whose constructor does not take exactly its public slots is refused
+(NotCacheable), so it is never cached rather than cached wrong. JSON carries str, int, float,
+bool and None as they are; every other value is one of the few kinds of _DECODE: a record, dict
+(text keys), list, tuple, frozenset, Path, bytes, or the mark of an `S:` pattern.
 
 Each value other than a scalar is written once, into a flat table, and referred to by its index
 as `[i]`: objects the model shares (the Location of an `include:` step sits in the `via` of every
