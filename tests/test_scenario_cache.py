@@ -793,8 +793,9 @@ def test_a_40_level_include_chain_runs_cold_and_warm(cache, tmp_path):
     with Server(scripted(b"220 deep\r\n", SMTP)) as srv:
         p = chain(tmp_path, 40, srv.port)
         for run in ("cold", "warm"):
-            rc, _, out = run_probe([p], cache)
+            rc, modules, out = run_probe([p], cache)
             assert rc == 0 and "PASS deep" in out, (run, out)
+            assert ("yaml" in modules) == (run == "cold")  # the warm run took the model from the cache
     (entry,) = entries(cache)
     assert entry.stat().st_size < 64_000
     assert [s.text for s in lookup(p).sessions[0].steps[1:]] == [f"NOOP {i} {{{{ who }}}}" for i in range(40)]
