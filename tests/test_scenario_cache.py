@@ -774,7 +774,8 @@ def chain(root: Path, depth: int, port: int = 25) -> Path:
 def test_an_include_entry_grows_linearly_with_depth(cache, tmp_path):
     """Each step's Location.via holds the include steps' Locations, which carry their own via: an
     entry that writes them as a tree doubles per level (81 KB at 12 levels, 5 MB at 18). Shared
-    objects are written once, so an entry grows with the model."""
+    objects are written once, and a step's via and bindings as its including step's plus one, so
+    an entry grows linearly with the depth."""
     sizes = {}
     for depth in (7, 14):
         p = chain(tmp_path / str(depth), depth)
@@ -785,7 +786,8 @@ def test_an_include_entry_grows_linearly_with_depth(cache, tmp_path):
         (entry,) = entries(cache)
         sizes[depth] = entry.stat().st_size
         shutil.rmtree(cache / "models")
-    assert sizes[14] < 20_000 and sizes[14] < 3 * sizes[7], sizes
+    assert sizes[14] < 2.1 * sizes[7], sizes  # twice as deep, (at most about) twice the size
+    assert sizes[14] < 16_000, sizes
 
 
 def test_a_40_level_include_chain_runs_cold_and_warm(cache, tmp_path):

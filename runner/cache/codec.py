@@ -86,6 +86,7 @@ class _Encoder:
         self.seen: dict[int, int] = {}  # id(object) -> its index in the table
         self.keep: list = []  # what `seen` names stays alive, so no id is reused meanwhile
         self.protocol: str | None = None  # of the record being written, for its patterns
+        self.tuples: dict[tuple, int] = {}  # a tuple's items (with their types) -> its index
 
     def value(self, v: Any) -> Any:
         t = type(v)
@@ -97,11 +98,26 @@ class _Encoder:
             return v
         i = self.seen.get(id(v))
         if i is None:
-            entry = self.entry(v, t)
-            i = self.seen[id(v)] = len(self.table)
-            self.table.append(entry)
+            i = self.tuple(v) if t is tuple else self.add(self.entry(v, t))
+            self.seen[id(v)] = i
             self.keep.append(v)
         return [i]
+
+    def add(self, entry: list) -> int:
+        self.table.append(entry)
+        return len(self.table) - 1
+
+    def tuple(self, v: tuple) -> int:
+        """Equal tuples are one entry, and a tuple one item longer than one written before is
+        written as that one plus its last item: the `via` and `bindings` of a step k includes
+        deep hold k items, k - 1 of them its including step's."""
+        items = [self.value(x) for x in v]
+        key = tuple(("#", x[0]) if type(x) is list else (type(x), repr(x)) for x in items)  # 0.0 != -0.0
+        i = self.tuples.get(key)
+        if i is None:
+            base = self.tuples.get(key[:-1]) if len(key) > 1 else None
+            i = self.tuples[key] = self.add(["T", items] if base is None else ["T+", base, items[-1]])
+        return i
 
     def entry(self, v: Any, t: type) -> list:
         if CLASSES.get(t.__name__) is t:
@@ -110,8 +126,8 @@ class _Encoder:
             if not all(type(k) is str for k in v):
                 raise NotCacheable("non-text key")
             return ["D", {k: self.value(x) for k, x in v.items()}]
-        if t is list or t is tuple:
-            return ["L" if t is list else "T", [self.value(x) for x in v]]
+        if t is list:
+            return ["L", [self.value(x) for x in v]]
         if t is frozenset:
             return ["F", [self.value(x) for x in sorted(v, key=repr)]]
         if t is _PATH:
@@ -206,6 +222,13 @@ def _dict(e: list, done: list, _p) -> dict:
     return {k: _ref(x, done) for k, x in items.items()}
 
 
+def _longer(e: list, done: list, _p) -> tuple:
+    _, base, last = e
+    if type(base) is not int or type(done[base]) is not tuple:
+        raise Damaged("not a tuple")
+    return (*done[base], _ref(last, done))
+
+
 def _text(e: list) -> str:
     _, text = e
     if type(text) is not str:
@@ -228,6 +251,7 @@ _DECODE = {
     "D": _dict,
     "L": lambda e, done, _p: _items(e, done),
     "T": lambda e, done, _p: tuple(_items(e, done)),
+    "T+": _longer,
     "F": lambda e, done, _p: frozenset(_items(e, done)),
     "P": lambda e, _d, _p: Path(_text(e)),
     "B": _bytes,
