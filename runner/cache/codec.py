@@ -12,10 +12,12 @@ bool and None as they are; every other value is one of the few kinds of _DECODE:
 Each value other than a scalar is written once, into a flat table, and referred to by its index
 as `[i]`: objects the model shares (the Location of an `include:` step sits in the `via` of every
 step below it and carries its own `via`; a fragment's bindings are shared by its steps) stay one
-entry each, so the entry grows with the model and not with the number of paths through it (a
-tree written out doubles with each include level). The table is in post order: an entry refers
-only to entries before it, so decoding is one pass that cannot loop, and the model comes back
-with the same sharing.
+entry each, and the model comes back with the same sharing. Tuples are immutable, so equal ones
+are one entry too, and a tuple one item longer than one written before is written as that one
+plus its last item (["T+", i, item]): the `via` and `bindings` of a step k includes deep hold k
+items, k - 1 of them its including step's. An entry so grows linearly with the include depth (a
+tree written out doubles with each level). The table is in post order: an entry refers only to
+entries before it, so decoding is one pass that cannot loop.
 
 The `S:` pattern (Step.expect, a runner.lang.patterns object) is not data JSON can carry, and
 the cache does not import the language package: it is written as a mark holding the protocol of
@@ -108,9 +110,7 @@ class _Encoder:
         return len(self.table) - 1
 
     def tuple(self, v: tuple) -> int:
-        """Equal tuples are one entry, and a tuple one item longer than one written before is
-        written as that one plus its last item: the `via` and `bindings` of a step k includes
-        deep hold k items, k - 1 of them its including step's."""
+        """Equal tuples are one entry; one item more than a tuple written before: ["T+", i, item]."""
         items = [self.value(x) for x in v]
         key = tuple(("#", x[0]) if type(x) is list else (type(x), repr(x)) for x in items)  # 0.0 != -0.0
         i = self.tuples.get(key)
