@@ -5,11 +5,13 @@ PyYAML, jsonschema nor runner.load.loader."""
 
 from __future__ import annotations
 
+import ast
 import base64
 import json
 import os
 import random
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -20,8 +22,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from runner.cache import codec, files
 from runner.cache import store as C
 from runner.errors import ScenarioError
+from runner.lang.patterns import parse_pattern
 from runner.load import api as A
 from runner.load import api as L
 from runner.model.config import ConnectConfig
@@ -83,6 +87,16 @@ def project_files() -> list[Path]:
     return out
 
 
+def lookup(path, defined=()) -> Scenario | None:
+    """The cache's model of the file, its `S:` patterns rebuilt as runner.load.api has them."""
+    return C.lookup(path, defined, parse_pattern=parse_pattern)
+
+
+def round_trip(sc: Scenario) -> Scenario:
+    """The model through the codec and JSON text, without the disk."""
+    return codec.decode(json.loads(json.dumps(codec.encode(sc))), parse_pattern)
+
+
 def loaded(path, **kw) -> Scenario | None:
     try:
         return A.load_scenario(path, use_cache=False, **kw)
@@ -97,14 +111,13 @@ def assert_round_trip(path, cache: Path, **kw) -> Scenario | None:
     """Full load, then the cached model: structurally equal; returns the cached one (None for
     a file with a literal secret, which is never stored: its model still round-trips in memory)."""
     reference = A.load_scenario(path, use_cache=False, **kw)
-    in_memory = C.decode(json.loads(json.dumps(C.encode(reference))))
+    in_memory = round_trip(reference)
     assert dump(in_memory) == dump(reference)
     stored = A.load_scenario(path, **kw)  # a miss: full load, stores the model
-    cached = C.lookup(path, kw.get("defined", ()))
-    if C.holds_secret_literal(reference):
-        assert cached is None
+    cached = lookup(path, kw.get("defined", ()))
+    if cached is None:  # the loader stores no model holding a secret's literal value
+        assert reference.secrets, f"{path}: no cache entry was written"
         return None
-    assert cached is not None, f"{path}: no cache entry was written"
     assert cached is not stored
     assert dump(stored) == dump(reference)
     assert dump(cached) == dump(reference)
@@ -121,7 +134,7 @@ def test_every_project_scenario_and_fixture_round_trips(cache):
     cached = [f for f in scenarios if assert_round_trip(f, cache) is not None]
     assert len(cached) >= 20  # the sandbox files carry the sandbox's literal password
     for f in set(files) - set(scenarios):
-        assert C.lookup(f) is None
+        assert lookup(f) is None
     # the cache front door gives exactly the loader's model for each, and knows fragments
     for f in scenarios:
         assert dump(A.load_scenario(f)) == dump(loaded(f))
@@ -325,12 +338,12 @@ def test_generated_scenarios_round_trip(text, tmp_path_factory):
 def test_entry_is_keyed_on_bytes_path_and_defined_names(cache, tmp_path):
     p = write(tmp_path / "s.yaml", HEAD + "steps:\n  - C: 'HELO {{ x }}'\n    S: 250\n")
     assert A.load_scenario(p, defined=["x"]).sessions[0].steps[0].text == "HELO {{ x }}"
-    assert C.lookup(p, ["x"]) is not None
-    assert C.lookup(p) is None  # without --var x the file is invalid: the loader must say so
+    assert lookup(p, ["x"]) is not None
+    assert lookup(p) is None  # without --var x the file is invalid: the loader must say so
     with pytest.raises(ScenarioError, match="undefined variable 'x'"):
         A.load_scenario(p)
     p.write_text(HEAD + "steps:\n  - C: 'EHLO {{ x }}'\n    S: 250\n")
-    assert C.lookup(p, ["x"]) is None
+    assert lookup(p, ["x"]) is None
     assert A.load_scenario(p, defined=["x"]).sessions[0].steps[0].text == "EHLO {{ x }}"
 
 
@@ -340,16 +353,16 @@ def test_changed_or_moved_include_is_a_miss(cache, tmp_path):
     os.symlink("a.yaml", tmp_path / "lib" / "f.yaml")
     p = write(tmp_path / "s.yaml", HEAD + "steps:\n  - include: lib/f.yaml\n")
     assert A.load_scenario(p).sessions[0].steps[0].text == "NOOP"
-    assert C.lookup(p).sessions[0].steps[0].text == "NOOP"
+    assert lookup(p).sessions[0].steps[0].text == "NOOP"
     # the link now points at another file with other bytes
     (tmp_path / "lib" / "f.yaml").unlink()
     os.symlink("b.yaml", tmp_path / "lib" / "f.yaml")
-    assert C.lookup(p) is None
+    assert lookup(p) is None
     assert A.load_scenario(p).sessions[0].steps[0].text == "RSET"
-    assert C.lookup(p).sessions[0].steps[0].text == "RSET"
+    assert lookup(p).sessions[0].steps[0].text == "RSET"
     # the file itself changes
     write(tmp_path / "lib" / "b.yaml", "steps:\n  - C: QUIT\n")
-    assert C.lookup(p) is None
+    assert lookup(p) is None
     assert A.load_scenario(p).sessions[0].steps[0].text == "QUIT"
 
 
@@ -357,9 +370,9 @@ def test_a_vanished_body_file_is_reported_not_served_from_cache(cache, tmp_path)
     (tmp_path / "m.eml").write_text("Subject: x\n\nhi\n")
     p = write(tmp_path / "s.yaml", HEAD + "steps:\n  - body_file: m.eml\n    S: 250\n")
     assert A.load_scenario(p).sessions[0].steps[0].path == tmp_path / "m.eml"
-    assert C.lookup(p) is not None
+    assert lookup(p) is not None
     (tmp_path / "m.eml").unlink()
-    assert C.lookup(p) is None
+    assert lookup(p) is None
     with pytest.raises(ScenarioError, match="file 'm.eml' not found"):
         A.load_scenario(p)
 
@@ -394,7 +407,7 @@ def test_mailrun_no_cache_neither_reads_nor_writes(cache, tmp_path, monkeypatch)
 
 
 def test_old_entries_are_pruned(cache, tmp_path, monkeypatch):
-    monkeypatch.setattr(C, "MAX_ENTRIES", 3)
+    monkeypatch.setattr(files, "MAX_ENTRIES", 3)
     paths = [write(tmp_path / f"s{i}.yaml", HEAD + f"steps: [{{S: 22{i}}}]\n") for i in range(5)]
     for i, p in enumerate(paths):
         A.load_scenario(p)
@@ -404,7 +417,7 @@ def test_old_entries_are_pruned(cache, tmp_path, monkeypatch):
                 os.utime(e, ns=(i * 10**9, i * 10**9))
     assert len(entries(cache)) == 3
     # the newest three are still served from the cache: their entries decode to their models
-    assert [C.lookup(p) is not None for p in paths] == [False, False, True, True, True]
+    assert [lookup(p) is not None for p in paths] == [False, False, True, True, True]
 
 
 def test_invalid_files_store_no_model(cache):
@@ -478,7 +491,7 @@ def test_damaged_entries_fall_back_to_the_full_load(cache, tmp_path):
 
 def _rehash(head: bytes, body: bytes) -> bytes:
     parts = head.split(b" ")
-    parts[3] = C.digest(body).encode()
+    parts[3] = files.digest(body).encode()
     return b" ".join(parts) + b"\n" + body
 
 
@@ -519,7 +532,7 @@ def test_well_formed_but_wrong_entries_never_crash(cache, tmp_path):
         assert isinstance(A.load_scenario(p), Scenario)
     for text in (b"[]", b"null", b"{}", b'{"includes": 5}', b"[" * 100000):
         entry.write_bytes(_rehash(head, text))
-        assert C.lookup(p) is None
+        assert lookup(p) is None
         assert A.load_scenario(p).name == "everything"
 
 
@@ -531,7 +544,7 @@ def test_an_entry_for_another_file_is_not_used(cache, tmp_path):
     A.load_scenario(b)
     (eb,) = [e for e in entries(cache) if e != ea]
     eb.write_bytes(ea.read_bytes())  # a's entry (valid checksum) under b's key
-    assert C.lookup(b) is None
+    assert lookup(b) is None
     assert A.load_scenario(b).name == "b"
 
 
@@ -552,7 +565,7 @@ def test_an_entry_for_another_file_is_not_used(cache, tmp_path):
 def test_a_literal_secret_is_never_written(cache, tmp_path, text):
     p = write(tmp_path / "s.yaml", HEAD + text + "steps: [{S: 220}]\n")
     sc = A.load_scenario(p)
-    assert sc.secrets and C.lookup(p) is None
+    assert sc.secrets and lookup(p) is None
     assert entries(cache) == [] and entries(cache, "validated")  # the validation record is kept
     secret = b"hunter2-Zq9" if b"hunter2" in p.read_bytes() else b"12345678901"
     for f in cache.rglob("*"):
@@ -581,7 +594,7 @@ def test_secrets_from_the_environment_are_cached(cache, tmp_path):
         "steps: [{S: 220}]\n",
     )
     A.load_scenario(p)
-    assert C.lookup(p) is not None
+    assert lookup(p) is not None
 
 
 # ------------------------------------------------------------------ discovery
@@ -674,7 +687,8 @@ def test_a_warm_run_imports_neither_yaml_jsonschema_nor_the_loader(cache, tmp_pa
             assert rc == 0, out
             assert "PASS warm" in out and "pw-Zq9" not in out
             assert not (set(HEAVY) & warm), sorted(set(HEAVY) & warm)
-            assert not {"dataclasses", "hashlib", "argparse", "shutil", "json"} & warm
+            # (json is the cache's reader: issue 13 gave up the hand-rolled one on the C scanner)
+            assert not {"dataclasses", "hashlib", "argparse", "shutil"} & warm
         conns = [srv.wait_connection(i, timeout=10) for i in range(5)]
         assert all(b"QUIT\r\n" in c.wait_closed(10) for c in conns)
         # a changed fragment makes the next run load in full again, and say so in its imports
@@ -725,20 +739,189 @@ def test_a_piped_scenario_is_read_once_and_never_cached(cache, tmp_path):
 def test_entries_someone_else_could_write_are_not_used(cache, tmp_path):
     p = write(tmp_path / "s.yaml", HEAD + "steps: [{S: 220}]\n")
     A.load_scenario(p)
-    assert C.lookup(p) is not None
+    assert lookup(p) is not None
     (entry,) = entries(cache)
     for where, mode in ((entry, 0o622), (cache / "models", 0o777), (cache, 0o757)):
         before = where.stat().st_mode & 0o777
         where.chmod(mode)
         try:
-            assert C.lookup(p) is None, where  # group/world-writable: a full load instead
+            assert lookup(p) is None, where  # group/world-writable: a full load instead
             assert A.load_scenario(p).name == "t"
         finally:
             where.chmod(before)
-    assert C.lookup(p) is not None
+    assert lookup(p) is not None
     # an entry that is a link is not followed
     target = tmp_path / "elsewhere"
     target.write_bytes(entry.read_bytes())
     entry.unlink()
     entry.symlink_to(target)
-    assert C.lookup(p) is None
+    assert lookup(p) is None
+
+
+# ------------------------------------------------------------------ the cache as a leaf (issue 13)
+
+
+def chain(root: Path, depth: int, port: int = 25) -> Path:
+    """A scenario whose include chain is `depth` fragments deep, each binding a variable."""
+    for i in range(depth):
+        inner = f"  - include: f{i + 1}.yaml\n    vars: {{who: 'x{i}'}}\n" if i + 1 < depth else ""
+        step = f"  - C: 'NOOP {i} {{{{ who }}}}'\n    S: 250\n"
+        write(root / "lib" / f"f{i}.yaml", f"vars: {{who: n}}\nsteps:\n{step}{inner}")
+    head = f"name: deep\nconnect: {{host: 127.0.0.1, port: {port}}}\n"
+    return write(root / "s.yaml", head + "steps:\n  - S: 220\n  - include: lib/f0.yaml\n")
+
+
+def test_an_include_entry_grows_linearly_with_depth(cache, tmp_path):
+    """Each step's Location.via holds the include steps' Locations, which carry their own via: an
+    entry that writes them as a tree doubles per level (81 KB at 12 levels, 5 MB at 18). Shared
+    objects are written once, and a step's via and bindings as its including step's plus one, so
+    an entry grows linearly with the depth."""
+    sizes = {}
+    for depth in (7, 14):
+        p = chain(tmp_path / str(depth), depth)
+        sc = assert_round_trip(p, cache)
+        steps = sc.sessions[0].steps[1:]
+        assert len(steps) == depth and len(steps[-1].location.via) == depth
+        assert steps[-1].location.via[3] is steps[5].location.via[3]  # the sharing comes back too
+        (entry,) = entries(cache)
+        sizes[depth] = entry.stat().st_size
+        shutil.rmtree(cache / "models")
+    assert sizes[14] < 2.1 * sizes[7], sizes  # twice as deep, (at most about) twice the size
+    assert sizes[14] < 16_000, sizes
+
+
+def test_a_40_level_include_chain_runs_cold_and_warm(cache, tmp_path):
+    """It hung: 2**40 Locations to write. Both runs end (the subprocess has a deadline) and pass."""
+    with Server(scripted(b"220 deep\r\n", SMTP)) as srv:
+        p = chain(tmp_path, 40, srv.port)
+        for run in ("cold", "warm"):
+            rc, modules, out = run_probe([p], cache)
+            assert rc == 0 and "PASS deep" in out, (run, out)
+            assert ("yaml" in modules) == (run == "cold")  # the warm run took the model from the cache
+    (entry,) = entries(cache)
+    assert entry.stat().st_size < 64_000
+    assert [s.text for s in lookup(p).sessions[0].steps[1:]] == [f"NOOP {i} {{{{ who }}}}" for i in range(40)]
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module a source file imports, at module level or inside functions."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = "." * node.level + (node.module or "")
+            out.add(base)
+            out.update(f"{base}.{a.name}" for a in node.names if base in ("runner", "runner.model"))
+    return out
+
+
+def test_the_cache_imports_only_the_model_and_the_standard_library():
+    allowed_runner = {
+        "runner",
+        "runner.__version__",
+        "runner.records",
+        "runner.errors",
+        "runner.cache",
+        "runner.model",
+    }
+    for f in sorted((REPO / "runner" / "cache").glob("*.py")):
+        for name in _imports(f):
+            top = name.split(".")[0]
+            if top != "runner":
+                assert top in sys.stdlib_module_names or top in ("__future__",), (f.name, name)
+                assert top != "_json", (f.name, "a hand-rolled JSON reader")
+                continue
+            ok = name in allowed_runner or name.startswith(("runner.model.", "runner.cache."))
+            assert ok, f"runner/cache/{f.name} imports {name}"
+
+
+def test_the_codec_names_no_field_of_the_model():
+    """The codec is derived from the record classes: a field added to a model class needs no line
+    in the cache. Only the pattern's fields (and the protocol it is parsed in) are named."""
+    from runner.model import config, scenario
+
+    text = (REPO / "runner" / "cache" / "codec.py").read_text()
+    code = ast.parse(text)
+    strings = {n.value for n in ast.walk(code) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    attrs = {n.attr for n in ast.walk(code) if isinstance(n, ast.Attribute)}
+    model_fields = {f for c in codec.CLASSES.values() for f in c.__slots__}
+    assert model_fields & (strings | attrs) <= {"expect", "expect_source", "protocol"}
+    assert set(codec.CLASSES) >= {"Scenario", "Session", "Step", "Location", "ConnectSpec", "Retry"}
+    assert codec.CLASSES["ConnectConfig"] is config.ConnectConfig and codec.CLASSES["Step"] is scenario.Step
+
+
+def test_a_new_record_class_and_field_round_trip_without_a_line_in_the_codec(monkeypatch):
+    from runner.records import Plain
+
+    class Extra(Plain):
+        __slots__ = ("when", "data", "where", "_memo")
+
+        def __init__(self, when: tuple, data: bytes = b"", where: Path | None = None):
+            self.when = when
+            self.data = data
+            self.where = where
+            self._memo = None
+
+    class Broken(Plain):  # a constructor that does not take its fields
+        __slots__ = ("a",)
+
+        def __init__(self):
+            self.a = 1
+
+    monkeypatch.setitem(codec.CLASSES, "Extra", Extra)
+    monkeypatch.setitem(codec.CLASSES, "Broken", Broken)
+    loc = Location("f", 1)
+    x = Extra((1, 2.5, [True, None]), b"\x00\xff", Path("/tmp/x"))
+    step = Step(location=loc, action="send", text="A", bindings=({"x": x, "y": frozenset({"a"})},))
+    sc = Scenario(Path("s.yaml"), "s", (Session("s", "smtp", ConnectSpec({}, Path("/"), loc), (step,)),))
+    back = round_trip(sc)
+    assert dump(back) == dump(sc)
+    assert back.sessions[0].steps[0].bindings[0]["x"]._memo is None
+    step.bindings = ({"b": Broken()},)
+    with pytest.raises(codec.NotCacheable):
+        codec.encode(sc)
+    step.bindings = ({"b": {1: 2}},)
+    with pytest.raises(codec.NotCacheable):
+        codec.encode(sc)
+
+
+def test_patterns_are_rebuilt_by_the_parser_the_caller_gives(cache, tmp_path):
+    with_s = write(tmp_path / "a.yaml", HEAD + "steps: [{S: 220}]\n")
+    without = write(tmp_path / "b.yaml", HEAD + "steps: [{C: NOOP}]\n")
+    for p in (with_s, without):
+        A.load_scenario(p)
+    assert C.lookup(with_s) is None  # no parser: a miss, never a step without its pattern
+    assert C.lookup(without).sessions[0].steps[0].text == "NOOP"
+    seen = []
+
+    def parser(source, protocol):
+        seen.append((source, protocol))
+        return parse_pattern(source, protocol)
+
+    assert C.lookup(with_s, parse_pattern=parser).sessions[0].steps[0].expect is not None
+    assert seen == [(220, "smtp")]
+    assert C.lookup(with_s, parse_pattern=lambda s, p: (None, ["bad"])) is None
+
+
+def test_the_source_fingerprint_covers_every_module_of_the_model_rooms(tmp_path, monkeypatch):
+    """A module the loader or the language room gains later changes every key, unlisted."""
+    here = tmp_path / "runner"
+    for sub in ("model", "load", "lang", "cache", "data"):
+        shutil.copytree(REPO / "runner" / sub, here / sub)
+    shutil.copy(REPO / "runner" / "records.py", here / "records.py")
+    monkeypatch.setattr(C, "_HERE", str(here))
+
+    def fingerprint() -> bytes:
+        monkeypatch.setattr(C, "_fingerprint", None)
+        return C._sources_fingerprint()
+
+    before = fingerprint()
+    assert before == fingerprint()
+    for new in ("load/schema.py", "lang/render.py", "model/more.py", "cache/codec2.py"):
+        (here / new).write_text("")
+        after = fingerprint()
+        assert after != before, new
+        before = after
+    (here / "records.py").write_text("# changed\n")
+    assert fingerprint() != before
