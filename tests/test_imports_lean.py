@@ -172,18 +172,26 @@ def test_factories_import_only_the_protocol_and_transport_asked_for():
     assert "ssl" not in socket_only, dragged(socket_only)
 
 
-def test_lazy_public_names_still_resolve():
-    """What moved behind module __getattr__ is still importable by its old name."""
-    from runner import protocols, reporters, transports
+def test_registries_name_every_protocol_and_transport_and_faces_re_export_nothing():
+    """The protocol and transport registries are the one list of names (the model, the pattern
+    parser and the schema use it); a package face is its registry, never a second path to a
+    name that lives in a module."""
+    import json
+    from pathlib import Path
 
-    assert set(protocols.PROTOCOLS) == {"smtp", "pop3", "imap", "line"}
-    assert protocols.PROTOCOLS["imap"] is protocols.IMAP
-    assert protocols.SMTP.__name__ == "SMTP" and callable(protocols.encode_body)
-    assert protocols.decode_challenge is not None
-    assert transports.SocketTransport.__name__ == "SocketTransport" and callable(transports.tls_context)
-    assert reporters.JUnitReporter.__name__ == "JUnitReporter"
-    for mod, name in ((protocols, "NoSuch"), (transports, "NoSuch"), (reporters, "NoSuch")):
-        with pytest.raises(AttributeError, match="NoSuch"):
+    from runner import protocols, reporters, transports
+    from runner.lang import pattern_parse
+    from runner.model import config
+
+    assert protocols.NAMES == config.PROTOCOLS == pattern_parse.PROTOCOLS == ("smtp", "pop3", "imap", "line")
+    assert transports.NAMES == config.TRANSPORTS == ("socket", "telnet", "openssl")
+    schema = json.loads((Path(config.__file__).parent.parent / "data" / "scenario.schema.json").read_text())
+    text = json.dumps(schema)
+    assert json.dumps(list(protocols.NAMES)) in text and json.dumps(list(transports.NAMES)) in text
+    for name in protocols.NAMES:
+        assert type(protocols.create(name)).__module__ == f"runner.protocols.{name}"
+    for mod, name in ((protocols, "SMTP"), (transports, "SocketTransport"), (reporters, "JUnitReporter")):
+        with pytest.raises(AttributeError, match=name):
             getattr(mod, name)
     with pytest.raises(ValueError, match="unknown protocol 'smtps'"):
         protocols.create("smtps")

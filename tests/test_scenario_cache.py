@@ -1,7 +1,7 @@
 """runner.cache.store: the model cache. The model rebuilt from JSON equals the loader's (over
 every project file, the fixtures and generated scenarios); stale, damaged and foreign entries
 fall back to the full load; secrets never reach the disk; a warm `mailrun FILE` imports neither
-PyYAML, jsonschema nor runner.load.loader."""
+PyYAML, jsonschema nor the full load (runner.load.build, runner.load.yaml_doc)."""
 
 from __future__ import annotations
 
@@ -25,9 +25,8 @@ from hypothesis import strategies as st
 from runner.cache import codec, files
 from runner.cache import store as C
 from runner.errors import ScenarioError
-from runner.lang.patterns import parse_pattern
+from runner.lang.pattern_parse import parse_pattern
 from runner.load import api as A
-from runner.load import api as L
 from runner.model.config import ConnectConfig
 from runner.model.scenario import ConnectSpec, Location, Retry, Scenario, Session, Step
 from tests.support.servers import Server, scripted
@@ -139,7 +138,7 @@ def test_every_project_scenario_and_fixture_round_trips(cache):
     for f in scenarios:
         assert dump(A.load_scenario(f)) == dump(loaded(f))
     found = sorted({*(REPO / "scenarios").rglob("*.yaml"), *(REPO / "scenarios").rglob("*.yml")})
-    assert A.discover([REPO / "scenarios"]) == [f for f in found if not L.is_fragment(f)]
+    assert A.discover([REPO / "scenarios"]) == [f for f in found if not A.is_fragment(f)]
 
 
 def test_round_trip_with_a_relative_path(cache, tmp_path, monkeypatch):

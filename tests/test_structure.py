@@ -1,5 +1,5 @@
 """The layout's rules, checked on the source: no import cycles among runner's modules (imports
-inside functions count too), no module over about 450 lines and no function over 60 lines
+inside functions count too) nor between its rooms (runner/engine/, runner/suite.py, ...), no module over about 450 lines and no function over 60 lines
 unless it says why.
 
 An exception is written in the code itself, where a reader meets it: a module's docstring
@@ -115,6 +115,22 @@ def test_imports_inside_functions_are_seen(tmp_path):
 
 def test_no_import_cycles():
     graph = {name: _imports(name, path) for name, path in MODULES.items()}
+    assert _cycles(graph) == []
+
+
+def _room(module: str) -> str:
+    """runner.engine.session -> runner.engine; runner.suite -> runner.suite."""
+    return ".".join(module.split(".")[:2])
+
+
+def test_no_import_cycles_between_rooms():
+    # a room (runner/engine/, runner/suite.py, ...) builds on others, never on one built on it
+    graph: dict[str, set[str]] = {}
+    for name, path in MODULES.items():
+        for target in _imports(name, path):
+            if _room(target) not in (_room(name), "runner"):
+                graph.setdefault(_room(name), set()).add(_room(target))
+    assert "runner.lang" in graph["runner.engine"]  # the graph is really built
     assert _cycles(graph) == []
 
 

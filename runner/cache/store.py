@@ -48,7 +48,7 @@ __all__ = [
     "write_entry",
 ]
 
-SCHEMA_VERSION = "1"  # the scenario schema's version (runner.load.loader re-exports it)
+SCHEMA_VERSION = "1"  # the scenario schema's version (part of every key; runner.load.schema uses it too)
 FORMAT = "2"  # the layout of a model entry: bump it when the encoding changes
 _MAGIC = b"mailrun-model"
 _HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the runner package

@@ -20,7 +20,7 @@ from runner.lang.patterns import (
     split_code,
 )
 from runner.lang.templates import TemplateError, parse
-from runner.model.config import PROTOCOLS
+from runner.protocols import NAMES as PROTOCOLS
 from runner.records import Value
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 9 ms at start)

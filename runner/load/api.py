@@ -29,7 +29,9 @@ def load_scenario(path: str | Path, *, defined: Iterable[str] = (), use_cache: b
     if use_cache and (os.environ.get("MAILRUN_NO_CACHE") or not store.is_regular(str(path))):
         use_cache = False  # neither read nor write the cache (a pipe can be read only once)
     if use_cache:
-        sc = store.lookup(path, defined)
+        from runner.lang.pattern_parse import parse_pattern
+
+        sc = store.lookup(path, defined, parse_pattern=parse_pattern)
         if sc is not None:
             return sc
     from runner.load.build import load_scenario_file

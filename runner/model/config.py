@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from runner import protocols, transports
 from runner.errors import ScenarioError
 from runner.records import Plain
 
@@ -112,9 +113,9 @@ class ConnectConfig(Plain):
         return ConnectConfig(**values)
 
 
-PROTOCOLS = ("smtp", "pop3", "imap", "line")
+PROTOCOLS = protocols.NAMES
 TLS_MODES = ("none", "implicit", "starttls")
-TRANSPORTS = ("socket", "telnet", "openssl")
+TRANSPORTS = transports.NAMES
 DEFAULT_PORTS = {
     ("smtp", False): 25,
     ("smtp", True): 465,

@@ -5,8 +5,8 @@ treated as read-only once loaded; the classes are plain records (runner.records:
 identity equality, no dataclass machinery). Strings that may hold templates (`{{ ... }}`) are
 kept as written; the engine renders them at run time with runner.lang.render.
 
-runner.cache.store rebuilds this model from a JSON cache entry; a field added here needs a
-line there (and FORMAT bumped), or the cache's equality test fails.
+runner.cache.codec writes and rebuilds these records from their constructors' arguments, so a
+field added here needs no line there; a change to this file changes every cache key.
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
 """Sans-IO protocol framers: bytes in, complete replies out (runner.protocols.base holds the
 contract, Reply and the shared framing machinery).
 
-`create(name)` imports only the protocol asked for (smtp, pop3, imap, line). Code imports a
-name from the module that defines it; for older callers the classes (`SMTP`, `POP3`, `IMAP`,
-`Line`), `decode_challenge`, `encode_body` and `PROTOCOLS` are still found here, loaded on first
-access."""
+The registry: `_CLASSES` names every protocol (NAMES, which the model, the schema test and the
+pattern parser read), and `create(name)` imports only the protocol asked for. Code imports any
+other name from the module that defines it."""
 
 from __future__ import annotations
 
@@ -21,9 +20,7 @@ _CLASSES = {
     "imap": ("runner.protocols.imap", "IMAP"),
     "line": ("runner.protocols.line", "Line"),
 }
-#: the other names loaded lazily: name -> module
-_LAZY = {cls: mod for mod, cls in _CLASSES.values()}
-_LAZY.update(decode_challenge="runner.protocols.smtp", encode_body="runner.protocols.smtp")
+NAMES = tuple(_CLASSES)  # every protocol's name, in the order shown to people
 _loaded: dict[str, type[Protocol]] = {}
 
 
@@ -40,16 +37,7 @@ def create(name: str, *, max_line: int = DEFAULT_MAX_LINE, max_reply: int = DEFA
     try:
         cls = _load(name)
     except (KeyError, TypeError):
-        raise ValueError(f"unknown protocol {name!r} (expected smtp, pop3, imap or line)") from None
+        raise ValueError(f"unknown protocol {name!r} (expected {', '.join(NAMES)})") from None
     if max_line < 1 or max_reply < 1:
         raise ValueError("max_line and max_reply must be positive")
     return cls(max_line=max_line, max_reply=max_reply)
-
-
-def __getattr__(name: str):
-    if name == "PROTOCOLS":  # every protocol class, by name
-        return {key: _load(key) for key in _CLASSES}
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(__import__(module, fromlist=[name]), name)

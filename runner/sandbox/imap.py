@@ -8,6 +8,9 @@ RFC822.SIZE, RFC822, RFC822.HEADER, RFC822.TEXT, BODY[...] and BODY.PEEK[...] wi
 UID SEARCH, STORE / UID STORE, EXPUNGE, CLOSE, UNSELECT. Client literals {n} and {n+} are
 read; message data goes out as {n} literals. Anything else gets a tagged BAD (unknown or
 unsupported) or NO (valid but refused), never a guess.
+
+Longer than the size rule by a few lines: it is one session class, one method per command;
+the parsing, FETCH and SEARCH it uses are already in imap_syntax, imap_fetch and imap_search.
 """
 
 from __future__ import annotations

@@ -10,8 +10,6 @@ openssl  runner.transports.openssl.OpensslTransport: `openssl s_client` under a 
 The interface is runner.transports.base.Transport. A run imports only the transport it uses:
 `create` imports its module when first asked for it (telnet and openssl bring pexpect, the
 socket transport does not; ssl and runner.transports.tls come with the first TLS connection).
-`SocketTransport` and `tls_context` are still found here, loaded on first access, for the
-callers that name them so.
 """
 
 from __future__ import annotations
@@ -28,6 +26,7 @@ _CLASSES = {
     "telnet": ("runner.transports.telnet", "TelnetTransport"),
     "openssl": ("runner.transports.openssl", "OpensslTransport"),
 }
+NAMES = tuple(_CLASSES)  # every transport's name (the model's TRANSPORTS)
 _loaded: dict[str, type[Transport]] = {}
 
 
@@ -39,13 +38,6 @@ def create(config, *, on_note: NoteSink | None = None) -> Transport:
     if cls is None:
         where = _CLASSES.get(name) if isinstance(name, str) else None
         if where is None:
-            raise UsageError(f"unknown transport '{name}': use socket, telnet or openssl")
+            raise UsageError(f"unknown transport '{name}': use {', '.join(NAMES)}")
         cls = _loaded[name] = getattr(__import__(where[0], fromlist=[where[1]]), where[1])
     return cls(config, on_note=on_note)
-
-
-def __getattr__(name: str):
-    where = {"SocketTransport": "runner.transports.socket", "tls_context": "runner.transports.tls"}.get(name)
-    if where is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(__import__(where, fromlist=[name]), name)
