@@ -7,7 +7,7 @@ from pathlib import Path
 
 from runner.errors import ScenarioError
 from runner.lang.templates import NAME_FULL
-from runner.load.yaml_doc import describe_type, read_doc
+from runner.load.yaml_doc import describe_type, read_doc, read_file
 
 __all__ = ["load_env_file", "load_vars_file"]
 
@@ -38,13 +38,9 @@ def load_env_file(path: str | Path) -> dict[str, str]:
     """KEY=VALUE lines; `#` comments, blank lines, optional `export `, optional quotes."""
     display = str(path)
     try:
-        text = Path(path).read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise ScenarioError(f"{display}: file not found") from None
+        text = read_file(path, "an env file").decode("utf-8")
     except UnicodeDecodeError:
         raise ScenarioError(f"{display}: the file is not UTF-8") from None
-    except OSError as e:
-        raise ScenarioError(f"{display}: cannot read: {e.strerror or e}") from None
     out: dict[str, str] = {}
     problems = []
     for n, line in enumerate(text.splitlines(), 1):

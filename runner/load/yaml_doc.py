@@ -370,18 +370,21 @@ def _yaml_error(e: yaml.YAMLError, text: str, display: str) -> str:
     return f"{display}:{line}:{col}: YAML error: {e}"
 
 
-def read_doc(path: str | Path) -> Doc:
+def read_file(path: str | Path, what: str = "a scenario file") -> bytes:
+    """A file's bytes, or ScenarioError naming the file and why it cannot be read."""
     display = str(path)
-    p = Path(path)
     try:
-        raw = p.read_bytes()
+        return Path(path).read_bytes()
     except FileNotFoundError:
         raise ScenarioError(f"{display}: file not found") from None
     except IsADirectoryError:
-        raise ScenarioError(f"{display}: is a directory, not a scenario file") from None
+        raise ScenarioError(f"{display}: is a directory, not {what}") from None
     except OSError as e:
         raise ScenarioError(f"{display}: cannot read: {e.strerror or e}") from None
-    return parse_yaml(raw, display, p.resolve())
+
+
+def read_doc(path: str | Path) -> Doc:
+    return parse_yaml(read_file(path), str(path), Path(path).resolve())
 
 
 def is_fragment_data(data: Any) -> bool:
