@@ -1140,3 +1140,39 @@ def test_connect_rules_say_the_same_at_load_and_at_run(tmp_path):
         resolve_connect(Session("s", "line", spec, ()), Context(env={}))
     rule = "missing required key 'port' (protocol line has no usual port)"
     assert rule in one(line) and rule in ei.value.problems[0]
+
+
+def test_the_other_keys_of_a_step_the_schema_partly_rejected_are_still_checked(tmp_path):
+    """The schema's rejection of one key leaves the step's other keys checked: an undefined
+    variable in its C line, a second starttls step, an include's fragment."""
+    p = write(tmp_path, HEAD + "steps:\n  - {C: 'EHLO {{ nme }}', S: 250, timeout: -1}\n")
+    ps = problems(p)
+    assert len(ps) == 2, ps
+    assert "steps[0].C: undefined variable 'nme'" in ps[0] and "steps[0].timeout: must be greater" in ps[1]
+    p = write(
+        tmp_path,
+        "name: t\nconnect: {host: localhost, port: 25, tls: starttls}\nsteps:\n"
+        "  - {C: STARTTLS, S: 220, starttls: true, timeout: '5'}\n"
+        "  - {C: STARTTLS, S: 220, starttls: true}\n",
+    )
+    ps = problems(p)
+    assert len(ps) == 2, ps
+    assert "steps[0].timeout: expected a number" in ps[0]
+    assert "steps[1].starttls: only one step per session may have starttls: true" in ps[1]
+    write(tmp_path, "steps:\n  - C: 'NOOP {{ a }} {{ b }}'\n", "lib/f.yaml")
+    p = write(tmp_path, HEAD + "steps:\n  - include: lib/f.yaml\n    vars: {a: [1]}\n")
+    ps = problems(p)
+    assert len(ps) == 2, ps  # 'a' is given (badly), 'b' is not given at all
+    assert "steps[0].vars.a: expected a string" in ps[0]
+    assert "lib/f.yaml:2:" in ps[1] and "undefined variable 'b'" in ps[1]
+
+
+def test_a_variable_the_schema_rejected_is_not_also_undefined(tmp_path):
+    p = write(
+        tmp_path,
+        HEAD + "vars:\n  b: [1, 2]\nsteps:\n  - {C: 'NOOP {{ b }}', S: 250, capture: {q: 5}}\n"
+        "  - {C: 'NOOP {{ q }}', S: 250}\n",
+    )
+    ps = problems(p)
+    assert len(ps) == 2, ps  # one message per rejected value; neither name is called undefined
+    assert "vars.b: expected a string" in ps[0] and "steps[0].capture.q: expected a string" in ps[1]

@@ -187,9 +187,10 @@ class Checker:
         out = {}
         new_defined, new_tainted = set(), set()
         for name, value in values.items():
-            if not doc.accepted(path + (name,)):
-                continue  # the schema reported it
-            self.template(doc, path + (name,), value, scope)
+            if doc.accepted(path + (name,)):
+                self.template(doc, path + (name,), value, scope)
+            else:  # the schema reported the value; the name is still defined, so its uses are not
+                value = ""  # reported as undefined too (no model is built from a file with problems)
             tainted = self.taints(value, scope)
             out[name] = value
             if sequential:

@@ -2,8 +2,10 @@
 
 A step does one action (C, body, body_file, raw, sleep, include; S alone reads a reply) and
 may carry options (name, timeout, starttls, multiline, tag, capture). The schema has already
-checked every value's type (runner.load.schema); a step it rejected is skipped here, except
-that the names it captures stay defined, so later steps are not told they are undefined.
+checked every value's type (runner.load.schema): a key it rejected is left out of the checks
+here (it was reported once, by the schema), the step's other keys are still checked, and a
+step is built only when the schema accepted all of it. The names a step captures stay defined,
+so later steps are not told they are undefined.
 """
 
 from __future__ import annotations
@@ -41,13 +43,21 @@ def steps(
 
 
 def _step(chk: Checker, doc: Doc, path: Path_, raw: Any, scope: Scope, in_finally: bool) -> list[Step]:
-    if not doc.accepted(path):  # the schema named what is wrong; the rest of the step is guesswork
-        if path not in doc.rejected and doc.accepted(path + ("capture",)):
-            _define_captures(scope, raw.get("capture") or {})
+    if path in doc.rejected:  # the step as a whole is wrong, and the schema said how
         return []
+    whole = doc.accepted(path)
+    if not whole and not any(k in raw for k in (*ACTION_KEYS, "S")):
+        return []  # no action, and a key the schema rejected (a typo'd `c:`) says why
     action = _action(chk, doc, path, raw)
     if action is None:
         return []
+    # A key the schema rejected is left out of the checks (the schema reported it once), while
+    # every other key of the step is still checked; the step is built only when all was accepted.
+    if not whole:
+        raw = {k: v for k, v in raw.items() if _kept(doc, path + (k,))}
+        if action not in raw and action != "read":
+            _captures(chk, doc, path, raw, scope)  # its captures stay defined for later steps
+            return []
     loc = doc.loc(path, scope.via)
     if action == "include":
         return _include(chk, doc, path, raw, scope, loc)
@@ -65,7 +75,13 @@ def _step(chk: Checker, doc: Doc, path: Path_, raw: Any, scope: Scope, in_finall
         ok = ok and kw["expect"] is not None
     _options(chk, doc, path, raw, scope, kw, in_finally)
     kw["capture"] = _captures(chk, doc, path, raw, scope)
-    return [Step(**kw)] if ok else []
+    return [Step(**kw)] if ok and whole else []
+
+
+def _kept(doc: Doc, path: Path_) -> bool:
+    """Is a step's key still checked? When the schema accepted its value, or it is a mapping of
+    names (vars, capture) whose entries are checked one by one."""
+    return doc.accepted(path) or (path[-1] in ("vars", "capture") and path not in doc.rejected)
 
 
 def _action(chk: Checker, doc: Doc, path: Path_, raw: dict) -> str | None:
@@ -238,7 +254,7 @@ def _captures(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope) -> d
         chk.add(doc, path + ("capture",), "capture needs an S: pattern (it searches the reply)", key=True)
     for cname, rx in captures.items():
         cpath = path + ("capture", cname)
-        if chk.template(doc, cpath, rx, scope) is not None:
+        if doc.accepted(cpath) and chk.template(doc, cpath, rx, scope) is not None:
             problem = regex_problem(rx)
             if problem is not None:
                 chk.add(doc, cpath, problem)
