@@ -134,6 +134,16 @@ def execute(
     return most_severe(r.result.exit_class for r in runs if r.result is not None)
 
 
+def _after_start(events: list, retries: list[Retrying]) -> list:
+    """The final attempt's events with the earlier attempts' Retrying events right after its
+    ScenarioStarted: ordered reporters show them inside the scenario they belong to."""
+    if not retries:
+        return events
+    if events and isinstance(events[0], ScenarioStarted):
+        return [events[0], *retries, *events[1:]]
+    return [*retries, *events]
+
+
 class _Executor:
     """One `execute` call. Workers take runs from the plan in order, play them and hand each
     played run to `finish`, which runs on the calling thread only: it counts the run and gives
@@ -250,12 +260,14 @@ class _Executor:
                     run.scenario, provider=run.provider, extra_vars=run.provider_vars
                 )
             except KeyboardInterrupt:
-                run.events = announced + attempt.events  # what happened so far still reaches the reports
+                run.events = _after_start(
+                    attempt.events, announced
+                )  # what happened still reaches the reports
                 run.interrupted = True
                 raise
             if not self.may_retry(result, attempt, len(announced)):
                 run.result = result
-                run.events = announced + attempt.events
+                run.events = _after_start(attempt.events, announced)
                 return
             retry = Retrying(
                 "scenario",

@@ -767,6 +767,13 @@ def test_retries_on_a_refused_connection_are_counted_and_reported(tmp_path, free
     assert "after 2 connection retries" in res.stdout
     assert res.stdout.count("retry ") == 2 and "retry 2 of 2" in res.stdout
     assert junit_suites(rx)[0].find("properties/property[@name='retries']").get("value") == "2"
+    # each retry is told once: on the live console between the failed attempt and the next one's
+    # header, in JUnit's system-out inside the scenario
+    lines = res.stdout.splitlines()
+    told = [i for i, line in enumerate(lines) if "retrying scenario down" in line]
+    assert len(told) == 2 and all(lines[i + 1].startswith("down (") for i in told), lines
+    out = "".join(e.text or "" for e in junit_suites(rx)[0].iter("system-out"))
+    assert "retry 1 of 2" in out and "retry 2 of 2" in out
 
 
 def _server_on(port: int, handler) -> Server:
@@ -858,7 +865,8 @@ def _kinds(events) -> list[str]:
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_retries_are_announced_by_one_retrying_event_each(tmp_path, free_port, jobs):
     """--retries emits Retrying (what='scenario'), never a retry Note: live sinks get it as it
-    happens, after the failed attempt; ordered reporters get every one before the final attempt."""
+    happens, after the failed attempt; ordered reporters get every one right after the final
+    attempt's ScenarioStarted."""
     from runner.engine.run import RunOptions
     from runner.events import Note, Retrying
     from runner.load.api import load_scenario
@@ -886,11 +894,12 @@ def test_retries_are_announced_by_one_retrying_event_each(tmp_path, free_port, j
     for ev in retrying:  # each right after the attempt it announces
         i = live[0].index(ev)
         assert _kinds(live[0])[i - 1] == "ScenarioFinished" and _kinds(live[0])[i + 1] == "ScenarioStarted"
-    # ordered: the runs in plan order; the down run once, its Retrying events first
+    # ordered: the runs in plan order; the down run once, its Retrying events right after its
+    # ScenarioStarted (inside the scenario they belong to, where the console and JUnit show them)
     first_up = next(i for i, ev in enumerate(ordered.events) if getattr(ev, "name", "") == "up")
     down_events = ordered.events[:first_up]
-    assert down_events[:2] == retrying
-    assert _kinds(down_events).count("ScenarioStarted") == 1 and _kinds(down_events)[2] == "ScenarioStarted"
+    assert down_events[1:3] == retrying
+    assert _kinds(down_events).count("ScenarioStarted") == 1 and _kinds(down_events)[0] == "ScenarioStarted"
     assert _kinds(down_events)[-1] == "ScenarioFinished" and down_events[-1].result.retries == 2
     assert _kinds(ordered.events[first_up:]).count("Retrying") == 0
 
