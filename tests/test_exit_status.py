@@ -147,6 +147,7 @@ def test_exit_2_unset_environment_variable_names_it(tmp_path):
         (["--bogus"], "unrecognized arguments: --bogus"),
         (["--port", "70000"], "not a TCP port"),
         (["--timeout=-1"], "must be greater than 0"),
+        (["--timeout", "inf"], "must be a finite number of seconds"),  # was an internal error, exit 3
         (["--tls", "sometimes"], "invalid choice"),
         (["--var", "novalue"], "--var wants name=value"),
     ],

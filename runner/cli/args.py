@@ -123,13 +123,19 @@ def _report(text: str) -> tuple[str, str]:
         raise _type_error(f"--report wants {wanted}, got {text!r}") from None
 
 
-def _positive_float(text: str) -> float:
+def _seconds(text: str) -> float:
+    """--timeout: a number, held to connect.timeout's rule (runner.model.config.check_connect)."""
+    from pathlib import Path
+
+    from runner.model.config import check_connect
+
     try:
         v = float(text)
     except ValueError:
         raise _type_error(f"not a number: {text!r}") from None
-    if not v > 0:
-        raise _type_error(f"must be greater than 0: {text!r}")
+    _, problems = check_connect({"timeout": v}, "smtp", Path("."), keys=("timeout", "host", "port"))
+    if problems:
+        raise _type_error(problems[0][1])
     return v
 
 
@@ -183,7 +189,9 @@ def build_run_parser() -> argparse.ArgumentParser:
     g.add_argument("--port", type=_port)
     g.add_argument("--tls", choices=("none", "implicit", "starttls"))
     g.add_argument("--transport", choices=("socket", "telnet", "openssl"))
-    g.add_argument("--timeout", type=_positive_float, help="deadline in seconds for each reply")
+    g.add_argument(
+        "--timeout", type=_seconds, help="deadline in seconds for each step (its send and its reply)"
+    )
     g.add_argument("--ca", metavar="FILE", help="CA bundle to verify the server's certificate")
     g.add_argument("--insecure", action="store_true", help="do not verify TLS certificates (said loudly)")
     fam = g.add_mutually_exclusive_group()

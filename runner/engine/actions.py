@@ -4,7 +4,8 @@ bytes (`refusal`) that preflight and every sender use.
 A sender renders its text and asks `refusal` (through SessionRunner.check_outgoing: a `C:` line
 with CR or LF, a secret about to travel unencrypted); `deliver` then asks the transport whether
 it can send the bytes exactly (check_sendable), and only then tells the protocol (which records
-the command) and writes the bytes within the step's timeout. So a refused step leaves the
+the command) and writes the bytes before the step's deadline (the same one its reply is read
+against). So a refused step leaves the
 protocol and the wire untouched.
 """
 
@@ -62,11 +63,12 @@ def refusal(line: str | None, secret: bool, encrypted: bool, guarded: bool, host
 
 # ------------------------------------------------------------------ the senders
 # Each takes (run: the runner.engine.session.SessionRunner playing the step, its StepPlan, the
-# context it renders in, its StepResult, its timeout). `run` is not annotated: session.py
+# context it renders in, its StepResult, the step's deadline: time.monotonic() by which the
+# whole step, send and reply, must be done). `run` is not annotated: session.py
 # imports this module, and an annotation would import it back.
 
 
-def send_line(run, plan: StepPlan, ctx: Context, sr: StepResult, timeout: float) -> None:
+def send_line(run, plan: StepPlan, ctx: Context, sr: StepResult, deadline: float) -> None:
     """`C:` — one command line; the protocol frames it (CRLF, an IMAP tag)."""
     step = plan.step
     text = step.text or ""
@@ -84,17 +86,17 @@ def send_line(run, plan: StepPlan, ctx: Context, sr: StepResult, timeout: float)
     data = run.protocol.frame(value, tag=step.tag)
     shown = decode(data[:-2])  # without the CRLF
     sr.sent = run.redactor.redact(shown) if run.redactor.active else shown
-    deliver(run, step, data, timeout, value)
+    deliver(run, step, data, deadline, value)
 
 
-def send_body(run, plan: StepPlan, ctx: Context, sr: StepResult, timeout: float) -> None:
+def send_body(run, plan: StepPlan, ctx: Context, sr: StepResult, deadline: float) -> None:
     """`body:` — a message after DATA's 354: rendered, line ends made CRLF, dot-stuffed, ended."""
     rendered = render(plan.step.text or "", ctx)
     data = encode_body(rendered.value.encode("utf-8"))
-    _send_data(run, plan, sr, data, rendered.secret, timeout, f"body ({_size(data)})")
+    _send_data(run, plan, sr, data, rendered.secret, deadline, f"body ({_size(data)})")
 
 
-def send_body_file(run, plan: StepPlan, ctx: Context, sr: StepResult, timeout: float) -> None:
+def send_body_file(run, plan: StepPlan, ctx: Context, sr: StepResult, deadline: float) -> None:
     """`body_file:` — as `body:`, from a file's bytes (secret when they hold a secret's value)."""
     path = plan.step.path
     try:
@@ -105,10 +107,10 @@ def send_body_file(run, plan: StepPlan, ctx: Context, sr: StepResult, timeout: f
         ) from None
     data = encode_body(content)
     secret = run.redactor.contains(content)
-    _send_data(run, plan, sr, data, secret, timeout, f"body_file {path} ({_size(data)})")
+    _send_data(run, plan, sr, data, secret, deadline, f"body_file {path} ({_size(data)})")
 
 
-def send_raw(run, plan: StepPlan, ctx: Context, sr: StepResult, timeout: float) -> None:
+def send_raw(run, plan: StepPlan, ctx: Context, sr: StepResult, deadline: float) -> None:
     """`raw:` — bytes as written (binary, or a rendered text), nothing added."""
     step = plan.step
     if step.data is not None:
@@ -117,10 +119,10 @@ def send_raw(run, plan: StepPlan, ctx: Context, sr: StepResult, timeout: float) 
     else:
         rendered = render(step.text or "", ctx)
         data, secret = rendered.value.encode("utf-8"), rendered.secret
-    _send_data(run, plan, sr, data, secret, timeout, "raw " + run.redactor.redact(repr(decode(data))[1:-1]))
+    _send_data(run, plan, sr, data, secret, deadline, "raw " + run.redactor.redact(repr(decode(data))[1:-1]))
 
 
-def sleep(run, plan: StepPlan, ctx: Context, sr: StepResult, timeout: float) -> None:
+def sleep(run, plan: StepPlan, ctx: Context, sr: StepResult, deadline: float) -> None:
     """`sleep:` — waits; sends nothing."""
     seconds = plan.step.seconds or 0
     sr.sent = f"sleep {seconds:g} s"
@@ -139,12 +141,12 @@ SENDERS = {
 
 # ------------------------------------------------------------------ shared by the senders
 def _send_data(
-    run, plan: StepPlan, sr: StepResult, data: bytes, secret: bool, timeout: float, shown: str
+    run, plan: StepPlan, sr: StepResult, data: bytes, secret: bool, deadline: float, shown: str
 ) -> None:
     """Body and raw data: checked, shown, delivered."""
     run.check_outgoing(None, secret)
     sr.sent = shown
-    deliver(run, plan.step, data, timeout)
+    deliver(run, plan.step, data, deadline)
 
 
 def _size(body: bytes) -> str:
@@ -153,10 +155,10 @@ def _size(body: bytes) -> str:
     return f"{lines} lines, {len(body)} bytes"
 
 
-def deliver(run, step: Step, data: bytes, timeout: float, line: str | None = None) -> None:
+def deliver(run, step: Step, data: bytes, deadline: float, line: str | None = None) -> None:
     """A step's bytes, in this order: refused (exit 2) when the transport cannot send them
     exactly; told to the protocol (the `C:` line, or raw data when `line` is None); written
-    within the step's timeout; announced (masked when read)."""
+    before the step's deadline; announced (masked when read)."""
     problem = run.transport.check_sendable(data)
     if problem:
         raise StepFailure("error", ExitClass.INVALID, problem)
@@ -165,8 +167,9 @@ def deliver(run, step: Step, data: bytes, timeout: float, line: str | None = Non
     else:
         run.protocol.command(line, tag=step.tag, multiline=step.multiline)
     try:
-        run.transport.send(data, time.monotonic() + timeout)
+        run.transport.send(data, deadline)
     except DeadlineError:
+        timeout = run.step_timeout(step)
         raise DeadlineError(f"deadline: sending did not complete within {timeout:g} s") from None
     redactor = run.redactor
     run.emit(Sent(data, time.time(), redactor if redactor.active else None))

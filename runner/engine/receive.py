@@ -23,10 +23,11 @@ if TYPE_CHECKING:
     from runner.model.scenario import Step
 
 
-def receive(run, step: Step, ctx: Context, timeout: float) -> Reply | None:
-    """What the step's `S:` expects, within `timeout` seconds from now: the reply (None when the
-    server closed cleanly and the pattern allows EOF; also None for `S: EOF`, once it closed)."""
-    deadline = time.monotonic() + timeout
+def receive(run, step: Step, ctx: Context, deadline: float) -> Reply | None:
+    """What the step's `S:` expects, before the step's deadline (time.monotonic(); the send, if
+    any, ran against the same one): the reply (None when the server closed cleanly and the
+    pattern allows EOF; also None for `S: EOF`, once it closed)."""
+    timeout = run.step_timeout(step)  # for the messages: "no complete reply within 5 s"
     if step.expect.is_eof:
         expect_eof(run, deadline, timeout)
         return None

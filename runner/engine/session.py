@@ -208,6 +208,11 @@ class SessionRunner:
             raise
         return self.finish(sr, started)
 
+    def step_timeout(self, step) -> float:
+        """Seconds the whole step (its send and its reply) may take: its own `timeout:`, else
+        the session's."""
+        return step.timeout if step.timeout is not None else self.config.timeout
+
     def play_step(self, sp: StepPlan, sr: StepResult) -> None:
         """Send, receive, match, capture, STARTTLS: raises StepFailure or MailrunError to fail."""
         step = sp.step
@@ -220,13 +225,13 @@ class SessionRunner:
         expect = step.expect
         if expect is not None:
             sr.expected = redactor.redact(sp.expected) if redactor.active else sp.expected
-        timeout = step.timeout if step.timeout is not None else self.config.timeout
+        deadline = time.monotonic() + self.step_timeout(step)  # one deadline: send and reply
         sender = SENDERS.get(step.action)
         if sender is not None:
-            sender(self, sp, ctx, sr, timeout)
+            sender(self, sp, ctx, sr, deadline)
         if expect is None:
             return
-        reply = receive(self, step, ctx, timeout)
+        reply = receive(self, step, ctx, deadline)
         if reply is None:  # the server closed: as `S: EOF` expects, or a pattern that allows it
             if step.capture and not expect.is_eof:
                 raise StepFailure(

@@ -8,6 +8,7 @@ a scenario from the model cache never imports the loader (PyYAML, the schema mac
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -212,6 +213,8 @@ def _check_numbers(out: dict[str, Any], keys: set[str], protocol: str, got) -> l
     for key in _FLOAT_KEYS:
         if key in out and not out[key] > 0:
             problems.append((key, f"must be greater than 0 (got {got(key)})"))
+        elif key in out and not math.isfinite(out[key]):
+            problems.append((key, f"must be a finite number of seconds (got {got(key)})"))
     for key in ("max_line", "max_reply"):
         if key in out and out[key] < 1:
             problems.append((key, f"must be at least 1 (got {got(key)})"))
