@@ -142,7 +142,7 @@ def bench_engine_postfix(report: Report, mode: Mode, tmp: Path) -> None:
         note = f"needs the postfix test bed: {why}"
         for key, label, unit in keys:
             report.add(key, sec, label, None, unit, note=note)
-        report.add("postfix.wall_ratio", sec, "engine / minimal, wall", None, "x", "<= 1.2x", None, note)
+        report.add("postfix.wall_ratio", sec, "engine / minimal, wall (no target)", None, "x", note=note)
         return
     from runner.load.api import load_scenario
 

@@ -29,7 +29,6 @@ def bench_telnet(report: Report, mode: Mode, scenario, env: dict[str, str]) -> N
                 label,
                 None,
                 "x" if key.endswith("ratio") else "ms",
-                "<= 2.0x" if key == "telnet.step_ratio" else "",
                 note="telnet not installed",
             )
         return

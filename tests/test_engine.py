@@ -17,7 +17,7 @@ import pytest
 
 from runner import transports
 from runner.engine.plan import SessionPlan
-from runner.engine.preflight import preflight
+from runner.engine.preflight import first_refusal
 from runner.engine.run import Engine, RunOptions
 from runner.engine.session import SessionRunner
 from runner.engine.verdicts import StepFailure
@@ -622,7 +622,11 @@ def _preflight(tmp_path, host, tls="none", starttls="false", extra="", allow=Fal
     ctx = engine.new_context(scenario)
     session = scenario.sessions[0]
     config = resolve_connect(session, ctx)
-    return preflight(session, ctx, config, allow), (engine, session, ctx, config)
+    problem = first_refusal(SessionPlan(session), ctx, config, allow)
+    if problem is not None:
+        sp, reason = problem
+        problem = sp.step, sp.section, sp.index, reason
+    return problem, (engine, session, ctx, config)
 
 
 def test_plaintext_guard_refuses_secrets_to_non_loopback_hosts(tmp_path):

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from runner.events import Event
     from runner.lang.render import Context
     from runner.model.config import ConnectConfig
-    from runner.model.scenario import Scenario, Session, Step
+    from runner.model.scenario import Scenario, Session
 
 
 def session_started(
@@ -111,20 +111,6 @@ def first_refusal(
         if reason is not None:
             return sp, reason
     return None
-
-
-def preflight(
-    session: Session,
-    ctx: Context,
-    config: ConnectConfig | None,
-    allow_plaintext_secrets: bool = False,
-) -> tuple[Step, str, int, str] | None:
-    """first_refusal for one session on its own: (step, section, index, reason) or None."""
-    problem = first_refusal(SessionPlan(session), ctx, config, allow_plaintext_secrets)
-    if problem is None:
-        return None
-    sp, reason = problem
-    return sp.step, sp.section, sp.index, reason
 
 
 def _refused(sp: StepPlan, ctx: Context, reason: str):

@@ -64,10 +64,6 @@ class Name(Value):
     def __init__(self, name: str):
         self.name = name  # 'x' or 'env.X'
 
-    @property
-    def is_env(self) -> bool:
-        return self.name.startswith("env.")
-
 
 class Str(Value):
     __slots__ = ("value",)

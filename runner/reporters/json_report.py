@@ -24,11 +24,6 @@ SCHEMA_VERSION = 1
 MAX_REPLY_LINES = 1000  # lines of one reply kept in the report; the rest counted in lines_omitted
 
 
-def schema_path() -> Path:
-    """The installed copy of the report schema."""
-    return Path(__file__).resolve().parent.parent / "data" / "report.schema.json"
-
-
 def _tls(info) -> dict | None:
     if info is None:
         return None
