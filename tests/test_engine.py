@@ -902,3 +902,29 @@ def test_a_steps_timeout_bounds_its_send(tmp_path):
     assert step.reason == "deadline: sending did not complete within 0.5 s"
     assert elapsed < 5, elapsed
     assert not any(isinstance(e, Sent) and len(e.data) > 1000 for e in events)  # not announced as sent
+
+
+def test_a_host_rendered_from_a_secret_is_masked_in_every_event(tmp_path):
+    """connect.host from a secret variable: the session header, the connection and the result
+    say **** (they showed the value; found in review)."""
+    with Server(scripted(b"220 hi\r\n", {b"QUIT": b"221 bye\r\n"})) as srv:
+        path = write(
+            tmp_path,
+            """\
+            name: secret host
+            vars: {h: "127.0.0.1"}
+            secrets: [h]
+            connect: {host: "{{ h }}", port: $port}
+            steps:
+              - S: 220
+              - C: QUIT
+                S: 221
+            """,
+            port=srv.port,
+        )
+        result, events = play(path)
+    assert_passed(result)
+    shown = [repr(ev) for ev in events if not isinstance(ev, Sent | Received)] + [repr(result)]
+    assert [s for s in shown if "127.0.0.1" in s] == []
+    (connected,) = [ev for ev in events if isinstance(ev, Connected)]
+    assert connected.info.peer == f"****:{srv.port}" and result.sessions[0].peer == f"****:{srv.port}"

@@ -202,9 +202,11 @@ class Reporters:
             self.live.append(lambda run: self.console.handle)
         else:
             self.ordered.append(self.console)
-        from runner.reporters.formats import create
+        self.files = []
+        if args.report:  # (a plain run does not import the report formats)
+            from runner.reporters.formats import create
 
-        self.files = [create(kind, path) for kind, path in args.report]
+            self.files = [create(kind, path) for kind, path in args.report]
         self.ordered.extend(self.files)
         self.transcripts = None
         if args.transcript:

@@ -28,21 +28,32 @@ if TYPE_CHECKING:
 
 
 def session_started(
-    scenario: Scenario, session: Session, attempt: int, attempts: int, config: ConnectConfig | None
+    scenario: Scenario,
+    session: Session,
+    attempt: int,
+    attempts: int,
+    config: ConnectConfig | None,
+    redact: Callable[[str], str],
 ) -> SessionStarted:
-    """The SessionStarted event (config None: the connection could not be resolved yet)."""
+    """The SessionStarted event (config None: the connection could not be resolved yet); the
+    host is masked, since a template may have rendered a secret into it."""
     return SessionStarted(
         scenario=scenario.name,
         name=session.name,
         protocol=session.protocol,
         attempt=attempt,
         attempts=attempts,
-        host=config.host if config else "?",
+        host=redact(config.host) if config else "?",
         port=config.port if config else 0,
         transport=config.transport if config else "socket",
         tls_mode=config.tls if config else "none",
         at=time.time(),
     )
+
+
+def shown_peer(config: ConnectConfig, redact: Callable[[str], str]) -> str:
+    """'host:port' for results and reports, masked."""
+    return redact(f"{config.host}:{config.port}")
 
 
 def preflight_scenario(
@@ -75,8 +86,8 @@ def preflight_scenario(
             continue
         sp, reason = problem
         if config is not None:
-            result.peer, result.transport = f"{config.host}:{config.port}", config.transport
-        emit(session_started(scenario, session, 1, 1, config))
+            result.peer, result.transport = shown_peer(config, ctx.redactor.redact), config.transport
+        emit(session_started(scenario, session, 1, 1, config, ctx.redactor.redact))
         result.steps.append(_refused(sp, ctx, reason))
         emit(StepFinished(result=result.steps[0], at=time.time()))
         result.reason = (

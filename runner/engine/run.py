@@ -17,7 +17,7 @@ import os
 import time
 
 from runner.engine.plan import plan_scenario
-from runner.engine.preflight import preflight_scenario, session_started
+from runner.engine.preflight import preflight_scenario, session_started, shown_peer
 from runner.engine.session import SessionRunner
 from runner.errors import ExitClass, ScenarioError, most_severe
 from runner.events import Event, Retrying, ScenarioFinished, ScenarioStarted, SessionFinished
@@ -207,9 +207,9 @@ class Engine:
             except (ScenarioError, TemplateError) as exc:
                 result.status, result.exit_class, result.reason = "error", ExitClass.INVALID, str(exc)
                 return result
-            result.peer = f"{config.host}:{config.port}"
+            result.peer = shown_peer(config, ctx.redactor.redact)
             result.transport = config.transport
-            self.emit(session_started(scenario, session, attempt, attempts, config))
+            self.emit(session_started(scenario, session, attempt, attempts, config, ctx.redactor.redact))
             runner = SessionRunner(
                 plan, ctx, config, result, self._emit, self.options.allow_plaintext_secrets
             )

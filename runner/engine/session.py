@@ -20,6 +20,7 @@ from runner.errors import ExitClass, MailrunError
 from runner.events import Closed, Connected, Note, Received, StepFinished, TLSStarted
 from runner.lang.patterns import capture as capture_value
 from runner.protocols.base import Reply, decode
+from runner.transports.base import ConnectInfo
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 9 ms at start)
 if TYPE_CHECKING:
@@ -121,6 +122,12 @@ class SessionRunner:
             self._close_quietly()
             raise
         self.connected = True
+        redactor = self.redactor
+        if redactor.active and redactor.contains(f"{info.peer} {info.note or ''}"):
+            # a secret rendered into the host: the peer (and a program's command line) masked
+            info = ConnectInfo(
+                redactor.redact(info.peer), info.transport, info.tls, info.note and redactor.redact(info.note)
+            )
         self.emit(Connected(info=info, at=time.time()))
         if tls is not None:
             self.tls_started(tls)
