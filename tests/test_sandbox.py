@@ -550,39 +550,3 @@ def test_sandbox_listens_on_loopback_only():
     )
     assert proc.returncode == 2
     assert "loopback only" in proc.stderr and "Traceback" not in proc.stderr
-
-
-def _sandbox_imports() -> dict[str, set[str]]:
-    """runner.sandbox.X -> the runner.sandbox modules it imports, from every import statement
-    in it (at the top, inside functions, under TYPE_CHECKING)."""
-    import ast
-
-    pkg = ROOT / "runner" / "sandbox"
-    graph: dict[str, set[str]] = {}
-    for path in sorted(pkg.glob("*.py")):
-        name = "runner.sandbox" if path.stem == "__init__" else f"runner.sandbox.{path.stem}"
-        deps = graph.setdefault(name, set())
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                deps.update(a.name for a in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                deps.add(node.module)
-                deps.update(f"{node.module}.{a.name}" for a in node.names)
-    return {m: {d for d in deps if d in graph and d != m} for m, deps in graph.items()}
-
-
-def test_no_import_cycle_in_the_sandbox():
-    graph = _sandbox_imports()
-
-    def cycle_from(start: str, at: str, path: list[str]) -> list[str] | None:
-        for dep in sorted(graph[at]):
-            if dep == start:
-                return [*path, dep]
-            if dep not in path:
-                found = cycle_from(start, dep, [*path, dep])
-                if found:
-                    return found
-        return None
-
-    cycles = [c for m in graph if (c := cycle_from(m, m, [m]))]
-    assert cycles == [], " ; ".join(" -> ".join(c) for c in cycles)
