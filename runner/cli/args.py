@@ -112,15 +112,21 @@ def _var(text: str) -> tuple[str, str]:
     return name.strip(), value
 
 
+def _report_forms(sep: str) -> str:
+    """'junit=PATH|json=PATH': every format runner.reporters.formats registers."""
+    from runner.reporters.formats import FORMATS
+
+    return sep.join(f"{k}=PATH" for k in FORMATS)
+
+
 def _report(text: str) -> tuple[str, str]:
     from runner.reporters.base import ReportError
-    from runner.reporters.formats import FORMATS, parse_spec
+    from runner.reporters.formats import parse_spec
 
     try:
         return parse_spec(text)
     except ReportError:
-        wanted = " or ".join(f"{k}=PATH" for k in FORMATS)
-        raise _type_error(f"--report wants {wanted}, got {text!r}") from None
+        raise _type_error(f"--report wants {_report_forms(' or ')}, got {text!r}") from None
 
 
 def _seconds(text: str) -> float:
@@ -211,11 +217,7 @@ def build_run_parser() -> argparse.ArgumentParser:
     o = p.add_argument_group("output")
     o.add_argument("-v", "--verbose", action="store_true", help="show the whole conversation as it happens")
     o.add_argument("--show-crlf", action="store_true", help="with -v: make CR and LF visible")
-    from runner.reporters.formats import FORMATS
-
-    o.add_argument(
-        "--report", action="append", type=_report, default=[], metavar="|".join(f"{k}=PATH" for k in FORMATS)
-    )
+    o.add_argument("--report", action="append", type=_report, default=[], metavar=_report_forms("|"))
     o.add_argument("--transcript", metavar="DIR", help="write one transcript file per scenario run")
     s = p.add_argument_group("suites")
     s.add_argument("-j", "--jobs", type=_whole(1, "-j "), help="run N scenarios at a time")
