@@ -537,24 +537,29 @@ def test_two_sessions_share_a_capture_and_retry(testbed, tmp_path):
     assert f"Subject: run {run_id}" in find.steps[3].reply.lines
 
 
+def _retried_session(tmp_path: Path, port: int) -> Path:
+    """A POP3 session with three attempts whose STAT never shows the awaited message."""
+    return write(
+        tmp_path,
+        """\
+        name: retry
+        sessions:
+          - name: wait for mail
+            protocol: pop3
+            connect: {host: 127.0.0.1, port: $port}
+            retry: {attempts: 3, interval: 0.05}
+            steps:
+              - S: +OK
+              - C: STAT
+                S: '+OK 1'
+        """,
+        port=port,
+    )
+
+
 def test_retry_shows_each_attempt_then_fails(tmp_path):
     with Server(scripted(b"+OK hi\r\n", {b"STAT": b"+OK 0 0\r\n"})) as srv:
-        path = write(
-            tmp_path,
-            """\
-            name: retry
-            sessions:
-              - name: wait for mail
-                protocol: pop3
-                connect: {host: 127.0.0.1, port: $port}
-                retry: {attempts: 3, interval: 0.05}
-                steps:
-                  - S: +OK
-                  - C: STAT
-                    S: '+OK 1'
-            """,
-            port=srv.port,
-        )
+        path = _retried_session(tmp_path, srv.port)
         result, events = play(path)
         assert result.exit_class == ExitClass.FAILED
         assert result.sessions[0].attempt == 3
@@ -800,22 +805,7 @@ def test_steps_openssl_performs_name_it_in_a_field(testbed, tmp_path):
 
 def test_a_session_retry_is_announced_once_per_retry(tmp_path):
     with Server(scripted(b"+OK hi\r\n", {b"STAT": b"+OK 0 0\r\n"})) as srv:
-        path = write(
-            tmp_path,
-            """\
-            name: retry
-            sessions:
-              - name: wait for mail
-                protocol: pop3
-                connect: {host: 127.0.0.1, port: $port}
-                retry: {attempts: 3, interval: 0.05}
-                steps:
-                  - S: +OK
-                  - C: STAT
-                    S: '+OK 1'
-            """,
-            port=srv.port,
-        )
+        path = _retried_session(tmp_path, srv.port)
         result, events = play(path)
     assert result.sessions[0].attempt == 3
     retrying = [e for e in events if isinstance(e, Retrying)]
