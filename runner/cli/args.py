@@ -130,18 +130,16 @@ def _report(text: str) -> tuple[str, str]:
 
 
 def _seconds(text: str) -> float:
-    """--timeout: a number, held to connect.timeout's rule (runner.model.config.check_connect)."""
-    from pathlib import Path
-
-    from runner.model.config import check_connect
+    """--timeout: a number, held to connect.timeout's rule (runner.model.config.seconds_problem)."""
+    from runner.model.config import seconds_problem
 
     try:
         v = float(text)
     except ValueError:
         raise _type_error(f"not a number: {text!r}") from None
-    _, problems = check_connect({"timeout": v}, "smtp", Path("."), keys=("timeout", "host", "port"))
-    if problems:
-        raise _type_error(problems[0][1])
+    problem = seconds_problem(v)
+    if problem is not None:
+        raise _type_error(f"{problem} (got {text})")
     return v
 
 

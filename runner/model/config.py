@@ -211,14 +211,23 @@ def _check_numbers(out: dict[str, Any], keys: set[str], protocol: str, got) -> l
     elif "port" in out and not 1 <= out["port"] <= 65535:
         problems.append(("port", f"must be a port number 1..65535 (got {got('port')})"))
     for key in _FLOAT_KEYS:
-        if key in out and not out[key] > 0:
-            problems.append((key, f"must be greater than 0 (got {got(key)})"))
-        elif key in out and not math.isfinite(out[key]):
-            problems.append((key, f"must be a finite number of seconds (got {got(key)})"))
+        problem = seconds_problem(out[key]) if key in out else None
+        if problem is not None:
+            problems.append((key, f"{problem} (got {got(key)})"))
     for key in ("max_line", "max_reply"):
         if key in out and out[key] < 1:
             problems.append((key, f"must be at least 1 (got {got(key)})"))
     return problems
+
+
+def seconds_problem(value: float) -> str | None:
+    """The rule of every timeout (connect's `timeout`, `connect_timeout`, --timeout): a finite
+    number of seconds greater than 0. The problem in words, or None."""
+    if not value > 0:
+        return "must be greater than 0"
+    if not math.isfinite(value):
+        return "must be a finite number of seconds"
+    return None
 
 
 def starttls_problem(tls: str, has_starttls_step: bool) -> tuple[str, str] | None:
