@@ -226,3 +226,69 @@ def test_real_swaks_output_imports_and_replays(sandbox, tmp_path):
     assert "Swaks-secret-1" not in text and base64.b64encode(b"Swaks-secret-1").decode() not in text
     again = mailrun(out, env={"MAIL_USER": "frank@mailrun.test", "MAIL_PASSWORD": "Swaks-secret-1"})
     assert again.returncode == 0, again.stdout + again.stderr
+
+
+# --------------------------------------------------------------------------- any input
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from runner.errors import ScenarioError  # noqa: E402
+from runner.record.transcript import read_transcript  # noqa: E402
+from runner.record.write import scenario_text  # noqa: E402
+
+LINES = st.sampled_from(
+    [
+        "S: 220 hi",
+        "S: 250-a",
+        "S: 250 b",
+        "S: 354 go",
+        "S: 334 VXNlcm5hbWU6",
+        "S: 235 2.7.0 ok",
+        "S: +OK",
+        "S: -ERR no",
+        "S: + ",
+        "S: * OK ready",
+        "S: a1 OK done",
+        "S: * 1 FETCH (BODY[] {3}",
+        "S: )",
+        "C: EHLO x",
+        "C: DATA",
+        "C: .",
+        "C: ..x",
+        "C: AUTH LOGIN",
+        "C: YWxpY2U=",
+        "C: a1 LOGIN u {3}",
+        "C: pwd",
+        "C: STARTTLS",
+        "C: STLS",
+        "C: USER u",
+        "C: PASS p",
+        "C: {{ x }}",
+        "C: ",
+        "--- connected to 127.0.0.1:25 ---",
+        "garbage line",
+        "",
+        "S:",
+        "C:",
+        "$ telnet h 25",
+        "220 bare",
+        "EHLO bare",
+        "<-  250 ok",
+        " -> QUIT",
+        "S: \\x00\\r\\n",
+    ]  # fmt: skip
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(LINES, max_size=25), st.sampled_from([None, "smtp", "pop3", "imap", "line"]))
+def test_any_transcript_is_an_error_with_line_numbers_or_a_scenario_that_validates(tmp_path, lines, protocol):
+    text = "\n".join(lines)
+    try:
+        imported = read_transcript(text, "t.txt", protocol)
+    except ScenarioError as exc:
+        assert all(p.startswith("t.txt:") for p in exc.problems), exc.problems
+        return
+    out = tmp_path / "any.yaml"
+    out.write_text(scenario_text("any", imported.sessions, []))
+    load_scenario(out, use_cache=False)  # what import writes always validates

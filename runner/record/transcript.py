@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 
 from runner.errors import MailrunError, ScenarioError
+from runner.model.config import DEFAULT_PORTS
 from runner.record.conversation import Conversation
 from runner.record.write import SessionOut
 
@@ -52,6 +53,7 @@ _REPLY_SHAPE = {
     "pop3": re.compile(r"^(?:\+OK|-ERR|\+)(?: |$)"),
     "imap": re.compile(r"^(?:\* |\+(?: |$)|[A-Za-z0-9.]+ (?:OK|NO|BAD)(?: |$))"),
 }
+_USUAL_PORTS = {name for name, _tls in DEFAULT_PORTS}
 _DEFAULT_TLS_PORTS = {465: "implicit", 993: "implicit", 995: "implicit"}
 
 
@@ -236,6 +238,11 @@ class Reader:
                 turn.note = turn.note or "no reply in the transcript"
         connect = dict(self.connect)
         connect.setdefault("host", "{{ env.MAIL_HOST }}")
+        if "port" not in connect and conv.protocol_name not in _USUAL_PORTS:
+            self.out.problems.append(
+                f"{self.source}: the transcript does not say the port, and protocol "
+                f"{conv.protocol_name} has no usual one: give --port"
+            )
         if conv.upgraded:
             connect["tls"] = "starttls"
         elif "tls" not in connect and connect.get("port") in _DEFAULT_TLS_PORTS:

@@ -28,7 +28,10 @@ class SessionOut:
 
 
 def q(value) -> str:
-    """A YAML scalar: numbers and booleans as they are, strings double-quoted."""
+    """A YAML value: numbers and booleans as they are, strings double-quoted, a mapping of
+    those in flow style."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {q(v)}" for k, v in value.items()) + "}"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
@@ -36,8 +39,9 @@ def q(value) -> str:
     return json.dumps(str(value), ensure_ascii=False)
 
 
-def expectation(protocol: str, turn: Turn) -> str | None:
-    """The `S:` pattern for what the server answered (None: no reply came)."""
+def expectation(protocol: str, turn: Turn) -> str | dict | None:
+    """The `S:` pattern for what the server answered (None: no reply came); a reply without a
+    code (an untagged IMAP response nobody asked for) is matched by its first line."""
     if turn.eof:
         return "EOF"
     reply = turn.reply
@@ -45,11 +49,19 @@ def expectation(protocol: str, turn: Turn) -> str | None:
         return None
     if protocol == "line":
         first = reply.lines[0] if reply.lines else ""
-        return re.escape(first).replace("{{", "\\{\\{")
+        return _whole_line(first)
     code = reply.code or ""
+    if not code:
+        first = reply.lines[0] if reply.lines else ""
+        return {"re": _whole_line(first)}
     if protocol in ("smtp", "lmtp") and reply.enhanced:
         return f"{code} {reply.enhanced}"
     return code
+
+
+def _whole_line(line: str) -> str:
+    """A regular expression matching exactly this line (a `{{` kept out of the templates)."""
+    return "^" + re.escape(line).replace("{{", "\\{\\{") + "$"
 
 
 def scenario_text(name: str, sessions: list[SessionOut], header: list[str]) -> str:
