@@ -319,3 +319,22 @@ def test_connection_refused_writes_nothing_and_exits_3(tmp_path, free_port):
     r = mailrun("record", "127.0.0.1", free_port(), "--script", script, "-o", out)
     assert r.returncode == 3 and not out.exists()
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.testbed
+def test_record_imap_append_with_a_literal_then_replay_appends_again(testbed, tmp_path):
+    user, password = testbed.address("alice"), testbed.users["alice"]
+    message = "Subject: appended by record\r\n\r\nline one\r\n{{ not a template }}\r\n"
+    size = len(message.encode())
+    script = f"t1 LOGIN {user} {password}\nt2 APPEND INBOX {{{size}}}\n{message.replace(chr(13), '')}\nt3 LOGOUT\n"
+    r, out = record(tmp_path, script, testbed.host, testbed.ports["imap"], "--protocol", "imap")
+    assert r.returncode == 0, r.stdout + r.stderr
+    text = out.read_text()
+    assert_no_secret(password, text, r.stdout, r.stderr)
+    assert f'C: "APPEND INBOX {{{size}}}"\n    S: "+"' in text
+    assert '- raw: "Subject: appended by record\\r\\n' in text and '{{ \\"{{\\" }} not a template }}' in text
+    before = len(testbed.messages("alice"))
+    again = replay(out, user, password)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert len(testbed.messages("alice")) == before + 1
+    assert any(b"{{ not a template }}" in m for m in testbed.messages("alice"))
