@@ -1,0 +1,223 @@
+"""Credentials in what a client sent, found and replaced by templates before anything is written.
+
+A recorded or imported conversation holds the user's real login. `Credentials.replace(line)`
+turns each client line into the text a scenario may keep: the login becomes
+`{{ env.MAIL_USER }}`, the password `{{ env.MAIL_PASSWORD }}` (or the template that derives the
+sent form from it: `| b64`, `auth_plain(...)`, `xoauth2(...)`), and those environment names are
+listed as secrets. What it recognises, by protocol:
+
+- SMTP/LMTP `AUTH`, POP3 `AUTH`, IMAP `AUTHENTICATE`: PLAIN, LOGIN and XOAUTH2 answers (initial
+  response or after a 334 / `+` challenge); any other mechanism's answers become
+  `{{ env.MAIL_SASL_RESPONSE_N }}` with a warning (they depend on the server's challenge)
+- POP3 `USER`, `PASS`, `APOP`; IMAP `LOGIN` (atoms, quoted strings, literals)
+- any later text holding the password (or its base64) seen so far
+- a `****` that a mailrun transcript wrote in place of a secret, where one of the above is
+
+`warnings` says, once per kind, what was replaced, for the tool to print.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+
+USER = "{{ env.MAIL_USER }}"
+PASSWORD = "{{ env.MAIL_PASSWORD }}"
+MASK = "****"  # what mailrun's own transcripts and reports show in place of a secret
+
+_SASL_COMMANDS = {"smtp": "AUTH", "lmtp": "AUTH", "pop3": "AUTH", "imap": "AUTHENTICATE"}
+_IMAP_STRING = re.compile(r'\s*(?:"((?:[^"\\]|\\.)*)"|\{(\d+)\+?\}|([^\s"{]+))')
+
+
+def escape_template(text: str) -> str:
+    """Literal text safe in a templated scenario string: a `{{` would start a template."""
+    return text.replace("{{", '{{ "{{" }}')
+
+
+def b64decode_text(text: str) -> str | None:
+    try:
+        return base64.b64decode(text.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+
+
+class Credentials:
+    """Replaces credentials in client lines, one line at a time, in the order they were sent.
+    Told each server reply (`replied`) so it knows when a SASL exchange goes on or ends."""
+
+    def __init__(self, protocol: str):
+        self.protocol = protocol
+        self.secrets: list[str] = []  # env names to list under `secrets:`
+        self.uses_user = False
+        self.warnings: list[str] = []
+        self._seen: set[str] = set()  # secret values met so far (to replace them anywhere)
+        self._mechanism: str | None = None  # the SASL exchange in progress
+        self._answers = 0  # answers given in it
+        self._challenge: str | None = None  # the decoded text of its last challenge
+
+    @property
+    def challenge(self) -> str:
+        """The decoded text of the last SASL challenge ('' when none)."""
+        return self._challenge or ""
+
+    # ------------------------------------------------------------------ the public side
+    def replace(self, line: str) -> tuple[str, bool]:
+        """(the line as a scenario may keep it, with literal text escaped for templates;
+        whether it holds a secret)."""
+        if self._mechanism is not None:
+            return self._sasl_answer(line), True
+        words = line.split(None, 2)
+        verb = words[0].upper() if words else ""
+        sasl = _SASL_COMMANDS.get(self.protocol)
+        if verb == sasl and len(words) >= 2:
+            return self._sasl_start(words), self._mechanism is not None or len(words) > 2
+        if self.protocol == "pop3" and verb in ("USER", "PASS", "APOP") and len(words) >= 2:
+            return self._pop3(verb, line), verb != "USER"
+        if self.protocol == "imap" and verb == "LOGIN" and len(words) >= 2:
+            return self._imap_login(line), True
+        return self.scrub(line)
+
+    def replied(self, code: str | None, text: str) -> None:
+        """The server's reply to the last line: a challenge keeps a SASL exchange going,
+        anything else ends it."""
+        if self._mechanism is None:
+            return
+        if code in ("334", "+"):
+            self._challenge = b64decode_text(text) if text.strip() else ""
+        else:
+            self._mechanism = None
+
+    # ------------------------------------------------------------------ SASL
+    def _sasl_start(self, words: list[str]) -> str:
+        mech = words[1].upper()
+        self._mechanism, self._answers, self._challenge = mech, 0, None
+        if len(words) == 2:
+            return escape_template(" ".join(words))
+        initial = words[2].strip()
+        return f"{words[0]} {words[1]} {self._sasl_value(initial)}"
+
+    def _sasl_answer(self, line: str) -> str:
+        if line.strip() == "*":  # the client cancels the exchange
+            return "*"
+        return self._sasl_value(line.strip())
+
+    def _sasl_value(self, value: str) -> str:
+        """The template for one SASL answer (base64 on the wire; '=' is an empty answer)."""
+        mech = self._mechanism or ""
+        self._answers += 1
+        if value == "=":
+            return value
+        decoded = None if value == MASK else b64decode_text(value)
+        if mech == "PLAIN":
+            parts = decoded.split("\0") if decoded is not None else None
+            if parts is not None and len(parts) == 3:
+                self._saw_secret(parts[2])
+            self._replaced("the AUTH PLAIN answer", "{{ auth_plain(env.MAIL_USER, env.MAIL_PASSWORD) }}")
+            return "{{ auth_plain(env.MAIL_USER, env.MAIL_PASSWORD) }}"
+        if mech == "LOGIN":
+            asks = (self._challenge or "").lower()
+            is_user = "user" in asks or (not asks and self._answers == 1)
+            if not is_user and decoded is not None:
+                self._saw_secret(decoded)
+            self._replaced(
+                "the AUTH LOGIN answers", "{{ env.MAIL_USER | b64 }} and {{ env.MAIL_PASSWORD | b64 }}"
+            )
+            if is_user:
+                self.uses_user = True
+                return "{{ env.MAIL_USER | b64 }}"
+            self._secret("env.MAIL_PASSWORD")
+            return "{{ env.MAIL_PASSWORD | b64 }}"
+        if mech == "XOAUTH2":
+            token = re.search(r"auth=Bearer (\S+)", decoded or "")
+            if token:
+                self._saw_secret(token.group(1))
+            self.uses_user = True
+            self._secret("env.MAIL_TOKEN")
+            self._replaced("the XOAUTH2 answer", "{{ xoauth2(env.MAIL_USER, env.MAIL_TOKEN) }}")
+            return "{{ xoauth2(env.MAIL_USER, env.MAIL_TOKEN) }}"
+        name = f"env.MAIL_SASL_RESPONSE_{self._answers}"
+        self._secret(name)
+        self._warn(
+            f"{mech} answers depend on the server's challenge: they were replaced by "
+            "{{ env.MAIL_SASL_RESPONSE_N }} and the scenario cannot replay this login as recorded"
+        )
+        return "{{ " + name + " }}"
+
+    # ------------------------------------------------------------------ POP3 and IMAP logins
+    def _pop3(self, verb: str, line: str) -> str:
+        word = line.split(None, 1)[0]
+        if verb == "USER":
+            self.uses_user = True
+            return f"{word} {USER}"
+        if verb == "PASS":
+            self._saw_secret(line.split(None, 1)[1])
+            self._replaced("the POP3 USER/PASS login", "{{ env.MAIL_USER }} and {{ env.MAIL_PASSWORD }}")
+            return f"{word} {PASSWORD}"
+        self.uses_user = True  # APOP user digest: the digest depends on the greeting's timestamp
+        name = "env.MAIL_APOP_DIGEST"
+        self._secret(name)
+        self._warn(
+            "APOP's digest depends on the server's greeting: it was replaced by {{ env.MAIL_APOP_DIGEST }}"
+        )
+        return f"{word} {USER} {{{{ {name} }}}}"
+
+    def _imap_login(self, line: str) -> str:
+        """LOGIN user password: the form of each (atom or quoted) is kept; a literal becomes a
+        quoted string (its length would change with the password)."""
+        word, rest = line.split(None, 1)
+        args = []
+        pos = 0
+        for _ in range(2):
+            m = _IMAP_STRING.match(rest, pos)
+            if not m:
+                break
+            args.append(m)
+            pos = m.end()
+        if len(args) == 2:
+            password = args[1].group(1) if args[1].group(1) is not None else args[1].group(3)
+            if password is not None and password != MASK:
+                self._saw_secret(re.sub(r"\\(.)", r"\1", password))
+        quoted = [m.group(3) is None for m in args] + [True, True]
+        self.uses_user = True
+        self._replaced("the IMAP LOGIN", "{{ env.MAIL_USER }} and {{ env.MAIL_PASSWORD }}")
+        user = f'"{USER}"' if quoted[0] else USER
+        password = f'"{PASSWORD}"' if quoted[1] else PASSWORD
+        return f"{word} {user} {password}"
+
+    # ------------------------------------------------------------------ any other line
+    def scrub(self, line: str) -> tuple[str, bool]:
+        text = escape_template(line)
+        found = False
+        for value in sorted(self._seen, key=len, reverse=True):
+            b64 = base64.b64encode(value.encode()).decode()
+            for form, template in ((value, PASSWORD), (b64, "{{ env.MAIL_PASSWORD | b64 }}")):
+                if form in text:
+                    text, found = text.replace(form, template), True
+        return text, found
+
+    def _saw_secret(self, value: str) -> None:
+        if value and value != MASK:
+            self._seen.add(value)
+        self._secret("env.MAIL_PASSWORD")
+
+    def _secret(self, name: str) -> None:
+        if name not in self.secrets:
+            self.secrets.append(name)
+
+    def _replaced(self, what: str, by: str) -> None:
+        self._warn(f"{what} {'were' if what.endswith('s') else 'was'} not written: the scenario has {by}")
+        if "MAIL_PASSWORD" in by:
+            self._secret("env.MAIL_PASSWORD")
+        if "MAIL_USER" in by:
+            self.uses_user = True
+
+    def _warn(self, text: str) -> None:
+        if text not in self.warnings:
+            self.warnings.append(text)
+
+    def redact(self, text: str) -> str:
+        """Text for display: every secret value seen so far (and its base64) as ****."""
+        for value in sorted(self._seen, key=len, reverse=True):
+            text = text.replace(value, MASK).replace(base64.b64encode(value.encode()).decode(), MASK)
+        return text

@@ -1,0 +1,284 @@
+"""`mailrun import`: a pasted conversation read back into sessions, without connecting.
+
+It reads, one line at a time:
+- `S: ...` / `C: ...` lines (also `S:`/`C:` with nothing after: an empty line), the form of the
+  README's walk-through, most tutorials and the reference transcripts; mailrun's own transcripts
+  (each line after its `HH:MM:SS.mmm +N.Nms` time stamp); swaks output (`<-`/`->`, `<~`/`~>`
+  after TLS, `<**` for errors); `<`/`>` prefixed lines
+- a conversation with no prefixes at all (a pasted telnet session): a line shaped like a reply
+  of the protocol (`250-...`, `+OK`, `* ...`, `a1 OK`), or one the server is still sending
+  (a POP3 body, an IMAP literal), is the server's; any other is the client's
+- `\\r`, `\\n`, `\\t`, `\\xNN` escapes: a line that ends in `\\r\\n` (or `\\n`) holds its own line
+  end; otherwise CRLF is added
+- `--- ... ---` notes of mailrun and the reference transcripts (sessions, connect, TLS, close),
+  swaks `===` notes, telnet's own chatter (`$ telnet host 25`, `Trying ...`, `Connected to ...`),
+  `#` comments and blank lines are not conversation; what they say about the host, port, TLS
+  or a new session is used. Lines before the conversation starts are a preamble, skipped.
+- `   <- remark` after two or more spaces is a remark (the README's walk-through), dropped
+
+Replies are framed by the protocol's own framer (through runner.record.conversation), so a
+reply must be what that protocol sends; anything else is an error naming its line.
+"""
+
+from __future__ import annotations
+
+import re
+
+from runner.errors import MailrunError, ScenarioError
+from runner.model.config import DEFAULT_PORTS
+from runner.record.conversation import Conversation
+from runner.record.write import SessionOut
+
+_STAMP = re.compile(r"^\d\d:\d\d:\d\d\.\d{3}\s+\+[\d.]+m?s ")
+_REMARK = re.compile(r"\s{2,}<-\s.*$")
+_ESCAPE = re.compile(r"\\(r|n|t|x[0-9a-fA-F]{2})")
+_PREFIXES = (  # (regex, direction); the first that matches wins
+    (re.compile(r"^S: ?"), "S"),
+    (re.compile(r"^C: ?"), "C"),
+    (re.compile(r"^<(?:-|~|\*\*|~\*) {0,2}"), "S"),
+    (re.compile(r"^ ?(?:-|~|\*\*|\*~)> ?"), "C"),
+    (re.compile(r"^< "), "S"),
+    (re.compile(r"^> "), "C"),
+)
+_TELNET = re.compile(
+    r"^(?:\$ ?telnet\s|Trying \S+\.\.\.|Connected to \S|Escape character is|Connection closed by)"
+)
+_TELNET_CMD = re.compile(r"^\$ ?telnet\s+(\S+)(?:\s+(\d+))?")
+_CONNECTED = re.compile(r"connected to (?:\[([^\]]+)\]|([^\s:\[\]]+)):(\d+)\b", re.IGNORECASE)
+_SESSION = re.compile(r"^--- session (.+?) \((\w+)\).*?: (\S+?):(\d+) via \w+, tls (\w+)")
+_SWAKS_TRYING = re.compile(r"^=== Trying (\S+?):(\d+)\.\.\.")
+_REPLY_SHAPE = {
+    "smtp": re.compile(r"^\d{3}(?:[ -]|$)"),
+    "lmtp": re.compile(r"^\d{3}(?:[ -]|$)"),
+    "pop3": re.compile(r"^(?:\+OK|-ERR|\+)(?: |$)"),
+    "imap": re.compile(r"^(?:\* |\+(?: |$)|[A-Za-z0-9.]+ (?:OK|NO|BAD)(?: |$))"),
+}
+_USUAL_PORTS = {name for name, _tls in DEFAULT_PORTS}
+_DEFAULT_TLS_PORTS = {465: "implicit", 993: "implicit", 995: "implicit"}
+
+
+class Imported:
+    """The sessions read from a transcript, and the problems and notes met on the way."""
+
+    __slots__ = ("sessions", "problems", "notes")
+
+    def __init__(self):
+        self.sessions: list[SessionOut] = []
+        self.problems: list[str] = []
+        self.notes: list[str] = []
+
+
+def unescape(text: str) -> tuple[bytes, bool]:
+    """The bytes a transcript line stands for, and whether it ends with its own line end."""
+    own_end = text.endswith(("\\r\\n", "\\n"))
+
+    def one(m: re.Match) -> str:
+        code = m.group(1)
+        return {"r": "\r", "n": "\n", "t": "\t"}.get(code) or chr(int(code[1:], 16))
+
+    data = _ESCAPE.sub(one, text).encode("utf-8", "surrogateescape")
+    return data, own_end
+
+
+class Reader:
+    """Reads one transcript (`feed` each line, then `finish`) into an Imported."""
+
+    def __init__(self, source: str, protocol: str | None, connect: dict):
+        self.source = source
+        self.protocol = protocol
+        self.given_protocol = protocol  # --protocol; else each session's is guessed
+        self.given_connect = dict(connect)
+        self.connect = dict(connect)
+        self.out = Imported()
+        self.conv: Conversation | None = None
+        self.session_name: str | None = None
+        self.prefixed: bool | None = None  # decided by the first conversation line
+        self.started = False
+        self.reply_line = 0  # where the reply being read began
+
+    # ------------------------------------------------------------------ lines
+    def feed(self, number: int, line: str) -> None:
+        line = _STAMP.sub("", line.rstrip("\r\n"))
+        if self._note(line):
+            return
+        direction, text = self._direction(line)
+        if direction is None:
+            if self.started and line.strip():
+                self._problem(number, f"cannot place this line: {line[:60]!r} (not a client or server line)")
+            return
+        self.started = True
+        text = _REMARK.sub("", text)
+        if direction == "S":
+            self._server(number, text)
+        else:
+            self._client(number, text)
+
+    def _direction(self, line: str) -> tuple[str | None, str]:
+        for regex, direction in _PREFIXES:
+            m = regex.match(line)
+            if m and (self.prefixed is not False):
+                if self.prefixed is None and not line.startswith(("< ", "> ")):
+                    self.prefixed = True
+                return direction, line[m.end() :]
+        conv = self.conv
+        if self.prefixed is False and conv is not None and conv.in_body and not conv.protocol.pending():
+            return "C", line  # a message line, blank ones included
+        if not line.strip() or self.prefixed:
+            return None, line
+        if self.prefixed is None and not self._could_be_unprefixed(line):
+            return None, line
+        self.prefixed = False
+        proto_name = self.protocol or _guess(line)
+        shape = _REPLY_SHAPE.get(proto_name)
+        busy = conv is not None and bool(conv.protocol.pending())  # a reply still coming
+        if busy or (shape is not None and shape.match(line)):
+            return "S", line
+        return "C", line
+
+    def _could_be_unprefixed(self, line: str) -> bool:
+        """Before the conversation: only a line shaped like a greeting starts one."""
+        return any(shape.match(line) for shape in _REPLY_SHAPE.values())
+
+    def _note(self, line: str) -> bool:
+        """Lines that are not conversation; what they say is used."""
+        stripped = line.strip()
+        if not stripped:
+            return not (self.conv is not None and (self.conv.in_body or self.prefixed is False))
+        if set(stripped) == {"="} and len(stripped) >= 10:  # a section rule: prose may follow
+            self.started = False
+            return True
+        if stripped.startswith("#") or set(stripped) <= {"=", "-"}:
+            return True
+        m = _TELNET_CMD.match(stripped)
+        if m:
+            self.connect.setdefault("host", m.group(1))
+            if m.group(2):
+                self.connect.setdefault("port", int(m.group(2)))
+            return True
+        if _TELNET.match(stripped):
+            return True
+        if stripped.startswith("---") and stripped.endswith("---") or stripped.startswith("=== "):
+            self._use_note(stripped)
+            return True
+        return False
+
+    def _use_note(self, note: str) -> None:
+        m = _SESSION.match(note)
+        if m:
+            self._new_session(m.group(1), m.group(2))
+            self.connect.update(host=m.group(3), port=int(m.group(4)))
+            if m.group(5) != "none":
+                self.connect["tls"] = m.group(5)
+            return
+        m = _CONNECTED.search(note)
+        host_port = (m.group(1) or m.group(2), m.group(3)) if m else None
+        m = _SWAKS_TRYING.match(note)
+        host_port = (m.group(1), m.group(2)) if m else host_port
+        if host_port is not None:
+            if self.conv is not None and self.conv.turns:  # a new connection: a new session
+                self._new_session(None, self.given_protocol)
+            self.connect.setdefault("host", host_port[0])
+            self.connect.setdefault("port", int(host_port[1]))
+        low = note.lower()
+        nothing_yet = self.conv is None or not any(t.reply for t in self.conv.turns)
+        if "tls" in low and nothing_yet and host_port is None:  # a handshake before the greeting
+            self.connect["tls"] = "implicit"
+        if ("closed" in low and "connection" in low) and self.conv is not None and self.conv.waiting:
+            self.conv.closed("the server closed the connection")
+
+    # ------------------------------------------------------------------ the two sides
+    def _conversation(self, first_line: str) -> Conversation:
+        if self.conv is None:
+            self.protocol = self.protocol or _guess(first_line)
+            self.conv = Conversation(self.protocol)
+        return self.conv
+
+    def _server(self, number: int, text: str) -> None:
+        conv = self._conversation(text)
+        data, own_end = unescape(text)
+        if not conv.protocol.pending():
+            self.reply_line = number
+        try:
+            conv.protocol.receive_data(data if own_end else data + b"\r\n")
+            while (reply := conv.protocol.next_reply()) is not None:
+                conv.replied(reply)
+                self.reply_line = number + 1
+        except MailrunError as exc:
+            self._problem(self.reply_line or number, f"not a {self.protocol} reply: {exc}")
+            self.conv = Conversation(self.protocol or "smtp")  # go on, to find more problems
+
+    def _client(self, number: int, text: str) -> None:
+        conv = self._conversation("")
+        data, _own_end = unescape(text)
+        lines = data.decode("utf-8", "surrogateescape").split("\n")
+        if lines[-1] == "" and len(lines) > 1:
+            lines.pop()
+        for part in lines:
+            try:
+                conv.client_line(part.rstrip("\r"))
+            except MailrunError as exc:
+                self._problem(number, str(exc))
+
+    # ------------------------------------------------------------------ sessions
+    def _new_session(self, name: str | None, protocol: str | None) -> None:
+        self.finish_session()
+        self.session_name, self.protocol = name, protocol
+        self.connect, self.prefixed = dict(self.given_connect), None
+
+    def finish_session(self) -> None:
+        conv = self.conv
+        if conv is None:
+            return
+        if conv.protocol.pending():
+            self._problem(
+                self.reply_line, "this reply is not complete: the transcript ends in the middle of it"
+            )
+        for turn in conv.turns:
+            if turn.kind != "greeting" and turn.waits and turn.reply is None and not turn.eof:
+                turn.note = turn.note or "no reply in the transcript"
+        connect = dict(self.connect)
+        connect.setdefault("host", "{{ env.MAIL_HOST }}")
+        if "port" not in connect and conv.protocol_name not in _USUAL_PORTS:
+            self.out.problems.append(
+                f"{self.source}: the transcript does not say the port, and protocol "
+                f"{conv.protocol_name} has no usual one: give --port"
+            )
+        if conv.upgraded:
+            connect["tls"] = "starttls"
+        elif "tls" not in connect and connect.get("port") in _DEFAULT_TLS_PORTS:
+            connect["tls"] = _DEFAULT_TLS_PORTS[connect["port"]]
+        name = self.session_name or f"session {len(self.out.sessions) + 1} ({conv.protocol_name})"
+        self.out.sessions.append(SessionOut(name, conv.protocol_name, _ordered(connect), conv))
+        self.conv, self.session_name, self.started = None, None, False
+
+    def _problem(self, number: int, message: str) -> None:
+        self.out.problems.append(f"{self.source}:{number}: {message}")
+
+
+def _ordered(connect: dict) -> dict:
+    return {k: connect[k] for k in ("host", "port", "tls") if k in connect}
+
+
+def _guess(line: str) -> str:
+    """The protocol a first server line belongs to (SMTP when it cannot tell)."""
+    if line.startswith(("+OK", "-ERR")):
+        return "pop3"
+    if line.startswith("* "):
+        return "imap"
+    return "smtp"
+
+
+def read_transcript(
+    text: str, source: str, protocol: str | None = None, connect: dict | None = None
+) -> Imported:
+    """Every session in a transcript; raises ScenarioError listing every line it cannot place."""
+    reader = Reader(source, protocol, connect or {})
+    for number, line in enumerate(text.splitlines(), start=1):
+        reader.feed(number, line)
+    reader.finish_session()
+    out = reader.out
+    if not out.problems and not any(s.conversation.turns for s in out.sessions):
+        out.problems.append(f"{source}: no conversation found (no client or server lines)")
+    if out.problems:
+        raise ScenarioError(out.problems)
+    return out

@@ -1,0 +1,294 @@
+"""`mailrun import`: pasted conversations (the README's walk-through, telnet pastes, mailrun and
+swaks transcripts) made into scenarios that validate and replay, with no credential in them."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runner.load.api import load_scenario
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data" / "transcripts"
+T = 60
+
+
+def mailrun(*args, env: dict | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "runner", *map(str, args)],
+        cwd=REPO,
+        env={**os.environ, "NO_COLOR": "1", "MAILRUN_NO_CACHE": "1", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=T,
+        input=stdin,
+    )
+
+
+def import_text(tmp_path: Path, text: str, *args) -> tuple[subprocess.CompletedProcess, Path]:
+    src = tmp_path / "pasted.txt"
+    src.write_text(text)
+    out = tmp_path / "imported.yaml"
+    return mailrun("import", src, "-o", out, *args), out
+
+
+def steps(path: Path):
+    scenario = load_scenario(path, use_cache=False)
+    return [(s.action, s.text, s.expect.describe() if s.expect else None) for s in scenario.sessions[0].steps]
+
+
+def test_the_readme_walk_through_imports_to_a_scenario_that_validates(tmp_path):
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"```\n(\$ telnet mail\.example\.com 25\n.*?)```", readme, re.S).group(1)
+    r, out = import_text(tmp_path, block)
+    assert r.returncode == 0, r.stderr
+    text = out.read_text()
+    assert "d29uZGVybGFuZA==" not in text and "wonderland" not in text  # the password, base64 and plain
+    assert 'host: "mail.example.com"' in text and "port: 25" in text
+    got = steps(out)
+    assert got[0] == ("read", None, "220")
+    sent = [t for action, t, _ in got if action == "send"]
+    assert sent == [
+        "EHLO me.example",
+        "AUTH LOGIN",
+        "{{ env.MAIL_USER | b64 }}",
+        "{{ env.MAIL_PASSWORD | b64 }}",
+        "MAIL FROM:<alice@example.com>",
+        "RCPT TO:<bob@example.com>",
+        "DATA",
+        "QUIT",
+    ]
+    body = [s for s in got if s[0] == "body"]
+    assert body == [("body", "Subject: hello\n\nHi Bob.\n", "250 2.0.0")]
+    assert mailrun("validate", out).returncode == 0
+
+
+def test_a_telnet_paste_without_prefixes(tmp_path):
+    r, out = import_text(tmp_path, (DATA / "telnet_pop3.txt").read_text(), "--protocol", "pop3")
+    assert r.returncode == 0, r.stderr
+    text = out.read_text()
+    assert "builder-secret" not in text
+    assert 'host: "pop.example.test"' in text and "port: 110" in text
+    got = steps(out)
+    assert [(a, t) for a, t, _ in got if a == "send"] == [
+        ("send", "USER {{ env.MAIL_USER }}"),
+        ("send", "PASS {{ env.MAIL_PASSWORD }}"),
+        ("send", "LIST"),
+        ("send", "RETR 1"),
+        ("send", "QUIT"),
+    ]
+    assert len(got) == 6  # the body lines (one looks like a reply) stayed in RETR's reply
+
+
+def test_the_protocol_is_guessed_from_the_greeting(tmp_path):
+    r, out = import_text(tmp_path, "S: +OK hi\nC: QUIT\nS: +OK bye\n")
+    assert r.returncode == 0, r.stderr
+    assert "protocol: pop3" in out.read_text()
+
+
+def test_an_imap_transcript_with_a_literal_and_escapes(tmp_path):
+    r, out = import_text(tmp_path, (DATA / "imap_literal.txt").read_text())
+    assert r.returncode == 0, r.stderr
+    text = out.read_text()
+    assert "builder-secret" not in text and "protocol: imap" in text
+    got = steps(out)
+    assert [(a, t, e) for a, t, e in got] == [
+        ("read", None, "OK"),
+        ("send", "LOGIN {{ env.MAIL_USER }} {{ env.MAIL_PASSWORD }}", "OK"),
+        ("send", "SELECT INBOX", "OK"),
+        ("send", "FETCH 1 BODY[]", "OK"),  # the literal's 'a3 OK' line did not end the reply
+        ("send", "LOGOUT", "OK"),
+    ]
+
+
+def test_a_swaks_transcript(tmp_path):
+    r, out = import_text(tmp_path, (DATA / "swaks_style.txt").read_text())
+    assert r.returncode == 0, r.stderr
+    text = out.read_text()
+    assert "AGFsaWNlAHdvbmRlcmxhbmQ=" not in text
+    assert 'tls: "starttls"' in text and "port: 2525" in text
+    got = steps(out)
+    assert ("send", "AUTH PLAIN {{ auth_plain(env.MAIL_USER, env.MAIL_PASSWORD) }}", "235 2.7.0") in got
+    assert ("send", "RCPT TO:<nobody@example.test>", "550 5.1.1") in got
+    assert "auth_plain" in r.stderr  # it says what it replaced
+
+
+def test_template_braces_in_a_client_line_are_kept_literal(tmp_path):
+    r, out = import_text(tmp_path, "S: 220 hi\nC: HELO {{ not_a_var }}\nS: 250 ok\n")
+    assert r.returncode == 0, r.stderr
+    assert 'C: "HELO {{ \\"{{\\" }} not_a_var }}"' in out.read_text()
+
+
+def test_lines_it_cannot_place_are_errors_with_their_line_number(tmp_path):
+    r, out = import_text(tmp_path, "S: 220 hi\nC: EHLO x\nthis is prose\nS: 250 ok\n")
+    assert r.returncode == 2 and not out.exists()
+    assert "pasted.txt:3: cannot place this line" in r.stderr
+    r, _ = import_text(tmp_path, "S: 220 hi\nC: EHLO x\nS: hello there\n")
+    assert r.returncode == 2 and "pasted.txt:3: not a smtp reply" in r.stderr
+    r, _ = import_text(tmp_path, "S: 220 hi\nC: EHLO x\nS: 250-a\n")
+    assert r.returncode == 2 and "pasted.txt:3: this reply is not complete" in r.stderr
+    r, _ = import_text(tmp_path, "just words\n")
+    assert r.returncode == 2 and "no conversation found" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_a_transcript_from_stdin(tmp_path):
+    out = tmp_path / "from-stdin.yaml"
+    r = mailrun(
+        "import",
+        "-",
+        "-o",
+        out,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "2525",
+        stdin="S: 220 x\nC: QUIT\nS: 221 bye\n",
+    )
+    assert r.returncode == 0, r.stderr
+    assert 'host: "127.0.0.1"' in out.read_text()
+
+
+# --------------------------------------------------------------------------- real transcripts, replayed
+@pytest.fixture
+def sandbox():
+    from runner.sandbox.server import Sandbox
+
+    with Sandbox(accept_any_login=True) as s:
+        yield s
+
+
+def test_mailruns_own_transcript_imports_and_replays(sandbox, tmp_path):
+    scenario = tmp_path / "send.yaml"
+    scenario.write_text(
+        f"""\
+name: send for the transcript
+protocol: smtp
+connect: {{host: 127.0.0.1, port: {sandbox.ports["smtp"]}, tls: starttls, ca: "{sandbox.ca_path}"}}
+vars: {{user: erin@mailrun.test, password: "Imp0rt-secret"}}
+secrets: [password]
+steps:
+  - S: 220
+  - C: EHLO me
+    S: 250
+  - C: STARTTLS
+    S: 220
+    starttls: true
+  - C: EHLO me
+    S: 250
+  - C: AUTH LOGIN
+    S: 334
+  - C: "{{{{ user | b64 }}}}"
+    S: 334
+  - C: "{{{{ password | b64 }}}}"
+    S: 235
+  - C: QUIT
+    S: 221
+"""
+    )
+    r = mailrun(scenario, "--transcript", tmp_path / "tr")
+    assert r.returncode == 0, r.stdout + r.stderr
+    (log,) = (tmp_path / "tr").iterdir()
+    out = tmp_path / "imported.yaml"
+    r = mailrun("import", log, "-o", out)
+    assert r.returncode == 0, r.stderr
+    text = out.read_text()
+    assert 'tls: "starttls"' in text and "starttls: true" in text
+    assert "Imp0rt-secret" not in text and base64.b64encode(b"Imp0rt-secret").decode() not in text
+    text = text.replace("port:", f'ca: "{sandbox.ca_path}"\n  port:', 1)
+    out.write_text(text)
+    again = mailrun(out, env={"MAIL_USER": "erin@mailrun.test", "MAIL_PASSWORD": "Imp0rt-secret"})
+    assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_real_swaks_output_imports_and_replays(sandbox, tmp_path):
+    if not shutil.which("swaks"):
+        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+            pytest.fail("swaks is not installed (scripts/test installs it)")
+        pytest.skip("swaks is not installed (scripts/test installs it)")
+    swaks = subprocess.run(
+        ["swaks", "--server", f"127.0.0.1:{sandbox.ports['smtp']}", "--from", "frank@mailrun.test",
+         "--to", "bob@mailrun.test", "--auth", "LOGIN", "--auth-user", "frank@mailrun.test",
+         "--auth-password", "Swaks-secret-1"],
+        capture_output=True, text=True, timeout=T,
+    )  # fmt: skip
+    assert swaks.returncode == 0, swaks.stdout + swaks.stderr
+    r, out = import_text(tmp_path, swaks.stdout)
+    assert r.returncode == 0, r.stderr
+    text = out.read_text()
+    assert "Swaks-secret-1" not in text and base64.b64encode(b"Swaks-secret-1").decode() not in text
+    again = mailrun(out, env={"MAIL_USER": "frank@mailrun.test", "MAIL_PASSWORD": "Swaks-secret-1"})
+    assert again.returncode == 0, again.stdout + again.stderr
+
+
+# --------------------------------------------------------------------------- any input
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from runner.errors import ScenarioError  # noqa: E402
+from runner.record.transcript import read_transcript  # noqa: E402
+from runner.record.write import scenario_text  # noqa: E402
+
+LINES = st.sampled_from(
+    [
+        "S: 220 hi",
+        "S: 250-a",
+        "S: 250 b",
+        "S: 354 go",
+        "S: 334 VXNlcm5hbWU6",
+        "S: 235 2.7.0 ok",
+        "S: +OK",
+        "S: -ERR no",
+        "S: + ",
+        "S: * OK ready",
+        "S: a1 OK done",
+        "S: * 1 FETCH (BODY[] {3}",
+        "S: )",
+        "C: EHLO x",
+        "C: DATA",
+        "C: .",
+        "C: ..x",
+        "C: AUTH LOGIN",
+        "C: YWxpY2U=",
+        "C: a1 LOGIN u {3}",
+        "C: pwd",
+        "C: STARTTLS",
+        "C: STLS",
+        "C: USER u",
+        "C: PASS p",
+        "C: {{ x }}",
+        "C: ",
+        "--- connected to 127.0.0.1:25 ---",
+        "garbage line",
+        "",
+        "S:",
+        "C:",
+        "$ telnet h 25",
+        "220 bare",
+        "EHLO bare",
+        "<-  250 ok",
+        " -> QUIT",
+        "S: \\x00\\r\\n",
+    ]  # fmt: skip
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(LINES, max_size=25), st.sampled_from([None, "smtp", "pop3", "imap", "line"]))
+def test_any_transcript_is_an_error_with_line_numbers_or_a_scenario_that_validates(tmp_path, lines, protocol):
+    text = "\n".join(lines)
+    try:
+        imported = read_transcript(text, "t.txt", protocol)
+    except ScenarioError as exc:
+        assert all(p.startswith("t.txt:") for p in exc.problems), exc.problems
+        return
+    out = tmp_path / "any.yaml"
+    out.write_text(scenario_text("any", imported.sessions, []))
+    load_scenario(out, use_cache=False)  # what import writes always validates
