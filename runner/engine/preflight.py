@@ -52,8 +52,12 @@ def session_started(
 
 
 def shown_peer(config: ConnectConfig, redact: Callable[[str], str]) -> str:
-    """'host:port' for results and reports, masked."""
-    return redact(f"{config.host}:{config.port}")
+    """'host:port' ('[::1]:25', 'unix:/run/dovecot/lmtp') for results and reports, masked; once
+    connected, the session's result holds the address actually used instead."""
+    if config.unix is not None:
+        return redact(f"unix:{config.unix}")
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    return redact(f"{host}:{config.port}")
 
 
 def preflight_scenario(

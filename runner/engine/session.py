@@ -128,6 +128,7 @@ class SessionRunner:
             info = ConnectInfo(
                 redactor.redact(info.peer), info.transport, info.tls, info.note and redactor.redact(info.note)
             )
+        result.peer = info.peer  # the address actually used (masked above when it must be)
         self.emit(Connected(info=info, at=time.time()))
         if tls is not None:
             self.tls_started(tls)

@@ -37,7 +37,10 @@ HERE = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
 DOMAIN = "example.test"
 USERS = {"alice": "wonderland", "bob": "builder"}
-PORT_NAMES = ("smtp", "submission", "smtps", "pop3", "pop3s", "imap", "imaps")
+PORT_NAMES = ("smtp", "submission", "smtps", "pop3", "pop3s", "imap", "imaps", "smtp_proxy")
+# smtp_proxy: Postfix behind a load balancer, expecting the HAProxy PROXY header first
+# (smtpd_upstream_proxy_protocol = haproxy): its greeting comes only after one
+PROXY_PORTS = frozenset({"smtp_proxy"})
 TLS_PORTS = frozenset({"smtps", "pop3s", "imaps"})
 START_DEADLINE = 30.0
 STOP_DEADLINE = 15.0
@@ -591,6 +594,7 @@ class Testbed:
             "SMTP_ADDR": f"{self.host}:{self.ports['smtp']}",
             "SUBMISSION_ADDR": f"{self.host}:{self.ports['submission']}",
             "SMTPS_ADDR": f"{self.host}:{self.ports['smtps']}",
+            "SMTP_PROXY_ADDR": f"{self.host}:{self.ports['smtp_proxy']}",
             "IMAP_PORT": str(self.ports["imap"]),
             "IMAPS_PORT": str(self.ports["imaps"]),
             "POP3_PORT": str(self.ports["pop3"]),
@@ -650,6 +654,8 @@ class Testbed:
     def _greeting(self, name: str, port: int, timeout: float) -> bytes:
         with socket.create_connection((self.host, port), timeout=timeout) as raw:
             raw.settimeout(timeout)
+            if name in PROXY_PORTS:  # the client address a load balancer would pass on
+                raw.sendall(f"PROXY TCP4 192.0.2.1 {self.host} 40000 {port}\r\n".encode())
             if name in TLS_PORTS:
                 with self.ssl_context().wrap_socket(raw, server_hostname="localhost") as tls:
                     tls.settimeout(timeout)
