@@ -272,7 +272,6 @@ def starttls_problem(tls: str, has_starttls_step: bool) -> tuple[str, str] | Non
 
 def resolve_connect(session: Session, ctx, overrides: Mapping[str, Any] | None = None) -> ConnectConfig:
     """Render the session's connect values, apply overrides, then check_connect them."""
-    from runner.lang.render import render
     from runner.lang.templates import TemplateError
 
     spec = session.connect
@@ -288,22 +287,10 @@ def resolve_connect(session: Session, ctx, overrides: Mapping[str, Any] | None =
         return f"{loc.file}:{loc.line}:{loc.column}: connect.{key}"
 
     for key, raw in spec.values.items():
-        if isinstance(raw, str):
-            try:
-                r = render(raw, ctx)
-            except TemplateError as e:
-                problems.append(f"{here(key)}: {e}")
-                continue
-            values[key], shown[key] = r.value, ("****" if r.secret else repr(r.display))
-        elif isinstance(raw, dict):  # proxy: its strings are templates too
-            try:
-                values[key] = {k: render(v, ctx).value if isinstance(v, str) else v for k, v in raw.items()}
-            except TemplateError as e:
-                problems.append(f"{here(key)}: {e}")
-                continue
-            shown[key] = repr(values[key])
-        else:
-            values[key], shown[key] = raw, repr(raw)
+        try:
+            values[key], shown[key] = _rendered(raw, ctx)
+        except TemplateError as e:
+            problems.append(f"{here(key)}: {e}")
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     for key, v in overrides.items():
         values[key] = v
@@ -332,6 +319,19 @@ def resolve_connect(session: Session, ctx, overrides: Mapping[str, Any] | None =
         raise ScenarioError(problems)
     out["protocol"] = session.protocol
     return ConnectConfig(**out)
+
+
+def _rendered(raw: Any, ctx) -> tuple[Any, str]:
+    """A connect value rendered (a proxy mapping's strings too) and how a message shows it."""
+    from runner.lang.render import render
+
+    if isinstance(raw, str):
+        r = render(raw, ctx)
+        return r.value, ("****" if r.secret else repr(r.display))
+    if isinstance(raw, dict):
+        value = {k: render(v, ctx).value if isinstance(v, str) else v for k, v in raw.items()}
+        return value, repr(value)
+    return raw, repr(raw)
 
 
 def _convert(key: str, v: Any, base_dir: Path, from_spec: bool) -> Any:
