@@ -75,7 +75,9 @@ class SessionPlan:
 
 def _is_template(step: Step) -> bool:
     return (
-        step.action in ("send", "body", "raw") and step.text is not None and not parse(step.text).is_constant
+        step.action in ("send", "body", "raw", "bdat")
+        and step.text is not None
+        and not parse(step.text).is_constant
     )
 
 

@@ -182,7 +182,7 @@ class SessionRunner:
         # what the step would have sent, as written (template source: holds no secret value)
         if step.action == "send":
             sr.sent = self.redactor.redact(step.text or "")
-        elif step.action in ("raw", "body"):
+        elif step.action in ("raw", "body", "bdat"):
             sr.sent = f"{step.action} (not sent)"
         elif step.action == "body_file":
             sr.sent = f"body_file {step.path} (not sent)"

@@ -1,6 +1,6 @@
 """Checking a `steps:` list and building its runner.model.scenario.Step records.
 
-A step does one action (C, body, body_file, raw, sleep, include; S alone reads a reply) and
+A step does one action (C, body, body_file, raw, bdat, sleep, include; S alone reads a reply) and
 may carry options (name, timeout, starttls, multiline, tag, capture). The schema has already
 checked every value's type (runner.load.schema): a key it rejected is left out of the checks
 here (it was reported once, by the schema), the step's other keys are still checked, and a
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ACTION_KEYS", "steps"]
 
-ACTION_KEYS = ("C", "body", "body_file", "raw", "sleep", "include")
+ACTION_KEYS = ("C", "body", "body_file", "raw", "bdat", "sleep", "include")
 
 
 def steps(
@@ -91,7 +91,7 @@ def _action(chk: Checker, doc: Doc, path: Path_, raw: dict) -> str | None:
         chk.add(
             doc,
             path + (actions[1],),
-            f"a step does exactly one of C, body, body_file, raw, sleep or include; "
+            f"a step does exactly one of C, body, body_file, raw, bdat, sleep or include; "
             f"this one has {' and '.join(actions)} (split it into separate steps)",
             key=True,
         )
@@ -100,7 +100,7 @@ def _action(chk: Checker, doc: Doc, path: Path_, raw: dict) -> str | None:
         return actions[0]
     if "S" in raw:
         return "read"
-    chk.add(doc, path, "a step needs one of C, S, body, body_file, raw, sleep or include")
+    chk.add(doc, path, "a step needs one of C, S, body, body_file, raw, bdat, sleep or include")
     return None
 
 
@@ -146,17 +146,40 @@ def _body(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope, kw: dict
 
 
 def _body_file(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope, kw: dict) -> bool:
-    bf = raw["body_file"]
-    p = doc.base_dir / bf
-    kw.update(action="body_file", path=p)
+    kw.update(action="body_file", path=doc.base_dir / raw["body_file"])
+    return _message_file(chk, doc, path + ("body_file",), raw["body_file"])
+
+
+def _message_file(chk: Checker, doc: Doc, path: Path_, bf: Any) -> bool:
+    """A body_file (of a body_file: or bdat: step): a literal path to an existing file."""
     if not is_literal(bf):
-        chk.add(doc, path + ("body_file",), "body_file is a path, not a template")
+        chk.add(doc, path, "body_file is a path, not a template")
         return False
+    p = doc.base_dir / bf
     if not p.is_file():
-        chk.add(doc, path + ("body_file",), f"file {bf!r} not found (relative to {doc.display})")
+        chk.add(doc, path, f"file {bf!r} not found (relative to {doc.display})")
         return False
     chk.must_exist.append(str(p))
     return True
+
+
+def _bdat(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope, kw: dict) -> bool:
+    """`bdat: {body | body_file, chunk}`: SMTP's CHUNKING (RFC 3030)."""
+    spec, where = raw["bdat"], path + ("bdat",)
+    if scope.protocol and scope.protocol not in ("smtp", "lmtp", UNKNOWN_PROTOCOL):
+        chk.add(doc, where, f"bdat is SMTP's (this session is {scope.protocol})", key=True)
+        return False
+    given = [k for k in ("body", "body_file") if k in spec]
+    if len(given) != 1:
+        chk.add(doc, where, "bdat needs exactly one of body or body_file")
+        return False
+    kw.update(action="bdat", chunk=spec.get("chunk"))
+    if given == ["body"]:
+        chk.template(doc, where + ("body",), spec["body"], scope)
+        kw["text"] = spec["body"]
+        return True
+    kw["path"] = doc.base_dir / spec["body_file"]
+    return _message_file(chk, doc, where + ("body_file",), spec["body_file"])
 
 
 def _raw(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope, kw: dict) -> bool:
@@ -179,7 +202,15 @@ def _read(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope, kw: dict
     return True
 
 
-_ACTIONS = {"C": _send, "body": _body, "body_file": _body_file, "raw": _raw, "sleep": _sleep, "read": _read}
+_ACTIONS = {
+    "C": _send,
+    "body": _body,
+    "body_file": _body_file,
+    "raw": _raw,
+    "bdat": _bdat,
+    "sleep": _sleep,
+    "read": _read,
+}
 
 
 # -- what goes with the action

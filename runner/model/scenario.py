@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # names only the annotations use: no `typing` import at run t
     from typing import Any, Literal
 
     ProtocolName = Literal["smtp", "pop3", "imap", "line"]
-    StepAction = Literal["send", "body", "body_file", "raw", "sleep", "read"]
+    StepAction = Literal["send", "body", "body_file", "raw", "bdat", "sleep", "read"]
 
 __all__ = ["ConnectSpec", "Location", "Retry", "Scenario", "Session", "Step", "env_warnings"]
 
@@ -75,6 +75,8 @@ class Step(Plain):
       body      `body:` (`text`): LF -> CRLF, dot-stuffed, ended with CRLF.CRLF
       body_file `body_file:` (`path`): the same, from the file's bytes (not templated)
       raw       `raw:` exact bytes: `text` rendered then UTF-8 encoded, or `data` (YAML !!binary)
+      bdat      `bdat:` a message (`text`, or the file `path`) as BDAT chunks of `chunk` bytes
+                (RFC 3030): CRLF line ends, no dot-stuffing, `LAST` on the final chunk
       sleep     `sleep:` seconds
       read      `S:` only: nothing is sent
     `expect` is the `S:` pattern (a runner.lang.patterns.Pattern) or None (send without reading);
@@ -101,6 +103,7 @@ class Step(Plain):
         "tag",
         "bindings",
         "expect_source",
+        "chunk",
     )
 
     def __init__(
@@ -120,6 +123,7 @@ class Step(Plain):
         tag: bool = True,
         bindings: tuple[Mapping[str, Any], ...] = (),
         expect_source: Any = None,
+        chunk: int | None = None,
     ):
         self.location = location
         self.action = action
@@ -136,6 +140,7 @@ class Step(Plain):
         self.tag = tag
         self.bindings = bindings
         self.expect_source = expect_source
+        self.chunk = chunk  # bdat: bytes per BDAT chunk (None: one chunk)
 
     @property
     def label(self) -> str:
