@@ -95,8 +95,9 @@ def test_fixture_shape(testbed):
         "imap",
         "imaps",
         "smtp_proxy",
+        "lmtp",
     }
-    assert len(set(testbed.ports.values())) == 7
+    assert len(set(testbed.ports.values())) == len(testbed.ports)
     assert testbed.users == {"alice": "wonderland", "bob": "builder"}
     assert testbed.domain == "example.test"
     assert testbed.address("alice") == "alice@example.test"

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     TLSMode = Literal["none", "implicit", "starttls"]
     TransportName = Literal["socket", "telnet", "openssl"]
-    ProtocolName = Literal["smtp", "pop3", "imap", "line"]
+    ProtocolName = Literal["smtp", "lmtp", "pop3", "imap", "line"]
 
 __all__ = [
     "ConnectConfig",
@@ -126,6 +126,7 @@ TRANSPORTS = transports.NAMES
 DEFAULT_PORTS = {
     ("smtp", False): 25,
     ("smtp", True): 465,
+    ("lmtp", False): 24,
     ("pop3", False): 110,
     ("pop3", True): 995,
     ("imap", False): 143,

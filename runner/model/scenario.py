@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # names only the annotations use: no `typing` import at run t
     from pathlib import Path
     from typing import Any, Literal
 
-    ProtocolName = Literal["smtp", "pop3", "imap", "line"]
+    ProtocolName = Literal["smtp", "lmtp", "pop3", "imap", "line"]
     StepAction = Literal["send", "body", "body_file", "raw", "bdat", "sleep", "read"]
 
 __all__ = ["ConnectSpec", "Location", "Retry", "Scenario", "Session", "Step", "env_warnings"]
