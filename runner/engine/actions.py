@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 
+from runner.engine.auth import send_auth
 from runner.engine.receive import receive
 from runner.engine.verdicts import StepFailure
 from runner.errors import DeadlineError, ExitClass
@@ -157,14 +158,20 @@ def sleep(run, plan: StepPlan, ctx: Context, sr: StepResult, deadline: float) ->
 
 
 #: step action -> its sender. A `read` step (only `S:`) sends nothing and has none.
+#: A sender of READS_ITS_REPLY reads the step's reply itself and returns it (None: the server
+#: closed); the others leave it to the step.
 SENDERS = {
     "send": send_line,
     "body": send_body,
     "body_file": send_body_file,
     "raw": send_raw,
     "bdat": send_bdat,
+    "auth": send_auth,
     "sleep": sleep,
 }
+
+
+READS_ITS_REPLY = frozenset({"auth"})
 
 
 # ------------------------------------------------------------------ shared by the senders

@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # names only the annotations use: no `typing` import at run t
     from typing import Any, Literal
 
     ProtocolName = Literal["smtp", "lmtp", "pop3", "imap", "line"]
-    StepAction = Literal["send", "body", "body_file", "raw", "bdat", "sleep", "read"]
+    StepAction = Literal["send", "body", "body_file", "raw", "bdat", "auth", "sleep", "read"]
 
 __all__ = ["ConnectSpec", "Location", "Retry", "Scenario", "Session", "Step", "env_warnings"]
 
@@ -77,6 +77,7 @@ class Step(Plain):
       raw       `raw:` exact bytes: `text` rendered then UTF-8 encoded, or `data` (YAML !!binary)
       bdat      `bdat:` a message (`text`, or the file `path`) as BDAT chunks of `chunk` bytes
                 (RFC 3030): CRLF line ends, no dot-stuffing, `LAST` on the final chunk
+      auth      `auth:` a whole SASL exchange (`auth`: mechanism and templated credentials)
       sleep     `sleep:` seconds
       read      `S:` only: nothing is sent
     `expect` is the `S:` pattern (a runner.lang.patterns.Pattern) or None (send without reading);
@@ -104,6 +105,7 @@ class Step(Plain):
         "bindings",
         "expect_source",
         "chunk",
+        "auth",
     )
 
     def __init__(
@@ -124,6 +126,7 @@ class Step(Plain):
         bindings: tuple[Mapping[str, Any], ...] = (),
         expect_source: Any = None,
         chunk: int | None = None,
+        auth: Mapping[str, Any] | None = None,
     ):
         self.location = location
         self.action = action
@@ -141,6 +144,7 @@ class Step(Plain):
         self.bindings = bindings
         self.expect_source = expect_source
         self.chunk = chunk  # bdat: bytes per BDAT chunk (None: one chunk)
+        self.auth = auth  # auth: {mechanism, user, password | token, authzid, initial_response}
 
     @property
     def label(self) -> str:
