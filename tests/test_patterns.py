@@ -490,7 +490,7 @@ def test_templates_listing():
             "[0].code",
             "'OKAY' is not an imap status (want OK, NO, BAD, PREAUTH, BYE or +)",
         ),
-        ("250", "http", "", "unknown protocol 'http' (want smtp, pop3, imap, line)"),
+        ("250", "http", "", "unknown protocol 'http' (want smtp, lmtp, pop3, imap, line)"),
     ],
 )
 def test_problem_messages(value, protocol, path, message):

@@ -326,7 +326,9 @@ def test_record_imap_append_with_a_literal_then_replay_appends_again(testbed, tm
     user, password = testbed.address("alice"), testbed.users["alice"]
     message = "Subject: appended by record\r\n\r\nline one\r\n{{ not a template }}\r\n"
     size = len(message.encode())
-    script = f"t1 LOGIN {user} {password}\nt2 APPEND INBOX {{{size}}}\n{message.replace(chr(13), '')}\nt3 LOGOUT\n"
+    script = (
+        f"t1 LOGIN {user} {password}\nt2 APPEND INBOX {{{size}}}\n{message.replace(chr(13), '')}\nt3 LOGOUT\n"
+    )
     r, out = record(tmp_path, script, testbed.host, testbed.ports["imap"], "--protocol", "imap")
     assert r.returncode == 0, r.stdout + r.stderr
     text = out.read_text()

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import time
 
+from runner.engine.auth import send_auth
+from runner.engine.receive import receive
 from runner.engine.verdicts import StepFailure
 from runner.errors import DeadlineError, ExitClass
 from runner.events import Sent
 from runner.lang.render import render
 from runner.lang.templates import parse
 from runner.protocols.base import decode
-from runner.protocols.smtp import encode_body
+from runner.protocols.smtp import bdat_chunks, encode_body
 from runner.transports.base import is_loopback
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 9 ms at start)
@@ -99,12 +101,7 @@ def send_body(run, plan: StepPlan, ctx: Context, sr: StepResult, deadline: float
 def send_body_file(run, plan: StepPlan, ctx: Context, sr: StepResult, deadline: float) -> None:
     """`body_file:` — as `body:`, from a file's bytes (secret when they hold a secret's value)."""
     path = plan.step.path
-    try:
-        content = path.read_bytes()  # type: ignore[union-attr]
-    except OSError as exc:
-        raise StepFailure(
-            "error", ExitClass.INVALID, f"cannot read body_file {path}: {exc.strerror}"
-        ) from None
+    content = _read_body_file(path)
     data = encode_body(content)
     secret = run.redactor.contains(content)
     _send_data(run, plan, sr, data, secret, deadline, f"body_file {path} ({_size(data)})")
@@ -122,6 +119,37 @@ def send_raw(run, plan: StepPlan, ctx: Context, sr: StepResult, deadline: float)
     _send_data(run, plan, sr, data, secret, deadline, "raw " + run.redactor.redact(repr(decode(data))[1:-1]))
 
 
+def send_bdat(run, plan: StepPlan, ctx: Context, sr: StepResult, deadline: float) -> None:
+    """`bdat:` — a message as BDAT chunks (runner.protocols.smtp.bdat_chunks). Each chunk's reply
+    but the last is read and matched here against the step's `S:`; the last one is read by the
+    step as usual. Without `S:` every chunk goes out unread (pipelined)."""
+    step = plan.step
+    if step.path is not None:
+        content = _read_body_file(step.path)
+        secret = run.redactor.contains(content)
+    else:
+        rendered = render(step.text or "", ctx)
+        content, secret = rendered.value.encode("utf-8"), rendered.secret
+    chunks = bdat_chunks(content, step.chunk)
+    run.check_outgoing(None, secret)
+    size = sum(len(c) - c.index(b"\r\n") - 2 for c in chunks)
+    sr.sent = f"bdat {len(chunks)} chunk{'s' if len(chunks) != 1 else ''}, {size} bytes"
+    for number, chunk in enumerate(chunks, start=1):
+        deliver(run, step, chunk, deadline)
+        if number == len(chunks) or step.expect is None:
+            continue
+        reply = receive(run, step, ctx, deadline)
+        outcome = step.expect.match(reply, ctx) if reply is not None else None
+        if outcome is None or not outcome.ok:
+            why = outcome.reason if outcome is not None else "the server closed the connection"
+            raise StepFailure(
+                "failed",
+                ExitClass.FAILED,
+                run.redactor.redact(f"BDAT chunk {number} of {len(chunks)}: {why}"),
+                reply,
+            )
+
+
 def sleep(run, plan: StepPlan, ctx: Context, sr: StepResult, deadline: float) -> None:
     """`sleep:` — waits; sends nothing."""
     seconds = plan.step.seconds or 0
@@ -130,13 +158,20 @@ def sleep(run, plan: StepPlan, ctx: Context, sr: StepResult, deadline: float) ->
 
 
 #: step action -> its sender. A `read` step (only `S:`) sends nothing and has none.
+#: A sender of READS_ITS_REPLY reads the step's reply itself and returns it (None: the server
+#: closed); the others leave it to the step.
 SENDERS = {
     "send": send_line,
     "body": send_body,
     "body_file": send_body_file,
     "raw": send_raw,
+    "bdat": send_bdat,
+    "auth": send_auth,
     "sleep": sleep,
 }
+
+
+READS_ITS_REPLY = frozenset({"auth"})
 
 
 # ------------------------------------------------------------------ shared by the senders
@@ -147,6 +182,15 @@ def _send_data(
     run.check_outgoing(None, secret)
     sr.sent = shown
     deliver(run, plan.step, data, deadline)
+
+
+def _read_body_file(path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise StepFailure(
+            "error", ExitClass.INVALID, f"cannot read body_file {path}: {exc.strerror}"
+        ) from None
 
 
 def _size(body: bytes) -> str:

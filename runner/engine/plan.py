@@ -54,8 +54,8 @@ class SessionPlan:
         self.config: ConnectConfig | None = None
 
     def templated(self) -> list[tuple[StepPlan, bool]]:
-        """(step plan, after STARTTLS) of every `C`, `body` and `raw` step whose text is a
-        template, in order. After STARTTLS: a `starttls: true` step comes before it (every
+        """(step plan, after STARTTLS) of every `C`, `body`, `raw` and `bdat` step whose text is a
+        template, and every `auth` step, in order. After STARTTLS: a `starttls: true` step comes before it (every
         `finally` step of a session that has one counts as after it)."""
         out = []
         after = False
@@ -74,8 +74,12 @@ class SessionPlan:
 
 
 def _is_template(step: Step) -> bool:
+    if step.action == "auth":
+        return True  # it sends credentials: checked before connecting like a template with a secret
     return (
-        step.action in ("send", "body", "raw") and step.text is not None and not parse(step.text).is_constant
+        step.action in ("send", "body", "raw", "bdat")
+        and step.text is not None
+        and not parse(step.text).is_constant
     )
 
 

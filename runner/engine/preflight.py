@@ -52,8 +52,12 @@ def session_started(
 
 
 def shown_peer(config: ConnectConfig, redact: Callable[[str], str]) -> str:
-    """'host:port' for results and reports, masked."""
-    return redact(f"{config.host}:{config.port}")
+    """'host:port' ('[::1]:25', 'unix:/run/dovecot/lmtp') for results and reports, masked; once
+    connected, the session's result holds the address actually used instead."""
+    if config.unix is not None:
+        return redact(f"unix:{config.unix}")
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    return redact(f"{host}:{config.port}")
 
 
 def preflight_scenario(
@@ -112,12 +116,17 @@ def first_refusal(
     host = config.host if config is not None else ""
     for sp, after_starttls in plan.templated():  # (constant text was checked by the loader: no secret)
         step = sp.step
+        encrypted = encrypted_from_start or after_starttls
+        if step.action == "auth":  # credentials, whatever the templates say
+            reason = refusal(None, True, encrypted, guarded, host)
+            if reason is not None:
+                return sp, reason
+            continue
         try:
             rendered = render(step.text, scoped(step, ctx))
         except TemplateError:
             continue  # needs a capture (or is broken): checked when it runs
         line = rendered.value if step.action == "send" else None
-        encrypted = encrypted_from_start or after_starttls
         reason = refusal(line, rendered.secret, encrypted, guarded, host)
         if reason is not None:
             return sp, reason

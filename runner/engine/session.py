@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 from runner import protocols, transports
-from runner.engine.actions import SENDERS, plaintext_guard_applies, refusal
+from runner.engine.actions import READS_ITS_REPLY, SENDERS, deliver, plaintext_guard_applies, refusal
 from runner.engine.plan import scoped
 from runner.engine.receive import receive
 from runner.engine.verdicts import StepFailure, verdict
@@ -128,6 +128,7 @@ class SessionRunner:
             info = ConnectInfo(
                 redactor.redact(info.peer), info.transport, info.tls, info.note and redactor.redact(info.note)
             )
+        result.peer = info.peer  # the address actually used (masked above when it must be)
         self.emit(Connected(info=info, at=time.time()))
         if tls is not None:
             self.tls_started(tls)
@@ -146,6 +147,11 @@ class SessionRunner:
             self.transport.close()
         except Exception:  # noqa: BLE001 - closing after a failed connect: nothing more to say
             pass
+
+    def deliver(self, step, data: bytes, deadline: float, line: str | None = None) -> None:
+        """A step's bytes to the wire (runner.engine.actions.deliver), for senders that live
+        outside that module (runner.engine.auth)."""
+        deliver(self, step, data, deadline, line)
 
     def check_outgoing(self, line: str | None, secret: bool) -> None:
         """StepFailure (exit 2) when data about to be sent is refused (actions.refusal: CR/LF
@@ -181,7 +187,7 @@ class SessionRunner:
         # what the step would have sent, as written (template source: holds no secret value)
         if step.action == "send":
             sr.sent = self.redactor.redact(step.text or "")
-        elif step.action in ("raw", "body"):
+        elif step.action in ("raw", "body", "bdat"):
             sr.sent = f"{step.action} (not sent)"
         elif step.action == "body_file":
             sr.sent = f"body_file {step.path} (not sent)"
@@ -234,11 +240,10 @@ class SessionRunner:
             sr.expected = redactor.redact(sp.expected) if redactor.active else sp.expected
         deadline = time.monotonic() + self.step_timeout(step)  # one deadline: send and reply
         sender = SENDERS.get(step.action)
-        if sender is not None:
-            sender(self, sp, ctx, sr, deadline)
+        got = sender(self, sp, ctx, sr, deadline) if sender is not None else None
         if expect is None:
             return
-        reply = receive(self, step, ctx, deadline)
+        reply = got if step.action in READS_ITS_REPLY else receive(self, step, ctx, deadline)
         if reply is None:  # the server closed: as `S: EOF` expects, or a pattern that allows it
             if step.capture and not expect.is_eof:
                 raise StepFailure(

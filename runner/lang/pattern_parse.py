@@ -16,6 +16,7 @@ from runner.lang.patterns import (
     EOFPattern,
     LinePattern,
     Pattern,
+    RecipientsPattern,
     code_problem,
     split_code,
 )
@@ -262,6 +263,12 @@ def parse_pattern(value: Any, protocol: str) -> tuple[Pattern | None, list[Probl
     problems: list[Problem] = []
     if protocol not in PROTOCOLS:
         return None, [Problem("", f"unknown protocol '{protocol}' (want {', '.join(PROTOCOLS)})")]
+    if protocol == "lmtp":  # SMTP's codes, and per-recipient replies after a message
+        whole, problems = parse_pattern(value, "smtp")
+        if whole is None:
+            return None, problems
+        each = [parse_pattern(v, "smtp")[0] for v in value] if isinstance(value, list) else None
+        return RecipientsPattern(whole, each), []
     try:
         pattern = _parse(value, protocol, "", problems, 0)
     except RecursionError:

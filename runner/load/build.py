@@ -160,11 +160,12 @@ def _check_connect(chk: Checker, doc: Doc, cpath: Path_, connect: dict, scope: S
     literal = {}
     for k, v in connect.items():
         if doc.accepted(cpath + (k,)):
-            chk.template(doc, cpath + (k,), v, scope)
-            if is_literal(v):
+            for sub, value in v.items() if isinstance(v, dict) else ((None, v),):  # proxy: a mapping
+                chk.template(doc, cpath + ((k, sub) if sub else (k,)), value, scope)
+            if isinstance(v, dict) or is_literal(v):
                 literal[k] = v
-    if not scope.protocol or "host" not in connect:
-        return  # the schema reported the protocol or the missing host
+    if not scope.protocol:
+        return  # the schema reported the protocol
     out, found = check_connect(
         literal,
         scope.protocol,

@@ -1,6 +1,6 @@
 """Checking a `steps:` list and building its runner.model.scenario.Step records.
 
-A step does one action (C, body, body_file, raw, sleep, include; S alone reads a reply) and
+A step does one action (C, body, body_file, raw, bdat, sleep, include; S alone reads a reply) and
 may carry options (name, timeout, starttls, multiline, tag, capture). The schema has already
 checked every value's type (runner.load.schema): a key it rejected is left out of the checks
 here (it was reported once, by the schema), the step's other keys are still checked, and a
@@ -16,6 +16,8 @@ from runner.lang.pattern_parse import MAPPING_KEYS, parse_pattern, regex_problem
 from runner.load.checker import UNKNOWN_PROTOCOL, is_literal
 from runner.load.includes import open_include
 from runner.model.scenario import Step
+from runner.protocols.sasl import MECHANISMS, NEEDS
+from runner.protocols.sasl import SUCCESS as AUTH_SUCCESS  # auth's default S:
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ACTION_KEYS", "steps"]
 
-ACTION_KEYS = ("C", "body", "body_file", "raw", "sleep", "include")
+ACTION_KEYS = ("C", "body", "body_file", "raw", "bdat", "auth", "sleep", "include")
 
 
 def steps(
@@ -91,7 +93,7 @@ def _action(chk: Checker, doc: Doc, path: Path_, raw: dict) -> str | None:
         chk.add(
             doc,
             path + (actions[1],),
-            f"a step does exactly one of C, body, body_file, raw, sleep or include; "
+            f"a step does exactly one of C, body, body_file, raw, bdat, auth, sleep or include; "
             f"this one has {' and '.join(actions)} (split it into separate steps)",
             key=True,
         )
@@ -100,7 +102,7 @@ def _action(chk: Checker, doc: Doc, path: Path_, raw: dict) -> str | None:
         return actions[0]
     if "S" in raw:
         return "read"
-    chk.add(doc, path, "a step needs one of C, S, body, body_file, raw, sleep or include")
+    chk.add(doc, path, "a step needs one of C, S, body, body_file, raw, bdat, auth, sleep or include")
     return None
 
 
@@ -146,17 +148,40 @@ def _body(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope, kw: dict
 
 
 def _body_file(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope, kw: dict) -> bool:
-    bf = raw["body_file"]
-    p = doc.base_dir / bf
-    kw.update(action="body_file", path=p)
+    kw.update(action="body_file", path=doc.base_dir / raw["body_file"])
+    return _message_file(chk, doc, path + ("body_file",), raw["body_file"])
+
+
+def _message_file(chk: Checker, doc: Doc, path: Path_, bf: Any) -> bool:
+    """A body_file (of a body_file: or bdat: step): a literal path to an existing file."""
     if not is_literal(bf):
-        chk.add(doc, path + ("body_file",), "body_file is a path, not a template")
+        chk.add(doc, path, "body_file is a path, not a template")
         return False
+    p = doc.base_dir / bf
     if not p.is_file():
-        chk.add(doc, path + ("body_file",), f"file {bf!r} not found (relative to {doc.display})")
+        chk.add(doc, path, f"file {bf!r} not found (relative to {doc.display})")
         return False
     chk.must_exist.append(str(p))
     return True
+
+
+def _bdat(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope, kw: dict) -> bool:
+    """`bdat: {body | body_file, chunk}`: SMTP's CHUNKING (RFC 3030)."""
+    spec, where = raw["bdat"], path + ("bdat",)
+    if scope.protocol and scope.protocol not in ("smtp", "lmtp", UNKNOWN_PROTOCOL):
+        chk.add(doc, where, f"bdat is SMTP's (this session is {scope.protocol})", key=True)
+        return False
+    given = [k for k in ("body", "body_file") if k in spec]
+    if len(given) != 1:
+        chk.add(doc, where, "bdat needs exactly one of body or body_file")
+        return False
+    kw.update(action="bdat", chunk=spec.get("chunk"))
+    if given == ["body"]:
+        chk.template(doc, where + ("body",), spec["body"], scope)
+        kw["text"] = spec["body"]
+        return True
+    kw["path"] = doc.base_dir / spec["body_file"]
+    return _message_file(chk, doc, where + ("body_file",), spec["body_file"])
 
 
 def _raw(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope, kw: dict) -> bool:
@@ -169,6 +194,45 @@ def _raw(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope, kw: dict)
     return True
 
 
+def _auth(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope, kw: dict) -> bool:
+    """`auth: {mechanism, user, password | token, authzid, initial_response}`: a SASL exchange;
+    without `S:` it expects the protocol's success."""
+    spec, where = dict(raw["auth"]), path + ("auth",)
+    if scope.protocol and scope.protocol not in (*AUTH_SUCCESS, UNKNOWN_PROTOCOL):
+        chk.add(
+            doc, where, f"auth is for smtp, lmtp, pop3 and imap (this session is {scope.protocol})", key=True
+        )
+        return False
+    mechanism = str(spec.get("mechanism", "")).upper()
+    if mechanism not in MECHANISMS:
+        chk.add(
+            doc,
+            where + ("mechanism",),
+            f"unknown SASL mechanism {spec.get('mechanism')!r} (use {', '.join(MECHANISMS)})",
+        )
+        return False
+    ok = True
+    needs = NEEDS[mechanism]
+    for key in needs:
+        if key not in spec:
+            chk.add(doc, where, f"auth with {mechanism} needs {' and '.join(needs)}")
+            ok = False
+            break
+    for key, other in (("password", "token"), ("token", "password")):
+        if key in spec and other in needs:
+            chk.add(doc, where + (key,), f"{mechanism} takes a {other}, not a {key}", key=True)
+            ok = False
+    for key in ("user", "password", "token", "authzid"):
+        if key in spec:
+            chk.template(doc, where + (key,), spec[key], scope)
+    spec["mechanism"] = mechanism
+    kw.update(action="auth", auth=spec)
+    if "S" not in raw and scope.protocol in AUTH_SUCCESS:
+        kw["expect_source"] = AUTH_SUCCESS[scope.protocol]
+        kw["expect"] = _pattern(chk, doc, path, kw["expect_source"], scope)
+    return ok
+
+
 def _sleep(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope, kw: dict) -> bool:
     kw.update(action="sleep", seconds=float(raw["sleep"]))
     return True
@@ -179,7 +243,16 @@ def _read(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope, kw: dict
     return True
 
 
-_ACTIONS = {"C": _send, "body": _body, "body_file": _body_file, "raw": _raw, "sleep": _sleep, "read": _read}
+_ACTIONS = {
+    "C": _send,
+    "body": _body,
+    "body_file": _body_file,
+    "raw": _raw,
+    "bdat": _bdat,
+    "auth": _auth,
+    "sleep": _sleep,
+    "read": _read,
+}
 
 
 # -- what goes with the action

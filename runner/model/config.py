@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     TLSMode = Literal["none", "implicit", "starttls"]
     TransportName = Literal["socket", "telnet", "openssl"]
-    ProtocolName = Literal["smtp", "pop3", "imap", "line"]
+    ProtocolName = Literal["smtp", "lmtp", "pop3", "imap", "line"]
 
 __all__ = [
     "ConnectConfig",
@@ -63,6 +63,8 @@ class ConnectConfig(Plain):
         "family",
         "max_line",
         "max_reply",
+        "unix",
+        "proxy",
         "protocol",
     )
 
@@ -84,6 +86,8 @@ class ConnectConfig(Plain):
         family: Literal[4, 6] | None = None,
         max_line: int = 1 << 20,
         max_reply: int = 256 << 20,
+        unix: Path | None = None,
+        proxy: dict | None = None,
         protocol: ProtocolName = "smtp",
     ):
         self.host = host
@@ -100,6 +104,8 @@ class ConnectConfig(Plain):
         self.client_key = client_key
         self.allow_plaintext_secrets = allow_plaintext_secrets
         self.family = family
+        self.unix = unix  # a unix socket path to connect to instead of host:port
+        self.proxy = proxy  # {version, source, destination}: a PROXY header sent first
         self.max_line = max_line
         self.max_reply = max_reply
         self.protocol = protocol
@@ -120,6 +126,7 @@ TRANSPORTS = transports.NAMES
 DEFAULT_PORTS = {
     ("smtp", False): 25,
     ("smtp", True): 465,
+    ("lmtp", False): 24,
     ("pop3", False): 110,
     ("pop3", True): 995,
     ("imap", False): 143,
@@ -177,9 +184,30 @@ def check_connect(
             problems.append((key, f"{key} file {got(key)} not found{hint}"))
     if "client_key" in keys and "client_cert" not in keys:
         problems.append(("client_key", "client_key needs client_cert"))
-    if "host" not in keys or ("host" in out and not out["host"]):
+    if "unix" in keys:
+        out.setdefault("host", "localhost")  # for TLS's SNI and certificate name; the socket is local
+    elif "host" not in keys:
+        problems.append(("host", "missing required key 'host' (or 'unix': a socket path)"))
+    elif "host" in out and not out["host"]:
         problems.append(("host", "host is empty"))
+    problems += _check_transport_can(out, keys)
     return out, problems
+
+
+def _check_transport_can(out: dict[str, Any], keys: set[str]) -> list[tuple[str, str]]:
+    """unix and proxy: only the socket transport can; proxy needs a TCP connection."""
+    problems = []
+    transport = out.get("transport", "socket")
+    for key in ("unix", "proxy"):
+        if key in keys and transport != "socket":
+            problems.append(
+                (key, f"the {transport} transport cannot use connect.{key}; use transport: socket")
+            )
+    if "proxy" in out and isinstance(out["proxy"], dict):
+        from runner.transports.proxy import check as proxy_problems
+
+        problems += proxy_problems(out["proxy"])
+    return problems
 
 
 def _check_modes(out: dict[str, Any], got) -> list[tuple[str, str]]:
@@ -202,7 +230,9 @@ def _check_modes(out: dict[str, Any], got) -> list[tuple[str, str]]:
 def _check_numbers(out: dict[str, Any], keys: set[str], protocol: str, got) -> list[tuple[str, str]]:
     """The port (or the protocol's usual one, put in `out`), timeouts > 0, limits >= 1."""
     problems = []
-    if "port" not in keys:
+    if "unix" in keys and "port" not in keys:
+        out["port"] = 0  # a unix socket has no port
+    elif "port" not in keys:
         default = DEFAULT_PORTS.get((protocol, out.get("tls", "none") == "implicit"))
         if default is None:
             problems.append(("port", f"missing required key 'port' (protocol {protocol} has no usual port)"))
@@ -243,7 +273,6 @@ def starttls_problem(tls: str, has_starttls_step: bool) -> tuple[str, str] | Non
 
 def resolve_connect(session: Session, ctx, overrides: Mapping[str, Any] | None = None) -> ConnectConfig:
     """Render the session's connect values, apply overrides, then check_connect them."""
-    from runner.lang.render import render
     from runner.lang.templates import TemplateError
 
     spec = session.connect
@@ -259,15 +288,10 @@ def resolve_connect(session: Session, ctx, overrides: Mapping[str, Any] | None =
         return f"{loc.file}:{loc.line}:{loc.column}: connect.{key}"
 
     for key, raw in spec.values.items():
-        if isinstance(raw, str):
-            try:
-                r = render(raw, ctx)
-            except TemplateError as e:
-                problems.append(f"{here(key)}: {e}")
-                continue
-            values[key], shown[key] = r.value, ("****" if r.secret else repr(r.display))
-        else:
-            values[key], shown[key] = raw, repr(raw)
+        try:
+            values[key], shown[key] = _rendered(raw, ctx)
+        except TemplateError as e:
+            problems.append(f"{here(key)}: {e}")
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     for key, v in overrides.items():
         values[key] = v
@@ -296,6 +320,19 @@ def resolve_connect(session: Session, ctx, overrides: Mapping[str, Any] | None =
         raise ScenarioError(problems)
     out["protocol"] = session.protocol
     return ConnectConfig(**out)
+
+
+def _rendered(raw: Any, ctx) -> tuple[Any, str]:
+    """A connect value rendered (a proxy mapping's strings too) and how a message shows it."""
+    from runner.lang.render import render
+
+    if isinstance(raw, str):
+        r = render(raw, ctx)
+        return r.value, ("****" if r.secret else repr(r.display))
+    if isinstance(raw, dict):
+        value = {k: render(v, ctx).value if isinstance(v, str) else v for k, v in raw.items()}
+        return value, repr(value)
+    return raw, repr(raw)
 
 
 def _convert(key: str, v: Any, base_dir: Path, from_spec: bool) -> Any:
@@ -330,6 +367,18 @@ def _convert(key: str, v: Any, base_dir: Path, from_spec: bool) -> Any:
         if v in (4, 6, None):
             return v
         raise ValueError("'family' must be 4 or 6")
-    if key in ("host", "server_name", "tls", "transport", "tls_min_version"):
+    if key == "host":  # an IPv6 literal may be written [::1], as in a URL
+        v = str(v)
+        return v[1:-1] if v.startswith("[") and v.endswith("]") else v
+    if key == "unix":
+        if not isinstance(v, str) or not v.strip():
+            raise ValueError("'unix' must be the path of a unix socket")
+        p = Path(v).expanduser()
+        return p if p.is_absolute() or not from_spec else base_dir / p
+    if key == "proxy":
+        if isinstance(v, dict):
+            return {k: (int(x) if k == "version" and str(x) in ("1", "2") else x) for k, x in v.items()}
+        raise ValueError("'proxy' must be a mapping: {version: 1|2, source: IP:PORT, destination: IP:PORT}")
+    if key in ("server_name", "tls", "transport", "tls_min_version"):
         return str(v)
     return v

@@ -19,8 +19,8 @@ if TYPE_CHECKING:  # names only the annotations use: no `typing` import at run t
     from pathlib import Path
     from typing import Any, Literal
 
-    ProtocolName = Literal["smtp", "pop3", "imap", "line"]
-    StepAction = Literal["send", "body", "body_file", "raw", "sleep", "read"]
+    ProtocolName = Literal["smtp", "lmtp", "pop3", "imap", "line"]
+    StepAction = Literal["send", "body", "body_file", "raw", "bdat", "auth", "sleep", "read"]
 
 __all__ = ["ConnectSpec", "Location", "Retry", "Scenario", "Session", "Step", "env_warnings"]
 
@@ -75,6 +75,9 @@ class Step(Plain):
       body      `body:` (`text`): LF -> CRLF, dot-stuffed, ended with CRLF.CRLF
       body_file `body_file:` (`path`): the same, from the file's bytes (not templated)
       raw       `raw:` exact bytes: `text` rendered then UTF-8 encoded, or `data` (YAML !!binary)
+      bdat      `bdat:` a message (`text`, or the file `path`) as BDAT chunks of `chunk` bytes
+                (RFC 3030): CRLF line ends, no dot-stuffing, `LAST` on the final chunk
+      auth      `auth:` a whole SASL exchange (`auth`: mechanism and templated credentials)
       sleep     `sleep:` seconds
       read      `S:` only: nothing is sent
     `expect` is the `S:` pattern (a runner.lang.patterns.Pattern) or None (send without reading);
@@ -101,6 +104,8 @@ class Step(Plain):
         "tag",
         "bindings",
         "expect_source",
+        "chunk",
+        "auth",
     )
 
     def __init__(
@@ -120,6 +125,8 @@ class Step(Plain):
         tag: bool = True,
         bindings: tuple[Mapping[str, Any], ...] = (),
         expect_source: Any = None,
+        chunk: int | None = None,
+        auth: Mapping[str, Any] | None = None,
     ):
         self.location = location
         self.action = action
@@ -136,6 +143,8 @@ class Step(Plain):
         self.tag = tag
         self.bindings = bindings
         self.expect_source = expect_source
+        self.chunk = chunk  # bdat: bytes per BDAT chunk (None: one chunk)
+        self.auth = auth  # auth: {mechanism, user, password | token, authzid, initial_response}
 
     @property
     def label(self) -> str:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 #: protocol name -> (module, class)
 _CLASSES = {
     "smtp": ("runner.protocols.smtp", "SMTP"),
+    "lmtp": ("runner.protocols.lmtp", "LMTP"),
     "pop3": ("runner.protocols.pop3", "POP3"),
     "imap": ("runner.protocols.imap", "IMAP"),
     "line": ("runner.protocols.line", "Line"),

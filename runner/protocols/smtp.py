@@ -37,6 +37,20 @@ def encode_body(data: bytes) -> bytes:
     return data + b".\r\n"
 
 
+def bdat_chunks(content: bytes, size: int | None) -> list[bytes]:
+    """A message for BDAT (RFC 3030): line ends made CRLF, no dot-stuffing, no final dot, cut
+    into chunks of `size` bytes (one chunk when None); each chunk is `BDAT n` with exactly n
+    bytes after it, the last `BDAT n LAST`. An empty message is one `BDAT 0 LAST`."""
+    data = _LINE_END.sub(b"\r\n", content)
+    step = size or max(len(data), 1)
+    pieces = [data[i : i + step] for i in range(0, len(data), step)] or [b""]
+    last = len(pieces) - 1
+    return [
+        f"BDAT {len(piece)}{' LAST' if i == last else ''}\r\n".encode() + piece
+        for i, piece in enumerate(pieces)
+    ]
+
+
 def decode_challenge(text: str) -> str | None:
     """The base64-decoded text of a 334 challenge, for display: '334 VXNlcm5hbWU6' (or just
     'VXNlcm5hbWU6') -> 'Username:'. None when it is empty, not base64, or not printable text."""

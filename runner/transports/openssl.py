@@ -46,7 +46,7 @@ from runner.transports.base import CHUNK, ConnectInfo, NoteSink, TLSInfo, Transp
 from runner.transports.socket import format_peer
 from runner.transports.spawned import spawn, stop, write_all
 
-_STARTTLS = {"smtp": "smtp", "pop3": "pop3", "imap": "imap"}
+_STARTTLS = {"smtp": "smtp", "lmtp": "lmtp", "pop3": "pop3", "imap": "imap"}
 
 
 def _is_ip(name: str) -> bool:

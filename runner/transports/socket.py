@@ -17,7 +17,7 @@ import select
 import socket
 import time
 
-from runner.errors import ConnectError, ConnectionClosed, DeadlineError, NetworkError, TLSError
+from runner.errors import ConnectError, ConnectionClosed, DeadlineError, NetworkError, TLSError, UsageError
 from runner.transports.base import CHUNK, ConnectInfo, TLSInfo, Transport
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
@@ -58,6 +58,23 @@ class SocketTransport(Transport):
     def connect(self) -> ConnectInfo:
         cfg = self.config
         deadline = time.monotonic() + cfg.connect_timeout
+        if cfg.unix is not None:
+            self._connect_unix(deadline)
+        else:
+            self._connect_tcp(deadline)
+        tls = None
+        try:
+            if cfg.proxy:
+                self._send_proxy_header(deadline)
+            if cfg.tls == "implicit":
+                tls = self._handshake(after_starttls=False)
+        except BaseException:
+            self.close()
+            raise
+        return ConnectInfo(peer=self.peer, transport=self.name, tls=tls)
+
+    def _connect_tcp(self, deadline: float) -> None:
+        cfg = self.config
         family = {4: socket.AF_INET, 6: socket.AF_INET6}.get(cfg.family, socket.AF_UNSPEC)
         try:
             infos = socket.getaddrinfo(_host_arg(cfg.host), cfg.port, family, socket.SOCK_STREAM)
@@ -68,43 +85,66 @@ class SocketTransport(Transport):
         last: ConnectError | None = None
         for fam, stype, proto, _canon, addr in infos:
             peer = format_peer(addr[0], addr[1])
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if deadline - time.monotonic() <= 0:
                 last = ConnectError(f"connect to {peer} timed out after {_secs(cfg.connect_timeout)}")
                 break
-            s = socket.socket(fam, stype, proto)
-            try:
-                s.settimeout(remaining)
-                s.connect(addr)
-            except TimeoutError:
-                s.close()
-                last = ConnectError(f"connect to {peer} timed out after {_secs(cfg.connect_timeout)}")
-                continue
-            except ConnectionRefusedError:
-                s.close()
-                last = ConnectError(f"connection to {peer} refused")
-                continue
-            except OSError as e:
-                s.close()
-                last = ConnectError(f"connect to {peer} failed: {e.strerror or e}")
-                continue
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            s.setblocking(False)  # plain I/O waits in poll(); TLS sets its own timeouts
-            self._poll = select.poll()
-            self._poll.register(s.fileno(), select.POLLIN)
-            self.sock = s
-            self.peer = peer
-            break
-        if self.sock is None:
-            raise last or ConnectError(f"cannot resolve '{cfg.host}': no addresses")
-        tls = None
-        if cfg.tls == "implicit":
-            try:
-                tls = self._handshake(after_starttls=False)
-            except BaseException:
-                self.close()
-                raise
-        return ConnectInfo(peer=self.peer, transport=self.name, tls=tls)
+            last = self._try(socket.socket(fam, stype, proto), addr, peer, deadline)
+            if last is None:
+                self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                return
+        raise last or ConnectError(f"cannot resolve '{cfg.host}': no addresses")
+
+    def _connect_unix(self, deadline: float) -> None:
+        path = str(self.config.unix)
+        problem = self._try(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), path, f"unix:{path}", deadline)
+        if problem is not None:
+            raise problem
+
+    def _try(self, s: socket.socket, addr, peer: str, deadline: float) -> ConnectError | None:
+        """Connects `s` to `addr` before the deadline; None when it did (the socket is then
+        the transport's, non-blocking), else the error to report."""
+        timeout = _secs(self.config.connect_timeout)
+        try:
+            s.settimeout(max(deadline - time.monotonic(), 0.001))
+            s.connect(addr)
+        except TimeoutError:
+            s.close()
+            return ConnectError(f"connect to {peer} timed out after {timeout}")
+        except ConnectionRefusedError:
+            s.close()
+            return ConnectError(f"connection to {peer} refused")
+        except FileNotFoundError:
+            s.close()
+            return ConnectError(f"connect to {peer} failed: no such socket")
+        except OSError as e:
+            s.close()
+            return ConnectError(f"connect to {peer} failed: {e.strerror or e}")
+        s.setblocking(False)  # plain I/O waits in poll(); TLS sets its own timeouts
+        self._poll = select.poll()
+        self._poll.register(s.fileno(), select.POLLIN)
+        self.sock, self.peer = s, peer
+        return None
+
+    def _send_proxy_header(self, deadline: float) -> None:
+        """The PROXY protocol header, first on the wire (before TLS)."""
+        from runner.transports import proxy
+
+        spec = self.config.proxy
+        destination = spec.get("destination")
+        if destination is None:
+            if self.config.unix is not None:
+                raise UsageError("connect.proxy needs a destination on a unix socket (IP:PORT)")
+            host, port = self.sock.getpeername()[:2]
+            destination = format_peer(host, port)
+        try:
+            data = proxy.header(spec.get("version", 1), spec["source"], destination)
+        except ValueError as exc:
+            raise UsageError(f"connect.proxy: {exc}") from None
+        self.send(data, deadline)
+        self.on_note(
+            "info",
+            f"PROXY v{spec.get('version', 1)} header sent: client {spec['source']}, server {destination}",
+        )
 
     def _handshake(self, after_starttls: bool) -> TLSInfo:
         from runner.transports import tls

@@ -37,7 +37,10 @@ HERE = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
 DOMAIN = "example.test"
 USERS = {"alice": "wonderland", "bob": "builder"}
-PORT_NAMES = ("smtp", "submission", "smtps", "pop3", "pop3s", "imap", "imaps")
+PORT_NAMES = ("smtp", "submission", "smtps", "pop3", "pop3s", "imap", "imaps", "smtp_proxy", "lmtp")
+# smtp_proxy: Postfix behind a load balancer, expecting the HAProxy PROXY header first
+# (smtpd_upstream_proxy_protocol = haproxy): its greeting comes only after one
+PROXY_PORTS = frozenset({"smtp_proxy"})
 TLS_PORTS = frozenset({"smtps", "pop3s", "imaps"})
 START_DEADLINE = 30.0
 STOP_DEADLINE = 15.0
@@ -46,6 +49,8 @@ COMMAND_TIMEOUT = 60.0
 # The binaries the bed runs and the accounts the Debian packages create for them.
 BINARIES = ("postfix", "postconf", "dovecot", "doveadm")
 ACCOUNTS = ("postfix", "dovecot", "dovenull")
+# Dovecot's protocol programs the bed's protocols need, and the packages that ship them
+DOVECOT_PROGRAMS = (("/usr/lib/dovecot/lmtp", "dovecot-lmtpd"),)
 GROUPS = ("postfix", "postdrop", "dovecot", "dovenull")
 SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -92,10 +97,11 @@ def missing_requirements() -> str | None:
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
         return "the Postfix/Dovecot test bed needs root (run scripts/test as root)"
     missing = [b for b in BINARIES if _which(b) is None]
+    missing += [f"{p} (package {pkg})" for p, pkg in DOVECOT_PROGRAMS if not os.path.exists(p)]
     if missing:
         return (
             f"the Postfix/Dovecot test bed needs {', '.join(missing)}: install the Debian packages "
-            "postfix dovecot-core dovecot-pop3d dovecot-imapd (scripts/test does)"
+            "postfix dovecot-core dovecot-pop3d dovecot-imapd dovecot-lmtpd (scripts/test does)"
         )
     for name in ACCOUNTS:
         try:
@@ -276,6 +282,11 @@ class Testbed:
         return self.root / "dovecot" / "state"
 
     # ----------------------------------------------------------------- public API
+
+    @property
+    def lmtp_socket(self) -> Path:
+        """Dovecot's LMTP on a unix socket, the way it usually listens (also on ports['lmtp'])."""
+        return self.root / "lmtp.sock"
 
     def address(self, user: str) -> str:
         """'alice' -> 'alice@example.test'."""
@@ -591,7 +602,10 @@ class Testbed:
             "SMTP_ADDR": f"{self.host}:{self.ports['smtp']}",
             "SUBMISSION_ADDR": f"{self.host}:{self.ports['submission']}",
             "SMTPS_ADDR": f"{self.host}:{self.ports['smtps']}",
+            "SMTP_PROXY_ADDR": f"{self.host}:{self.ports['smtp_proxy']}",
             "IMAP_PORT": str(self.ports["imap"]),
+            "LMTP_PORT": str(self.ports["lmtp"]),
+            "LMTP_SOCKET": str(self.lmtp_socket),
             "IMAPS_PORT": str(self.ports["imaps"]),
             "POP3_PORT": str(self.ports["pop3"]),
             "POP3S_PORT": str(self.ports["pop3s"]),
@@ -650,6 +664,8 @@ class Testbed:
     def _greeting(self, name: str, port: int, timeout: float) -> bytes:
         with socket.create_connection((self.host, port), timeout=timeout) as raw:
             raw.settimeout(timeout)
+            if name in PROXY_PORTS:  # the client address a load balancer would pass on
+                raw.sendall(f"PROXY TCP4 192.0.2.1 {self.host} 40000 {port}\r\n".encode())
             if name in TLS_PORTS:
                 with self.ssl_context().wrap_socket(raw, server_hostname="localhost") as tls:
                     tls.settimeout(timeout)
