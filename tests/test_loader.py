@@ -323,7 +323,7 @@ def test_quote_hint_for_syntax_error(tmp_path):
 
 def test_unknown_key_lists_allowed_keys(tmp_path):
     p = write(tmp_path, HEAD + "steps:\n  - C: NOOP\n    frobnicate: 1\n")
-    assert "unknown key 'frobnicate' (allowed: C, S, auth, bdat, body," in one(p)
+    assert "unknown key 'frobnicate' (allowed: C, S, append, auth, bdat, body," in one(p)
 
 
 def test_unknown_key_case_hint(tmp_path):
@@ -344,7 +344,7 @@ def test_step_action_rules(tmp_path):
     cases = {
         "- {C: A, raw: B}": "this one has C and raw",
         "- {body: A, body_file: x.eml}": "this one has body and body_file",
-        "- {name: lonely}": "a step needs one of C, S, body, body_file, raw, bdat, auth, sleep or include",
+        "- {name: lonely}": "a step needs one of C, S, body, body_file, raw, bdat, auth, append, sleep or include",
         "- {sleep: 1, S: 220}": "'S' cannot go with sleep",
         "- {include: f.yaml, S: 220}": "'S' cannot go with include (only vars can)",
         "- {C: A, capture: {x: y}}": "capture needs an S: pattern",

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import time
 
+from runner.engine.append import send_append
 from runner.engine.auth import send_auth
+from runner.engine.bodies import content, read_body_file
 from runner.engine.receive import receive
 from runner.engine.verdicts import StepFailure
 from runner.errors import DeadlineError, ExitClass
@@ -101,7 +103,7 @@ def send_body(run, plan: StepPlan, ctx: Context, sr: StepResult, deadline: float
 def send_body_file(run, plan: StepPlan, ctx: Context, sr: StepResult, deadline: float) -> None:
     """`body_file:` — as `body:`, from a file's bytes (secret when they hold a secret's value)."""
     path = plan.step.path
-    content = _read_body_file(path)
+    content = read_body_file(path)
     data = encode_body(content)
     secret = run.redactor.contains(content)
     _send_data(run, plan, sr, data, secret, deadline, f"body_file {path} ({_size(data)})")
@@ -124,13 +126,8 @@ def send_bdat(run, plan: StepPlan, ctx: Context, sr: StepResult, deadline: float
     but the last is read and matched here against the step's `S:`; the last one is read by the
     step as usual. Without `S:` every chunk goes out unread (pipelined)."""
     step = plan.step
-    if step.path is not None:
-        content = _read_body_file(step.path)
-        secret = run.redactor.contains(content)
-    else:
-        rendered = render(step.text or "", ctx)
-        content, secret = rendered.value.encode("utf-8"), rendered.secret
-    chunks = bdat_chunks(content, step.chunk)
+    message, secret = content(run, step.path, step.text, ctx)
+    chunks = bdat_chunks(message, step.chunk)
     run.check_outgoing(None, secret)
     size = sum(len(c) - c.index(b"\r\n") - 2 for c in chunks)
     sr.sent = f"bdat {len(chunks)} chunk{'s' if len(chunks) != 1 else ''}, {size} bytes"
@@ -167,6 +164,7 @@ SENDERS = {
     "raw": send_raw,
     "bdat": send_bdat,
     "auth": send_auth,
+    "append": send_append,
     "sleep": sleep,
 }
 
@@ -182,15 +180,6 @@ def _send_data(
     run.check_outgoing(None, secret)
     sr.sent = shown
     deliver(run, plan.step, data, deadline)
-
-
-def _read_body_file(path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise StepFailure(
-            "error", ExitClass.INVALID, f"cannot read body_file {path}: {exc.strerror}"
-        ) from None
 
 
 def _size(body: bytes) -> str:

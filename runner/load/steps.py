@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ACTION_KEYS", "steps"]
 
-ACTION_KEYS = ("C", "body", "body_file", "raw", "bdat", "auth", "sleep", "include")
+ACTION_KEYS = ("C", "body", "body_file", "raw", "bdat", "auth", "append", "sleep", "include")
 
 
 def steps(
@@ -93,7 +93,7 @@ def _action(chk: Checker, doc: Doc, path: Path_, raw: dict) -> str | None:
         chk.add(
             doc,
             path + (actions[1],),
-            f"a step does exactly one of C, body, body_file, raw, bdat, auth, sleep or include; "
+            f"a step does exactly one of C, body, body_file, raw, bdat, auth, append, sleep or include; "
             f"this one has {' and '.join(actions)} (split it into separate steps)",
             key=True,
         )
@@ -102,7 +102,7 @@ def _action(chk: Checker, doc: Doc, path: Path_, raw: dict) -> str | None:
         return actions[0]
     if "S" in raw:
         return "read"
-    chk.add(doc, path, "a step needs one of C, S, body, body_file, raw, bdat, auth, sleep or include")
+    chk.add(doc, path, "a step needs one of C, S, body, body_file, raw, bdat, auth, append, sleep or include")
     return None
 
 
@@ -233,6 +233,35 @@ def _auth(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope, kw: dict
     return ok
 
 
+def _append(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope, kw: dict) -> bool:
+    """`append: {mailbox, flags, body | body_file}`: IMAP APPEND; without `S:` it expects OK."""
+    spec, where = dict(raw["append"]), path + ("append",)
+    if scope.protocol and scope.protocol not in ("imap", UNKNOWN_PROTOCOL):
+        chk.add(doc, where, f"append is IMAP's (this session is {scope.protocol})", key=True)
+        return False
+    given = [k for k in ("body", "body_file") if k in spec]
+    if len(given) != 1:
+        chk.add(doc, where, "append needs exactly one of body or body_file")
+        return False
+    for flag in spec.get("flags", ()):
+        if not re.fullmatch(r"\\?[A-Za-z0-9$_.-]+", flag):
+            chk.add(doc, where + ("flags",), f"{flag!r} is not an IMAP flag (\\Seen, \\Flagged, $Label, ...)")
+            return False
+    spec.setdefault("mailbox", "INBOX")
+    chk.template(doc, where + ("mailbox",), spec["mailbox"], scope)
+    ok = True
+    if "body" in spec:
+        chk.template(doc, where + ("body",), spec["body"], scope)
+    else:
+        kw["path"] = doc.base_dir / spec["body_file"]
+        ok = _message_file(chk, doc, where + ("body_file",), spec["body_file"])
+    kw.update(action="append", append=spec)
+    if "S" not in raw and scope.protocol == "imap":
+        kw["expect_source"] = "OK"
+        kw["expect"] = _pattern(chk, doc, path, "OK", scope)
+    return ok
+
+
 def _sleep(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope, kw: dict) -> bool:
     kw.update(action="sleep", seconds=float(raw["sleep"]))
     return True
@@ -250,6 +279,7 @@ _ACTIONS = {
     "raw": _raw,
     "bdat": _bdat,
     "auth": _auth,
+    "append": _append,
     "sleep": _sleep,
     "read": _read,
 }

@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # names only the annotations use: no `typing` import at run t
     from typing import Any, Literal
 
     ProtocolName = Literal["smtp", "lmtp", "pop3", "imap", "line"]
-    StepAction = Literal["send", "body", "body_file", "raw", "bdat", "auth", "sleep", "read"]
+    StepAction = Literal["send", "body", "body_file", "raw", "bdat", "auth", "append", "sleep", "read"]
 
 __all__ = ["ConnectSpec", "Location", "Retry", "Scenario", "Session", "Step", "env_warnings"]
 
@@ -78,6 +78,7 @@ class Step(Plain):
       bdat      `bdat:` a message (`text`, or the file `path`) as BDAT chunks of `chunk` bytes
                 (RFC 3030): CRLF line ends, no dot-stuffing, `LAST` on the final chunk
       auth      `auth:` a whole SASL exchange (`auth`: mechanism and templated credentials)
+      append    `append:` IMAP APPEND of a message as a counted literal (`append`; `path`)
       sleep     `sleep:` seconds
       read      `S:` only: nothing is sent
     `expect` is the `S:` pattern (a runner.lang.patterns.Pattern) or None (send without reading);
@@ -106,6 +107,7 @@ class Step(Plain):
         "expect_source",
         "chunk",
         "auth",
+        "append",
     )
 
     def __init__(
@@ -127,6 +129,7 @@ class Step(Plain):
         expect_source: Any = None,
         chunk: int | None = None,
         auth: Mapping[str, Any] | None = None,
+        append: Mapping[str, Any] | None = None,
     ):
         self.location = location
         self.action = action
@@ -145,6 +148,7 @@ class Step(Plain):
         self.expect_source = expect_source
         self.chunk = chunk  # bdat: bytes per BDAT chunk (None: one chunk)
         self.auth = auth  # auth: {mechanism, user, password | token, authzid, initial_response}
+        self.append = append  # append: {mailbox, flags, body} (a body_file is `path`)
 
     @property
     def label(self) -> str:
