@@ -49,7 +49,9 @@ def cmd_run(args) -> int:
         )
 
     options = run_options(args, env, variables)
-    runs = plan(chosen, matrix)
+    runs = plan(chosen, matrix, keep=args.shard.keeps if args.shard else None)
+    if args.shard and not runs:  # an empty shard passes (and writes empty reports)
+        print(f"mailrun: shard {args.shard} holds none of the chosen scenario runs", file=sys.stderr)
     jobs = args.jobs or (1 if len(runs) == 1 else min(8, len(runs)))
     sandbox = None
     try:
