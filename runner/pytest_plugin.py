@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from runner.model.scenario import Scenario
     from runner.results import ScenarioResult
     from runner.sandbox.server import Sandbox
+    from runner.shard import Shard
 
 SUFFIXES = (".mailrun.yaml", ".mailrun.yml")
 
@@ -73,6 +74,16 @@ STATE = pytest.StashKey["_State"]()
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "mailrun: a mailrun scenario run (from the mailrun plugin)")
     state = config.stash[STATE] = _State(config)
+    if config.getoption("mailrun_var") or config.getoption("mailrun_matrix"):
+        state.setup()
+    if config.getoption("mailrun_shard"):
+        from runner.errors import UsageError
+        from runner.shard import parse_shard
+
+        try:
+            state.shard = parse_shard(config.getoption("mailrun_shard"), "--mailrun-shard")
+        except UsageError as exc:
+            raise pytest.UsageError(str(exc)) from None
     if state.listed and config.args_source != pytest.Config.ArgsSource.ARGS:
         # `pytest` alone: the listed paths are collected even outside testpaths / the current dir
         walked = [Path(config.invocation_params.dir, a.split("::")[0]).resolve() for a in config.args]
@@ -96,16 +107,9 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """--mailrun-shard I/N: only the scenario items of that shard (runner.shard, as `--shard`);
     other tests are left alone."""
-    text = config.getoption("mailrun_shard")
-    if not text:
+    shard = config.stash[STATE].shard
+    if shard is None:
         return
-    from runner.errors import UsageError
-    from runner.shard import parse_shard
-
-    try:
-        shard = parse_shard(text, "--mailrun-shard")
-    except UsageError as exc:
-        raise pytest.UsageError(str(exc)) from None
     keep, drop = [], []
     for item in items:
         mine = not isinstance(item, MailrunItem) or shard.keeps(item.scenario.path, item.provider)
@@ -146,6 +150,7 @@ class _State:
         self.config = config
         self.listed = [Path(p).resolve() for p in config.getini("mailrun_paths")]
         self._ready = False
+        self.shard: Shard | None = None  # --mailrun-shard
         self._sandbox: Sandbox | None = None
         self.run_id = os.urandom(6).hex()
 
@@ -158,7 +163,8 @@ class _State:
         return any(full == p or p in full.parents for p in self.listed)
 
     def setup(self) -> None:
-        """--mailrun-var and --mailrun-matrix, read once (a bad one stops the session)."""
+        """--mailrun-var and --mailrun-matrix, read once; pytest_configure calls this when
+        either is given, so a bad one stops the session before collection (pytest.UsageError)."""
         if self._ready:
             return
         from runner.errors import MailrunError
@@ -175,7 +181,7 @@ class _State:
         try:
             self.matrix = load_matrix(opt("mailrun_matrix")) if opt("mailrun_matrix") else []
         except MailrunError as exc:
-            raise pytest.UsageError(str(exc)) from None
+            raise pytest.UsageError(f"--mailrun-matrix: {exc}") from None
         self.defined = defined_names(self.variables, self.matrix)
         self.env = dict(os.environ)
         self._ready = True
