@@ -5,8 +5,11 @@ xdist and the import check); the scenarios are played against the real built-in 
 from __future__ import annotations
 
 import base64
+import re
+import shutil
 import textwrap
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +21,8 @@ import runner.pytest_plugin  # noqa: F401
 import runner.sandbox.server  # noqa: F401
 
 pytest_plugins = ["pytester"]
+
+REPO = Path(__file__).resolve().parent.parent
 
 SECRET = "Pl41n-S3cret-pw"
 AUTH_B64 = base64.b64encode(f"\0alice@mailrun.test\0{SECRET}".encode()).decode()
@@ -284,3 +289,22 @@ def test_plain_yaml_is_not_collected_and_nothing_of_mailrun_is_imported(pytester
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=60)
     result.assert_outcomes(passed=1)
     assert "plain yaml" not in text_of(result)
+
+
+def test_the_readme_example_passes(pytester):
+    # the README's "pytest" section: its ini block and its test module, as a user copies them
+    section = (REPO / "README.md").read_text().split("\n## pytest\n", 1)[1].split("\n## ", 1)[0]
+    ini = re.search(r"```ini\n(.*?)```", section, re.S)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S)[1]
+    pytester.makefile(".ini", pytest=ini)
+    pytester.makepyfile(test_readme_example=code)
+    shutil.copytree(REPO / "scenarios", pytester.path / "scenarios")
+    pytester.makefile(".yaml", **{"mail/listed": send(name="from mail dir")})
+    result = run(pytester, "--mailrun-sandbox", "-v")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines_random(
+        [
+            "*scenarios/sandbox_send.yaml::Sandbox send (SMTP STARTTLS, AUTH LOGIN, DATA) PASSED*",
+            "*mail/listed.yaml::from mail dir PASSED*",
+        ]
+    )
