@@ -20,6 +20,7 @@ defined names, matrix, unset environment variables, the sandbox, one executor), 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     from runner.shard import Shard
 
 SUFFIXES = (".mailrun.yaml", ".mailrun.yml")
+#: a tag that can be a marker: a name `-m` can say, without the ':' of a marker registration
+MARKER = re.compile(r"[A-Za-z0-9][\w.+-]*")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -151,6 +154,7 @@ class _State:
         self.listed = [Path(p).resolve() for p in config.getini("mailrun_paths")]
         self._ready = False
         self.shard: Shard | None = None  # --mailrun-shard
+        self.markers: set[str] = set()  # tags registered as markers
         self._sandbox: Sandbox | None = None
         self.run_id = os.urandom(6).hex()
 
@@ -300,10 +304,14 @@ class MailrunItem(pytest.Item):
         self.provider = provider
         self.provider_vars = provider_vars
         self.add_marker("mailrun")
+        state = self.config.stash[STATE]
         for tag in scenario.tags:
-            if tag.isidentifier():  # what `-m` can name
+            if not MARKER.fullmatch(tag):  # what `-m` cannot name (or an ini line cannot hold)
+                continue
+            if tag not in state.markers:  # registered, so --strict-markers accepts it
+                state.markers.add(tag)
                 self.config.addinivalue_line("markers", f"{tag}: mailrun scenario tag")
-                self.add_marker(tag)
+            self.add_marker(tag)
         if provider:
             self.user_properties.append(("provider", provider))
 
