@@ -311,3 +311,17 @@ def test_the_readme_example_passes(pytester):
             "*mail/listed.yaml::from mail dir PASSED*",
         ]
     )
+
+
+def test_scenario_items_and_the_fixture_share_the_sessions_sandbox(pytester):
+    # a_*.mailrun.yaml is collected (and run) before test_z.py
+    pytester.makefile(
+        ".mailrun.yaml", a_deliver=deliver().replace("code: 250", "code: 250\n  to: dave@mailrun.test")
+    )
+    pytester.makepyfile(
+        test_z="""
+        def test_the_scenario_delivered_into_this_sandbox(mailrun_sandbox):
+            assert [m["Subject"] for m in mailrun_sandbox.messages("dave")] == ["from a scenario"]
+        """
+    )
+    run(pytester, "--mailrun-sandbox", "-v").assert_outcomes(passed=2)

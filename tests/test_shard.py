@@ -69,6 +69,16 @@ def test_the_shards_of_a_matrix_suite_play_every_run_exactly_once(total, tmp_pat
     assert Counter(played) == Counter(every_run())  # each once, none missing, none twice
 
 
+def test_an_empty_shard_passes_and_writes_an_empty_report(tmp_path):
+    holder = shard_of("scenarios/sandbox_send.yaml", None, 5)
+    other = holder % 5 + 1
+    report = tmp_path / "empty.json"
+    proc = mailrun("scenarios/sandbox_send.yaml", "--shard", f"{other}/5", "--report", f"json={report}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"shard {other}/5 holds none of the chosen scenario runs" in proc.stderr
+    assert json.loads(report.read_text())["scenarios"] == []
+
+
 def test_a_shard_is_the_same_from_another_checkout(tmp_path, monkeypatch):
     # the key is the path below the current directory, so two CI checkouts agree
     for name in ("a", "b"):
