@@ -124,25 +124,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 class MailrunFailed(Exception):
     """A scenario run that did not pass (or could not start): `text` is what the report shows,
-    `headline` its one-line verdict, `where` the failing step's 'file:line' when known."""
+    its last line the verdict (`headline`), `where` the failing step's 'file:line' if known."""
 
-    def __init__(self, text: str, headline: str | None = None, where: str | None = None):
+    def __init__(self, text: str, where: str | None = None):
         super().__init__(text)
         self.text = text
-        self.headline = headline or (text.strip().splitlines() or ["failed"])[-1]
+        self.headline = (text.strip().splitlines() or ["failed"])[-1]
         self.where = where
 
     def longrepr(self, path: Path):
         """As pytest shows a native traceback: the text as it is, and the headline for the short
         summary and JUnit's `message` (pytest's own repr classes; a plain string if they moved)."""
+        file, _, line = (self.where or "").rpartition(":")
+        lines = [ln + "\n" for ln in self.text.splitlines()]
         try:
             from _pytest._code.code import ReprExceptionInfo, ReprFileLocation, ReprTracebackNative
-        except ImportError:
+
+            crash = ReprFileLocation(file or str(path), int(line) if line.isdigit() else 0, self.headline)
+            return ReprExceptionInfo(reprtraceback=ReprTracebackNative(lines), reprcrash=crash)
+        except (ImportError, TypeError):
             return self.text
-        file, _, line = (self.where or "").rpartition(":")
-        crash = ReprFileLocation(file or str(path), int(line) if line.isdigit() else 0, self.headline)
-        lines = [ln + "\n" for ln in self.text.splitlines()]
-        return ReprExceptionInfo(reprtraceback=ReprTracebackNative(lines), reprcrash=crash)
 
 
 class _State:
