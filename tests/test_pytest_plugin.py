@@ -92,6 +92,7 @@ def test_a_failing_scenario_shows_the_step_expected_received_and_no_secret(pytes
     assert "C: AUTH PLAIN ****" in out  # the conversation is there, masked
     assert "S: 220 mail.mailrun.test" in out
     assert SECRET not in out and AUTH_B64 not in out
+    assert "login_data is deprecated" not in out  # aiosmtpd's notice at every AUTH is filtered
 
 
 def test_an_invalid_scenario_is_a_collection_error_naming_file_line_col(pytester):
