@@ -113,6 +113,9 @@ def test_matrix_gives_one_item_per_provider_with_its_vars(pytester):
     result = run(pytester, "--mailrun-matrix", "providers", "--mailrun-sandbox", "-v")
     result.assert_outcomes(passed=1, failed=1)  # the provider's `code` reached the scenario
     result.stdout.fnmatch_lines(["*matrix send[[]ok[]] PASSED*", "*matrix send[[]wrong[]] FAILED*"])
+    missing = run(pytester, "--mailrun-matrix", "nope")
+    assert missing.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--mailrun-matrix: nope: file not found" in text_of(missing)
 
 
 def test_tags_are_markers(pytester):
