@@ -161,9 +161,9 @@ APP_TEST = """\
     from pathlib import Path
 
 
-    def send_welcome(host, port, to):  # "the application's own code"
+    def send_welcome(host, port, to, subject="Your account"):  # "the application's own code"
         msg = EmailMessage()
-        msg["From"], msg["To"], msg["Subject"] = "app@example.test", to, "Your account"
+        msg["From"], msg["To"], msg["Subject"] = "app@example.test", to, subject
         msg.set_content("Hello from the app")
         with smtplib.SMTP(host, port, timeout=10) as smtp:
             smtp.send_message(msg)
@@ -180,8 +180,11 @@ APP_TEST = """\
 
 
     def test_the_sandbox_is_the_sessions(mailrun_sandbox):
-        # session-scoped: what the first test delivered is still there
-        assert [m["Subject"] for m in mailrun_sandbox.messages("bob")] == ["Your account"]
+        # session-scoped: what the first test delivered is still there; oldest first
+        send_welcome(mailrun_sandbox.host, mailrun_sandbox.ports["smtp"], "bob@mailrun.test", "Later")
+        assert [m["Subject"] for m in mailrun_sandbox.messages("bob")] == ["Your account", "Later"]
+        subjects = [m["Subject"] for m in mailrun_sandbox.messages("bob", welcome=True)]
+        assert subjects == ["Welcome to the mailrun sandbox", "Your account", "Later"]
 """
 
 
