@@ -84,15 +84,18 @@ def select(
     return out
 
 
-def plan(scenarios: Sequence[Scenario], matrix: Sequence[tuple[str, Mapping[str, str]]] = ()) -> list[Run]:
-    """Every scenario once per matrix entry (or once when there is no matrix)."""
+def plan(
+    scenarios: Sequence[Scenario],
+    matrix: Sequence[tuple[str, Mapping[str, str]]] = (),
+    keep: Callable[[Path, str | None], bool] | None = None,
+) -> list[Run]:
+    """Every scenario once per matrix entry (or once when there is no matrix); `keep(path,
+    provider)`, when given, says which of those runs to plan (--shard: runner.shard)."""
     runs: list[Run] = []
     for sc in scenarios:
-        if matrix:
-            for label, values in matrix:
+        for label, values in matrix or [(None, None)]:
+            if keep is None or keep(sc.path, label):
                 runs.append(Run(len(runs), sc, label, values))
-        else:
-            runs.append(Run(len(runs), sc))
     return runs
 
 

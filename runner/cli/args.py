@@ -7,7 +7,7 @@ import os
 import sys
 
 from runner import __version__
-from runner.errors import ExitClass
+from runner.errors import ExitClass, UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ RUN_DEFAULTS = {
     "fail_fast": False,
     "matrix": [],
     "retries": 0,
+    "shard": None,
 }
 
 
@@ -160,6 +161,16 @@ def _whole(least: int, option: str = ""):
     return whole
 
 
+def _shard(text: str):
+    """--shard I/N (runner.shard, imported only then)."""
+    from runner.shard import parse_shard
+
+    try:
+        return parse_shard(text, option="")
+    except UsageError as exc:
+        raise _type_error(str(exc)) from None
+
+
 def _add_variable_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--var",
@@ -239,6 +250,9 @@ def build_run_parser() -> argparse.ArgumentParser:
         default=0,
         metavar="N",
         help="retry a scenario whose connection failed before anything was sent",
+    )
+    s.add_argument(
+        "--shard", type=_shard, metavar="I/N", help="play only part I of N of the runs (stable, by a hash)"
     )
     p.add_argument("--version", action="version", version=f"mailrun {__version__}")
     return p

@@ -9,11 +9,9 @@ import sys
 from pathlib import Path
 
 from runner.cli.variables import matrix_env_refs, read_variables
-from runner.errors import ExitClass, MailrunError, UsageError
+from runner.errors import ExitClass, UsageError
+from runner.prepare import defined_names, fill_sandbox_env, load_all, unset_env
 
-#: what `--sandbox` puts in an environment variable the scenario needs but nobody set
-SANDBOX_USER = "alice@mailrun.test"
-SANDBOX_PASSWORD = "wonderland"
 #: the connect keys that a command-line option of the same name overrides
 OVERRIDDEN = ("host", "port", "tls", "transport", "timeout", "ca", "family")
 
@@ -30,7 +28,7 @@ def cmd_run(args) -> int:
         raise UsageError(f"no scenario files found in {' '.join(args.paths)}")
     # provider vars (--matrix) define names the scenarios may use
     matrix = load_matrix(args.matrix) if args.matrix else []
-    defined = set(variables) | {name for _, values in matrix for name in values}
+    defined = defined_names(variables, matrix)
     scenarios, problems = load_all(files, defined)
     if problems:
         return refuse(problems, f"{len(problems)} invalid scenario file(s); nothing was sent")
@@ -51,7 +49,9 @@ def cmd_run(args) -> int:
         )
 
     options = run_options(args, env, variables)
-    runs = plan(chosen, matrix)
+    runs = plan(chosen, matrix, keep=args.shard.keeps if args.shard else None)
+    if args.shard and not runs:  # an empty shard passes (and writes empty reports)
+        print(f"mailrun: shard {args.shard} holds none of the chosen scenario runs", file=sys.stderr)
     jobs = args.jobs or (1 if len(runs) == 1 else min(8, len(runs)))
     sandbox = None
     try:
@@ -61,19 +61,6 @@ def cmd_run(args) -> int:
     finally:
         if sandbox is not None:
             sandbox.stop()
-
-
-def load_all(files, defined: set[str]) -> tuple[list, list[str]]:
-    """(scenarios, problems): every file is loaded, so that one run names every invalid one."""
-    from runner.load.api import load_scenario
-
-    scenarios, problems = [], []
-    for f in files:
-        try:
-            scenarios.append(load_scenario(f, defined=defined))
-        except MailrunError as exc:
-            problems.append(str(exc))
-    return scenarios, problems
 
 
 def refuse(lines: list[str], why: str) -> int:
@@ -112,19 +99,6 @@ def check_outputs(args) -> None:
             raise UsageError(f"--transcript {args.transcript}: not writable")
 
 
-def unset_env(chosen, matrix_env: dict[str, str], env: dict[str, str]) -> list[str]:
-    """One line per environment variable a chosen scenario or a provider file needs and nobody set."""
-    from runner.model.scenario import env_warnings
-
-    unset = [w for sc in chosen for w in env_warnings(sc, env)]
-    unset += [
-        f"matrix {where} needs environment variable {name}, which is not set"
-        for name, where in matrix_env.items()
-        if name not in env
-    ]
-    return unset
-
-
 def run_options(args, env: dict[str, str], variables: dict[str, str]):
     """The RunOptions of every run: the variables and the connection overrides."""
     from runner.engine.run import RunOptions
@@ -144,47 +118,17 @@ def run_options(args, env: dict[str, str], variables: dict[str, str]):
 
 
 # --- --sandbox -----------------------------------------------------------------------------
-def sandbox_value(name: str) -> str:
-    """What `--sandbox` puts in an environment variable the scenario needs but nobody set."""
-    n = name.upper()
-    if any(k in n for k in ("PASS", "TOKEN", "SECRET", "KEY")):
-        return SANDBOX_PASSWORD
-    if any(k in n for k in ("USER", "LOGIN", "MAIL", "ADDR", "FROM", "TO")):
-        return SANDBOX_USER
-    return "sandbox"
-
-
-def fill_sandbox_env(env: dict[str, str], needed: list[str]) -> None:
-    """--sandbox: every needed environment variable nobody set gets the sandbox's value (said on
-    stderr, a password masked)."""
-    for name in dict.fromkeys(needed):
-        if name not in env:
-            env[name] = sandbox_value(name)
-            shown = "****" if env[name] == SANDBOX_PASSWORD else env[name]
-            print(f"sandbox: {name} is not set; using the sandbox's {shown}", file=sys.stderr)
-
-
 def start_sandbox(options):
     """--sandbox: starts the sandbox and points every session of the runs at it."""
-    from runner.sandbox.server import Sandbox
+    from runner.prepare import new_sandbox, pointing_at
 
-    sb = Sandbox(accept_any_login=True).start()
+    sb = new_sandbox()
     print(
         f"sandbox: serving on {sb.host} (ports {', '.join(f'{k} {v}' for k, v in sb.ports.items())}); "
         f"any login is accepted",
         file=sys.stderr,
     )
-
-    def adjust(config):
-        return config.replace(
-            host=sb.host,
-            port=sb.port_for(config.protocol, config.tls),
-            ca=Path(sb.ca_path),
-            tls_verify=True,
-            server_name=None,
-        )
-
-    options.adjust_connect = adjust
+    options.adjust_connect = pointing_at(sb)
     return sb
 
 

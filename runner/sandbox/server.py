@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import email
+import email.message
+import email.policy
 import ipaddress
 import logging
 import mailbox
@@ -30,7 +33,7 @@ from pathlib import Path
 import trustme
 
 from runner.sandbox.state import SandboxState
-from runner.sandbox.store import WELCOME_SUBJECT, MailStore, normalise
+from runner.sandbox.store import WELCOME_SUBJECT, MailStore, arrival_key, normalise
 from runner.transports.base import is_loopback
 
 log = logging.getLogger("runner.sandbox")
@@ -248,6 +251,23 @@ class Sandbox:
             raise RuntimeError("the sandbox is not started")
         return mailbox.Maildir(root / name, factory=None, create=True)
 
+    def messages(self, user: str, *, welcome: bool = False) -> list[email.message.EmailMessage]:
+        """The messages delivered to `user`'s mailbox, oldest first, parsed (email.policy.default);
+        the welcome message a new mailbox starts with is left out unless `welcome`."""
+        box = self.mailbox(user)
+        found = []
+        for key in box.iterkeys():
+            raw = box.get_bytes(key)
+            msg = email.message_from_bytes(raw, policy=email.policy.default)
+            if welcome or not self._is_welcome(msg):
+                found.append((arrival_key(key), msg))
+        return [msg for _, msg in sorted(found, key=lambda pair: pair[0])]
+
+    def _is_welcome(self, msg: email.message.Message) -> bool:
+        return msg.get("Subject") == WELCOME_SUBJECT and msg.get("From", "").endswith(
+            f"<postmaster@{self.domain}>"
+        )
+
     def describe(self) -> str:
         lines = [f"mailrun sandbox listening on {self.host}:"]
         for key in PORT_KEYS:
@@ -366,3 +386,11 @@ def _quiet_library_logs() -> None:
     lib = logging.getLogger("mail.log")
     if not lib.handlers:
         lib.addHandler(logging.NullHandler())
+    if _not_login_data_notice not in lib.filters:
+        # aiosmtpd warns about its own use of Session.login_data at every AUTH; pytest shows
+        # that under each failing test that used the sandbox (the pytest plugin)
+        lib.addFilter(_not_login_data_notice)
+
+
+def _not_login_data_notice(record: logging.LogRecord) -> bool:
+    return "login_data is deprecated" not in record.getMessage()

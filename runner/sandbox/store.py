@@ -241,6 +241,11 @@ class MailStore:
         self._cache.pop((name, msg.key), None)
 
 
+def arrival_key(key: str) -> tuple:
+    """A Maildir key's place in delivery order, for readers outside the loop thread (tests)."""
+    return _order(key, "")
+
+
 def _order(key: str, path: str) -> tuple:
     m = _KEY_ORDER.match(key)
     if m:
