@@ -23,6 +23,10 @@ from collections.abc import Callable  # (no cost: re, which every run imports, l
 
 from runner.records import Frozen
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from runner.transports.certinfo import CertFacts
+
 #: The most any transport reads at once.
 CHUNK = 64 * 1024
 
@@ -33,7 +37,12 @@ NoteSink = Callable[[str, str], None]
 
 
 class TLSInfo(Frozen):
-    __slots__ = ("version", "cipher", "peer_subject", "peer_issuer", "verified")
+    """One handshake's facts, gathered by the transport (never by the engine): what was
+    negotiated, the server's certificate (`cert`, runner.transports.certinfo.CertFacts: names,
+    dates, days left; None when no certificate could be read), whether it was verified, and the
+    server name sent as SNI (None when none was sent: an IP address)."""
+
+    __slots__ = ("version", "cipher", "peer_subject", "peer_issuer", "verified", "cert", "sni")
 
     def __init__(
         self,
@@ -42,6 +51,8 @@ class TLSInfo(Frozen):
         peer_subject: str | None,  # 'CN=localhost' (None when not available)
         peer_issuer: str | None = None,
         verified: bool = True,  # False when verification was switched off (said loudly in reports)
+        cert: CertFacts | None = None,
+        sni: str | None = None,
     ):
         init = object.__setattr__
         init(self, "version", version)
@@ -49,6 +60,8 @@ class TLSInfo(Frozen):
         init(self, "peer_subject", peer_subject)
         init(self, "peer_issuer", peer_issuer)
         init(self, "verified", verified)
+        init(self, "cert", cert)
+        init(self, "sni", sni)
 
     def describe(self) -> str:
         s = f"{self.version} {self.cipher}"
