@@ -23,10 +23,6 @@ from collections.abc import Callable  # (no cost: re, which every run imports, l
 
 from runner.records import Frozen
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
-if TYPE_CHECKING:
-    from runner.transports.certinfo import CertFacts
-
 #: The most any transport reads at once.
 CHUNK = 64 * 1024
 
@@ -51,7 +47,7 @@ class TLSInfo(Frozen):
         peer_subject: str | None,  # 'CN=localhost' (None when not available)
         peer_issuer: str | None = None,
         verified: bool = True,  # False when verification was switched off (said loudly in reports)
-        cert: CertFacts | None = None,
+        cert=None,  # a runner.transports.certinfo.CertFacts (not imported here: no cycle)
         sni: str | None = None,
     ):
         init = object.__setattr__
@@ -62,6 +58,24 @@ class TLSInfo(Frozen):
         init(self, "verified", verified)
         init(self, "cert", cert)
         init(self, "sni", sni)
+
+    def facts(self) -> dict:
+        """The facts as plain data, as every report gives them (JSON `tls:`, JUnit properties):
+        version, cipher, peer_subject, peer_issuer, sans, not_before, not_after, days_left,
+        verified, sni (None for what is not known)."""
+        cert = self.cert
+        return {
+            "version": self.version,
+            "cipher": self.cipher,
+            "peer_subject": self.peer_subject,
+            "peer_issuer": self.peer_issuer,
+            "sans": list(cert.sans) if cert else None,
+            "not_before": cert.not_before if cert else None,
+            "not_after": cert.not_after if cert else None,
+            "days_left": cert.days_left if cert else None,
+            "verified": self.verified,
+            "sni": self.sni,
+        }
 
     def describe(self) -> str:
         s = f"{self.version} {self.cipher}"
