@@ -9,11 +9,9 @@ transports (socket, openssl), implicit TLS and STARTTLS, through the real comman
 from __future__ import annotations
 
 import json
-import os
 import re
 import ssl
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -21,24 +19,15 @@ import jsonschema
 import pytest
 
 from runner.errors import ScenarioError
+from runner.lang.tls_expect import holds, parse_check
 from runner.load.api import load_scenario
 from tests.servers.testbed import OTHER_NAME, TLS13_HOST
 from tests.support.servers import PKI, Server, scripted
+from tests.test_exit_status import mailrun  # the real command, NO_COLOR, 30 s
 
 REPO = Path(__file__).resolve().parent.parent
 T = 30
 REPORT_SCHEMA = json.loads((REPO / "runner/data/report.schema.json").read_text())
-
-
-def mailrun(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "runner", *map(str, args)],
-        cwd=REPO,
-        env={**os.environ, "NO_COLOR": "1"},
-        capture_output=True,
-        text=True,
-        timeout=T,
-    )
 
 
 def imaps(
@@ -162,6 +151,35 @@ def test_the_model_holds_the_parsed_checks(tmp_path):
         ]
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "parsed"),
+    [
+        ("version", ">= TLSv1.2", (">=", "TLSv1.2")),
+        ("version", "TLSv1.3", ("==", "TLSv1.3")),
+        ("version", "<tlsv1.0", ("<", "TLSv1")),
+        ("days_left", ">= 21", (">=", 21)),
+        ("days_left", "> -1", (">", -1)),
+        ("days_left", 30, ("==", 30)),
+        ("days_left", "<=7", ("<=", 7)),
+        ("cipher", "GCM$", ("search", "GCM$")),
+        ("verified", False, ("==", False)),
+    ],
+)
+def test_comparisons_parse(key, value, parsed):
+    assert parse_check(key, value) == parsed
+
+
+def test_versions_compare_in_protocol_order():
+    order = ["SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"]
+    for i, got in enumerate(order):
+        for j, wanted in enumerate(order):
+            assert holds(">=", got, wanted) is (i >= j), (got, wanted)
+            assert holds("<", got, wanted) is (i < j), (got, wanted)
+            assert holds("==", got, wanted) is (i == j), (got, wanted)
+    assert holds(">=", "TLSv1.10", "TLSv1.2") is False  # unknown: never passes (not string order)
+    assert holds(">", 5, 4) and not holds("<=", 5, 4)
+
+
 # --------------------------------------------------------------------------- the checks
 
 
@@ -180,7 +198,7 @@ def test_certificate_that_expires_in_5_days(testbed, tmp_path, transport):
     assert step["expected"] == f"days_left >= 1, name {name}"
     assert step["tls"]["days_left"] == 5 and step["tls"]["sni"] == name
     bad = imaps(tmp_path, port, SOON.replace("DAYS", "21"), server_name=name, transport=transport)
-    out, doc, junit = run(bad, tmp_path, "--ca", testbed.ca_path)
+    out, doc, junit = run(bad, tmp_path, "--ca", testbed.ca_path, "--transcript", tmp_path / "t")
     assert out.returncode == 1, out.stdout + out.stderr  # an expectation, not a network failure
     (step,) = tls_steps(doc)
     when = step["tls"]["not_after"]
@@ -206,6 +224,9 @@ def test_certificate_that_expires_in_5_days(testbed, tmp_path, transport):
     assert case.get("line") == "4"
     skipped = [c for c in junit.iter("testcase") if c.find("skipped") is not None]
     assert [c.find("skipped").get("message") for c in skipped] == ["not run: the TLS check failed"] * 2
+    (transcript,) = (tmp_path / "t").iterdir()
+    assert "TLS check FAILED in " in transcript.read_text()
+    assert f"; expected days_left >= 21, name {name}: {sentence}" in transcript.read_text()
 
 
 @pytest.mark.parametrize("transport", ["socket", "openssl"])

@@ -10,11 +10,8 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
-import os
 import socket
 import ssl
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -31,6 +28,7 @@ from runner.transports.openssl import OpensslTransport
 from runner.transports.socket import SocketTransport
 from tests.servers.testbed import OTHER_NAME, TLS13_HOST
 from tests.support.servers import PKI, Server, record
+from tests.test_exit_status import mailrun  # the real command, NO_COLOR, 30 s
 
 REPO = Path(__file__).resolve().parent.parent
 T = 30
@@ -262,17 +260,6 @@ def test_tls13_only_listener_refuses_tls12(testbed):
 
 
 # --------------------------------------------------------------------------- reports
-
-
-def mailrun(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "runner", *map(str, args)],
-        cwd=REPO,
-        env={**os.environ, "NO_COLOR": "1"},
-        capture_output=True,
-        text=True,
-        timeout=T,
-    )
 
 
 IMAPS = """\

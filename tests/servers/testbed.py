@@ -12,6 +12,11 @@ Ports (keys of `Testbed.ports`):
   smtps       implicit TLS (smtpd_tls_wrappermode)
   pop3, pop3s, imap, imaps   Dovecot, STLS/STARTTLS on the plain ones
 
+TLS checks (tls_expect): on every Dovecot TLS port, the SNI names of `TLS_CHECK_NAMES`
+(`tls_check_name('soon' | 'expired' | 'wrong')`) get a certificate from the bed's CA that
+expires in 5 days, one that expired 3 days ago, one issued for OTHER_NAME only; `tls13_port` is
+an IMAPS listener on ::1 that takes TLSv1.3 only (None without IPv6 loopback).
+
 Needs root (Postfix's master and Dovecot drop privileges themselves) and the Debian packages
 postfix, dovecot-core, dovecot-pop3d, dovecot-imapd: see `missing_requirements()`.
 """
