@@ -260,7 +260,7 @@ def test_certificate_for_another_name(testbed, tmp_path, transport):
     assert out.returncode == 1, out.stdout + out.stderr
     (step,) = tls_steps(doc)
     assert step["reason"] == (
-        f"certificate for {name} is not valid for {name} (it is for DNS:{OTHER_NAME}); "
+        f"certificate for {name} names DNS:{OTHER_NAME}, not {name}; "
         f"scenario wants name {name}. certificate for {name} was not verified "
         "(tls_verify is off / --insecure); scenario wants verified true"
     )

@@ -83,7 +83,7 @@ def _failure(check: TLSCheck, info: TLSInfo, target: str, name: str | None) -> s
         if name is not None and valid_for(cert, name):
             return None
         names = ", ".join(cert.sans) or ", ".join(f"CN={cn}" for cn in cert.common_names) or "no names"
-        return f"certificate for {target} is not valid for {name} (it is for {names}); {want}"
+        return f"certificate for {target} names {names}, not {name}; {want}"
     text = cert.issuer if check.key == "issuer" else cert.subject
     if text is not None and re.search(check.wanted, text):
         return None
