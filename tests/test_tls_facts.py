@@ -125,6 +125,12 @@ NAME_CASES = [
         [("mail.example.test", True), ("a.b.example.test", False), ("example.test", False)],
     ),
     ("partial", ["DNS:m*.example.test"], None, [("mail.example.test", False)]),
+    (
+        "idn",
+        ["DNS:xn--bcher-kva.example.test"],
+        None,
+        [("bücher.example.test", True), ("bucher.example.test", False)],
+    ),
     ("ip", ["IP:127.0.0.1", "DNS:localhost"], None, [("127.0.0.1", True), ("127.0.0.2", False)]),
     ("ip-as-dns", ["DNS:127.0.0.1"], None, [("127.0.0.1", False)]),
     ("cn-only", [], "cn.example.test", [("cn.example.test", True), ("other.example.test", False)]),

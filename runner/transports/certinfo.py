@@ -14,9 +14,10 @@ on the first call: only a TLS connection pays for it).
 Name rules (`valid_for`), those OpenSSL's X509_check_host / X509_check_ip apply for Python's
 ssl module and for `openssl s_client -verify_hostname` (RFC 6125):
 - an IP address matches only an iPAddress subjectAltName, never a DNS name or the CN;
-- a host name matches a dNSName subjectAltName, case-insensitively, a trailing dot ignored; a
-  `*` is allowed only as the whole leftmost label with at least two labels after it
-  (`*.example.com`), and stands for exactly one non-empty label (no partial `f*.example.com`);
+- a host name (an IDN as its A-label) matches a dNSName subjectAltName, case-insensitively, a
+  trailing dot ignored; a `*` is allowed only as the whole leftmost label with at least two
+  labels after it (`*.example.com`), and stands for exactly one non-empty label (no partial
+  `f*.example.com`: Python's ssl forbids those; `openssl s_client` alone would allow them);
 - the subject's CN is used only when the certificate has no dNSName subjectAltName at all.
 """
 
@@ -154,6 +155,11 @@ def valid_for(facts: CertFacts, name: str) -> bool:
     host = name.lower().rstrip(".")
     if not host:
         return False
+    if not host.isascii():  # certificates hold A-labels, as the verifier is given them
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            return False
     dns = [s[4:] for s in facts.sans if s.startswith("DNS:")]
     candidates = dns if dns else list(facts.common_names)
     return any(_dns_match(p, host) for p in candidates)
