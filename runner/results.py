@@ -28,10 +28,10 @@ class StepResult(Record):
     error    network / protocol / run-time error (exit class 3, or 2 for a refused step)
     skipped  not played (after an earlier failure, or performed by openssl -starttls)
 
-    index     1-based within its section ('steps' or 'finally')
+    index     1-based within its section ('steps', 'finally'; 'tls' for the TLS step)
     location  'file:line' (a fragment's file:line for included steps)
     via       the including step(s), 'x.yaml:12', when included
-    action    send | body | body_file | raw | sleep | read
+    action    send | body | body_file | raw | sleep | read | tls
     sent      what was sent, masked, for display (C line; body summary)
     expected  the S pattern as text, masked
     reply     masked copy of the reply (secrets replaced)
@@ -40,7 +40,10 @@ class StepResult(Record):
     captures  name -> masked value
     performed_by  for a step skipped because the spawned program performs it itself, that
               program ('openssl s_client -starttls smtp'); None otherwise. Reporters group such
-              steps by this field; `reason` is for people and is never parsed"""
+              steps by this field; `reason` is for people and is never parsed
+    tls       the TLS step (section and action 'tls', name 'TLS', index 1: a session's
+              `tls_expect:` checked after its handshake): the facts it checked (TLSInfo);
+              `expected` lists the checks, `reason` each failed one. None for other steps"""
 
     __slots__ = (
         "index",
@@ -58,6 +61,7 @@ class StepResult(Record):
         "elapsed",
         "captures",
         "performed_by",
+        "tls",
     )
 
     def __init__(
@@ -77,6 +81,7 @@ class StepResult(Record):
         elapsed: float = 0.0,
         captures: dict[str, str] | None = None,
         performed_by: str | None = None,
+        tls: TLSInfo | None = None,
     ):
         self.index = index
         self.section = section
@@ -93,6 +98,7 @@ class StepResult(Record):
         self.elapsed = elapsed
         self.captures = {} if captures is None else captures
         self.performed_by = performed_by
+        self.tls = tls
 
     @property
     def ok(self) -> bool:

@@ -310,7 +310,7 @@ def test_tls_and_connect_info_behave_as_values():
     assert a != "TLSv1.3" and a is not None
     assert repr(a) == (
         "TLSInfo(version='TLSv1.3', cipher='TLS_AES_256_GCM_SHA384', peer_subject='CN=localhost', "
-        "peer_issuer=None, verified=True)"
+        "peer_issuer=None, verified=True, cert=None, sni=None)"
     )
     assert a.describe() == "TLSv1.3 TLS_AES_256_GCM_SHA384, certificate CN=localhost"
     c = ConnectInfo("127.0.0.1:25", "socket", a)

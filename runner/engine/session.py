@@ -15,6 +15,7 @@ from runner import protocols, transports
 from runner.engine.actions import READS_ITS_REPLY, SENDERS, deliver, plaintext_guard_applies, refusal
 from runner.engine.plan import scoped
 from runner.engine.receive import receive
+from runner.engine.tls_check import tls_step
 from runner.engine.verdicts import StepFailure, verdict
 from runner.errors import ExitClass, MailrunError
 from runner.events import Closed, Connected, Note, Received, StepFinished, TLSStarted
@@ -61,6 +62,7 @@ class SessionRunner:
         self.transport = None  # created by open()
         self.connected = False  # the connection is open and usable
         self.held: list[tuple[bytes, float]] | None = None  # received, passed on after a capture
+        self.tls_unchecked = None  # the TLSInfo of a handshake whose tls_expect is still to check
         # include scope (its bindings' ids) -> its context, for the whole session: not a cache, a
         # capture updates a name where the scope binds it (Context.set), so later steps of the
         # same include must see that scope again, not one made anew from the bindings
@@ -139,6 +141,18 @@ class SessionRunner:
     def tls_started(self, tls) -> None:
         self.result.tls = tls
         self.emit(TLSStarted(info=tls, at=time.time()))
+        if self.plan.session.tls_expect is not None:
+            self.tls_unchecked = tls  # checked as the TLS step, after the step that started it
+
+    def check_tls(self) -> StepResult | None:
+        """The TLS step (runner.engine.tls_check) for a handshake not checked yet, recorded and
+        announced like any step; returned when it failed."""
+        tls, self.tls_unchecked = self.tls_unchecked, None
+        if tls is None:
+            return None
+        started = time.monotonic()
+        sr = self.finish(tls_step(self.plan.session.tls_expect, tls, self.config, self.ctx), started)
+        return sr if sr.status in ("failed", "error") else None
 
     def _close_quietly(self) -> None:
         if self.transport is None:
@@ -168,8 +182,11 @@ class SessionRunner:
         first_failure = None
         program = self.transport.performs_starttls
         for sp in steps:
+            if first_failure is None and not skip_until_starttls:
+                first_failure = self.check_tls()  # after the handshake's step (or the connect)
             if first_failure is not None:
-                self.record_skip(sp, f"not run: step {first_failure.index} {first_failure.status}")
+                what = "the TLS check" if first_failure.section == "tls" else f"step {first_failure.index}"
+                self.record_skip(sp, f"not run: {what} {first_failure.status}")
             elif skip_until_starttls:
                 what = "STARTTLS performed by" if sp.step.starttls else "performed by"
                 self.record_skip(sp, f"{what} {program}", performed_by=program)
@@ -178,6 +195,8 @@ class SessionRunner:
                 sr = self.run_step(sp)
                 if sr.status in ("failed", "error"):
                     first_failure = sr
+        if first_failure is None and not skip_until_starttls:
+            first_failure = self.check_tls()  # the handshake came with the last step
         return first_failure
 
     def record_skip(self, sp: StepPlan, reason: str, performed_by: str | None = None) -> StepResult:

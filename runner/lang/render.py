@@ -206,6 +206,13 @@ class Context:
         c._root = self._root
         return c
 
+    def with_values(self, values: Mapping[str, str]) -> Context:
+        """A child context where these names (dotted ones too: 'connect.host') have these plain
+        values, taken as they are (not templates, not secrets)."""
+        c = self.child({})
+        c._vars.update(values)
+        return c
+
     def __repr__(self) -> str:
         return f"<Context names={sorted(self._known_names())}>"
 

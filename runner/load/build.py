@@ -17,12 +17,13 @@ from pathlib import Path
 from runner.cache import store as model_cache
 from runner.errors import ScenarioError
 from runner.lang.templates import BUILTINS
+from runner.lang.tls_expect import CONNECT_NAMES, parse_check
 from runner.load.cacheable import holds_secret_literal
 from runner.load.checker import UNKNOWN_PROTOCOL, Checker, Scope, is_literal
 from runner.load.steps import steps
 from runner.load.yaml_doc import is_fragment_data, read_doc
 from runner.model.config import PATH_KEYS, check_connect, starttls_problem
-from runner.model.scenario import ConnectSpec, Retry, Scenario, Session
+from runner.model.scenario import ConnectSpec, Location, Retry, Scenario, Session, TLSCheck, TLSExpect
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -127,8 +128,9 @@ def _build_session(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope,
     chk.starttls = []
     cpath = path + ("connect",)
     connect = None if cpath in doc.rejected else raw.get("connect")
+    tls_expect = _tls_expect(chk, doc, path + ("tls_expect",), raw, scope)
     if connect is not None:
-        _check_connect(chk, doc, cpath, connect, scope)
+        _check_connect(chk, doc, cpath, connect, scope, tls_expect is not None)
     body = steps(chk, doc, path + ("steps",), raw.get("steps"), scope)
     finally_steps = steps(chk, doc, path + ("finally",), raw.get("finally"), scope, in_finally=True)
     if connect is not None:
@@ -151,10 +153,37 @@ def _build_session(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope,
         if r is None
         else Retry(attempts=r.get("attempts", 1), interval=float(r.get("interval", 0.0))),
         location=doc.loc(path),
+        tls_expect=tls_expect,
     )
 
 
-def _check_connect(chk: Checker, doc: Doc, cpath: Path_, connect: dict, scope: Scope) -> None:
+def _tls_expect(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope) -> TLSExpect | None:
+    """A session's `tls_expect:` parsed (runner.lang.tls_expect); `name` is a template that may
+    also use the session's connect values (connect.host)."""
+    values = raw.get("tls_expect")
+    if values is None or path in doc.rejected:
+        return None
+    checks = []
+    for key, value in values.items():
+        if not doc.accepted(path + (key,)):
+            continue  # the schema reported it
+        if key == "name":
+            named = scope.copy()
+            named.defined.update(CONNECT_NAMES)
+            chk.template(doc, path + (key,), value, named)
+        try:
+            op, wanted = parse_check(key, value)
+        except ValueError as e:
+            chk.add(doc, path + (key,), str(e))
+            continue
+        checks.append(TLSCheck(key, op, wanted, value, doc.loc(path + (key,))))
+    line, col = doc.pos(path, key=True)  # where `tls_expect:` is written
+    return TLSExpect(tuple(checks), Location(doc.display, line, col))
+
+
+def _check_connect(
+    chk: Checker, doc: Doc, cpath: Path_, connect: dict, scope: Scope, tls_expect: bool = False
+) -> None:
     """Templates in every value; the literal values through the connect rules of
     runner.model.config (which check the rendered values again at run time)."""
     literal = {}
@@ -173,9 +202,15 @@ def _check_connect(chk: Checker, doc: Doc, cpath: Path_, connect: dict, scope: S
         keys=set(connect),
         relative=set(literal),
         base_display=doc.display,
+        tls_expect=tls_expect,
     )
     for key, message in found:
-        chk.add(doc, cpath + (key,), message)
+        chk.add(
+            doc,
+            cpath[:-1] + (key,) if key == "tls_expect" else cpath + (key,),
+            message,
+            key=key == "tls_expect",
+        )
     bad = {key for key, _ in found}
     chk.must_exist.extend(str(out[k]) for k in PATH_KEYS if out.get(k) is not None and k not in bad)
 

@@ -149,6 +149,7 @@ def check_connect(
     shown: Mapping[str, str] | None = None,
     relative: Collection[str] = (),
     base_display: str | None = None,
+    tls_expect: bool = False,
 ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """Every `connect:` rule: convert `values` to their types and check them, alone and together.
     -> (converted values, problems as (connect key, message)); the caller says where the key is.
@@ -157,7 +158,8 @@ def check_connect(
     resolve_connect with every value rendered plus the command-line overrides. keys: every key
     the block has, templated ones too (default: those of values); shown: how a value is quoted in
     a message (a secret's as ****; default repr); relative: keys whose relative paths resolve
-    against base_dir; base_display: the file named in a "(relative to ...)" hint."""
+    against base_dir; base_display: the file named in a "(relative to ...)" hint; tls_expect: the
+    session has a `tls_expect:` (its problems come as key 'tls_expect')."""
     keys = set(values) if keys is None else set(keys)
     shown = {} if shown is None else shown
 
@@ -175,6 +177,8 @@ def check_connect(
         except ValueError as e:
             problems.append((key, f"{e} (got {got(key)})"))
     problems += _check_modes(out, got)
+    if tls_expect:
+        problems += _check_tls_expect(out, keys)
     problems += _check_numbers(out, keys, protocol, got)
     for key in PATH_KEYS:
         if out.get(key) is not None and not Path(out[key]).is_file():
@@ -225,6 +229,23 @@ def _check_modes(out: dict[str, Any], got) -> list[tuple[str, str]]:
             )
         )
     return problems
+
+
+def _check_tls_expect(out: dict[str, Any], keys: set[str]) -> list[tuple[str, str]]:
+    """tls_expect needs TLS, and a transport that reports its facts (telnet has none). A
+    templated tls or transport is judged once rendered."""
+    tls = out.get("tls", None if "tls" in keys else "none")
+    transport = out.get("transport", None if "transport" in keys else "socket")
+    if transport == "telnet":
+        return [
+            (
+                "tls_expect",
+                "needs the facts of a TLS handshake; the telnet transport has no TLS (use socket or openssl)",
+            )
+        ]
+    if tls == "none":
+        return [("tls_expect", "needs TLS: connect.tls is none (use implicit or starttls)")]
+    return []
 
 
 def _check_numbers(out: dict[str, Any], keys: set[str], protocol: str, got) -> list[tuple[str, str]]:
@@ -305,7 +326,11 @@ def resolve_connect(session: Session, ctx, overrides: Mapping[str, Any] | None =
         shown=shown,
         relative={k for k in spec.values if k not in overrides},
         base_display=spec.location.file,
+        tls_expect=session.tls_expect is not None,
     )
+    if session.tls_expect is not None:
+        loc = session.tls_expect.location
+        where["tls_expect"] = f"{loc.file}:{loc.line}:{loc.column}: tls_expect"
     problems.extend(f"{here(key)}: {message}" for key, message in found)
     has_starttls = [s for s in (*session.steps, *session.finally_steps) if s.starttls]
     mismatch = starttls_problem(out.get("tls", "none"), bool(has_starttls))

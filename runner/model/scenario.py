@@ -22,7 +22,17 @@ if TYPE_CHECKING:  # names only the annotations use: no `typing` import at run t
     ProtocolName = Literal["smtp", "lmtp", "pop3", "imap", "line"]
     StepAction = Literal["send", "body", "body_file", "raw", "bdat", "auth", "append", "sleep", "read"]
 
-__all__ = ["ConnectSpec", "Location", "Retry", "Scenario", "Session", "Step", "env_warnings"]
+__all__ = [
+    "ConnectSpec",
+    "Location",
+    "Retry",
+    "Scenario",
+    "Session",
+    "Step",
+    "TLSCheck",
+    "TLSExpect",
+    "env_warnings",
+]
 
 
 class Location(Plain):
@@ -163,8 +173,34 @@ class Retry(Plain):
         self.interval = interval
 
 
+class TLSCheck(Plain):
+    """One `tls_expect:` key, parsed (runner.lang.tls_expect.parse_check): key 'version' with
+    op '>=' and wanted 'TLSv1.2'; 'days_left' '>=' 21; 'cipher'/'issuer'/'subject' 'search' and
+    the regex; 'name' 'valid_for' and the template; 'verified' '==' True. source: the value as
+    written."""
+
+    __slots__ = ("key", "op", "wanted", "source", "location")
+
+    def __init__(self, key: str, op: str, wanted: Any, source: Any, location: Location):
+        self.key = key
+        self.op = op
+        self.wanted = wanted
+        self.source = source
+        self.location = location
+
+
+class TLSExpect(Plain):
+    """A session's `tls_expect:`: its checks in the order written, made after each handshake."""
+
+    __slots__ = ("checks", "location")
+
+    def __init__(self, checks: tuple[TLSCheck, ...], location: Location):
+        self.checks = checks
+        self.location = location
+
+
 class Session(Plain):
-    __slots__ = ("name", "protocol", "connect", "steps", "finally_steps", "retry", "location")
+    __slots__ = ("name", "protocol", "connect", "steps", "finally_steps", "retry", "location", "tls_expect")
 
     def __init__(
         self,
@@ -175,6 +211,7 @@ class Session(Plain):
         finally_steps: tuple[Step, ...] = (),
         retry: Retry | None = None,
         location: Location | None = None,
+        tls_expect: TLSExpect | None = None,
     ):
         self.name = name
         self.protocol = protocol
@@ -183,6 +220,7 @@ class Session(Plain):
         self.finally_steps = finally_steps
         self.retry = retry
         self.location = location
+        self.tls_expect = tls_expect
 
 
 class Scenario(Plain):

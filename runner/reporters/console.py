@@ -20,6 +20,7 @@ from runner.reporters.text import (
     retry_text,
     safe_text,
     split_lines,
+    tls_fact_lines,
     visible,
     where,
     with_note,
@@ -196,6 +197,9 @@ class ConsoleReporter(Reporter):
     def _on_TLSStarted(self, ev: E.TLSStarted) -> None:
         info = ev.info
         self._emit(f"  TLS: {safe_text(info.describe())}")
+        if self.verbose:
+            for line in tls_fact_lines(info):
+                self._emit(self._c(f"{DETAIL_INDENT}{safe_text(line)}", "dim"))
         if not info.verified:
             self._emit(
                 self._c(
@@ -222,7 +226,20 @@ class ConsoleReporter(Reporter):
     def _on_StepFinished(self, ev: E.StepFinished) -> None:
         self._step_line(ev.result)
 
+    def _tls_step_line(self, st: R.StepResult) -> None:
+        """The TLS step (tls_expect): '  TLS  version >= TLSv1.2, days_left >= 21  ✓', and
+        for a failure why (every failed check) and where."""
+        mark = self._c(self.marks.get(st.status, "?"), _STATUS_COLOR.get(st.status, "bold"))
+        self._emit(f"  TLS  {self._short(safe_text(st.expected or 'tls_expect'))}  {mark}")
+        if st.status in ("failed", "error"):
+            if st.reason:
+                self._emit(self._c(f"{DETAIL_INDENT}reason:   {safe_text(st.reason)}", "red"))
+            self._emit(f"{DETAIL_INDENT}at:       {safe_text(where(st.location, st.via))}")
+
     def _step_line(self, st: R.StepResult) -> None:
+        if st.action == "tls":
+            self._tls_step_line(st)
+            return
         label = str(st.index) if st.section == "steps" else f"F{st.index}"
         parts = [f"  {label:>3}" + (f" [{safe_text(st.name)}]" if st.name else "")]
         if st.sent is not None:

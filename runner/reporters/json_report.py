@@ -25,15 +25,7 @@ MAX_REPLY_LINES = 1000  # lines of one reply kept in the report; the rest counte
 
 
 def _tls(info) -> dict | None:
-    if info is None:
-        return None
-    return {
-        "version": info.version,
-        "cipher": info.cipher,
-        "peer_subject": info.peer_subject,
-        "peer_issuer": info.peer_issuer,
-        "verified": info.verified,
-    }
+    return None if info is None else info.facts()
 
 
 def _reply(reply) -> dict | None:
@@ -53,7 +45,7 @@ def _reply(reply) -> dict | None:
 
 
 def step_dict(st: R.StepResult, session: R.SessionResult) -> dict:
-    return {
+    out = {
         "index": st.index,
         "section": st.section,
         "session": session.name,
@@ -71,6 +63,9 @@ def step_dict(st: R.StepResult, session: R.SessionResult) -> dict:
         "elapsed": round(st.elapsed, 6),
         "captures": dict(st.captures),
     }
+    if st.tls is not None:  # the TLS step (tls_expect): the facts it checked
+        out["tls"] = _tls(st.tls)
+    return out
 
 
 def scenario_dict(r: R.ScenarioResult) -> dict:

@@ -97,6 +97,7 @@ class JUnitReporter(Reporter):
         ):
             if v is not None:
                 ET.SubElement(props, "property", name=k, value=x(v))
+        self._tls_properties(props, r)
         cases = self._cases(r)
         for case in cases:
             suite.append(case)
@@ -114,6 +115,20 @@ class JUnitReporter(Reporter):
         suite.set("hostname", x(socket.gethostname() or "localhost"))
         # Attribute order as in the Ant format: name first is enough for every reader.
         return suite
+
+    def _tls_properties(self, props: ET.Element, r: R.ScenarioResult) -> None:
+        """Each session's TLS facts: 'tls.version', 'tls.days_left', ... ('SESSION: tls.version'
+        when the scenario has several sessions; a retried session's last attempt)."""
+        sessions = {s.name: s for s in r.sessions}  # the last attempt of each
+        for name, sess in sessions.items():
+            if sess.tls is None:
+                continue
+            prefix = f"{name}: " if len(sessions) > 1 else ""
+            for k, v in sess.tls.facts().items():
+                if v is None:
+                    continue
+                text = ", ".join(v) if isinstance(v, list) else str(v).lower() if isinstance(v, bool) else v
+                ET.SubElement(props, "property", name=self._x(f"{prefix}tls.{k}"), value=self._x(text))
 
     def _cases(self, r: R.ScenarioResult) -> list[ET.Element]:
         """One testcase per step; one for a session that failed before any step did, and one
@@ -153,6 +168,8 @@ class JUnitReporter(Reporter):
 
     def _step_name(self, st: R.StepResult) -> str:
         name = step_label(st.index, st.section) + ": "
+        if st.action == "tls":
+            return name + (st.expected or "tls_expect")
         if st.sent is not None:
             sent = st.sent if len(st.sent) <= MAX_NAME_SENT else st.sent[: MAX_NAME_SENT - 3] + "..."
             name += "C: " + sent.replace("\r", "\\r").replace("\n", "\\n")
@@ -189,6 +206,7 @@ class JUnitReporter(Reporter):
         elif st.status in ("failed", "error"):
             if (
                 st.status == "failed"
+                and st.action != "tls"  # its reason names every failed check
                 and st.expected is not None
                 and not (st.reason or "").startswith("expected")
             ):

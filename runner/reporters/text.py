@@ -59,7 +59,24 @@ def iso(ts: float, *, timespec: str = "milliseconds") -> str:
 
 
 def step_label(index: int, section: str) -> str:
+    if section == "tls":  # the TLS step (tls_expect), one per handshake
+        return "TLS check"
     return f"step {index}" if section == "steps" else f"finally step {index}"
+
+
+def tls_fact_lines(info) -> list[str]:
+    """A handshake's certificate facts (a TLSInfo) as the text reports show them, one per line:
+    'names: DNS:localhost, IP:127.0.0.1', 'valid: ... to ... (12 days left)', 'SNI sent: ...'."""
+    f = info.facts()
+    out = []
+    if f["sans"] is not None:
+        out.append(f"names: {', '.join(f['sans']) or '(no subjectAltName)'}")
+    if f["not_after"] is not None:
+        days = f["days_left"]
+        left = f"{plural(days, 'day')} left" if days >= 0 else "EXPIRED"
+        out.append(f"valid: {f['not_before']} to {f['not_after']} ({left})")
+    out.append(f"verified: {'yes' if f['verified'] else 'NO'}; SNI sent: {f['sni'] or '(none)'}")
+    return out
 
 
 def where(location: str, via: str | None) -> str:

@@ -33,7 +33,12 @@ NoteSink = Callable[[str, str], None]
 
 
 class TLSInfo(Frozen):
-    __slots__ = ("version", "cipher", "peer_subject", "peer_issuer", "verified")
+    """One handshake's facts, gathered by the transport (never by the engine): what was
+    negotiated, the server's certificate (`cert`, runner.transports.certinfo.CertFacts: names,
+    dates, days left; None when no certificate could be read), whether it was verified, and the
+    server name sent as SNI (None when none was sent: an IP address)."""
+
+    __slots__ = ("version", "cipher", "peer_subject", "peer_issuer", "verified", "cert", "sni")
 
     def __init__(
         self,
@@ -42,6 +47,8 @@ class TLSInfo(Frozen):
         peer_subject: str | None,  # 'CN=localhost' (None when not available)
         peer_issuer: str | None = None,
         verified: bool = True,  # False when verification was switched off (said loudly in reports)
+        cert=None,  # a runner.transports.certinfo.CertFacts (not imported here: no cycle)
+        sni: str | None = None,
     ):
         init = object.__setattr__
         init(self, "version", version)
@@ -49,6 +56,26 @@ class TLSInfo(Frozen):
         init(self, "peer_subject", peer_subject)
         init(self, "peer_issuer", peer_issuer)
         init(self, "verified", verified)
+        init(self, "cert", cert)
+        init(self, "sni", sni)
+
+    def facts(self) -> dict:
+        """The facts as plain data, as every report gives them (JSON `tls:`, JUnit properties):
+        version, cipher, peer_subject, peer_issuer, sans, not_before, not_after, days_left,
+        verified, sni (None for what is not known)."""
+        cert = self.cert
+        return {
+            "version": self.version,
+            "cipher": self.cipher,
+            "peer_subject": self.peer_subject,
+            "peer_issuer": self.peer_issuer,
+            "sans": list(cert.sans) if cert else None,
+            "not_before": cert.not_before if cert else None,
+            "not_after": cert.not_after if cert else None,
+            "days_left": cert.days_left if cert else None,
+            "verified": self.verified,
+            "sni": self.sni,
+        }
 
     def describe(self) -> str:
         s = f"{self.version} {self.cipher}"

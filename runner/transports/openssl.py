@@ -2,7 +2,7 @@
 
     openssl s_client -quiet -brief -connect HOST:PORT [-4|-6] -min_protocol TLSv1.2|TLSv1.3
         [-servername NAME -verify_hostname NAME | -verify_ip IP] [-verify_return_error]
-        [-CAfile CA] [-cert CERT [-key KEY]] [-starttls smtp|pop3|imap]
+        [-CAfile CA] [-cert CERT [-key KEY]] [-starttls smtp|pop3|imap] -msg -msgfile FILE
 
 Measured on this machine (OpenSSL 3.0, tests/test_transport_openssl.py keeps measuring it):
 - The pty is raw from before exec, so neither direction is translated: every byte 0x00-0xff,
@@ -20,6 +20,9 @@ Measured on this machine (OpenSSL 3.0, tests/test_transport_openssl.py keeps mea
   openssl read during that exchange is not shown to us (it prints some of it to stderr, which
   becomes chatter). openssl reads the STARTTLS reply with a single read and discards anything
   that came with it, so pre-handshake injection (CVE-2011-0411) cannot be detected here.
+- The server's certificate comes from `-msg` (hex dumps of the handshake messages, written to
+  a private file): its Certificate message gives the DER that runner.transports.certinfo reads,
+  as for the socket transport, so both report the same facts (names, dates, SNI).
 - `tls: none` is refused (use transport: socket or transport: telnet).
 - With `tls_verify: false`, -verify_return_error is dropped: the session is set up whatever the
   certificate, and TLSInfo.verified is False.
@@ -30,7 +33,6 @@ Measured on this machine (OpenSSL 3.0, tests/test_transport_openssl.py keeps mea
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
 import re
 import select
@@ -43,18 +45,11 @@ import pexpect
 
 from runner.errors import ConnectError, ConnectionClosed, DeadlineError, NetworkError, TLSError, UsageError
 from runner.transports.base import CHUNK, ConnectInfo, NoteSink, TLSInfo, Transport
+from runner.transports.certinfo import cert_facts, is_ip, leaf_from_msg_dump
 from runner.transports.socket import format_peer
 from runner.transports.spawned import spawn, stop, write_all
 
 _STARTTLS = {"smtp": "smtp", "lmtp": "lmtp", "pop3": "pop3", "imap": "imap"}
-
-
-def _is_ip(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-        return True
-    except ValueError:
-        return False
 
 
 def _dn(text: str) -> str:
@@ -102,7 +97,7 @@ class OpensslTransport(Transport):
             argv.append(f"-{cfg.family}")
         argv += ["-min_protocol", "TLSv1.3" if cfg.tls_min_version == "1.3" else "TLSv1.2"]
         name = cfg.server_name or cfg.host
-        if _is_ip(name):
+        if is_ip(name):
             argv += ["-noservername"]
             if cfg.tls_verify:
                 argv += ["-verify_ip", name]
@@ -135,8 +130,10 @@ class OpensslTransport(Transport):
         ):
             if path is not None and not os.path.isfile(path):
                 raise TLSError(f"cannot load {what} '{path}': No such file or directory")
-        argv = self.command()
         self._tmpdir = tempfile.mkdtemp(prefix="mailrun-openssl-")
+        # -msg: the handshake messages, hex, to a private file: the server's certificate for
+        # TLSInfo (-brief prints only its subject). Record headers only, never application data.
+        argv = self.command() + ["-msg", "-msgfile", os.path.join(self._tmpdir, "msg")]
         fifo = os.path.join(self._tmpdir, "stderr")
         os.mkfifo(fifo, 0o600)
         self.err_fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
@@ -243,13 +240,26 @@ class OpensslTransport(Transport):
 
     def _info(self, f: dict[str, str]) -> TLSInfo:
         subject = f.get("Peer certificate")
+        facts = cert_facts(leaf_from_msg_dump(self._read_msg()))
+        name = self.config.server_name or self.config.host
         return TLSInfo(
             version=f.get("Protocol version", "?"),
             cipher=f.get("Ciphersuite", "?"),
-            peer_subject=_dn(subject) if subject else None,
-            peer_issuer=None,
+            peer_subject=facts.subject if facts else (_dn(subject) if subject else None),
+            peer_issuer=facts.issuer if facts else None,
             verified=self.config.tls_verify and "Verification" in f and f["Verification"].startswith("OK"),
+            cert=facts,
+            sni=None if is_ip(name) else name,
         )
+
+    def _read_msg(self) -> str:
+        """What -msg wrote so far (openssl flushes it after each message): the handshake is
+        over when this is read, so the server's Certificate message is in it."""
+        try:
+            with open(os.path.join(self._tmpdir or "", "msg"), encoding="ascii", errors="replace") as fh:
+                return fh.read(1 << 20)  # the handshake's part; later records only add headers
+        except OSError:
+            return ""
 
     # -- stderr ----------------------------------------------------------------------------------
     def _drain_stderr(self, wait: float = 0.0) -> list[str]:

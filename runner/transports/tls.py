@@ -15,6 +15,7 @@ import time
 
 from runner.errors import ConnectionClosed, DeadlineError, NetworkError, TLSError
 from runner.transports.base import CHUNK, TLSInfo
+from runner.transports.certinfo import cert_facts, is_ip
 
 # OpenSSL's reasons when the peer's first bytes are not a TLS record
 _NOT_TLS_REASONS = frozenset(
@@ -27,16 +28,6 @@ _NOT_TLS_REASONS = frozenset(
         "UNKNOWN_PROTOCOL",
     }
 )
-
-_SHORT = {
-    "commonName": "CN",
-    "organizationName": "O",
-    "organizationalUnitName": "OU",
-    "countryName": "C",
-    "localityName": "L",
-    "stateOrProvinceName": "ST",
-    "domainComponent": "DC",
-}
 
 
 def tls_context(config) -> ssl.SSLContext:
@@ -81,43 +72,22 @@ def reason(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
 
-def _name(parts) -> str | None:
-    """getpeercert()'s subject/issuer tuple -> 'O=Example, CN=localhost'."""
-    if not parts:
-        return None
-    return ", ".join(f"{_SHORT.get(k, k)}={v}" for rdn in parts for k, v in rdn) or None
-
-
-def _name_from_der(der: bytes | None) -> tuple[str | None, str | None]:
-    if not der:
-        return None, None
-    try:
-        from cryptography import x509
-
-        cert = x509.load_der_x509_certificate(der)
-    except Exception:
-        return None, None
-
-    def fmt(name) -> str | None:
-        return ", ".join(attr.rfc4514_string() for attr in name) or None
-
-    return fmt(cert.subject), fmt(cert.issuer)
-
-
 def tls_info(sock: ssl.SSLSocket, verified: bool) -> TLSInfo:
+    """The handshake's facts. The certificate is read from its DER form, which Python gives
+    whether or not it was verified (the dict form is empty when verification is off), by the
+    one certificate parser, runner.transports.certinfo. The SNI is the name the handshake was
+    given, unless that is an IP address (Python sends none then)."""
     cipher = sock.cipher()
-    subject = issuer = None
-    if verified:
-        cert = sock.getpeercert() or {}
-        subject, issuer = _name(cert.get("subject")), _name(cert.get("issuer"))
-    else:
-        subject, issuer = _name_from_der(sock.getpeercert(binary_form=True))
+    facts = cert_facts(sock.getpeercert(binary_form=True))
+    name = sock.server_hostname
     return TLSInfo(
         version=sock.version() or "?",
         cipher=cipher[0] if cipher else "?",
-        peer_subject=subject,
-        peer_issuer=issuer,
+        peer_subject=facts.subject if facts else None,
+        peer_issuer=facts.issuer if facts else None,
         verified=verified,
+        cert=facts,
+        sni=name if name and not is_ip(name) else None,
     )
 
 

@@ -12,6 +12,11 @@ Ports (keys of `Testbed.ports`):
   smtps       implicit TLS (smtpd_tls_wrappermode)
   pop3, pop3s, imap, imaps   Dovecot, STLS/STARTTLS on the plain ones
 
+TLS checks (tls_expect): on every Dovecot TLS port, the SNI names of `TLS_CHECK_NAMES`
+(`tls_check_name('soon' | 'expired' | 'wrong')`) get a certificate from the bed's CA that
+expires in 5 days, one that expired 3 days ago, one issued for OTHER_NAME only; `tls13_port` is
+an IMAPS listener on ::1 that takes TLSv1.3 only (None without IPv6 loopback).
+
 Needs root (Postfix's master and Dovecot drop privileges themselves) and the Debian packages
 postfix, dovecot-core, dovecot-pop3d, dovecot-imapd: see `missing_requirements()`.
 """
@@ -53,6 +58,17 @@ ACCOUNTS = ("postfix", "dovecot", "dovenull")
 DOVECOT_PROGRAMS = (("/usr/lib/dovecot/lmtp", "dovecot-lmtpd"),)
 GROUPS = ("postfix", "postdrop", "dovecot", "dovenull")
 SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+# TLS checks (tls_expect): certificates from the bed's CA that Dovecot presents when the client
+# sends one of these names as SNI, on any of its TLS ports (its `local_name` blocks).
+TLS_CHECK_NAMES = {
+    "soon": "soon.example.test",  # expires in 5 days (and an hour, so days_left says 5)
+    "expired": "expired.example.test",  # expired 3 days ago
+    "wrong": "wrong.example.test",  # answered with a certificate for OTHER_NAME only
+}
+OTHER_NAME = "other.example.net"
+TLS13_HOST = "::1"  # Dovecot's TLSv1.3-only IMAPS listener (Testbed.tls13_port) is on this address
 
 
 class TestbedError(RuntimeError):
@@ -234,6 +250,7 @@ class Testbed:
         self.root = Path(root) if root is not None else None
         self.vmail_uid, self.vmail_gid = _vmail_ids()
         self.startup_seconds: float | None = None
+        self.tls13_port: int | None = None  # TLSv1.3-only IMAPS on TLS13_HOST (None: no IPv6 here)
         self._started = False
         self._command_output: list[str] = []
         self._masters: set[int] = set()
@@ -392,6 +409,7 @@ class Testbed:
             self._run([_which("dovecot"), "-c", str(self.dovecot_conf)], "dovecot")
             self._remember_masters()
             self._wait_until_ready(t0 + START_DEADLINE)
+            self._wait_tls13_ready(t0 + START_DEADLINE)
         except BaseException:
             with contextlib.suppress(Exception):
                 self.stop()  # the error message carries the logs; the folder goes if we made it
@@ -610,6 +628,7 @@ class Testbed:
             "POP3_PORT": str(self.ports["pop3"]),
             "POP3S_PORT": str(self.ports["pop3s"]),
         }
+        values.update(self._prepare_tls_checks(ca))
         _render(HERE / "postfix" / "main.cf.in", self.postfix_conf / "main.cf", values)
         _render(HERE / "postfix" / "master.cf.in", self.postfix_conf / "master.cf", values)
         _render(HERE / "dovecot" / "dovecot.conf.in", self.dovecot_conf, values)
@@ -634,6 +653,75 @@ class Testbed:
         past = time.time() - 60
         for path in (*self.postfix_conf.iterdir(), self.dovecot_conf, users_file):
             os.utime(path, (past, past))
+
+    # ----------------------------------------------------------------- TLS checks (tls_expect)
+
+    def tls_check_name(self, kind: str) -> str:
+        """The SNI name for which Dovecot presents that certificate: 'soon' (expires in 5 days),
+        'expired', 'wrong' (a certificate for OTHER_NAME)."""
+        return TLS_CHECK_NAMES[kind]
+
+    def _prepare_tls_checks(self, ca) -> dict[str, str]:
+        """The extra certificates (signed by the bed's CA) and the TLSv1.3-only listener: the
+        placeholders of their block in dovecot.conf.in."""
+        from datetime import UTC, datetime, timedelta
+
+        now = datetime.now(UTC)
+        issued = {
+            "soon": ca.issue_cert(TLS_CHECK_NAMES["soon"], not_after=now + timedelta(days=5, hours=1)),
+            "expired": ca.issue_cert(
+                TLS_CHECK_NAMES["expired"],
+                not_before=now - timedelta(days=30),
+                not_after=now - timedelta(days=3),
+            ),
+            "wrong": ca.issue_cert(OTHER_NAME),
+        }
+        values = {}
+        for kind, cert in issued.items():
+            crt, key = self.root / f"{kind}.crt", self.root / f"{kind}.key"
+            crt.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+            cert.private_key_pem.write_to_path(str(key))
+            os.chmod(crt, 0o644)
+            os.chmod(key, 0o600)
+            upper = kind.upper()
+            values |= {
+                f"{upper}_NAME": TLS_CHECK_NAMES[kind],
+                f"{upper}_CERT": str(crt),
+                f"{upper}_KEY": str(key),
+            }
+        try:
+            self.tls13_port = free_ports(1, TLS13_HOST)[0]
+        except OSError:  # no IPv6 loopback: the listener is left out
+            self.tls13_port = None
+        if self.tls13_port is None:
+            values["TLS13_LISTENER"] = values["TLS13_LOCAL"] = "# (no IPv6 loopback)"
+        else:
+            values["TLS13_LISTENER"] = (
+                f"  inet_listener imaps_tls13 {{\n    address = {TLS13_HOST}\n"
+                f"    port = {self.tls13_port}\n    ssl = yes\n  }}"
+            )
+            values["TLS13_LOCAL"] = f"local {TLS13_HOST} {{\n  ssl_min_protocol = TLSv1.3\n}}"
+        return values
+
+    def _wait_tls13_ready(self, deadline: float) -> None:
+        """Until the TLSv1.3-only listener greets (nothing to wait for without one)."""
+        while self.tls13_port is not None:
+            try:
+                ctx = self.ssl_context()
+                with (
+                    socket.create_connection((TLS13_HOST, self.tls13_port), timeout=2) as raw,
+                    ctx.wrap_socket(raw, server_hostname="localhost") as tls,
+                ):
+                    tls.settimeout(2)
+                    if tls.recv(512).startswith(b"* OK"):
+                        return
+            except (OSError, ssl.SSLError) as exc:
+                if time.monotonic() >= deadline:
+                    raise TestbedError(
+                        f"the TLSv1.3 listener [{TLS13_HOST}]:{self.tls13_port} did not greet: {exc}\n"
+                        f"{self.logs()}"
+                    ) from None
+            time.sleep(0.05)
 
     def _wait_until_ready(self, deadline: float) -> None:
         pending = dict(self.ports)
