@@ -40,7 +40,10 @@ class StepResult(Record):
     captures  name -> masked value
     performed_by  for a step skipped because the spawned program performs it itself, that
               program ('openssl s_client -starttls smtp'); None otherwise. Reporters group such
-              steps by this field; `reason` is for people and is never parsed"""
+              steps by this field; `reason` is for people and is never parsed
+    snapshot  with --snapshot (runner.snapshot.check): match | new | updated | differs |
+              missing, or None when the reply was not compared
+    snapshot_diff  the unified diff of the stored reply and this one (both masked), or None"""
 
     __slots__ = (
         "index",
@@ -58,6 +61,8 @@ class StepResult(Record):
         "elapsed",
         "captures",
         "performed_by",
+        "snapshot",
+        "snapshot_diff",
     )
 
     def __init__(
@@ -77,6 +82,8 @@ class StepResult(Record):
         elapsed: float = 0.0,
         captures: dict[str, str] | None = None,
         performed_by: str | None = None,
+        snapshot: str | None = None,
+        snapshot_diff: str | None = None,
     ):
         self.index = index
         self.section = section
@@ -93,6 +100,8 @@ class StepResult(Record):
         self.elapsed = elapsed
         self.captures = {} if captures is None else captures
         self.performed_by = performed_by
+        self.snapshot = snapshot
+        self.snapshot_diff = snapshot_diff
 
     @property
     def ok(self) -> bool:

@@ -40,6 +40,9 @@ RUN_DEFAULTS = {
     "fail_fast": False,
     "matrix": [],
     "retries": 0,
+    "snapshot": False,
+    "snapshot_update": False,
+    "ci": False,
 }
 
 
@@ -240,8 +243,18 @@ def build_run_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="retry a scenario whose connection failed before anything was sent",
     )
+    _add_snapshot_options(p)
     p.add_argument("--version", action="version", version=f"mailrun {__version__}")
     return p
+
+
+def _add_snapshot_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("snapshots (__snapshots__/<stem>.snap.yaml beside each scenario)")
+    g.add_argument("--snapshot", action="store_true", help="compare every reply with its stored snapshot")
+    g.add_argument(
+        "--snapshot-update", action="store_true", help="rewrite the snapshots (implies --snapshot)"
+    )
+    g.add_argument("--ci", action="store_true", help="a missing snapshot fails (as CI=true does)")
 
 
 def build_validate_parser() -> argparse.ArgumentParser:

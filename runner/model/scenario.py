@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # names only the annotations use: no `typing` import at run t
     ProtocolName = Literal["smtp", "pop3", "imap", "line"]
     StepAction = Literal["send", "body", "body_file", "raw", "sleep", "read"]
 
-__all__ = ["ConnectSpec", "Location", "Retry", "Scenario", "Session", "Step", "env_warnings"]
+__all__ = ["ConnectSpec", "Location", "Retry", "Scenario", "Session", "SnapshotSpec", "Step", "env_warnings"]
 
 
 class Location(Plain):
@@ -81,6 +81,7 @@ class Step(Plain):
     `expect_source` is the `S:` value as written (what runner.lang.pattern_parse.parse_pattern parsed).
     `capture`: name -> regex (template). `multiline` (POP3) forces a multi-line (True) or
     single-line reply; `tag` (IMAP): add a tag to this `C:` line.
+    `snapshot`: False when the step opts out of `--snapshot` (`snapshot: false`).
     `bindings`: include scopes, outermost first: each mapping is an `include:` step's `vars`
     merged over the fragment's own `vars` defaults (name -> template). The engine renders each
     mapping in the context built by the ones before it (runner.lang.render.Context.child)."""
@@ -101,6 +102,7 @@ class Step(Plain):
         "tag",
         "bindings",
         "expect_source",
+        "snapshot",
     )
 
     def __init__(
@@ -120,6 +122,7 @@ class Step(Plain):
         tag: bool = True,
         bindings: tuple[Mapping[str, Any], ...] = (),
         expect_source: Any = None,
+        snapshot: bool = True,
     ):
         self.location = location
         self.action = action
@@ -136,10 +139,22 @@ class Step(Plain):
         self.tag = tag
         self.bindings = bindings
         self.expect_source = expect_source
+        self.snapshot = snapshot
 
     @property
     def label(self) -> str:
         return self.name or ""
+
+
+class SnapshotSpec(Plain):
+    """A file's `snapshot:` settings: `ignore`, its own regexes (each match masked as
+    `<ignored>`); `off`, the names of built-in rules it turns off (runner.snapshot.rules)."""
+
+    __slots__ = ("ignore", "off")
+
+    def __init__(self, ignore: tuple[str, ...] = (), off: tuple[str, ...] = ()):
+        self.ignore = ignore
+        self.off = off
 
 
 class Retry(Plain):
@@ -176,9 +191,21 @@ class Scenario(Plain):
     """One scenario file. A single-session file becomes one Session named after the file's
     `name`. `vars` values are templates (rendered in order at run time); `secrets` are the
     names whose values, and anything derived from them, are masked everywhere. `env_refs`:
-    env.NAME references: NAME -> the `vars` entries (or locations) that need it."""
+    env.NAME references: NAME -> the `vars` entries (or locations) that need it. `snapshot`: its
+    `snapshot:` settings (SnapshotSpec), or None."""
 
-    __slots__ = ("path", "name", "sessions", "description", "tags", "vars", "secrets", "env_refs", "location")
+    __slots__ = (
+        "path",
+        "name",
+        "sessions",
+        "description",
+        "tags",
+        "vars",
+        "secrets",
+        "env_refs",
+        "location",
+        "snapshot",
+    )
 
     def __init__(
         self,
@@ -191,6 +218,7 @@ class Scenario(Plain):
         secrets: frozenset[str] = frozenset(),
         env_refs: Mapping[str, tuple[str, ...]] | None = None,
         location: Location | None = None,
+        snapshot: SnapshotSpec | None = None,
     ):
         self.path = path
         self.name = name
@@ -201,6 +229,7 @@ class Scenario(Plain):
         self.secrets = secrets
         self.env_refs = {} if env_refs is None else env_refs
         self.location = location
+        self.snapshot = snapshot
 
 
 def env_warnings(scenario: Scenario, env: Mapping[str, str]) -> list[str]:

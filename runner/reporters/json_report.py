@@ -53,7 +53,7 @@ def _reply(reply) -> dict | None:
 
 
 def step_dict(st: R.StepResult, session: R.SessionResult) -> dict:
-    return {
+    out = {
         "index": st.index,
         "section": st.section,
         "session": session.name,
@@ -71,6 +71,9 @@ def step_dict(st: R.StepResult, session: R.SessionResult) -> dict:
         "elapsed": round(st.elapsed, 6),
         "captures": dict(st.captures),
     }
+    if st.snapshot is not None:  # --snapshot: its verdict on the reply, and the diff
+        out["snapshot"] = {"status": st.snapshot, "diff": st.snapshot_diff}
+    return out
 
 
 def scenario_dict(r: R.ScenarioResult) -> dict:
