@@ -199,6 +199,11 @@ class Engine:
             result = self.run_session(scenario, plan, ctx, attempt, attempts)
             if result.status == "passed" or result.exit_class == ExitClass.INVALID or attempt >= attempts:
                 return result
+            if self.snapshot is not None:
+                from runner.snapshot.check import only_snapshot_failures
+
+                if only_snapshot_failures(result.steps):
+                    return result  # a snapshot difference would only come again
             self.emit(
                 Retrying("session", session.name, attempt, attempts, result.reason, interval, time.time())
             )

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from runner.cache import store
-from runner.snapshot.store import DIRECTORY as SNAPSHOTS
+from runner.snapshot import DIRECTORY as SNAPSHOTS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -10,3 +10,5 @@ the one stored beside the scenario (`__snapshots__/<stem>.snap.yaml`).
 The engine calls SnapshotRun.check once per step (runner.engine.session); the reply it sees is
 already masked by the Redactor, so no secret reaches a snapshot.
 """
+
+DIRECTORY = "__snapshots__"  # beside the scenario; suites never take the files below it for scenarios

@@ -11,10 +11,11 @@ What is compared and stored, step by step:
   (runner.snapshot.rules), or `<EOF>` when the server closed as the step expected;
 - a step that passed and differs fails (exit 1), with the diff; the conversation goes on (its
   reply passed the step's own `S:`), so one run shows every difference;
-- a step that failed its own `S:` keeps its verdict; when a stored entry differs the diff is
-  attached too, but it is never written (a snapshot holds accepted replies only);
-- a skipped step, or one that ended without a reply (a network error), is not compared, and its
-  stored entry is kept;
+- a step that failed its own `S:` (or a capture), a skipped step, and one that ended without a
+  reply (a network error) are not compared; their stored entries are kept (a snapshot holds
+  accepted replies only), so `differs` and `missing` always mean the snapshot failed the step;
+- a session that failed only by snapshot differences is not retried (`retry:` is for a server
+  that is not ready yet; a difference would only come again);
 - no stored entry: written and reported `new` (exit unchanged), except with `ci`, where the
   step fails as `missing`; `--snapshot-update` writes every passing step's reply (`updated`
   where it differed) and drops entries of steps the scenario no longer has.
@@ -53,6 +54,11 @@ def snapshot_keys(scenario: Scenario) -> list[str]:
                 if step.expect is not None and step.snapshot:
                     keys.append(step_key(session.name if many else None, section, i))
     return keys
+
+
+def only_snapshot_failures(steps: Iterable[StepResult]) -> bool:
+    """Did these steps fail (if at all) only by their snapshots?"""
+    return all(s.snapshot in ("differs", "missing") for s in steps if s.status in ("failed", "error"))
 
 
 class SnapshotRun:
@@ -95,9 +101,9 @@ class SnapshotRun:
         out["S"] = reply_text
         return out
 
-    def reply_text(self, protocol: str, step: Step, sr: StepResult) -> str | None:
-        if sr.reply is None:
-            return EOF_TEXT if sr.status == "passed" else None
+    def reply_text(self, protocol: str, step: Step, sr: StepResult) -> str:
+        if sr.reply is None:  # a step that passed without a reply: the server closed, as expected
+            return EOF_TEXT
         command = (sr.sent or "").split(" ", 1)[0].upper() if step.action == "send" else None
         return self._clean("\n".join(self.masker.mask(sr.reply.lines, protocol, command)))
 
@@ -106,18 +112,13 @@ class SnapshotRun:
     ) -> bool:
         """The snapshot verdict on one step's result (see the module's docstring); True when it
         failed a step that had passed."""
-        if step.expect is None or not step.snapshot or sr.status == "skipped":
+        if step.expect is None or not step.snapshot or sr.status != "passed":
             return False
         self.played = True
         now = self.reply_text(protocol, step, sr)
-        if now is None:
-            return False
         key = step_key(session if self.many else None, section, index)
         stored = (self.stored or {}).get(key)
-        passed = sr.status == "passed"
         if stored is None:
-            if not passed:
-                return False
             if self.ci and not self.update:
                 sr.snapshot = "missing"
                 return self._fail(
@@ -130,15 +131,13 @@ class SnapshotRun:
         sr.snapshot_diff = unified(stored["S"], now, key, str(self.path))
         if sr.snapshot_diff is None:
             sr.snapshot = "match"
-            if passed:
-                self.seen[key] = self.entry(step, now)
-            return False
-        sr.snapshot = "updated" if passed and self.update else "differs"
-        if not passed:
-            return False
-        if self.update:
             self.seen[key] = self.entry(step, now)
             return False
+        if self.update:
+            sr.snapshot = "updated"
+            self.seen[key] = self.entry(step, now)
+            return False
+        sr.snapshot = "differs"
         return self._fail(sr, f"the reply differs from its snapshot ({key} in {self.path})")
 
     @staticmethod

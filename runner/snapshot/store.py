@@ -15,13 +15,13 @@ from __future__ import annotations
 import os
 
 from runner.errors import ExitClass, MailrunError
+from runner.snapshot import DIRECTORY
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from pathlib import Path
 
-DIRECTORY = "__snapshots__"
 SUFFIX = ".snap.yaml"
 FIELDS = ("name", "C", "sent", "S")  # an entry's keys, in the order they are written
 HEADER = (
