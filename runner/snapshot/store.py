@@ -96,8 +96,13 @@ def render(source: str, header: Mapping[str, str], entries: Mapping[str, Mapping
     """The snapshot file's text: the comment, the header fields, then every entry."""
     import yaml
 
-    class Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):
-        pass
+    class Dumper(yaml.SafeDumper):  # the Python emitter: its analysis is what is changed here
+        def analyze_scalar(self, scalar):
+            # a TAB inside a line (a folded header's "\tby mail...") is fine in a block scalar,
+            # which PyYAML refuses for any TAB: analysed as a space, written as the TAB it is
+            analysis = super().analyze_scalar(scalar.replace("\t", " "))
+            analysis.scalar = scalar
+            return analysis
 
     def text(dumper, value: str):
         style = "|" if "\n" in value else None  # PyYAML falls back to quotes where it must
