@@ -84,8 +84,9 @@ RULES: tuple[Rule, ...] = (
         "ip-address",
         "IPv4 and IPv6 addresses, and a port after one",
         [
-            (rf"(?<![\w.:])(\[?){_IPV4}(\]?):\d{{1,5}}\b", r"\g<1><ip>\g<2>:<port>"),
-            (rf"(?<![\w.]){_IPV4}(?![\w.])", "<ip>"),
+            (rf"\[{_IPV6}\]:\d{{1,5}}\b", "[<ip>]:<port>"),
+            (rf"(?<![\w.:/])(\[?){_IPV4}(\]?):\d{{1,5}}\b", r"\g<1><ip>\g<2>:<port>"),
+            (rf"(?<![\w./]){_IPV4}(?![\w./])", "<ip>"),  # not a version: Sendmail's 8.17.1.9/8.17.1.9
             (rf"(?<![\w:.]){_IPV6}(?![\w:.])", "<ip>"),
         ],
     ),
@@ -170,7 +171,7 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "message-count",
-        "",
+        "POP3 STAT, LIST and UIDL: each line a message number and its size or unique id",
         [
             (r"^(\+OK )\d+ \d+$", r"\g<1><n> <size>"),
             (r"^\d+ \d+$", "<n> <size>"),
