@@ -186,6 +186,15 @@ CASES = [
         "a3 OK [APPENDUID 1795877602 7] Append completed.",
         "a3 OK [APPENDUID <uids>] Append completed.",
     ),
+    (
+        "mailbox-state",
+        "imap",
+        None,
+        "* 9 FETCH (UID 9 FLAGS (\\Recent) RFC822.SIZE 529",
+        "* <n> FETCH (UID <uid> FLAGS () RFC822.SIZE <size>",
+    ),
+    ("mailbox-state", "imap", None, "* 3 FETCH (FLAGS (\\Recent \\Seen))", "* <n> FETCH (FLAGS (\\Seen))"),
+    ("mailbox-state", "imap", None, "* 3 FETCH (FLAGS (\\Seen \\Recent))", "* <n> FETCH (FLAGS (\\Seen))"),
     # message-count
     ("message-count", "imap", None, "* 2 EXISTS", "* <n> EXISTS"),
     ("message-count", "imap", None, "* 0 RECENT", "* <n> RECENT"),

@@ -146,8 +146,11 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "mailbox-state",
-        "IMAP UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ, MODSEQ, UID values, APPENDUID/COPYUID",
+        "IMAP UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ, MODSEQ, UID values, APPENDUID/COPYUID; the \\Recent "
+        "flag, left out (it says which session saw a message first)",
         [
+            (r" ?\\Recent\b(?=[^()]*\))", ""),
+            (r"(FLAGS \() ", r"\g<1>"),
             (r"\bUIDVALIDITY \d+", "UIDVALIDITY <uidvalidity>"),
             (r"\bUIDNEXT \d+", "UIDNEXT <uidnext>"),
             (r"\bHIGHESTMODSEQ \d+", "HIGHESTMODSEQ <modseq>"),
@@ -184,7 +187,7 @@ RULES: tuple[Rule, ...] = (
         "message-size",
         "message sizes: IMAP RFC822.SIZE, STATUS SIZE and {literal} sizes; POP3 'N octets'",
         [
-            (r"\b(RFC822\.SIZE|SIZE) \d+(?=[ )])", r"\g<1> <size>"),
+            (r"\b(RFC822\.SIZE|SIZE) \d+(?=[ )]|$)", r"\g<1> <size>"),
             (r"\{\d+\+?\}$", "{<size>}"),
             (r"\b\d+ octets\b", "<size> octets"),
         ],

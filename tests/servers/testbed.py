@@ -676,7 +676,9 @@ class ChangedTestbed(Testbed):
         self.postfix_settings = dict(postfix or {})
         self.dovecot_settings = dict(dovecot or {})
 
-    def restart(self, postfix: dict[str, str] | None = None, dovecot: dict[str, str] | None = None) -> ChangedTestbed:
+    def restart(
+        self, postfix: dict[str, str] | None = None, dovecot: dict[str, str] | None = None
+    ) -> ChangedTestbed:
         """Stop both servers, take these settings (instead of the earlier ones; {} for the stock
         configuration) and start again on the same ports, keeping the mailboxes."""
         self.stop(remove=False)
