@@ -391,3 +391,36 @@ finally:
     for text in outputs:
         for form in SECRET_FORMS:
             assert form not in text
+
+
+# --------------------------------------------------------------------------- the scenario library
+
+PROVIDERS = ("gmx", "gmail", "outlook", "yahoo", "icloud", "fastmail")
+
+
+def test_each_provider_has_a_snapshot_scenario_that_records_and_matches(tmp_path, mailrun):
+    """Greeting, EHLO before and after STARTTLS, QUIT; played against the sandbox only (a copy
+    in tmp_path, so no snapshot lands in the repository), never against the provider."""
+    from runner.load.api import load_scenario
+
+    suite = tmp_path / "library"
+    suite.mkdir()
+    for provider in PROVIDERS:
+        source = REPO / "scenarios" / f"{provider}_snapshot.yaml"
+        sc = load_scenario(source)
+        steps = sc.sessions[0].steps
+        assert [s.text for s in steps] == [None, "EHLO mailrun.invalid", "STARTTLS", "EHLO mailrun.invalid"]
+        assert steps[2].starttls and sc.sessions[0].finally_steps[0].text == "QUIT"
+        assert "snapshot" in sc.tags and provider in sc.tags
+        assert f"mailrun --snapshot scenarios/{provider}_snapshot.yaml" in source.read_text()
+        (suite / source.name).write_text(source.read_text())
+    first = mailrun(suite, "--sandbox", "--snapshot")
+    assert first.rc == 0, first
+    assert sorted(p.name for p in (suite / "__snapshots__").iterdir()) == sorted(
+        f"{p}_snapshot.snap.yaml" for p in PROVIDERS
+    )
+    stored = (suite / "__snapshots__" / "gmail_snapshot.snap.yaml").read_text()
+    assert "  steps 4:\n    name: ehlo after STARTTLS\n    C: EHLO mailrun.invalid\n    S: |-\n" in stored
+    again = mailrun(suite, "--sandbox", "--snapshot")
+    assert again.rc == 0, again
+    assert {st["snapshot"]["status"] for st in again.steps} == {"match"}
