@@ -391,3 +391,12 @@ def test_rule_names_are_checked_with_a_did_you_mean():
     assert "rules: run-id, message-id" in problem
     assert "did you mean" not in unknown_rule_problem("zzzzzz")
     assert ignore_problem("a(") is not None and ignore_problem(r"a\d+") is None
+
+
+def test_the_readme_table_names_every_rule_in_order():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("### What is masked") :]
+    rows = [line.split("|")[1].strip().strip("`") for line in section.splitlines() if line.startswith("| `")]
+    assert rows[: len(NAMES)] == list(NAMES)
