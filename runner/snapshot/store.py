@@ -12,8 +12,6 @@ a temporary file in the same folder and replaces the snapshot at once (never hal
 
 from __future__ import annotations
 
-import os
-
 from runner.errors import ExitClass, MailrunError
 from runner.snapshot import DIRECTORY
 
@@ -116,22 +114,11 @@ def render(source: str, header: Mapping[str, str], entries: Mapping[str, Mapping
 
 
 def write(path: Path, text: str) -> None:
-    """Atomically: a temporary file beside it, then os.replace. Raises SnapshotError."""
-    import tempfile
+    """Atomically (runner.reporters.base.write_atomic: a temporary file beside it, then renamed;
+    mode 0644, a file to commit). Raises SnapshotError."""
+    from runner.reporters.base import ReportError, write_atomic
 
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            os.chmod(tmp, 0o644)  # a file to commit, like the scenario beside it
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-                f.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-    except OSError as exc:
-        raise SnapshotError(f"{path}: cannot write the snapshot: {exc.strerror or exc}") from None
+        write_atomic(path, text.encode("utf-8"), "the snapshot")
+    except ReportError as exc:
+        raise SnapshotError(str(exc)) from None
