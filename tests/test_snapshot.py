@@ -424,3 +424,29 @@ def test_each_provider_has_a_snapshot_scenario_that_records_and_matches(tmp_path
     again = mailrun(suite, "--sandbox", "--snapshot")
     assert again.rc == 0, again
     assert {st["snapshot"]["status"] for st in again.steps} == {"match"}
+
+
+def test_a_plain_snapshot_adds_a_new_step_and_changes_no_stored_entry(tmp_path, mailrun, server):
+    path = probe(tmp_path)
+    assert mailrun(path, "--snapshot", "--var", f"port={server.port}").rc == 0
+    changed = SCENARIO.replace("    name: greeting\n", "    name: banner\n").replace(
+        "finally:\n", "  - C: RSET\n    S: 250\nfinally:\n"
+    )
+    path.write_text(changed)
+    run = mailrun(path, "--snapshot", "--var", f"port={server.port}")
+    assert run.rc == 0, run
+    assert [st["snapshot"]["status"] for st in run.steps] == [
+        "match",
+        "match",
+        "match",
+        "match",
+        "new",
+        "match",
+    ]
+    assert f"snapshot: wrote {snap_of(path)} (1 new)" in run.err
+    text = snap_of(path).read_text()
+    assert "name: greeting" in text and "name: banner" not in text  # the stored entry is as it was
+    assert "  steps 5:\n    C: RSET\n    S: 250 ok\n" in text
+    update = mailrun(path, "--snapshot-update", "--var", f"port={server.port}")
+    assert f"snapshot: wrote {snap_of(path)} (1 updated)" in update.err  # the name, reviewed now
+    assert "name: banner" in snap_of(path).read_text()

@@ -150,12 +150,16 @@ class SnapshotRun:
         stored = self.stored or {}
         keys = snapshot_keys(self.scenario)
         new = [k for k in self.seen if k not in stored]
-        updated = [k for k in self.seen if k in stored and self.seen[k]["S"] != stored[k]["S"]]
-        removed = [k for k in stored if k not in keys] if self.update else []
         if not self.played or not (new or self.update):
             return None, ""
-        entries = {k: self.seen.get(k) or stored[k] for k in keys if k in self.seen or k in stored}
-        if not self.update:  # a plain --snapshot adds new entries and changes nothing else
+        known = [k for k in keys if k in self.seen or k in stored]
+        if self.update:  # every reply seen now (its C: line and name too), nothing stale
+            updated = [k for k in self.seen if k in stored and self.seen[k] != stored[k]]
+            removed = [k for k in stored if k not in keys]
+            entries = {k: self.seen.get(k) or stored[k] for k in known}
+        else:  # a plain --snapshot adds the new entries and changes nothing else
+            updated, removed = [], []
+            entries = {k: stored.get(k) or self.seen[k] for k in known}
             entries.update({k: v for k, v in stored.items() if k not in entries})
         header = {"scenario": self._clean(self.scenario.name)}
         if self.provider:
