@@ -421,6 +421,7 @@ def test_each_provider_has_a_snapshot_scenario_that_records_and_matches(tmp_path
     )
     stored = (suite / "__snapshots__" / "gmail_snapshot.snap.yaml").read_text()
     assert "  steps 4:\n    name: ehlo after STARTTLS\n    C: EHLO mailrun.invalid\n    S: |-\n" in stored
+    assert "  finally 2:\n    name: server closes\n    S: <EOF>\n" in stored  # closed, as `S: EOF` expects
     again = mailrun(suite, "--sandbox", "--snapshot")
     assert again.rc == 0, again
     assert {st["snapshot"]["status"] for st in again.steps} == {"match"}
