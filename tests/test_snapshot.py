@@ -182,7 +182,7 @@ def test_snapshot_update_rewrites_and_reports_each_change(tmp_path, mailrun, ser
     assert run.rc == 0, run
     assert [st["snapshot"]["status"] for st in run.steps] == ["match", "updated", "match", "match", "match"]
     assert "snapshot: updated" in run.out and "-250-SIZE 1\n" in run.steps[1]["snapshot"]["diff"]
-    assert f"snapshot: wrote {stored} (1 updated, 1 removed)" in run.err
+    assert f"snapshot: wrote {stored} (1 updated, 1 removed: steps 9)" in run.err
     assert stored.read_text() == original  # the step the scenario no longer has is gone
 
     quiet = mailrun(path, "--snapshot-update", "--var", f"port={server.port}")

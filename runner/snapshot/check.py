@@ -166,7 +166,7 @@ class SnapshotRun:
             header["provider"] = self.provider
         text = store.render(self.scenario.path.name, header, entries)
         parts = [f"{len(new)} new"] * bool(new) + [f"{len(updated)} updated"] * bool(updated)
-        parts += [f"{len(removed)} removed"] * bool(removed)
+        parts += [f"{len(removed)} removed: {', '.join(removed)}"] * bool(removed)  # no step shows these
         return text, ", ".join(parts) or "unchanged"
 
 
