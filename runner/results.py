@@ -43,7 +43,10 @@ class StepResult(Record):
               steps by this field; `reason` is for people and is never parsed
     tls       the TLS step (section and action 'tls', name 'TLS', index 1: a session's
               `tls_expect:` checked after its handshake): the facts it checked (TLSInfo);
-              `expected` lists the checks, `reason` each failed one. None for other steps"""
+              `expected` lists the checks, `reason` each failed one. None for other steps
+    snapshot  with --snapshot (runner.snapshot.check): match | new | updated | differs |
+              missing, or None when the reply was not compared
+    snapshot_diff  the unified diff of the stored reply and this one (both masked), or None"""
 
     __slots__ = (
         "index",
@@ -62,6 +65,8 @@ class StepResult(Record):
         "captures",
         "performed_by",
         "tls",
+        "snapshot",
+        "snapshot_diff",
     )
 
     def __init__(
@@ -82,6 +87,8 @@ class StepResult(Record):
         captures: dict[str, str] | None = None,
         performed_by: str | None = None,
         tls: TLSInfo | None = None,
+        snapshot: str | None = None,
+        snapshot_diff: str | None = None,
     ):
         self.index = index
         self.section = section
@@ -99,6 +106,8 @@ class StepResult(Record):
         self.captures = {} if captures is None else captures
         self.performed_by = performed_by
         self.tls = tls
+        self.snapshot = snapshot
+        self.snapshot_diff = snapshot_diff
 
     @property
     def ok(self) -> bool:

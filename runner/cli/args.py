@@ -41,6 +41,9 @@ RUN_DEFAULTS = {
     "matrix": [],
     "retries": 0,
     "shard": None,
+    "snapshot": False,
+    "snapshot_update": False,
+    "ci": False,
 }
 
 
@@ -254,8 +257,18 @@ def build_run_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--shard", type=_shard, metavar="I/N", help="play only part I of N of the runs (stable, by a hash)"
     )
+    _add_snapshot_options(p)
     p.add_argument("--version", action="version", version=f"mailrun {__version__}")
     return p
+
+
+def _add_snapshot_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("snapshots (__snapshots__/<stem>.snap.yaml beside each scenario)")
+    g.add_argument("--snapshot", action="store_true", help="compare every reply with its stored snapshot")
+    g.add_argument(
+        "--snapshot-update", action="store_true", help="rewrite the snapshots (implies --snapshot)"
+    )
+    g.add_argument("--ci", action="store_true", help="a missing snapshot fails (as CI=true does)")
 
 
 def build_validate_parser() -> argparse.ArgumentParser:

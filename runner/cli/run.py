@@ -53,11 +53,22 @@ def cmd_run(args) -> int:
     if args.shard and not runs:  # an empty shard passes (and writes empty reports)
         print(f"mailrun: shard {args.shard} holds none of the chosen scenario runs", file=sys.stderr)
     jobs = args.jobs or (1 if len(runs) == 1 else min(8, len(runs)))
+    if args.snapshot or args.snapshot_update:
+        from runner.cli.snapshots import load_snapshots
+
+        problems = load_snapshots(runs, options, args)
+        if problems:
+            return refuse(problems, f"{len(problems)} damaged snapshot file(s); nothing was sent")
     sandbox = None
     try:
         if args.sandbox:
             sandbox = start_sandbox(options)
-        return play(runs, options, args, jobs)
+        code = play(runs, options, args, jobs)
+        if options.snapshots is not None and code != ExitClass.INTERRUPTED:
+            from runner.cli.snapshots import write_snapshots
+
+            code = write_snapshots(options.snapshots, code)
+        return code
     finally:
         if sandbox is not None:
             sandbox.stop()

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from runner.engine.plan import SessionPlan
     from runner.model.config import ConnectConfig
     from runner.model.scenario import Scenario, Session
+    from runner.snapshot.check import SnapshotBook, SnapshotRun
 
     Emit = Callable[[Event], None]
 
@@ -42,9 +43,17 @@ if TYPE_CHECKING:
 class RunOptions:
     """What the command line adds to every scenario run: env (`env.*`), variables (--vars-file,
     --var), overrides (--host, --port, ...), adjust_connect (--sandbox), the plaintext opt-in
-    and the run id."""
+    and the run id; snapshots (--snapshot: a runner.snapshot.check.SnapshotBook, or None)."""
 
-    __slots__ = ("env", "variables", "overrides", "adjust_connect", "allow_plaintext_secrets", "run_id")
+    __slots__ = (
+        "env",
+        "variables",
+        "overrides",
+        "adjust_connect",
+        "allow_plaintext_secrets",
+        "run_id",
+        "snapshots",
+    )
 
     def __init__(
         self,
@@ -54,6 +63,7 @@ class RunOptions:
         adjust_connect: Callable[[ConnectConfig], ConnectConfig] | None = None,
         allow_plaintext_secrets: bool = False,
         run_id: str = "",
+        snapshots: SnapshotBook | None = None,
     ):
         self.env = {} if env is None else env
         self.variables = {} if variables is None else variables
@@ -61,6 +71,7 @@ class RunOptions:
         self.adjust_connect = adjust_connect
         self.allow_plaintext_secrets = allow_plaintext_secrets
         self.run_id = run_id
+        self.snapshots = snapshots
 
     def __repr__(self) -> str:  # names only: values may be secrets
         return f"RunOptions(env={sorted(self.env)}, variables={sorted(self.variables)}, overrides={self.overrides!r})"
@@ -73,6 +84,7 @@ class Engine:
         self.options = options
         self._emit = emit
         self.redactor: Redactor | None = None  # the running scenario's (for an internal error)
+        self.snapshot: SnapshotRun | None = None  # the running scenario's snapshot (--snapshot)
 
     def emit(self, event: Event) -> None:
         self._emit(event)
@@ -153,6 +165,8 @@ class Engine:
         self.redactor = ctx.redactor
         plans = plan_scenario(scenario)
         options = self.options
+        if options.snapshots is not None:
+            self.snapshot = options.snapshots.run_for(scenario, result.provider, ctx.redactor, options.run_id)
         refused = preflight_scenario(
             scenario, plans, ctx, self.connect_config, options.allow_plaintext_secrets, self._emit
         )
@@ -185,6 +199,11 @@ class Engine:
             result = self.run_session(scenario, plan, ctx, attempt, attempts)
             if result.status == "passed" or result.exit_class == ExitClass.INVALID or attempt >= attempts:
                 return result
+            if self.snapshot is not None:
+                from runner.snapshot.check import only_snapshot_failures
+
+                if only_snapshot_failures(result.steps):
+                    return result  # a snapshot difference would only come again
             self.emit(
                 Retrying("session", session.name, attempt, attempts, result.reason, interval, time.time())
             )
@@ -211,7 +230,7 @@ class Engine:
             result.transport = config.transport
             self.emit(session_started(scenario, session, attempt, attempts, config, ctx.redactor.redact))
             runner = SessionRunner(
-                plan, ctx, config, result, self._emit, self.options.allow_plaintext_secrets
+                plan, ctx, config, result, self._emit, self.options.allow_plaintext_secrets, self.snapshot
             )
             runner.play()
             return result

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from runner.lang.secrets import Redactor
     from runner.model.config import ConnectConfig
     from runner.results import SessionResult, StepResult
+    from runner.snapshot.check import SnapshotRun
 
 
 class SessionRunner:
@@ -46,6 +47,7 @@ class SessionRunner:
         result: SessionResult,
         emit: Callable[[Event], None],
         allow_plaintext_secrets: bool = False,
+        snapshot: SnapshotRun | None = None,
     ):
         self.plan = plan
         self.ctx = ctx
@@ -67,6 +69,8 @@ class SessionRunner:
         # capture updates a name where the scope binds it (Context.set), so later steps of the
         # same include must see that scope again, not one made anew from the bindings
         self._scopes: dict[tuple, Context] = {}
+        self.snapshot = snapshot  # --snapshot: one more verdict on each step's reply
+        self.snapshot_failed: StepResult | None = None  # the step a snapshot difference just failed
 
     def note(self, kind: str, text: str) -> None:
         self.emit(Note(kind, self.redactor.redact(text), time.time()))
@@ -178,8 +182,9 @@ class SessionRunner:
     def run_steps(self, steps: Sequence[StepPlan], skip_until_starttls: bool) -> StepResult | None:
         """Runs steps in order; returns the first failed StepResult (the rest are recorded as
         skipped), or None. With skip_until_starttls the steps up to and including the
-        `starttls: true` one are recorded as performed by the transport's program."""
-        first_failure = None
+        `starttls: true` one are recorded as performed by the transport's program. A step only
+        its snapshot failed does not stop the others (its reply passed its `S:`)."""
+        first_failure = snapshot_failure = None
         program = self.transport.performs_starttls
         for sp in steps:
             if first_failure is None and not skip_until_starttls:
@@ -193,11 +198,13 @@ class SessionRunner:
                 skip_until_starttls = not sp.step.starttls
             else:
                 sr = self.run_step(sp)
-                if sr.status in ("failed", "error"):
+                if sr is self.snapshot_failed:
+                    snapshot_failure = snapshot_failure or sr
+                elif sr.status in ("failed", "error"):
                     first_failure = sr
         if first_failure is None and not skip_until_starttls:
             first_failure = self.check_tls()  # the handshake came with the last step
-        return first_failure
+        return first_failure or snapshot_failure
 
     def record_skip(self, sp: StepPlan, reason: str, performed_by: str | None = None) -> StepResult:
         step = sp.step
@@ -238,6 +245,10 @@ class SessionRunner:
             sr.status, sr.exit_class, sr.reason = "error", ExitClass.INTERRUPTED, "interrupted"
             self.finish(sr, started)
             raise
+        if self.snapshot is not None:
+            session = self.plan.session
+            failed = self.snapshot.check(session.name, session.protocol, sp.section, sp.index, sp.step, sr)
+            self.snapshot_failed = sr if failed else None
         return self.finish(sr, started)
 
     def step_timeout(self, step) -> float:

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from runner.cache import store
+from runner.snapshot import DIRECTORY as SNAPSHOTS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -79,6 +80,8 @@ def find_files(paths: Iterable[str | Path], *, fragments: bool) -> list[Path]:
         if p.is_dir():
             found = sorted({*p.rglob("*.yaml"), *p.rglob("*.yml")})
             for f in found:
+                if SNAPSHOTS in f.relative_to(p).parts:  # --snapshot's stored replies, not scenarios
+                    continue
                 if f.is_file() and (fragments or not _is_fragment(f)):
                     add(f)
         elif not p.exists() and _has_magic(str(raw)):

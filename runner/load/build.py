@@ -23,7 +23,16 @@ from runner.load.checker import UNKNOWN_PROTOCOL, Checker, Scope, is_literal
 from runner.load.steps import steps
 from runner.load.yaml_doc import is_fragment_data, read_doc
 from runner.model.config import PATH_KEYS, check_connect, starttls_problem
-from runner.model.scenario import ConnectSpec, Location, Retry, Scenario, Session, TLSCheck, TLSExpect
+from runner.model.scenario import (
+    ConnectSpec,
+    Location,
+    Retry,
+    Scenario,
+    Session,
+    SnapshotSpec,
+    TLSCheck,
+    TLSExpect,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -103,6 +112,7 @@ def _build_scenario(chk: Checker, doc: Doc, scope: Scope) -> Scenario | None:
             for i, s in enumerate(data["sessions"])
             if ("sessions", i) not in doc.rejected
         ]
+    snapshot = _snapshot_spec(chk, doc, data.get("snapshot"))
     if chk.problems:
         return None
     return Scenario(
@@ -115,7 +125,27 @@ def _build_scenario(chk: Checker, doc: Doc, scope: Scope) -> Scenario | None:
         secrets=frozenset(chk.secrets),
         env_refs={k: tuple(v) for k, v in chk.env_refs.items()},
         location=doc.loc(()),
+        snapshot=snapshot,
     )
+
+
+def _snapshot_spec(chk: Checker, doc: Doc, raw: dict | None) -> SnapshotSpec | None:
+    """`snapshot: {ignore: [REGEX...], rules: {NAME: off}}`: each regex compiles, each name is a
+    built-in rule (runner.snapshot.rules, with a did-you-mean)."""
+    if raw is None or not doc.accepted(("snapshot",)):
+        return None
+    from runner.snapshot.rules import ignore_problem, unknown_rule_problem
+
+    for i, rx in enumerate(raw.get("ignore", ())):
+        problem = ignore_problem(rx)
+        if problem is not None:
+            chk.add(doc, ("snapshot", "ignore", i), problem)
+    for name in raw.get("rules", {}):
+        problem = unknown_rule_problem(name)
+        if problem is not None:
+            chk.add(doc, ("snapshot", "rules", name), problem, key=True)
+    off = tuple(n for n, v in raw.get("rules", {}).items() if v in ("off", False))
+    return SnapshotSpec(ignore=tuple(raw.get("ignore", ())), off=off)
 
 
 def _build_session(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope, protocol: str | None):

@@ -323,6 +323,8 @@ def _options(
         kw["name"] = raw["name"]
     if "timeout" in raw:
         kw["timeout"] = float(raw["timeout"])
+    if raw.get("snapshot") is False:
+        kw["snapshot"] = False
     if raw.get("starttls") is True:
         if "S" not in raw:
             chk.add(

@@ -28,6 +28,7 @@ __all__ = [
     "Retry",
     "Scenario",
     "Session",
+    "SnapshotSpec",
     "Step",
     "TLSCheck",
     "TLSExpect",
@@ -95,6 +96,7 @@ class Step(Plain):
     `expect_source` is the `S:` value as written (what runner.lang.pattern_parse.parse_pattern parsed).
     `capture`: name -> regex (template). `multiline` (POP3) forces a multi-line (True) or
     single-line reply; `tag` (IMAP): add a tag to this `C:` line.
+    `snapshot`: False when the step opts out of `--snapshot` (`snapshot: false`).
     `bindings`: include scopes, outermost first: each mapping is an `include:` step's `vars`
     merged over the fragment's own `vars` defaults (name -> template). The engine renders each
     mapping in the context built by the ones before it (runner.lang.render.Context.child)."""
@@ -118,6 +120,7 @@ class Step(Plain):
         "chunk",
         "auth",
         "append",
+        "snapshot",
     )
 
     def __init__(
@@ -140,6 +143,7 @@ class Step(Plain):
         chunk: int | None = None,
         auth: Mapping[str, Any] | None = None,
         append: Mapping[str, Any] | None = None,
+        snapshot: bool = True,
     ):
         self.location = location
         self.action = action
@@ -159,10 +163,22 @@ class Step(Plain):
         self.chunk = chunk  # bdat: bytes per BDAT chunk (None: one chunk)
         self.auth = auth  # auth: {mechanism, user, password | token, authzid, initial_response}
         self.append = append  # append: {mailbox, flags, body} (a body_file is `path`)
+        self.snapshot = snapshot
 
     @property
     def label(self) -> str:
         return self.name or ""
+
+
+class SnapshotSpec(Plain):
+    """A file's `snapshot:` settings: `ignore`, its own regexes (each match masked as
+    `<ignored>`); `off`, the names of built-in rules it turns off (runner.snapshot.rules)."""
+
+    __slots__ = ("ignore", "off")
+
+    def __init__(self, ignore: tuple[str, ...] = (), off: tuple[str, ...] = ()):
+        self.ignore = ignore
+        self.off = off
 
 
 class Retry(Plain):
@@ -227,9 +243,21 @@ class Scenario(Plain):
     """One scenario file. A single-session file becomes one Session named after the file's
     `name`. `vars` values are templates (rendered in order at run time); `secrets` are the
     names whose values, and anything derived from them, are masked everywhere. `env_refs`:
-    env.NAME references: NAME -> the `vars` entries (or locations) that need it."""
+    env.NAME references: NAME -> the `vars` entries (or locations) that need it. `snapshot`: its
+    `snapshot:` settings (SnapshotSpec), or None."""
 
-    __slots__ = ("path", "name", "sessions", "description", "tags", "vars", "secrets", "env_refs", "location")
+    __slots__ = (
+        "path",
+        "name",
+        "sessions",
+        "description",
+        "tags",
+        "vars",
+        "secrets",
+        "env_refs",
+        "location",
+        "snapshot",
+    )
 
     def __init__(
         self,
@@ -242,6 +270,7 @@ class Scenario(Plain):
         secrets: frozenset[str] = frozenset(),
         env_refs: Mapping[str, tuple[str, ...]] | None = None,
         location: Location | None = None,
+        snapshot: SnapshotSpec | None = None,
     ):
         self.path = path
         self.name = name
@@ -252,6 +281,7 @@ class Scenario(Plain):
         self.secrets = secrets
         self.env_refs = {} if env_refs is None else env_refs
         self.location = location
+        self.snapshot = snapshot
 
 
 def env_warnings(scenario: Scenario, env: Mapping[str, str]) -> list[str]:

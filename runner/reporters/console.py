@@ -267,14 +267,27 @@ class ConsoleReporter(Reporter):
         self._emit(line.rstrip())
         if st.captures:
             self._emit(f"{DETAIL_INDENT}captured {safe_text(captures_text(st.captures))}")
+        if st.snapshot in ("new", "updated"):  # --snapshot: each change, as it is recorded
+            self._emit(self._c(f"{DETAIL_INDENT}snapshot: {st.snapshot}", "cyan"))
+            self._snapshot_diff(st)
         if st.status in ("failed", "error"):
             self._failure(st)
+
+    def _snapshot_diff(self, st: R.StepResult) -> None:
+        """The unified diff of a reply against its snapshot, - red, + green."""
+        for line in (st.snapshot_diff or "").splitlines():
+            color = {"-": "red", "+": "green", "@": "cyan"}.get(line[:1], "")
+            text = f"{DETAIL_INDENT}  {safe_text(line)}"
+            self._emit(self._c(text, color) if color else text)
 
     def _failure(self, st: R.StepResult) -> None:
         pad = DETAIL_INDENT
         if st.expected is not None:
             self._emit(f"{pad}expected: {visible(st.expected)}")
-        if st.reply is not None:
+        if st.snapshot_diff is not None:  # the diff names the lines that changed
+            self._emit(f"{pad}snapshot: {st.snapshot}")
+            self._snapshot_diff(st)
+        elif st.reply is not None:
             lines = list(st.reply.lines) or [""]
             shown = [visible(text) for text in lines[:MAX_REPLY_LINES]]
             if len(shown) == len(lines):  # the decoded challenge belongs to the last line

@@ -65,6 +65,8 @@ def step_dict(st: R.StepResult, session: R.SessionResult) -> dict:
     }
     if st.tls is not None:  # the TLS step (tls_expect): the facts it checked
         out["tls"] = _tls(st.tls)
+    if st.snapshot is not None:  # --snapshot: its verdict on the reply, and the diff
+        out["snapshot"] = {"status": st.snapshot, "diff": st.snapshot_diff}
     return out
 
 

@@ -287,5 +287,8 @@ def _details(st: R.StepResult) -> str:
         out.append("received: (nothing)")
     if st.reason:
         out.append(f"reason:   {st.reason}")
+    if st.snapshot_diff is not None:  # --snapshot: the diff names the lines that changed
+        out.append(f"snapshot: {st.snapshot}")
+        out.append(st.snapshot_diff)
     out.append(f"at:       {where(st.location, st.via)}")
     return "\n".join(out) + "\n"
