@@ -231,6 +231,13 @@ def build_run_parser() -> argparse.ArgumentParser:
     o.add_argument("--show-crlf", action="store_true", help="with -v: make CR and LF visible")
     o.add_argument("--report", action="append", type=_report, default=[], metavar=_report_forms("|"))
     o.add_argument("--transcript", metavar="DIR", help="write one transcript file per scenario run")
+    _add_suite_options(p)
+    _add_snapshot_options(p)
+    p.add_argument("--version", action="version", version=f"mailrun {__version__}")
+    return p
+
+
+def _add_suite_options(p: argparse.ArgumentParser) -> None:
     s = p.add_argument_group("suites")
     s.add_argument("-j", "--jobs", type=_whole(1, "-j "), help="run N scenarios at a time")
     s.add_argument(
@@ -257,9 +264,6 @@ def build_run_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--shard", type=_shard, metavar="I/N", help="play only part I of N of the runs (stable, by a hash)"
     )
-    _add_snapshot_options(p)
-    p.add_argument("--version", action="version", version=f"mailrun {__version__}")
-    return p
 
 
 def _add_snapshot_options(p: argparse.ArgumentParser) -> None:
