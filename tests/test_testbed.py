@@ -86,8 +86,17 @@ def _processes_mentioning(root) -> list[int]:
 
 def test_fixture_shape(testbed):
     assert testbed.host == "127.0.0.1"
-    assert set(testbed.ports) == {"smtp", "submission", "smtps", "pop3", "pop3s", "imap", "imaps"}
-    assert len(set(testbed.ports.values())) == 7
+    assert set(testbed.ports) == {
+        "smtp",
+        "submission",
+        "smtps",
+        "pop3",
+        "pop3s",
+        "imap",
+        "imaps",
+        "smtp_lean",
+    }
+    assert len(set(testbed.ports.values())) == 8
     assert testbed.users == {"alice": "wonderland", "bob": "builder"}
     assert testbed.domain == "example.test"
     assert testbed.address("alice") == "alice@example.test"

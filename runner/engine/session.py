@@ -13,6 +13,7 @@ import time
 
 from runner import protocols, transports
 from runner.engine.actions import SENDERS, plaintext_guard_applies, refusal
+from runner.engine.caps import SessionCaps, time_problem
 from runner.engine.plan import scoped
 from runner.engine.receive import receive
 from runner.engine.verdicts import StepFailure, verdict
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from runner.lang.render import Context
     from runner.lang.secrets import Redactor
     from runner.model.config import ConnectConfig
-    from runner.results import SessionResult, StepResult
+    from runner.results import SessionResult, Status, StepResult
 
 
 class SessionRunner:
@@ -61,6 +62,10 @@ class SessionRunner:
         self.transport = None  # created by open()
         self.connected = False  # the connection is open and usable
         self.held: list[tuple[bytes, float]] | None = None  # received, passed on after a capture
+        self.caps = SessionCaps(session, ctx)  # its capability list, its requires (engine.caps)
+        # when the last step ended (or the connection opened): what a step that sends nothing
+        # (the greeting's) measures its max_time / min_time from
+        self.mark = 0.0
         # include scope (its bindings' ids) -> its context, for the whole session: not a cache, a
         # capture updates a name where the scope binds it (Context.set), so later steps of the
         # same include must see that scope again, not one made anew from the bindings
@@ -76,6 +81,7 @@ class SessionRunner:
         result, plan = self.result, self.plan
         try:
             failed = self.run_steps(plan.steps, skip_until_starttls=bool(self.transport.performs_starttls))
+            unchecked = self.caps.unchecked() if failed is None else None
             if self.connected:
                 finally_failed = self.run_steps(plan.finally_steps, skip_until_starttls=False)
                 failed = failed if failed is not None else finally_failed
@@ -88,6 +94,10 @@ class SessionRunner:
                     failed.exit_class,
                     failed.reason,
                 )
+            elif self.caps.skip is not None:  # its requires did not hold: skipped, finally ran
+                result.status, (result.condition, result.reason) = "skipped", self.caps.skip
+            elif unchecked is not None:  # a run error: the requires could not be decided
+                result.status, result.exit_class, result.reason = "error", ExitClass.INVALID, unchecked
         except KeyboardInterrupt:
             result.status, result.exit_class, result.reason = "error", ExitClass.INTERRUPTED, "interrupted"
             raise
@@ -122,6 +132,8 @@ class SessionRunner:
             self._close_quietly()
             raise
         self.connected = True
+        self.mark = time.monotonic()
+        self.caps.reset()
         redactor = self.redactor
         if redactor.active and redactor.contains(f"{info.peer} {info.note or ''}"):
             # a secret rendered into the host: the peer (and a program's command line) masked
@@ -161,23 +173,49 @@ class SessionRunner:
         `starttls: true` one are recorded as performed by the transport's program."""
         first_failure = None
         program = self.transport.performs_starttls
-        for sp in steps:
+        caps = self.caps
+        for i, sp in enumerate(steps):
             if first_failure is not None:
                 self.record_skip(sp, f"not run: step {first_failure.index} {first_failure.status}")
             elif skip_until_starttls:
                 what = "STARTTLS performed by" if sp.step.starttls else "performed by"
                 self.record_skip(sp, f"{what} {program}", performed_by=program)
                 skip_until_starttls = not sp.step.starttls
+            elif caps.skip is not None and sp.section == "steps":  # its session's requires did not hold
+                self.record_skip(sp, caps.skip[1], condition=caps.skip[0])
             else:
-                sr = self.run_step(sp)
+                sr = self.gated(sp) or self.run_step(sp)
                 if sr.status in ("failed", "error"):
                     first_failure = sr
+                elif sp.section == "steps":
+                    caps.check_session(steps[i + 1 :])
         return first_failure
 
-    def record_skip(self, sp: StepPlan, reason: str, performed_by: str | None = None) -> StepResult:
+    def gated(self, sp: StepPlan) -> StepResult | None:
+        """The step's result when its requires or when keeps it from being played (or asks
+        before any capability list was seen: a run error, exit 2); None to play it."""
+        try:
+            gate = self.caps.gate(sp.step)
+        except StepFailure as exc:
+            sr = sp.new_result()
+            self.fail(sr, exc)
+            return self.finish(sr, time.monotonic())
+        if gate is None:
+            return None
+        status, condition, reason = gate
+        return self.record_skip(sp, reason, condition=condition, status=status)
+
+    def record_skip(
+        self,
+        sp: StepPlan,
+        reason: str,
+        performed_by: str | None = None,
+        condition: str | None = None,
+        status: Status = "skipped",
+    ) -> StepResult:
         step = sp.step
         sr = sp.new_result()
-        sr.status, sr.reason, sr.performed_by = "skipped", reason, performed_by
+        sr.status, sr.reason, sr.performed_by, sr.condition = status, reason, performed_by, condition
         # what the step would have sent, as written (template source: holds no secret value)
         if step.action == "send":
             sr.sent = self.redactor.redact(step.text or "")
@@ -234,11 +272,14 @@ class SessionRunner:
             sr.expected = redactor.redact(sp.expected) if redactor.active else sp.expected
         deadline = time.monotonic() + self.step_timeout(step)  # one deadline: send and reply
         sender = SENDERS.get(step.action)
+        sent_at = time.monotonic() if sender is not None else self.mark
         if sender is not None:
             sender(self, sp, ctx, sr, deadline)
         if expect is None:
             return
         reply = receive(self, step, ctx, deadline)
+        if reply is not None:
+            self.caps.seen(sr.sent if step.action == "send" else None, reply)
         if reply is None:  # the server closed: as `S: EOF` expects, or a pattern that allows it
             if step.capture and not expect.is_eof:
                 raise StepFailure(
@@ -251,6 +292,10 @@ class SessionRunner:
             raise StepFailure(
                 "failed", ExitClass.FAILED, redactor.redact(outcome.reason or "no match"), reply
             )
+        late = time_problem(step, self.plan.session, (reply.completed_at or time.monotonic()) - sent_at)
+        if late is not None:
+            sr.time_limit = late[0]
+            raise StepFailure("failed", ExitClass.FAILED, late[1], reply)
         for name, regex in step.capture.items() if step.capture else ():
             value = capture_value(reply, regex, ctx)
             if value is None:
@@ -282,7 +327,8 @@ class SessionRunner:
             sr.reply = Reply(raw=redactor.redact_bytes(partial), lines=tuple(text.splitlines()))
 
     def finish(self, sr: StepResult, started: float) -> StepResult:
-        sr.elapsed = time.monotonic() - started
+        self.mark = time.monotonic()
+        sr.elapsed = self.mark - started
         if self.held is not None:
             self._release_held()
         self.result.steps.append(sr)
@@ -318,4 +364,5 @@ class SessionRunner:
                 f"data received before TLS handshake; refusing to continue ({len(pending)} bytes "
                 "after the STARTTLS reply were discarded unread)",
             )
+        self.caps.reset()  # RFC 3207: forget what the server said before TLS
         self.tls_started(self.transport.start_tls())

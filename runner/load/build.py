@@ -18,6 +18,7 @@ from runner.cache import store as model_cache
 from runner.errors import ScenarioError
 from runner.lang.templates import BUILTINS
 from runner.load.cacheable import holds_secret_literal
+from runner.load.caps_check import check_seen, session_options
 from runner.load.checker import UNKNOWN_PROTOCOL, Checker, Scope, is_literal
 from runner.load.steps import steps
 from runner.load.yaml_doc import is_fragment_data, read_doc
@@ -97,8 +98,10 @@ def _build_scenario(chk: Checker, doc: Doc, scope: Scope) -> Scenario | None:
     elif ("sessions",) in doc.rejected:
         sessions = []
     else:
+        outer, where = session_options(chk, doc, (), data)  # the scenario's requires, limits
+        outer["_where"] = where
         sessions = [
-            _build_session(chk, doc, ("sessions", i), s, scope, s.get("protocol"))
+            _build_session(chk, doc, ("sessions", i), s, scope, s.get("protocol"), outer)
             for i, s in enumerate(data["sessions"])
             if ("sessions", i) not in doc.rejected
         ]
@@ -117,7 +120,15 @@ def _build_scenario(chk: Checker, doc: Doc, scope: Scope) -> Scenario | None:
     )
 
 
-def _build_session(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope, protocol: str | None):
+def _build_session(
+    chk: Checker,
+    doc: Doc,
+    path: Path_,
+    raw: dict,
+    scope: Scope,
+    protocol: str | None,
+    outer: dict | None = None,
+):
     """Check one session (the file itself when there is no `sessions:`); -> its Session, or
     None when the file has problems."""
     if path + ("protocol",) in doc.rejected:
@@ -125,6 +136,7 @@ def _build_session(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope,
     else:
         scope.protocol = protocol  # None: a sessions item without one (the schema said so)
     chk.starttls = []
+    chk.cap_steps = []
     cpath = path + ("connect",)
     connect = None if cpath in doc.rejected else raw.get("connect")
     if connect is not None:
@@ -133,6 +145,8 @@ def _build_session(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope,
     finally_steps = steps(chk, doc, path + ("finally",), raw.get("finally"), scope, in_finally=True)
     if connect is not None:
         _check_starttls(chk, doc, cpath, connect)
+    options, requires_at = session_options(chk, doc, path, raw, outer)
+    check_seen(chk, scope.protocol, chk.cap_steps, requires_at if options["requires"] else None)
     if chk.problems:
         return None
     r = raw.get("retry")
@@ -151,6 +165,7 @@ def _build_session(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope,
         if r is None
         else Retry(attempts=r.get("attempts", 1), interval=float(r.get("interval", 0.0))),
         location=doc.loc(path),
+        **options,
     )
 
 

@@ -83,7 +83,10 @@ class Step(Plain):
     single-line reply; `tag` (IMAP): add a tag to this `C:` line.
     `bindings`: include scopes, outermost first: each mapping is an `include:` step's `vars`
     merged over the fragment's own `vars` defaults (name -> template). The engine renders each
-    mapping in the context built by the ones before it (runner.lang.render.Context.child)."""
+    mapping in the context built by the ones before it (runner.lang.render.Context.child).
+    `requires` / `when`: capability expressions as written (runner.lang.requires), None when
+    absent; `max_time` / `min_time`: seconds the reply must take at most / at least (None: the
+    session's)."""
 
     __slots__ = (
         "location",
@@ -101,6 +104,10 @@ class Step(Plain):
         "tag",
         "bindings",
         "expect_source",
+        "requires",
+        "when",
+        "max_time",
+        "min_time",
     )
 
     def __init__(
@@ -120,6 +127,10 @@ class Step(Plain):
         tag: bool = True,
         bindings: tuple[Mapping[str, Any], ...] = (),
         expect_source: Any = None,
+        requires: Any = None,
+        when: Any = None,
+        max_time: float | None = None,
+        min_time: float | None = None,
     ):
         self.location = location
         self.action = action
@@ -136,6 +147,10 @@ class Step(Plain):
         self.tag = tag
         self.bindings = bindings
         self.expect_source = expect_source
+        self.requires = requires
+        self.when = when
+        self.max_time = max_time
+        self.min_time = min_time
 
     @property
     def label(self) -> str:
@@ -151,7 +166,22 @@ class Retry(Plain):
 
 
 class Session(Plain):
-    __slots__ = ("name", "protocol", "connect", "steps", "finally_steps", "retry", "location")
+    """`requires`: the session's and the scenario's capability expressions (a list, each item as
+    written; empty when none); `max_time` / `min_time`: the default of its steps (the session's,
+    else the scenario's), None when neither says."""
+
+    __slots__ = (
+        "name",
+        "protocol",
+        "connect",
+        "steps",
+        "finally_steps",
+        "retry",
+        "location",
+        "requires",
+        "max_time",
+        "min_time",
+    )
 
     def __init__(
         self,
@@ -162,6 +192,9 @@ class Session(Plain):
         finally_steps: tuple[Step, ...] = (),
         retry: Retry | None = None,
         location: Location | None = None,
+        requires: tuple = (),
+        max_time: float | None = None,
+        min_time: float | None = None,
     ):
         self.name = name
         self.protocol = protocol
@@ -170,6 +203,9 @@ class Session(Plain):
         self.finally_steps = finally_steps
         self.retry = retry
         self.location = location
+        self.requires = requires
+        self.max_time = max_time
+        self.min_time = min_time
 
 
 class Scenario(Plain):

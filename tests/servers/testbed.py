@@ -11,6 +11,8 @@ Ports (keys of `Testbed.ports`):
   submission  STARTTLS required before AUTH or MAIL (530 5.7.0 before it)
   smtps       implicit TLS (smtpd_tls_wrappermode)
   pop3, pop3s, imap, imaps   Dovecot, STLS/STARTTLS on the plain ones
+  smtp_lean   plain SMTP whose EHLO leaves out AUTH and STARTTLS (smtpd_discard_ehlo_keywords):
+              a server missing capabilities that scenarios `require`
 
 Needs root (Postfix's master and Dovecot drop privileges themselves) and the Debian packages
 postfix, dovecot-core, dovecot-pop3d, dovecot-imapd: see `missing_requirements()`.
@@ -37,7 +39,7 @@ HERE = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
 DOMAIN = "example.test"
 USERS = {"alice": "wonderland", "bob": "builder"}
-PORT_NAMES = ("smtp", "submission", "smtps", "pop3", "pop3s", "imap", "imaps")
+PORT_NAMES = ("smtp", "submission", "smtps", "pop3", "pop3s", "imap", "imaps", "smtp_lean")
 TLS_PORTS = frozenset({"smtps", "pop3s", "imaps"})
 START_DEADLINE = 30.0
 STOP_DEADLINE = 15.0
@@ -595,6 +597,7 @@ class Testbed:
             "IMAPS_PORT": str(self.ports["imaps"]),
             "POP3_PORT": str(self.ports["pop3"]),
             "POP3S_PORT": str(self.ports["pop3s"]),
+            "SMTP_LEAN_ADDR": f"{self.host}:{self.ports['smtp_lean']}",  # capabilities left out
         }
         _render(HERE / "postfix" / "main.cf.in", self.postfix_conf / "main.cf", values)
         _render(HERE / "postfix" / "master.cf.in", self.postfix_conf / "master.cf", values)
