@@ -6,6 +6,7 @@
         <testcase classname="DISPLAY NAME" name="step N: C: ..." time file line>
           <failure message="expected 250, got 550 ..." type="expectation">details</failure>
           | <error message="..." type="network">details</error> | <skipped message="..."/>
+          | <system-out>not needed: why</system-out>   (a step whose `when` did not hold)
           <system-out>transcript</system-out>          (first failing case only)
         </testcase>
         <system-out>the scenario's masked transcript</system-out>
@@ -186,6 +187,8 @@ class JUnitReporter(Reporter):
             el = ET.SubElement(case, "skipped")
             if st.reason:
                 el.set("message", self._x(st.reason))
+        elif st.status == "not needed":  # its `when` did not hold: not a skip, a passing case
+            ET.SubElement(case, "system-out").text = self._x(f"not needed: {st.reason or ''}")
         elif st.status in ("failed", "error"):
             if (
                 st.status == "failed"
