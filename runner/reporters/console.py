@@ -396,11 +396,11 @@ class ConsoleReporter(Reporter):
         }
         total_time = sum(r.duration for r in results)
         skipped = f", {counts['skipped']} skipped" if counts["skipped"] else ""
+        self._slowest(results)
         self._emit(
             f"{len(results)} scenarios: {counts['passed']} passed, {counts['failed']} failed, "
             f"{counts['error']} errors{skipped} ({total_time:.2f} s of conversations)"
         )
-        self._slowest(results)
 
     def _slowest(self, results: list[R.ScenarioResult]) -> None:
         """The slowest steps of the suite (reporters.summary.slowest_steps), one line each."""
