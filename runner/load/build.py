@@ -98,8 +98,7 @@ def _build_scenario(chk: Checker, doc: Doc, scope: Scope) -> Scenario | None:
     elif ("sessions",) in doc.rejected:
         sessions = []
     else:
-        outer, where = session_options(chk, doc, (), data)  # the scenario's requires, limits
-        outer["_where"] = where
+        outer, _ = session_options(chk, doc, (), data)  # the scenario's requires and limits
         sessions = [
             _build_session(chk, doc, ("sessions", i), s, scope, s.get("protocol"), outer)
             for i, s in enumerate(data["sessions"])
@@ -146,7 +145,8 @@ def _build_session(
     if connect is not None:
         _check_starttls(chk, doc, cpath, connect)
     options, requires_at = session_options(chk, doc, path, raw, outer)
-    check_seen(chk, scope.protocol, chk.cap_steps, requires_at if options["requires"] else None)
+    if not check_seen(chk, scope.protocol, chk.cap_steps, requires_at) and requires_at is None:
+        options["requires"] = ()  # the scenario's requires: for the sessions that read a list
     if chk.problems:
         return None
     r = raw.get("retry")

@@ -49,16 +49,17 @@ def time_limits(chk: Checker, doc: Doc, path: Path_, raw: dict, kw: dict) -> Non
 
 def check_seen(
     chk: Checker, protocol: str | None, steps: list[tuple[Doc, Path_, dict]], session: tuple | None
-) -> None:
+) -> bool:
     """steps: (doc, path, the step's fields) of a session's steps then its `finally`, in order;
-    session: (doc, path) of the session's `requires`, or None."""
+    session: (doc, path) of the session's own `requires`, or None. -> may any step read a
+    capability list?"""
     if not protocol or protocol == "line":
         if protocol == "line":
             for doc, path, kw in steps:
                 for key in ("requires", "when"):
                     if kw.get(key) is not None:
                         chk.add(doc, path + (key,), "the line protocol has no capability list", key=True)
-        return
+        return False
     can_have = False  # may a capability list have been read before the step?
     any_carrier = False
     for doc, path, kw in steps:
@@ -85,6 +86,7 @@ def check_seen(
             f"'requires' needs a capability list, but no step can read one: {_FIRST[protocol]}",
             key=True,
         )
+    return any_carrier
 
 
 def session_options(
@@ -92,11 +94,11 @@ def session_options(
 ) -> tuple[dict, tuple | None]:
     """A session's (or a scenario's) requires, max_time, min_time as Session fields, the
     scenario's (`outer`, from this function) under the session's own: its requires come first,
-    its limits are the default. -> (the fields, (doc, path) of a `requires` or None)."""
+    its limits are the default. -> (the fields, (doc, path) of its own `requires` or None)."""
     kw: dict = {}
     time_limits(chk, doc, path, raw, kw)
     requires = list(outer["requires"]) if outer else []
-    where = outer.get("_where") if outer else None
+    where = None
     if "requires" in raw:
         own = expression(chk, doc, path + ("requires",), raw["requires"])
         requires += own or []
