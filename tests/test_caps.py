@@ -290,3 +290,14 @@ def test_asking_before_a_list_that_never_came_is_a_run_error(tmp_path):
     step = doc["scenarios"][0]["steps"][1]
     assert step["status"] == "error" and step["exit_class"] == 2
     assert "'requires' is evaluated before any capability list was seen in this session" in step["reason"]
+
+
+def test_the_example_scenario_against_both_postfix_listeners(testbed):
+    example = "scenarios/smtp_capabilities.yaml"
+    full = mailrun(example, "--host", testbed.host, "--port", testbed.ports["smtp"], "--insecure")
+    assert full.returncode == 0, full.stdout + full.stderr
+    assert "SIZE=10240000" in full.stdout and "501 5.7.0" in full.stdout and "skipped" not in full.stdout
+    lean = mailrun(example, "--host", testbed.host, "--port", testbed.ports["smtp_lean"], "--fail-on-skip")
+    assert lean.returncode == 1, lean.stdout + lean.stderr
+    assert "not needed: server does not offer STARTTLS" in lean.stdout
+    assert lean.stdout.count("skipped: server does not offer AUTH=PLAIN (offers no AUTH)") == 2
