@@ -10,9 +10,17 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import jsonschema
 
 from tests.support.servers import Server, scripted
 from tests.test_exit_status import mailrun, write
+
+REPO = Path(__file__).resolve().parent.parent
+REPORT_SCHEMA = jsonschema.Draft202012Validator(
+    json.loads((REPO / "schemas" / "report.schema.json").read_text())
+)
 
 SMTP = """\
     name: capability aware
@@ -47,6 +55,7 @@ def run_json(tmp_path, text: str, *extra, **subs):
     report, junit = tmp_path / "r.json", tmp_path / "r.xml"
     proc = mailrun(path, "--insecure", "--report", f"json={report}", "--report", f"junit={junit}", *extra)
     doc = json.loads(report.read_text())
+    REPORT_SCHEMA.validate(doc)  # the new statuses and fields are documented
     return proc, doc, ET.parse(junit).getroot()
 
 
@@ -301,3 +310,12 @@ def test_the_example_scenario_against_both_postfix_listeners(testbed):
     assert lean.returncode == 1, lean.stdout + lean.stderr
     assert "not needed: server does not offer STARTTLS" in lean.stdout
     assert lean.stdout.count("skipped: server does not offer AUTH=PLAIN (offers no AUTH)") == 2
+
+
+def test_a_skipped_scenario_does_not_stop_fail_fast(testbed, tmp_path):
+    skipped = write(tmp_path, SESSION_REQUIRES, "a.yaml", host=testbed.host, port=testbed.ports["smtp_lean"])
+    plain = write(tmp_path, SMTP, "b.yaml", host=testbed.host, port=testbed.ports["smtp"])
+    proc = mailrun(skipped, plain, "--fail-fast", "-j", "1", "--insecure")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SKIP needs auth" in proc.stdout and "PASS capability aware" in proc.stdout
+    assert "2 scenarios: 1 passed, 0 failed, 0 errors, 1 skipped" in proc.stdout

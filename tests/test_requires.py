@@ -289,6 +289,7 @@ def test_min_time_above_max_time_and_the_line_protocol(tmp_path):
         name: x
         protocol: line
         connect: {host: 127.0.0.1, port: 7}
+        requires: X
         steps:
           - C: hello
             S: hello
@@ -298,8 +299,9 @@ def test_min_time_above_max_time_and_the_line_protocol(tmp_path):
         """,
     )
     text = problems_of(path)
-    assert "s.yaml:8:5: steps[0].min_time: min_time is above max_time" in text
-    assert "s.yaml:9:5: steps[0].requires: the line protocol has no capability list" in text
+    assert "s.yaml:4:1: requires: the line protocol has no capability list" in text
+    assert "s.yaml:9:5: steps[0].min_time: min_time is above max_time" in text
+    assert "s.yaml:10:5: steps[0].requires: the line protocol has no capability list" in text
 
 
 def test_caps_in_templates_is_accepted_and_other_namespaces_are_not(tmp_path):

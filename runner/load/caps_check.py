@@ -59,6 +59,8 @@ def check_seen(
                 for key in ("requires", "when"):
                     if kw.get(key) is not None:
                         chk.add(doc, path + (key,), "the line protocol has no capability list", key=True)
+            if session is not None:
+                chk.add(session[0], session[1], "the line protocol has no capability list", key=True)
         return False
     can_have = False  # may a capability list have been read before the step?
     any_carrier = False
