@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
 
-__all__ = ["Any_", "Requirement", "Term", "check", "compile", "parse"]
+__all__ = ["Any_", "Requirement", "Term", "check", "parse", "requirement"]
 
 _TERM = re.compile(
     r"\s*(?P<not>not\s+)?(?P<name>[A-Za-z0-9][A-Za-z0-9_+.\-]*)"
@@ -68,22 +68,14 @@ class Term(Plain):
     def why(self, caps: Mapping[str, str]) -> str:
         """Why it does not hold (call only when it does not)."""
         params = caps.get(self.name)
-        body = self.text[4:] if self.negated else self.text
         if self.negated:
-            return f"server offers {body}" + (f" ({self.name} {params})" if params else "")
-        if self.op is None or params is None and self.op != "=":
-            return f"server does not offer {self.name}"
+            return f"server offers {self.text[4:]}" + (f" ({self.name} {params})" if params else "")
         if self.op == "=":
-            offers = (
-                params
-                if params
-                else f"no {self.name} parameters"
-                if params is not None
-                else f"no {self.name}"
-            )
-            return f"server does not offer {body} (offers {offers})"
-        shown = params if params else "without a number"
-        return f"server offers {self.name} {shown}, not {self.op} {self.value}"
+            offers = f"no {self.name}" if params is None else params or f"{self.name} without parameters"
+            return f"server does not offer {self.text} (offers {offers})"
+        if self.op is None or params is None:
+            return f"server does not offer {self.name}"
+        return f"server offers {self.name} {params or 'without a number'}, not {self.op} {self.value}"
 
 
 class Any_(Plain):
@@ -188,12 +180,12 @@ def _compiled(frozen: Any) -> Requirement:
     return req
 
 
-def compile(source: Any) -> Requirement:  # noqa: A001 - the module's verb, like re.compile
+def requirement(source: Any) -> Requirement:
     """The Requirement of a value the loader accepted (cached; ValueError if it was not)."""
     return _compiled(_frozen(source))
 
 
 def check(source: Any, caps: Mapping[str, str]) -> tuple[str, str] | None:
     """None when every item holds; else (the first item that does not, as text; why)."""
-    item = compile(source).unmet(caps)
+    item = requirement(source).unmet(caps)
     return None if item is None else (item.text, item.why(caps))

@@ -6,7 +6,7 @@ parameters as the server wrote them (space-separated; '' for a bare keyword):
 
     smtp  the 250 reply to EHLO or LHLO (RFC 5321 4.1.1.1): each line after the first is
           `KEYWORD [params]`: {"SIZE": "10240000", "AUTH": "PLAIN LOGIN", "STARTTLS": ""};
-          the old `AUTH=PLAIN LOGIN` form adds to AUTH
+          the old `AUTH=PLAIN LOGIN` form adds to AUTH (each mechanism once)
     pop3  the +OK reply to CAPA (RFC 2449): each body line is `TAG [params]`; the SASL
           mechanisms are under SASL and, so that AUTH=PLAIN means the same everywhere, AUTH
     imap  any reply with an untagged `* CAPABILITY ...` line or a `[CAPABILITY ...]` response
@@ -33,9 +33,15 @@ __all__ = ["CARRIERS", "EXTRACTORS", "capabilities", "may_carry"]
 
 
 def _add(out: dict[str, str], name: str, value: str) -> None:
+    """NAME's parameters, with those of an earlier line of the same NAME first (each once)."""
     name = name.upper()
-    old = out.get(name)
-    out[name] = value if not old else (f"{old} {value}" if value else old)
+    words = out.get(name, "").split()
+    seen = {w.upper() for w in words}
+    for w in value.split():
+        if w.upper() not in seen:
+            seen.add(w.upper())
+            words.append(w)
+    out[name] = " ".join(words)
 
 
 def _keyword_lines(lines: tuple[str, ...]) -> dict[str, str]:
