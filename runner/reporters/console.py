@@ -386,6 +386,7 @@ class ConsoleReporter(Reporter):
                 out.append(text)
             return ("  ".join(out) + "  " + cells[5]).rstrip()
 
+        self._slowest(results)  # above the table: its last line stays the counts
         self._emit("")
         self._emit(self._c(fmt(head), "bold"))
         self._emit(fmt(["-" * w for w in widths] + ["-" * len(head[5])]))
@@ -396,7 +397,6 @@ class ConsoleReporter(Reporter):
         }
         total_time = sum(r.duration for r in results)
         skipped = f", {counts['skipped']} skipped" if counts["skipped"] else ""
-        self._slowest(results)
         self._emit(
             f"{len(results)} scenarios: {counts['passed']} passed, {counts['failed']} failed, "
             f"{counts['error']} errors{skipped} ({total_time:.2f} s of conversations)"
@@ -406,6 +406,7 @@ class ConsoleReporter(Reporter):
         """The slowest steps of the suite (reporters.summary.slowest_steps), one line each."""
         slow = slowest_steps(results)
         if slow:
+            self._emit("")
             self._emit("slowest steps:")
         for r, st in slow:
             label = step_label(st.index, st.section)
