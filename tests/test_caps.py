@@ -319,3 +319,17 @@ def test_a_skipped_scenario_does_not_stop_fail_fast(testbed, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "SKIP needs auth" in proc.stdout and "PASS capability aware" in proc.stdout
     assert "2 scenarios: 1 passed, 0 failed, 0 errors, 1 skipped" in proc.stdout
+
+
+def test_every_step_status_is_known_to_the_reports():
+    import io
+
+    from runner.reporters.console import _STATUS_COLOR, ConsoleReporter
+    from runner.results import STATUSES
+
+    schema = json.loads((REPO / "schemas" / "report.schema.json").read_text())
+    assert tuple(schema["$defs"]["status"]["enum"]) == STATUSES
+    for encoding in ("utf-8", "ascii"):  # the two sets of marks
+        console = ConsoleReporter(io.TextIOWrapper(io.BytesIO(), encoding=encoding))
+        assert console.unicode == (encoding == "utf-8")
+        assert set(console.marks) == set(STATUSES) == set(_STATUS_COLOR)
