@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import time
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -65,7 +66,7 @@ def run(tmp_path, server, *extra, **subs):
     report = tmp_path / "r.json"
     with Server(server) as srv:
         path = write(tmp_path, SCENARIO, port=srv.port, **values)
-        proc = mailrun(path, "--report", f"json={report}", *extra)
+        proc = mailrun(path, "--report", f"json={report}", "--report", f"junit={tmp_path / 'r.xml'}", *extra)
     return proc, json.loads(report.read_text())
 
 
@@ -80,6 +81,8 @@ def test_a_reply_after_max_time_fails_and_says_by_how_much(tmp_path):
     assert took >= 0.6 and abs(took - 0.2 - over) < 0.002
     assert noop["elapsed"] >= 0.6 and noop["reply"]["code"] == "250"  # the reply came: it was late
     assert "over max_time 0.2 s" in proc.stdout
+    failure = ET.parse(tmp_path / "r.xml").getroot().find(".//testcase[@name='step 3: C: NOOP']/failure")
+    assert failure.get("message") == noop["reason"] and failure.get("type") == "expectation"
     assert doc["scenarios"][0]["steps"][3]["status"] == "passed"  # finally still runs
 
 

@@ -193,6 +193,7 @@ class JUnitReporter(Reporter):
             if (
                 st.status == "failed"
                 and st.expected is not None
+                and st.time_limit is None  # the reply matched: it came too late or too soon
                 and not (st.reason or "").startswith("expected")
             ):
                 got = with_note(st.reply.first_line, st.reply.note) if st.reply is not None else "nothing"
