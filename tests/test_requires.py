@@ -322,3 +322,21 @@ def test_caps_in_templates_is_accepted_and_other_namespaces_are_not(tmp_path):
     text = problems_of(path)
     assert "caps.SIZE" not in text
     assert "attribute access 'other.X' is not supported (only env.NAME, caps.NAME)" in text
+
+
+def test_caps_where_nothing_is_connected_yet_is_a_load_error(tmp_path):
+    path = write(
+        tmp_path,
+        """\
+        name: x
+        connect: {host: 127.0.0.1, port: 25, timeout: "{{ caps.SIZE }}"}
+        vars:
+          size: "{{ caps.SIZE | default('1') }}"
+        steps:
+          - C: EHLO x
+            S: 250
+        """,
+    )
+    text = problems_of(path)
+    assert "s.yaml:2:47: connect.timeout: 'caps.SIZE' cannot be used in connect" in text
+    assert "s.yaml:4:9: vars.size: 'caps.SIZE' cannot be used in vars" in text

@@ -18,7 +18,7 @@ from runner.cache import store as model_cache
 from runner.errors import ScenarioError
 from runner.lang.templates import BUILTINS
 from runner.load.cacheable import holds_secret_literal
-from runner.load.caps_check import check_seen, session_options
+from runner.load.caps_check import check_seen, no_caps, session_options
 from runner.load.checker import UNKNOWN_PROTOCOL, Checker, Scope, is_literal
 from runner.load.steps import steps
 from runner.load.yaml_doc import is_fragment_data, read_doc
@@ -92,6 +92,7 @@ def _raise_problems(chk: Checker) -> None:
 def _build_scenario(chk: Checker, doc: Doc, scope: Scope) -> Scenario | None:
     data = doc.data
     vars_ = chk.vars_block(doc, ("vars",), data.get("vars"), scope, sequential=True)
+    no_caps(chk, doc, ("vars",), vars_, "vars")
     chk.secrets_block(doc, ("secrets",), data.get("secrets"), scope, set(vars_))
     if "sessions" not in data:
         sessions = [_build_session(chk, doc, (), data, scope, data.get("protocol", "smtp"))]
@@ -140,6 +141,7 @@ def _build_session(
     connect = None if cpath in doc.rejected else raw.get("connect")
     if connect is not None:
         _check_connect(chk, doc, cpath, connect, scope)
+        no_caps(chk, doc, cpath, connect, "connect")
     body = steps(chk, doc, path + ("steps",), raw.get("steps"), scope)
     finally_steps = steps(chk, doc, path + ("finally",), raw.get("finally"), scope, in_finally=True)
     if connect is not None:

@@ -8,6 +8,8 @@ runs (the IMAP greeting may or may not carry a list) is checked then.
 from __future__ import annotations
 
 from runner.lang.requires import parse
+from runner.lang.templates import TemplateError
+from runner.lang.templates import parse as parse_template
 from runner.protocols.caps import may_carry
 
 TYPE_CHECKING = False
@@ -17,7 +19,7 @@ if TYPE_CHECKING:
     from runner.load.checker import Checker
     from runner.load.yaml_doc import Doc, Path_
 
-__all__ = ["check_seen", "expression", "time_limits"]
+__all__ = ["check_seen", "expression", "no_caps", "session_options", "time_limits"]
 
 _FIRST = {
     "smtp": "send EHLO (or LHLO) first",
@@ -111,3 +113,21 @@ def session_options(
         "min_time": kw.get("min_time", outer.get("min_time") if outer else None),
     }
     return out, where
+
+
+def no_caps(chk: Checker, doc: Doc, path: Path_, values: Any, what: str) -> None:
+    """`{{ caps.X }}` where it is rendered before any connection (`vars`, `connect`): a problem."""
+    for key, value in (values or {}).items():
+        if not isinstance(value, str) or "caps." not in value or not doc.accepted(path + (key,)):
+            continue
+        try:
+            names = parse_template(value).names()
+        except TemplateError:
+            continue  # reported by the template check
+        for name in sorted(n for n in names if n.startswith("caps.")):
+            chk.add(
+                doc,
+                path + (key,),
+                f"'{name}' cannot be used in {what}: they are rendered before any connection "
+                "(the capability list is known to the steps)",
+            )
