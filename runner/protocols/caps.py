@@ -32,6 +32,14 @@ if TYPE_CHECKING:
 __all__ = ["CARRIERS", "EXTRACTORS", "capabilities", "may_carry"]
 
 
+#: protocol -> the command verbs whose reply may carry a capability list ("*": any reply)
+CARRIERS: dict[str, frozenset[str]] = {
+    "smtp": frozenset({"EHLO", "LHLO"}),
+    "pop3": frozenset({"CAPA"}),
+    "imap": frozenset({"*"}),
+}
+
+
 def _add(out: dict[str, str], name: str, value: str) -> None:
     """NAME's parameters, with those of an earlier line of the same NAME first (each once)."""
     name = name.upper()
@@ -58,13 +66,13 @@ def _keyword_lines(lines: tuple[str, ...]) -> dict[str, str]:
 
 
 def smtp(command: str | None, reply: Reply) -> dict[str, str] | None:
-    if _verb(command) not in ("EHLO", "LHLO") or reply.code != "250":
+    if _verb(command) not in CARRIERS["smtp"] or reply.code != "250":
         return None
     return _keyword_lines(reply.texts[1:])
 
 
 def pop3(command: str | None, reply: Reply) -> dict[str, str] | None:
-    if _verb(command) != "CAPA" or reply.code != "+OK" or not reply.multiline:
+    if _verb(command) not in CARRIERS["pop3"] or reply.code != "+OK" or not reply.multiline:
         return None
     out = _keyword_lines(reply.texts[1:])
     if "SASL" in out:
@@ -99,12 +107,6 @@ EXTRACTORS: dict[str, Callable[[str | None, Reply], dict[str, str] | None]] = {
     "smtp": smtp,
     "pop3": pop3,
     "imap": imap,
-}
-#: protocol -> the command verbs whose reply may carry a capability list ("*": any reply)
-CARRIERS: dict[str, frozenset[str]] = {
-    "smtp": frozenset({"EHLO", "LHLO"}),
-    "pop3": frozenset({"CAPA"}),
-    "imap": frozenset({"*"}),
 }
 
 
