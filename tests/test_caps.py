@@ -9,6 +9,7 @@ offers AUTH only after STARTTLS (smtpd_tls_auth_only)."""
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -53,7 +54,17 @@ SMTP = """\
 def run_json(tmp_path, text: str, *extra, **subs):
     path = write(tmp_path, text, **subs)
     report, junit = tmp_path / "r.json", tmp_path / "r.xml"
-    proc = mailrun(path, "--insecure", "--report", f"json={report}", "--report", f"junit={junit}", *extra)
+    proc = mailrun(
+        path,
+        "--insecure",
+        "--report",
+        f"json={report}",
+        "--report",
+        f"junit={junit}",
+        "--transcript",
+        tmp_path / "t",
+        *extra,
+    )
     doc = json.loads(report.read_text())
     REPORT_SCHEMA.validate(doc)  # the new statuses and fields are documented
     return proc, doc, ET.parse(junit).getroot()
@@ -115,6 +126,10 @@ def test_a_missing_capability_skips_and_when_is_not_needed_in_every_report(testb
     auth = by_name["step 6: C: AUTH PLAIN AGFsaWNlAHdvbmRlcmxhbmQ="]
     assert auth.find("skipped").get("message") == "server does not offer AUTH=PLAIN (offers no AUTH)"
     assert junit.find("testsuite").get("skipped") == "2"
+    (transcript,) = (tmp_path / "t").iterdir()
+    text = transcript.read_text()
+    assert re.search(r"step 3 NOT NEEDED in \d+ ms \(.*s\.yaml:8\): server does not offer STARTTLS", text)
+    assert re.search(r"step 6 SKIPPED in \d+ ms \(.*s\.yaml:16\): server does not offer AUTH=PLAIN", text)
     strict = mailrun(
         write(tmp_path, SMTP, host=testbed.host, port=testbed.ports["smtp_lean"]), "--fail-on-skip"
     )
