@@ -348,3 +348,32 @@ def test_every_step_status_is_known_to_the_reports():
         console = ConsoleReporter(io.TextIOWrapper(io.BytesIO(), encoding=encoding))
         assert console.unicode == (encoding == "utf-8")
         assert set(console.marks) == set(STATUSES) == set(_STATUS_COLOR)
+
+
+def test_a_session_skipped_after_its_last_step_is_a_skipped_junit_case(testbed, tmp_path):
+    text = """\
+        name: nothing after ehlo
+        protocol: smtp
+        connect: {host: $host, port: $port, timeout: 5}
+        requires: AUTH=PLAIN
+        steps:
+          - S: 220
+          - C: EHLO client.example
+            S: 250
+        finally:
+          - C: QUIT
+            S: 221
+        """
+    proc, doc, junit = run_json(tmp_path, text, host=testbed.host, port=testbed.ports["smtp_lean"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert doc["scenarios"][0]["status"] == "skipped"
+    assert [s for s, _ in steps_of(doc)] == ["passed", "passed", "passed"]
+    (case,) = [c for c in junit.iter("testcase") if c.get("name") == "session nothing after ehlo"]
+    assert case.find("skipped").get("message") == "server does not offer AUTH=PLAIN (offers no AUTH)"
+    assert junit.find("testsuite").get("skipped") == "1"
+    assert (
+        mailrun(
+            write(tmp_path, text, host=testbed.host, port=testbed.ports["smtp_lean"]), "--fail-on-skip"
+        ).returncode
+        == 1
+    )

@@ -143,6 +143,12 @@ class JUnitReporter(Reporter):
                     case, "error", sess.reason or f"session {sess.status}", sess.exit_class, sess.reason or ""
                 )
                 cases.append(case)
+            elif sess.status == "skipped" and not any(
+                st.status == "skipped" and st.condition == sess.condition for st in sess.steps
+            ):  # its requires did not hold after its last step: the session is the skipped case
+                case = self._case(r, unique(f"session {sess.name}{suffix}"), sess.duration)
+                ET.SubElement(case, "skipped", message=self._x(sess.reason or "skipped"))
+                cases.append(case)
         if r.status in ("failed", "error") and not any(_bad(c) for c in cases):
             case = self._case(
                 r, unique(f"{r.display_name}: could not run" if not cases else r.display_name), 0.0
