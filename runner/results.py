@@ -120,7 +120,8 @@ class StepResult(Record):
 class SessionResult(Record):
     """attempt: 1-based, > 1 when retry re-ran the session; attempts: how many were allowed;
     reason: e.g. a connect error before any step ran; condition: for a session skipped by its
-    (or its scenario's) `requires`, the expression that did not hold."""
+    (or its scenario's) `requires`, the expression that did not hold; capabilities: the last
+    capability list the server sent (runner.protocols.caps), None when it sent none."""
 
     __slots__ = (
         "name",
@@ -136,6 +137,7 @@ class SessionResult(Record):
         "tls",
         "duration",
         "condition",
+        "capabilities",
     )
 
     def __init__(
@@ -153,6 +155,7 @@ class SessionResult(Record):
         tls: TLSInfo | None = None,
         duration: float = 0.0,
         condition: str | None = None,
+        capabilities: dict[str, str] | None = None,
     ):
         self.name = name
         self.protocol = protocol
@@ -167,6 +170,7 @@ class SessionResult(Record):
         self.tls = tls
         self.duration = duration
         self.condition = condition
+        self.capabilities = capabilities
 
 
 class ScenarioResult(Record):

@@ -80,6 +80,8 @@ def test_postfix_offers_what_the_steps_require(testbed, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert [s["status"] for s in steps[:6]] == ["passed"] * 6
     assert steps[4]["sent"] == "NOOP 10240000 PLAIN LOGIN"  # the list re-read after TLS
+    caps = doc["scenarios"][0]["sessions"][0]["capabilities"]
+    assert caps["SIZE"] == "10240000" and caps["AUTH"] == "PLAIN LOGIN" and "STARTTLS" not in caps
     assert doc["scenarios"][0]["sessions"][0]["tls"] is not None
     assert (
         steps[6]["status"] == "skipped"
@@ -112,6 +114,7 @@ def test_a_missing_capability_skips_and_when_is_not_needed_in_every_report(testb
     assert steps[5]["reason"] == "server does not offer AUTH=PLAIN (offers no AUTH)"
     assert doc["summary"]["steps_skipped"] == 2 and doc["summary"]["steps_not_needed"] == 1
     assert doc["scenarios"][0]["sessions"][0]["tls"] is None  # STARTTLS was not needed
+    assert "AUTH" not in doc["scenarios"][0]["sessions"][0]["capabilities"]  # discarded by the listener
     out = proc.stdout
     assert "C: STARTTLS  ·  not needed: server does not offer STARTTLS" in out
     assert (

@@ -102,6 +102,7 @@ class SessionRunner:
             result.status, result.exit_class, result.reason = "error", ExitClass.INTERRUPTED, "interrupted"
             raise
         finally:
+            result.capabilities = self.caps.current
             by = "client" if self.connected else "server"
             try:
                 self.transport.close()

@@ -104,6 +104,7 @@ def scenario_dict(r: R.ScenarioResult) -> dict:
                 "tls": _tls(s.tls),
                 "duration": round(s.duration, 6),
                 "condition": s.condition,
+                "capabilities": s.capabilities,
             }
             for s in r.sessions
         ],
