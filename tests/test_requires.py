@@ -296,9 +296,12 @@ def test_min_time_above_max_time_and_the_line_protocol(tmp_path):
             max_time: 1
             min_time: 2
             requires: X
+          - C: hello
+            max_time: 1
         """,
     )
     text = problems_of(path)
+    assert "s.yaml:12:5: steps[1].max_time: max_time needs an S: pattern (it times the reply)" in text
     assert "s.yaml:4:1: requires: the line protocol has no capability list" in text
     assert "s.yaml:9:5: steps[0].min_time: min_time is above max_time" in text
     assert "s.yaml:10:5: steps[0].requires: the line protocol has no capability list" in text

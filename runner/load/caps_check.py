@@ -40,11 +40,14 @@ def expression(chk: Checker, doc: Doc, path: Path_, value: Any) -> Any:
     return list(value) if isinstance(value, list) else [value]
 
 
-def time_limits(chk: Checker, doc: Doc, path: Path_, raw: dict, kw: dict) -> None:
-    """max_time and min_time of a step, session or scenario into kw (min_time <= max_time)."""
+def time_limits(chk: Checker, doc: Doc, path: Path_, raw: dict, kw: dict, *, step: bool = False) -> None:
+    """max_time and min_time of a step, session or scenario into kw (min_time <= max_time; a
+    step's need an S: pattern, the reply they time)."""
     for key in ("max_time", "min_time"):
         if key in raw and doc.accepted(path + (key,)):
             kw[key] = float(raw[key])
+            if step and "S" not in raw:
+                chk.add(doc, path + (key,), f"{key} needs an S: pattern (it times the reply)", key=True)
     if kw.get("min_time") is not None and kw.get("max_time") is not None and kw["min_time"] > kw["max_time"]:
         chk.add(doc, path + ("min_time",), "min_time is above max_time: no reply could pass", key=True)
 

@@ -225,7 +225,7 @@ def _options(
     for key in ("requires", "when"):
         if key in raw:
             kw[key] = expression(chk, doc, path + (key,), raw[key])
-    time_limits(chk, doc, path, raw, kw)
+    time_limits(chk, doc, path, raw, kw, step=True)
     if raw.get("starttls") is True:
         if "S" not in raw:
             chk.add(
