@@ -81,10 +81,13 @@ def pop3(command: str | None, reply: Reply) -> dict[str, str] | None:
 
 
 _IMAP_UNTAGGED = re.compile(r"\* CAPABILITY(?: (.*))?$", re.IGNORECASE)
+_IMAP_ANY = re.compile(rb"CAPABILITY", re.IGNORECASE)
 _IMAP_CODE = re.compile(r"\S+ (?:OK|PREAUTH) \[CAPABILITY(?: ([^\]]*))?\]", re.IGNORECASE)
 
 
 def imap(command: str | None, reply: Reply) -> dict[str, str] | None:
+    if _IMAP_ANY.search(reply.raw) is None:  # one scan of the bytes, not a match per line
+        return None
     atoms = None
     for line in reply.lines:
         m = _IMAP_UNTAGGED.match(line) or _IMAP_CODE.match(line)
