@@ -16,7 +16,13 @@ if TYPE_CHECKING:  # names for annotations only: importing them costs start-up t
     from runner.protocols.base import Reply
     from runner.transports.base import TLSInfo
 
-    Status = Literal["passed", "failed", "error", "skipped"]
+    Status = Literal["passed", "failed", "error", "skipped", "not needed"]
+
+#: Every status a step (and, but for 'not needed', a session or scenario) can have, and what
+#: makes it one; the fields beside it say why, never the prose of `reason`.
+STATUSES = ("passed", "failed", "error", "skipped", "not needed")
+#: the statuses that do not fail a run (a skip may, with --fail-on-skip: `skipped_by_requires`)
+OK_STATUSES = frozenset({"passed", "skipped", "not needed"})
 
 # Plain record classes (runner.records): results compare by value, events by identity.
 
@@ -26,7 +32,9 @@ class StepResult(Record):
     passed   the step did what it should
     failed   the server's reply did not match (exit class 1), or a capture did not match
     error    network / protocol / run-time error (exit class 3, or 2 for a refused step)
-    skipped  not played (after an earlier failure, or performed by openssl -starttls)
+    skipped  not played: after an earlier failure; performed by openssl -starttls
+             (`performed_by` set); or a `requires` the server does not meet (`condition` set)
+    not needed  not played: its `when` does not hold (`condition` set); not a skip
 
     index     1-based within its section ('steps', 'finally'; 'tls' for the TLS step)
     location  'file:line' (a fragment's file:line for included steps)
@@ -46,7 +54,11 @@ class StepResult(Record):
               `expected` lists the checks, `reason` each failed one. None for other steps
     snapshot  with --snapshot (runner.snapshot.check): match | new | updated | differs |
               missing, or None when the reply was not compared
-    snapshot_diff  the unified diff of the stored reply and this one (both masked), or None"""
+    snapshot_diff  the unified diff of the stored reply and this one (both masked), or None
+    condition the capability expression (runner.lang.requires) that did not hold, for a step
+              skipped by `requires` (its own or its session's) or not needed by `when`
+    time_limit 'max_time' | 'min_time' for a step that failed because its reply came too late
+              or too soon; None otherwise"""
 
     __slots__ = (
         "index",
@@ -67,6 +79,8 @@ class StepResult(Record):
         "tls",
         "snapshot",
         "snapshot_diff",
+        "condition",
+        "time_limit",
     )
 
     def __init__(
@@ -89,6 +103,8 @@ class StepResult(Record):
         tls: TLSInfo | None = None,
         snapshot: str | None = None,
         snapshot_diff: str | None = None,
+        condition: str | None = None,
+        time_limit: str | None = None,
     ):
         self.index = index
         self.section = section
@@ -108,15 +124,19 @@ class StepResult(Record):
         self.tls = tls
         self.snapshot = snapshot
         self.snapshot_diff = snapshot_diff
+        self.condition = condition
+        self.time_limit = time_limit
 
     @property
     def ok(self) -> bool:
-        return self.status in ("passed", "skipped")
+        return self.status in OK_STATUSES
 
 
 class SessionResult(Record):
     """attempt: 1-based, > 1 when retry re-ran the session; attempts: how many were allowed;
-    reason: e.g. a connect error before any step ran."""
+    reason: e.g. a connect error before any step ran; condition: for a session skipped by its
+    (or its scenario's) `requires`, the expression that did not hold; capabilities: the last
+    capability list the server sent (runner.protocols.caps), None when it sent none."""
 
     __slots__ = (
         "name",
@@ -131,6 +151,8 @@ class SessionResult(Record):
         "transport",
         "tls",
         "duration",
+        "condition",
+        "capabilities",
     )
 
     def __init__(
@@ -147,6 +169,8 @@ class SessionResult(Record):
         transport: str | None = None,
         tls: TLSInfo | None = None,
         duration: float = 0.0,
+        condition: str | None = None,
+        capabilities: dict[str, str] | None = None,
     ):
         self.name = name
         self.protocol = protocol
@@ -160,6 +184,8 @@ class SessionResult(Record):
         self.transport = transport
         self.tls = tls
         self.duration = duration
+        self.condition = condition
+        self.capabilities = capabilities
 
 
 class ScenarioResult(Record):
@@ -211,3 +237,10 @@ class ScenarioResult(Record):
     @property
     def steps(self) -> list[StepResult]:
         return [s for sess in self.sessions for s in sess.steps]
+
+
+def skipped_by_requires(result: ScenarioResult) -> bool:
+    """Did a `requires` skip anything in this run (what --fail-on-skip makes exit 1)?"""
+    return any(s.condition is not None and s.status == "skipped" for s in result.sessions) or any(
+        st.condition is not None and st.status == "skipped" for st in result.steps
+    )

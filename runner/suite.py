@@ -55,7 +55,8 @@ class Run(Record):
 
     @property
     def passed(self) -> bool:
-        return self.result is not None and self.result.status == "passed"
+        # a scenario a `requires` skipped did not fail (it exits 0): --fail-fast goes on
+        return self.result is not None and self.result.status in ("passed", "skipped")
 
 
 def select(

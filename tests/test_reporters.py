@@ -541,6 +541,11 @@ def test_json_report_validates_and_carries_every_field(tmp_path):
     doc = json_report(tmp_path, *(f() for f in ALL_RUNS))
     validator().validate(doc)
     assert doc["tool"] == "mailrun" and doc["exit_class"] == 3
+    slowest = doc["summary"].pop("slowest_steps")
+    assert [st["elapsed"] for st in slowest] == sorted((st["elapsed"] for st in slowest), reverse=True)
+    assert len(slowest) == 5 and {st["scenario"] for st in slowest} <= {
+        r["display_name"] for r in doc["scenarios"]
+    }
     assert doc["summary"] == {
         "scenarios": 4,
         "passed": 1,
@@ -552,6 +557,7 @@ def test_json_report_validates_and_carries_every_field(tmp_path):
         "steps_failed": 1,
         "steps_error": 0,
         "steps_skipped": 1,
+        "steps_not_needed": 0,
     }
     ok, bad, err, broken = doc["scenarios"]
     assert ok["status"] == "passed" and ok["exit_class"] == 0 and len(ok["steps"]) == 7

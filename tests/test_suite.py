@@ -394,7 +394,7 @@ def write_bed_suite(d: Path, bed, refused_port: int) -> None:
     )
 
 
-_TIMING_KEYS = {"started", "duration", "elapsed"}
+_TIMING_KEYS = {"started", "duration", "elapsed", "slowest_steps"}  # which steps are slowest: timing
 
 
 def _strip_timings(obj):
@@ -406,6 +406,7 @@ def _strip_timings(obj):
 
 
 def _normal(text: str) -> str:
+    text = re.sub(r"^slowest steps:\n(?:  .*\n)*", "", text, flags=re.M)  # which ones: timing
     text = re.sub(r"queued as [A-Za-z0-9]+", "queued as Q", text)
     text = re.sub(r"queue_id=[A-Za-z0-9]+", "queue_id=Q", text)
     text = re.sub(r"\(\d+\.\d+ \+ \d+\.\d+( \+ \d+\.\d+)? secs\)", "(D secs)", text)  # Dovecot's timings

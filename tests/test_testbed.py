@@ -96,6 +96,7 @@ def test_fixture_shape(testbed):
         "imaps",
         "smtp_proxy",
         "lmtp",
+        "smtp_lean",
     }
     assert len(set(testbed.ports.values())) == len(testbed.ports)
     assert testbed.users == {"alice": "wonderland", "bob": "builder"}

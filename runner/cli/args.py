@@ -38,6 +38,7 @@ RUN_DEFAULTS = {
     "tag": [],
     "keyword": None,
     "fail_fast": False,
+    "fail_on_skip": False,
     "matrix": [],
     "retries": 0,
     "shard": None,
@@ -247,6 +248,9 @@ def _add_suite_options(p: argparse.ArgumentParser) -> None:
         "-k", dest="keyword", metavar="SUBSTRING", help="only scenarios whose name contains SUBSTRING"
     )
     s.add_argument("--fail-fast", action="store_true", help="stop starting scenarios after the first failure")
+    s.add_argument(
+        "--fail-on-skip", action="store_true", help="exit 1 when a `requires` skipped a step or session"
+    )
     s.add_argument(
         "--matrix",
         action="append",

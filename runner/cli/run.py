@@ -204,4 +204,11 @@ def play(runs, options, args, jobs: int) -> int:
     if interrupted:
         print(f"mailrun: interrupted after {len(results)} of {len(runs)} scenario run(s)", file=sys.stderr)
         return int(ExitClass.INTERRUPTED)
+    if args.fail_on_skip and exit_class == ExitClass.OK:
+        from runner.results import skipped_by_requires
+
+        skipped = sum(1 for r in results if skipped_by_requires(r))
+        if skipped:
+            print(f"mailrun: --fail-on-skip: {skipped} scenario run(s) skipped something", file=sys.stderr)
+            return int(ExitClass.FAILED)
     return int(exit_class)

@@ -184,6 +184,8 @@ class Engine:
                 break
         result.exit_class = most_severe([s.exit_class for s in result.sessions])
         result.status = _status_for(result.exit_class)
+        if result.status == "passed" and any(s.status == "skipped" for s in result.sessions):
+            result.status = "skipped"  # a session's (or the scenario's) requires did not hold
         if result.status != "passed" and result.reason is None:
             failed = next((s for s in result.sessions if s.status != "passed"), None)
             result.reason = failed.reason if failed else None
@@ -197,7 +199,11 @@ class Engine:
         attempt = 1
         while True:
             result = self.run_session(scenario, plan, ctx, attempt, attempts)
-            if result.status == "passed" or result.exit_class == ExitClass.INVALID or attempt >= attempts:
+            if (
+                result.status in ("passed", "skipped")
+                or result.exit_class == ExitClass.INVALID
+                or attempt >= attempts
+            ):
                 return result
             if self.snapshot is not None:
                 from runner.snapshot.check import only_snapshot_failures

@@ -13,6 +13,7 @@ import time
 
 from runner import protocols, transports
 from runner.engine.actions import READS_ITS_REPLY, SENDERS, deliver, plaintext_guard_applies, refusal
+from runner.engine.caps import SessionCaps, time_problem
 from runner.engine.plan import scoped
 from runner.engine.receive import receive
 from runner.engine.tls_check import tls_step
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from runner.lang.render import Context
     from runner.lang.secrets import Redactor
     from runner.model.config import ConnectConfig
-    from runner.results import SessionResult, StepResult
+    from runner.results import SessionResult, Status, StepResult
     from runner.snapshot.check import SnapshotRun
 
 
@@ -65,6 +66,10 @@ class SessionRunner:
         self.connected = False  # the connection is open and usable
         self.held: list[tuple[bytes, float]] | None = None  # received, passed on after a capture
         self.tls_unchecked = None  # the TLSInfo of a handshake whose tls_expect is still to check
+        self.caps = SessionCaps(session, ctx)  # its capability list, its requires (engine.caps)
+        # when the last step ended (or the connection opened): what a step that sends nothing
+        # (the greeting's) measures its max_time / min_time from
+        self.mark = 0.0
         # include scope (its bindings' ids) -> its context, for the whole session: not a cache, a
         # capture updates a name where the scope binds it (Context.set), so later steps of the
         # same include must see that scope again, not one made anew from the bindings
@@ -82,6 +87,7 @@ class SessionRunner:
         result, plan = self.result, self.plan
         try:
             failed = self.run_steps(plan.steps, skip_until_starttls=bool(self.transport.performs_starttls))
+            unchecked = self.caps.unchecked() if failed is None else None
             if self.connected:
                 finally_failed = self.run_steps(plan.finally_steps, skip_until_starttls=False)
                 failed = failed if failed is not None else finally_failed
@@ -94,10 +100,15 @@ class SessionRunner:
                     failed.exit_class,
                     failed.reason,
                 )
+            elif self.caps.skip is not None:  # its requires did not hold: skipped, finally ran
+                result.status, (result.condition, result.reason) = "skipped", self.caps.skip
+            elif unchecked is not None:  # a run error: the requires could not be decided
+                result.status, result.exit_class, result.reason = "error", ExitClass.INVALID, unchecked
         except KeyboardInterrupt:
             result.status, result.exit_class, result.reason = "error", ExitClass.INTERRUPTED, "interrupted"
             raise
         finally:
+            result.capabilities = self.caps.current
             by = "client" if self.connected else "server"
             try:
                 self.transport.close()
@@ -128,6 +139,8 @@ class SessionRunner:
             self._close_quietly()
             raise
         self.connected = True
+        self.mark = time.monotonic()
+        self.caps.reset()
         redactor = self.redactor
         if redactor.active and redactor.contains(f"{info.peer} {info.note or ''}"):
             # a secret rendered into the host: the peer (and a program's command line) masked
@@ -186,7 +199,8 @@ class SessionRunner:
         its snapshot failed does not stop the others (its reply passed its `S:`)."""
         first_failure = snapshot_failure = None
         program = self.transport.performs_starttls
-        for sp in steps:
+        caps = self.caps
+        for i, sp in enumerate(steps):
             if first_failure is None and not skip_until_starttls:
                 first_failure = self.check_tls()  # after the handshake's step (or the connect)
             if first_failure is not None:
@@ -196,20 +210,45 @@ class SessionRunner:
                 what = "STARTTLS performed by" if sp.step.starttls else "performed by"
                 self.record_skip(sp, f"{what} {program}", performed_by=program)
                 skip_until_starttls = not sp.step.starttls
+            elif caps.skip is not None and sp.section == "steps":  # its session's requires did not hold
+                self.record_skip(sp, caps.skip[1], condition=caps.skip[0])
             else:
-                sr = self.run_step(sp)
+                sr = self.gated(sp) or self.run_step(sp)
                 if sr is self.snapshot_failed:
                     snapshot_failure = snapshot_failure or sr
                 elif sr.status in ("failed", "error"):
                     first_failure = sr
+                elif sp.section == "steps":
+                    caps.check_session(steps[i + 1 :])
         if first_failure is None and not skip_until_starttls:
             first_failure = self.check_tls()  # the handshake came with the last step
         return first_failure or snapshot_failure
 
-    def record_skip(self, sp: StepPlan, reason: str, performed_by: str | None = None) -> StepResult:
+    def gated(self, sp: StepPlan) -> StepResult | None:
+        """The step's result when its requires or when keeps it from being played (or asks
+        before any capability list was seen: a run error, exit 2); None to play it."""
+        try:
+            gate = self.caps.gate(sp.step)
+        except StepFailure as exc:
+            sr = sp.new_result()
+            self.fail(sr, exc)
+            return self.finish(sr, time.monotonic())
+        if gate is None:
+            return None
+        status, condition, reason = gate
+        return self.record_skip(sp, reason, condition=condition, status=status)
+
+    def record_skip(
+        self,
+        sp: StepPlan,
+        reason: str,
+        performed_by: str | None = None,
+        condition: str | None = None,
+        status: Status = "skipped",
+    ) -> StepResult:
         step = sp.step
         sr = sp.new_result()
-        sr.status, sr.reason, sr.performed_by = "skipped", reason, performed_by
+        sr.status, sr.reason, sr.performed_by, sr.condition = status, reason, performed_by, condition
         # what the step would have sent, as written (template source: holds no secret value)
         if step.action == "send":
             sr.sent = self.redactor.redact(step.text or "")
@@ -270,10 +309,13 @@ class SessionRunner:
             sr.expected = redactor.redact(sp.expected) if redactor.active else sp.expected
         deadline = time.monotonic() + self.step_timeout(step)  # one deadline: send and reply
         sender = SENDERS.get(step.action)
+        sent_at = time.monotonic() if sender is not None else self.mark
         got = sender(self, sp, ctx, sr, deadline) if sender is not None else None
         if expect is None:
             return
         reply = got if step.action in READS_ITS_REPLY else receive(self, step, ctx, deadline)
+        if reply is not None:
+            self.caps.seen(sr.sent if step.action == "send" else None, reply)
         if reply is None:  # the server closed: as `S: EOF` expects, or a pattern that allows it
             if step.capture and not expect.is_eof:
                 raise StepFailure(
@@ -286,6 +328,10 @@ class SessionRunner:
             raise StepFailure(
                 "failed", ExitClass.FAILED, redactor.redact(outcome.reason or "no match"), reply
             )
+        late = time_problem(step, self.plan.session, (reply.completed_at or time.monotonic()) - sent_at)
+        if late is not None:
+            sr.time_limit = late[0]
+            raise StepFailure("failed", ExitClass.FAILED, late[1], reply)
         for name, regex in step.capture.items() if step.capture else ():
             value = capture_value(reply, regex, ctx)
             if value is None:
@@ -317,7 +363,8 @@ class SessionRunner:
             sr.reply = Reply(raw=redactor.redact_bytes(partial), lines=tuple(text.splitlines()))
 
     def finish(self, sr: StepResult, started: float) -> StepResult:
-        sr.elapsed = time.monotonic() - started
+        self.mark = time.monotonic()
+        sr.elapsed = self.mark - started
         if self.held is not None:
             self._release_held()
         self.result.steps.append(sr)
@@ -353,4 +400,5 @@ class SessionRunner:
                 f"data received before TLS handshake; refusing to continue ({len(pending)} bytes "
                 "after the STARTTLS reply were discarded unread)",
             )
+        self.caps.reset()  # RFC 3207: forget what the server said before TLS
         self.tls_started(self.transport.start_tls())

@@ -96,6 +96,9 @@ class Context:
         self._vars: dict[str, str | Secret] = {}
         self._parent: Context | None = None
         self._root: Context = self
+        #: the running session's capability list (runner.protocols.caps), None before one is
+        #: seen; `caps.NAME` reads it (the engine sets it on the root: runner.engine.caps)
+        self.caps: Mapping[str, str] | None = None
 
     # --- storing ---
     def _store_value(self, name: str, value: str | Secret) -> str | Secret:
@@ -137,6 +140,9 @@ class Context:
 
     # --- looking up ---
     def _lookup(self, name: str) -> str | Secret | None:
+        if name.startswith("caps."):
+            caps = self._root.caps
+            return None if caps is None else caps.get(name[5:].upper())
         if name.startswith("env."):
             key = name[4:]
             v = self.env.get(key)
@@ -166,6 +172,11 @@ class Context:
         return out
 
     def _undefined_error(self, name: str) -> TemplateError:
+        if name.startswith("caps."):
+            if self._root.caps is None:
+                return TemplateError(f"'{name}': no capability list seen yet in this session")
+            offered = " ".join(sorted(self._root.caps)) or "nothing"
+            return TemplateError(f"the server does not offer {name[5:].upper()} (offers {offered})")
         if name.startswith("env."):
             key = name[4:]
             close = close_matches(key, list(self.env), n=1)
@@ -182,6 +193,10 @@ class Context:
         if v is None:
             raise self._undefined_error(name)
         return v
+
+    def set_caps(self, caps: Mapping[str, str] | None) -> None:
+        """The running session's capability list (None: none seen), for every scope."""
+        self._root.caps = caps
 
     def has(self, name: str) -> bool:
         return self._lookup(name) is not None

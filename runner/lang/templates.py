@@ -3,14 +3,15 @@
 Syntax: `{{ expr }}` where
 
     expr    = operand ( '|' filter )*
-    operand = NAME | 'env.' NAME | 'connect.' NAME | STRING | FUNC '(' arg ',' arg ')'
-    arg     = NAME | 'env.' NAME | 'connect.' NAME | STRING
+    operand = NAME | 'env.' NAME | 'caps.' NAME | 'connect.' NAME | STRING | FUNC '(' arg ',' arg ')'
+    arg     = NAME | 'env.' NAME | 'caps.' NAME | 'connect.' NAME | STRING
     filter  = 'b64' | 'b64decode' | 'lower' | 'upper' | 'default' '(' STRING ')'
     NAME    = [A-Za-z_][A-Za-z0-9_]*
     STRING  = '...' | "..."   (a backslash escapes the next character)
     FUNC    = 'auth_plain' | 'xoauth2'
 
-Text outside `{{ }}` is literal. Nothing else is evaluated: no attribute access but `env.` (and
+`caps.NAME` is the session's capability list (runner.protocols.caps): `{{ caps.SIZE }}`.
+Text outside `{{ }}` is literal. Nothing else is evaluated: no attribute access but `env.`, `caps.` (and
 `connect.` where the loader defines those names: tls_expect's `name`),
 no arithmetic, no code. Built-in names: `run_id` (unique per mailrun invocation) and `now`
 (RFC 5322 date). Variables defined by the scenario shadow the built-ins.
@@ -39,9 +40,10 @@ __all__ = ["BUILTINS", "FILTERS", "FUNCTIONS", "Template", "TemplateError", "par
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 NAME_FULL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 BUILTINS = frozenset({"run_id", "now"})
-#: NAME.ATTR forms: env.NAME everywhere; connect.host (the session's connect values) where the
-#: loader defines them (tls_expect's `name`), like any other name
-NAMESPACES = ("env", "connect")
+#: NAME.X forms: environment variables, the session's capability list (runner.lang.render),
+#: and connect.host (the session's connect values) where the loader defines them (tls_expect's
+#: `name`), like any other name
+NAMESPACES = frozenset({"env", "caps", "connect"})
 FILTERS = ("b64", "b64decode", "default", "lower", "upper")
 FUNCTIONS = {"auth_plain": 2, "xoauth2": 2}
 
@@ -66,7 +68,7 @@ class Name(Value):
     __slots__ = ("name",)
 
     def __init__(self, name: str):
-        self.name = name  # 'x' or 'env.X'
+        self.name = name  # 'x', 'env.X' or 'caps.X'
 
 
 class Str(Value):
@@ -260,10 +262,13 @@ class _ExprParser:
             self.take()
             if name not in NAMESPACES:
                 raise self.error(
-                    f"attribute access '{name}.{attr[1]}' is not supported (only env.NAME)", tok[2]
+                    f"attribute access '{name}.{attr[1]}' is not supported (only env.NAME, caps.NAME)",
+                    tok[2],
                 )
             if self.peek() is not None and self.peek()[0] == ".":
-                raise self.error("attribute access is not supported (only env.NAME)", self.peek()[2])
+                raise self.error(
+                    "attribute access is not supported (only env.NAME, caps.NAME)", self.peek()[2]
+                )
             return Name(f"{name}.{attr[1]}")
         if name == "env":
             raise self.error("'env' needs a variable name: env.NAME", tok[2])

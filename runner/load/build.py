@@ -19,6 +19,7 @@ from runner.errors import ScenarioError
 from runner.lang.templates import BUILTINS
 from runner.lang.tls_expect import CONNECT_NAMES, parse_check
 from runner.load.cacheable import holds_secret_literal
+from runner.load.caps_check import check_seen, no_caps, session_options
 from runner.load.checker import UNKNOWN_PROTOCOL, Checker, Scope, is_literal
 from runner.load.steps import steps
 from runner.load.yaml_doc import is_fragment_data, read_doc
@@ -101,14 +102,16 @@ def _raise_problems(chk: Checker) -> None:
 def _build_scenario(chk: Checker, doc: Doc, scope: Scope) -> Scenario | None:
     data = doc.data
     vars_ = chk.vars_block(doc, ("vars",), data.get("vars"), scope, sequential=True)
+    no_caps(chk, doc, ("vars",), vars_, "vars")
     chk.secrets_block(doc, ("secrets",), data.get("secrets"), scope, set(vars_))
     if "sessions" not in data:
         sessions = [_build_session(chk, doc, (), data, scope, data.get("protocol", "smtp"))]
     elif ("sessions",) in doc.rejected:
         sessions = []
     else:
+        outer, _ = session_options(chk, doc, (), data)  # the scenario's requires and limits
         sessions = [
-            _build_session(chk, doc, ("sessions", i), s, scope, s.get("protocol"))
+            _build_session(chk, doc, ("sessions", i), s, scope, s.get("protocol"), outer)
             for i, s in enumerate(data["sessions"])
             if ("sessions", i) not in doc.rejected
         ]
@@ -148,7 +151,15 @@ def _snapshot_spec(chk: Checker, doc: Doc, raw: dict | None) -> SnapshotSpec | N
     return SnapshotSpec(ignore=tuple(raw.get("ignore", ())), off=off)
 
 
-def _build_session(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope, protocol: str | None):
+def _build_session(
+    chk: Checker,
+    doc: Doc,
+    path: Path_,
+    raw: dict,
+    scope: Scope,
+    protocol: str | None,
+    outer: dict | None = None,
+):
     """Check one session (the file itself when there is no `sessions:`); -> its Session, or
     None when the file has problems."""
     if path + ("protocol",) in doc.rejected:
@@ -156,15 +167,20 @@ def _build_session(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope,
     else:
         scope.protocol = protocol  # None: a sessions item without one (the schema said so)
     chk.starttls = []
+    chk.cap_steps = []
     cpath = path + ("connect",)
     connect = None if cpath in doc.rejected else raw.get("connect")
     tls_expect = _tls_expect(chk, doc, path + ("tls_expect",), raw, scope)
     if connect is not None:
         _check_connect(chk, doc, cpath, connect, scope, tls_expect is not None)
+        no_caps(chk, doc, cpath, connect, "connect")
     body = steps(chk, doc, path + ("steps",), raw.get("steps"), scope)
     finally_steps = steps(chk, doc, path + ("finally",), raw.get("finally"), scope, in_finally=True)
     if connect is not None:
         _check_starttls(chk, doc, cpath, connect)
+    options, requires_at = session_options(chk, doc, path, raw, outer)
+    if not check_seen(chk, scope.protocol, chk.cap_steps, requires_at) and requires_at is None:
+        options["requires"] = ()  # the scenario's requires: for the sessions that read a list
     if chk.problems:
         return None
     r = raw.get("retry")
@@ -184,6 +200,7 @@ def _build_session(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope,
         else Retry(attempts=r.get("attempts", 1), interval=float(r.get("interval", 0.0))),
         location=doc.loc(path),
         tls_expect=tls_expect,
+        **options,
     )
 
 

@@ -90,6 +90,7 @@ class Checker:
         self.secrets: set[str] = set()
         self.env_refs: dict[str, list[str]] = {}
         self.starttls: list[tuple[Doc, Path_]] = []  # the starttls steps of the session being built
+        self.cap_steps: list[tuple[Doc, Path_, dict]] = []  # its steps, for caps_check.check_seen
         self.includes: list[tuple[str, str, bytes]] = []
         self.must_exist: list[str] = []
 
@@ -145,6 +146,8 @@ class Checker:
                 refs = self.env_refs.setdefault(name[4:], [])
                 if loc not in refs:
                     refs.append(loc)
+            elif name.startswith("caps."):
+                continue  # the session's capability list: known when the server sends it
             elif scope.check_undefined and name not in scope.defined:
                 close = close_matches(name, sorted(scope.defined), n=1)
                 hint = f" (did you mean '{close[0]}'?)" if close else ""

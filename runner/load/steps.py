@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 
 from runner.lang.pattern_parse import MAPPING_KEYS, parse_pattern, regex_problem
+from runner.load.caps_check import expression, time_limits
 from runner.load.checker import UNKNOWN_PROTOCOL, is_literal
 from runner.load.includes import open_include
 from runner.model.scenario import Step
@@ -77,6 +78,7 @@ def _step(chk: Checker, doc: Doc, path: Path_, raw: Any, scope: Scope, in_finall
         ok = ok and kw["expect"] is not None
     _options(chk, doc, path, raw, scope, kw, in_finally)
     kw["capture"] = _captures(chk, doc, path, raw, scope)
+    chk.cap_steps.append((doc, path, kw))  # for runner.load.caps_check.check_seen
     return [Step(**kw)] if ok and whole else []
 
 
@@ -325,6 +327,10 @@ def _options(
         kw["timeout"] = float(raw["timeout"])
     if raw.get("snapshot") is False:
         kw["snapshot"] = False
+    for key in ("requires", "when"):
+        if key in raw:
+            kw[key] = expression(chk, doc, path + (key,), raw[key])
+    time_limits(chk, doc, path, raw, kw, step=True)
     if raw.get("starttls") is True:
         if "S" not in raw:
             chk.add(

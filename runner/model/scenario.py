@@ -99,7 +99,10 @@ class Step(Plain):
     `snapshot`: False when the step opts out of `--snapshot` (`snapshot: false`).
     `bindings`: include scopes, outermost first: each mapping is an `include:` step's `vars`
     merged over the fragment's own `vars` defaults (name -> template). The engine renders each
-    mapping in the context built by the ones before it (runner.lang.render.Context.child)."""
+    mapping in the context built by the ones before it (runner.lang.render.Context.child).
+    `requires` / `when`: capability expressions as written (runner.lang.requires), None when
+    absent; `max_time` / `min_time`: seconds the reply must take at most / at least (None: the
+    session's)."""
 
     __slots__ = (
         "location",
@@ -121,6 +124,10 @@ class Step(Plain):
         "auth",
         "append",
         "snapshot",
+        "requires",
+        "when",
+        "max_time",
+        "min_time",
     )
 
     def __init__(
@@ -144,6 +151,10 @@ class Step(Plain):
         auth: Mapping[str, Any] | None = None,
         append: Mapping[str, Any] | None = None,
         snapshot: bool = True,
+        requires: Any = None,
+        when: Any = None,
+        max_time: float | None = None,
+        min_time: float | None = None,
     ):
         self.location = location
         self.action = action
@@ -164,6 +175,10 @@ class Step(Plain):
         self.auth = auth  # auth: {mechanism, user, password | token, authzid, initial_response}
         self.append = append  # append: {mailbox, flags, body} (a body_file is `path`)
         self.snapshot = snapshot
+        self.requires = requires
+        self.when = when
+        self.max_time = max_time
+        self.min_time = min_time
 
     @property
     def label(self) -> str:
@@ -216,7 +231,23 @@ class TLSExpect(Plain):
 
 
 class Session(Plain):
-    __slots__ = ("name", "protocol", "connect", "steps", "finally_steps", "retry", "location", "tls_expect")
+    """`requires`: the session's and the scenario's capability expressions (a list, each item as
+    written; empty when none); `max_time` / `min_time`: the default of its steps (the session's,
+    else the scenario's), None when neither says."""
+
+    __slots__ = (
+        "name",
+        "protocol",
+        "connect",
+        "steps",
+        "finally_steps",
+        "retry",
+        "location",
+        "requires",
+        "max_time",
+        "min_time",
+        "tls_expect",
+    )
 
     def __init__(
         self,
@@ -227,6 +258,9 @@ class Session(Plain):
         finally_steps: tuple[Step, ...] = (),
         retry: Retry | None = None,
         location: Location | None = None,
+        requires: tuple = (),
+        max_time: float | None = None,
+        min_time: float | None = None,
         tls_expect: TLSExpect | None = None,
     ):
         self.name = name
@@ -236,6 +270,9 @@ class Session(Plain):
         self.finally_steps = finally_steps
         self.retry = retry
         self.location = location
+        self.requires = requires
+        self.max_time = max_time
+        self.min_time = min_time
         self.tls_expect = tls_expect
 
 

@@ -11,7 +11,7 @@ from _thread import RLock  # threading.RLock is this one; importing threading co
 from runner import events as E
 from runner import results as R
 from runner.reporters.base import RedactorLike, Reporter
-from runner.reporters.summary import VERDICT, first_problem, step_counts, summary_text
+from runner.reporters.summary import VERDICT, first_problem, slowest_steps, step_counts, summary_text
 from runner.reporters.text import (
     captures_text,
     expects_eof,
@@ -20,6 +20,7 @@ from runner.reporters.text import (
     retry_text,
     safe_text,
     split_lines,
+    step_label,
     tls_fact_lines,
     visible,
     where,
@@ -40,7 +41,14 @@ _CODES = {
     "cyan": "36",
     "boldred": "1;31",
 }
-_STATUS_COLOR = {"passed": "green", "failed": "red", "error": "red", "skipped": "yellow"}
+_STATUS_COLOR = {
+    "passed": "green",
+    "failed": "red",
+    "error": "red",
+    "skipped": "yellow",
+    "not needed": "cyan",
+}
+_NOT_PLAYED = ("skipped", "not needed")  # a step's statuses that say why it was not played
 
 
 def _color_env_allows() -> bool:
@@ -81,9 +89,9 @@ class ConsoleReporter(Reporter):
         except (UnicodeEncodeError, LookupError):
             self.unicode = False
         self.marks = (
-            {"passed": "✓", "failed": "✗", "error": "✗", "skipped": "-"}
+            {"passed": "✓", "failed": "✗", "error": "✗", "skipped": "-", "not needed": "·"}
             if self.unicode
-            else {"passed": "ok", "failed": "FAIL", "error": "ERR", "skipped": "-"}
+            else {"passed": "ok", "failed": "FAIL", "error": "ERR", "skipped": "-", "not needed": "."}
         )
         self.dash = "—" if self.unicode else "-"
         self.ellipsis = "…" if self.unicode else "..."
@@ -244,7 +252,7 @@ class ConsoleReporter(Reporter):
         parts = [f"  {label:>3}" + (f" [{safe_text(st.name)}]" if st.name else "")]
         if st.sent is not None:
             parts.append("C: " + self._short(visible(st.sent, crlf=True)))
-        elif not (st.action == "read" or (st.action == "send" and st.status == "skipped")):
+        elif not (st.action == "read" or (st.action == "send" and st.status in _NOT_PLAYED)):
             parts.append(f"({st.action})")
         eof = expects_eof(st.expected)
         if st.reply is not None:
@@ -260,10 +268,10 @@ class ConsoleReporter(Reporter):
             parts.append("S: (nothing; server did not close)" if eof else "S: (no reply)")
         mark = self._c(self.marks.get(st.status, "?"), _STATUS_COLOR.get(st.status, "bold"))
         parts.append(mark)
-        parts.append(_fmt_ms(st.elapsed) if st.status != "skipped" else "")
+        parts.append(_fmt_ms(st.elapsed) if st.status not in _NOT_PLAYED else "")
         line = parts[0] + " " + "  ".join(p for p in parts[1:] if p)
-        if st.status == "skipped" and st.reason:
-            line += "  " + self._c(f"skipped: {safe_text(st.reason)}", "dim")
+        if st.status in _NOT_PLAYED and st.reason:
+            line += "  " + self._c(f"{st.status}: {safe_text(st.reason)}", "dim")
         self._emit(line.rstrip())
         if st.captures:
             self._emit(f"{DETAIL_INDENT}captured {safe_text(captures_text(st.captures))}")
@@ -307,6 +315,9 @@ class ConsoleReporter(Reporter):
         if r.status in ("failed", "error") and not any(s.status in ("failed", "error") for s in r.steps):
             mark = self._c(self.marks[r.status], "red")
             self._emit(f"  {mark} session {safe_text(r.name)}: {safe_text(r.reason or r.status)}")
+        elif r.status == "skipped":  # its (or the scenario's) requires did not hold
+            mark = self._c(self.marks["skipped"], _STATUS_COLOR["skipped"])
+            self._emit(f"  {mark} session {safe_text(r.name)} skipped: {safe_text(r.reason or '')}")
 
     def _on_Retrying(self, ev: E.Retrying) -> None:
         self._emit(self._c(f"  {safe_text(retry_text(ev))}", "yellow"))
@@ -405,17 +416,33 @@ class ConsoleReporter(Reporter):
                 out.append(text)
             return ("  ".join(out) + "  " + cells[5]).rstrip()
 
+        self._slowest(results)  # above the table: its last line stays the counts
         self._emit("")
         self._emit(self._c(fmt(head), "bold"))
         self._emit(fmt(["-" * w for w in widths] + ["-" * len(head[5])]))
         for row in rows:
             self._emit(fmt(row, _STATUS_COLOR.get(row[6], "bold")))
-        counts = {k: sum(1 for r in results if r.status == k) for k in ("passed", "failed", "error")}
+        counts = {
+            k: sum(1 for r in results if r.status == k) for k in ("passed", "failed", "error", "skipped")
+        }
         total_time = sum(r.duration for r in results)
+        skipped = f", {counts['skipped']} skipped" if counts["skipped"] else ""
         self._emit(
             f"{len(results)} scenarios: {counts['passed']} passed, {counts['failed']} failed, "
-            f"{counts['error']} errors ({total_time:.2f} s of conversations)"
+            f"{counts['error']} errors{skipped} ({total_time:.2f} s of conversations)"
         )
+
+    def _slowest(self, results: list[R.ScenarioResult]) -> None:
+        """The slowest steps of the suite (reporters.summary.slowest_steps), one line each."""
+        slow = slowest_steps(results)
+        if slow:
+            self._emit("")
+            self._emit("slowest steps:")
+        for r, st in slow:
+            label = step_label(st.index, st.section)
+            self._emit(
+                f"  {_fmt_ms(st.elapsed):>8}  {safe_text(r.display_name)} {label} ({safe_text(where(st.location, st.via))})"
+            )
 
     def close(self) -> None:
         with self._lock:

@@ -13,7 +13,7 @@ from runner import events as E
 from runner import results as R
 from runner.errors import most_severe
 from runner.reporters.base import RedactorLike, Reporter, write_atomic
-from runner.reporters.summary import last_attempts, step_counts
+from runner.reporters.summary import last_attempts, slowest_steps, step_counts
 from runner.reporters.text import iso, redact
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing at run time)
@@ -62,6 +62,8 @@ def step_dict(st: R.StepResult, session: R.SessionResult) -> dict:
         "reason": st.reason,
         "elapsed": round(st.elapsed, 6),
         "captures": dict(st.captures),
+        "condition": st.condition,
+        "time_limit": st.time_limit,
     }
     if st.tls is not None:  # the TLS step (tls_expect): the facts it checked
         out["tls"] = _tls(st.tls)
@@ -98,6 +100,8 @@ def scenario_dict(r: R.ScenarioResult) -> dict:
                 "transport": s.transport,
                 "tls": _tls(s.tls),
                 "duration": round(s.duration, 6),
+                "condition": s.condition,
+                "capabilities": s.capabilities,
             }
             for s in r.sessions
         ],
@@ -158,6 +162,16 @@ class JsonReporter(Reporter):
                 "steps_failed": sum(1 for s in steps if s.status == "failed"),
                 "steps_error": sum(1 for s in steps if s.status == "error"),
                 "steps_skipped": sum(1 for s in steps if s.status == "skipped"),
+                "steps_not_needed": sum(1 for s in steps if s.status == "not needed"),
+                "slowest_steps": [
+                    {
+                        "file": r.file,
+                        "scenario": r.display_name,
+                        "location": st.location,
+                        "elapsed": round(st.elapsed, 6),
+                    }
+                    for r, st in slowest_steps(self.results)
+                ],
             },
             "scenarios": [scenario_dict(r) for r in self.results],
         }

@@ -6,6 +6,7 @@
         <testcase classname="DISPLAY NAME" name="step N: C: ..." time file line>
           <failure message="expected 250, got 550 ..." type="expectation">details</failure>
           | <error message="..." type="network">details</error> | <skipped message="..."/>
+          | <system-out>not needed: why</system-out>   (a step whose `when` did not hold)
           <system-out>transcript</system-out>          (first failing case only)
         </testcase>
         <system-out>the scenario's masked transcript</system-out>
@@ -157,6 +158,12 @@ class JUnitReporter(Reporter):
                     case, "error", sess.reason or f"session {sess.status}", sess.exit_class, sess.reason or ""
                 )
                 cases.append(case)
+            elif sess.status == "skipped" and not any(
+                st.status == "skipped" and st.condition == sess.condition for st in sess.steps
+            ):  # its requires did not hold after its last step: the session is the skipped case
+                case = self._case(r, unique(f"session {sess.name}{suffix}"), sess.duration)
+                ET.SubElement(case, "skipped", message=self._x(sess.reason or "skipped"))
+                cases.append(case)
         if r.status in ("failed", "error") and not any(_bad(c) for c in cases):
             case = self._case(
                 r, unique(f"{r.display_name}: could not run" if not cases else r.display_name), 0.0
@@ -203,11 +210,14 @@ class JUnitReporter(Reporter):
             el = ET.SubElement(case, "skipped")
             if st.reason:
                 el.set("message", self._x(st.reason))
+        elif st.status == "not needed":  # its `when` did not hold: not a skip, a passing case
+            ET.SubElement(case, "system-out").text = self._x(f"not needed: {st.reason or ''}")
         elif st.status in ("failed", "error"):
             if (
                 st.status == "failed"
                 and st.action != "tls"  # its reason names every failed check
                 and st.expected is not None
+                and st.time_limit is None  # the reply matched: it came too late or too soon
                 and not (st.reason or "").startswith("expected")
             ):
                 got = with_note(st.reply.first_line, st.reply.note) if st.reply is not None else "nothing"

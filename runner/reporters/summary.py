@@ -1,5 +1,6 @@
 """What a scenario's result comes to, as every report words it: which session attempts count
-(`last_attempts`), the step counts, the first problem, the verdict and the summary line."""
+(`last_attempts`), the step counts, the first problem, the verdict, the summary line and the
+slowest steps."""
 
 from __future__ import annotations
 
@@ -56,7 +57,26 @@ def summary_text(result: ScenarioResult, *, dash: str = "\u2014") -> str:
     s += f"{passed}/{total} steps, {result.duration:.2f} s"
     if result.retries:
         s += f" (after {result.retries} connection retr{'y' if result.retries == 1 else 'ies'})"
+    if result.status == "skipped":  # a requires did not hold: not a failure
+        return s + (f" {dash} skipped: {result.reason}" if result.reason else "")
     problem = first_problem(result)
     if problem is not None:
         s += f" {dash} " + ("first failure: " if total else "could not run: ") + problem[1]
     return s
+
+
+SLOWEST = 5  # steps listed under a suite's summary
+
+
+def slowest_steps(results: list[ScenarioResult], n: int = SLOWEST) -> list[tuple[ScenarioResult, StepResult]]:
+    """The n steps that took longest (of the session attempts that count), slowest first,
+    with the scenario each is in; steps that were not played are left out."""
+    played = [
+        (r, st)
+        for r in results
+        for sess in last_attempts(r)
+        for st in sess.steps
+        if st.status in ("passed", "failed", "error")
+    ]
+    played.sort(key=lambda pair: pair[1].elapsed, reverse=True)
+    return played[:n]

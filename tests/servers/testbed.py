@@ -11,6 +11,8 @@ Ports (keys of `Testbed.ports`):
   submission  STARTTLS required before AUTH or MAIL (530 5.7.0 before it)
   smtps       implicit TLS (smtpd_tls_wrappermode)
   pop3, pop3s, imap, imaps   Dovecot, STLS/STARTTLS on the plain ones
+  smtp_lean   plain SMTP whose EHLO leaves out AUTH and STARTTLS (smtpd_discard_ehlo_keywords):
+              a server missing capabilities that scenarios `require`
 
 TLS checks (tls_expect): on every Dovecot TLS port, the SNI names of `TLS_CHECK_NAMES`
 (`tls_check_name('soon' | 'expired' | 'wrong')`) get a certificate from the bed's CA that
@@ -42,7 +44,18 @@ HERE = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
 DOMAIN = "example.test"
 USERS = {"alice": "wonderland", "bob": "builder"}
-PORT_NAMES = ("smtp", "submission", "smtps", "pop3", "pop3s", "imap", "imaps", "smtp_proxy", "lmtp")
+PORT_NAMES = (
+    "smtp",
+    "submission",
+    "smtps",
+    "pop3",
+    "pop3s",
+    "imap",
+    "imaps",
+    "smtp_proxy",
+    "lmtp",
+    "smtp_lean",
+)
 # smtp_proxy: Postfix behind a load balancer, expecting the HAProxy PROXY header first
 # (smtpd_upstream_proxy_protocol = haproxy): its greeting comes only after one
 PROXY_PORTS = frozenset({"smtp_proxy"})
@@ -627,6 +640,7 @@ class Testbed:
             "IMAPS_PORT": str(self.ports["imaps"]),
             "POP3_PORT": str(self.ports["pop3"]),
             "POP3S_PORT": str(self.ports["pop3s"]),
+            "SMTP_LEAN_ADDR": f"{self.host}:{self.ports['smtp_lean']}",  # capabilities left out
         }
         values.update(self._prepare_tls_checks(ca))
         _render(HERE / "postfix" / "main.cf.in", self.postfix_conf / "main.cf", values)
