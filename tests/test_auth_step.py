@@ -222,3 +222,38 @@ def test_auth_mistakes_are_load_errors(tmp_path, step, message):
     path.write_text(f"name: bad\nprotocol: smtp\nconnect: {{host: 127.0.0.1}}\nsteps:\n  - auth: {step}\n")
     r = mailrun("validate", path)
     assert r.returncode == 2 and message in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+@pytest.mark.testbed
+def test_a_mechanism_the_server_does_not_offer_fails_naming_what_it_offers(testbed, tmp_path):
+    path = tmp_path / "cram.yaml"
+    path.write_text(
+        f"""\
+name: not offered
+protocol: smtp
+connect: {{host: 127.0.0.1, port: {testbed.ports["smtp"]}}}
+steps:
+  - S: 220
+  - C: EHLO client.example.test
+    S: 250
+  - auth: {{mechanism: CRAM-MD5, user: alice@example.test, password: wonderland}}
+  - C: QUIT
+    S: 221
+"""
+    )
+    r = mailrun(path)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "the server does not offer CRAM-MD5 (it offers LOGIN PLAIN)" in r.stdout
+
+
+@pytest.mark.testbed
+def test_imap_sends_the_initial_response_inline_when_sasl_ir_is_advertised(testbed, tmp_path):
+    user, password = testbed.address("alice"), testbed.users["alice"]
+    r, _ = run_auth(tmp_path, IMAP, testbed.ports["imap"], "PLAIN", user, password)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "C: a1 AUTHENTICATE PLAIN ****" in r.stdout  # Dovecot's greeting lists SASL-IR
+    r, _ = run_auth(
+        tmp_path, IMAP, testbed.ports["imap"], "PLAIN", user, password, extra=", initial_response: false"
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "C: a1 AUTHENTICATE PLAIN\n" in r.stdout
