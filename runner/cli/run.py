@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from runner.cli.secret_check import short_secret_warnings
 from runner.cli.variables import matrix_env_refs, read_variables
 from runner.errors import ExitClass, MailrunError, UsageError
 
@@ -52,6 +53,8 @@ def cmd_run(args) -> int:
 
     options = run_options(args, env, variables)
     runs = plan(chosen, matrix)
+    for line in short_secret_warnings(runs, options):  # (a warning: the run goes on)
+        print(line, file=sys.stderr)
     jobs = args.jobs or (1 if len(runs) == 1 else min(8, len(runs)))
     sandbox = None
     try:

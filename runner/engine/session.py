@@ -19,6 +19,7 @@ from runner.engine.verdicts import StepFailure, verdict
 from runner.errors import ExitClass, MailrunError
 from runner.events import Closed, Connected, Note, Received, StepFinished, TLSStarted
 from runner.lang.patterns import capture as capture_value
+from runner.lang.secrets import RedactingStream, Secret
 from runner.protocols.base import Reply, decode
 from runner.transports.base import ConnectInfo
 
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
     from runner.lang.secrets import Redactor
     from runner.model.config import ConnectConfig
     from runner.results import SessionResult, StepResult
+
+
+CLOSED = "not run: the connection is closed"
 
 
 class SessionRunner:
@@ -61,6 +65,9 @@ class SessionRunner:
         self.transport = None  # created by open()
         self.connected = False  # the connection is open and usable
         self.held: list[tuple[bytes, float]] | None = None  # received, passed on after a capture
+        # what arrives is announced masked as whole replies, whatever the reads (received())
+        self.incoming = RedactingStream(self.redactor)
+        self.closed_why = CLOSED  # a finally step's skip reason
         # include scope (its bindings' ids) -> its context, for the whole session: not a cache, a
         # capture updates a name where the scope binds it (Context.set), so later steps of the
         # same include must see that scope again, not one made anew from the bindings
@@ -81,7 +88,7 @@ class SessionRunner:
                 failed = failed if failed is not None else finally_failed
             else:
                 for sp in plan.finally_steps:
-                    self.record_skip(sp, "not run: the connection is closed")
+                    self.record_skip(sp, self.closed_why)
             if failed is not None:  # the session's verdict is its first failed step's
                 result.status, result.exit_class, result.reason = (
                     failed.status,
@@ -92,10 +99,11 @@ class SessionRunner:
             result.status, result.exit_class, result.reason = "error", ExitClass.INTERRUPTED, "interrupted"
             raise
         finally:
-            by = "client" if self.connected else "server"
+            by = "client" if self.connected or self.closed_why != CLOSED else "server"
             try:
                 self.transport.close()
             finally:
+                self.flush_received(force=True)
                 self.emit(Closed(by=by, at=time.time()))
 
     def open(self) -> bool:
@@ -256,7 +264,8 @@ class SessionRunner:
             if value is None:
                 reason = f"capture '{name}': pattern {redactor.redact(regex)!r} did not match the reply"
                 raise StepFailure("failed", ExitClass.FAILED, reason, reply)
-            ctx.set(name, value)
+            # a value holding a secret's (a server's echo) is rendered masked where it is sent
+            ctx.set(name, Secret(value) if redactor.active and redactor.contains(value) else value)
             sr.captures[name] = redactor.redact(value)
         if self.held is not None:
             sr.reply = self.masked(reply)  # again: the captured secret is known now
@@ -285,21 +294,41 @@ class SessionRunner:
         sr.elapsed = time.monotonic() - started
         if self.held is not None:
             self._release_held()
+        self.flush_received()
         self.result.steps.append(sr)
         self.emit(StepFinished(result=sr, at=time.time()))
         return sr
 
     def _release_held(self) -> None:
         held, self.held = self.held, None
-        redactor = self.redactor
         for data, at in held:
-            self.emit(Received(data, at, redactor if redactor.active else None))
+            self.received(data, at)
+
+    def received(self, data: bytes, at: float) -> None:
+        """Announces bytes a transport read (receive.fill), masked as if the reply had come in
+        one read: a tail that could begin a secret is held back (RedactingStream) until more
+        bytes or flush_received() show what it is. Held whole during a step that captures a
+        secret (the value is registered only once captured)."""
+        if self.held is not None:
+            self.held.append((data, at))
+        elif not self.redactor.active and not self.incoming.holding:
+            self.emit(Received(data, at))
+        else:
+            shown = self.incoming.feed(data)
+            if shown:
+                self.emit(Received(shown, at))
+
+    def flush_received(self, force: bool = False) -> None:
+        """Announces the held-back tail once it ends a reply (the protocol holds no partial
+        reply), or, with force, at the end of the connection."""
+        if self.incoming.holding and (force or not self.protocol.pending()):
+            self.emit(Received(self.incoming.flush(), time.time()))
 
     def masked(self, reply: Reply) -> Reply:
         r = self.redactor
-        # every text of a reply is decoded from its raw bytes (a 334 note from base64 in them,
-        # whose forms the redactor knows too): no secret in raw, nothing to mask
-        if not r.active or not r.contains(reply.raw):
+        # the texts are decoded from the raw bytes; the note may be decoded further (a 334
+        # challenge's base64 can decode to a text holding the password): both are looked at
+        if not r.active or not (r.contains(reply.raw) or (reply.note and r.contains(reply.note))):
             return reply
         return reply.replace(
             raw=r.redact_bytes(reply.raw),
@@ -309,13 +338,17 @@ class SessionRunner:
         )
 
     def upgrade(self) -> None:
-        """STARTTLS after its reply: refused when the server already sent more (CVE-2011-0411)."""
+        """STARTTLS after its reply: refused when the server already sent more (CVE-2011-0411).
+        Then the connection is closed: no further step, `finally` included, runs on it (the
+        injected bytes would be taken as their replies)."""
         pending = self.protocol.pending()
         if pending:
+            self.connected = False  # play() closes it
+            self.closed_why = "not run: the connection was closed after the refused STARTTLS"
             raise StepFailure(
                 "error",
                 ExitClass.NETWORK,
                 f"data received before TLS handshake; refusing to continue ({len(pending)} bytes "
-                "after the STARTTLS reply were discarded unread)",
+                "after the STARTTLS reply were discarded unread; the connection was closed)",
             )
         self.tls_started(self.transport.start_tls())
