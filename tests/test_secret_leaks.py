@@ -182,7 +182,7 @@ def test_a_challenge_that_decodes_to_the_password_is_masked(tmp_path):
 
 
 def test_a_one_character_password_masks_only_where_it_was_rendered(tmp_path):
-    with Server(forger(b"ok")) as srv:
+    with Server(forger(b"250 ok\r\n")) as srv:
         out = run(
             tmp_path,
             """\
@@ -213,7 +213,7 @@ def test_a_one_character_password_masks_only_where_it_was_rendered(tmp_path):
 
 
 def test_no_warning_for_a_secret_of_four_characters_or_more(tmp_path):
-    with Server(forger(b"ok")) as srv:
+    with Server(forger(b"250 ok\r\n")) as srv:
         out = run(
             tmp_path,
             """\

@@ -12,8 +12,8 @@ TCP_NODELAY so each write is its own segment.
   starttls_injector(ctx)        answers STARTTLS with b"220 ready\\r\\n250 INJECTED\\r\\n" in ONE
                                 segment, then the TLS handshake with ctx (with None: nothing,
                                 until the client closes)
-  forger(text)                  answers every other command with `250 <text>` (text may hold
-                                bare CR/LF and escape sequences)
+  forger(reply)                 answers every other command with the bytes `reply` (several
+                                lines, bare CR/LF, escape sequences: whatever the test forges)
 
 Every handler greets with 220, answers EHLO with a STARTTLS-and-AUTH capability list and QUIT
 with 221, so the same scenario shapes run against all of them. What the client sent is in
@@ -121,11 +121,11 @@ def starttls_injector(ctx: ssl.SSLContext | None, injected: bytes = b"250 INJECT
     return lambda conn: _serve(conn, answer)
 
 
-def forger(text: bytes) -> Handler:
+def forger(reply: bytes) -> Handler:
     def answer(conn: Conn, line: bytes) -> bool:
         if line.upper().startswith((b"EHLO", b"QUIT")):
             return False
-        conn.send(b"250 " + text + b"\r\n")
+        conn.send(reply)
         return True
 
     return lambda conn: _serve(conn, answer)
