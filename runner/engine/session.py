@@ -186,15 +186,16 @@ class SessionRunner:
         step = sp.step
         sr = sp.new_result()
         sr.status, sr.reason, sr.performed_by = "skipped", reason, performed_by
-        # what the step would have sent, as written (template source: holds no secret value)
+        # what the step would have sent, as written (the template source: a secret in it is a
+        # {{ name }}; masking occurrences of a value in it would mask, and show, a short one's
+        # characters everywhere)
         if step.action == "send":
-            sr.sent = self.redactor.redact(step.text or "")
+            sr.sent = step.text or ""
         elif step.action in ("raw", "body"):
             sr.sent = f"{step.action} (not sent)"
         elif step.action == "body_file":
             sr.sent = f"body_file {step.path} (not sent)"
-        if sp.expected is not None:
-            sr.expected = self.redactor.redact(sp.expected)
+        sr.expected = sp.expected  # (the pattern as written, like the template source)
         self.result.steps.append(sr)
         self.emit(StepFinished(result=sr, at=time.time()))
         return sr
@@ -238,8 +239,7 @@ class SessionRunner:
             self.held = []
         ctx = self.scope(step) if step.bindings else self.ctx
         expect = step.expect
-        if expect is not None:
-            sr.expected = redactor.redact(sp.expected) if redactor.active else sp.expected
+        sr.expected = sp.expected  # the pattern as written (see record_skip)
         deadline = time.monotonic() + self.step_timeout(step)  # one deadline: send and reply
         sender = SENDERS.get(step.action)
         if sender is not None:
