@@ -6,52 +6,21 @@ in the console (-v too), the transcript and JUnit, so nobody can forge a line of
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-import textwrap
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 from runner.reporters.text import safe_text
 from tests.support.hostile_server import forger
+from tests.support.reported_run import run_reported
 from tests.support.servers import Server
 
-REPO = Path(__file__).resolve().parent.parent
 STAMP = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} +\+[\d.]+ms (C: |S: |--- |=== )")
 FORGED = "  9 C: FORGED"  # what a forged console line would start with
 
 
-def run(tmp_path: Path, scenario: str, *args: str, **subs) -> dict:
-    path = tmp_path / "s.yaml"
-    path.write_text(textwrap.dedent(scenario).format(**subs))
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "runner",
-            "-v",
-            str(path),
-            "--transcript",
-            str(tmp_path / "tr"),
-            "--report",
-            f"junit={tmp_path / 'r.xml'}",
-            *args,
-        ],
-        cwd=REPO,
-        env={**os.environ, "NO_COLOR": "1"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    (transcript,) = (tmp_path / "tr").glob("*.log")
-    return {"r": r, "transcript": transcript.read_text(), "junit": (tmp_path / "r.xml").read_text()}
-
-
 def assert_nothing_forged(out: dict) -> None:
-    r = out["r"]
-    for name, text in (("stdout", r.stdout), ("stderr", r.stderr), ("transcript", out["transcript"])):
+    for name in ("stdout", "stderr", "transcript"):
+        text = out[name]
         assert "\x1b" not in text and "\r" not in text, name
         assert not any(line.startswith((FORGED, "FORGED", "--- FORGED")) for line in text.splitlines()), text
     for line in out["transcript"].splitlines():
@@ -70,7 +39,7 @@ def assert_nothing_forged(out: dict) -> None:
 def test_a_captured_multi_line_value_and_control_characters_in_replies(tmp_path):
     reply = b"250-first\r\n250 FORGED \x1b[2J\x1b[31mred\rbare CR\ttab\r\n"
     with Server(forger(reply)) as srv:
-        out = run(
+        out = run_reported(
             tmp_path,
             """\
             name: forge
@@ -86,9 +55,8 @@ def test_a_captured_multi_line_value_and_control_characters_in_replies(tmp_path)
             """,
             port=srv.port,
         )
-    r = out["r"]
-    assert r.returncode == 1, r.stdout + r.stderr
-    stdout = r.stdout
+    assert out["rc"] == 1, out["stdout"] + out["stderr"]
+    stdout = out["stdout"]
     # the capture holds a newline, the reply an escape sequence, a bare CR and a TAB: escaped
     assert "captured all=first\\n250 FORGED \\x1b[2J\\x1b[31mred\\rbare CR\\ttab" in stdout
     assert "S: 250 FORGED \\x1b[2J\\x1b[31mred\\rbare CR\\ttab" in stdout  # the -v wire line
@@ -99,7 +67,7 @@ def test_a_captured_multi_line_value_and_control_characters_in_replies(tmp_path)
 
 
 def test_a_host_with_crlf_cannot_forge_lines(tmp_path):
-    out = run(
+    out = run_reported(
         tmp_path,
         """\
         name: host
@@ -112,11 +80,10 @@ def test_a_host_with_crlf_cannot_forge_lines(tmp_path):
         "--var",
         f"h=127.0.0.1\r\n{FORGED} \x1b[31m",
     )
-    r = out["r"]
-    assert r.returncode == 3, r.stdout + r.stderr
+    assert out["rc"] == 3, out["stdout"] + out["stderr"]
     shown = "127.0.0.1\\r\\n  9 C: FORGED \\x1b[31m"
-    assert f"session host (smtp): {shown}:1 via socket" in r.stdout
-    assert f"cannot resolve '{shown}'" in r.stdout
+    assert f"session host (smtp): {shown}:1 via socket" in out["stdout"]
+    assert f"cannot resolve '{shown}'" in out["stdout"]
     assert f"attempt 1/1: {shown}:1" in out["transcript"]
     assert f"cannot resolve '{shown}'" in out["junit"]
     assert_nothing_forged(out)

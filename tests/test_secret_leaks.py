@@ -14,11 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 from hypothesis import given
@@ -26,51 +22,14 @@ from hypothesis import strategies as st
 
 from runner.lang.secrets import RedactingStream, Redactor
 from tests.support.hostile_server import challenge, echo_split, forger
+from tests.support.reported_run import run_reported
 from tests.support.servers import Server
 
-REPO = Path(__file__).resolve().parent.parent
 PASSWORD = "hunter2"
 
 
 def b64(text: str | bytes) -> str:
     return base64.b64encode(text.encode() if isinstance(text, str) else text).decode()
-
-
-def run(tmp_path: Path, scenario: str, *args: str, **subs) -> dict:
-    """Runs the scenario with -v, a transcript, JSON and JUnit; returns every output by name."""
-    path = tmp_path / "s.yaml"
-    path.write_text(textwrap.dedent(scenario).format(**subs))
-    out = tmp_path / "out"
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "runner",
-            "-v",
-            str(path),
-            "--transcript",
-            str(out / "tr"),
-            "--report",
-            f"json={out / 'r.json'}",
-            "--report",
-            f"junit={out / 'r.xml'}",
-            *args,
-        ],
-        cwd=REPO,
-        env={**os.environ, "NO_COLOR": "1"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    (transcript,) = (out / "tr").glob("*.log")
-    return {
-        "rc": r.returncode,
-        "stdout": r.stdout,
-        "stderr": r.stderr,
-        "transcript": transcript.read_text(),
-        "json": (out / "r.json").read_text(),
-        "junit": (out / "r.xml").read_text(),
-    }
 
 
 def secret_forms(user: str, password: str) -> list[str]:
@@ -132,7 +91,7 @@ ECHO = """\
 
 def test_a_password_echoed_in_two_segments_is_never_shown(tmp_path):
     with Server(echo_split(PASSWORD.encode(), pause=0.3)) as srv:
-        out = run(tmp_path, ECHO, port=srv.port, pw=PASSWORD)
+        out = run_reported(tmp_path, ECHO, port=srv.port, pw=PASSWORD)
         received = srv.wait_connection().wait_closed(10)
     assert out["rc"] == 0, out["stdout"] + out["stderr"]
     # the secret really went out (three encodings) and came back, split
@@ -150,7 +109,7 @@ def test_a_password_echoed_in_two_segments_is_never_shown(tmp_path):
 def test_a_challenge_that_decodes_to_the_password_is_masked(tmp_path):
     text = b"Your password is hunter2, right?"
     with Server(challenge(text)) as srv:
-        out = run(
+        out = run_reported(
             tmp_path,
             """\
             name: challenge
@@ -183,7 +142,7 @@ def test_a_challenge_that_decodes_to_the_password_is_masked(tmp_path):
 
 def test_a_one_character_password_masks_only_where_it_was_rendered(tmp_path):
     with Server(forger(b"250 ok\r\n")) as srv:
-        out = run(
+        out = run_reported(
             tmp_path,
             """\
             name: short
@@ -214,7 +173,7 @@ def test_a_one_character_password_masks_only_where_it_was_rendered(tmp_path):
 
 def test_no_warning_for_a_secret_of_four_characters_or_more(tmp_path):
     with Server(forger(b"250 ok\r\n")) as srv:
-        out = run(
+        out = run_reported(
             tmp_path,
             """\
             name: long enough

@@ -11,18 +11,13 @@ cannot see those bytes (openssl reads and discards them), says what happened ins
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from tests.support.hostile_server import starttls_injector
+from tests.support.reported_run import run_reported
 from tests.support.servers import PKI, Server
-
-REPO = Path(__file__).resolve().parent.parent
 
 SCENARIO = """\
     name: injected
@@ -49,27 +44,17 @@ def pki(tmp_path_factory):
     return PKI(tmp_path_factory.mktemp("pki"))
 
 
-def mailrun(tmp_path: Path, **subs) -> tuple[subprocess.CompletedProcess, dict]:
-    path = tmp_path / "s.yaml"
-    path.write_text(textwrap.dedent(SCENARIO).format(**subs))
-    report = tmp_path / "r.json"
-    r = subprocess.run(
-        [sys.executable, "-m", "runner", "-v", str(path), "--report", f"json={report}"],
-        cwd=REPO,
-        env={**os.environ, "NO_COLOR": "1"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return r, json.loads(report.read_text())
+def mailrun(tmp_path: Path, **subs) -> tuple[dict, dict]:
+    out = run_reported(tmp_path, SCENARIO, **subs)
+    return out, json.loads(out["json"])
 
 
 def test_socket_transport_closes_after_the_refusal_and_runs_nothing_more(tmp_path, pki):
     with Server(starttls_injector(pki.server_context())) as srv:
         r, doc = mailrun(tmp_path, port=srv.port, ca=pki.ca_file, transport="socket")
         received = srv.wait_connection().wait_closed(10)  # the client closed it
-    out = r.stdout
-    assert r.returncode == 3, out + r.stderr
+    out = r["stdout"]
+    assert r["rc"] == 3, out + r["stderr"]
     # nothing was sent after STARTTLS: not the second EHLO, not the finally QUIT
     assert received == b"EHLO client.example\r\nSTARTTLS\r\n"
     steps = {(s["section"], s["index"]): s for s in doc["scenarios"][0]["steps"]}
@@ -92,8 +77,8 @@ def test_openssl_transport_says_what_happened_not_connect_timed_out(tmp_path, pk
     with Server(starttls_injector(None)) as srv:
         r, doc = mailrun(tmp_path, port=srv.port, ca=pki.ca_file, transport="openssl")
         received = srv.wait_connection().wait_closed(10)
-    out = r.stdout
-    assert r.returncode == 3, out + r.stderr
+    out = r["stdout"]
+    assert r["rc"] == 3, out + r["stderr"]
     assert "timed out" not in out
     assert "openssl s_client -starttls smtp connected to localhost:" in out
     assert "no TLS session was established within 2s" in out
