@@ -17,6 +17,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -63,7 +64,7 @@ def assert_no_secret(outputs: dict, forms: list[str]) -> None:
 ECHO = """\
     name: echo
     protocol: smtp
-    connect: {{host: 127.0.0.1, port: {port}, timeout: 5}}
+    connect: {{host: 127.0.0.1, port: {port}, timeout: 5, transport: {transport}}}
     secrets: [pw]
     vars: {{user: alice, pw: {pw}}}
     steps:
@@ -89,9 +90,10 @@ ECHO = """\
     """
 
 
-def test_a_password_echoed_in_two_segments_is_never_shown(tmp_path):
+@pytest.mark.parametrize("transport", ["socket", pytest.param("telnet", marks=pytest.mark.telnet)])
+def test_a_password_echoed_in_two_segments_is_never_shown(tmp_path, transport):
     with Server(echo_split(PASSWORD.encode(), pause=0.3)) as srv:
-        out = run_reported(tmp_path, ECHO, port=srv.port, pw=PASSWORD)
+        out = run_reported(tmp_path, ECHO, port=srv.port, pw=PASSWORD, transport=transport)
         received = srv.wait_connection().wait_closed(10)
     assert out["rc"] == 0, out["stdout"] + out["stderr"]
     # the secret really went out (three encodings) and came back, split
