@@ -90,3 +90,16 @@ def test_openssl_transport_says_what_happened_not_connect_timed_out(tmp_path, pk
     session = doc["scenarios"][0]["sessions"][0]
     assert session["status"] == "error" and "no TLS session was established" in session["reason"]
     assert all(s["status"] == "skipped" or s["reply"] is None for s in doc["scenarios"][0]["steps"])
+
+
+def test_openssl_transport_names_plaintext_where_the_handshake_was_due(tmp_path, pki):
+    # the injected line comes in its own segment, after openssl read the STARTTLS reply: openssl
+    # reads it as a TLS record ('wrong version number'), and the error says what that means
+    with Server(starttls_injector(None, delay=0.3)) as srv:
+        r, doc = mailrun(tmp_path, port=srv.port, ca=pki.ca_file, transport="openssl")
+        received = srv.wait_connection().wait_closed(10)
+    out = r["stdout"]
+    assert r["rc"] == 3, out + r["stderr"]
+    assert "failed: wrong version number (after its STARTTLS reply the server sent something" in out
+    assert "plaintext injected before the handshake" in out
+    assert b"QUIT" not in received and b"client.example" not in received

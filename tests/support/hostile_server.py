@@ -10,8 +10,9 @@ TCP_NODELAY so each write is its own segment.
                                 segments `pause` seconds apart; AUTH LOGIN gets the usual 334s
   challenge(text)               answers AUTH with `334 base64(text)`, the answer to it with 535
   starttls_injector(ctx)        answers STARTTLS with b"220 ready\\r\\n250 INJECTED\\r\\n" in ONE
-                                segment, then the TLS handshake with ctx (with None: nothing,
-                                until the client closes)
+                                segment (with delay: as a second segment `delay` s later),
+                                then the TLS handshake with ctx (with None: nothing, until the
+                                client closes)
   forger(reply)                 answers every other command with the bytes `reply` (several
                                 lines, bare CR/LF, escape sequences: whatever the test forges)
 
@@ -103,11 +104,18 @@ def challenge(text: bytes) -> Handler:
     return lambda conn: _serve(conn, answer)
 
 
-def starttls_injector(ctx: ssl.SSLContext | None, injected: bytes = b"250 INJECTED\r\n") -> Handler:
+def starttls_injector(
+    ctx: ssl.SSLContext | None, injected: bytes = b"250 INJECTED\r\n", delay: float = 0.0
+) -> Handler:
     def answer(conn: Conn, line: bytes) -> bool:
         if line.upper() != b"STARTTLS":
             return False
-        conn.send(b"220 ready\r\n" + injected)  # one write, one segment
+        if delay:  # two segments: the injected line comes once the client is in its handshake
+            conn.send(b"220 ready\r\n")
+            time.sleep(delay)
+            conn.send(injected)
+        else:
+            conn.send(b"220 ready\r\n" + injected)  # one write, one segment
         if ctx is None:  # no handshake: wait for the client to give up (what it sends is kept)
             while conn.read_some(30):
                 pass
