@@ -19,7 +19,7 @@ from runner.engine.verdicts import StepFailure, verdict
 from runner.errors import ExitClass, MailrunError
 from runner.events import Closed, Connected, Note, Received, StepFinished, TLSStarted
 from runner.lang.patterns import capture as capture_value
-from runner.lang.secrets import RedactingStream, Secret
+from runner.lang.secrets import RedactingStream
 from runner.protocols.base import Reply, decode
 from runner.transports.base import ConnectInfo
 
@@ -264,8 +264,7 @@ class SessionRunner:
             if value is None:
                 reason = f"capture '{name}': pattern {redactor.redact(regex)!r} did not match the reply"
                 raise StepFailure("failed", ExitClass.FAILED, reason, reply)
-            # a value holding a secret's (a server's echo) is rendered masked where it is sent
-            ctx.set(name, Secret(value) if redactor.active and redactor.contains(value) else value)
+            ctx.set(name, value)  # (holding a secret's value, it is rendered masked: render)
             sr.captures[name] = redactor.redact(value)
         if self.held is not None:
             sr.reply = self.masked(reply)  # again: the captured secret is known now

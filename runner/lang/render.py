@@ -37,9 +37,9 @@ __all__ = ["Context", "Rendered", "render"]
 
 class Rendered(Record):
     """value: the real text (to send); display: the text with every secret-derived
-    substitution replaced by MASK, exactly there (the literal text is shown as written, so
-    a one-character password does not mask every such character); secret: any part came
-    from a secret."""
+    substitution, and every substituted value that holds a secret's value, replaced by MASK,
+    exactly there (the literal text is shown as written, so a one-character password does
+    not mask every such character); secret: any part came from a secret."""
 
     __slots__ = ("value", "display", "secret")
 
@@ -319,6 +319,8 @@ def render(template: str | Template, ctx: Context, *, regex: bool = False) -> Re
         if v.secret:
             secret = True
             display.append(MASK)
+        elif ctx.redactor.active and ctx.redactor.contains(text):
+            display.append(MASK)  # a plain value that holds a secret's (a captured echo)
         else:
             display.append(text)
     return Rendered("".join(values), "".join(display), secret)
