@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from runner.lang.secrets import RedactingStream, Redactor
 from tests.support.hostile_server import challenge, echo_split, forger
 from tests.support.reported_run import run_reported
-from tests.support.servers import Server
+from tests.support.servers import Server, drip
 
 PASSWORD = "hunter2"
 
@@ -201,6 +201,48 @@ def _env_file(tmp_path: Path, line: str) -> Path:
     path = tmp_path / "env"
     path.write_text(line + "\n")
     return path
+
+
+def test_a_greeting_dripped_byte_by_byte_shows_the_secret_only_as_a_whole_mask(tmp_path):
+    """Every byte its own segment: each read is announced as soon as it cannot begin the secret,
+    and the secret's bytes only as one ****."""
+    with Server(drip(f"220 {PASSWORD} ready\r\n".encode(), interval=0.02)) as srv:
+        out = run_reported(
+            tmp_path,
+            """\
+            name: drip
+            protocol: smtp
+            connect: {{host: 127.0.0.1, port: {port}, timeout: 5}}
+            secrets: [pw]
+            vars: {{pw: {pw}}}
+            steps:
+              - S: 220
+            """,
+            port=srv.port,
+            pw=PASSWORD,
+        )
+    assert out["rc"] == 0, out["stdout"] + out["stderr"]
+    pieces = [line.split(" S: ", 1)[1] for line in out["transcript"].splitlines() if " S: " in line]
+    assert len(pieces) > 5, pieces  # it really came in pieces
+    assert "".join(pieces) == "220 **** ready\\r\\n"
+    # the mask came in one piece (held until the next byte showed the secret ended there)
+    masked = [p for p in pieces if "*" in p]
+    assert len(masked) == 1 and masked[0].startswith("****"), pieces
+    assert "S: 220 **** ready" in out["stdout"]
+    assert_no_secret(out, secret_forms("alice", PASSWORD))
+
+
+@given(st.binary(max_size=8), st.text(min_size=5, max_size=16), st.binary(max_size=8))
+def test_the_secret_inside_a_longer_base64_text_is_masked_at_any_offset(before, secret, after):
+    r = Redactor([secret])
+    shown = r.redact(base64.b64encode(before + secret.encode() + after).decode())
+    for piece in shown.split("****"):
+        for start in range(4):
+            chunk = piece[start:][: (len(piece) - start) // 4 * 4]
+            try:
+                assert secret.encode() not in base64.b64decode(chunk)
+            except ValueError:
+                pass
 
 
 # ------------------------------------------------------------------ the stream, any split

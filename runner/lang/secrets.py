@@ -100,7 +100,7 @@ def _b64_forms(value: str) -> list[str]:
         padded = base64.b64encode(bytes(shift) + raw + bytes(2)).decode("ascii")
         start, end = -(-8 * shift // 6), 8 * (shift + len(raw)) // 6  # chars of value's bits only
         core = padded[start:end]
-        if len(core) >= MIN_CORE and not any(core in f for f in forms):
+        if len(core) >= MIN_CORE and core not in forms:
             forms.append(core)
     return forms
 
