@@ -245,7 +245,7 @@ class Redactor:
 class RedactingStream:
     """Masks bytes that arrive in pieces (transport reads) as if they had arrived whole: for any
     split of the same bytes, what feed() and flush() return, joined, is the same, and no piece
-    holds part of a registered value. feed() returns the masked bytes that can be shown now and
+    holds part of an occurrence of a registered value. feed() returns the masked bytes that can be shown now and
     holds back the shortest tail that could still begin a value (and a match that reaches that
     tail: it could grow, or merge with the next one into one MASK); flush() returns the rest,
     masked (call it where the bytes so far end a reply)."""
