@@ -9,7 +9,9 @@ themselves: their Notes are only a spawned program's own output ('chatter') and 
 Reporters show what the fields say and never read meaning into a text (a Note, a reason), so
 they keep no memory of what was already shown. Every text in an event is already masked: no event carries a
 secret's value. `Sent.data`/`Received.data` hold the bytes as they crossed the wire with
-secret values replaced by `****` (runner.lang.secrets.Redactor.redact_bytes).
+secrets replaced by `****`: in Sent exactly where one was rendered (runner.engine.actions), in
+Received every whole occurrence, masked as if the reply had come in one read (the engine's
+runner.lang.secrets.RedactingStream: no Received holds part of a secret, whatever the split).
 """
 
 from __future__ import annotations
@@ -98,9 +100,10 @@ class TLSStarted(Plain):
 
 
 class _Wire(Plain):
-    """Bytes that crossed the wire. `data` is masked (secret values replaced by `****`); the
-    masking is done when `data` is first read, so a run whose listeners never look at the
-    bytes does not pay for it. The unmasked bytes are private to the event."""
+    """Bytes that crossed the wire. `data` is masked (secret values replaced by `****`): given
+    masked, or (with a redactor: a body_file's bytes) masked when `data` is first read, so a run
+    whose listeners never look at the bytes does not pay for it. The unmasked bytes are private
+    to the event."""
 
     __slots__ = ("_raw", "_redactor", "at")
 

@@ -88,8 +88,8 @@ def test_ignores_empty_and_counts_distinct():
     assert len(r) == 2
     r.add("abc")
     assert len(r) == 2
-    r.add("hunter2")  # value + padded + unpadded base64
-    assert len(r) == 5
+    r.add("hunter2")  # value + padded + unpadded base64 + its 3 forms inside a longer base64
+    assert len(r) == 8
 
 
 def test_longest_match_wins_and_overlaps_leave_nothing():

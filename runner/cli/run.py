@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from runner.cli.secret_check import short_secret_warnings
 from runner.cli.variables import matrix_env_refs, read_variables
 from runner.errors import ExitClass, UsageError
 from runner.prepare import defined_names, fill_sandbox_env, load_all, unset_env
@@ -52,6 +53,8 @@ def cmd_run(args) -> int:
     runs = plan(chosen, matrix, keep=args.shard.keeps if args.shard else None)
     if args.shard and not runs:  # an empty shard passes (and writes empty reports)
         print(f"mailrun: shard {args.shard} holds none of the chosen scenario runs", file=sys.stderr)
+    for line in short_secret_warnings(runs, options):  # (a warning: the run goes on)
+        print(line, file=sys.stderr)
     jobs = args.jobs or (1 if len(runs) == 1 else min(8, len(runs)))
     if args.snapshot or args.snapshot_update:
         from runner.cli.snapshots import load_snapshots

@@ -78,26 +78,29 @@ def send_line(run, plan: StepPlan, ctx: Context, sr: StepResult, deadline: float
     text = step.text or ""
     tpl = parse(text)
     if tpl.is_constant:  # no template: nothing to render, nothing from a secret
-        value, secret = text, False
+        value, display, secret = text, text, False
     else:
         rendered = render(tpl, ctx)
-        value, secret = rendered.value, rendered.secret
+        value, display, secret = rendered.value, rendered.display, rendered.secret
     try:
         run.check_outgoing(value, secret)
     except StepFailure:
-        sr.sent = run.redactor.redact(text)  # as written: the template source
+        sr.sent = text  # as written: the template source (a secret in it is a {{ name }})
         raise
     data = run.protocol.frame(value, tag=step.tag)
-    shown = decode(data[:-2])  # without the CRLF
-    sr.sent = run.redactor.redact(shown) if run.redactor.active else shown
-    deliver(run, step, data, deadline, value)
+    # masked exactly where a secret was rendered (frame() records nothing: framing the
+    # display gives the same bytes with MASK in those places), never by searching the text
+    shown = data if display == value else run.protocol.frame(display, tag=step.tag)
+    sr.sent = decode(shown[:-2])  # without the CRLF
+    deliver(run, step, data, deadline, value, shown)
 
 
 def send_body(run, plan: StepPlan, ctx: Context, sr: StepResult, deadline: float) -> None:
     """`body:` — a message after DATA's 354: rendered, line ends made CRLF, dot-stuffed, ended."""
     rendered = render(plan.step.text or "", ctx)
     data = encode_body(rendered.value.encode("utf-8"))
-    _send_data(run, plan, sr, data, rendered.secret, deadline, f"body ({_size(data)})")
+    shown = encode_body(rendered.display.encode("utf-8")) if rendered.secret else data
+    _send_data(run, plan, sr, data, rendered.secret, deadline, f"body ({_size(data)})", shown)
 
 
 def send_body_file(run, plan: StepPlan, ctx: Context, sr: StepResult, deadline: float) -> None:
@@ -112,13 +115,15 @@ def send_body_file(run, plan: StepPlan, ctx: Context, sr: StepResult, deadline: 
 def send_raw(run, plan: StepPlan, ctx: Context, sr: StepResult, deadline: float) -> None:
     """`raw:` — bytes as written (binary, or a rendered text), nothing added."""
     step = plan.step
-    if step.data is not None:
+    if step.data is not None:  # bytes as written: where a secret's value is in them is unknown
         data = step.data
         secret = run.redactor.contains(data)
+        shown = run.redactor.redact_bytes(data) if secret else data
     else:
         rendered = render(step.text or "", ctx)
         data, secret = rendered.value.encode("utf-8"), rendered.secret
-    _send_data(run, plan, sr, data, secret, deadline, "raw " + run.redactor.redact(repr(decode(data))[1:-1]))
+        shown = rendered.display.encode("utf-8") if secret else data
+    _send_data(run, plan, sr, data, secret, deadline, "raw " + repr(decode(shown))[1:-1], shown)
 
 
 def send_bdat(run, plan: StepPlan, ctx: Context, sr: StepResult, deadline: float) -> None:
@@ -174,12 +179,20 @@ READS_ITS_REPLY = frozenset({"auth"})
 
 # ------------------------------------------------------------------ shared by the senders
 def _send_data(
-    run, plan: StepPlan, sr: StepResult, data: bytes, secret: bool, deadline: float, shown: str
+    run,
+    plan: StepPlan,
+    sr: StepResult,
+    data: bytes,
+    secret: bool,
+    deadline: float,
+    summary: str,
+    shown: bytes | None = None,
 ) -> None:
-    """Body and raw data: checked, shown, delivered."""
+    """Body and raw data: checked, summed up (`summary`), delivered (announced as `shown`,
+    when given: data masked where secrets were rendered into it)."""
     run.check_outgoing(None, secret)
-    sr.sent = shown
-    deliver(run, plan.step, data, deadline)
+    sr.sent = summary
+    deliver(run, plan.step, data, deadline, shown=shown)
 
 
 def _size(body: bytes) -> str:
@@ -188,10 +201,13 @@ def _size(body: bytes) -> str:
     return f"{lines} lines, {len(body)} bytes"
 
 
-def deliver(run, step: Step, data: bytes, deadline: float, line: str | None = None) -> None:
+def deliver(
+    run, step: Step, data: bytes, deadline: float, line: str | None = None, shown: bytes | None = None
+) -> None:
     """A step's bytes, in this order: refused (exit 2) when the transport cannot send them
     exactly; told to the protocol (the `C:` line, or raw data when `line` is None); written
-    before the step's deadline; announced (masked when read)."""
+    before the step's deadline; announced as `shown` (data masked where secrets were rendered
+    into it), else masked where a secret's value occurs in data (a body_file's bytes)."""
     problem = run.transport.check_sendable(data)
     if problem:
         raise StepFailure("error", ExitClass.INVALID, problem)
@@ -204,5 +220,8 @@ def deliver(run, step: Step, data: bytes, deadline: float, line: str | None = No
     except DeadlineError:
         timeout = run.step_timeout(step)
         raise DeadlineError(f"deadline: sending did not complete within {timeout:g} s") from None
+    if shown is not None:
+        run.emit(Sent(shown, time.time()))
+        return
     redactor = run.redactor
     run.emit(Sent(data, time.time(), redactor if redactor.active else None))

@@ -14,7 +14,6 @@ import time
 
 from runner.engine.verdicts import StepFailure
 from runner.errors import ConnectionClosed, DeadlineError, ExitClass
-from runner.events import Received
 from runner.protocols.base import Reply
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 9 ms at start)
@@ -43,11 +42,7 @@ def fill(run, deadline: float) -> None:
         run.protocol.receive_eof()
         run.connected = False
         return
-    if run.held is not None:
-        run.held.append((data, time.time()))
-    else:
-        redactor = run.redactor
-        run.emit(Received(data, time.time(), redactor if redactor.active else None))  # masked when read
+    run.received(data, time.time())  # announced masked as whole replies (SessionRunner.received)
     run.protocol.receive_data(data)
 
 

@@ -21,6 +21,7 @@ from runner.engine.verdicts import StepFailure, verdict
 from runner.errors import ExitClass, MailrunError
 from runner.events import Closed, Connected, Note, Received, StepFinished, TLSStarted
 from runner.lang.patterns import capture as capture_value
+from runner.lang.secrets import RedactingStream
 from runner.protocols.base import Reply, decode
 from runner.transports.base import ConnectInfo
 
@@ -35,6 +36,9 @@ if TYPE_CHECKING:
     from runner.model.config import ConnectConfig
     from runner.results import SessionResult, Status, StepResult
     from runner.snapshot.check import SnapshotRun
+
+
+CLOSED = "not run: the connection is closed"
 
 
 class SessionRunner:
@@ -70,6 +74,9 @@ class SessionRunner:
         # when the last step ended (or the connection opened): what a step that sends nothing
         # (the greeting's) measures its max_time / min_time from
         self.mark = 0.0
+        # what arrives is announced masked as whole replies, whatever the reads (received())
+        self.incoming = RedactingStream(self.redactor)
+        self.closed_why = CLOSED  # a finally step's skip reason
         # include scope (its bindings' ids) -> its context, for the whole session: not a cache, a
         # capture updates a name where the scope binds it (Context.set), so later steps of the
         # same include must see that scope again, not one made anew from the bindings
@@ -93,7 +100,7 @@ class SessionRunner:
                 failed = failed if failed is not None else finally_failed
             else:
                 for sp in plan.finally_steps:
-                    self.record_skip(sp, "not run: the connection is closed")
+                    self.record_skip(sp, self.closed_why)
             if failed is not None:  # the session's verdict is its first failed step's
                 result.status, result.exit_class, result.reason = (
                     failed.status,
@@ -109,10 +116,11 @@ class SessionRunner:
             raise
         finally:
             result.capabilities = self.caps.current
-            by = "client" if self.connected else "server"
+            by = "client" if self.connected or self.closed_why != CLOSED else "server"
             try:
                 self.transport.close()
             finally:
+                self.flush_received(force=True)
                 self.emit(Closed(by=by, at=time.time()))
 
     def open(self) -> bool:
@@ -249,15 +257,16 @@ class SessionRunner:
         step = sp.step
         sr = sp.new_result()
         sr.status, sr.reason, sr.performed_by, sr.condition = status, reason, performed_by, condition
-        # what the step would have sent, as written (template source: holds no secret value)
+        # what the step would have sent, as written (the template source: a secret in it is a
+        # {{ name }}; masking occurrences of a value in it would mask, and show, a short one's
+        # characters everywhere)
         if step.action == "send":
-            sr.sent = self.redactor.redact(step.text or "")
+            sr.sent = step.text or ""
         elif step.action in ("raw", "body", "bdat"):
             sr.sent = f"{step.action} (not sent)"
         elif step.action == "body_file":
             sr.sent = f"body_file {step.path} (not sent)"
-        if sp.expected is not None:
-            sr.expected = self.redactor.redact(sp.expected)
+        sr.expected = sp.expected  # (the pattern as written, like the template source)
         self.result.steps.append(sr)
         self.emit(StepFinished(result=sr, at=time.time()))
         return sr
@@ -305,8 +314,7 @@ class SessionRunner:
             self.held = []
         ctx = self.scope(step) if step.bindings else self.ctx
         expect = step.expect
-        if expect is not None:
-            sr.expected = redactor.redact(sp.expected) if redactor.active else sp.expected
+        sr.expected = sp.expected  # the pattern as written (see record_skip)
         deadline = time.monotonic() + self.step_timeout(step)  # one deadline: send and reply
         sender = SENDERS.get(step.action)
         sent_at = time.monotonic() if sender is not None else self.mark
@@ -337,7 +345,7 @@ class SessionRunner:
             if value is None:
                 reason = f"capture '{name}': pattern {redactor.redact(regex)!r} did not match the reply"
                 raise StepFailure("failed", ExitClass.FAILED, reason, reply)
-            ctx.set(name, value)
+            ctx.set(name, value)  # (holding a secret's value, it is rendered masked: render)
             sr.captures[name] = redactor.redact(value)
         if self.held is not None:
             sr.reply = self.masked(reply)  # again: the captured secret is known now
@@ -367,21 +375,41 @@ class SessionRunner:
         sr.elapsed = self.mark - started
         if self.held is not None:
             self._release_held()
+        self.flush_received()
         self.result.steps.append(sr)
         self.emit(StepFinished(result=sr, at=time.time()))
         return sr
 
     def _release_held(self) -> None:
         held, self.held = self.held, None
-        redactor = self.redactor
         for data, at in held:
-            self.emit(Received(data, at, redactor if redactor.active else None))
+            self.received(data, at)
+
+    def received(self, data: bytes, at: float) -> None:
+        """Announces bytes a transport read (receive.fill), masked as if the reply had come in
+        one read: a tail that could begin a secret is held back (RedactingStream) until more
+        bytes or flush_received() show what it is. Held whole during a step that captures a
+        secret (the value is registered only once captured)."""
+        if self.held is not None:
+            self.held.append((data, at))
+        elif not self.redactor.active and not self.incoming.holding:
+            self.emit(Received(data, at))
+        else:
+            shown = self.incoming.feed(data)
+            if shown:
+                self.emit(Received(shown, at))
+
+    def flush_received(self, force: bool = False) -> None:
+        """Announces the held-back tail once it ends a reply (the protocol holds no partial
+        reply), or, with force, at the end of the connection."""
+        if self.incoming.holding and (force or not self.protocol.pending()):
+            self.emit(Received(self.incoming.flush(), time.time()))
 
     def masked(self, reply: Reply) -> Reply:
         r = self.redactor
-        # every text of a reply is decoded from its raw bytes (a 334 note from base64 in them,
-        # whose forms the redactor knows too): no secret in raw, nothing to mask
-        if not r.active or not r.contains(reply.raw):
+        # the texts are decoded from the raw bytes; the note may be decoded further (a 334
+        # challenge's base64 can decode to a text holding the password): both are looked at
+        if not r.active or not (r.contains(reply.raw) or (reply.note and r.contains(reply.note))):
             return reply
         return reply.replace(
             raw=r.redact_bytes(reply.raw),
@@ -391,14 +419,18 @@ class SessionRunner:
         )
 
     def upgrade(self) -> None:
-        """STARTTLS after its reply: refused when the server already sent more (CVE-2011-0411)."""
+        """STARTTLS after its reply: refused when the server already sent more (CVE-2011-0411).
+        Then the connection is closed: no further step, `finally` included, runs on it (the
+        injected bytes would be taken as their replies)."""
         pending = self.protocol.pending()
         if pending:
+            self.connected = False  # play() closes it
+            self.closed_why = "not run: the connection was closed after the refused STARTTLS"
             raise StepFailure(
                 "error",
                 ExitClass.NETWORK,
                 f"data received before TLS handshake; refusing to continue ({len(pending)} bytes "
-                "after the STARTTLS reply were discarded unread)",
+                "after the STARTTLS reply were discarded unread; the connection was closed)",
             )
         self.caps.reset()  # RFC 3207: forget what the server said before TLS
         self.tls_started(self.transport.start_tls())

@@ -37,7 +37,9 @@ __all__ = ["Context", "Rendered", "render"]
 
 class Rendered(Record):
     """value: the real text (to send); display: the text with every secret-derived
-    substitution replaced by MASK; secret: any part came from a secret."""
+    substitution, and every substituted value that holds a secret's value, replaced by MASK,
+    exactly there (the literal text is shown as written, so a one-character password does
+    not mask every such character); secret: any part came from a secret."""
 
     __slots__ = ("value", "display", "secret")
 
@@ -320,9 +322,7 @@ def render(template: str | Template, ctx: Context, *, regex: bool = False) -> Re
     text), so a value rendered into a regular expression matches literally."""
     tpl = template if isinstance(template, Template) else parse(template)
     if tpl.is_constant:
-        return Rendered(
-            tpl.source, ctx.redactor.redact(tpl.source) if ctx.redactor.active else tpl.source, False
-        )
+        return Rendered(tpl.source, tpl.source, False)
     values: list[str] = []
     display: list[str] = []
     secret = False
@@ -341,9 +341,8 @@ def render(template: str | Template, ctx: Context, *, regex: bool = False) -> Re
         if v.secret:
             secret = True
             display.append(MASK)
+        elif ctx.redactor.active and ctx.redactor.contains(text):
+            display.append(MASK)  # a plain value that holds a secret's (a captured echo)
         else:
             display.append(text)
-    shown = "".join(display)
-    if ctx.redactor.active:
-        shown = ctx.redactor.redact(shown)
-    return Rendered("".join(values), shown, secret)
+    return Rendered("".join(values), "".join(display), secret)

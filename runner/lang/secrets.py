@@ -5,7 +5,14 @@ only through `reveal()`. It is deliberately not a `str` subclass: `"AUTH " + sec
 TypeError instead of leaking.
 
 `Redactor` collects every value that must never be shown (secret variables, their base64 forms,
-and whatever runner.lang.templates derives from them) and masks them in any text or bytes.
+and whatever runner.lang.templates derives from them) and masks whole occurrences of them in any
+text or bytes: what the server sends (a reply is masked as a whole, never per transport read:
+`RedactingStream` holds back a tail that could begin a value), and texts built from it.
+What the client sends is masked differently: exactly where a secret was rendered into it
+(runner.lang.render), so a one-character password does not turn `QUIT` into `****UIT`.
+
+A value shorter than MIN_LENGTH characters is masked all the same, wherever it occurs in what
+the server sends; `short_secret_warning` words the warning given for it before a run.
 """
 
 from __future__ import annotations
@@ -64,9 +71,38 @@ class Secret:
         raise TypeError("a Secret cannot be pickled")
 
 
+MIN_LENGTH = 4  # a secret shorter than this is warned about (short_secret_warning)
+MIN_CORE = 6  # base64 characters: a shorter embedded form is not masked (it would hit plain text)
+
+
+def short_secret_warning(where: str, name: str, value: str) -> str | None:
+    """The warning for a secret shorter than MIN_LENGTH characters (None for a longer or empty
+    one). Never shows the value."""
+    if not value or len(value) >= MIN_LENGTH:
+        return None
+    n = len(value)
+    return (
+        f"{where}: secret '{name}' is only {n} character{'s' if n > 1 else ''} long (fewer than "
+        f"{MIN_LENGTH}); it is masked wherever it occurs in what the server sends, which hides "
+        "ordinary text and shows where the secret's characters appear"
+    )
+
+
 def _b64_forms(value: str) -> list[str]:
-    enc = base64.b64encode(value.encode("utf-8")).decode("ascii")
-    return [enc, enc.rstrip("=")]
+    """The standard base64 of value (with and without padding), and its three embedded forms:
+    the characters that depend on value alone when value sits at byte offset 0, 1 or 2 of a
+    longer base64-encoded text (a 334 challenge that decodes to 'your password is ...'), when
+    they are at least MIN_CORE long."""
+    raw = value.encode("utf-8")
+    enc = base64.b64encode(raw).decode("ascii")
+    forms = [enc, enc.rstrip("=")]
+    for shift in range(3):
+        padded = base64.b64encode(bytes(shift) + raw + bytes(2)).decode("ascii")
+        start, end = -(-8 * shift // 6), 8 * (shift + len(raw)) // 6  # chars of value's bits only
+        core = padded[start:end]
+        if len(core) >= MIN_CORE and core not in forms:
+            forms.append(core)
+    return forms
 
 
 # Every run of a scenario registers the same values: their alternations are built once.
@@ -86,7 +122,8 @@ def _alternation(values: tuple) -> re.Pattern:
 class Redactor:
     """Masks every registered value in any text. Thread-safe.
 
-    `add(v)` registers v and its standard base64 encoding (with and without '=' padding).
+    `add(v)` registers v and its standard base64 encoding (with and without '=' padding), and
+    the forms v takes inside a longer base64 text (_b64_forms).
     Every occurrence of any registered value is replaced; where occurrences overlap, the
     union of their spans becomes one MASK, so no fragment of a value survives."""
 
@@ -203,3 +240,47 @@ class Redactor:
             return pre.search(text) is not None
         needles = self._ordered_bytes if binary else self._ordered
         return any(n in text for n in needles)
+
+
+class RedactingStream:
+    """Masks bytes that arrive in pieces (transport reads) as if they had arrived whole: for any
+    split of the same bytes, what feed() and flush() return, joined, is the same, and no piece
+    holds part of an occurrence of a registered value. feed() returns the masked bytes that can be shown now and
+    holds back the shortest tail that could still begin a value (and a match that reaches that
+    tail: it could grow, or merge with the next one into one MASK); flush() returns the rest,
+    masked (call it where the bytes so far end a reply)."""
+
+    __slots__ = ("redactor", "_held")
+
+    def __init__(self, redactor: Redactor):
+        self.redactor = redactor
+        self._held = b""
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._held)
+
+    def feed(self, data: bytes) -> bytes:
+        buf = self._held + bytes(data)
+        needles = self.redactor._ordered_bytes
+        if not needles:
+            self._held = b""
+            return buf
+        cut = len(buf)
+        for i in range(max(0, len(buf) - len(needles[0]) + 1), len(buf)):
+            tail = buf[i:]
+            if any(len(n) > len(tail) and n.startswith(tail) for n in needles):
+                cut = i  # the earliest place a value could begin and continue in the next read
+                break
+        spans = self.redactor._spans(buf, needles)
+        for s, e in spans:
+            if s < cut <= e:
+                cut = s  # never cut through or right after a match: it may grow or merge
+        self._held = buf[cut:]
+        shown = buf[:cut]
+        inside = [(s, e) for s, e in spans if e <= cut]
+        return self.redactor._replace(shown, inside, MASK_BYTES) if inside else shown
+
+    def flush(self) -> bytes:
+        held, self._held = self._held, b""
+        return self.redactor.redact_bytes(held) if held else held

@@ -190,14 +190,14 @@ class ConsoleReporter(Reporter):
 
     def _on_SessionStarted(self, ev: E.SessionStarted) -> None:
         tls = "no TLS" if ev.tls_mode == "none" else f"TLS {ev.tls_mode}"
-        s = f"  session {safe_text(ev.name)} ({ev.protocol}): {ev.host}:{ev.port} via {ev.transport}, {tls}"
+        s = f"  session {safe_text(ev.name)} ({ev.protocol}): {safe_text(ev.host)}:{ev.port} via {ev.transport}, {tls}"
         if ev.attempts > 1:
             s += f" [attempt {ev.attempt}/{ev.attempts}]"
         self._emit(self._c(s, "cyan"))
 
     def _on_Connected(self, ev: E.Connected) -> None:  # (TLS, even implicit, is TLSStarted's)
         if self.verbose:
-            s = f"  connected to {ev.info.peer} via {ev.info.transport}"
+            s = f"  connected to {safe_text(ev.info.peer)} via {ev.info.transport}"
             if ev.info.note:
                 s += f" ({safe_text(ev.info.note)})"
             self._emit(self._c(s, "dim"))
@@ -251,7 +251,7 @@ class ConsoleReporter(Reporter):
         label = str(st.index) if st.section == "steps" else f"F{st.index}"
         parts = [f"  {label:>3}" + (f" [{safe_text(st.name)}]" if st.name else "")]
         if st.sent is not None:
-            parts.append("C: " + self._short(visible(st.sent, crlf=True)))
+            parts.append("C: " + self._short(visible(st.sent)))
         elif not (st.action == "read" or (st.action == "send" and st.status in _NOT_PLAYED)):
             parts.append(f"({st.action})")
         eof = expects_eof(st.expected)
@@ -356,7 +356,7 @@ class ConsoleReporter(Reporter):
             shown = visible(line)
         else:
             body = line[:-2] if line.endswith("\r\n") else line[:-1] if line.endswith("\n") else line
-            shown = safe_text(body).replace("\r", "\\r")
+            shown = safe_text(body)
         self._emit(f"{WIRE_INDENT}{self._c(direction + ':', 'bold' if direction == 'C' else 'dim')} {shown}")
 
     # ------------------------------------------------------------ suites

@@ -31,7 +31,7 @@ from runner import events as E
 from runner import results as R
 from runner.errors import ExitClass
 from runner.reporters.base import RedactorLike, Reporter, write_atomic
-from runner.reporters.text import iso, plural, redact, step_label, where, with_note
+from runner.reporters.text import iso, plural, redact, safe_text, step_label, where, with_note
 from runner.reporters.transcript import TranscriptFormatter
 
 MAX_TRANSCRIPT = 1 << 20  # characters of transcript per <system-out>; the middle is cut beyond
@@ -62,7 +62,13 @@ class JUnitReporter(Reporter):
 
     # ------------------------------------------------------------ text hygiene
     def _x(self, text) -> str:
-        """Masked and XML-safe (characters XML 1.0 cannot hold shown as \\xNN)."""
+        """One line of text (a name, a message), masked and escaped (safe_text: no CR, LF or
+        other control character of its own), XML-safe."""
+        return self._block(safe_text(redact(self.redactor, "" if text is None else str(text))))
+
+    def _block(self, text) -> str:
+        """Lines we made (a failure's details, the transcript: each already escaped), masked
+        and XML-safe (characters XML 1.0 cannot hold shown as \\xNN)."""
         text = redact(self.redactor, "" if text is None else str(text))
         return _XML_ILLEGAL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
@@ -104,8 +110,8 @@ class JUnitReporter(Reporter):
             suite.append(case)
         first_bad = next((c for c in cases if _bad(c)), None)
         if first_bad is not None and transcript:
-            ET.SubElement(first_bad, "system-out").text = x(transcript)
-        ET.SubElement(suite, "system-out").text = x(transcript)
+            ET.SubElement(first_bad, "system-out").text = self._block(transcript)
+        ET.SubElement(suite, "system-out").text = self._block(transcript)
         count = {k: sum(1 for c in cases if c.find(k) is not None) for k in ("failure", "error", "skipped")}
         suite.set("tests", str(len(cases)))
         suite.set("failures", str(count["failure"]))
@@ -154,9 +160,7 @@ class JUnitReporter(Reporter):
                 s.status in ("failed", "error") for s in sess.steps
             ):
                 case = self._case(r, unique(f"session {sess.name}{suffix}"), sess.duration)
-                self._problem(
-                    case, "error", sess.reason or f"session {sess.status}", sess.exit_class, sess.reason or ""
-                )
+                self._problem(case, "error", sess.reason or f"session {sess.status}", sess.exit_class, "")
                 cases.append(case)
             elif sess.status == "skipped" and not any(
                 st.status == "skipped" and st.condition == sess.condition for st in sess.steps
@@ -169,7 +173,7 @@ class JUnitReporter(Reporter):
                 r, unique(f"{r.display_name}: could not run" if not cases else r.display_name), 0.0
             )
             kind = "failure" if r.status == "failed" else "error"
-            self._problem(case, kind, r.reason or f"scenario {r.status}", r.exit_class, r.reason or "")
+            self._problem(case, kind, r.reason or f"scenario {r.status}", r.exit_class, "")
             cases.append(case)
         return cases
 
@@ -179,7 +183,7 @@ class JUnitReporter(Reporter):
             return name + (st.expected or "tls_expect")
         if st.sent is not None:
             sent = st.sent if len(st.sent) <= MAX_NAME_SENT else st.sent[: MAX_NAME_SENT - 3] + "..."
-            name += "C: " + sent.replace("\r", "\\r").replace("\n", "\\n")
+            name += "C: " + sent
         elif st.action == "read":
             name += "S: " + (st.expected or "(read)")
         else:
@@ -232,12 +236,13 @@ class JUnitReporter(Reporter):
         return case
 
     def _problem(self, case: ET.Element, kind: str, message: str, exit_class, body: str) -> None:
+        """`body`: lines made by _details ('': the message is the body too)."""
         if kind == "failure":
             typ = "expectation" if exit_class in (ExitClass.FAILED, ExitClass.OK) else _class_name(exit_class)
         else:
             typ = _class_name(exit_class)
         el = ET.SubElement(case, kind, message=self._x(message), type=typ)
-        el.text = self._x(body or message)
+        el.text = self._block(body) if body else self._x(message)
 
     # ------------------------------------------------------------ output
     def document(self) -> ET.Element:
@@ -279,16 +284,17 @@ def _class_name(exit_class) -> str:
 
 
 def _details(st: R.StepResult) -> str:
+    """A failure's body: one line per field, each value escaped (safe_text)."""
     out = []
     if st.sent is not None:
-        out.append(f"sent:     {st.sent}")
+        out.append(f"sent:     {safe_text(st.sent)}")
     if st.expected is not None:
-        out.append(f"expected: {st.expected}")
+        out.append(f"expected: {safe_text(st.expected)}")
     if st.reply is not None:
         lines = list(st.reply.lines) or [""]
-        shown = lines[:MAX_DETAIL_LINES]
+        shown = [safe_text(text) for text in lines[:MAX_DETAIL_LINES]]
         if len(shown) == len(lines):  # the decoded challenge belongs to the last line
-            shown[-1] = with_note(shown[-1], st.reply.note)
+            shown[-1] = with_note(shown[-1], safe_text(st.reply.note or ""))
         for i, text in enumerate(shown):
             out.append(("received: " if i == 0 else " " * 10) + text)
         if len(lines) > MAX_DETAIL_LINES:
@@ -296,9 +302,9 @@ def _details(st: R.StepResult) -> str:
     elif st.expected is not None:
         out.append("received: (nothing)")
     if st.reason:
-        out.append(f"reason:   {st.reason}")
+        out.append(f"reason:   {safe_text(st.reason)}")
     if st.snapshot_diff is not None:  # --snapshot: the diff names the lines that changed
         out.append(f"snapshot: {st.snapshot}")
-        out.append(st.snapshot_diff)
-    out.append(f"at:       {where(st.location, st.via)}")
+        out.append(safe_text(st.snapshot_diff))
+    out.append(f"at:       {safe_text(where(st.location, st.via))}")
     return "\n".join(out) + "\n"

@@ -1,6 +1,10 @@
 """Text the reporters share: masking (`redact`), terminal- and XML-safe text (`safe_text`,
 `visible`), wire lines (`split_lines`), times (`iso`), and the few phrases every report words the
-same way (step labels, locations, captures, a decoded challenge, a retry)."""
+same way (step labels, locations, captures, a decoded challenge, a retry).
+
+`safe_text` is THE escaping of every text a report prints or writes (console, transcript, JUnit):
+a server or a scenario value (a reply, a captured value, a host with CRLF in it) can neither
+start a line of its own nor send the terminal an escape sequence."""
 
 from __future__ import annotations
 
@@ -16,30 +20,29 @@ def redact(redactor: RedactorLike | None, text: str) -> str:
     return redactor.redact(text) if redactor is not None and text else text
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\x80-\x9f]")
-_CRLF_TAB = re.compile(r"[\r\n\t]")
+# C0 controls, DEL, C1 controls (NEL among them), the Unicode line and paragraph separators and
+# the bidirectional overrides and isolates (which reorder what a terminal shows)
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _ESC = {"\r": "\\r", "\n": "\\n", "\t": "\\t"}
 
 
 def _esc_control(m: re.Match) -> str:
-    return f"\\x{ord(m.group()):02x}"
+    c = m.group()
+    return _ESC.get(c) or (f"\\x{ord(c):02x}" if c < "\u0100" else f"\\u{ord(c):04x}")
 
 
 def safe_text(text: str) -> str:
-    """Text safe for a terminal or an XML file: control characters other than CR, LF and TAB
-    (a server could send ANSI escapes) shown as `\\xNN`."""
+    """Text as one line that is safe for a terminal or an XML file: CR, LF and TAB shown as
+    `\\r`, `\\n`, `\\t`, every other control character as `\\xNN` (ESC is `\\x1b`), the
+    Unicode line separators and bidi controls as `\\uNNNN`. Everything else is kept."""
     return _CONTROL.sub(_esc_control, text)
 
 
-def visible(data: bytes | str, *, crlf: bool = True) -> str:
-    """Wire bytes as one display string: UTF-8 with invalid bytes as `\\xNN`; control
-    characters as `\\xNN`; with crlf=True also CR, LF and TAB as `\\r`, `\\n`, `\\t` (the
-    reference transcript style)."""
+def visible(data: bytes | str) -> str:
+    """Wire bytes as one display string: UTF-8 with invalid bytes as `\\xNN`, then safe_text
+    (the reference transcript style: `250 ok\\r\\n`)."""
     text = data.decode("utf-8", errors="backslashreplace") if isinstance(data, bytes) else data
-    text = safe_text(text)
-    if crlf:
-        text = _CRLF_TAB.sub(lambda m: _ESC[m.group()], text)
-    return text
+    return safe_text(text)
 
 
 _LINE = re.compile(r"[^\n]*\n|[^\n]+")

@@ -39,9 +39,9 @@ from runner.reporters.text import (
 
 LEGEND = (
     "# legend: 'C:' bytes the client sent, 'S:' bytes the server sent, exactly as on the wire\n"
-    "#   (secrets masked as ****); \\r \\n \\t are the CR, LF and TAB bytes; '--- ... ---' lines are\n"
-    "#   notes (connect, TLS, close, verdicts), not protocol bytes. Each line starts with the UTC\n"
-    "#   time of day and the milliseconds since the scenario started.\n"
+    "#   (secrets masked as ****); \\r \\n \\t are the CR, LF and TAB bytes, \\xNN other control\n"
+    "#   bytes; '--- ... ---' lines are notes (connect, TLS, close, verdicts), not protocol bytes.\n"
+    "#   Each line starts with the UTC time of day and the milliseconds since the scenario started.\n"
 )
 
 
@@ -66,8 +66,9 @@ class TranscriptFormatter:
         return f"{clock} {f'+{(at - self.t0) * 1000:.1f}ms':>11} "
 
     def _note(self, at: float, text: str) -> str:
-        p = self._prefix(at)
-        return "".join(f"{p}--- {safe_text(line)} ---\n" for line in (text.splitlines() or [""]))
+        """One `--- ... ---` line, whatever the text holds (safe_text: a CR or LF in a host, a
+        reason or a captured value cannot start a line of its own)."""
+        return f"{self._prefix(at)}--- {safe_text(text)} ---\n"
 
     def format(self, ev) -> str:
         """The transcript text for an event ('' for none)."""

@@ -19,7 +19,10 @@ Measured on this machine (OpenSSL 3.0, tests/test_transport_openssl.py keeps mea
   program ('openssl s_client -starttls smtp') and start_tls() just returns the TLSInfo. What
   openssl read during that exchange is not shown to us (it prints some of it to stderr, which
   becomes chatter). openssl reads the STARTTLS reply with a single read and discards anything
-  that came with it, so pre-handshake injection (CVE-2011-0411) cannot be detected here.
+  that came with it, so pre-handshake injection (CVE-2011-0411) cannot be detected here; when
+  the session does not come up, the error says what can be told (`_stalled`: the TCP connection
+  was up, so the server stalled the exchange; 'wrong version number': plaintext where TLS was
+  due).
 - The server's certificate comes from `-msg` (hex dumps of the handshake messages, written to
   a private file): its Certificate message gives the DER that runner.transports.certinfo reads,
   as for the socket transport, so both report the same facts (names, dates, SNI).
@@ -50,6 +53,26 @@ from runner.transports.socket import format_peer
 from runner.transports.spawned import spawn, stop, write_all
 
 _STARTTLS = {"smtp": "smtp", "lmtp": "lmtp", "pop3": "pop3", "imap": "imap"}
+
+
+def _socket_established(pid: int) -> bool | None:
+    """Whether process `pid` holds an established TCP connection (Linux /proc; None when it
+    cannot be told)."""
+    try:
+        inodes = set()
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with open(table) as fh:
+                for row in fh.read().splitlines()[1:]:
+                    fields = row.split()
+                    if len(fields) > 9 and fields[9] in inodes and fields[3] == "01":
+                        return True
+        return False
+    except OSError:
+        return None
 
 
 def _dn(text: str) -> str:
@@ -179,10 +202,7 @@ class OpensslTransport(Transport):
                 return self._info(fields)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise ConnectError(
-                    f"connect to {self.peer} timed out after {self.config.connect_timeout:g}s "
-                    "(no TLS session established)"
-                )
+                raise ConnectError(self._stalled())
             assert self.fd is not None and self.err_fd is not None
             r, _, _ = select.select([self.fd, self.err_fd], [], [], remaining)
             if self.fd in r and self._pty_dead():
@@ -192,6 +212,22 @@ class OpensslTransport(Transport):
                     if not self._drain_stderr(wait=0.05):
                         break
                 raise self._failure()
+
+    def _stalled(self) -> str:
+        """Why no TLS session came within the connect deadline, as far as can be told: with
+        -starttls, a TCP connection that is up means the server stalled the exchange openssl
+        performs itself (greeting, EHLO, STARTTLS, handshake), e.g. after injecting data."""
+        t = f"{self.config.connect_timeout:g}s"
+        if self.performs_starttls and self.child is not None and _socket_established(self.child.pid):
+            return (
+                f"{self.performs_starttls} connected to {self.peer}, but no TLS session was "
+                f"established within {t}: the server did not complete the STARTTLS exchange and "
+                "handshake that openssl performs itself. A server that sends more data after its "
+                "STARTTLS reply (STARTTLS injection, CVE-2011-0411) ends this way too: openssl "
+                "reads and discards that data, so transport: openssl cannot check for it "
+                "(transport: socket refuses it)"
+            )
+        return f"connect to {self.peer} timed out after {t} (no TLS session established)"
 
     def _pty_dead(self) -> bool:
         """True when the pty reports EOF (openssl exited). Data on it before the handshake is
@@ -229,7 +265,13 @@ class OpensslTransport(Transport):
         for line in lines:
             m = re.search(r":error:[0-9A-F]+:SSL routines:[^:]*:([^:]+):", line)
             if m:
-                return TLSError(f"TLS handshake with {self.peer} failed: {m.group(1)}")
+                why = m.group(1)
+                if self.performs_starttls and why == "wrong version number":
+                    why += (
+                        " (after its STARTTLS reply the server sent something that is not TLS: "
+                        "plaintext injected before the handshake is read this way)"
+                    )
+                return TLSError(f"TLS handshake with {self.peer} failed: {why}")
         for line in lines:
             m = re.search(r":error:[0-9A-F]+:[^:]*:[^:]*:([^:]+):", line)
             if m:
