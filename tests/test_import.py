@@ -156,6 +156,20 @@ def test_a_transcript_from_stdin(tmp_path):
     assert 'host: "127.0.0.1"' in out.read_text()
 
 
+def test_an_lmtp_transcript_gives_a_pattern_per_recipient(tmp_path):
+    text = (
+        "S: 220 lmtp\nC: LHLO x\nS: 250 lmtp\nC: MAIL FROM:<a@x>\nS: 250 2.1.0 ok\n"
+        "C: RCPT TO:<b@x>\nS: 250 2.1.5 ok\nC: RCPT TO:<c@x>\nS: 250 2.1.5 ok\nC: DATA\nS: 354 go\n"
+        "C: Subject: x\nC:\nC: hi\nC: .\nS: 250 2.0.0 <b@x> saved\nS: 452 4.2.2 <c@x> over quota\n"
+        "C: QUIT\nS: 221 bye\n"
+    )
+    r, out = import_text(tmp_path, text, "--protocol", "lmtp", "--port", "24")
+    assert r.returncode == 0, r.stderr
+    assert 'S: ["250 2.0.0", "452 4.2.2"]' in out.read_text()
+    body = [s for s in steps(out) if s[0] == "body"]
+    assert body == [("body", "Subject: x\n\nhi\n", "[250 2.0.0, 452 4.2.2]")]
+
+
 # --------------------------------------------------------------------------- real transcripts, replayed
 @pytest.fixture
 def sandbox():

@@ -340,3 +340,19 @@ def test_record_imap_append_with_a_literal_then_replay_appends_again(testbed, tm
     assert again.returncode == 0, again.stdout + again.stderr
     assert len(testbed.messages("alice")) == before + 1
     assert any(b"{{ not a template }}" in m for m in testbed.messages("alice"))
+
+
+@pytest.mark.testbed
+def test_record_lmtp_keeps_one_expectation_per_recipient(testbed, tmp_path):
+    script = (
+        "LHLO client.example.test\nMAIL FROM:<alice@example.test>\nRCPT TO:<alice@example.test>\n"
+        "RCPT TO:<nobody@example.test>\nRCPT TO:<bob@example.test>\nDATA\nSubject: recorded lmtp\n\nhi\n.\nQUIT\n"
+    )
+    r, out = record(tmp_path, script, testbed.host, testbed.ports["lmtp"], "--protocol", "lmtp")
+    assert r.returncode == 0, r.stdout + r.stderr
+    text = out.read_text()
+    assert "protocol: lmtp" in text and 'S: "550 5.1.1"' in text
+    assert (
+        '  - body: |\n      Subject: recorded lmtp\n\n      hi\n    S: "250 2.0.0"' in text
+    )  # both accepted
+    assert replay(out, "x", "y").returncode == 0

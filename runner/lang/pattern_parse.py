@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from runner.lang.line_checks import ORDERS
 from runner.lang.patterns import (
     AllPattern,
     AnyPattern,
@@ -16,10 +17,10 @@ from runner.lang.patterns import (
     EOFPattern,
     LinePattern,
     Pattern,
-    RecipientsPattern,
     code_problem,
     split_code,
 )
+from runner.lang.recipients import RecipientsPattern
 from runner.lang.templates import TemplateError, parse
 from runner.protocols import NAMES as PROTOCOLS
 from runner.records import Value
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MAPPING_KEYS", "Problem", "parse_pattern", "regex_problem"]
 
-MAPPING_KEYS = ("code", "text", "re", "lines", "not")
+MAPPING_KEYS = ("code", "text", "re", "lines", "order", "flags", "not")
 _PLACEHOLDER = "X"
 
 
@@ -251,11 +252,32 @@ def _parse_mapping(
             fields["lines"] = [
                 _parse_regex(r, protocol, f"{kpath}[{i}]", problems) for i, r in enumerate(item)
             ]
+        elif key == "order":
+            if item not in ORDERS:
+                problems.append(Problem(kpath, f"order is one of {', '.join(ORDERS)} (got {item!r})"))
+            elif "lines" not in value:
+                problems.append(Problem(kpath, "order goes with lines"))
+            else:
+                fields["order"] = item
+        elif key == "flags":
+            fields["flags"] = _parse_flags(item, protocol, kpath, problems)
         elif key == "not":
             fields["not_"] = _parse(item, protocol, kpath, problems, depth + 1)
     if len(problems) != start:
         return None
     return AllPattern(protocol, **fields)
+
+
+def _parse_flags(item: Any, protocol: str, path: str, problems: list[Problem]) -> list[str] | None:
+    if protocol != "imap":
+        problems.append(Problem(path, f"flags is for imap (an IMAP flag list; this is {protocol})"))
+        return None
+    if not isinstance(item, list | tuple) or not all(isinstance(f, str) and f for f in item):
+        problems.append(
+            Problem(path, "flags is a list of IMAP flags, e.g. ['\\Seen', '\\Flagged'] ([] for none)")
+        )
+        return None
+    return list(item)
 
 
 def parse_pattern(value: Any, protocol: str) -> tuple[Pattern | None, list[Problem]]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 
 from runner.errors import ExitClass, MailrunError
+from runner.lang.line_checks import flags_problem, lines_problem
 from runner.lang.render import render
 from runner.lang.templates import Template
 from runner.records import Value
@@ -331,6 +332,8 @@ class AllPattern(Pattern):
         text: str | None = None,
         regex: str | None = None,
         lines: list[str] | None = None,
+        order: str | None = None,
+        flags: list[str] | None = None,
         not_: Pattern | None = None,
     ):
         self.protocol = protocol
@@ -338,6 +341,8 @@ class AllPattern(Pattern):
         self.text = text
         self.regex = regex
         self.lines = tuple(lines) if lines is not None else None
+        self.order = order  # with lines: None (each matches some line), 'any', 'sequence'
+        self.flags = tuple(flags) if flags is not None else None
         self.not_ = not_
 
     def match(self, reply: Reply, ctx: Context) -> MatchResult:
@@ -361,10 +366,13 @@ class AllPattern(Pattern):
             if not rx.search(reply.text):
                 return MatchResult(False, f"expected the reply to match '{display}', got {got}")
         if self.lines is not None:
-            for source in self.lines:
-                rx, display = _compile_rendered(source, ctx)
-                if not any(rx.search(line) for line in reply.lines):
-                    return MatchResult(False, f"expected a line matching '{display}', got {got}")
+            problem = lines_problem([_compile_rendered(x, ctx) for x in self.lines], self.order, reply)
+            if problem is not None:
+                return MatchResult(False, f"{problem}, got {got}")
+        if self.flags is not None:
+            problem = flags_problem(self.flags, reply)
+            if problem is not None:
+                return MatchResult(False, problem)
         if self.not_ is not None and self.not_.match(reply, ctx).ok:
             return MatchResult(False, f"reply matched the `not` pattern {self.not_.describe()}: {got}")
         return MATCHED
@@ -379,6 +387,10 @@ class AllPattern(Pattern):
             parts.append(f"re: {self.regex}")
         if self.lines is not None:
             parts.append("lines: [" + ", ".join(self.lines) + "]")
+        if self.order is not None:
+            parts.append(f"order: {self.order}")
+        if self.flags is not None:
+            parts.append("flags: [" + ", ".join(self.flags) + "]")
         if self.not_ is not None:
             parts.append(f"not: {self.not_.describe()}")
         return "{" + ", ".join(parts) + "}"
@@ -389,48 +401,6 @@ class AllPattern(Pattern):
         if self.not_ is not None:
             out.extend(self.not_.templates())
         return out
-
-
-class RecipientsPattern(Pattern):
-    """LMTP (RFC 2033): after a message the server answers once per accepted recipient, and the
-    framer gives those replies together (a reply with `parts`). There a list `S:` is one pattern
-    per recipient, in RCPT order, and a single pattern must hold for every recipient. Any other
-    reply is matched by `whole`, the pattern as SMTP reads it (a list: alternatives)."""
-
-    def __init__(self, whole: Pattern, each: list[Pattern] | None):
-        self.whole = whole
-        self.each = None if each is None else tuple(each)
-
-    @property
-    def is_eof(self) -> bool:  # type: ignore[override]
-        return self.whole.is_eof
-
-    @property
-    def accepts_eof(self) -> bool:
-        return self.whole.accepts_eof
-
-    def match(self, reply: Reply, ctx: Context) -> MatchResult:
-        parts = getattr(reply, "parts", None)
-        if parts is None:
-            return self.whole.match(reply, ctx)
-        patterns = self.each if self.each is not None else (self.whole,) * len(parts)
-        if len(patterns) != len(parts):
-            return MatchResult(
-                False,
-                f"expected {len(patterns)} replies (one per recipient), got {len(parts)}: "
-                + "; ".join(_got(p, "smtp", ctx) for p in parts),
-            )
-        for number, (pattern, part) in enumerate(zip(patterns, parts, strict=True), start=1):
-            outcome = pattern.match(part, ctx)
-            if not outcome.ok:
-                return MatchResult(False, f"recipient {number} of {len(parts)}: {outcome.reason}")
-        return MATCHED
-
-    def describe(self) -> str:
-        return self.whole.describe()
-
-    def templates(self) -> list[str]:
-        return self.whole.templates()
 
 
 def capture(reply: Reply, regex_template: str, ctx: Context) -> str | None:

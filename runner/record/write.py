@@ -28,8 +28,10 @@ class SessionOut:
 
 
 def q(value) -> str:
-    """A YAML value: numbers and booleans as they are, strings double-quoted, a mapping of
-    those in flow style."""
+    """A YAML value: numbers and booleans as they are, strings double-quoted, a mapping or a
+    list of those in flow style."""
+    if isinstance(value, list):
+        return "[" + ", ".join(q(v) for v in value) + "]"
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k}: {q(v)}" for k, v in value.items()) + "}"
     if isinstance(value, bool):
@@ -39,7 +41,7 @@ def q(value) -> str:
     return json.dumps(str(value), ensure_ascii=False)
 
 
-def expectation(protocol: str, turn: Turn) -> str | dict | None:
+def expectation(protocol: str, turn: Turn) -> str | dict | list | None:
     """The `S:` pattern for what the server answered (None: no reply came); a reply without a
     code (an untagged IMAP response nobody asked for) is matched by its first line."""
     if turn.eof:
@@ -50,6 +52,14 @@ def expectation(protocol: str, turn: Turn) -> str | dict | None:
     if protocol == "line":
         first = reply.lines[0] if reply.lines else ""
         return _whole_line(first)
+    parts = getattr(reply, "parts", None)  # LMTP: one reply per accepted recipient
+    if parts is not None and len(parts) > 1:
+        each = [_code_pattern(protocol, part) for part in parts]
+        return each if len(set(each)) > 1 else each[0]
+    return _code_pattern(protocol, reply)
+
+
+def _code_pattern(protocol: str, reply) -> str | dict:
     code = reply.code or ""
     if not code:
         first = reply.lines[0] if reply.lines else ""
