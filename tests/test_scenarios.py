@@ -210,7 +210,10 @@ def test_provider_files_carry_useful_tags():
         assert protocols <= tags, (rel(path), protocols, tags)
     for provider in PROVIDER_NAMES:
         kinds = {rel(p).split("_", 1)[1] for p in RUNNABLE if rel(p).startswith(provider + "_")}
-        assert kinds == {"send.yaml", "receive.yaml", "roundtrip.yaml", "snapshot.yaml"}, (provider, kinds)
+        assert kinds == {"send.yaml", "receive.yaml", "roundtrip.yaml", "snapshot.yaml", "check.yaml"}, (
+            provider,
+            kinds,
+        )
 
 
 def test_tag_filter_selects_the_provider_roundtrips():
