@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 
 from runner.engine.append import send_append
-from runner.engine.auth import send_auth
 from runner.engine.bodies import content, read_body_file
 from runner.engine.receive import receive
 from runner.engine.verdicts import StepFailure
@@ -150,6 +149,14 @@ def send_bdat(run, plan: StepPlan, ctx: Context, sr: StepResult, deadline: float
                 run.redactor.redact(f"BDAT chunk {number} of {len(chunks)}: {why}"),
                 reply,
             )
+
+
+def send_auth(run, plan: StepPlan, ctx: Context, sr: StepResult, deadline: float):
+    """`auth:` — a SASL exchange (runner.engine.auth), imported when a run has one: its
+    mechanisms bring hashlib and hmac, which a run without AUTH should not pay for at start."""
+    from runner.engine.auth import send_auth as play
+
+    return play(run, plan, ctx, sr, deadline)
 
 
 def sleep(run, plan: StepPlan, ctx: Context, sr: StepResult, deadline: float) -> None:
