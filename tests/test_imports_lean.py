@@ -183,7 +183,12 @@ def test_registries_name_every_protocol_and_transport_and_faces_re_export_nothin
     from runner.lang import pattern_parse
     from runner.model import config
 
-    assert protocols.NAMES == config.PROTOCOLS == pattern_parse.PROTOCOLS == ("smtp", "lmtp", "pop3", "imap", "line")
+    assert (
+        protocols.NAMES
+        == config.PROTOCOLS
+        == pattern_parse.PROTOCOLS
+        == ("smtp", "lmtp", "pop3", "imap", "line")
+    )
     assert transports.NAMES == config.TRANSPORTS == ("socket", "telnet", "openssl")
     schema = json.loads((Path(config.__file__).parent.parent / "data" / "scenario.schema.json").read_text())
     text = json.dumps(schema)
