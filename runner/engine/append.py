@@ -39,7 +39,7 @@ def message_bytes(content: bytes) -> bytes:
 
 def send_append(run, plan: StepPlan, ctx: Context, sr: StepResult, deadline: float) -> None:
     step = plan.step
-    spec = step.append
+    spec = step.mailbox
     body, secret = content(run, step.path, spec.get("body"), ctx)
     data = message_bytes(body)
     mailbox = render(spec["mailbox"], ctx)

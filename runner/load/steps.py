@@ -257,7 +257,7 @@ def _append(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope, kw: di
     else:
         kw["path"] = doc.base_dir / spec["body_file"]
         ok = _message_file(chk, doc, where + ("body_file",), spec["body_file"])
-    kw.update(action="append", append=spec)
+    kw.update(action="append", mailbox=spec)
     if "S" not in raw and scope.protocol == "imap":
         kw["expect_source"] = "OK"
         kw["expect"] = _pattern(chk, doc, path, "OK", scope)

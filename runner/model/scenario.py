@@ -89,7 +89,7 @@ class Step(Plain):
       bdat      `bdat:` a message (`text`, or the file `path`) as BDAT chunks of `chunk` bytes
                 (RFC 3030): CRLF line ends, no dot-stuffing, `LAST` on the final chunk
       auth      `auth:` a whole SASL exchange (`auth`: mechanism and templated credentials)
-      append    `append:` IMAP APPEND of a message as a counted literal (`append`; `path`)
+      append    `append:` IMAP APPEND of a message as a counted literal (`mailbox`; `path`)
       sleep     `sleep:` seconds
       read      `S:` only: nothing is sent
     `expect` is the `S:` pattern (a runner.lang.patterns.Pattern) or None (send without reading);
@@ -122,7 +122,7 @@ class Step(Plain):
         "expect_source",
         "chunk",
         "auth",
-        "append",
+        "mailbox",
         "snapshot",
         "requires",
         "when",
@@ -149,7 +149,7 @@ class Step(Plain):
         expect_source: Any = None,
         chunk: int | None = None,
         auth: Mapping[str, Any] | None = None,
-        append: Mapping[str, Any] | None = None,
+        mailbox: Mapping[str, Any] | None = None,
         snapshot: bool = True,
         requires: Any = None,
         when: Any = None,
@@ -173,7 +173,7 @@ class Step(Plain):
         self.expect_source = expect_source
         self.chunk = chunk  # bdat: bytes per BDAT chunk (None: one chunk)
         self.auth = auth  # auth: {mechanism, user, password | token, authzid, initial_response}
-        self.append = append  # append: {mailbox, flags, body} (a body_file is `path`)
+        self.mailbox = mailbox  # append: {mailbox, flags, body} (a body_file is `path`)
         self.snapshot = snapshot
         self.requires = requires
         self.when = when
