@@ -11,7 +11,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-COMMANDS = ("run", "validate", "schema", "sandbox")
+COMMANDS = ("run", "validate", "schema", "sandbox", "report")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,6 +42,10 @@ def _command(cmd: str, rest: list[str]) -> int:
         from runner.sandbox.server import main as sandbox_main
 
         return sandbox_main(rest)
+    if cmd == "report":  # mailrun report merge ...
+        from runner.cli.report import main as report_main
+
+        return report_main(rest)
     from runner.cli.args import build_run_parser, parse_run_args
 
     if cmd == "validate":
