@@ -35,11 +35,17 @@ def info_dict(info) -> dict | None:
 
 def tls_info(d: dict | None) -> TLSInfo | None:
     """A TLSInfo back from info_dict() (fields it does not know are left out)."""
-    return None if d is None else TLSInfo(**{k: v for k, v in d.items() if k in TLSInfo.__slots__})
+    return None if d is None else TLSInfo(**{k: v for k, v in d.items() if k in field_names(TLSInfo)})
+
+
+def field_names(cls) -> list[str]:
+    """The public fields of a record class: its slots and its bases' (runner.records)."""
+    names = [n for c in reversed(cls.__mro__) for n in getattr(c, "__slots__", ())]
+    return [n for n in dict.fromkeys(names) if not n.startswith("_")]
 
 
 def _fields(obj) -> dict:
-    return {k: getattr(obj, k) for k in type(obj).__slots__ if not k.startswith("_")}
+    return {k: getattr(obj, k) for k in field_names(type(obj))}
 
 
 class EventRecorder:
@@ -118,6 +124,6 @@ def decode(d: dict, result):
     if cls is E.Connected:
         info = dict(d["info"])
         info["tls"] = tls_info(info.get("tls"))
-        return cls(ConnectInfo(**{k: v for k, v in info.items() if k in ConnectInfo.__slots__}), at)
-    fields = {k: v for k, v in d.items() if k != "type" and k in cls.__slots__}
+        return cls(ConnectInfo(**{k: v for k, v in info.items() if k in field_names(ConnectInfo)}), at)
+    fields = {k: v for k, v in d.items() if k in field_names(cls)}
     return cls(**fields)

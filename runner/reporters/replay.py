@@ -23,7 +23,7 @@ from runner import results as R
 from runner.errors import ExitClass
 from runner.protocols.base import Reply
 from runner.reporters.base import ReportError
-from runner.reporters.event_json import decode, tls_info
+from runner.reporters.event_json import decode, field_names, tls_info
 
 MAX_PROBLEMS = 5  # schema problems named per file
 
@@ -60,7 +60,7 @@ def read_report(path: str | Path) -> dict:
 def _pick(cls, d: dict, **made) -> dict:
     """The keyword arguments of record class `cls` that `d` carries, with `made` (the fields
     rebuilt from their JSON form) taking precedence."""
-    out = {k: d[k] for k in cls.__slots__ if k in d and not k.startswith("_")}
+    out = {k: d[k] for k in field_names(cls) if k in d}
     out.update(made)
     return out
 
