@@ -62,7 +62,7 @@ class EventRecorder:
             self.omitted += 1
             return
         name = type(ev).__name__
-        d: dict = {"type": name, "at": round(ev.at, 6)}
+        d: dict = {"type": name, "at": ev.at}  # (unrounded: a merge computes the same durations)
         ref = None
         if isinstance(ev, E.Sent | E.Received):
             data = ev.data

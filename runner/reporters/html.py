@@ -149,7 +149,7 @@ class _Scenario:
         self.result = result
         self.events = events
         self.transcript = transcript
-        self.slowest = max((st.elapsed for st in result.steps), default=0.0)
+        self.slowest = max((_us(st.elapsed) for st in result.steps), default=0.0)
         self.tls_mode = "none"
 
     def render(self) -> str:
@@ -159,7 +159,7 @@ class _Scenario:
         head = (
             f'<summary><span class="badge {status}">{x(VERDICT.get(r.status, r.status.upper()))}</span>'
             f"<h2>{x(r.display_name)}</h2> "
-            f'<span class="meta">{x(r.file)} · {passed}/{total} steps · {r.duration:.2f} s'
+            f'<span class="meta">{x(r.file)} · {passed}/{total} steps · {_us(r.duration):.2f} s'
             + (f" · after {r.retries} connection retries" if r.retries else "")
             + "</span></summary>\n"
         )
@@ -216,7 +216,7 @@ class _Scenario:
         title = f'<h3>{"session " + x(name) if name else ""} <span class="meta">{x(", ".join(facts))}</span>'
         if sess is not None:
             title += f' <span class="badge {token(sess.status)}">{x(sess.status)}</span>'
-            title += f' <span class="meta">{sess.duration:.3f} s</span>'
+            title += f' <span class="meta">{_us(sess.duration):.3f} s</span>'
             if sess.tls is not None and not tls_seen:  # (a report read back without its events)
                 items = [*items, self.tls(sess.tls, "TLS")]
             if sess.reason:
@@ -254,14 +254,15 @@ class _Scenario:
 
     def step(self, st: R.StepResult) -> str:
         x = self.x
-        share = 100.0 * st.elapsed / self.slowest if self.slowest > 0 else 0.0
+        elapsed = _us(st.elapsed)
+        share = 100.0 * elapsed / self.slowest if self.slowest > 0 else 0.0
         name = f' <span class="name">{x(st.name)}</span>' if st.name else ""
         head = (
             f'<div class="stephead"><span class="label">{x(step_label(st.index, st.section))}</span>{name}'
             f'<span class="badge {token(st.status)}">{x(st.status)}</span>'
             f'<span class="loc">{x(where(st.location, st.via))}</span>'
             f'<span class="time"><span class="track"><span class="bar" style="width:{share:.1f}%"></span>'
-            f"</span>{st.elapsed * 1000:.1f} ms</span></div>\n"
+            f"</span>{elapsed * 1000:.1f} ms</span></div>\n"
         )
         parts = [head]
         if st.sent is not None:
@@ -315,6 +316,12 @@ class _Scenario:
         return "\n".join(
             f'<span class="{kinds.get(line[:1], "ctx")}">{self.x(line)}</span>' for line in lines
         )
+
+
+def _us(seconds: float) -> float:
+    """Seconds to the microsecond, as the JSON report keeps them: a report merged from JSON
+    draws the same bars and shows the same times."""
+    return round(seconds, 6)
 
 
 def _cut(text: str) -> str:
