@@ -17,7 +17,7 @@ import pytest
 from conftest import _unavailable
 
 from tests.support.servers import Server, scripted
-from tests.test_suite import mailrun, report, write
+from tests.test_suite import mailrun, report, smtp_scenario, write
 
 PASSWORD = "wonderland"
 SECRETS = (
@@ -80,21 +80,7 @@ def reports(tmp_path_factory):
     d = tmp_path_factory.mktemp("browser")
     evil = b"550 <script>window.__pwned = 1</script><img src=x onerror='window.__pwned = 2'>\r\n"
     with Server(scripted(b"220 hi\r\n", {b"NOOP": evil, b"QUIT": b"221 bye\r\n"})) as srv:
-        write(
-            d / "s" / "evil.yaml",
-            f"""
-            name: hostile reply
-            protocol: smtp
-            connect: {{host: 127.0.0.1, port: {srv.port}, timeout: 5}}
-            steps:
-              - S: 220
-              - C: NOOP
-                S: 250
-            finally:
-              - C: QUIT
-                S: 221
-            """,
-        )
+        smtp_scenario(d / "s" / "evil.yaml", "hostile reply", srv.port)
         write(
             d / "s" / "refused.yaml",
             "name: refused\nprotocol: smtp\nconnect: {host: 127.0.0.1, port: 1, timeout: 2}\nsteps:\n  - S: 220\n",

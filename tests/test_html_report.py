@@ -19,7 +19,7 @@ from runner.reporters.html import HtmlReporter
 from runner.results import ScenarioResult, SessionResult, StepResult
 from runner.transports.base import TLSInfo
 from tests.support.servers import Server, scripted
-from tests.test_suite import mailrun, report, write
+from tests.test_suite import mailrun, report, smtp_scenario, write
 
 REPO = Path(__file__).resolve().parent.parent
 PASSWORD = "wonderland"  # the sandbox scenarios' password
@@ -67,21 +67,8 @@ def test_hostile_server_text_is_shown_as_text_never_markup(tmp_path):
     greeting = b"220 " + evil + b" ready\r\n"
     replies = {b"NOOP": b"550 </pre></section><b>" + evil + b"\r\n", b"QUIT": b"221 bye\r\n"}
     with Server(scripted(greeting, replies)) as srv:
-        scen = write(
-            tmp_path / "evil.yaml",
-            f"""
-            name: "evil <i>name</i>"
-            protocol: smtp
-            connect: {{host: 127.0.0.1, port: {srv.port}, timeout: 5}}
-            steps:
-              - S: 220
-              - C: "NOOP <b>client</b>"
-                S: 250
-            finally:
-              - C: QUIT
-                S: 221
-            """,
-        )
+        steps = '  - C: "NOOP <b>client</b>"\n    S: 250\n'
+        scen = smtp_scenario(tmp_path / "evil.yaml", '"evil <i>name</i>"', srv.port, extra_steps=steps)
         res = mailrun(scen, "--report", f"html={tmp_path / 'r.html'}")
     assert res.returncode == 1, res.stdout + res.stderr
     text = (tmp_path / "r.html").read_text()
@@ -165,23 +152,10 @@ def test_the_chat_decodes_challenges_masks_secrets_and_shows_tls(tmp_path):
 
 def test_a_failed_step_is_expanded_with_expected_and_received(tmp_path):
     with Server(scripted(b"220 hi\r\n", {b"NOOP": b"550 5.7.1 no\r\n", b"QUIT": b"221 bye\r\n"})) as srv:
-        scen = write(
-            tmp_path / "no.yaml",
-            f"""
-            name: refused noop
-            protocol: smtp
-            connect: {{host: 127.0.0.1, port: {srv.port}, timeout: 5}}
-            steps:
-              - S: 220
-              - C: NOOP
-                S: 250
-            finally:
-              - C: QUIT
-                S: 221
-            """,
+        scen = smtp_scenario(tmp_path / "no.yaml", "refused noop", srv.port)
+        ok = smtp_scenario(
+            tmp_path / "ok.yaml", "expected refusal", srv.port, extra_steps="  - C: NOOP\n    S: 550\n"
         )
-        ok = write(tmp_path / "ok.yaml", (tmp_path / "no.yaml").read_text().replace("S: 250", "S: 550"))
-        ok.write_text(ok.read_text().replace("refused noop", "expected refusal"))
         res = mailrun(scen, ok, "--report", f"html={tmp_path / 'r.html'}")
     assert res.returncode == 1, res.stdout + res.stderr
     text = (tmp_path / "r.html").read_text()
@@ -243,17 +217,8 @@ def test_json_and_html_agree_on_a_failing_suite(tmp_path):
     """The counts at the top are the JSON report's, also with failures and errors."""
     with Server(scripted(b"220 hi\r\n", {b"NOOP": b"550 no\r\n", b"QUIT": b"221 bye\r\n"})) as srv:
         for name, code in (("a", 250), ("b", 550)):
-            write(
-                tmp_path / "s" / f"{name}.yaml",
-                f"""
-                name: {name}
-                protocol: smtp
-                connect: {{host: 127.0.0.1, port: {srv.port}, timeout: 5}}
-                steps:
-                  - S: 220
-                  - C: NOOP
-                    S: {code}
-                """,
+            smtp_scenario(
+                tmp_path / "s" / f"{name}.yaml", name, srv.port, extra_steps=f"  - C: NOOP\n    S: {code}\n"
             )
         write(
             tmp_path / "s" / "c.yaml",

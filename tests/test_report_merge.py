@@ -18,7 +18,15 @@ from runner import events as E
 from runner.reporters.event_json import MAX_WIRE_CHARS, EventRecorder
 from runner.results import ScenarioResult, SessionResult
 from tests.support.servers import Server, scripted
-from tests.test_suite import _normal, _strip_timings, junit_suites, mailrun, report, write, write_bed_suite
+from tests.test_suite import (
+    _normal,
+    _strip_timings,
+    junit_suites,
+    mailrun,
+    report,
+    smtp_scenario,
+    write_bed_suite,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -183,21 +191,7 @@ def test_a_report_without_events_still_merges(tmp_path):
     has its test cases, and a transcript of verdicts without wire lines."""
     a = tmp_path / "a.json"
     with Server(scripted(b"220 hi\r\n", {b"NOOP": b"550 no <way>\r\n", b"QUIT": b"221 bye\r\n"})) as srv:
-        scen = write(
-            tmp_path / "noop.yaml",
-            f"""
-            name: noop refused
-            protocol: smtp
-            connect: {{host: 127.0.0.1, port: {srv.port}, timeout: 5}}
-            steps:
-              - S: 220
-              - C: NOOP
-                S: 250
-            finally:
-              - C: QUIT
-                S: 221
-            """,
-        )
+        scen = smtp_scenario(tmp_path / "noop.yaml", "noop refused", srv.port)
         assert mailrun(scen, "--report", f"json={a}").returncode == 1
     doc = json.loads(a.read_text())
     assert doc["scenarios"][0]["events"][0]["type"] == "ScenarioStarted"

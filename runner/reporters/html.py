@@ -149,7 +149,7 @@ class _Scenario:
         self.result = result
         self.events = events
         self.transcript = transcript
-        self.slowest = max((_us(st.elapsed) for st in result.steps), default=0.0)
+        self.slowest = max((st.elapsed for st in result.steps), default=0.0)
         self.tls_mode = "none"
 
     def render(self) -> str:
@@ -159,7 +159,7 @@ class _Scenario:
         head = (
             f'<summary><span class="badge {status}">{x(VERDICT.get(r.status, r.status.upper()))}</span>'
             f"<h2>{x(r.display_name)}</h2> "
-            f'<span class="meta">{x(r.file)} · {passed}/{total} steps · {_us(r.duration):.2f} s'
+            f'<span class="meta">{x(r.file)} · {passed}/{total} steps · {r.duration:.2f} s'
             + (f" · after {r.retries} connection retries" if r.retries else "")
             + "</span></summary>\n"
         )
@@ -216,7 +216,7 @@ class _Scenario:
         title = f'<h3>{"session " + x(name) if name else ""} <span class="meta">{x(", ".join(facts))}</span>'
         if sess is not None:
             title += f' <span class="badge {token(sess.status)}">{x(sess.status)}</span>'
-            title += f' <span class="meta">{_us(sess.duration):.3f} s</span>'
+            title += f' <span class="meta">{sess.duration:.3f} s</span>'
             if sess.tls is not None and not tls_seen:  # (a report read back without its events)
                 items = [*items, self.tls(sess.tls, "TLS")]
             if sess.reason:
@@ -254,7 +254,7 @@ class _Scenario:
 
     def step(self, st: R.StepResult) -> str:
         x = self.x
-        elapsed = _us(st.elapsed)
+        elapsed = st.elapsed
         share = 100.0 * elapsed / self.slowest if self.slowest > 0 else 0.0
         name = f' <span class="name">{x(st.name)}</span>' if st.name else ""
         head = (
@@ -316,12 +316,6 @@ class _Scenario:
         return "\n".join(
             f'<span class="{kinds.get(line[:1], "ctx")}">{self.x(line)}</span>' for line in lines
         )
-
-
-def _us(seconds: float) -> float:
-    """Seconds to the microsecond, as the JSON report keeps them: a report merged from JSON
-    draws the same bars and shows the same times."""
-    return round(seconds, 6)
 
 
 def _cut(text: str) -> str:

@@ -71,7 +71,7 @@ def step_dict(st: R.StepResult, session: R.SessionResult) -> dict:
         "expected": st.expected,
         "reply": _reply(st.reply),
         "reason": st.reason,
-        "elapsed": round(st.elapsed, 6),
+        "elapsed": st.elapsed,  # (exact: a merged report shows the same times)
         "captures": dict(st.captures),
         "performed_by": st.performed_by,
     }
@@ -88,7 +88,7 @@ def scenario_dict(r: R.ScenarioResult, events: list[dict] | None = None, omitted
         "status": r.status,
         "exit_class": int(r.exit_class),
         "started": iso(r.started_at) if r.started_at else None,
-        "duration": round(r.duration, 6),
+        "duration": r.duration,
         "reason": r.reason,
         "retries": r.retries,
         "steps_passed": passed,
@@ -105,7 +105,7 @@ def scenario_dict(r: R.ScenarioResult, events: list[dict] | None = None, omitted
                 "peer": s.peer,
                 "transport": s.transport,
                 "tls": _tls(s.tls),
-                "duration": round(s.duration, 6),
+                "duration": s.duration,
             }
             for s in r.sessions
         ],
