@@ -143,6 +143,32 @@ def _statuses(page: str) -> list:
     return re.findall(r'<section class="scenario [^"]*" data-status="(\w+)"', page)
 
 
+def test_a_run_with_retries_and_a_connection_error_is_rebuilt_the_same(tmp_path, free_port):
+    """Suite retries (Retrying events before the final attempt) and a session that never
+    connected come back as they were: the same JUnit, the final attempt's transcript."""
+    scen = smtp_scenario(tmp_path / "down.yaml", "down", free_port())
+    live = ["--report", f"json={tmp_path / 'a.json'}", "--report", f"junit={tmp_path / 'a.xml'}"]
+    res = mailrun(scen, "--retries", "1", *live, "--transcript", tmp_path / "ta")
+    assert res.returncode == 3, res.stdout + res.stderr
+    merged = ["--report", f"junit={tmp_path / 'm.xml'}", "--report", f"html={tmp_path / 'm.html'}"]
+    res = mailrun("report", "merge", tmp_path / "a.json", *merged, "--transcript", tmp_path / "tm")
+    assert res.returncode == 0 and "1 error" in res.stderr, res.stderr
+    xml = (tmp_path / "m.xml").read_text()
+    assert _junit_stable(xml) == _junit_stable((tmp_path / "a.xml").read_text())
+    assert "retrying scenario down (retry 1 of 1" in xml
+    # a live --transcript also has the attempts a retry replaced; the rebuilt one, as every
+    # ordered report, the final attempt after the Retrying lines
+    rebuilt, live_log = (
+        (tmp_path / "tm" / "down-1.log").read_text(),
+        (tmp_path / "ta" / "down-1.log").read_text(),
+    )
+    assert rebuilt.count("# mailrun transcript") == 1 and live_log.count("# mailrun transcript") == 2
+    assert rebuilt.splitlines()[-3:] == live_log.splitlines()[-3:]
+    page = (tmp_path / "m.html").read_text()
+    assert '<li class="sys warning">retrying scenario down (retry 1 of 1' in page
+    assert "after 1 connection retries" in page and 'data-group="failed"' in page
+
+
 def test_merge_refuses_unusable_inputs_and_writes_nothing(tmp_path):
     good = tmp_path / "good.json"
     res = mailrun("--sandbox", "scenarios/smtp_probe.yaml", "--report", f"json={good}")
@@ -209,6 +235,10 @@ def test_a_report_without_events_still_merges(tmp_path):
     assert "C: NOOP" not in transcript and "S: 220" not in transcript
     merged = report(tmp_path / "m.json")
     assert _strip_timings(merged["scenarios"][0]["steps"]) == _strip_timings(doc["scenarios"][0]["steps"])
+    res = mailrun("report", "merge", a, "--report", f"html={tmp_path / 'm.html'}")
+    page = (tmp_path / "m.html").read_text()  # the chat from the steps alone, in its session
+    assert res.returncode == 0 and '<div class="session"><h3>session noop refused ' in page
+    assert '<span class="who">C:</span><pre>NOOP</pre>' in page and "<pre>550 no &lt;way&gt;</pre>" in page
 
 
 def test_recorded_wire_bytes_are_bounded_and_counted():

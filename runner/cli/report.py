@@ -25,7 +25,13 @@ def build_parser():
     )
     m.add_argument("inputs", nargs="+", metavar="REPORT.json", help="JSON reports of earlier runs")
     m.add_argument(
-        "--report", action="append", type=_report, default=[], metavar=_report_forms("|"), required=True
+        "--report",
+        action="append",
+        type=_report,
+        default=[],
+        metavar=_report_forms("|"),
+        required=True,
+        help="a report to write (repeatable)",
     )
     m.add_argument("--transcript", metavar="DIR", help="write one transcript file per scenario run")
     return p
