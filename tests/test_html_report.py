@@ -147,6 +147,9 @@ def test_the_chat_decodes_challenges_masks_secrets_and_shows_tls(tmp_path):
     facts = dict(re.findall(r"<dt>([^<]*)</dt><dd>([^<]*)</dd>", tls))
     assert facts["version"].startswith("TLSv1.") and facts["cipher"] and facts["verified"] == "yes"
     assert "CN=localhost" in facts["peer subject"]
+    # the handshake shows after the STARTTLS step, before the EHLO over TLS
+    assert text.index('<span class="label">step 3</span>') < text.index('<li class="tls">')
+    assert text.index('<li class="tls">') < text.index('<span class="label">step 4</span>')
     assert re.search(r'<span class="bar" style="width:100\.0%">', text)  # the slowest step's bar
 
 

@@ -180,7 +180,7 @@ class _Scenario:
         """One block per session attempt; lines before the first session (a suite retry) and
         after the last one go in blocks of their own."""
         out, items, started, tls_seen = [], [], None, False
-        for ev in self.events:
+        for ev in chat_order(self.events):
             if isinstance(ev, E.SessionStarted):
                 if items:
                     out.append(self.block(None, None, items, tls_seen))
@@ -316,6 +316,30 @@ class _Scenario:
         return "\n".join(
             f'<span class="{kinds.get(line[:1], "ctx")}">{self.x(line)}</span>' for line in lines
         )
+
+
+def chat_order(events: list):
+    """The events in the order the chat shows them: a STARTTLS handshake (announced after the
+    STARTTLS reply, before its step's StepFinished) after that step; one at connect (implicit
+    TLS, a program's -starttls) where it is."""
+    held, prev = None, None
+    for ev in events:
+        if isinstance(ev, E.TLSStarted) and not isinstance(prev, E.Connected):
+            if held is not None:
+                yield held
+            held = ev
+        elif held is not None and not isinstance(ev, E.StepFinished | E.Note):
+            yield held
+            held = None
+            yield ev
+        else:
+            yield ev
+            if held is not None and isinstance(ev, E.StepFinished):
+                yield held
+                held = None
+        prev = ev
+    if held is not None:
+        yield held
 
 
 def _cut(text: str) -> str:
