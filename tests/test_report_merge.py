@@ -299,3 +299,41 @@ def test_readme_shows_a_github_matrix_and_an_indexed_job_that_shard_and_merge():
     for line in commands:
         args = build_parser().parse_args(line.split()[2:])
         assert args.action == "merge" and args.report
+
+
+def test_tls_facts_added_later_are_recorded_whatever_their_type():
+    """More TLS facts (the TLS change extends TLSInfo) reach the events as JSON can hold them,
+    and come back as TLSInfo fields."""
+    import datetime
+
+    from runner.reporters.event_json import decode
+    from runner.transports.base import TLSInfo
+
+    class MoreTLS(TLSInfo):
+        __slots__ = ("not_after", "chain")
+
+        def __init__(self, *a, not_after=None, chain=(), **kw):
+            super().__init__(*a, **kw)
+            object.__setattr__(self, "not_after", not_after)
+            object.__setattr__(self, "chain", chain)
+
+    rec = EventRecorder()
+    info = MoreTLS(
+        "TLSv1.3", "TLS_AES_128_GCM_SHA256", "CN=x", not_after=datetime.date(2030, 1, 2), chain=("a",)
+    )
+    rec.handle(E.TLSStarted(info, 5.0))
+    result = ScenarioResult("f.yaml", "tls")
+    (d,), _ = rec.take(result)
+    assert json.loads(json.dumps(d))["info"] == {
+        "version": "TLSv1.3",
+        "cipher": "TLS_AES_128_GCM_SHA256",
+        "peer_subject": "CN=x",
+        "peer_issuer": None,
+        "verified": True,
+        "not_after": "2030-01-02",
+        "chain": ["a"],
+    }
+    back = decode(d, result)
+    assert isinstance(back, E.TLSStarted) and back.info == TLSInfo(
+        "TLSv1.3", "TLS_AES_128_GCM_SHA256", "CN=x"
+    )

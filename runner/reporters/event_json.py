@@ -27,10 +27,21 @@ _INFO = {"Connected": ConnectInfo, "TLSStarted": TLSInfo}
 
 
 def info_dict(info) -> dict | None:
-    """A ConnectInfo or TLSInfo (any read-only record) as a dict of its fields."""
+    """A ConnectInfo or TLSInfo (any read-only record) as a dict of its fields, each one as JSON
+    holds it (a record as a dict, a sequence as a list, anything else not plain as its text)."""
     if info is None:
         return None
-    return {k: info_dict(v) if hasattr(v, "__slots__") else v for k, v in _fields(info).items()}
+    return {k: _json_value(v) for k, v in _fields(info).items()}
+
+
+def _json_value(v):
+    if isinstance(v, _PLAIN):
+        return v
+    if isinstance(v, list | tuple):
+        return [_json_value(i) for i in v]
+    if isinstance(v, dict):
+        return {str(k): _json_value(i) for k, i in v.items()}
+    return info_dict(v) if hasattr(v, "__slots__") else str(v)
 
 
 def tls_info(d: dict | None) -> TLSInfo | None:
