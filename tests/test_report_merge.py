@@ -179,7 +179,7 @@ def test_a_run_with_retries_and_a_connection_error_is_rebuilt_the_same(tmp_path,
     assert rebuilt.splitlines()[-3:] == live_log.splitlines()[-3:]
     page = (tmp_path / "m.html").read_text()
     assert '<li class="sys warning">retrying scenario down (retry 1 of 1' in page
-    assert "after 1 connection retries" in page and 'data-group="failed"' in page
+    assert "(after 1 connection retry)" in page and 'data-group="failed"' in page
 
 
 def test_merge_refuses_unusable_inputs_and_writes_nothing(tmp_path):

@@ -3,7 +3,8 @@
     header   summary counts (the JSON report's, runner.reporters.json_report.summary) and filter
              buttons: all, passed, failed (failed and error), skipped (anything else)
     section  one per scenario run (a matrix run of one file gives one per provider), folded
-             open when it did not pass; inside, one block per session attempt:
+             open when it did not pass; inside, the verdict line every report words the same
+             (runner.reporters.summary.summary_text), then one block per session attempt:
                the conversation as a chat: client lines on the right, server replies on the
                left (a decoded 334 challenge under its line), connect/TLS/notes in the middle;
                per step its status, location and a time bar (its share of the slowest step);
@@ -34,7 +35,7 @@ from runner.reporters.base import RedactorLike, Reporter, write_atomic
 from runner.reporters.event_json import info_dict
 from runner.reporters.html_assets import CSS, JS
 from runner.reporters.json_report import summary
-from runner.reporters.summary import VERDICT, step_counts
+from runner.reporters.summary import VERDICT, step_counts, summary_text
 from runner.reporters.text import captures_text, iso, redact, retry_text, safe_text, step_label, where
 from runner.reporters.transcript import TranscriptFormatter
 
@@ -159,11 +160,9 @@ class _Scenario:
         head = (
             f'<summary><span class="badge {status}">{x(VERDICT.get(r.status, r.status.upper()))}</span>'
             f"<h2>{x(r.display_name)}</h2> "
-            f'<span class="meta">{x(r.file)} · {passed}/{total} steps · {r.duration:.2f} s'
-            + (f" · after {r.retries} connection retries" if r.retries else "")
-            + "</span></summary>\n"
+            f'<span class="meta">{x(r.file)} · {passed}/{total} steps · {r.duration:.2f} s</span></summary>\n'
         )
-        body = f'<p class="reason">{x(r.reason)}</p>\n' if r.reason else ""
+        body = f'<p class="verdict {status}">{x(summary_text(r))}</p>\n'  # the line every report has
         body += "".join(self.sessions())
         if self.transcript:
             body += (

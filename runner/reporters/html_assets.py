@@ -33,6 +33,8 @@ pre { margin: 0; white-space: pre-wrap; word-break: break-word; font: 12.5px/1.4
 .status-failed { border-left-color: var(--fail); } .badge.status-failed { background: var(--fail); }
 .status-error { border-left-color: var(--error); } .badge.status-error { background: var(--error); }
 .reason { color: var(--fail); margin: 4px 0; }
+.verdict { margin: 4px 0; font-weight: 600; }
+.verdict.status-failed, .verdict.status-error { color: var(--fail); }
 .session { border-top: 1px dashed var(--line); margin-top: 8px; }
 .chat { list-style: none; margin: 0; padding: 0; display: flex; flex-direction: column; gap: 4px; }
 .chat > li.sys, .chat > li.tls { align-self: center; text-align: center; max-width: 90%; }
