@@ -182,6 +182,21 @@ def test_a_run_with_retries_and_a_connection_error_is_rebuilt_the_same(tmp_path,
     assert "(after 1 connection retry)" in page and 'data-group="failed"' in page
 
 
+def test_steps_a_program_performed_keep_performed_by(tmp_path):
+    """openssl s_client -starttls plays the STARTTLS exchange itself: the JSON says which program
+    performed those steps, and the reports rebuilt from it say so as the run's did."""
+    live = ["--report", f"json={tmp_path / 'a.json'}", "--report", f"junit={tmp_path / 'a.xml'}"]
+    res = mailrun("--sandbox", "scenarios/sandbox_send.yaml", "--transport", "openssl", *live)
+    assert res.returncode == 0, res.stdout + res.stderr
+    steps = report(tmp_path / "a.json")["scenarios"][0]["steps"]
+    assert [st["performed_by"] for st in steps[:4]] == ["openssl s_client -starttls smtp"] * 3 + [None]
+    merged = ["--report", f"junit={tmp_path / 'm.xml'}", "--report", f"html={tmp_path / 'm.html'}"]
+    assert mailrun("report", "merge", tmp_path / "a.json", *merged).returncode == 0
+    assert _junit_stable((tmp_path / "m.xml").read_text()) == _junit_stable((tmp_path / "a.xml").read_text())
+    chat = '<div class="sys">performed by openssl s_client -starttls smtp</div>'
+    assert (tmp_path / "m.html").read_text().count(chat) == 3
+
+
 def test_merge_refuses_unusable_inputs_and_writes_nothing(tmp_path):
     good = tmp_path / "good.json"
     res = mailrun("--sandbox", "scenarios/smtp_probe.yaml", "--report", f"json={good}")

@@ -271,12 +271,12 @@ class _Scenario:
         if st.reply is not None:
             parts.append(self.reply(st.reply))
         extra = []
-        if st.performed_by:
+        if st.performed_by:  # (its reason says the same, for people)
             extra.append(f"performed by {st.performed_by}")
+        elif st.reason and st.status not in ("failed", "error"):
+            extra.append(st.reason)
         if st.captures:
             extra.append(f"captured {captures_text(st.captures)}")
-        if st.reason and st.status not in ("failed", "error"):
-            extra.append(st.reason)
         if extra:
             parts.append(f'<div class="sys">{x("; ".join(extra))}</div>\n')
         if st.status in ("failed", "error") or getattr(st, "diff", None):
