@@ -231,6 +231,27 @@ def test_merge_refuses_unusable_inputs_and_writes_nothing(tmp_path):
     assert res.returncode == 2 and "html=PATH" in res.stderr
 
 
+def test_merged_runs_come_in_the_order_a_run_of_the_directory_has(tmp_path):
+    """'a/b.yaml' before 'a-c.yaml', as discovery sorts paths (by their parts, not as text)."""
+    with Server(scripted(b"220 hi\r\n", {b"QUIT": b"221 bye\r\n"})) as srv:
+        for name in ("a/b.yaml", "a-c.yaml", "a/a.yaml", "0.yaml"):
+            smtp_scenario(tmp_path / "d" / name, name, srv.port)
+        whole = mailrun(tmp_path / "d", "--report", f"json={tmp_path / 'one.json'}")
+        assert whole.returncode == 0, whole.stdout + whole.stderr
+        files = [s["file"] for s in report(tmp_path / "one.json")["scenarios"]]
+        for i, f in enumerate(files):  # one shard per file, in reverse
+            assert mailrun(f, "--report", f"json={tmp_path / f'{i}.json'}").returncode == 0
+    shards = [tmp_path / f"{i}.json" for i in reversed(range(len(files)))]
+    assert mailrun("report", "merge", *shards, "--report", f"json={tmp_path / 'all.json'}").returncode == 0
+    assert [s["file"] for s in report(tmp_path / "all.json")["scenarios"]] == files
+    assert [Path(f).relative_to(tmp_path / "d").as_posix() for f in files] == [
+        "0.yaml",
+        "a/a.yaml",
+        "a/b.yaml",
+        "a-c.yaml",
+    ]
+
+
 def test_merge_warns_about_a_run_in_two_reports(tmp_path):
     a = tmp_path / "a.json"
     assert mailrun("--sandbox", "scenarios/smtp_probe.yaml", "--report", f"json={a}").returncode == 0

@@ -132,7 +132,7 @@ def scenario_runs(docs: list[tuple[str, dict]]):
     Raises ReportError for an entry that does not hold together (an event that refers to a
     step the entry does not have)."""
     entries = [(path, i, sc) for path, doc in docs for i, sc in enumerate(doc["scenarios"])]
-    entries.sort(key=lambda e: e[2]["file"])
+    entries.sort(key=lambda e: Path(e[2]["file"]))  # (by parts, as discovery sorts a directory)
     for path, i, sc in entries:
         try:
             result = scenario(sc)
