@@ -203,6 +203,12 @@ def test_merge_refuses_unusable_inputs_and_writes_nothing(tmp_path):
     assert res.returncode == 0, res.stderr
     bad = json.loads(good.read_text())
     bad["scenarios"][0]["steps"][0]["status"] = "bogus"
+    broken = json.loads(good.read_text())
+    next(e for e in broken["scenarios"][0]["events"] if e["type"] == "StepFinished")["step"] = 99
+    (tmp_path / "broken.json").write_text(json.dumps(broken))
+    res = mailrun("report", "merge", tmp_path / "broken.json", "--report", f"html={tmp_path / 'b.html'}")
+    assert res.returncode == 2 and not (tmp_path / "b.html").exists(), res.stderr
+    assert f"{tmp_path / 'broken.json'}: scenarios/0: cannot be read back: IndexError" in res.stderr
     inputs = {
         "missing.json": None,
         "text.json": "not json {",

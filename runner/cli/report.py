@@ -41,19 +41,25 @@ def main(argv: list[str]) -> int:
     """Exit status: 0 when every report was written (whatever the runs' verdicts: the merged JSON
     report's exit_class holds the suite's), 2 for an unreadable or invalid input."""
     from runner.cli.run import check_outputs
+    from runner.errors import MailrunError
+    from runner.reporters.replay import duplicates, scenario_runs
 
     args = build_parser().parse_args(argv)
     docs, problems = read_all(args.inputs)
+    runs = []
+    if not problems:
+        try:  # every run rebuilt before anything is written
+            runs = list(scenario_runs(docs))
+        except MailrunError as exc:
+            problems.append(str(exc))
     if problems:
         print("\n".join(problems), file=sys.stderr)
         print(f"mailrun: {len(problems)} unusable report(s); nothing was written", file=sys.stderr)
         return int(ExitClass.INVALID)
     check_outputs(args)
-    from runner.reporters.replay import duplicates
-
     for line in duplicates(docs):
         print(f"mailrun: warning: {line}: it is merged once per report", file=sys.stderr)
-    counts = merge(docs, args)
+    counts = merge(runs, args)
     statuses = ", ".join(f"{n} {status}" for status, n in counts.items() if status != "runs")
     print(
         f"merged {counts['runs']} scenario run(s) from {len(docs)} report(s)"
@@ -79,11 +85,11 @@ def read_all(paths: list[str]) -> tuple[list[tuple[str, dict]], list[str]]:
     return docs, problems
 
 
-def merge(docs: list[tuple[str, dict]], args) -> dict[str, int]:
-    """Plays every scenario run into the reporters and closes them; the runs' counts."""
+def merge(runs: list, args) -> dict[str, int]:
+    """Plays every scenario run (result, events) into the reporters and closes them; the runs'
+    counts."""
     from runner.reporters.base import Tee
     from runner.reporters.formats import create
-    from runner.reporters.replay import scenario_runs
 
     reporters = Tee([create(kind, path) for kind, path in args.report])
     transcripts = None
@@ -93,7 +99,7 @@ def merge(docs: list[tuple[str, dict]], args) -> dict[str, int]:
         transcripts = TranscriptReporter(args.transcript)
     counts = {"runs": 0}
     try:
-        for result, events in scenario_runs(docs):
+        for result, events in runs:
             counts["runs"] += 1
             counts[result.status] = counts.get(result.status, 0) + 1
             writer = transcripts.for_run(result.file, result.name, result.provider) if transcripts else None
