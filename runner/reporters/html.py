@@ -234,6 +234,8 @@ class _Scenario:
                 f'<li class="sys">connected to {x(ev.info.peer)} via {x(ev.info.transport)}{x(note)}</li>\n'
             )
         if isinstance(ev, E.Note):
+            if ev.kind == "chatter":  # what a spawned program printed, lines together
+                return f'<li class="sys chatter"><pre>{x(ev.text)}</pre></li>\n'
             cls = "sys warning" if ev.kind == "warning" else "sys"
             return f'<li class="{cls}">{x(ev.kind)}: {x(ev.text)}</li>\n'
         if isinstance(ev, E.Retrying):
@@ -322,7 +324,7 @@ def chat_order(events: list):
     STARTTLS reply, before its step's StepFinished) after that step; one at connect (implicit
     TLS, a program's -starttls) where it is."""
     held, prev = None, None
-    for ev in events:
+    for ev in _chatter_joined(events):
         if isinstance(ev, E.TLSStarted) and not isinstance(prev, E.Connected):
             if held is not None:
                 yield held
@@ -339,6 +341,21 @@ def chat_order(events: list):
         prev = ev
     if held is not None:
         yield held
+
+
+def _chatter_joined(events: list):
+    """Consecutive chatter notes (a spawned program's own output, a line each) as one note."""
+    lines: list[E.Note] = []
+    for ev in events:
+        if isinstance(ev, E.Note) and ev.kind == "chatter":
+            lines.append(ev)
+            continue
+        if lines:
+            yield E.Note("chatter", "\n".join(n.text for n in lines), lines[0].at)
+            lines = []
+        yield ev
+    if lines:
+        yield E.Note("chatter", "\n".join(n.text for n in lines), lines[0].at)
 
 
 def _cut(text: str) -> str:

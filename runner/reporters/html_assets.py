@@ -54,6 +54,8 @@ pre { margin: 0; white-space: pre-wrap; word-break: break-word; font: 12.5px/1.4
 .bubble.c { align-self: flex-end; background: var(--client); }
 .bubble.s { align-self: flex-start; background: var(--server); }
 .decoded { font-size: 12px; color: var(--muted); }
+.chatter { align-self: stretch !important; text-align: left !important; }
+.chatter pre { color: var(--muted); border-left: 3px solid var(--line); padding-left: 8px; }
 .problem { border: 1px solid var(--fail); border-radius: 6px; padding: 6px 10px; background: #fff8f8; }
 .problem dl { display: grid; grid-template-columns: max-content 1fr; gap: 2px 12px; margin: 0; }
 .problem dt { font-weight: 600; color: var(--muted); } .problem dd { margin: 0; }
