@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from runner import events as E
-from runner.reporters.event_json import MAX_WIRE_CHARS, EventRecorder
+from runner.reporters.event_json import MAX_EVENTS, MAX_WIRE_CHARS, EventRecorder
 from runner.results import ScenarioResult, SessionResult
 from tests.support.servers import Server, scripted
 from tests.test_suite import (
@@ -316,6 +316,17 @@ def test_recorded_wire_bytes_are_bounded_and_counted():
     events, omitted = rec.take(result)
     assert [e["type"] for e in events] == ["ScenarioStarted", *["Received"] * 4, "ScenarioFinished"]
     assert omitted == 3
+    rec = EventRecorder()  # past MAX_EVENTS notes, the structure is still recorded
+    for i in range(MAX_EVENTS + 5):
+        rec.handle(E.Note("chatter", "x", float(i)))
+    rec.handle(E.SessionFinished(result.sessions[0], 1e6))
+    rec.handle(E.ScenarioFinished(result, 1e6))
+    events, omitted = rec.take(result)
+    assert omitted == 5 and len(events) == MAX_EVENTS + 2
+    assert events[-2:] == [
+        {"type": "SessionFinished", "at": 1e6, "session": 0},
+        {"type": "ScenarioFinished", "at": 1e6},
+    ]
     rec = EventRecorder()
     rec.handle(E.Received(b"\xff\xfe", 1.0))
     assert rec.take(result)[0] == [{"type": "Received", "at": 1.0, "base64": "//4="}]

@@ -19,7 +19,8 @@ from runner.transports.base import ConnectInfo, TLSInfo
 
 #: wire bytes (Sent/Received) kept per scenario run; later ones are counted, not kept
 MAX_WIRE_CHARS = 1 << 20
-#: events kept per scenario run (a server dripping one byte per read makes many)
+#: wire events and notes kept per scenario run (a server dripping one byte per read makes many);
+#: the others (a session, a step, a handshake, the scenario's end) are always kept
 MAX_EVENTS = 20_000
 
 _PLAIN = (str, int, float, bool, type(None))
@@ -66,12 +67,15 @@ class EventRecorder:
     def __init__(self):
         self.items: list[tuple[dict, object]] = []  # (dict, the result it refers to, or None)
         self.wire = 0
+        self.kept = 0  # wire events and notes
         self.omitted = 0
 
     def handle(self, ev) -> None:
-        if len(self.items) >= MAX_EVENTS:
-            self.omitted += 1
-            return
+        if isinstance(ev, E.Sent | E.Received | E.Note):
+            if self.kept >= MAX_EVENTS:
+                self.omitted += 1
+                return
+            self.kept += 1
         name = type(ev).__name__
         d: dict = {"type": name, "at": ev.at}  # (unrounded: a merge computes the same durations)
         ref = None

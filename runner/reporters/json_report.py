@@ -157,7 +157,7 @@ class JsonReporter(Reporter):
         self.path = Path(path)
         self.redactor = redactor
         self.results: list[R.ScenarioResult] = []
-        self.events: list[tuple[list[dict], int]] = []  # per result: (events, how many left out)
+        self.events: list[tuple[list[dict] | None, int]] = []  # per result: (events, how many left out)
         self._recorder: EventRecorder | None = None
         self.last_end: float | None = None
         self.created = time.time()
@@ -173,7 +173,7 @@ class JsonReporter(Reporter):
             self._recorder.handle(event)
         if isinstance(event, E.ScenarioFinished):
             self.results.append(event.result)
-            self.events.append(self._recorder.take(event.result) if self._recorder else ([], 0))
+            self.events.append(self._recorder.take(event.result) if self._recorder else (None, 0))
             self._recorder = None
             self.last_end = max(self.last_end or event.at, event.at)
 

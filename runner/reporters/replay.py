@@ -123,6 +123,10 @@ def events(d: dict, result: R.ScenarioResult) -> list:
             out.append(E.ScenarioStarted(result.file, result.name, result.provider, ev["at"]))
         elif (e := decode(ev, result)) is not None:
             out.append(e)
+    if not out or not isinstance(out[0], E.ScenarioStarted):  # (a report edited by hand)
+        out.insert(0, E.ScenarioStarted(result.file, result.name, result.provider, result.started_at))
+    if not isinstance(out[-1], E.ScenarioFinished):
+        out.append(E.ScenarioFinished(result, out[-1].at))
     return out
 
 
