@@ -173,11 +173,12 @@ def test_a_failed_step_is_expanded_with_expected_and_received(tmp_path):
 
 
 def test_fields_other_parts_add_are_rendered_when_present(tmp_path):
-    """Statuses beyond today's, a snapshot `diff` on a step, more TLS facts: the reporter shows
-    what a result carries (records subclassed here as the other changes will extend them)."""
+    """Statuses beyond today's, a snapshot diff on a step, more TLS facts (as fields, or as a
+    certificate's facts that facts() flattens): the reporter shows what a result carries
+    (records subclassed here as the other changes extend them)."""
 
     class SnapStep(StepResult):
-        __slots__ = ("diff",)
+        __slots__ = ("snapshot", "snapshot_diff")
 
     class MoreTLS(TLSInfo):
         __slots__ = ("alpn",)
@@ -186,8 +187,21 @@ def test_fields_other_parts_add_are_rendered_when_present(tmp_path):
             super().__init__(*a, **kw)
             object.__setattr__(self, "alpn", alpn)
 
+    class CertTLS(TLSInfo):
+        __slots__ = ("cert",)
+
+        def __init__(self, *a, cert=None, **kw):
+            super().__init__(*a, **kw)
+            object.__setattr__(self, "cert", cert)
+
+        def facts(self) -> dict:
+            return {"version": self.version, "sans": list(self.cert["sans"]), "days_left": self.cert["days"]}
+
     diffed = SnapStep(2, "steps", "x.yaml:5", None, "send", "failed", sent="EHLO x", expected="snapshot")
-    diffed.diff = "--- snapshot\n+++ received\n@@ -1 +1 @@\n-250 old\n+250 new"
+    diffed.snapshot, diffed.snapshot_diff = (
+        "differs",
+        "--- snapshot\n+++ received\n@@ -1 +1 @@\n-250 old\n+250 new",
+    )
     steps = [
         StepResult(1, "steps", "x.yaml:3", None, "read", "not needed", reason="capability absent"),
         diffed,
@@ -202,6 +216,9 @@ def test_fields_other_parts_add_are_rendered_when_present(tmp_path):
     rep.handle(E.TLSStarted(MoreTLS("TLSv1.3", "TLS_AES_128_GCM_SHA256", "CN=x", alpn="smtp"), 1.1))
     for st in steps:
         rep.handle(E.StepFinished(st, 1.2))
+    rep.handle(
+        E.TLSStarted(CertTLS("TLSv1.2", "X", None, cert={"sans": ("a.test", "b.test"), "days": 30}), 1.25)
+    )
     rep.handle(E.SessionFinished(sess, 1.3))
     rep.handle(E.ScenarioFinished(result, 1.4))
     rep.close()
@@ -212,9 +229,10 @@ def test_fields_other_parts_add_are_rendered_when_present(tmp_path):
         '<section class="scenario status-interrupted" data-status="interrupted" data-group="failed">' in text
     )
     assert '<span class="del">-250 old</span>\n<span class="add">+250 new</span>' in text
-    assert '<span class="hunk">@@ -1 +1 @@</span>' in text
+    assert '<span class="hunk">@@ -1 +1 @@</span>' in text and "<dt>snapshot differs</dt>" in text
     assert "<dt>alpn</dt><dd>smtp</dd>" in text
-    assert text.count('<li class="tls">') == 1  # the session's own facts are the event's: once
+    assert "<dt>sans</dt><dd>a.test, b.test</dd><dt>days left</dt><dd>30</dd>" in text
+    assert text.count('<li class="tls">') == 2  # the session's own facts are the events': not again
 
 
 def test_json_and_html_agree_on_a_failing_suite(tmp_path):

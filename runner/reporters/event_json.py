@@ -29,9 +29,13 @@ _INFO = {"Connected": ConnectInfo, "TLSStarted": TLSInfo}
 
 def info_dict(info) -> dict | None:
     """A ConnectInfo or TLSInfo (any read-only record) as a dict of its fields, each one as JSON
-    holds it (a record as a dict, a sequence as a list, anything else not plain as its text)."""
+    holds it (a record as a dict, a sequence as a list, anything else not plain as its text). A
+    record that says its own facts as plain data (a `facts()` method, as a TLSInfo that carries
+    a certificate does) is those facts."""
     if info is None:
         return None
+    if callable(getattr(info, "facts", None)):
+        return {str(k): _json_value(v) for k, v in info.facts().items()}
     return {k: _json_value(v) for k, v in _fields(info).items()}
 
 
@@ -46,8 +50,14 @@ def _json_value(v):
 
 
 def tls_info(d: dict | None) -> TLSInfo | None:
-    """A TLSInfo back from info_dict() (fields it does not know are left out)."""
-    return None if d is None else TLSInfo(**{k: v for k, v in d.items() if k in field_names(TLSInfo)})
+    """A TLSInfo back from info_dict(): through TLSInfo.from_facts where the class has one (to
+    rebuild what its facts() flattened), else from the fields the dict names."""
+    if d is None:
+        return None
+    from_facts = getattr(TLSInfo, "from_facts", None)
+    if from_facts is not None:
+        return from_facts(d)
+    return TLSInfo(**{k: v for k, v in d.items() if k in field_names(TLSInfo)})
 
 
 def field_names(cls) -> list[str]:

@@ -281,7 +281,7 @@ class _Scenario:
             extra.append(f"captured {captures_text(st.captures)}")
         if extra:
             parts.append(f'<div class="sys">{x("; ".join(extra))}</div>\n')
-        if st.status in ("failed", "error") or getattr(st, "diff", None):
+        if st.status in ("failed", "error") or _diff(st):
             parts.append(self.problem(st))
         return f'<li class="step {token(st.status)}" data-status="{x(st.status)}">{"".join(parts)}</li>\n'
 
@@ -304,9 +304,12 @@ class _Scenario:
             rows.append(("received", f"<pre>{x(got)}</pre>"))
         if st.reason:
             rows.append(("reason", x(st.reason)))
-        diff = getattr(st, "diff", None)
+        diff = _diff(st)
         if diff:
-            rows.append(("snapshot diff", f'<pre class="diff">{self.diff(diff)}</pre>'))
+            what = getattr(st, "snapshot", None)
+            rows.append(
+                (f"snapshot {x(what)}" if what else "snapshot", f'<pre class="diff">{self.diff(diff)}</pre>')
+            )
         dl = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows)
         return f'<div class="problem"><dl>{dl}</dl></div>\n'
 
@@ -356,6 +359,11 @@ def _chatter_joined(events: list):
         yield ev
     if lines:
         yield E.Note("chatter", "\n".join(n.text for n in lines), lines[0].at)
+
+
+def _diff(st: R.StepResult):
+    """A step's snapshot diff, when it carries one (`snapshot_diff`, set by --snapshot)."""
+    return getattr(st, "snapshot_diff", None)
 
 
 def _cut(text: str) -> str:

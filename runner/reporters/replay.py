@@ -82,6 +82,9 @@ def step(d: dict) -> R.StepResult:
         "reply": reply(d.get("reply")),
         "captures": dict(d.get("captures") or {}),
     }
+    snap = d.get("snapshot")  # --snapshot: {"status", "diff"} for the fields snapshot, snapshot_diff
+    if isinstance(snap, dict) and "snapshot_diff" in field_names(R.StepResult):
+        made.update(snapshot=snap.get("status"), snapshot_diff=snap.get("diff"))
     return R.StepResult(**_pick(R.StepResult, d, **made))
 
 
