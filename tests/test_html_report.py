@@ -180,6 +180,9 @@ def test_fields_other_parts_add_are_rendered_when_present(tmp_path):
     class SnapStep(StepResult):
         __slots__ = ("snapshot", "snapshot_diff")
 
+    class CondStep(StepResult):
+        __slots__ = ("condition",)
+
     class MoreTLS(TLSInfo):
         __slots__ = ("alpn",)
 
@@ -203,10 +206,11 @@ def test_fields_other_parts_add_are_rendered_when_present(tmp_path):
         "--- snapshot\n+++ received\n@@ -1 +1 @@\n-250 old\n+250 new",
     )
     steps = [
-        StepResult(1, "steps", "x.yaml:3", None, "read", "not needed", reason="capability absent"),
+        CondStep(1, "steps", "x.yaml:3", None, "read", "not needed", reason="capability absent"),
         diffed,
         StepResult(3, "steps", "x.yaml:7", None, "send", "interrupted", sent="QUIT"),
     ]
+    steps[0].condition = "smtp.ext.PIPELINING"
     sess = SessionResult(
         "main", "smtp", 1, 1, steps=steps, status="failed", tls=MoreTLS("TLSv1.3", "C", None)
     )
@@ -224,7 +228,10 @@ def test_fields_other_parts_add_are_rendered_when_present(tmp_path):
     rep.close()
     text = (tmp_path / "r.html").read_text()
     assert 'class="step status-not-needed" data-status="not needed"' in text
-    assert 'class="step status-interrupted"' in text and "capability absent" in text
+    assert (
+        'class="step status-interrupted"' in text
+        and "capability absent; condition: smtp.ext.PIPELINING" in text
+    )
     assert (
         '<section class="scenario status-interrupted" data-status="interrupted" data-group="failed">' in text
     )

@@ -277,6 +277,8 @@ class _Scenario:
             extra.append(f"performed by {st.performed_by}")
         elif st.reason and st.status not in ("failed", "error"):
             extra.append(st.reason)
+        if getattr(st, "condition", None):  # a `requires` or `when` that did not hold
+            extra.append(f"condition: {st.condition}")
         if st.captures:
             extra.append(f"captured {captures_text(st.captures)}")
         if extra:
