@@ -11,7 +11,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-COMMANDS = ("run", "validate", "schema", "sandbox", "record", "import")
+COMMANDS = ("run", "validate", "schema", "sandbox", "record", "import", "report")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -46,6 +46,10 @@ def _command(cmd: str, rest: list[str]) -> int:
         from runner.cli.record import cmd_import, cmd_record
 
         return cmd_record(rest) if cmd == "record" else cmd_import(rest)
+    if cmd == "report":  # mailrun report merge ...
+        from runner.cli.report import main as report_main
+
+        return report_main(rest)
     from runner.cli.args import build_run_parser, parse_run_args
 
     if cmd == "validate":

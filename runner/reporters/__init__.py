@@ -8,6 +8,9 @@
     json_report  JsonReporter: one JSON document (schemas/report.schema.json)
     junit        JUnitReporter: JUnit XML for CI test reporters
     transcript   TranscriptReporter: one wire transcript file per scenario run
+    html         HtmlReporter: one self-contained page (html_assets: its style and script)
+    event_json   events <-> the JSON report's `events` (EventRecorder, decode)
+    replay       JSON reports back into results and events (`mailrun report merge`)
 
 Each thing is announced once on the stream (a connection, a TLS handshake, a retry, a skipped
 step whose `performed_by` says which program did it), so reporters keep no memory of what they

@@ -14,6 +14,7 @@ from runner.reporters.base import RedactorLike, Reporter, ReportError
 FORMATS: dict[str, tuple[str, str]] = {
     "junit": ("runner.reporters.junit", "JUnitReporter"),
     "json": ("runner.reporters.json_report", "JsonReporter"),
+    "html": ("runner.reporters.html", "HtmlReporter"),
 }
 
 

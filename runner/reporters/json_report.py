@@ -13,6 +13,7 @@ from runner import events as E
 from runner import results as R
 from runner.errors import most_severe
 from runner.reporters.base import RedactorLike, Reporter, write_atomic
+from runner.reporters.event_json import EventRecorder
 from runner.reporters.summary import last_attempts, slowest_steps, step_counts
 from runner.reporters.text import iso, redact
 
@@ -32,15 +33,17 @@ def _reply(reply) -> dict | None:
     if reply is None:
         return None
     lines = list(reply.lines)
+    # a reply read back from a report (runner.reporters.replay) says what the report left out
+    omitted = max(0, len(lines) - MAX_REPLY_LINES) + getattr(reply, "lines_omitted", 0)
     out: dict[str, Any] = {
         "code": reply.code,
         "lines": lines[:MAX_REPLY_LINES],
         "enhanced": reply.enhanced,
         "note": reply.note,
-        "bytes": len(reply.raw),
+        "bytes": getattr(reply, "size", len(reply.raw)),
     }
-    if len(lines) > MAX_REPLY_LINES:
-        out["lines_omitted"] = len(lines) - MAX_REPLY_LINES
+    if omitted:
+        out["lines_omitted"] = omitted
     return out
 
 
@@ -60,10 +63,11 @@ def step_dict(st: R.StepResult, session: R.SessionResult) -> dict:
         "expected": st.expected,
         "reply": _reply(st.reply),
         "reason": st.reason,
-        "elapsed": round(st.elapsed, 6),
+        "elapsed": st.elapsed,  # (exact: a merged report shows the same times)
         "captures": dict(st.captures),
         "condition": st.condition,
         "time_limit": st.time_limit,
+        "performed_by": st.performed_by,
     }
     if st.tls is not None:  # the TLS step (tls_expect): the facts it checked
         out["tls"] = _tls(st.tls)
@@ -72,9 +76,10 @@ def step_dict(st: R.StepResult, session: R.SessionResult) -> dict:
     return out
 
 
-def scenario_dict(r: R.ScenarioResult) -> dict:
+def scenario_dict(r: R.ScenarioResult, events: list[dict] | None = None, omitted: int = 0) -> dict:
+    """A scenario run's entry; `events` (runner.reporters.event_json) when they were recorded."""
     passed, total = step_counts(r)
-    return {
+    out = {
         "file": r.file,
         "name": r.name,
         "display_name": r.display_name,
@@ -82,7 +87,7 @@ def scenario_dict(r: R.ScenarioResult) -> dict:
         "status": r.status,
         "exit_class": int(r.exit_class),
         "started": iso(r.started_at) if r.started_at else None,
-        "duration": round(r.duration, 6),
+        "duration": r.duration,
         "reason": r.reason,
         "retries": r.retries,
         "steps_passed": passed,
@@ -99,13 +104,47 @@ def scenario_dict(r: R.ScenarioResult) -> dict:
                 "peer": s.peer,
                 "transport": s.transport,
                 "tls": _tls(s.tls),
-                "duration": round(s.duration, 6),
+                "duration": s.duration,
                 "condition": s.condition,
                 "capabilities": s.capabilities,
             }
             for s in r.sessions
         ],
         "steps": [step_dict(st, s) for s in r.sessions for st in s.steps],
+    }
+    if events is not None:
+        out["events"] = events
+    if omitted:
+        out["events_omitted"] = omitted
+    return out
+
+
+def summary(results: list[R.ScenarioResult]) -> dict:
+    """The report's counts (also shown at the top of the HTML report): scenario runs by status,
+    and the steps of each session's last attempt by status."""
+    steps = [st for r in results for st in (st for s in last_attempts(r) for st in s.steps)]
+    statuses = [r.status for r in results]
+    return {
+        "scenarios": len(results),
+        "passed": statuses.count("passed"),
+        "failed": statuses.count("failed"),
+        "error": statuses.count("error"),
+        "skipped": statuses.count("skipped"),
+        "steps": len(steps),
+        "steps_passed": sum(1 for s in steps if s.status == "passed"),
+        "steps_failed": sum(1 for s in steps if s.status == "failed"),
+        "steps_error": sum(1 for s in steps if s.status == "error"),
+        "steps_skipped": sum(1 for s in steps if s.status == "skipped"),
+        "steps_not_needed": sum(1 for s in steps if s.status == "not needed"),
+        "slowest_steps": [
+            {
+                "file": r.file,
+                "scenario": r.display_name,
+                "location": st.location,
+                "elapsed": round(st.elapsed, 6),
+            }
+            for r, st in slowest_steps(results)
+        ],
     }
 
 
@@ -129,6 +168,9 @@ class JsonReporter(Reporter):
         self.path = Path(path)
         self.redactor = redactor
         self.results: list[R.ScenarioResult] = []
+        self.events: list[tuple[list[dict] | None, int]] = []  # per result: (events, how many left out)
+        self._recorder: EventRecorder | None = None
+        self.last_end: float | None = None
         self.created = time.time()
         self.first_start: float | None = None
         self._closed = False
@@ -137,43 +179,27 @@ class JsonReporter(Reporter):
         if isinstance(event, E.ScenarioStarted):
             if self.first_start is None or event.at < self.first_start:
                 self.first_start = event.at
-        elif isinstance(event, E.ScenarioFinished):
+            self._recorder = EventRecorder()
+        if self._recorder is not None:
+            self._recorder.handle(event)
+        if isinstance(event, E.ScenarioFinished):
             self.results.append(event.result)
+            self.events.append(self._recorder.take(event.result) if self._recorder else (None, 0))
+            self._recorder = None
+            self.last_end = max(self.last_end or event.at, event.at)
 
     def document(self) -> dict:
         started = self.first_start if self.first_start is not None else self.created
-        steps = [st for r in self.results for st in (st for s in last_attempts(r) for st in s.steps)]
-        statuses = [r.status for r in self.results]
+        end = self.last_end if self.last_end is not None else time.time()
         doc = {
             "tool": "mailrun",
             "version": runner.__version__,
             "schema_version": SCHEMA_VERSION,
             "started": iso(started),
-            "duration": round(max(0.0, time.time() - started), 6),
+            "duration": round(max(0.0, end - started), 6),
             "exit_class": int(most_severe(r.exit_class for r in self.results)),
-            "summary": {
-                "scenarios": len(self.results),
-                "passed": statuses.count("passed"),
-                "failed": statuses.count("failed"),
-                "error": statuses.count("error"),
-                "skipped": statuses.count("skipped"),
-                "steps": len(steps),
-                "steps_passed": sum(1 for s in steps if s.status == "passed"),
-                "steps_failed": sum(1 for s in steps if s.status == "failed"),
-                "steps_error": sum(1 for s in steps if s.status == "error"),
-                "steps_skipped": sum(1 for s in steps if s.status == "skipped"),
-                "steps_not_needed": sum(1 for s in steps if s.status == "not needed"),
-                "slowest_steps": [
-                    {
-                        "file": r.file,
-                        "scenario": r.display_name,
-                        "location": st.location,
-                        "elapsed": round(st.elapsed, 6),
-                    }
-                    for r, st in slowest_steps(self.results)
-                ],
-            },
-            "scenarios": [scenario_dict(r) for r in self.results],
+            "summary": summary(self.results),
+            "scenarios": [scenario_dict(r, *ev) for r, ev in zip(self.results, self.events, strict=True)],
         }
         return _redact_tree(doc, self.redactor)
 
