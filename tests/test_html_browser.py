@@ -139,7 +139,7 @@ def test_the_counts_at_the_top_are_the_json_reports(loaded):
         el.get_attribute("data-count"): el.find_element("tag name", "dd").text
         for el in driver.find_elements("css selector", "#summary [data-count]")
     }
-    assert shown == {k: str(v) for k, v in doc["summary"].items()}
+    assert shown == {k: str(v) for k, v in doc["summary"].items() if isinstance(v, int)}
     assert (doc["summary"]["passed"], doc["summary"]["failed"], doc["summary"]["error"]) == (3, 1, 1)
 
 

@@ -50,14 +50,10 @@ def _json_value(v):
 
 
 def tls_info(d: dict | None) -> TLSInfo | None:
-    """A TLSInfo back from info_dict(): through TLSInfo.from_facts where the class has one (to
-    rebuild what its facts() flattened), else from the fields the dict names."""
+    """A TLSInfo back from info_dict() (TLSInfo.from_facts rebuilds what facts() flattened)."""
     if d is None:
         return None
-    from_facts = getattr(TLSInfo, "from_facts", None)
-    if from_facts is not None:
-        return from_facts(d)
-    return TLSInfo(**{k: v for k, v in d.items() if k in field_names(TLSInfo)})
+    return TLSInfo.from_facts(d)
 
 
 def field_names(cls) -> list[str]:

@@ -78,8 +78,10 @@ class HtmlReporter(Reporter):
         self._closed = False
 
     def x(self, text) -> str:
-        """Masked, control characters shown as \\xNN, and escaped for HTML text or attributes."""
-        return html.escape(safe_text(redact(self.redactor, "" if text is None else str(text))))
+        """Masked, control characters shown as \\xNN (line ends kept: `<pre>` blocks show lines),
+        and escaped for HTML text or attributes."""
+        masked = redact(self.redactor, "" if text is None else str(text))
+        return "\n".join(html.escape(safe_text(line)) for line in masked.split("\n"))
 
     def handle(self, event) -> None:
         if isinstance(event, E.ScenarioStarted):
@@ -114,9 +116,10 @@ class HtmlReporter(Reporter):
             f'<title>{self.x(title)}</title>\n<link rel="icon" href="data:,">\n'
             f"<style>{CSS}</style>\n</head>\n<body>\n"
         )
-        dl = "".join(
+        dl = "".join(  # the counts (the summary's lists, such as the slowest steps, are not counts)
             f'<div data-count="{k}"><dt>{k.replace("_", " ")}</dt><dd>{v}</dd></div>'
             for k, v in counts.items()
+            if isinstance(v, int)
         )
         buttons = "".join(
             f'<button type="button" data-filter="{k}" aria-pressed="{str(k == "all").lower()}">'
