@@ -16,7 +16,16 @@ if TYPE_CHECKING:  # names for annotations only: importing them costs start-up t
     from runner.protocols.base import Reply
     from runner.transports.base import TLSInfo
 
-    Status = Literal["passed", "failed", "error", "skipped"]
+    Status = Literal["passed", "failed", "error", "skipped", "interrupted", "not run"]
+
+#: Every status a result can have, in one place (reporters and the suite read these tables;
+#: a new status is one entry here and its words in runner/reporters/summary.py):
+#:   passed, failed, error, skipped   (StepResult's docstring says when)
+#:   interrupted  a signal stopped it while it played (SIGINT, SIGTERM, SIGHUP)
+#:   not run      a scenario run never started (the run was interrupted, or --fail-fast)
+STATUSES = ("passed", "failed", "error", "skipped", "interrupted", "not run")
+#: the statuses that are a problem: a run's first failure is its first step with one of these
+PROBLEMS = ("failed", "error", "interrupted")
 
 # Plain record classes (runner.records): results compare by value, events by identity.
 
@@ -27,6 +36,7 @@ class StepResult(Record):
     failed   the server's reply did not match (exit class 1), or a capture did not match
     error    network / protocol / run-time error (exit class 3, or 2 for a refused step)
     skipped  not played (after an earlier failure, or performed by openssl -starttls)
+    interrupted  a signal stopped the run while this step played (exit class 129, 130 or 143)
 
     index     1-based within its section ('steps' or 'finally')
     location  'file:line' (a fragment's file:line for included steps)

@@ -220,7 +220,7 @@ class Reporters:
 
     def close(self, runs) -> list:
         """The summary table (for a suite) and every report written; the results that exist."""
-        results = [r.result for r in runs if r.result is not None]
+        results = [r.result for r in runs if r.result is not None]  # (every run has one)
         if len(runs) > 1:
             self.console.summary_table(results)
         for rep in (self.console, *self.files):
@@ -231,22 +231,32 @@ class Reporters:
 
 
 def play(runs, options, args, jobs: int) -> int:
+    """Plays the runs with the reporters; SIGINT, SIGTERM and SIGHUP stop it (runner.interrupt)
+    with every report and transcript written, and exit 130, 143 or 129."""
+    from runner.reporters.summary import count_line, status_counts
     from runner.suite import Listener, execute
 
     reporters = Reporters(args, jobs)
     progress = reporters.console.progress if len(runs) > 1 else None
-    listener = Listener(ordered=reporters.ordered, live=reporters.live, progress=progress)
-    interrupted = False
-    exit_class = ExitClass.OK
-    try:
-        exit_class = execute(
-            runs, options, listener, jobs=jobs, fail_fast=args.fail_fast, retries=args.retries
+    unplayed = [reporters.console] if jobs == 1 else []
+    listener = Listener(ordered=reporters.ordered, live=reporters.live, progress=progress, unplayed=unplayed)
+    with options.interrupt.handlers():
+        try:
+            exit_class = execute(
+                runs, options, listener, jobs=jobs, fail_fast=args.fail_fast, retries=args.retries
+            )
+        finally:
+            results = reporters.close(runs)
+    interrupt = options.interrupt
+    if interrupt.triggered:
+        from runner.interrupt import signame
+
+        print(
+            f"mailrun: interrupted by {signame(interrupt.signum)}: {count_line(results)}; "
+            "every report and transcript was written",
+            file=sys.stderr,
         )
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        results = reporters.close(runs)
-    if interrupted:
-        print(f"mailrun: interrupted after {len(results)} of {len(runs)} scenario run(s)", file=sys.stderr)
-        return int(ExitClass.INTERRUPTED)
+    elif args.fail_fast and status_counts(results)["not run"]:
+        n = status_counts(results)["not run"]
+        print(f"mailrun: --fail-fast: {n} scenario run(s) not started after the first failure", file=sys.stderr)
     return int(exit_class)

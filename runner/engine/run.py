@@ -21,6 +21,7 @@ from runner.engine.preflight import preflight_scenario, session_started, shown_p
 from runner.engine.session import SessionRunner
 from runner.errors import ExitClass, ScenarioError, most_severe
 from runner.events import Event, Retrying, ScenarioFinished, ScenarioStarted, SessionFinished
+from runner.interrupt import Interrupt, interrupted_reason
 from runner.lang.render import Context
 from runner.lang.secrets import Redactor
 from runner.lang.templates import TemplateError
@@ -41,10 +42,18 @@ if TYPE_CHECKING:
 
 class RunOptions:
     """What the command line adds to every scenario run: env (`env.*`), variables (--vars-file,
-    --var), overrides (--host, --port, ...), adjust_connect (--sandbox), the plaintext opt-in
-    and the run id."""
+    --var), overrides (--host, --port, ...), adjust_connect (--sandbox), the plaintext opt-in,
+    the run id and the run's Interrupt (runner.interrupt: a signal stops every session)."""
 
-    __slots__ = ("env", "variables", "overrides", "adjust_connect", "allow_plaintext_secrets", "run_id")
+    __slots__ = (
+        "env",
+        "variables",
+        "overrides",
+        "adjust_connect",
+        "allow_plaintext_secrets",
+        "run_id",
+        "interrupt",
+    )
 
     def __init__(
         self,
@@ -54,6 +63,7 @@ class RunOptions:
         adjust_connect: Callable[[ConnectConfig], ConnectConfig] | None = None,
         allow_plaintext_secrets: bool = False,
         run_id: str = "",
+        interrupt: Interrupt | None = None,
     ):
         self.env = {} if env is None else env
         self.variables = {} if variables is None else variables
@@ -61,6 +71,7 @@ class RunOptions:
         self.adjust_connect = adjust_connect
         self.allow_plaintext_secrets = allow_plaintext_secrets
         self.run_id = run_id
+        self.interrupt = Interrupt() if interrupt is None else interrupt
 
     def __repr__(self) -> str:  # names only: values may be secrets
         return f"RunOptions(env={sorted(self.env)}, variables={sorted(self.variables)}, overrides={self.overrides!r})"
@@ -73,6 +84,7 @@ class Engine:
         self.options = options
         self._emit = emit
         self.redactor: Redactor | None = None  # the running scenario's (for an internal error)
+        self.session: SessionResult | None = None  # the session playing (kept when interrupted)
 
     def emit(self, event: Event) -> None:
         self._emit(event)
@@ -125,8 +137,8 @@ class Engine:
         try:
             self.play(scenario, extra_vars, result)
             return result
-        except KeyboardInterrupt:
-            result.status, result.exit_class, result.reason = "error", ExitClass.INTERRUPTED, "interrupted"
+        except KeyboardInterrupt as exc:
+            result.status, result.exit_class, result.reason = interrupted_reason(exc)
             raise
         except Exception as exc:  # a bug of ours: reported as this run's error, never as a pass
             if os.environ.get("MAILRUN_DEBUG"):
@@ -161,7 +173,13 @@ class Engine:
             result.status, result.exit_class, result.reason = "error", ExitClass.INVALID, refused.reason
             return
         for i, plan in enumerate(plans):
-            session_result = self.run_session_with_retry(scenario, plan, ctx)
+            options.interrupt.check()
+            try:
+                session_result = self.run_session_with_retry(scenario, plan, ctx)
+            except KeyboardInterrupt:  # the steps the session played are reported
+                if self.session is not None:
+                    result.sessions.append(self.session)
+                raise
             result.sessions.append(session_result)
             if session_result.status != "passed":
                 later = len(plans) - i - 1
@@ -189,7 +207,7 @@ class Engine:
                 Retrying("session", session.name, attempt, attempts, result.reason, interval, time.time())
             )
             if interval > 0:
-                time.sleep(interval)
+                self.options.interrupt.sleep(interval)
             attempt += 1
 
     # ------------------------------------------------------------------ session
@@ -198,7 +216,7 @@ class Engine:
     ) -> SessionResult:
         started = time.monotonic()
         session = plan.session
-        result = SessionResult(
+        result = self.session = SessionResult(
             name=session.name, protocol=session.protocol, attempt=attempt, attempts=attempts
         )
         try:
@@ -211,7 +229,13 @@ class Engine:
             result.transport = config.transport
             self.emit(session_started(scenario, session, attempt, attempts, config, ctx.redactor.redact))
             runner = SessionRunner(
-                plan, ctx, config, result, self._emit, self.options.allow_plaintext_secrets
+                plan,
+                ctx,
+                config,
+                result,
+                self._emit,
+                self.options.allow_plaintext_secrets,
+                interrupt=self.options.interrupt,
             )
             runner.play()
             return result

@@ -18,6 +18,7 @@ from runner.engine.receive import receive
 from runner.engine.verdicts import StepFailure, verdict
 from runner.errors import ExitClass, MailrunError
 from runner.events import Closed, Connected, Note, Received, StepFinished, TLSStarted
+from runner.interrupt import Interrupt, Interrupted, interrupted_reason
 from runner.lang.patterns import capture as capture_value
 from runner.protocols.base import Reply, decode
 from runner.transports.base import ConnectInfo
@@ -45,8 +46,12 @@ class SessionRunner:
         result: SessionResult,
         emit: Callable[[Event], None],
         allow_plaintext_secrets: bool = False,
+        *,
+        interrupt: Interrupt | None = None,
     ):
         self.plan = plan
+        #: the run's Interrupt: it aborts this session's transport from another thread
+        self.interrupt = Interrupt() if interrupt is None else interrupt
         self.ctx = ctx
         self.config = config
         self.result = result
@@ -88,11 +93,12 @@ class SessionRunner:
                     failed.exit_class,
                     failed.reason,
                 )
-        except KeyboardInterrupt:
-            result.status, result.exit_class, result.reason = "error", ExitClass.INTERRUPTED, "interrupted"
+        except KeyboardInterrupt as exc:
+            result.status, result.exit_class, result.reason = interrupted_reason(exc)
             raise
         finally:
             by = "client" if self.connected else "server"
+            self.interrupt.unwatch(self.transport)
             try:
                 self.transport.close()
             finally:
@@ -105,6 +111,7 @@ class SessionRunner:
         result = self.result
         try:
             self.transport = transports.create(self.config, on_note=self.note)
+            self.interrupt.watch(self.transport)
             info = self.transport.connect()
             tls = info.tls
             if tls is None and self.transport.performs_starttls:
@@ -116,9 +123,12 @@ class SessionRunner:
                 self.redactor.redact(str(exc)),
             )
             self._close_quietly()
+            if self.interrupt.triggered:  # the connect was aborted by a signal
+                result.status, result.exit_class, result.reason = interrupted_reason(None, self.interrupt)
+                raise Interrupted(self.interrupt.signum) from None
             return False
-        except KeyboardInterrupt:  # Ctrl-C while connecting: nothing to report but the interruption
-            result.status, result.exit_class, result.reason = "error", ExitClass.INTERRUPTED, "interrupted"
+        except KeyboardInterrupt as exc:  # a signal while connecting: nothing to report but that
+            result.status, result.exit_class, result.reason = interrupted_reason(exc)
             self._close_quietly()
             raise
         self.connected = True
@@ -162,6 +172,7 @@ class SessionRunner:
         first_failure = None
         program = self.transport.performs_starttls
         for sp in steps:
+            self.interrupt.check()  # (a worker thread's way to stop: its transport was aborted)
             if first_failure is not None:
                 self.record_skip(sp, f"not run: step {first_failure.index} {first_failure.status}")
             elif skip_until_starttls:
@@ -209,8 +220,12 @@ class SessionRunner:
             self.play_step(sp, sr)
         except (StepFailure, MailrunError) as exc:
             self.fail(sr, exc)
-        except KeyboardInterrupt:
-            sr.status, sr.exit_class, sr.reason = "error", ExitClass.INTERRUPTED, "interrupted"
+            if self.interrupt.triggered:  # it failed because a signal aborted the transport
+                sr.status, sr.exit_class, sr.reason = interrupted_reason(None, self.interrupt)
+                self.finish(sr, started)
+                raise Interrupted(self.interrupt.signum) from None
+        except KeyboardInterrupt as exc:
+            sr.status, sr.exit_class, sr.reason = interrupted_reason(exc)
             self.finish(sr, started)
             raise
         return self.finish(sr, started)

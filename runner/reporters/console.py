@@ -11,7 +11,7 @@ from _thread import RLock  # threading.RLock is this one; importing threading co
 from runner import events as E
 from runner import results as R
 from runner.reporters.base import RedactorLike, Reporter
-from runner.reporters.summary import VERDICT, first_problem, step_counts, summary_text
+from runner.reporters.summary import VERDICT, count_line, first_problem, step_counts, summary_text
 from runner.reporters.text import (
     captures_text,
     expects_eof,
@@ -39,7 +39,14 @@ _CODES = {
     "cyan": "36",
     "boldred": "1;31",
 }
-_STATUS_COLOR = {"passed": "green", "failed": "red", "error": "red", "skipped": "yellow"}
+_STATUS_COLOR = {
+    "passed": "green",
+    "failed": "red",
+    "error": "red",
+    "skipped": "yellow",
+    "interrupted": "yellow",
+    "not run": "dim",
+}
 
 
 def _color_env_allows() -> bool:
@@ -80,9 +87,9 @@ class ConsoleReporter(Reporter):
         except (UnicodeEncodeError, LookupError):
             self.unicode = False
         self.marks = (
-            {"passed": "✓", "failed": "✗", "error": "✗", "skipped": "-"}
+            {"passed": "✓", "failed": "✗", "error": "✗", "skipped": "-", "interrupted": "!"}
             if self.unicode
-            else {"passed": "ok", "failed": "FAIL", "error": "ERR", "skipped": "-"}
+            else {"passed": "ok", "failed": "FAIL", "error": "ERR", "skipped": "-", "interrupted": "INT"}
         )
         self.dash = "—" if self.unicode else "-"
         self.ellipsis = "…" if self.unicode else "..."
@@ -247,6 +254,8 @@ class ConsoleReporter(Reporter):
         line = parts[0] + " " + "  ".join(p for p in parts[1:] if p)
         if st.status == "skipped" and st.reason:
             line += "  " + self._c(f"skipped: {safe_text(st.reason)}", "dim")
+        elif st.status == "interrupted":
+            line += "  " + self._c(safe_text(st.reason or "interrupted"), "yellow")
         self._emit(line.rstrip())
         if st.captures:
             self._emit(f"{DETAIL_INDENT}captured {safe_text(captures_text(st.captures))}")
@@ -380,12 +389,8 @@ class ConsoleReporter(Reporter):
         self._emit(fmt(["-" * w for w in widths] + ["-" * len(head[5])]))
         for row in rows:
             self._emit(fmt(row, _STATUS_COLOR.get(row[6], "bold")))
-        counts = {k: sum(1 for r in results if r.status == k) for k in ("passed", "failed", "error")}
         total_time = sum(r.duration for r in results)
-        self._emit(
-            f"{len(results)} scenarios: {counts['passed']} passed, {counts['failed']} failed, "
-            f"{counts['error']} errors ({total_time:.2f} s of conversations)"
-        )
+        self._emit(f"{count_line(results)} ({total_time:.2f} s of conversations)")
 
     def close(self) -> None:
         with self._lock:

@@ -44,7 +44,7 @@ import pexpect
 from runner.errors import ConnectError, ConnectionClosed, DeadlineError, NetworkError, TLSError, UsageError
 from runner.transports.base import CHUNK, ConnectInfo, NoteSink, TLSInfo, Transport
 from runner.transports.socket import format_peer
-from runner.transports.spawned import spawn, stop, write_all
+from runner.transports.spawned import kill, spawn, stop, write_all
 
 _STARTTLS = {"smtp": "smtp", "pop3": "pop3", "imap": "imap"}
 
@@ -320,6 +320,9 @@ class OpensslTransport(Transport):
                 self._drain_stderr(wait=0.05)
                 return b""
             return data
+
+    def abort(self) -> None:
+        kill(self.child)
 
     def close(self) -> None:
         child, self.child = self.child, None

@@ -49,6 +49,7 @@ class SocketTransport(Transport):
         self.peer = format_peer(config.host, config.port)
         self._tls: TLSInfo | None = None
         self._poll = None  # select.poll() watching the plain socket for input
+        self._connecting: socket.socket | None = None  # (for abort)
 
     @property
     def encrypted(self) -> bool:
@@ -72,7 +73,7 @@ class SocketTransport(Transport):
             if remaining <= 0:
                 last = ConnectError(f"connect to {peer} timed out after {_secs(cfg.connect_timeout)}")
                 break
-            s = socket.socket(fam, stype, proto)
+            s = self._connecting = socket.socket(fam, stype, proto)
             try:
                 s.settimeout(remaining)
                 s.connect(addr)
@@ -95,6 +96,7 @@ class SocketTransport(Transport):
             self.sock = s
             self.peer = peer
             break
+        self._connecting = None
         if self.sock is None:
             raise last or ConnectError(f"cannot resolve '{cfg.host}': no addresses")
         tls = None
@@ -186,6 +188,16 @@ class SocketTransport(Transport):
                 if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
                     continue
                 raise NetworkError(f"reading from {self.peer} failed: {e.strerror or e}") from None
+
+    def abort(self) -> None:
+        # the plain socket's shutdown (an SSLSocket's own would drop its TLS state under the
+        # reading thread): poll() and recv() on the other thread return at once, a connect fails
+        for s in (self._connecting, self.sock):
+            if s is not None:
+                try:
+                    socket.socket.shutdown(s, socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def close(self) -> None:
         s, self.sock = self.sock, None

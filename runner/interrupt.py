@@ -1,0 +1,143 @@
+"""Stopping a run on SIGINT, SIGTERM and SIGHUP, promptly and without losing what happened.
+
+    interrupt = Interrupt()          # one per `mailrun run` (RunOptions.interrupt)
+    with interrupt.handlers():       # SIGINT, SIGTERM, SIGHUP -> interrupt.trigger(signum)
+        ...
+
+The first signal triggers the Interrupt: every transport registered with `watch` is aborted
+(Transport.abort: a read or write blocked on another thread returns at once, it never waits for
+its deadline), sleeps end, and Interrupted (a KeyboardInterrupt) is raised on the main thread.
+The engine records the step in flight as `interrupted` and the suite lists every run; the exit
+status is 128 + the signal's number (130, 143, 129; runner.errors.ExitClass). Later signals are
+noted and ignored, so the reports and transcripts are always finished.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from _thread import allocate_lock  # threading's Lock, without importing threading
+
+from runner.errors import ExitClass
+
+#: the signals a run stops on, and the exit class each gives
+SIGNALS = {
+    signal.SIGINT: ExitClass.INTERRUPTED,
+    signal.SIGTERM: ExitClass.TERMINATED,
+    signal.SIGHUP: ExitClass.HANGUP,
+}
+
+
+def exit_class_of(exc: BaseException | None) -> ExitClass:
+    """The exit class of an interruption: Interrupted's signal's, else Ctrl-C's (130)."""
+    return getattr(exc, "exit_class", ExitClass.INTERRUPTED)
+
+
+def interrupted_reason(exc: BaseException | None, interrupt: Interrupt | None = None):
+    """(status, exit_class, reason) of a result a signal stopped: from the exception that
+    stopped it (Interrupted, or Ctrl-C's plain KeyboardInterrupt) or from the Interrupt."""
+    signum = getattr(exc, "signum", None) or (interrupt.signum if interrupt else None) or signal.SIGINT
+    return "interrupted", SIGNALS.get(signum, ExitClass.INTERRUPTED), f"interrupted by {signame(signum)}"
+
+
+def signame(signum: int) -> str:
+    return signal.Signals(signum).name
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run was stopped by a signal (a plain KeyboardInterrupt is SIGINT's)."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signame(signum))
+        self.signum = signum
+        self.exit_class = SIGNALS.get(signum, ExitClass.INTERRUPTED)
+
+
+class Interrupt:
+    """One run's interruption: `signum` is set by the first trigger; watched transports are
+    aborted then (and at once when one is watched after it)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._lock = allocate_lock()
+        self._watched: dict[int, object] = {}
+
+    @property
+    def triggered(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def exit_class(self) -> ExitClass:
+        return SIGNALS.get(self.signum, ExitClass.INTERRUPTED) if self.signum else ExitClass.OK
+
+    def trigger(self, signum: int = signal.SIGINT) -> bool:
+        """Stops everything watched; True for the first trigger only."""
+        with self._lock:
+            if self.signum is not None:
+                return False
+            self.signum = signum
+            watched = list(self._watched.values())
+        for t in watched:
+            _abort(t)
+        return True
+
+    def check(self) -> None:
+        """Raises Interrupted when triggered (a worker thread's way to learn of it)."""
+        if self.signum is not None:
+            raise Interrupted(self.signum)
+
+    def watch(self, transport) -> None:
+        with self._lock:
+            self._watched[id(transport)] = transport
+            late = self.signum is not None
+        if late:
+            _abort(transport)
+
+    def unwatch(self, transport) -> None:
+        with self._lock:
+            self._watched.pop(id(transport), None)
+
+    def sleep(self, seconds: float) -> None:
+        """time.sleep that ends (raising Interrupted) when the run is interrupted."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            self.check()
+            time.sleep(min(left, 0.05))
+        self.check()
+
+    def handlers(self) -> _Handlers:
+        return _Handlers(self)
+
+
+def _abort(transport) -> None:
+    try:
+        transport.abort()
+    except Exception:  # noqa: BLE001 - aborting is best effort: the deadline still holds
+        pass
+
+
+class _Handlers:
+    """While entered: SIGINT, SIGTERM and SIGHUP trigger the Interrupt; the first raises
+    Interrupted on the main thread, later ones are ignored (the reports are being written)."""
+
+    def __init__(self, interrupt: Interrupt):
+        self.interrupt = interrupt
+        self.saved: dict[int, object] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.interrupt.trigger(signum):
+            raise Interrupted(signum)
+
+    def __enter__(self) -> Interrupt:
+        for sig in SIGNALS:
+            try:
+                if signal.getsignal(sig) == signal.SIG_IGN:
+                    continue  # (nohup, a background job's SIGINT): ignored stays ignored
+                self.saved[sig] = signal.signal(sig, self._handle)
+            except (ValueError, OSError):  # not the main thread: signals stay as they are
+                pass
+        return self.interrupt
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self.saved.items():
+            signal.signal(sig, old)
