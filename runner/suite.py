@@ -11,6 +11,9 @@ Interrupted (SIGINT, SIGTERM, SIGHUP; runner.interrupt): no run starts, the runs
 at once (their transports are aborted, their step in flight is `interrupted`), and every run is
 still reported: the played and interrupted ones with the steps they completed, the others as
 `not run` (so are the runs --fail-fast never started). `execute` returns the signal's exit class.
+
+Longer than the size rule because the one executor keeps its three ends (done, --fail-fast,
+a signal) together: the delivery of every run, played or not, is one piece of code.
 """
 
 from __future__ import annotations

@@ -96,7 +96,9 @@ def test_a_signal_writes_every_report_and_lists_every_scenario(tmp_path, sig, jo
     with Server(_hang_after_ehlo) as srv:
         suite = _suite(tmp_path / "s", srv.port)
         rj, rx, tr = tmp_path / "r.json", tmp_path / "r.xml", tmp_path / "tr"
-        proc = _spawn(suite, "-j", jobs, "--report", f"json={rj}", "--report", f"junit={rx}", "--transcript", tr)
+        proc = _spawn(
+            suite, "-j", jobs, "--report", f"json={rj}", "--report", f"junit={rx}", "--transcript", tr
+        )
         out, err, took = _interrupt(proc, srv, jobs, sig)
         for i in range(jobs):  # the client closed its connections
             srv.wait_connection(i).wait_closed(5)

@@ -547,11 +547,14 @@ def test_json_report_validates_and_carries_every_field(tmp_path):
         "failed": 1,
         "error": 2,
         "skipped": 0,
+        "interrupted": 0,
+        "not_run": 0,
         "steps": 13,  # 7 + 5 + 1 (attempt 2 of 'fetch' replaces attempt 1) + 0
         "steps_passed": 11,
         "steps_failed": 1,
         "steps_error": 0,
         "steps_skipped": 1,
+        "steps_interrupted": 0,
     }
     ok, bad, err, broken = doc["scenarios"]
     assert ok["status"] == "passed" and ok["exit_class"] == 0 and len(ok["steps"]) == 7

@@ -258,5 +258,7 @@ def play(runs, options, args, jobs: int) -> int:
         )
     elif args.fail_fast and status_counts(results)["not run"]:
         n = status_counts(results)["not run"]
-        print(f"mailrun: --fail-fast: {n} scenario run(s) not started after the first failure", file=sys.stderr)
+        print(
+            f"mailrun: --fail-fast: {n} scenario run(s) not started after the first failure", file=sys.stderr
+        )
     return int(exit_class)

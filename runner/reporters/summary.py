@@ -43,11 +43,7 @@ def count_line(results) -> str:
     last line, the interruption message and the reports' summaries count alike (passed, failed
     and errors always, the other statuses when there are any)."""
     counts = status_counts(results)
-    parts = [
-        f"{n} {COUNTED.get(k, k)}"
-        for k, n in counts.items()
-        if n or k in ("passed", "failed", "error")
-    ]
+    parts = [f"{n} {COUNTED.get(k, k)}" for k, n in counts.items() if n or k in ("passed", "failed", "error")]
     return f"{len(results)} scenario{'' if len(results) == 1 else 's'}: " + ", ".join(parts)
 
 
