@@ -27,6 +27,18 @@ class ExitClass(IntEnum):
     TERMINATED = 143
 
 
+#: What each exit status means: `mailrun --help`, the man page and the README's table say this.
+EXIT_STATUS = {
+    ExitClass.OK: "every step passed",
+    ExitClass.FAILED: "a step's expectation failed (the server answered, but not as expected)",
+    ExitClass.INVALID: "invalid scenario or command line: nothing was sent",
+    ExitClass.NETWORK: "network failure: connect, DNS, TLS, deadline, connection closed",
+    ExitClass.HANGUP: "interrupted by SIGHUP (every report and transcript is still written)",
+    ExitClass.INTERRUPTED: "interrupted by SIGINT, Ctrl-C (every report and transcript is still written)",
+    ExitClass.TERMINATED: "interrupted by SIGTERM (every report and transcript is still written)",
+}
+
+
 def most_severe(classes) -> ExitClass:
     """The exit class a set of results adds up to: an interruption (129, 130, 143) > 3 > 2 > 1 > 0."""
     order = [

@@ -8,8 +8,14 @@ import os
 import sys
 from pathlib import Path
 
-from runner.cli.variables import matrix_env_refs, read_variables
-from runner.errors import ExitClass, MailrunError, UsageError
+from runner.cli.variables import (
+    matrix_env_refs,
+    read_variables,
+    supplied_names,
+    unneeded_env,
+    unused_vars,
+)
+from runner.errors import ExitClass, MailrunError, UsageError, most_severe
 
 #: what `--sandbox` puts in an environment variable the scenario needs but nobody set
 SANDBOX_USER = "alice@mailrun.test"
@@ -18,12 +24,33 @@ SANDBOX_PASSWORD = "wonderland"
 OVERRIDDEN = ("host", "port", "tls", "transport", "timeout", "ca", "family")
 
 
-def cmd_run(args) -> int:
+def main(rest: list[str]) -> int:
+    """`mailrun [run] ...`: the run command (without options, argparse is never imported)."""
+    from runner.cli.args import build_run_parser, parse_run_args
+
+    if not rest:
+        build_run_parser().error("no scenario file given (mailrun FILE..., mailrun --help for more)")
+    if rest[0] in ("-h", "--help"):
+        build_run_parser().parse_args(rest)
+    return cmd_run(parse_run_args(rest))
+
+
+def build_parser():
+    from runner.cli.args import build_run_parser
+
+    return build_run_parser()
+
+
+def cmd_run(args) -> int:  # long: the checks before a run, in the order a person needs them
     # a warm run takes every model from the cache: the full load (runner.load.build: PyYAML, jsonschema)
     # is imported only for a file the cache does not hold
+    from runner.cli.paths import check_outputs, missing_paths
     from runner.load.api import discover
     from runner.suite import load_matrix, plan, select
 
+    missing = missing_paths(args.paths)
+    if missing:
+        raise UsageError("; ".join(f"{p}: no such file or directory" for p in missing))
     env, variables = read_variables(args)
     files = discover(args.paths)
     if not files:
@@ -31,20 +58,40 @@ def cmd_run(args) -> int:
     # provider vars (--matrix) define names the scenarios may use
     matrix = load_matrix(args.matrix) if args.matrix else []
     defined = set(variables) | {name for _, values in matrix for name in values}
-    scenarios, problems = load_all(files, defined)
+    scenarios, problems, invalid = load_all(files, defined)
     if problems:
-        return refuse(problems, f"{len(problems)} invalid scenario file(s); nothing was sent")
+        which = ", ".join(invalid)
+        if not (args.keep_going and scenarios):
+            more = "; --keep-going runs the valid ones" if scenarios else ""
+            return refuse(
+                problems, f"{plural(len(invalid), 'invalid scenario file')} ({which}); nothing was sent{more}"
+            )
+        print("\n".join(problems), file=sys.stderr)
+        print(
+            f"mailrun: --keep-going: skipping {plural(len(invalid), 'invalid file')} ({which})",
+            file=sys.stderr,
+        )
+    unused = unused_vars([name for name, _ in args.var], scenarios, matrix)
+    if unused:
+        return refuse(unused, "a --var that nothing uses is probably a typo; nothing was sent")
 
-    check_outputs(args)
+    check_outputs(args.report, args.transcript)
 
     chosen = select(scenarios, tags=args.tag, keyword=args.keyword)
     if not chosen:
         raise UsageError("no scenario matched the --tag/-k filters")
+    if args.list:
+        from runner.cli.listing import show_plan
 
+        return show_plan(plan(chosen, matrix), args)
+
+    supplied = supplied_names(variables, matrix)
+    unneeded = {sc.path: unneeded_env(sc, supplied) for sc in chosen}
     matrix_env = matrix_env_refs(matrix)
     if args.sandbox:
-        fill_sandbox_env(env, [name for sc in chosen for name in sc.env_refs] + list(matrix_env))
-    unset = unset_env(chosen, matrix_env, env)
+        needed = [n for sc in chosen for n in sc.env_refs if n not in unneeded[sc.path]]
+        fill_sandbox_env(env, needed + list(matrix_env))
+    unset = unset_env(chosen, matrix_env, env, unneeded)
     if unset:
         return refuse(
             unset, "set the environment variables above (or use --env-file / --var); nothing was sent"
@@ -57,23 +104,31 @@ def cmd_run(args) -> int:
     try:
         if args.sandbox:
             sandbox = start_sandbox(options)
-        return play(runs, options, args, jobs)
+        exit_class = play(runs, options, args, jobs)
     finally:
         if sandbox is not None:
             sandbox.stop()
+    # --keep-going: the invalid files still count (2, or worse)
+    return int(most_severe([exit_class, ExitClass.INVALID])) if problems else exit_class
 
 
-def load_all(files, defined: set[str]) -> tuple[list, list[str]]:
-    """(scenarios, problems): every file is loaded, so that one run names every invalid one."""
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def load_all(files, defined: set[str]) -> tuple[list, list[str], list[str]]:
+    """(scenarios, problems, invalid files): every file is loaded, so that one run names every
+    invalid one."""
     from runner.load.api import load_scenario
 
-    scenarios, problems = [], []
+    scenarios, problems, invalid = [], [], []
     for f in files:
         try:
             scenarios.append(load_scenario(f, defined=defined))
         except MailrunError as exc:
             problems.append(str(exc))
-    return scenarios, problems
+            invalid.append(str(f))
+    return scenarios, problems, invalid
 
 
 def refuse(lines: list[str], why: str) -> int:
@@ -83,40 +138,12 @@ def refuse(lines: list[str], why: str) -> int:
     return int(ExitClass.INVALID)
 
 
-def check_outputs(args) -> None:
-    """--report and --transcript destinations are checked before anything is sent, so a run is
-    never lost to a path that cannot be written (UsageError, exit 2)."""
-    for kind, path in args.report:
-        p = Path(path)
-        if p.is_dir():
-            raise UsageError(f"--report {kind}={path}: is a directory; name a file")
-        try:
-            p.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(
-                f"--report {kind}={path}: cannot create {p.parent}: {exc.strerror or exc}"
-            ) from None
-        if not os.access(p.parent, os.W_OK):
-            raise UsageError(f"--report {kind}={path}: {p.parent} is not writable")
-    if args.transcript:
-        d = Path(args.transcript)
-        if d.exists() and not d.is_dir():
-            raise UsageError(f"--transcript {args.transcript}: exists and is not a directory")
-        try:
-            d.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(
-                f"--transcript {args.transcript}: cannot create it: {exc.strerror or exc}"
-            ) from None
-        if not os.access(d, os.W_OK):
-            raise UsageError(f"--transcript {args.transcript}: not writable")
-
-
-def unset_env(chosen, matrix_env: dict[str, str], env: dict[str, str]) -> list[str]:
-    """One line per environment variable a chosen scenario or a provider file needs and nobody set."""
+def unset_env(chosen, matrix_env: dict[str, str], env: dict[str, str], unneeded) -> list[str]:
+    """One line per environment variable a chosen scenario or a provider file needs and nobody
+    set (`unneeded`: per scenario path, the names nobody needs: they count as set)."""
     from runner.model.scenario import env_warnings
 
-    unset = [w for sc in chosen for w in env_warnings(sc, env)]
+    unset = [w for sc in chosen for w in env_warnings(sc, {**dict.fromkeys(unneeded[sc.path], ""), **env})]
     unset += [
         f"matrix {where} needs environment variable {name}, which is not set"
         for name, where in matrix_env.items()
@@ -196,7 +223,9 @@ class Reporters:
     def __init__(self, args, jobs: int):
         from runner.reporters.console import ConsoleReporter
 
-        self.console = ConsoleReporter(sys.stdout, verbose=args.verbose, show_crlf=args.show_crlf)
+        self.console = ConsoleReporter(
+            sys.stdout, verbose=args.verbose, show_crlf=args.show_crlf, quiet=args.quiet
+        )
         self.ordered, self.live = [], []
         if jobs == 1:
             self.live.append(lambda run: self.console.handle)

@@ -49,9 +49,12 @@ _STATUS_COLOR = {
 }
 
 
-def _color_env_allows() -> bool:
-    """NO_COLOR (https://no-color.org): set to a non-empty value means no colour."""
-    return not os.environ.get("NO_COLOR")
+def _color_default(tty: bool) -> bool:
+    """Colour on a terminal; NO_COLOR (https://no-color.org) set to a non-empty value means
+    none, FORCE_COLOR set to a non-empty value means colour even into a pipe (NO_COLOR wins)."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    return tty or bool(os.environ.get("FORCE_COLOR"))
 
 
 def _fmt_ms(seconds: float) -> str:
@@ -68,6 +71,7 @@ class ConsoleReporter(Reporter):
         show_crlf: bool = False,
         color: bool | None = None,
         redactor: RedactorLike | None = None,
+        quiet: bool = False,
     ):
         self.stream = stream if stream is not None else sys.stdout
         self._closed_by_reader = False  # set when writing fails (the pipe's reader is gone)
@@ -75,7 +79,8 @@ class ConsoleReporter(Reporter):
             self.tty = bool(self.stream.isatty())
         except (AttributeError, ValueError):
             self.tty = False
-        self.color = (self.tty and _color_env_allows()) if color is None else bool(color)
+        self.color = _color_default(self.tty) if color is None else bool(color)
+        self.quiet = quiet  # -q: only each scenario's verdict line (and warnings), no steps
         self.verbose = verbose
         self.show_crlf = show_crlf
         self.redactor = redactor
@@ -153,6 +158,8 @@ class ConsoleReporter(Reporter):
                     self._wire("C" if isinstance(event, E.Sent) else "S", event.data)
                 return
             self._flush_wire()
+            if self.quiet and not isinstance(event, E.ScenarioFinished | E.Note):
+                return
             method = getattr(self, "_on_" + type(event).__name__, None)
             if method is not None:
                 method(event)
@@ -353,6 +360,9 @@ class ConsoleReporter(Reporter):
         results = self.results if results is None else results
         if len(results) <= 1:
             return
+        if self.quiet:  # -q: the count line alone
+            self._count_line(results)
+            return
         rows = []
         files_of: dict[str, set[str]] = {}
         for r in results:  # a name shared by several files is shown with its file
@@ -389,6 +399,9 @@ class ConsoleReporter(Reporter):
         self._emit(fmt(["-" * w for w in widths] + ["-" * len(head[5])]))
         for row in rows:
             self._emit(fmt(row, _STATUS_COLOR.get(row[6], "bold")))
+        self._count_line(results)
+
+    def _count_line(self, results: list[R.ScenarioResult]) -> None:
         total_time = sum(r.duration for r in results)
         self._emit(f"{count_line(results)} ({total_time:.2f} s of conversations)")
 
