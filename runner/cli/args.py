@@ -189,7 +189,7 @@ def _add_variable_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_run_parser() -> argparse.ArgumentParser:
-    from runner.cli.main import commands_text
+    from runner.cli.commands import commands_text
 
     p = new_parser(
         prog="mailrun",
@@ -198,6 +198,15 @@ def build_run_parser() -> argparse.ArgumentParser:
         epilog=commands_text(),
     )
     p.add_argument("paths", nargs="+", metavar="FILE|DIR|GLOB", help="scenario files, directories or globs")
+    _add_connection_options(p)
+    _add_variable_options(p)
+    _add_output_options(p)
+    _add_suite_options(p)
+    p.add_argument("--version", action="version", version=f"mailrun {__version__}")
+    return p
+
+
+def _add_connection_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("connection overrides (apply to every session)")
     g.add_argument("--host", help="the server to connect to")
     g.add_argument("--port", type=_port, help="the port to connect to")
@@ -221,7 +230,9 @@ def build_run_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start the built-in sandbox mail server and point every session at it",
     )
-    _add_variable_options(p)
+
+
+def _add_output_options(p: argparse.ArgumentParser) -> None:
     o = p.add_argument_group("output")
     quiet = o.add_mutually_exclusive_group()
     quiet.add_argument(
@@ -233,6 +244,9 @@ def build_run_parser() -> argparse.ArgumentParser:
     o.add_argument("--show-crlf", action="store_true", help="with -v: make CR and LF visible")
     o.add_argument("--report", action="append", type=_report, default=[], metavar=_report_forms("|"))
     o.add_argument("--transcript", metavar="DIR", help="write one transcript file per scenario run")
+
+
+def _add_suite_options(p: argparse.ArgumentParser) -> None:
     s = p.add_argument_group("suites")
     s.add_argument("-j", "--jobs", type=_whole(1, "-j "), help="run N scenarios at a time")
     s.add_argument(
@@ -266,8 +280,6 @@ def build_run_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="retry a scenario whose connection failed before anything was sent",
     )
-    p.add_argument("--version", action="version", version=f"mailrun {__version__}")
-    return p
 
 
 def build_schema_parser() -> argparse.ArgumentParser:

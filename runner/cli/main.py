@@ -1,9 +1,10 @@
 """`mailrun` (the console script) and `python -m runner`: picks the command from COMMANDS and
 turns errors into one line and an exit status.
 
-COMMANDS is the one table of subcommands: `mailrun --help`, `mailrun help`, the shell
-completions and the man page all read it. A subcommand is one line here: its module has
-`main(argv) -> int` and `build_parser()` (argparse, for --help, completion and the man page).
+runner.cli.commands.COMMANDS is the one table of subcommands: this dispatch, `mailrun --help`,
+`mailrun help`, the shell completions and the man page all read it. A subcommand is one line
+there: its module has `main(argv) -> int` and `build_parser()` (argparse, for --help,
+completion and the man page).
 Nothing is imported before the command is known, so `mailrun FILE...` stays fast.
 """
 
@@ -11,22 +12,12 @@ from __future__ import annotations
 
 import sys
 
+from runner.cli.commands import COMMANDS
 from runner.errors import ExitClass, MailrunError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
-
-#: name -> (module with main() and build_parser(), one line for --help and the man page)
-COMMANDS = {
-    "run": ("runner.cli.run", "play scenarios (the default command: `mailrun FILE...`)"),
-    "validate": ("runner.cli.validate", "check scenarios without connecting"),
-    "schema": ("runner.cli.schema", "print the scenario JSON Schema"),
-    "sandbox": ("runner.sandbox.server", "run the built-in local mail service on loopback"),
-    "completion": ("runner.cli.completion", "print a shell completion script (bash, zsh, fish)"),
-    "man": ("runner.cli.manpage", "print the man page (roff: mailrun man > mailrun.1)"),
-    "help": ("runner.cli.main", "show the help of mailrun or of one command"),
-}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -81,16 +72,3 @@ def help_main(rest: list[str]) -> int:
     args = build_help_parser().parse_args(rest)
     build_parser(args.command or "run").print_help()
     return 0
-
-
-def commands_text() -> str:
-    """The commands and exit statuses, as `mailrun --help` ends."""
-    from runner.errors import EXIT_STATUS
-
-    width = max(map(len, COMMANDS))
-    lines = ["commands:"]
-    lines += [f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items()]
-    lines += ["", "  mailrun COMMAND --help (or mailrun help COMMAND) shows a command's options.", ""]
-    lines += ["exit status:"]
-    lines += [f"  {int(code):>3}  {meaning}" for code, meaning in EXIT_STATUS.items()]
-    return "\n".join(lines)

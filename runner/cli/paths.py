@@ -42,11 +42,16 @@ def _try_create_in(d: Path, where: str) -> None:
 
     try:
         d.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UsageError(f"{where}: cannot create {d}: a file of that name is not a directory") from None
+    except OSError as exc:
+        raise UsageError(f"{where}: cannot create {d}: {exc.strerror or exc}") from None
+    try:
         fd, tmp = tempfile.mkstemp(prefix=".mailrun-check-", dir=d)
         os.close(fd)
         os.unlink(tmp)
     except OSError as exc:
-        raise UsageError(f"{where}: cannot write in {d}: {exc.strerror or exc}") from None
+        raise UsageError(f"{where}: {d} is not writable: {exc.strerror or exc}") from None
 
 
 def _try_append(p: Path, where: str) -> None:

@@ -41,7 +41,8 @@ def build_parser():
     return build_run_parser()
 
 
-def cmd_run(args) -> int:  # long: the checks before a run, in the order a person needs them
+def cmd_run(args) -> int:
+    # long: every check before a run, in the order a person needs them, then the run
     # a warm run takes every model from the cache: the full load (runner.load.build: PyYAML, jsonschema)
     # is imported only for a file the cache does not hold
     from runner.cli.paths import check_outputs, missing_paths

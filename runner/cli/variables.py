@@ -88,8 +88,8 @@ def template_names(root) -> set[str]:
 def unused_vars(given, scenarios, matrix=()) -> list[str]:
     """One line per --var NAME that no scenario (nor a --matrix provider) uses, with a
     did-you-mean: a typo in a --var would otherwise be silently ignored."""
-    import difflib
-
+    if not given:
+        return []
     used: set[str] = set()
     for sc in scenarios:
         used |= used_names(sc)
@@ -99,6 +99,8 @@ def unused_vars(given, scenarios, matrix=()) -> list[str]:
     out = []
     for name in dict.fromkeys(given):
         if name not in used:
+            import difflib  # only for the hint
+
             close = difflib.get_close_matches(name, known, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             out.append(f"--var {name}: no scenario uses a variable of that name{hint}")
