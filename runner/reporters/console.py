@@ -300,7 +300,7 @@ class ConsoleReporter(Reporter):
     def _on_ScenarioFinished(self, ev: E.ScenarioFinished) -> None:
         r = ev.result
         self.results.append(r)
-        text = safe_text(summary_text(r, dash=self.dash))
+        text = safe_text(summary_text(r, dash=self.dash, sessions_shown=not self.quiet))
         verdict = VERDICT.get(r.status, r.status.upper())
         if text.startswith(verdict):
             text = self._c(verdict, _STATUS_COLOR.get(r.status, "bold")) + text[len(verdict) :]

@@ -84,9 +84,11 @@ def first_problem(
     return None
 
 
-def summary_text(result: ScenarioResult, *, dash: str = "\u2014") -> str:
+def summary_text(result: ScenarioResult, *, dash: str = "\u2014", sessions_shown: bool = False) -> str:
     """'PASS name[provider] — 12/12 steps, 0.35 s' / 'FAIL ... — first failure: step 5 (...): why'
-    / 'NOT RUN name — interrupted by SIGTERM'"""
+    / 'NOT RUN name — interrupted by SIGTERM'. `sessions_shown`: the reader has just seen each
+    failed session's reason on a line of its own (the console), so a session's problem is
+    referred to, not said twice."""
     s = f"{VERDICT.get(result.status, result.status.upper())} {result.display_name} {dash} "
     if result.status == "not run":
         return s + (result.reason or "not run")
@@ -100,5 +102,8 @@ def summary_text(result: ScenarioResult, *, dash: str = "\u2014") -> str:
             lead = "stopped at: " if total else ""
         else:
             lead = "first failure: " if total else "could not run: "
-        s += f" {dash} " + lead + problem[1]
+        text = problem[1]
+        if sessions_shown and any(problem[0] is sess for sess in result.sessions):
+            text = f"session {problem[0].name}: {problem[0].status} (above)"
+        s += f" {dash} " + lead + text
     return s
