@@ -26,7 +26,11 @@ def check_outputs(reports, transcript: str | None) -> None:
         p = Path(path)
         if p.is_dir():
             raise UsageError(f"{where}: is a directory; name a file")
-        if p.exists() and not p.is_file():  # /dev/stdout, a FIFO: written in place
+        if p.is_fifo():  # written in place; opening it here would end its reader's input
+            if not os.access(p, os.W_OK):
+                raise UsageError(f"{where}: not writable")
+            continue
+        if p.exists() and not p.is_file():  # /dev/stdout, a device: written in place
             _try_append(p, where)
             continue
         _try_create_in(p.parent, where)
