@@ -78,7 +78,7 @@ def test_a_fifo_report_is_written_in_place_not_replaced(tmp_path):
     fifo = tmp_path / "report.fifo"
     os.mkfifo(fifo)
     got = []
-    reader = threading.Thread(target=lambda: got.append(open(fifo, "rb").read()), daemon=True)
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
     reader.start()
     with Server(greeter()) as srv:
         r = mailrun(smtp(tmp_path / "s.yaml", "s", srv.port), "--report", f"json={fifo}")
