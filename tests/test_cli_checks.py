@@ -276,3 +276,29 @@ def test_sandbox_with_a_matrix_that_supplies_the_password_invents_none(tmp_path)
     )
     assert r.returncode == 3, r.stdout + r.stderr
     assert "MAILRUN_PASSWORD" not in r.stderr
+
+
+@pytest.mark.timeout(120)
+def test_matrix_values_are_templates_naming_their_own_environment(tmp_path):
+    """providers/README.md: a provider file may say `password: "{{ env.X }}"`; then the
+    scenario's MAILRUN_PASSWORD is neither needed nor invented."""
+    prov = tmp_path / "prov"
+    prov.mkdir()
+    (prov / "own.yaml").write_text(
+        'provider: own\nuser: "{{ env.MAILRUN_T_OWN_USER }}"\npassword: "{{ env.MAILRUN_T_OWN_PW }}"\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILRUN_")}
+    env.update(
+        {"NO_COLOR": "1", "MAILRUN_T_OWN_USER": "alice@mailrun.test", "MAILRUN_T_OWN_PW": "wonderland"}
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "runner", "--sandbox", "--matrix", str(prov), "scenarios/matrix/send.yaml"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "PASS Matrix send" in r.stdout and "[own]" in r.stdout
+    assert "is not set" not in r.stderr and "wonderland" not in r.stdout + r.stderr
