@@ -105,11 +105,11 @@ def test_a_var_that_no_scenario_uses_is_an_error_with_did_you_mean(tmp_path):
 def test_a_missing_file_is_named_as_missing_not_as_invalid(tmp_path):
     r = mailrun(tmp_path / "nope.yaml")
     assert r.returncode == 2
-    assert "nope.yaml: no such file or directory" in r.stderr
+    assert "nope.yaml: file not found" in r.stderr
     assert "invalid" not in r.stderr
     v = mailrun("validate", tmp_path / "nope.yaml")
     assert v.returncode == 2
-    assert "nope.yaml: no such file or directory" in v.stdout
+    assert "nope.yaml: file not found" in v.stdout
     assert "1 error(s) in 0 file(s); 1 path(s) not found" in v.stderr
 
 

@@ -51,7 +51,7 @@ def cmd_run(args) -> int:
 
     missing = missing_paths(args.paths)
     if missing:
-        raise UsageError("; ".join(f"{p}: no such file or directory" for p in missing))
+        raise UsageError("; ".join(f"{p}: file not found" for p in missing))
     env, variables = read_variables(args)
     files = discover(args.paths)
     if not files:
