@@ -218,3 +218,57 @@ def test_fail_fast_says_how_many_it_did_not_start_and_reports_them(tmp_path):
     ]
     assert doc["scenarios"][1]["reason"] == "--fail-fast: an earlier run failed"
     assert "4 scenarios: 0 passed, 1 failed, 0 errors, 3 not run" in res.stdout
+
+
+@pytest.mark.parametrize("transport", ["socket", "telnet"])
+def test_parallel_runs_stop_at_once_while_connecting_or_in_a_spawned_program(tmp_path, transport):
+    """-j 2: the worker threads are not where the signal lands; their transports are aborted
+    (a connect that would hang until its deadline fails at once; telnet is killed)."""
+    from tests.support.servers import full_backlog_port
+
+    if transport == "telnet":
+        import shutil
+
+        if shutil.which("telnet") is None:
+            pytest.skip("telnet not installed")
+    listener, fillers = full_backlog_port()
+    srv = Server(_hang_after_ehlo).__enter__()
+    try:
+        d = tmp_path / "s"
+        d.mkdir()
+        port = listener.getsockname()[1] if transport == "socket" else srv.port
+        for name in NAMES[:3]:
+            (d / f"{name}.yaml").write_text(
+                f"name: {name}\nprotocol: smtp\n"
+                f"connect: {{host: 127.0.0.1, port: {port}, timeout: 30, connect_timeout: 30, transport: {transport}}}\n"
+                "steps:\n  - S: 220\n  - C: EHLO x\n    S: 250\n  - C: NOOP\n    S: 250\n"
+            )
+        rj, tr = tmp_path / "r.json", tmp_path / "tr"
+        proc = _spawn(d, "-j", 2, "--report", f"json={rj}", "--transcript", tr)
+        try:
+            if transport == "telnet":
+                for i in range(2):
+                    srv.wait_connection(i, timeout=20).wait_received(b"NOOP", 20)
+            end = time.monotonic() + 20
+            while len(list(tr.glob("*.log"))) < 2 and time.monotonic() < end:  # both runs began
+                time.sleep(0.05)
+            time.sleep(0.5)
+            sent = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=20)
+            took = time.monotonic() - sent
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+    finally:
+        srv.__exit__(None, None, None)
+        listener.close()
+        for s in fillers:
+            s.close()
+    assert proc.returncode == 143, out + err
+    assert took < 5, f"{took:.1f} s"
+    doc = json.loads(rj.read_text())
+    assert [s["status"] for s in doc["scenarios"]] == ["interrupted", "interrupted", "not run"]
+    if transport == "telnet":
+        assert [st["status"] for st in doc["scenarios"][0]["steps"]] == ["passed", "passed", "interrupted"]

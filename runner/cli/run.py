@@ -32,7 +32,12 @@ def main(rest: list[str]) -> int:
         build_run_parser().error("no scenario file given (mailrun FILE..., mailrun --help for more)")
     if rest[0] in ("-h", "--help"):
         build_run_parser().parse_args(rest)
-    return cmd_run(parse_run_args(rest))
+    from runner.interrupt import Interrupt
+
+    # SIGINT, SIGTERM, SIGHUP from here on stop the run with every report written (runner.interrupt)
+    interrupt = Interrupt()
+    with interrupt.handlers():
+        return cmd_run(parse_run_args(rest), interrupt)
 
 
 def build_parser():
@@ -41,7 +46,7 @@ def build_parser():
     return build_run_parser()
 
 
-def cmd_run(args) -> int:
+def cmd_run(args, interrupt=None) -> int:
     # long: every check before a run, in the order a person needs them, then the run
     # a warm run takes every model from the cache: the full load (runner.load.build: PyYAML, jsonschema)
     # is imported only for a file the cache does not hold
@@ -98,7 +103,7 @@ def cmd_run(args) -> int:
             unset, "set the environment variables above (or use --env-file / --var); nothing was sent"
         )
 
-    options = run_options(args, env, variables)
+    options = run_options(args, env, variables, interrupt)
     runs = plan(chosen, matrix)
     jobs = args.jobs or (1 if len(runs) == 1 else min(8, len(runs)))
     sandbox = None
@@ -153,7 +158,7 @@ def unset_env(chosen, matrix_env: dict[str, str], env: dict[str, str], unneeded)
     return unset
 
 
-def run_options(args, env: dict[str, str], variables: dict[str, str]):
+def run_options(args, env: dict[str, str], variables: dict[str, str], interrupt=None):
     """The RunOptions of every run: the variables and the connection overrides."""
     from runner.engine.run import RunOptions
 
@@ -168,6 +173,7 @@ def run_options(args, env: dict[str, str], variables: dict[str, str]):
         overrides=overrides,
         allow_plaintext_secrets=args.allow_plaintext_secrets,
         run_id=os.urandom(6).hex(),
+        interrupt=interrupt,
     )
 
 
@@ -270,13 +276,12 @@ def play(runs, options, args, jobs: int) -> int:
     progress = reporters.console.progress if len(runs) > 1 else None
     unplayed = [reporters.console] if jobs == 1 else []
     listener = Listener(ordered=reporters.ordered, live=reporters.live, progress=progress, unplayed=unplayed)
-    with options.interrupt.handlers():
-        try:
-            exit_class = execute(
-                runs, options, listener, jobs=jobs, fail_fast=args.fail_fast, retries=args.retries
-            )
-        finally:
-            results = reporters.close(runs)
+    try:
+        exit_class = execute(
+            runs, options, listener, jobs=jobs, fail_fast=args.fail_fast, retries=args.retries
+        )
+    finally:
+        results = reporters.close(runs)
     interrupt = options.interrupt
     if interrupt.triggered:
         from runner.interrupt import signame
