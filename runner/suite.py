@@ -394,17 +394,22 @@ class _Executor:
         but its worker did not stop when interrupted)."""
         from runner.results import ScenarioResult
 
-        signum = self.options.interrupt.signum
-        why = f"interrupted by {signame(signum)}" if signum else "--fail-fast: an earlier run failed"
+        interrupt = self.options.interrupt
+        why = (
+            f"interrupted by {signame(interrupt.signum)}"
+            if interrupt.triggered
+            else "--fail-fast: an earlier run failed"
+        )
         res = ScenarioResult(
             file=str(run.scenario.path),
             name=run.scenario.name,
             provider=run.provider,
             status="not run",
+            exit_class=interrupt.exit_class,  # (a signal's, so the reports' exit class is mailrun's)
             reason=why,
         )
         if stuck:  # its worker did not stop in time: what it did is lost, not hidden
-            res.status, res.exit_class = "interrupted", self.options.interrupt.exit_class
+            res.status = "interrupted"
             res.reason = f"{why} (the run did not stop within {STOP_WAIT:g} s)"
         run.result = res
         run.events = [ScenarioFinished(res, time.time())]

@@ -246,6 +246,19 @@ def test_untrusted_ca_hints_at_ca_and_the_sandbox_path(tmp_path):
     assert "CA certificate (trust it to verify TLS)" in r.stdout  # the line the sandbox prints
 
 
+def without_mailrun_env(*args, extra=None) -> subprocess.CompletedProcess:
+    """mailrun with no MAILRUN_* variable in its environment (but `extra`)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILRUN_")}
+    return subprocess.run(
+        [sys.executable, "-m", "runner", *map(str, args)],
+        cwd=REPO,
+        env={**env, "NO_COLOR": "1", **(extra or {})},
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+
+
 @pytest.mark.timeout(120)
 def test_sandbox_with_a_matrix_that_supplies_the_password_invents_none(tmp_path):
     prov = tmp_path / "prov"
@@ -254,26 +267,11 @@ def test_sandbox_with_a_matrix_that_supplies_the_password_invents_none(tmp_path)
         "provider: local\nsmtp_host: 127.0.0.1\nsmtp_port: 2525\nuser: alice@mailrun.test\npassword: wonderland\n"
         "imap_host: 127.0.0.1\nimap_port: 1143\nimap_tls: none\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILRUN_")}
-    r = subprocess.run(
-        [sys.executable, "-m", "runner", "--sandbox", "--matrix", str(prov), "scenarios/matrix/send.yaml"],
-        cwd=REPO,
-        env={**env, "NO_COLOR": "1"},
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
+    r = without_mailrun_env("--sandbox", "--matrix", prov, "scenarios/matrix/send.yaml")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "MAILRUN_PASSWORD is not set" not in r.stderr and "MAILRUN_USER is not set" not in r.stderr
     # without --sandbox, nothing asks for them either (the run fails to connect: exit 3, not 2)
-    r = subprocess.run(
-        [sys.executable, "-m", "runner", "--matrix", str(prov), "--port", "1", "scenarios/matrix/send.yaml"],
-        cwd=REPO,
-        env={**env, "NO_COLOR": "1"},
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
+    r = without_mailrun_env("--matrix", prov, "--port", "1", "scenarios/matrix/send.yaml")
     assert r.returncode == 3, r.stdout + r.stderr
     assert "MAILRUN_PASSWORD" not in r.stderr
 
@@ -287,18 +285,8 @@ def test_matrix_values_are_templates_naming_their_own_environment(tmp_path):
     (prov / "own.yaml").write_text(
         'provider: own\nuser: "{{ env.MAILRUN_T_OWN_USER }}"\npassword: "{{ env.MAILRUN_T_OWN_PW }}"\n'
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILRUN_")}
-    env.update(
-        {"NO_COLOR": "1", "MAILRUN_T_OWN_USER": "alice@mailrun.test", "MAILRUN_T_OWN_PW": "wonderland"}
-    )
-    r = subprocess.run(
-        [sys.executable, "-m", "runner", "--sandbox", "--matrix", str(prov), "scenarios/matrix/send.yaml"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
+    own = {"MAILRUN_T_OWN_USER": "alice@mailrun.test", "MAILRUN_T_OWN_PW": "wonderland"}
+    r = without_mailrun_env("--sandbox", "--matrix", prov, "scenarios/matrix/send.yaml", extra=own)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "PASS Matrix send" in r.stdout and "[own]" in r.stdout
     assert "is not set" not in r.stderr and "wonderland" not in r.stdout + r.stderr

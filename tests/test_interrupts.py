@@ -75,11 +75,12 @@ def _spawn(*args) -> subprocess.Popen:
     )
 
 
-def _interrupt(proc, srv, conns: int, sig) -> tuple[str, str, float]:
+def _stop(proc, sig, ready, settle: float = 0.3) -> tuple[str, str, float]:
+    """Once ready() returned (and `settle` seconds more), the signal; (stdout, stderr, seconds
+    from the signal to the process's end)."""
     try:
-        for i in range(conns):
-            srv.wait_connection(i, timeout=20).wait_received(b"NOOP\r\n", 20)
-        time.sleep(0.3)
+        ready()
+        time.sleep(settle)
         sent = time.monotonic()
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=20)
@@ -88,6 +89,14 @@ def _interrupt(proc, srv, conns: int, sig) -> tuple[str, str, float]:
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+def _interrupt(proc, srv, conns: int, sig) -> tuple[str, str, float]:
+    def ready():
+        for i in range(conns):
+            srv.wait_connection(i, timeout=20).wait_received(b"NOOP\r\n", 20)
+
+    return _stop(proc, sig, ready)
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
@@ -125,6 +134,7 @@ def test_a_signal_writes_every_report_and_lists_every_scenario(tmp_path, sig, jo
     for name in never:
         assert (by_name[name]["status"], by_name[name]["steps"]) == ("not run", [])
         assert by_name[name]["reason"] == f"interrupted by {sig.name}"
+        assert by_name[name]["exit_class"] == EXIT[sig]  # what it adds up to: mailrun's own
     summary = doc["summary"]
     assert (summary["scenarios"], summary["interrupted"], summary["not_run"]) == (4, jobs, 4 - jobs)
     assert summary["steps_interrupted"] == jobs
@@ -178,16 +188,7 @@ def test_a_signal_between_steps_of_a_sleep_stops_at_once(tmp_path):
         )
         rj = tmp_path / "r.json"
         proc = _spawn(path, "-j", 1, "--report", f"json={rj}")
-        try:
-            srv.wait_connection(0, timeout=20)
-            time.sleep(0.8)
-            sent = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
-            out, err = proc.communicate(timeout=20)
-            took = time.monotonic() - sent
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        out, err, took = _stop(proc, signal.SIGTERM, lambda: srv.wait_connection(0, timeout=20), 0.8)
     assert proc.returncode == 143, out + err
     assert took < 5
     steps = json.loads(rj.read_text())["scenarios"][0]["steps"]
@@ -245,22 +246,16 @@ def test_parallel_runs_stop_at_once_while_connecting_or_in_a_spawned_program(tmp
             )
         rj, tr = tmp_path / "r.json", tmp_path / "tr"
         proc = _spawn(d, "-j", 2, "--report", f"json={rj}", "--transcript", tr)
-        try:
+
+        def ready():
             if transport == "telnet":
                 for i in range(2):
                     srv.wait_connection(i, timeout=20).wait_received(b"NOOP", 20)
             end = time.monotonic() + 20
             while len(list(tr.glob("*.log"))) < 2 and time.monotonic() < end:  # both runs began
                 time.sleep(0.05)
-            time.sleep(0.5)
-            sent = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
-            out, err = proc.communicate(timeout=20)
-            took = time.monotonic() - sent
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
+
+        out, err, took = _stop(proc, signal.SIGTERM, ready, 0.5)
     finally:
         srv.__exit__(None, None, None)
         listener.close()

@@ -750,7 +750,7 @@ def test_transcript_written_when_interrupted(tmp_path, jobs):
             assert doc["exit_class"] == 130
             assert [(s["status"], s["exit_class"]) for s in doc["scenarios"]] == [
                 ("interrupted", 130),
-                ("not run", 0),
+                ("not run", 130),
             ]
         assert "sesame" not in out + err
 
