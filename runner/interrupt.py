@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import signal
 import time
-from _thread import allocate_lock  # threading's Lock, without importing threading
 
 from runner.errors import ExitClass
 
@@ -55,11 +54,16 @@ class Interrupted(KeyboardInterrupt):
 
 class Interrupt:
     """One run's interruption: `signum` is set by the first trigger; watched transports are
-    aborted then (and at once when one is watched after it)."""
+    aborted then (and at once when one is watched after it).
+
+    No lock: trigger() runs in a signal handler, which interrupts the main thread wherever it
+    is (inside watch() too, where a held lock would never be released). Under the GIL a dict
+    item set or pop and a list() of its values are atomic; watch() adds first and then looks at
+    `signum`, trigger() sets `signum` first and then copies: every transport is aborted at least
+    once (twice does no harm)."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
-        self._lock = allocate_lock()
         self._watched: dict[int, object] = {}
 
     @property
@@ -72,12 +76,10 @@ class Interrupt:
 
     def trigger(self, signum: int = signal.SIGINT) -> bool:
         """Stops everything watched; True for the first trigger only."""
-        with self._lock:
-            if self.signum is not None:
-                return False
-            self.signum = signum
-            watched = list(self._watched.values())
-        for t in watched:
+        if self.signum is not None:  # (only the main thread triggers: no race between two)
+            return False
+        self.signum = signum
+        for t in list(self._watched.values()):
             _abort(t)
         return True
 
@@ -87,15 +89,12 @@ class Interrupt:
             raise Interrupted(self.signum)
 
     def watch(self, transport) -> None:
-        with self._lock:
-            self._watched[id(transport)] = transport
-            late = self.signum is not None
-        if late:
+        self._watched[id(transport)] = transport
+        if self.signum is not None:
             _abort(transport)
 
     def unwatch(self, transport) -> None:
-        with self._lock:
-            self._watched.pop(id(transport), None)
+        self._watched.pop(id(transport), None)
 
     def sleep(self, seconds: float) -> None:
         """time.sleep that ends (raising Interrupted) when the run is interrupted."""

@@ -267,3 +267,36 @@ def test_parallel_runs_stop_at_once_while_connecting_or_in_a_spawned_program(tmp
     assert [s["status"] for s in doc["scenarios"]] == ["interrupted", "interrupted", "not run"]
     if transport == "telnet":
         assert [st["status"] for st in doc["scenarios"][0]["steps"]] == ["passed", "passed", "interrupted"]
+
+
+@pytest.mark.parametrize("tls", ["none", "implicit"])
+def test_abort_from_another_thread_ends_a_blocked_read_at_once(tmp_path, tls):
+    """Transport.abort through the run's Interrupt: a recv waiting on a silent server with a
+    30 s deadline returns within a second of trigger() on another thread (what -j N needs)."""
+    import threading
+
+    from runner import transports
+    from runner.interrupt import Interrupt
+    from runner.model.config import ConnectConfig
+    from tests.support.servers import PKI, silent
+
+    pki = PKI(tmp_path / "pki", names=("127.0.0.1",))
+    ctx = pki.server_context() if tls == "implicit" else None
+    with Server(silent(hold=30), tls=ctx) as srv:
+        config = ConnectConfig(host="127.0.0.1", port=srv.port, tls=tls, ca=pki.ca_file if ctx else None)
+        t = transports.create(config)
+        t.connect()
+        interrupt = Interrupt()
+        interrupt.watch(t)
+        timer = threading.Timer(0.3, interrupt.trigger)
+        timer.start()
+        started = time.monotonic()
+        try:
+            data = t.recv(time.monotonic() + 30)
+        except Exception as exc:  # noqa: BLE001 - either way it must end now
+            data = exc
+        took = time.monotonic() - started
+        t.close()
+        timer.join()
+    assert took < 2, f"{took:.1f} s ({data!r})"
+    assert interrupt.triggered and not interrupt.trigger()  # the first trigger only
