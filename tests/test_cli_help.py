@@ -34,7 +34,7 @@ def test_help_lists_every_command_and_every_exit_status():
     r = mailrun("--help")
     assert r.returncode == 0, r.stderr
     commands = r.stdout.split("commands:")[1]
-    for name, (_, summary) in COMMANDS.items():
+    for name, (*_, summary) in COMMANDS.items():
         assert f"  {name}  " in commands or f"  {name} " in commands, name
         assert summary in commands
     exits = r.stdout.split("exit status:")[1]

@@ -1,19 +1,57 @@
 """The one table of `mailrun` subcommands (runner.cli.main dispatches on it; --help, `mailrun
 help`, the completions and the man page read it). Adding a subcommand is one line in COMMANDS:
-its module has `main(argv) -> int` and `build_parser()`."""
+its module, the function that runs it (`argv -> exit status`) and the one that builds its
+argparse parser."""
 
 from __future__ import annotations
 
-#: name -> (module with main() and build_parser(), one line for --help and the man page)
+#: name -> (module, its main(argv) -> int, its argparse builder, one line for --help and the man page)
 COMMANDS = {
-    "run": ("runner.cli.run", "play scenarios (the default command: `mailrun FILE...`)"),
-    "validate": ("runner.cli.validate", "check scenarios without connecting"),
-    "schema": ("runner.cli.schema", "print the scenario JSON Schema"),
-    "sandbox": ("runner.sandbox.server", "run the built-in local mail service on loopback"),
-    "completion": ("runner.cli.completion", "print a shell completion script (bash, zsh, fish)"),
-    "man": ("runner.cli.manpage", "print the man page (roff: mailrun man > mailrun.1)"),
-    "help": ("runner.cli.main", "show the help of mailrun or of one command"),
+    "run": (
+        "runner.cli.run",
+        "main",
+        "build_parser",
+        "play scenarios (the default command: `mailrun FILE...`)",
+    ),
+    "validate": ("runner.cli.validate", "main", "build_parser", "check scenarios without connecting"),
+    "schema": ("runner.cli.schema", "main", "build_parser", "print the scenario JSON Schema"),
+    "sandbox": (
+        "runner.sandbox.server",
+        "main",
+        "build_parser",
+        "run the built-in local mail service on loopback",
+    ),
+    "completion": (
+        "runner.cli.completion",
+        "main",
+        "build_parser",
+        "print a shell completion script (bash, zsh, fish)",
+    ),
+    "man": (
+        "runner.cli.manpage",
+        "main",
+        "build_parser",
+        "print the man page (roff: mailrun man > mailrun.1)",
+    ),
+    "help": (
+        "runner.cli.main",
+        "help_main",
+        "build_help_parser",
+        "show the help of mailrun or of one command",
+    ),
 }
+
+
+def summary(name: str) -> str:
+    return COMMANDS[name][3]
+
+
+def entry(name: str, which: int):
+    """The command's main (which=1) or parser builder (which=2), imported only now."""
+    import importlib
+
+    module, *functions, _ = COMMANDS[name]
+    return getattr(importlib.import_module(module), functions[which - 1])
 
 
 def commands_text() -> str:
@@ -22,7 +60,7 @@ def commands_text() -> str:
 
     width = max(map(len, COMMANDS))
     lines = ["commands:"]
-    lines += [f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items()]
+    lines += [f"  {name:<{width}}  {summary(name)}" for name in COMMANDS]
     lines += ["", "  mailrun COMMAND --help (or mailrun help COMMAND) shows a command's options.", ""]
     lines += ["exit status:"]
     lines += [f"  {int(code):>3}  {meaning}" for code, meaning in EXIT_STATUS.items()]

@@ -50,12 +50,13 @@ class Option:
 
 def commands() -> dict[str, tuple[list[Option], list[str], str]]:
     """command -> (its options, the choices of its positional argument, its summary)."""
-    from runner.cli.main import COMMANDS
+    from runner.cli.commands import COMMANDS
+    from runner.cli.commands import summary as command_summary
     from runner.cli.main import build_parser as parser_of
 
     out = {}
-    for name, (_, summary) in COMMANDS.items():
-        parser = parser_of(name)
+    for name in COMMANDS:
+        parser, summary = parser_of(name), command_summary(name)
         options = [Option(a) for a in parser._actions if a.option_strings]
         positional = [
             str(c) for a in parser._actions if not a.option_strings and a.choices for c in a.choices

@@ -3,7 +3,7 @@ turns errors into one line and an exit status.
 
 runner.cli.commands.COMMANDS is the one table of subcommands: this dispatch, `mailrun --help`,
 `mailrun help`, the shell completions and the man page all read it. A subcommand is one line
-there: its module has `main(argv) -> int` and `build_parser()` (argparse, for --help,
+there: its module, its main (`argv -> exit status`) and its argparse builder (for --help,
 completion and the man page).
 Nothing is imported before the command is known, so `mailrun FILE...` stays fast.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from runner.cli.commands import COMMANDS
+from runner.cli.commands import COMMANDS, entry
 from runner.errors import ExitClass, MailrunError
 
 TYPE_CHECKING = False
@@ -40,23 +40,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(ExitClass.FAILED)
 
 
-def command_module(cmd: str):
-    import importlib
-
-    return importlib.import_module(COMMANDS[cmd][0])
-
-
 def command_main(cmd: str):
-    if cmd == "help":
-        return help_main
-    return command_module(cmd).main
+    return entry(cmd, 1)
 
 
 def build_parser(cmd: str = "run"):
     """The argparse parser of a command (the run command's is mailrun's own)."""
-    if cmd == "help":
-        return build_help_parser()
-    return command_module(cmd).build_parser()
+    return entry(cmd, 2)()
 
 
 def build_help_parser():

@@ -70,7 +70,8 @@ def _command_section(name: str, summary: str, parser) -> list[str]:
 
 
 def page() -> str:
-    from runner.cli.main import COMMANDS
+    from runner.cli.commands import COMMANDS
+    from runner.cli.commands import summary as command_summary
     from runner.cli.main import build_parser as parser_of
     from runner.errors import EXIT_STATUS
 
@@ -90,8 +91,8 @@ def page() -> str:
         "verdict per step. Every scenario is validated before a byte is sent.",
         ".SH COMMANDS",
     ]
-    for name, (_, summary) in COMMANDS.items():
-        out += _command_section(name, summary, parser_of(name))
+    for name in COMMANDS:
+        out += _command_section(name, command_summary(name), parser_of(name))
     out += [".SH EXIT STATUS"]
     for code, meaning in EXIT_STATUS.items():
         out += [".TP", f"\\fB{int(code)}\\fR", _esc(meaning)]

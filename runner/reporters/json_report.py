@@ -13,7 +13,7 @@ from runner import events as E
 from runner import results as R
 from runner.errors import most_severe
 from runner.reporters.base import RedactorLike, Reporter, write_atomic
-from runner.reporters.summary import last_attempts, step_counts
+from runner.reporters.summary import last_attempts, status_counts, step_counts
 from runner.reporters.text import iso, redact
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing at run time)
@@ -142,7 +142,7 @@ class JsonReporter(Reporter):
     def document(self) -> dict:
         started = self.first_start if self.first_start is not None else self.created
         steps = [st for r in self.results for st in (st for s in last_attempts(r) for st in s.steps)]
-        statuses = [r.status for r in self.results]
+        counts = status_counts(self.results)  # (what the console's count line counts)
         doc = {
             "tool": "mailrun",
             "version": runner.__version__,
@@ -152,12 +152,12 @@ class JsonReporter(Reporter):
             "exit_class": int(most_severe(r.exit_class for r in self.results)),
             "summary": {
                 "scenarios": len(self.results),
-                "passed": statuses.count("passed"),
-                "failed": statuses.count("failed"),
-                "error": statuses.count("error"),
-                "skipped": statuses.count("skipped"),
-                "interrupted": statuses.count("interrupted"),
-                "not_run": statuses.count("not run"),
+                "passed": counts["passed"],
+                "failed": counts["failed"],
+                "error": counts["error"],
+                "skipped": counts["skipped"],
+                "interrupted": counts["interrupted"],
+                "not_run": counts["not run"],
                 "steps": len(steps),
                 "steps_passed": sum(1 for s in steps if s.status == "passed"),
                 "steps_failed": sum(1 for s in steps if s.status == "failed"),
