@@ -286,9 +286,9 @@ def play(runs, options, args, jobs: int) -> int:
     if interrupt.triggered:
         from runner.interrupt import signame
 
+        written = "; every report and transcript was written" if args.report or args.transcript else ""
         print(
-            f"mailrun: interrupted by {signame(interrupt.signum)}: {count_line(results)}; "
-            "every report and transcript was written",
+            f"mailrun: interrupted by {signame(interrupt.signum)}: {count_line(results)}{written}",
             file=sys.stderr,
         )
     elif args.fail_fast and status_counts(results)["not run"]:
