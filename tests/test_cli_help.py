@@ -195,3 +195,43 @@ def test_fish_completion_really_completes(tmp_path):
     assert complete("mailrun validate --st") == ["--strict"]
     assert complete("mailrun completion ") == ["bash", "fish", "zsh"]
     assert complete("mailrun pro") == ["probe.yaml"]
+
+
+def test_zsh_completion_really_completes(tmp_path):
+    """zsh's own completion system (compinit, in an interactive zsh driven through zpty) with
+    the generated _mailrun in $fpath: TAB completes options, their choices and commands."""
+    if shutil.which("zsh") is None:
+        pytest.skip("zsh not installed")
+    import tempfile
+
+    short = Path(tempfile.mkdtemp(prefix="zc", dir="/tmp"))  # (a long path wraps zle's line)
+    (short / "_mailrun").write_text(mailrun("completion", "zsh").stdout)
+
+    def complete(typed: str) -> str:
+        drive = tmp_path / "drive.zsh"
+        drive.write_text(
+            "zmodload zsh/zpty\n"
+            "zpty z zsh -f -i\n"
+            f'zpty -w z \'PS1="> "; fpath=({short} $fpath); autoload -Uz compinit; compinit -u -D; '
+            "function mailrun { : }'\n"
+            "sleep 1\n"
+            f"zpty -w z $'{typed}\\t'\n"
+            "sleep 1\n"
+            "zpty -w z $'\\C-a\\C-k echo END\\n'\n"
+            "sleep 0.5\n"
+            'out=""; while zpty -r -t z line; do out+="$line"; done\n'
+            'print -r -- "$out"\n'
+            "zpty -d z\n"
+        )
+        r = subprocess.run(
+            ["zsh", "-f", str(drive)], capture_output=True, text=True, timeout=30, cwd=tmp_path
+        )
+        return r.stdout.replace("\x08", "")
+
+    try:
+        assert "mailrun --tls" in complete("mailrun --tl")
+        assert "mailrun validate --strict" in complete("mailrun validate --st")
+        assert "mailrun completion bash" in complete("mailrun completion ba")
+        assert "mailrun --transport telnet" in complete("mailrun --transport te")
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
