@@ -204,7 +204,7 @@ def test_list_shows_what_would_run_and_sends_nothing(tmp_path):
         assert out.startswith("2 scenario run(s) would run (1 scenario(s) x 2 provider(s)); nothing was sent")
         assert "alpha[one]" in out and "alpha[two]" in out and "beta" not in out
         assert "tags: smoke, smtp" in out
-        assert f"session alpha: smtp to 127.0.0.1:{srv.port}, 2 step(s)" in out
+        assert f"session alpha: smtp to 127.0.0.1:{srv.port} via socket, 2 step(s)" in out
         time.sleep(0.2)
         assert srv.conns == []
 

@@ -89,7 +89,11 @@ def cmd_run(args, interrupt=None) -> int:
     if args.list:
         from runner.cli.listing import show_plan
 
-        return show_plan(plan(chosen, matrix), args)
+        # (an unset environment variable is shown as $NAME: --list needs none of them)
+        shown_env = {
+            n: f"${n}" for n in [*matrix_env_refs(matrix), *(n for sc in chosen for n in sc.env_refs)]
+        }
+        return show_plan(plan(chosen, matrix), args, run_options(args, {**shown_env, **env}, variables))
 
     supplied = supplied_names(variables, matrix)
     unneeded = {sc.path: unneeded_env(sc, supplied) for sc in chosen}
