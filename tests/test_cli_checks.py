@@ -207,6 +207,11 @@ def test_list_shows_what_would_run_and_sends_nothing(tmp_path):
         assert f"session alpha: smtp to 127.0.0.1:{srv.port} via socket, 2 step(s)" in out
         time.sleep(0.2)
         assert srv.conns == []
+    # a provider's vars are rendered into the connection; unset credentials are not needed
+    r = without_mailrun_env("--list", "--matrix", "providers/", "scenarios/matrix/send.yaml")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "[gmail]  (scenarios/matrix/send.yaml)  tags: matrix, send, smtp" in r.stdout
+    assert ": smtp to smtp.gmail.com:587 via socket, TLS starttls, " in r.stdout
 
 
 def test_a_session_problem_is_said_once(tmp_path, free_port):
