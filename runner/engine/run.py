@@ -174,6 +174,7 @@ class Engine:
             return
         for i, plan in enumerate(plans):
             options.interrupt.check()
+            self.session = None
             try:
                 session_result = self.run_session_with_retry(scenario, plan, ctx)
             except KeyboardInterrupt:  # the steps the session played are reported
