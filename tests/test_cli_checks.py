@@ -127,11 +127,19 @@ def test_one_invalid_file_is_named_and_keep_going_runs_the_valid_ones(tmp_path):
         )
         time.sleep(0.2)
         assert srv.conns == []
-        r = mailrun(tmp_path / "d", "--keep-going")
+        rj = tmp_path / "r.json"
+        r = mailrun(tmp_path / "d", "--keep-going", "--report", f"json={rj}")
         assert r.returncode == 2, r.stdout + r.stderr  # the invalid file still counts
         assert f"--keep-going: skipping 1 invalid file ({bad})" in r.stderr
         assert "PASS good" in r.stdout
         assert len(srv.conns) == 1
+    # the reports name it too: an error of exit class 2, with the first problem
+    doc = json.loads(rj.read_text())
+    assert [(s["name"], s["status"], s["exit_class"]) for s in doc["scenarios"]] == [
+        ("b_bad", "error", 2),
+        ("good", "passed", 0),
+    ]
+    assert "unknown key 'bogus'" in doc["scenarios"][0]["reason"] and doc["exit_class"] == 2
 
 
 def test_validate_counts_what_it_prints(tmp_path):

@@ -114,7 +114,7 @@ def cmd_run(args, interrupt=None) -> int:
     try:
         if args.sandbox:
             sandbox = start_sandbox(options)
-        exit_class = play(runs, options, args, jobs)
+        exit_class = play(runs, options, args, jobs, list(zip(invalid, problems, strict=True)))
     finally:
         if sandbox is not None:
             sandbox.stop()
@@ -248,6 +248,7 @@ class Reporters:
 
             self.files = [create(kind, path) for kind, path in args.report]
         self.ordered.extend(self.files)
+        self.invalid: list = []  # results for the invalid files --keep-going skipped
         self.transcripts = None
         if args.transcript:
             from runner.reporters.transcript import TranscriptReporter
@@ -255,13 +256,35 @@ class Reporters:
             self.transcripts = TranscriptReporter(args.transcript)
             self.live.append(self._transcript_for)
 
+    def report_invalid(self, invalid: list[tuple[str, str]]) -> None:
+        """--keep-going: each invalid file (path, problems) is reported as a scenario with an
+        error (exit class 2) before the runs, so the JSON and JUnit reports name it too."""
+        import time
+
+        from runner.events import ScenarioFinished
+        from runner.results import ScenarioResult
+
+        for path, problems in invalid:
+            lines = problems.splitlines() or [problems]
+            more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
+            res = ScenarioResult(
+                file=path,
+                name=Path(path).stem,
+                status="error",
+                exit_class=ExitClass.INVALID,
+                reason=f"invalid scenario file: {lines[0]}{more}",
+            )
+            self.invalid.append(res)
+            for rep in (self.console, *self.files):
+                rep.handle(ScenarioFinished(res, time.time()))
+
     def _transcript_for(self, run):
         return self.transcripts.for_run(str(run.scenario.path), run.scenario.name, run.provider).handle
 
     def close(self, runs) -> list:
         """The summary table (for a suite) and every report written; the results that exist."""
-        results = [r.result for r in runs if r.result is not None]  # (every run has one)
-        if len(runs) > 1:
+        results = self.invalid + [r.result for r in runs if r.result is not None]  # (every run has one)
+        if len(results) > 1:
             self.console.summary_table(results)
         for rep in (self.console, *self.files):
             rep.close()
@@ -270,13 +293,14 @@ class Reporters:
         return results
 
 
-def play(runs, options, args, jobs: int) -> int:
+def play(runs, options, args, jobs: int, invalid=()) -> int:
     """Plays the runs with the reporters; SIGINT, SIGTERM and SIGHUP stop it (runner.interrupt)
     with every report and transcript written, and exit 130, 143 or 129."""
     from runner.reporters.summary import count_line, status_counts
     from runner.suite import Listener, execute
 
     reporters = Reporters(args, jobs)
+    reporters.report_invalid(list(invalid))
     progress = reporters.console.progress if len(runs) > 1 else None
     unplayed = [reporters.console] if jobs == 1 else []
     listener = Listener(ordered=reporters.ordered, live=reporters.live, progress=progress, unplayed=unplayed)
