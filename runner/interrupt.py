@@ -14,6 +14,7 @@ noted and ignored, so the reports and transcripts are always finished.
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 
@@ -126,6 +127,8 @@ class _Handlers:
     def _handle(self, signum, frame) -> None:
         if self.interrupt.trigger(signum):
             raise Interrupted(signum)
+        # a later one: said, and ignored (os.write: a print here could re-enter sys.stderr)
+        os.write(2, f"mailrun: {signame(signum)} again: finishing the reports first\n".encode())
 
     def __enter__(self) -> Interrupt:
         for sig in SIGNALS:
