@@ -300,3 +300,42 @@ def test_abort_from_another_thread_ends_a_blocked_read_at_once(tmp_path, tls):
         timer.join()
     assert took < 2, f"{took:.1f} s ({data!r})"
     assert interrupt.triggered and not interrupt.trigger()  # the first trigger only
+
+
+def test_a_second_signal_while_the_reports_are_written_is_said_and_ignored():
+    code = textwrap.dedent(
+        """
+        import os, signal, time
+        from runner.interrupt import Interrupt, Interrupted
+        interrupt = Interrupt()
+        with interrupt.handlers():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(10)
+            except Interrupted as exc:
+                os.kill(os.getpid(), signal.SIGTERM)  # while "writing the reports": ignored
+                time.sleep(0.3)
+                print("finished", int(exc.exit_class), interrupt.signum == signal.SIGTERM)
+        """
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["finished", "143", "True"]
+    assert "mailrun: SIGTERM again: finishing the reports first" in r.stderr
+
+
+def test_an_ignored_signal_stays_ignored_nohup():
+    code = textwrap.dedent(
+        """
+        import os, signal, time
+        from runner.interrupt import Interrupt
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        with Interrupt().handlers() as interrupt:
+            os.kill(os.getpid(), signal.SIGHUP)
+            time.sleep(0.3)
+            print("still here", interrupt.triggered)
+        """
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["still", "here", "False"]
