@@ -328,7 +328,12 @@ class _Executor:
             announced.append(retry)
             for s in sinks:
                 s(retry)
-            self.options.interrupt.sleep(self.retry_interval)
+            try:
+                self.options.interrupt.sleep(self.retry_interval)
+            except KeyboardInterrupt:  # while waiting to retry: the attempt that failed is the result
+                run.result = result
+                run.events = [*_after_start(attempt.events, announced[:-1]), retry]
+                raise
 
     def may_retry(self, result: ScenarioResult, attempt: _Attempt, retried: int) -> bool:
         """--retries: only connection-class failures before the first byte went out."""
