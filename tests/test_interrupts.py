@@ -339,3 +339,24 @@ def test_an_ignored_signal_stays_ignored_nohup():
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["still", "here", "False"]
+
+
+def test_a_signal_while_waiting_to_retry_reports_the_failed_attempt(tmp_path, free_port):
+    port = free_port()  # refused: --retries waits 1 s before the next attempt
+    path = tmp_path / "down.yaml"
+    path.write_text(
+        f"name: down\nprotocol: smtp\nconnect: {{host: 127.0.0.1, port: {port}}}\nsteps:\n  - S: 220\n"
+    )
+    rj = tmp_path / "r.json"
+    proc = _spawn(path, "--retries", "3", "--report", f"json={rj}")
+
+    def ready():
+        while "retrying scenario down" not in proc.stdout.readline():
+            pass
+
+    out, err, took = _stop(proc, signal.SIGINT, ready, 0.05)
+    assert proc.returncode == 130, out + err
+    assert took < 1, took  # not the rest of the wait, nor two more attempts
+    (s,) = json.loads(rj.read_text())["scenarios"]
+    assert (s["status"], s["exit_class"], s["retries"]) == ("error", 3, 0)
+    assert "refused" in s["reason"]
