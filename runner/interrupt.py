@@ -66,6 +66,11 @@ class Interrupt:
     def __init__(self) -> None:
         self.signum: int | None = None
         self._watched: dict[int, object] = {}
+        #: the main thread is handing results to the reporters or writing them: a first signal
+        #: then raises nothing (a report half given its events, or half written, would be
+        #: lost); `pending` says one came, for the shield() that ends to raise
+        self.shielded = False
+        self.pending = False
 
     @property
     def triggered(self) -> bool:
@@ -108,6 +113,28 @@ class Interrupt:
     def handlers(self) -> _Handlers:
         return _Handlers(self)
 
+    def shield(self) -> _Shield:
+        """`with interrupt.shield():` no Interrupted inside; one that came is raised at the end."""
+        return _Shield(self)
+
+
+class _Shield:
+    __slots__ = ("interrupt", "was")
+
+    def __init__(self, interrupt: Interrupt):
+        self.interrupt = interrupt
+        self.was = False
+
+    def __enter__(self) -> None:
+        self.was, self.interrupt.shielded = self.interrupt.shielded, True
+
+    def __exit__(self, exc_type, *exc) -> None:
+        interrupt = self.interrupt
+        interrupt.shielded = self.was
+        if not self.was and interrupt.pending and exc_type is None:
+            interrupt.pending = False
+            raise Interrupted(interrupt.signum)
+
 
 def _abort(transport) -> None:
     try:
@@ -125,7 +152,11 @@ class _Handlers:
         self.saved: dict[int, object] = {}
 
     def _handle(self, signum, frame) -> None:
-        if self.interrupt.trigger(signum):
+        interrupt = self.interrupt
+        if interrupt.trigger(signum):
+            if interrupt.shielded:  # (handing results to the reporters): raised when that ends
+                interrupt.pending = True
+                return
             raise Interrupted(signum)
         # a later one: said, and ignored (os.write: a print here could re-enter sys.stderr)
         os.write(2, f"mailrun: {signame(signum)} again: finishing the reports first\n".encode())

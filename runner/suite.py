@@ -24,7 +24,7 @@ from _thread import allocate_lock  # what threading.Lock() returns, without impo
 
 from runner.errors import ExitClass, UsageError, most_severe
 from runner.events import Retrying, ScenarioFinished, ScenarioStarted, Sent
-from runner.interrupt import signame
+from runner.interrupt import Interrupted, signame
 from runner.records import Record
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing at run time)
@@ -230,6 +230,10 @@ class _Executor:
             self.flush_all()
 
     def _work_on_threads(self, workers: int) -> None:
+        """The calling thread hands played runs on; the workers play. A signal raises nothing
+        here (runner.interrupt's shield: it could land anywhere in this loop): the Interrupt is
+        triggered, which aborts the workers' transports, and the loop waits for the workers to
+        hand over what they did (at most STOP_WAIT), then the interruption propagates."""
         import queue
         import threading
 
@@ -237,26 +241,28 @@ class _Executor:
         self.threads = True
         for i in range(workers):
             threading.Thread(target=self._thread, args=(played,), daemon=True, name=f"mailrun-{i}").start()
-        running = workers
-        interrupted, give_up = None, 0.0
-        while running:
-            try:  # with a timeout, so that a signal reaches this (the main) thread at once
-                run = played.get(timeout=0.1)
-            except queue.Empty:
-                if interrupted is not None and time.monotonic() > give_up:
-                    break  # a worker that does not stop: its run is reported as interrupted
-                continue
-            except KeyboardInterrupt as exc:  # stop the workers (their transports are aborted)
-                self.stop = True
-                self.options.interrupt.trigger()
-                interrupted, give_up = exc, time.monotonic() + STOP_WAIT
-                continue
-            if run is None:
-                running -= 1
-            else:
-                self.finish(run)
-        if interrupted is not None or self.options.interrupt.triggered:
-            raise interrupted or KeyboardInterrupt()
+        interrupt = self.options.interrupt
+        running, give_up = workers, None
+        with interrupt.shield():
+            while running:
+                try:
+                    if interrupt.triggered and give_up is None:  # stop the workers
+                        self.stop, give_up = True, time.monotonic() + STOP_WAIT
+                    if give_up is not None and time.monotonic() > give_up:
+                        break  # a worker that does not stop: its run is reported as interrupted
+                    try:
+                        run = played.get(timeout=0.1)
+                    except queue.Empty:
+                        continue
+                    if run is None:
+                        running -= 1
+                    else:
+                        self.finish(run)
+                except KeyboardInterrupt:  # Ctrl-C without runner.interrupt's handlers
+                    interrupt.trigger()
+        if interrupt.triggered:
+            interrupt.pending = False
+            raise Interrupted(interrupt.signum)
 
     def _thread(self, played) -> None:
         """A worker thread: hands played runs to the calling thread, then None (done)."""
@@ -392,6 +398,8 @@ class _Executor:
             elif run.result is None:
                 self.not_run(run, stuck=run.started)
                 self.deliver(run, unplayed=True)
+            elif run.events:  # played, but a signal came before it was handed over
+                self.deliver(run)
         self.next_index = len(self.runs)
 
     def not_run(self, run: Run, stuck: bool = False) -> None:
@@ -420,11 +428,13 @@ class _Executor:
         run.events = [ScenarioFinished(res, time.time())]
 
     def deliver(self, run: Run, unplayed: bool = False) -> None:
+        """A run's events to the ordered reporters, whole: a signal meanwhile takes effect after."""
         reporters = [*self.listener.ordered, *(self.listener.unplayed if unplayed else ())]
-        for ev in run.events:
-            for rep in reporters:
-                rep.handle(ev)
-        run.events = []
+        with self.options.interrupt.shield():
+            for ev in run.events:
+                for rep in reporters:
+                    rep.handle(ev)
+            run.events = []
 
 
 class _Attempt:

@@ -120,7 +120,7 @@ def test_a_signal_writes_every_report_and_lists_every_scenario(tmp_path, sig, jo
     jsonschema.validate(doc, SCHEMA)
     assert doc["exit_class"] == EXIT[sig]
     by_name = {s["name"]: s for s in doc["scenarios"]}
-    assert list(by_name) == NAMES  # every scenario, in order
+    assert list(by_name) == NAMES, out + err  # every scenario, in order
     for name in started:
         s = by_name[name]
         assert (s["status"], s["exit_class"]) == ("interrupted", EXIT[sig])

@@ -300,15 +300,16 @@ def play(runs, options, args, jobs: int, invalid=()) -> int:
     from runner.suite import Listener, execute
 
     reporters = Reporters(args, jobs)
-    reporters.report_invalid(list(invalid))
     progress = reporters.console.progress if len(runs) > 1 else None
     unplayed = [reporters.console] if jobs == 1 else []
     listener = Listener(ordered=reporters.ordered, live=reporters.live, progress=progress, unplayed=unplayed)
     try:
+        reporters.report_invalid(list(invalid))
         exit_class = execute(
             runs, options, listener, jobs=jobs, fail_fast=args.fail_fast, retries=args.retries
         )
     finally:
+        options.interrupt.shielded = True  # the reports are written whole, whatever comes now
         results = reporters.close(runs)
     interrupt = options.interrupt
     if interrupt.triggered:
@@ -324,4 +325,4 @@ def play(runs, options, args, jobs: int, invalid=()) -> int:
         print(
             f"mailrun: --fail-fast: {n} scenario run(s) not started after the first failure", file=sys.stderr
         )
-    return int(exit_class)
+    return int(most_severe([exit_class, interrupt.exit_class]))  # (a signal while writing them)
