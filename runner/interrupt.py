@@ -9,7 +9,10 @@ The first signal triggers the Interrupt: every transport registered with `watch`
 its deadline), sleeps end, and Interrupted (a KeyboardInterrupt) is raised on the main thread.
 The engine records the step in flight as `interrupted` and the suite lists every run; the exit
 status is 128 + the signal's number (130, 143, 129; runner.errors.ExitClass). Later signals are
-noted and ignored, so the reports and transcripts are always finished.
+said and ignored, so the reports and transcripts are always finished; while the main thread is
+handing results to the reporters or writing them (`with interrupt.shield():`, `shielded`), a
+first signal raises nothing there and takes effect when that ends. A signal the process was
+started ignoring (nohup) stays ignored.
 """
 
 from __future__ import annotations
