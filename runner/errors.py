@@ -5,7 +5,11 @@ Exit status of `mailrun`:
   1  a step's expectation failed (the server answered, but not as expected)
   2  invalid scenario or command line: nothing was sent
   3  network failure: connect, DNS, TLS, deadline, connection closed
-  130 interrupted (Ctrl-C)
+  129 interrupted by SIGHUP (the terminal went away)
+  130 interrupted by SIGINT (Ctrl-C)
+  143 interrupted by SIGTERM (CI cancelling a job, `kill`)
+An interrupted run still writes every report and transcript (runner.interrupt): 128 + the
+signal's number, as a shell reports a process the signal killed.
 """
 
 from __future__ import annotations
@@ -18,12 +22,34 @@ class ExitClass(IntEnum):
     FAILED = 1
     INVALID = 2
     NETWORK = 3
+    HANGUP = 129
     INTERRUPTED = 130
+    TERMINATED = 143
+
+
+#: What each exit status means: `mailrun --help`, the man page and the README's table say this.
+EXIT_STATUS = {
+    ExitClass.OK: "every step passed",
+    ExitClass.FAILED: "a step's expectation failed (the server answered, but not as expected)",
+    ExitClass.INVALID: "invalid scenario or command line: nothing was sent",
+    ExitClass.NETWORK: "network failure: connect, DNS, TLS, deadline, connection closed",
+    ExitClass.HANGUP: "interrupted by SIGHUP (every report and transcript is still written)",
+    ExitClass.INTERRUPTED: "interrupted by SIGINT, Ctrl-C (every report and transcript is still written)",
+    ExitClass.TERMINATED: "interrupted by SIGTERM (every report and transcript is still written)",
+}
 
 
 def most_severe(classes) -> ExitClass:
-    """The exit class a set of results adds up to: 130 > 3 > 2 > 1 > 0."""
-    order = [ExitClass.OK, ExitClass.FAILED, ExitClass.INVALID, ExitClass.NETWORK, ExitClass.INTERRUPTED]
+    """The exit class a set of results adds up to: an interruption (129, 130, 143) > 3 > 2 > 1 > 0."""
+    order = [
+        ExitClass.OK,
+        ExitClass.FAILED,
+        ExitClass.INVALID,
+        ExitClass.NETWORK,
+        ExitClass.HANGUP,
+        ExitClass.INTERRUPTED,
+        ExitClass.TERMINATED,
+    ]
     worst = ExitClass.OK
     for c in classes:
         c = ExitClass(c)

@@ -30,24 +30,35 @@ def defined_names(variables: Iterable[str], matrix: Sequence[tuple[str, Mapping[
     return set(variables) | {name for _, values in matrix for name in values}
 
 
-def load_all(files, defined: set[str]) -> tuple[list, list[str]]:
-    """(scenarios, problems): every file is loaded, so that one run names every invalid one."""
+def load_all(files, defined: set[str]) -> tuple[list, list[str], list[str]]:
+    """(scenarios, problems, invalid files): every file is loaded, so that one run names every
+    invalid one."""
     from runner.load.api import load_scenario
 
-    scenarios, problems = [], []
+    scenarios, problems, invalid = [], [], []
     for f in files:
         try:
             scenarios.append(load_scenario(f, defined=defined))
         except MailrunError as exc:
             problems.append(str(exc))
-    return scenarios, problems
+            invalid.append(str(f))
+    return scenarios, problems, invalid
 
 
-def unset_env(chosen: Iterable[Scenario], matrix_env: Mapping[str, str], env: Mapping[str, str]) -> list[str]:
-    """One line per environment variable a chosen scenario or a provider file needs and nobody set."""
+def unset_env(
+    chosen: Iterable[Scenario],
+    matrix_env: Mapping[str, str],
+    env: Mapping[str, str],
+    unneeded: Mapping[Path, Iterable[str]] | None = None,
+) -> list[str]:
+    """One line per environment variable a chosen scenario or a provider file needs and nobody
+    set (`unneeded`: per scenario path, the names nobody needs: they count as set)."""
     from runner.model.scenario import env_warnings
 
-    unset = [w for sc in chosen for w in env_warnings(sc, env)]
+    unneeded = unneeded or {}
+    unset = [
+        w for sc in chosen for w in env_warnings(sc, {**dict.fromkeys(unneeded.get(sc.path, ()), ""), **env})
+    ]
     unset += [
         f"matrix {where} needs environment variable {name}, which is not set"
         for name, where in matrix_env.items()

@@ -16,13 +16,20 @@ if TYPE_CHECKING:  # names for annotations only: importing them costs start-up t
     from runner.protocols.base import Reply
     from runner.transports.base import TLSInfo
 
-    Status = Literal["passed", "failed", "error", "skipped", "not needed"]
+    Status = Literal["passed", "failed", "error", "skipped", "not needed", "interrupted", "not run"]
 
-#: Every status a step (and, but for 'not needed', a session or scenario) can have, and what
-#: makes it one; the fields beside it say why, never the prose of `reason`.
-STATUSES = ("passed", "failed", "error", "skipped", "not needed")
+#: Every status a result can have, in one place (reporters and the suite read these tables;
+#: a new status is one entry here and its words in runner/reporters/summary.py); the fields
+#: beside it say why, never the prose of `reason`:
+#:   passed, failed, error, skipped   (StepResult's docstring says when)
+#:   not needed   a step whose `when` does not hold (never a session or scenario)
+#:   interrupted  a signal stopped it while it played (SIGINT, SIGTERM, SIGHUP)
+#:   not run      a scenario run never started (the run was interrupted, or --fail-fast)
+STATUSES = ("passed", "failed", "error", "skipped", "not needed", "interrupted", "not run")
 #: the statuses that do not fail a run (a skip may, with --fail-on-skip: `skipped_by_requires`)
 OK_STATUSES = frozenset({"passed", "skipped", "not needed"})
+#: the statuses that are a problem: a run's first failure is its first step with one of these
+PROBLEMS = ("failed", "error", "interrupted")
 
 # Plain record classes (runner.records): results compare by value, events by identity.
 
@@ -35,6 +42,7 @@ class StepResult(Record):
     skipped  not played: after an earlier failure; performed by openssl -starttls
              (`performed_by` set); or a `requires` the server does not meet (`condition` set)
     not needed  not played: its `when` does not hold (`condition` set); not a skip
+    interrupted  a signal stopped the run while this step played (exit class 129, 130 or 143)
 
     index     1-based within its section ('steps', 'finally'; 'tls' for the TLS step)
     location  'file:line' (a fragment's file:line for included steps)

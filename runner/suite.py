@@ -6,17 +6,25 @@ the same code); each run's events are buffered and handed to the ordered reporte
 JSON, JUnit) run after run in the order the runs were listed, so the output never depends on
 which finished first. Live listeners (transcripts, the console at -j 1) see events as they
 happen.
+
+Interrupted (SIGINT, SIGTERM, SIGHUP; runner.interrupt): no run starts, the runs playing stop
+at once (their transports are aborted, their step in flight is `interrupted`), and every run is
+still reported: the played and interrupted ones with the steps they completed, the others as
+`not run` (so are the runs --fail-fast never started). `execute` returns the signal's exit class.
+
+Longer than the size rule because the one executor keeps its three ends (done, --fail-fast,
+a signal) together: the delivery of every run, played or not, is one piece of code.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 import time
 from _thread import allocate_lock  # what threading.Lock() returns, without importing threading
 
 from runner.errors import ExitClass, UsageError, most_severe
 from runner.events import Retrying, ScenarioFinished, ScenarioStarted, Sent
+from runner.interrupt import Interrupted, signame
 from runner.records import Record
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing at run time)
@@ -30,10 +38,24 @@ if TYPE_CHECKING:
     from runner.results import ScenarioResult
 
 
+#: seconds an interrupted suite waits for its worker threads to stop (an aborted transport
+#: returns at once; this bounds a program that does not die)
+STOP_WAIT = 5.0
+
+
 class Run(Record):
     """One scenario played once, with one provider's vars."""
 
-    __slots__ = ("index", "scenario", "provider", "provider_vars", "result", "events", "interrupted")
+    __slots__ = (
+        "index",
+        "scenario",
+        "provider",
+        "provider_vars",
+        "result",
+        "events",
+        "interrupted",
+        "started",
+    )
 
     def __init__(
         self,
@@ -43,7 +65,8 @@ class Run(Record):
         provider_vars: Mapping[str, str] | None = None,
         result: ScenarioResult | None = None,  # None when the run never finished (interrupted, not started)
         events: list[Event] | None = None,
-        interrupted: bool = False,  # Ctrl-C arrived while this run was playing
+        interrupted: bool = False,  # a signal arrived while this run was playing
+        started: bool = False,  # a worker took it (a run never started is reported `not run`)
     ):
         self.index = index
         self.scenario = scenario
@@ -52,6 +75,7 @@ class Run(Record):
         self.result = result
         self.events = [] if events is None else events
         self.interrupted = interrupted
+        self.started = started
 
     @property
     def passed(self) -> bool:
@@ -104,17 +128,20 @@ class Listener:
     """What the suite tells reporters. `ordered` reporters get each run's events in one block,
     runs in plan order, always on the thread that called `execute` (so does `progress`);
     `live(run)` returns a per-run event sink called as events happen (on the run's worker
-    thread)."""
+    thread). `unplayed`: live reporters that also want the events of the runs never played
+    (`not run`), which the ordered ones get in their place (the console at -j 1)."""
 
     def __init__(
         self,
         ordered: Sequence = (),
         live: Sequence[Callable[[Run], Callable[[Event], None] | None]] = (),
         progress: Callable[[int, int, int, int, float], None] | None = None,
+        unplayed: Sequence = (),
     ):
         self.ordered = list(ordered)
         self.live = list(live)
         self.progress = progress
+        self.unplayed = list(unplayed)
 
 
 def execute(
@@ -127,15 +154,20 @@ def execute(
     retries: int = 0,
     retry_interval: float = 1.0,
 ) -> ExitClass:
-    """Plays the runs and returns the suite's exit class (the most severe of any run).
-    KeyboardInterrupt propagates after the runs that finished were reported. Threads (and the
-    threading module) only when there are `jobs` > 1 runs to share out: one worker plays on the
-    calling thread."""
+    """Plays the runs and returns the suite's exit class (the most severe of any run; a signal's
+    when interrupted, with every run reported: runs never started get a `not run` result).
+    Threads (and the threading module) only when there are `jobs` > 1 runs to share out: one
+    worker plays on the calling thread."""
     suite = _Executor(
         runs, options, listener, fail_fast=fail_fast, retries=retries, retry_interval=retry_interval
     )
-    suite.play_all(workers=max(1, min(jobs, len(runs))))
-    return most_severe(r.result.exit_class for r in runs if r.result is not None)
+    interrupt = options.interrupt
+    try:
+        suite.play_all(workers=max(1, min(jobs, len(runs))))
+    except KeyboardInterrupt:  # reported by play_all; Ctrl-C without runner.interrupt's handlers
+        interrupt.trigger()
+    worst = most_severe(r.result.exit_class for r in runs if r.result is not None)
+    return most_severe([worst, interrupt.exit_class])
 
 
 def _after_start(events: list, retries: list[Retrying]) -> list:
@@ -179,7 +211,8 @@ class _Executor:
         self.retry_interval = retry_interval
         self.todo = iter(runs)  # the work list, shared by the workers
         self.todo_lock = allocate_lock()
-        self.stop = False  # --fail-fast or Ctrl-C: start no further run (and no retry)
+        self.stop = False  # --fail-fast or a signal: start no further run (and no retry)
+        self.threads = False  # the workers are threads (set by _work_on_threads)
         # the calling thread's own: played runs the ordered reporters have not had yet
         self.finished: dict[int, Run] = {}
         self.next_index = 0  # the run the ordered reporters get next
@@ -188,6 +221,9 @@ class _Executor:
 
     # --- workers -------------------------------------------------------------------------
     def play_all(self, workers: int) -> None:
+        """Plays every run; then (at the end, on --fail-fast, or when interrupted) delivers
+        every run not yet delivered, those never started as `not run`. An interruption
+        propagates (KeyboardInterrupt) after that."""
         try:
             if workers == 1:
                 self.work(self.finish)
@@ -198,29 +234,39 @@ class _Executor:
             self.flush_all()
 
     def _work_on_threads(self, workers: int) -> None:
+        """The calling thread hands played runs on; the workers play. A signal raises nothing
+        here (runner.interrupt's shield: it could land anywhere in this loop): the Interrupt is
+        triggered, which aborts the workers' transports, and the loop waits for the workers to
+        hand over what they did (at most STOP_WAIT), then the interruption propagates."""
         import queue
         import threading
 
         played: queue.SimpleQueue[Run | None] = queue.SimpleQueue()  # None: a worker is done
+        self.threads = True
         for i in range(workers):
             threading.Thread(target=self._thread, args=(played,), daemon=True, name=f"mailrun-{i}").start()
-        running = workers
-        try:
+        interrupt = self.options.interrupt
+        running, give_up = workers, None
+        with interrupt.shield():
             while running:
-                try:  # with a timeout, so that Ctrl-C reaches this (the main) thread at once
-                    run = played.get(timeout=0.1)
-                except queue.Empty:
-                    continue
-                if run is None:
-                    running -= 1
-                else:
-                    self.finish(run)
-        finally:  # Ctrl-C: runs already played are still reported (not counted)
-            self.stop = True
-            while not played.empty():
-                run = played.get_nowait()
-                if run is not None:
-                    self.finished[run.index] = run
+                try:
+                    if interrupt.triggered and give_up is None:  # stop the workers
+                        self.stop, give_up = True, time.monotonic() + STOP_WAIT
+                    if give_up is not None and time.monotonic() > give_up:
+                        break  # a worker that does not stop: its run is reported as interrupted
+                    try:
+                        run = played.get(timeout=0.1)
+                    except queue.Empty:
+                        continue
+                    if run is None:
+                        running -= 1
+                    else:
+                        self.finish(run)
+                except KeyboardInterrupt:  # Ctrl-C without runner.interrupt's handlers
+                    interrupt.trigger()
+        if interrupt.triggered:
+            interrupt.pending = False
+            raise Interrupted(interrupt.signum)
 
     def _thread(self, played) -> None:
         """A worker thread: hands played runs to the calling thread, then None (done)."""
@@ -232,17 +278,25 @@ class _Executor:
     def take(self) -> Run | None:
         """The next run to play, or None when there is none or the suite stops."""
         with self.todo_lock:
-            return None if self.stop else next(self.todo, None)
+            if self.stop or self.options.interrupt.triggered:
+                return None
+            run = next(self.todo, None)
+            if run is not None:
+                run.started = True
+            return run
 
     def work(self, played: Callable[[Run], None]) -> None:
-        """One worker: plays runs until none is left and hands each to `played`. Ctrl-C (only
-        ever on the calling thread) keeps what the interrupted run did for the reports (it is
-        not counted) and propagates."""
+        """One worker: plays runs until none is left and hands each to `played` (an interrupted
+        one too, with what it did). An interruption ends the worker: on the calling thread it
+        propagates, on a worker thread the calling thread already knows."""
         while (run := self.take()) is not None:
             try:
                 self.play(run)
             except KeyboardInterrupt:
-                self.finished[run.index] = run
+                self.stop = True
+                played(run)
+                if self.threads:
+                    return
                 raise
             except Exception as exc:
                 self.crashed(run, exc)
@@ -263,10 +317,9 @@ class _Executor:
                 result = Engine(self.options, attempt.emit).run(
                     run.scenario, provider=run.provider, extra_vars=run.provider_vars
                 )
-            except KeyboardInterrupt:
-                run.events = _after_start(
-                    attempt.events, announced
-                )  # what happened still reaches the reports
+            except KeyboardInterrupt:  # what happened still reaches the reports
+                run.events = _after_start(attempt.events, announced)
+                run.result = attempt.result  # (None when the engine had not begun the run)
                 run.interrupted = True
                 raise
             if not self.may_retry(result, attempt, len(announced)):
@@ -285,7 +338,12 @@ class _Executor:
             announced.append(retry)
             for s in sinks:
                 s(retry)
-            time.sleep(self.retry_interval)
+            try:
+                self.options.interrupt.sleep(self.retry_interval)
+            except KeyboardInterrupt:  # while waiting to retry: the attempt that failed is the result
+                run.result = result
+                run.events = [*_after_start(attempt.events, announced[:-1]), retry]
+                raise
 
     def may_retry(self, result: ScenarioResult, attempt: _Attempt, retried: int) -> bool:
         """--retries: only connection-class failures before the first byte went out."""
@@ -333,29 +391,68 @@ class _Executor:
             )
 
     def flush_all(self) -> None:
-        """The end (or Ctrl-C, or --fail-fast): every played run still held, in order; runs
-        that never ran leave no holes."""
-        for index in sorted(self.finished):
-            self.deliver(self.finished.pop(index))
+        """The end (or a signal, or --fail-fast): every run not yet delivered, in plan order;
+        a run never played is given a `not run` result, so every report lists every run."""
+        for run in self.runs[self.next_index :]:
+            held = self.finished.pop(run.index, None)
+            if held is not None:
+                if held.result is None:  # interrupted before the engine began it
+                    self.not_run(held)
+                self.deliver(held)
+            elif run.result is None:
+                self.not_run(run, stuck=run.started)
+                self.deliver(run, unplayed=True)
+            elif run.events:  # played, but a signal came before it was handed over
+                self.deliver(run)
+        self.next_index = len(self.runs)
 
-    def deliver(self, run: Run) -> None:
-        for ev in run.events:
-            for rep in self.listener.ordered:
-                rep.handle(ev)
-        run.events = []
+    def not_run(self, run: Run, stuck: bool = False) -> None:
+        """Gives a run that never played its `not run` result and events (`stuck`: it started,
+        but its worker did not stop when interrupted)."""
+        from runner.results import ScenarioResult
+
+        interrupt = self.options.interrupt
+        why = (
+            f"interrupted by {signame(interrupt.signum)}"
+            if interrupt.triggered
+            else "--fail-fast: an earlier run failed"
+        )
+        res = ScenarioResult(
+            file=str(run.scenario.path),
+            name=run.scenario.name,
+            provider=run.provider,
+            status="not run",
+            exit_class=interrupt.exit_class,  # (a signal's, so the reports' exit class is mailrun's)
+            reason=why,
+        )
+        if stuck:  # its worker did not stop in time: what it did is lost, not hidden
+            res.status = "interrupted"
+            res.reason = f"{why} (the run did not stop within {STOP_WAIT:g} s)"
+        run.result = res
+        run.events = [ScenarioFinished(res, time.time())]
+
+    def deliver(self, run: Run, unplayed: bool = False) -> None:
+        """A run's events to the ordered reporters, whole: a signal meanwhile takes effect after."""
+        reporters = [*self.listener.ordered, *(self.listener.unplayed if unplayed else ())]
+        with self.options.interrupt.shield():
+            for ev in run.events:
+                for rep in reporters:
+                    rep.handle(ev)
+            run.events = []
 
 
 class _Attempt:
     """One attempt at a run: the engine's event sink. Live sinks get each event as it happens;
     `events` keeps them for the ordered reporters."""
 
-    __slots__ = ("sinks", "retries_before", "events", "sent_any")
+    __slots__ = ("sinks", "retries_before", "events", "sent_any", "result")
 
     def __init__(self, sinks: list[Callable[[Event], None]], retries_before: int):
         self.sinks = sinks
         self.retries_before = retries_before
         self.events: list[Event] = []
         self.sent_any = False
+        self.result: ScenarioResult | None = None  # the ScenarioFinished's
 
     def emit(self, ev: Event) -> None:
         if isinstance(ev, Sent):
@@ -363,18 +460,10 @@ class _Attempt:
         elif isinstance(ev, ScenarioFinished):
             # before any reporter formats it (live ones do so right away)
             ev.result.retries = self.retries_before
-            if isinstance(sys.exc_info()[1], KeyboardInterrupt):
-                _mark_interrupted(ev.result)
+            self.result = ev.result
         for s in self.sinks:
             s(ev)
         self.events.append(ev)
-
-
-def _mark_interrupted(result: ScenarioResult) -> None:
-    """The engine leaves a run that Ctrl-C ended looking as if it passed; say what happened."""
-    result.status = "error"
-    result.exit_class = ExitClass.INTERRUPTED
-    result.reason = result.reason or "interrupted"
 
 
 def load_matrix(paths: Sequence[str]) -> list[tuple[str, dict[str, str]]]:

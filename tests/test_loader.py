@@ -1095,7 +1095,9 @@ def test_a_value_the_schema_rejects_gets_the_schema_message_only(tmp_path):
     q = write(
         tmp_path, "name: t\nprotocol: lines\nconnect: {host: h, port: 7}\nsteps:\n  - S: '^OK'\n", "q.yaml"
     )
-    assert "'protocol' must be one of smtp, lmtp, pop3, imap, line (got 'lines')" in one(q)
+    assert (
+        "'protocol' must be one of smtp, lmtp, pop3, imap, line (got 'lines'; did you mean 'line'?)" in one(q)
+    )
 
 
 def test_problems_outside_a_rejected_step_are_still_reported(tmp_path):

@@ -362,7 +362,9 @@ def test_console_errors_sessions_retry_and_unverified_tls():
     assert "  ✗ session fetch: connect to 127.0.0.1:2110: connection refused" in text
     last = text.splitlines()[-1]
     assert last.startswith("ERROR Two sessions[gmx] — 1/1 steps")
-    assert last.endswith("first failure: session fetch: connect to 127.0.0.1:2110: connection refused")
+    # the session's reason is on its own line above: the verdict refers to it, not says it again
+    assert last.endswith("first failure: session fetch: error (above)")
+    assert text.count("connect to 127.0.0.1:2110: connection refused") == 1
 
 
 def test_console_scenario_that_could_not_run():
@@ -552,12 +554,15 @@ def test_json_report_validates_and_carries_every_field(tmp_path):
         "failed": 1,
         "error": 2,
         "skipped": 0,
+        "interrupted": 0,
+        "not_run": 0,
         "steps": 13,  # 7 + 5 + 1 (attempt 2 of 'fetch' replaces attempt 1) + 0
         "steps_passed": 11,
         "steps_failed": 1,
         "steps_error": 0,
         "steps_skipped": 1,
         "steps_not_needed": 0,
+        "steps_interrupted": 0,
     }
     ok, bad, err, broken = doc["scenarios"]
     assert ok["status"] == "passed" and ok["exit_class"] == 0 and len(ok["steps"]) == 7

@@ -31,6 +31,9 @@ RUN_DEFAULTS = {
     "vars_file": [],
     "env_file": [],
     "verbose": False,
+    "quiet": False,
+    "list": False,
+    "keep_going": False,
     "show_crlf": False,
     "report": [],
     "transcript": None,
@@ -74,7 +77,7 @@ def new_parser(**kw) -> argparse.ArgumentParser:
     if _parser_class is None:
         import argparse
 
-        class _Formatter(argparse.HelpFormatter):
+        class _Formatter(argparse.RawDescriptionHelpFormatter):  # (an epilog keeps its lines)
             def __init__(self, prog, indent_increment=2, max_help_position=24, width=None):
                 if width is None:
                     width = _columns() - 2
@@ -201,13 +204,30 @@ def _add_variable_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_run_parser() -> argparse.ArgumentParser:
-    p = new_parser(prog="mailrun", description="Play SMTP/POP3/IMAP conversations written as YAML scenarios.")
+    from runner.cli.commands import commands_text
+
+    p = new_parser(
+        prog="mailrun",
+        usage="mailrun [run] FILE|DIR|GLOB... [options]\n       mailrun COMMAND [options]",
+        description="Play SMTP/POP3/IMAP conversations written as YAML scenarios.",
+        epilog=commands_text(),
+    )
     p.add_argument("paths", nargs="+", metavar="FILE|DIR|GLOB", help="scenario files, directories or globs")
+    _add_connection_options(p)
+    _add_variable_options(p)
+    _add_output_options(p)
+    _add_suite_options(p)
+    _add_snapshot_options(p)
+    p.add_argument("--version", action="version", version=f"mailrun {__version__}")
+    return p
+
+
+def _add_connection_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("connection overrides (apply to every session)")
-    g.add_argument("--host")
-    g.add_argument("--port", type=_port)
-    g.add_argument("--tls", choices=("none", "implicit", "starttls"))
-    g.add_argument("--transport", choices=("socket", "telnet", "openssl"))
+    g.add_argument("--host", help="the server to connect to")
+    g.add_argument("--port", type=_port, help="the port to connect to")
+    g.add_argument("--tls", choices=("none", "implicit", "starttls"), help="how TLS starts")
+    g.add_argument("--transport", choices=("socket", "telnet", "openssl"), help="what carries the bytes")
     g.add_argument(
         "--timeout", type=_seconds, help="deadline in seconds for each step (its send and its reply)"
     )
@@ -226,16 +246,20 @@ def build_run_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start the built-in sandbox mail server and point every session at it",
     )
-    _add_variable_options(p)
+
+
+def _add_output_options(p: argparse.ArgumentParser) -> None:
     o = p.add_argument_group("output")
-    o.add_argument("-v", "--verbose", action="store_true", help="show the whole conversation as it happens")
+    quiet = o.add_mutually_exclusive_group()
+    quiet.add_argument(
+        "-v", "--verbose", action="store_true", help="show the whole conversation as it happens"
+    )
+    quiet.add_argument(
+        "-q", "--quiet", action="store_true", help="one line per scenario and the count line, no steps"
+    )
     o.add_argument("--show-crlf", action="store_true", help="with -v: make CR and LF visible")
     o.add_argument("--report", action="append", type=_report, default=[], metavar=_report_forms("|"))
     o.add_argument("--transcript", metavar="DIR", help="write one transcript file per scenario run")
-    _add_suite_options(p)
-    _add_snapshot_options(p)
-    p.add_argument("--version", action="version", version=f"mailrun {__version__}")
-    return p
 
 
 def _add_suite_options(p: argparse.ArgumentParser) -> None:
@@ -250,6 +274,16 @@ def _add_suite_options(p: argparse.ArgumentParser) -> None:
     s.add_argument("--fail-fast", action="store_true", help="stop starting scenarios after the first failure")
     s.add_argument(
         "--fail-on-skip", action="store_true", help="exit 1 when a `requires` skipped a step or session"
+    )
+    s.add_argument(
+        "--list",
+        action="store_true",
+        help="show what would run (scenarios, providers, tags, sessions) and connect to nothing",
+    )
+    s.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="run the valid scenarios when some files are invalid (the exit status is still 2 or worse)",
     )
     s.add_argument(
         "--matrix",
@@ -277,6 +311,13 @@ def _add_snapshot_options(p: argparse.ArgumentParser) -> None:
         "--snapshot-update", action="store_true", help="rewrite the snapshots (implies --snapshot)"
     )
     g.add_argument("--ci", action="store_true", help="a missing snapshot fails (as CI=true does)")
+
+
+def build_schema_parser() -> argparse.ArgumentParser:
+    return new_parser(
+        prog="mailrun schema",
+        description="Print the JSON Schema of scenario files (for editors: yaml-language-server).",
+    )
 
 
 def build_validate_parser() -> argparse.ArgumentParser:

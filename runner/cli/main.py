@@ -1,17 +1,23 @@
-"""`mailrun` (the console script) and `python -m runner`: picks the command and turns errors
-into one line and an exit status (runner/cli/__init__.py lists the commands)."""
+"""`mailrun` (the console script) and `python -m runner`: picks the command from COMMANDS and
+turns errors into one line and an exit status.
+
+runner.cli.commands.COMMANDS is the one table of subcommands: this dispatch, `mailrun --help`,
+`mailrun help`, the shell completions and the man page all read it. A subcommand is one line
+there: its module, its main (`argv -> exit status`) and its argparse builder (for --help,
+completion and the man page).
+Nothing is imported before the command is known, so `mailrun FILE...` stays fast.
+"""
 
 from __future__ import annotations
 
 import sys
 
+from runner.cli.commands import COMMANDS, entry
 from runner.errors import ExitClass, MailrunError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
-
-COMMANDS = ("run", "validate", "schema", "sandbox", "record", "import", "report")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -21,46 +27,38 @@ def main(argv: Sequence[str] | None = None) -> int:
             cmd, rest = argv[0], argv[1:]
         else:
             cmd, rest = "run", argv
-        return _command(cmd, rest)
+        return command_main(cmd)(rest)
     except MailrunError as exc:
         print(f"mailrun: {exc}", file=sys.stderr)
         return int(exc.exit_class)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # (a signal before the run's own handling began)
+        from runner.interrupt import exit_class_of
+
         print("mailrun: interrupted", file=sys.stderr)
-        return int(ExitClass.INTERRUPTED)
+        return int(exit_class_of(exc))
     except BrokenPipeError:
         return int(ExitClass.FAILED)
 
 
-def _command(cmd: str, rest: list[str]) -> int:
-    if cmd == "schema":
-        from runner.load.schema import schema_text
+def command_main(cmd: str):
+    return entry(cmd, 1)
 
-        sys.stdout.write(schema_text())
-        return 0
-    if cmd == "sandbox":
-        from runner.sandbox.server import main as sandbox_main
 
-        return sandbox_main(rest)
-    if cmd in ("record", "import"):
-        from runner.cli.record import cmd_import, cmd_record
+def build_parser(cmd: str = "run"):
+    """The argparse parser of a command (the run command's is mailrun's own)."""
+    return entry(cmd, 2)()
 
-        return cmd_record(rest) if cmd == "record" else cmd_import(rest)
-    if cmd == "report":  # mailrun report merge ...
-        from runner.cli.report import main as report_main
 
-        return report_main(rest)
-    from runner.cli.args import build_run_parser, parse_run_args
+def build_help_parser():
+    from runner.cli.args import new_parser
 
-    if cmd == "validate":
-        from runner.cli.args import build_validate_parser
-        from runner.cli.validate import cmd_validate
+    p = new_parser(prog="mailrun help", description="Show the help of mailrun or of one command.")
+    p.add_argument("command", nargs="?", choices=list(COMMANDS), help="the command")
+    return p
 
-        return cmd_validate(build_validate_parser().parse_intermixed_args(rest))
-    if not rest:
-        build_run_parser().error("no scenario file given (mailrun FILE..., mailrun --help for more)")
-    if rest[0] in ("-h", "--help"):
-        build_run_parser().parse_args(rest)
-    from runner.cli.run import cmd_run
 
-    return cmd_run(parse_run_args(rest))
+def help_main(rest: list[str]) -> int:
+    """`mailrun help [COMMAND]`: the same text as `mailrun [COMMAND] --help`."""
+    args = build_help_parser().parse_args(rest)
+    build_parser(args.command or "run").print_help()
+    return 0

@@ -9,20 +9,53 @@ import sys
 from pathlib import Path
 
 from runner.cli.secret_check import short_secret_warnings
-from runner.cli.variables import matrix_env_refs, read_variables
-from runner.errors import ExitClass, UsageError
+from runner.cli.variables import (
+    matrix_env_refs,
+    read_variables,
+    supplied_names,
+    unneeded_env,
+    unused_vars,
+)
+from runner.errors import ExitClass, UsageError, most_severe
 from runner.prepare import defined_names, fill_sandbox_env, load_all, unset_env
 
 #: the connect keys that a command-line option of the same name overrides
 OVERRIDDEN = ("host", "port", "tls", "transport", "timeout", "ca", "family")
 
 
-def cmd_run(args) -> int:
+def main(rest: list[str]) -> int:
+    """`mailrun [run] ...`: the run command (without options, argparse is never imported)."""
+    from runner.cli.args import build_run_parser, parse_run_args
+
+    if not rest:
+        build_run_parser().error("no scenario file given (mailrun FILE..., mailrun --help for more)")
+    if rest[0] in ("-h", "--help"):
+        build_run_parser().parse_args(rest)
+    from runner.interrupt import Interrupt
+
+    # SIGINT, SIGTERM, SIGHUP from here on stop the run with every report written (runner.interrupt)
+    interrupt = Interrupt()
+    with interrupt.handlers():
+        return cmd_run(parse_run_args(rest), interrupt)
+
+
+def build_parser():
+    from runner.cli.args import build_run_parser
+
+    return build_run_parser()
+
+
+def cmd_run(args, interrupt=None) -> int:
+    # long: every check before a run, in the order a person needs them, then the run
     # a warm run takes every model from the cache: the full load (runner.load.build: PyYAML, jsonschema)
     # is imported only for a file the cache does not hold
+    from runner.cli.paths import check_outputs, missing_paths
     from runner.load.api import discover
     from runner.suite import load_matrix, plan, select
 
+    missing = missing_paths(args.paths)
+    if missing:
+        raise UsageError("; ".join(f"{p}: file not found" for p in missing))
     env, variables = read_variables(args)
     files = discover(args.paths)
     if not files:
@@ -30,26 +63,50 @@ def cmd_run(args) -> int:
     # provider vars (--matrix) define names the scenarios may use
     matrix = load_matrix(args.matrix) if args.matrix else []
     defined = defined_names(variables, matrix)
-    scenarios, problems = load_all(files, defined)
+    scenarios, problems, invalid = load_all(files, defined)
     if problems:
-        return refuse(problems, f"{len(problems)} invalid scenario file(s); nothing was sent")
+        which = ", ".join(invalid)
+        if not (args.keep_going and scenarios):
+            more = "; --keep-going runs the valid ones" if scenarios else ""
+            return refuse(
+                problems, f"{plural(len(invalid), 'invalid scenario file')} ({which}); nothing was sent{more}"
+            )
+        print("\n".join(problems), file=sys.stderr)
+        print(
+            f"mailrun: --keep-going: skipping {plural(len(invalid), 'invalid file')} ({which})",
+            file=sys.stderr,
+        )
+    unused = unused_vars([name for name, _ in args.var], scenarios, matrix)
+    if unused:
+        return refuse(unused, "a --var that nothing uses is probably a typo; nothing was sent")
 
-    check_outputs(args)
+    check_outputs(args.report, args.transcript)
 
     chosen = select(scenarios, tags=args.tag, keyword=args.keyword)
     if not chosen:
         raise UsageError("no scenario matched the --tag/-k filters")
+    if args.list:
+        from runner.cli.listing import show_plan
 
+        # (an unset environment variable is shown as $NAME: --list needs none of them)
+        shown_env = {
+            n: f"${n}" for n in [*matrix_env_refs(matrix), *(n for sc in chosen for n in sc.env_refs)]
+        }
+        return show_plan(plan(chosen, matrix), args, run_options(args, {**shown_env, **env}, variables))
+
+    supplied = supplied_names(variables, matrix)
+    unneeded = {sc.path: unneeded_env(sc, supplied) for sc in chosen}
     matrix_env = matrix_env_refs(matrix)
     if args.sandbox:
-        fill_sandbox_env(env, [name for sc in chosen for name in sc.env_refs] + list(matrix_env))
-    unset = unset_env(chosen, matrix_env, env)
+        needed = [n for sc in chosen for n in sc.env_refs if n not in unneeded[sc.path]]
+        fill_sandbox_env(env, needed + list(matrix_env))
+    unset = unset_env(chosen, matrix_env, env, unneeded)
     if unset:
         return refuse(
             unset, "set the environment variables above (or use --env-file / --var); nothing was sent"
         )
 
-    options = run_options(args, env, variables)
+    options = run_options(args, env, variables, interrupt)
     runs = plan(chosen, matrix, keep=args.shard.keeps if args.shard else None)
     if args.shard and not runs:  # an empty shard passes (and writes empty reports)
         print(f"mailrun: shard {args.shard} holds none of the chosen scenario runs", file=sys.stderr)
@@ -66,15 +123,20 @@ def cmd_run(args) -> int:
     try:
         if args.sandbox:
             sandbox = start_sandbox(options)
-        code = play(runs, options, args, jobs)
-        if options.snapshots is not None and code != ExitClass.INTERRUPTED:
+        exit_class = play(runs, options, args, jobs, list(zip(invalid, problems, strict=True)))
+        if options.snapshots is not None and not options.interrupt.triggered:
             from runner.cli.snapshots import write_snapshots
 
-            code = write_snapshots(options.snapshots, code)
-        return code
+            exit_class = write_snapshots(options.snapshots, exit_class)
     finally:
         if sandbox is not None:
             sandbox.stop()
+    # --keep-going: the invalid files still count (2, or worse)
+    return int(most_severe([exit_class, ExitClass.INVALID])) if problems else exit_class
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def refuse(lines: list[str], why: str) -> int:
@@ -84,36 +146,7 @@ def refuse(lines: list[str], why: str) -> int:
     return int(ExitClass.INVALID)
 
 
-def check_outputs(args) -> None:
-    """--report and --transcript destinations are checked before anything is sent, so a run is
-    never lost to a path that cannot be written (UsageError, exit 2)."""
-    for kind, path in args.report:
-        p = Path(path)
-        if p.is_dir():
-            raise UsageError(f"--report {kind}={path}: is a directory; name a file")
-        try:
-            p.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(
-                f"--report {kind}={path}: cannot create {p.parent}: {exc.strerror or exc}"
-            ) from None
-        if not os.access(p.parent, os.W_OK):
-            raise UsageError(f"--report {kind}={path}: {p.parent} is not writable")
-    if args.transcript:
-        d = Path(args.transcript)
-        if d.exists() and not d.is_dir():
-            raise UsageError(f"--transcript {args.transcript}: exists and is not a directory")
-        try:
-            d.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(
-                f"--transcript {args.transcript}: cannot create it: {exc.strerror or exc}"
-            ) from None
-        if not os.access(d, os.W_OK):
-            raise UsageError(f"--transcript {args.transcript}: not writable")
-
-
-def run_options(args, env: dict[str, str], variables: dict[str, str]):
+def run_options(args, env: dict[str, str], variables: dict[str, str], interrupt=None):
     """The RunOptions of every run: the variables and the connection overrides."""
     from runner.engine.run import RunOptions
 
@@ -128,6 +161,7 @@ def run_options(args, env: dict[str, str], variables: dict[str, str]):
         overrides=overrides,
         allow_plaintext_secrets=args.allow_plaintext_secrets,
         run_id=os.urandom(6).hex(),
+        interrupt=interrupt,
     )
 
 
@@ -154,7 +188,9 @@ class Reporters:
     def __init__(self, args, jobs: int):
         from runner.reporters.console import ConsoleReporter
 
-        self.console = ConsoleReporter(sys.stdout, verbose=args.verbose, show_crlf=args.show_crlf)
+        self.console = ConsoleReporter(
+            sys.stdout, verbose=args.verbose, show_crlf=args.show_crlf, quiet=args.quiet
+        )
         self.ordered, self.live = [], []
         if jobs == 1:
             self.live.append(lambda run: self.console.handle)
@@ -166,6 +202,7 @@ class Reporters:
 
             self.files = [create(kind, path) for kind, path in args.report]
         self.ordered.extend(self.files)
+        self.invalid: list = []  # results for the invalid files --keep-going skipped
         self.transcripts = None
         if args.transcript:
             from runner.reporters.transcript import TranscriptReporter
@@ -173,13 +210,35 @@ class Reporters:
             self.transcripts = TranscriptReporter(args.transcript)
             self.live.append(self._transcript_for)
 
+    def report_invalid(self, invalid: list[tuple[str, str]]) -> None:
+        """--keep-going: each invalid file (path, problems) is reported as a scenario with an
+        error (exit class 2) before the runs, so the JSON and JUnit reports name it too."""
+        import time
+
+        from runner.events import ScenarioFinished
+        from runner.results import ScenarioResult
+
+        for path, problems in invalid:
+            lines = problems.splitlines() or [problems]
+            more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
+            res = ScenarioResult(
+                file=path,
+                name=Path(path).stem,
+                status="error",
+                exit_class=ExitClass.INVALID,
+                reason=f"invalid scenario file: {lines[0]}{more}",
+            )
+            self.invalid.append(res)
+            for rep in (self.console, *self.files):
+                rep.handle(ScenarioFinished(res, time.time()))
+
     def _transcript_for(self, run):
         return self.transcripts.for_run(str(run.scenario.path), run.scenario.name, run.provider).handle
 
     def close(self, runs) -> list:
         """The summary table (for a suite) and every report written; the results that exist."""
-        results = [r.result for r in runs if r.result is not None]
-        if len(runs) > 1:
+        results = self.invalid + [r.result for r in runs if r.result is not None]  # (every run has one)
+        if len(results) > 1:
             self.console.summary_table(results)
         for rep in (self.console, *self.files):
             rep.close()
@@ -188,25 +247,39 @@ class Reporters:
         return results
 
 
-def play(runs, options, args, jobs: int) -> int:
+def play(runs, options, args, jobs: int, invalid=()) -> int:
+    """Plays the runs with the reporters; SIGINT, SIGTERM and SIGHUP stop it (runner.interrupt)
+    with every report and transcript written, and exit 130, 143 or 129."""
+    from runner.reporters.summary import count_line, status_counts
     from runner.suite import Listener, execute
 
     reporters = Reporters(args, jobs)
     progress = reporters.console.progress if len(runs) > 1 else None
-    listener = Listener(ordered=reporters.ordered, live=reporters.live, progress=progress)
-    interrupted = False
-    exit_class = ExitClass.OK
+    unplayed = [reporters.console] if jobs == 1 else []
+    listener = Listener(ordered=reporters.ordered, live=reporters.live, progress=progress, unplayed=unplayed)
     try:
+        reporters.report_invalid(list(invalid))
         exit_class = execute(
             runs, options, listener, jobs=jobs, fail_fast=args.fail_fast, retries=args.retries
         )
-    except KeyboardInterrupt:
-        interrupted = True
     finally:
+        options.interrupt.shielded = True  # the reports are written whole, whatever comes now
         results = reporters.close(runs)
-    if interrupted:
-        print(f"mailrun: interrupted after {len(results)} of {len(runs)} scenario run(s)", file=sys.stderr)
-        return int(ExitClass.INTERRUPTED)
+    interrupt = options.interrupt
+    if interrupt.triggered:
+        from runner.interrupt import signame
+
+        written = "; every report and transcript was written" if args.report or args.transcript else ""
+        print(
+            f"mailrun: interrupted by {signame(interrupt.signum)}: {count_line(results)}{written}",
+            file=sys.stderr,
+        )
+    elif args.fail_fast and status_counts(results)["not run"]:
+        n = status_counts(results)["not run"]
+        print(
+            f"mailrun: --fail-fast: {n} scenario run(s) not started after the first failure", file=sys.stderr
+        )
+    exit_class = most_severe([exit_class, interrupt.exit_class])  # (a signal while writing them)
     if args.fail_on_skip and exit_class == ExitClass.OK:
         from runner.results import skipped_by_requires
 

@@ -46,3 +46,82 @@ def matrix_env_refs(matrix) -> dict[str, str]:
                 if ref.startswith("env."):
                     refs.setdefault(ref[4:], f"{label}: {var}")
     return refs
+
+
+def used_names(scenario) -> set[str]:
+    """Every name a --var may set in a scenario: those its `vars` define and those its
+    templates refer to (steps, connect, patterns, includes' bindings, `vars` values)."""
+    return set(scenario.vars) | template_names((scenario.sessions, dict(scenario.vars)))
+
+
+def template_names(root) -> set[str]:
+    """Every name the templates found anywhere in `root` refer to, walking records (their
+    slots), mappings and sequences: a new templated field of the model is covered by itself."""
+    from runner.lang.templates import TemplateError, parse
+
+    names: set[str] = set()
+    seen: set[int] = set()
+    todo: list = [root]
+    while todo:
+        obj = todo.pop()
+        if isinstance(obj, str):
+            if "{{" in obj:
+                try:
+                    names.update(parse(obj).names())
+                except TemplateError:
+                    pass
+            continue
+        if obj is None or isinstance(obj, (int, float, bytes)) or id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, dict):
+            todo.extend(obj.values())
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            todo.extend(obj)
+        else:
+            for cls in type(obj).__mro__:
+                todo.extend(getattr(obj, n, None) for n in getattr(cls, "__slots__", ()))
+            todo.extend(getattr(obj, "__dict__", {}).values())
+    return names
+
+
+def unused_vars(given, scenarios, matrix=()) -> list[str]:
+    """One line per --var NAME that no scenario (nor a --matrix provider) uses, with a
+    did-you-mean: a typo in a --var would otherwise be silently ignored."""
+    if not given:
+        return []
+    used: set[str] = set()
+    for sc in scenarios:
+        used |= used_names(sc)
+    for _label, values in matrix:
+        used |= set(values) | template_names(values)
+    known = sorted(n for n in used if not n.startswith("env."))
+    out = []
+    for name in dict.fromkeys(given):
+        if name not in used:
+            import difflib  # only for the hint
+
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            out.append(f"--var {name}: no scenario uses a variable of that name{hint}")
+    return out
+
+
+def unneeded_env(scenario, supplied: set[str]) -> set[str]:
+    """Environment variables the scenario names only in `vars` entries that --var or every
+    --matrix provider supplies (`password: "{{ env.MAILRUN_PASSWORD }}"` with a provider's
+    `password`): nobody needs them set, and --sandbox need not invent them."""
+    overridden = {n for n in scenario.vars if n in supplied}
+    if not overridden:
+        return set()
+    kept = {n: v for n, v in scenario.vars.items() if n not in overridden}
+    still = template_names((scenario.sessions, kept))
+    gone = template_names({n: scenario.vars[n] for n in overridden})
+    return {n[4:] for n in gone - still if n.startswith("env.")}
+
+
+def supplied_names(variables, matrix) -> set[str]:
+    """The names every run gets from the command line: --var/--vars-file, and those every
+    --matrix provider defines."""
+    common = set.intersection(*(set(values) for _, values in matrix)) if matrix else set()
+    return set(variables) | common

@@ -163,7 +163,7 @@ def sleep(run, plan: StepPlan, ctx: Context, sr: StepResult, deadline: float) ->
     """`sleep:` — waits; sends nothing."""
     seconds = plan.step.seconds or 0
     sr.sent = f"sleep {seconds:g} s"
-    time.sleep(seconds)
+    run.interrupt.sleep(seconds)  # (a signal ends it)
 
 
 #: step action -> its sender. A `read` step (only `S:`) sends nothing and has none.

@@ -21,6 +21,7 @@ from runner.engine.preflight import preflight_scenario, session_started, shown_p
 from runner.engine.session import SessionRunner
 from runner.errors import ExitClass, ScenarioError, most_severe
 from runner.events import Event, Retrying, ScenarioFinished, ScenarioStarted, SessionFinished
+from runner.interrupt import Interrupt, interrupted_reason
 from runner.lang.render import Context
 from runner.lang.secrets import Redactor
 from runner.lang.templates import TemplateError
@@ -42,8 +43,9 @@ if TYPE_CHECKING:
 
 class RunOptions:
     """What the command line adds to every scenario run: env (`env.*`), variables (--vars-file,
-    --var), overrides (--host, --port, ...), adjust_connect (--sandbox), the plaintext opt-in
-    and the run id; snapshots (--snapshot: a runner.snapshot.check.SnapshotBook, or None)."""
+    --var), overrides (--host, --port, ...), adjust_connect (--sandbox), the plaintext opt-in,
+    the run id, snapshots (--snapshot: a runner.snapshot.check.SnapshotBook, or None) and the
+    run's Interrupt (runner.interrupt: a signal stops every session)."""
 
     __slots__ = (
         "env",
@@ -53,6 +55,7 @@ class RunOptions:
         "allow_plaintext_secrets",
         "run_id",
         "snapshots",
+        "interrupt",
     )
 
     def __init__(
@@ -64,6 +67,7 @@ class RunOptions:
         allow_plaintext_secrets: bool = False,
         run_id: str = "",
         snapshots: SnapshotBook | None = None,
+        interrupt: Interrupt | None = None,
     ):
         self.env = {} if env is None else env
         self.variables = {} if variables is None else variables
@@ -72,6 +76,7 @@ class RunOptions:
         self.allow_plaintext_secrets = allow_plaintext_secrets
         self.run_id = run_id
         self.snapshots = snapshots
+        self.interrupt = Interrupt() if interrupt is None else interrupt
 
     def __repr__(self) -> str:  # names only: values may be secrets
         return f"RunOptions(env={sorted(self.env)}, variables={sorted(self.variables)}, overrides={self.overrides!r})"
@@ -85,6 +90,7 @@ class Engine:
         self._emit = emit
         self.redactor: Redactor | None = None  # the running scenario's (for an internal error)
         self.snapshot: SnapshotRun | None = None  # the running scenario's snapshot (--snapshot)
+        self.session: SessionResult | None = None  # the session playing (kept when interrupted)
 
     def emit(self, event: Event) -> None:
         self._emit(event)
@@ -137,8 +143,8 @@ class Engine:
         try:
             self.play(scenario, extra_vars, result)
             return result
-        except KeyboardInterrupt:
-            result.status, result.exit_class, result.reason = "error", ExitClass.INTERRUPTED, "interrupted"
+        except KeyboardInterrupt as exc:
+            result.status, result.exit_class, result.reason = interrupted_reason(exc)
             raise
         except Exception as exc:  # a bug of ours: reported as this run's error, never as a pass
             if os.environ.get("MAILRUN_DEBUG"):
@@ -175,7 +181,14 @@ class Engine:
             result.status, result.exit_class, result.reason = "error", ExitClass.INVALID, refused.reason
             return
         for i, plan in enumerate(plans):
-            session_result = self.run_session_with_retry(scenario, plan, ctx)
+            options.interrupt.check()
+            self.session = None
+            try:
+                session_result = self.run_session_with_retry(scenario, plan, ctx)
+            except KeyboardInterrupt:  # the steps the session played are reported
+                if self.session is not None:
+                    result.sessions.append(self.session)
+                raise
             result.sessions.append(session_result)
             if session_result.status != "passed":
                 later = len(plans) - i - 1
@@ -214,7 +227,7 @@ class Engine:
                 Retrying("session", session.name, attempt, attempts, result.reason, interval, time.time())
             )
             if interval > 0:
-                time.sleep(interval)
+                self.options.interrupt.sleep(interval)
             attempt += 1
 
     # ------------------------------------------------------------------ session
@@ -223,7 +236,7 @@ class Engine:
     ) -> SessionResult:
         started = time.monotonic()
         session = plan.session
-        result = SessionResult(
+        result = self.session = SessionResult(
             name=session.name, protocol=session.protocol, attempt=attempt, attempts=attempts
         )
         try:
@@ -236,7 +249,14 @@ class Engine:
             result.transport = config.transport
             self.emit(session_started(scenario, session, attempt, attempts, config, ctx.redactor.redact))
             runner = SessionRunner(
-                plan, ctx, config, result, self._emit, self.options.allow_plaintext_secrets, self.snapshot
+                plan,
+                ctx,
+                config,
+                result,
+                self._emit,
+                self.options.allow_plaintext_secrets,
+                self.snapshot,
+                interrupt=self.options.interrupt,
             )
             runner.play()
             return result

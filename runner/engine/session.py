@@ -20,6 +20,7 @@ from runner.engine.tls_check import tls_step
 from runner.engine.verdicts import StepFailure, verdict
 from runner.errors import ExitClass, MailrunError
 from runner.events import Closed, Connected, Note, Received, StepFinished, TLSStarted
+from runner.interrupt import Interrupt, Interrupted, interrupted_reason
 from runner.lang.patterns import capture as capture_value
 from runner.lang.secrets import RedactingStream
 from runner.protocols.base import Reply, decode
@@ -53,8 +54,12 @@ class SessionRunner:
         emit: Callable[[Event], None],
         allow_plaintext_secrets: bool = False,
         snapshot: SnapshotRun | None = None,
+        *,
+        interrupt: Interrupt | None = None,
     ):
         self.plan = plan
+        #: the run's Interrupt: it aborts this session's transport from another thread
+        self.interrupt = Interrupt() if interrupt is None else interrupt
         self.ctx = ctx
         self.config = config
         self.result = result
@@ -111,12 +116,13 @@ class SessionRunner:
                 result.status, (result.condition, result.reason) = "skipped", self.caps.skip
             elif unchecked is not None:  # a run error: the requires could not be decided
                 result.status, result.exit_class, result.reason = "error", ExitClass.INVALID, unchecked
-        except KeyboardInterrupt:
-            result.status, result.exit_class, result.reason = "error", ExitClass.INTERRUPTED, "interrupted"
+        except KeyboardInterrupt as exc:
+            result.status, result.exit_class, result.reason = interrupted_reason(exc)
             raise
         finally:
             result.capabilities = self.caps.current
             by = "client" if self.connected or self.closed_why != CLOSED else "server"
+            self.interrupt.unwatch(self.transport)
             try:
                 self.transport.close()
             finally:
@@ -130,6 +136,7 @@ class SessionRunner:
         result = self.result
         try:
             self.transport = transports.create(self.config, on_note=self.note)
+            self.interrupt.watch(self.transport)
             info = self.transport.connect()
             tls = info.tls
             if tls is None and self.transport.performs_starttls:
@@ -141,9 +148,12 @@ class SessionRunner:
                 self.redactor.redact(str(exc)),
             )
             self._close_quietly()
+            if self.interrupt.triggered:  # the connect was aborted by a signal
+                result.status, result.exit_class, result.reason = interrupted_reason(None, self.interrupt)
+                raise Interrupted(self.interrupt.signum) from None
             return False
-        except KeyboardInterrupt:  # Ctrl-C while connecting: nothing to report but the interruption
-            result.status, result.exit_class, result.reason = "error", ExitClass.INTERRUPTED, "interrupted"
+        except KeyboardInterrupt as exc:  # a signal while connecting: nothing to report but that
+            result.status, result.exit_class, result.reason = interrupted_reason(exc)
             self._close_quietly()
             raise
         self.connected = True
@@ -209,6 +219,7 @@ class SessionRunner:
         program = self.transport.performs_starttls
         caps = self.caps
         for i, sp in enumerate(steps):
+            self.interrupt.check()  # (a worker thread's way to stop: its transport was aborted)
             if first_failure is None and not skip_until_starttls:
                 first_failure = self.check_tls()  # after the handshake's step (or the connect)
             if first_failure is not None:
@@ -289,8 +300,12 @@ class SessionRunner:
             self.play_step(sp, sr)
         except (StepFailure, MailrunError) as exc:
             self.fail(sr, exc)
-        except KeyboardInterrupt:
-            sr.status, sr.exit_class, sr.reason = "error", ExitClass.INTERRUPTED, "interrupted"
+            if self.interrupt.triggered:  # it failed because a signal aborted the transport
+                sr.status, sr.exit_class, sr.reason = interrupted_reason(None, self.interrupt)
+                self.finish(sr, started)
+                raise Interrupted(self.interrupt.signum) from None
+        except KeyboardInterrupt as exc:
+            sr.status, sr.exit_class, sr.reason = interrupted_reason(exc)
             self.finish(sr, started)
             raise
         if self.snapshot is not None:

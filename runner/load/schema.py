@@ -225,7 +225,14 @@ def _wrong_type(err, path: Path_, sch: dict, known_keys_missing: set) -> list[tu
 def _not_in_enum(err, path: Path_, sch: dict, known_keys_missing: set) -> list[tuple[Path_, bool, str]]:
     name = path[-1] if path and isinstance(path[-1], str) else "value"
     allowed = ", ".join(str(x) for x in err.validator_value)
-    return [(path, False, f"'{name}' must be one of {allowed} (got {_show(err.instance, path)})")]
+    words = [x for x in err.validator_value if isinstance(x, str)]
+    close = (
+        difflib.get_close_matches(err.instance, words, n=1, cutoff=0.5)
+        if isinstance(err.instance, str)
+        else []
+    )
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return [(path, False, f"'{name}' must be one of {allowed} (got {_show(err.instance, path)}{hint})")]
 
 
 def _no_branch(err, path: Path_, sch: dict, known_keys_missing: set) -> list[tuple[Path_, bool, str]]:

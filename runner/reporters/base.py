@@ -66,6 +66,15 @@ def write_atomic(path: str | os.PathLike, data: bytes, what: str) -> None:
     from pathlib import Path
 
     path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():
+        # a device or FIFO (/dev/stdout, `--report junit=>(cat)`): written in place; a rename
+        # would replace it (run as root, /dev/null itself) with a regular file
+        try:
+            with open(path, "ab") as fh:
+                fh.write(data)
+        except OSError as e:
+            raise ReportError(f"cannot write {what} {path}: {e.strerror or e}") from None
+        return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".mailrun-", suffix=".tmp", dir=path.parent)

@@ -11,7 +11,14 @@ from _thread import RLock  # threading.RLock is this one; importing threading co
 from runner import events as E
 from runner import results as R
 from runner.reporters.base import RedactorLike, Reporter
-from runner.reporters.summary import VERDICT, first_problem, slowest_steps, step_counts, summary_text
+from runner.reporters.summary import (
+    VERDICT,
+    count_line,
+    first_problem,
+    slowest_steps,
+    step_counts,
+    summary_text,
+)
 from runner.reporters.text import (
     captures_text,
     expects_eof,
@@ -47,13 +54,18 @@ _STATUS_COLOR = {
     "error": "red",
     "skipped": "yellow",
     "not needed": "cyan",
+    "interrupted": "yellow",
+    "not run": "dim",
 }
 _NOT_PLAYED = ("skipped", "not needed")  # a step's statuses that say why it was not played
 
 
-def _color_env_allows() -> bool:
-    """NO_COLOR (https://no-color.org): set to a non-empty value means no colour."""
-    return not os.environ.get("NO_COLOR")
+def _color_default(tty: bool) -> bool:
+    """Colour on a terminal; NO_COLOR (https://no-color.org) set to a non-empty value means
+    none, FORCE_COLOR set to a non-empty value means colour even into a pipe (NO_COLOR wins)."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    return tty or bool(os.environ.get("FORCE_COLOR"))
 
 
 def _fmt_ms(seconds: float) -> str:
@@ -70,6 +82,7 @@ class ConsoleReporter(Reporter):
         show_crlf: bool = False,
         color: bool | None = None,
         redactor: RedactorLike | None = None,
+        quiet: bool = False,
     ):
         self.stream = stream if stream is not None else sys.stdout
         self._closed_by_reader = False  # set when writing fails (the pipe's reader is gone)
@@ -77,7 +90,8 @@ class ConsoleReporter(Reporter):
             self.tty = bool(self.stream.isatty())
         except (AttributeError, ValueError):
             self.tty = False
-        self.color = (self.tty and _color_env_allows()) if color is None else bool(color)
+        self.color = _color_default(self.tty) if color is None else bool(color)
+        self.quiet = quiet  # -q: only each scenario's verdict line (and warnings), no steps
         self.verbose = verbose
         self.show_crlf = show_crlf
         self.redactor = redactor
@@ -89,9 +103,23 @@ class ConsoleReporter(Reporter):
         except (UnicodeEncodeError, LookupError):
             self.unicode = False
         self.marks = (
-            {"passed": "✓", "failed": "✗", "error": "✗", "skipped": "-", "not needed": "·"}
+            {
+                "passed": "✓",
+                "failed": "✗",
+                "error": "✗",
+                "skipped": "-",
+                "not needed": "·",
+                "interrupted": "!",
+            }
             if self.unicode
-            else {"passed": "ok", "failed": "FAIL", "error": "ERR", "skipped": "-", "not needed": "."}
+            else {
+                "passed": "ok",
+                "failed": "FAIL",
+                "error": "ERR",
+                "skipped": "-",
+                "not needed": ".",
+                "interrupted": "INT",
+            }
         )
         self.dash = "—" if self.unicode else "-"
         self.ellipsis = "…" if self.unicode else "..."
@@ -155,6 +183,8 @@ class ConsoleReporter(Reporter):
                     self._wire("C" if isinstance(event, E.Sent) else "S", event.data)
                 return
             self._flush_wire()
+            if self.quiet and not isinstance(event, E.ScenarioFinished | E.Note):
+                return
             method = getattr(self, "_on_" + type(event).__name__, None)
             if method is not None:
                 method(event)
@@ -272,6 +302,8 @@ class ConsoleReporter(Reporter):
         line = parts[0] + " " + "  ".join(p for p in parts[1:] if p)
         if st.status in _NOT_PLAYED and st.reason:
             line += "  " + self._c(f"{st.status}: {safe_text(st.reason)}", "dim")
+        elif st.status == "interrupted":
+            line += "  " + self._c(safe_text(st.reason or "interrupted"), "yellow")
         self._emit(line.rstrip())
         if st.captures:
             self._emit(f"{DETAIL_INDENT}captured {safe_text(captures_text(st.captures))}")
@@ -325,7 +357,7 @@ class ConsoleReporter(Reporter):
     def _on_ScenarioFinished(self, ev: E.ScenarioFinished) -> None:
         r = ev.result
         self.results.append(r)
-        text = safe_text(summary_text(r, dash=self.dash))
+        text = safe_text(summary_text(r, dash=self.dash, sessions_shown=not self.quiet))
         verdict = VERDICT.get(r.status, r.status.upper())
         if text.startswith(verdict):
             text = self._c(verdict, _STATUS_COLOR.get(r.status, "bold")) + text[len(verdict) :]
@@ -385,6 +417,9 @@ class ConsoleReporter(Reporter):
         results = self.results if results is None else results
         if len(results) <= 1:
             return
+        if self.quiet:  # -q: the count line alone
+            self._count_line(results)
+            return
         rows = []
         files_of: dict[str, set[str]] = {}
         for r in results:  # a name shared by several files is shown with its file
@@ -422,15 +457,11 @@ class ConsoleReporter(Reporter):
         self._emit(fmt(["-" * w for w in widths] + ["-" * len(head[5])]))
         for row in rows:
             self._emit(fmt(row, _STATUS_COLOR.get(row[6], "bold")))
-        counts = {
-            k: sum(1 for r in results if r.status == k) for k in ("passed", "failed", "error", "skipped")
-        }
+        self._count_line(results)
+
+    def _count_line(self, results: list[R.ScenarioResult]) -> None:
         total_time = sum(r.duration for r in results)
-        skipped = f", {counts['skipped']} skipped" if counts["skipped"] else ""
-        self._emit(
-            f"{len(results)} scenarios: {counts['passed']} passed, {counts['failed']} failed, "
-            f"{counts['error']} errors{skipped} ({total_time:.2f} s of conversations)"
-        )
+        self._emit(f"{count_line(results)} ({total_time:.2f} s of conversations)")
 
     def _slowest(self, results: list[R.ScenarioResult]) -> None:
         """The slowest steps of the suite (reporters.summary.slowest_steps), one line each."""

@@ -14,7 +14,7 @@ from runner import results as R
 from runner.errors import most_severe
 from runner.reporters.base import RedactorLike, Reporter, write_atomic
 from runner.reporters.event_json import EventRecorder
-from runner.reporters.summary import last_attempts, slowest_steps, step_counts
+from runner.reporters.summary import last_attempts, slowest_steps, status_counts, step_counts
 from runner.reporters.text import iso, redact
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing at run time)
@@ -123,19 +123,22 @@ def summary(results: list[R.ScenarioResult]) -> dict:
     """The report's counts (also shown at the top of the HTML report): scenario runs by status,
     and the steps of each session's last attempt by status."""
     steps = [st for r in results for st in (st for s in last_attempts(r) for st in s.steps)]
-    statuses = [r.status for r in results]
+    counts = status_counts(results)  # (what the console's count line counts)
     return {
         "scenarios": len(results),
-        "passed": statuses.count("passed"),
-        "failed": statuses.count("failed"),
-        "error": statuses.count("error"),
-        "skipped": statuses.count("skipped"),
+        "passed": counts["passed"],
+        "failed": counts["failed"],
+        "error": counts["error"],
+        "skipped": counts["skipped"],
+        "interrupted": counts["interrupted"],
+        "not_run": counts["not run"],
         "steps": len(steps),
         "steps_passed": sum(1 for s in steps if s.status == "passed"),
         "steps_failed": sum(1 for s in steps if s.status == "failed"),
         "steps_error": sum(1 for s in steps if s.status == "error"),
         "steps_skipped": sum(1 for s in steps if s.status == "skipped"),
         "steps_not_needed": sum(1 for s in steps if s.status == "not needed"),
+        "steps_interrupted": sum(1 for s in steps if s.status == "interrupted"),
         "slowest_steps": [
             {
                 "file": r.file,

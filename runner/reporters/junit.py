@@ -33,6 +33,7 @@ from runner.errors import ExitClass
 from runner.reporters.base import RedactorLike, Reporter, write_atomic
 from runner.reporters.text import iso, plural, redact, safe_text, step_label, where, with_note
 from runner.reporters.transcript import TranscriptFormatter
+from runner.results import PROBLEMS
 
 MAX_TRANSCRIPT = 1 << 20  # characters of transcript per <system-out>; the middle is cut beyond
 MAX_DETAIL_LINES = 200  # reply lines in a failure's body
@@ -156,9 +157,7 @@ class JUnitReporter(Reporter):
             suffix = f" (attempt {sess.attempt}/{sess.attempts})" if sess.attempts > 1 else ""
             for st in sess.steps:
                 cases.append(self._step_case(r, st, unique(prefix + self._step_name(st) + suffix)))
-            if sess.status in ("failed", "error") and not any(
-                s.status in ("failed", "error") for s in sess.steps
-            ):
+            if sess.status in PROBLEMS and not any(s.status in PROBLEMS for s in sess.steps):
                 case = self._case(r, unique(f"session {sess.name}{suffix}"), sess.duration)
                 self._problem(case, "error", sess.reason or f"session {sess.status}", sess.exit_class, "")
                 cases.append(case)
@@ -168,7 +167,11 @@ class JUnitReporter(Reporter):
                 case = self._case(r, unique(f"session {sess.name}{suffix}"), sess.duration)
                 ET.SubElement(case, "skipped", message=self._x(sess.reason or "skipped"))
                 cases.append(case)
-        if r.status in ("failed", "error") and not any(_bad(c) for c in cases):
+        if r.status == "not run":  # (a run a signal or --fail-fast kept from starting)
+            case = self._case(r, unique(f"{r.display_name}: not run"), 0.0)
+            ET.SubElement(case, "skipped", message=self._x(f"not run: {r.reason}" if r.reason else "not run"))
+            cases.append(case)
+        if r.status in PROBLEMS and not any(_bad(c) for c in cases):
             case = self._case(
                 r, unique(f"{r.display_name}: could not run" if not cases else r.display_name), 0.0
             )
@@ -216,7 +219,7 @@ class JUnitReporter(Reporter):
                 el.set("message", self._x(st.reason))
         elif st.status == "not needed":  # its `when` did not hold: not a skip, a passing case
             ET.SubElement(case, "system-out").text = self._x(f"not needed: {st.reason or ''}")
-        elif st.status in ("failed", "error"):
+        elif st.status in PROBLEMS:
             if (
                 st.status == "failed"
                 and st.action != "tls"  # its reason names every failed check

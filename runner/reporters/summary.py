@@ -5,12 +5,47 @@ slowest steps."""
 from __future__ import annotations
 
 from runner.reporters.text import step_label, where
+from runner.results import PROBLEMS, STATUSES
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing at run time)
 if TYPE_CHECKING:
     from runner.results import ScenarioResult, SessionResult, StepResult
 
-VERDICT = {"passed": "PASS", "failed": "FAIL", "error": "ERROR", "skipped": "SKIP"}
+#: each status (runner.results.STATUSES) as a scenario's line begins
+VERDICT = {
+    "passed": "PASS",
+    "failed": "FAIL",
+    "error": "ERROR",
+    "skipped": "SKIP",
+    "interrupted": "INTERRUPTED",
+    "not run": "NOT RUN",
+}
+#: each status as the count line words it ('3 passed, 1 error')
+COUNTED = {
+    "passed": "passed",
+    "failed": "failed",
+    "error": "errors",
+    "skipped": "skipped",
+    "interrupted": "interrupted",
+    "not run": "not run",
+}
+
+
+def status_counts(results) -> dict[str, int]:
+    """How many results have each status (every status of runner.results.STATUSES)."""
+    counts = dict.fromkeys(STATUSES, 0)
+    for r in results:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    return counts
+
+
+def count_line(results) -> str:
+    """'5 scenarios: 2 passed, 1 failed, 0 errors, 1 interrupted, 1 not run': what the console's
+    last line, the interruption message and the reports' summaries count alike (passed, failed
+    and errors always, the other statuses when there are any)."""
+    counts = status_counts(results)
+    parts = [f"{n} {COUNTED.get(k, k)}" for k, n in counts.items() if n or k in ("passed", "failed", "error")]
+    return f"{len(results)} scenario{'' if len(results) == 1 else 's'}: " + ", ".join(parts)
 
 
 def last_attempts(result: ScenarioResult) -> list[SessionResult]:
@@ -38,22 +73,27 @@ def first_problem(
         return None
     for sess in last_attempts(result):
         for st in sess.steps:
-            if st.status in ("failed", "error"):
+            if st.status in PROBLEMS:
                 desc = f"{step_label(st.index, st.section)} ({where(st.location, st.via)})"
                 if len(result.sessions) > 1:
                     desc = f"session {sess.name}: {desc}"
                 return st, f"{desc}: {st.reason or st.status}"
-        if sess.status in ("failed", "error"):
+        if sess.status in PROBLEMS:
             return sess, f"session {sess.name}: {sess.reason or sess.status}"
-    if result.status in ("failed", "error") or result.reason:
+    if result.status in PROBLEMS or result.reason:
         return result, result.reason or result.status
     return None
 
 
-def summary_text(result: ScenarioResult, *, dash: str = "\u2014") -> str:
-    """'PASS name[provider] — 12/12 steps, 0.35 s' / 'FAIL ... — first failure: step 5 (...): why'"""
-    passed, total = step_counts(result)
+def summary_text(result: ScenarioResult, *, dash: str = "\u2014", sessions_shown: bool = False) -> str:
+    """'PASS name[provider] — 12/12 steps, 0.35 s' / 'FAIL ... — first failure: step 5 (...): why'
+    / 'NOT RUN name — interrupted by SIGTERM'. `sessions_shown`: the reader has just seen each
+    failed session's reason on a line of its own (the console), so a session's problem is
+    referred to, not said twice."""
     s = f"{VERDICT.get(result.status, result.status.upper())} {result.display_name} {dash} "
+    if result.status == "not run":
+        return s + (result.reason or "not run")
+    passed, total = step_counts(result)
     s += f"{passed}/{total} steps, {result.duration:.2f} s"
     if result.retries:
         s += f" (after {result.retries} connection retr{'y' if result.retries == 1 else 'ies'})"
@@ -61,7 +101,14 @@ def summary_text(result: ScenarioResult, *, dash: str = "\u2014") -> str:
         return s + (f" {dash} skipped: {result.reason}" if result.reason else "")
     problem = first_problem(result)
     if problem is not None:
-        s += f" {dash} " + ("first failure: " if total else "could not run: ") + problem[1]
+        if result.status == "interrupted":
+            lead = "stopped at: " if total else ""
+        else:
+            lead = "first failure: " if total else "could not run: "
+        text = problem[1]
+        if sessions_shown and any(problem[0] is sess for sess in result.sessions):
+            text = f"session {problem[0].name}: {problem[0].status} (above)"
+        s += f" {dash} " + lead + text
     return s
 
 

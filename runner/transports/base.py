@@ -160,6 +160,11 @@ class Transport:
     def close(self) -> None:
         raise NotImplementedError
 
+    def abort(self) -> None:
+        """Called from another thread when the run is interrupted (runner.interrupt): a connect,
+        send or recv blocked in this transport returns at once (failing, or reading EOF) instead
+        of waiting for its deadline. close() still follows, on the transport's own thread."""
+
     def __enter__(self):
         return self
 

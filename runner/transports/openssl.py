@@ -50,7 +50,7 @@ from runner.errors import ConnectError, ConnectionClosed, DeadlineError, Network
 from runner.transports.base import CHUNK, ConnectInfo, NoteSink, TLSInfo, Transport
 from runner.transports.certinfo import cert_facts, is_ip, leaf_from_msg_dump
 from runner.transports.socket import format_peer
-from runner.transports.spawned import spawn, stop, write_all
+from runner.transports.spawned import kill, spawn, stop, write_all
 
 _STARTTLS = {"smtp": "smtp", "lmtp": "lmtp", "pop3": "pop3", "imap": "imap"}
 
@@ -372,6 +372,9 @@ class OpensslTransport(Transport):
                 self._drain_stderr(wait=0.05)
                 return b""
             return data
+
+    def abort(self) -> None:
+        kill(self.child)
 
     def close(self) -> None:
         child, self.child = self.child, None

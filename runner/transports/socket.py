@@ -49,6 +49,7 @@ class SocketTransport(Transport):
         self.peer = format_peer(config.host, config.port)
         self._tls: TLSInfo | None = None
         self._poll = None  # select.poll() watching the plain socket for input
+        self._connecting: socket.socket | None = None  # (for abort)
 
     @property
     def encrypted(self) -> bool:
@@ -104,6 +105,7 @@ class SocketTransport(Transport):
         """Connects `s` to `addr` before the deadline; None when it did (the socket is then
         the transport's, non-blocking), else the error to report."""
         timeout = _secs(self.config.connect_timeout)
+        self._connecting = s  # (abort() shuts it down from another thread)
         try:
             s.settimeout(max(deadline - time.monotonic(), 0.001))
             s.connect(addr)
@@ -119,6 +121,8 @@ class SocketTransport(Transport):
         except OSError as e:
             s.close()
             return ConnectError(f"connect to {peer} failed: {e.strerror or e}")
+        finally:
+            self._connecting = None
         s.setblocking(False)  # plain I/O waits in poll(); TLS sets its own timeouts
         self._poll = select.poll()
         self._poll.register(s.fileno(), select.POLLIN)
@@ -226,6 +230,16 @@ class SocketTransport(Transport):
                 if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
                     continue
                 raise NetworkError(f"reading from {self.peer} failed: {e.strerror or e}") from None
+
+    def abort(self) -> None:
+        # the plain socket's shutdown (an SSLSocket's own would drop its TLS state under the
+        # reading thread): poll() and recv() on the other thread return at once, a connect fails
+        for s in (self._connecting, self.sock):
+            if s is not None:
+                try:
+                    socket.socket.shutdown(s, socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def close(self) -> None:
         s, self.sock = self.sock, None

@@ -64,6 +64,16 @@ def wait_until_flushed(pid: int, timeout: float = 1.0) -> None:
         os.close(fd)
 
 
+def kill(child: pexpect.spawn | None) -> None:
+    """Transport.abort for a spawned program: SIGKILL, so a read of its pty on another thread
+    ends at once (close() still stops and reaps it)."""
+    if child is not None and child.pid:
+        try:
+            os.kill(child.pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
 def stop(child: pexpect.spawn) -> None:
     """Flush, then SIGTERM (SIGKILL after 1 s), then close the pty. The program is killed before
     the pty closes: telnet reading EOF from its terminal would send EOF characters to the server."""

@@ -65,7 +65,7 @@ from runner.errors import (
 )
 from runner.transports.base import CHUNK, ConnectInfo, NoteSink, TLSInfo, Transport
 from runner.transports.socket import format_peer
-from runner.transports.spawned import spawn, stop, write_all
+from runner.transports.spawned import kill, spawn, stop, write_all
 
 CLOSED_MARK = b"Connection closed by foreign host."
 assert b"C" not in CLOSED_MARK[1:]  # _take relies on it
@@ -322,6 +322,9 @@ class TelnetTransport(Transport):
         note, self._closing_note = self._closing_note, None
         if note:
             self.on_note("chatter", note)
+
+    def abort(self) -> None:
+        kill(self.child)
 
     def close(self) -> None:
         child, self.child = self.child, None
