@@ -103,6 +103,7 @@ class ConsoleReporter(Reporter):
                 "skipped": "-",
                 "not needed": "·",
                 "interrupted": "!",
+                "not run": "○",
             }
             if self.unicode
             else {
@@ -112,6 +113,7 @@ class ConsoleReporter(Reporter):
                 "skipped": "-",
                 "not needed": ".",
                 "interrupted": "INT",
+                "not run": "NR",
             }
         )
         self.dash = "—" if self.unicode else "-"
