@@ -93,7 +93,7 @@ def test_bash_completion_really_completes(tmp_path):
     (tmp_path / "probe.yaml").write_text("name: x\n")
     (tmp_path / "providers").mkdir()
     assert _bash_complete(script, ["mailrun", "val"], tmp_path) == ["validate"]
-    assert _bash_complete(script, ["mailrun", "--fail"], tmp_path) == ["--fail-fast"]
+    assert _bash_complete(script, ["mailrun", "--fail-f"], tmp_path) == ["--fail-fast"]
     assert _bash_complete(script, ["mailrun", "x.yaml", "--tls", ""], tmp_path) == [
         "none",
         "implicit",

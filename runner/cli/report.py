@@ -40,7 +40,7 @@ def build_parser():
 def main(argv: list[str]) -> int:
     """Exit status: 0 when every report was written (whatever the runs' verdicts: the merged JSON
     report's exit_class holds the suite's), 2 for an unreadable or invalid input."""
-    from runner.cli.run import check_outputs
+    from runner.cli.paths import check_outputs
     from runner.errors import MailrunError
     from runner.reporters.replay import duplicates, scenario_runs
 
@@ -56,7 +56,7 @@ def main(argv: list[str]) -> int:
         print("\n".join(problems), file=sys.stderr)
         print(f"mailrun: {len(problems)} unusable report(s); nothing was written", file=sys.stderr)
         return int(ExitClass.INVALID)
-    check_outputs(args)
+    check_outputs(args.report, args.transcript)
     for line in duplicates(docs):
         print(f"mailrun: warning: {line}: it is merged once per report", file=sys.stderr)
     counts = merge(runs, args)

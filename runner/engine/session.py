@@ -337,14 +337,13 @@ class SessionRunner:
         if expect is None:
             return
         reply = got if step.action in READS_ITS_REPLY else receive(self, step, ctx, deadline)
-        if reply is not None:
-            self.caps.seen(sr.sent if step.action == "send" else None, reply)
         if reply is None:  # the server closed: as `S: EOF` expects, or a pattern that allows it
             if step.capture and not expect.is_eof:
                 raise StepFailure(
                     "failed", ExitClass.FAILED, "the server closed the connection; nothing to capture from"
                 )
             return
+        self.caps.seen(sr.sent if step.action == "send" else None, reply)
         sr.reply = self.masked(reply) if redactor.active else reply
         outcome = expect.match(reply, ctx)
         if not outcome.ok:

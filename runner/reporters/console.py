@@ -11,23 +11,21 @@ from _thread import RLock  # threading.RLock is this one; importing threading co
 from runner import events as E
 from runner import results as R
 from runner.reporters.base import RedactorLike, Reporter
+from runner.reporters.suite_table import slowest_lines, table_lines
 from runner.reporters.summary import (
     VERDICT,
     count_line,
-    first_problem,
-    slowest_steps,
-    step_counts,
     summary_text,
 )
 from runner.reporters.text import (
     captures_text,
     expects_eof,
+    fmt_ms,
     plural,
     redact,
     retry_text,
     safe_text,
     split_lines,
-    step_label,
     tls_fact_lines,
     visible,
     where,
@@ -68,11 +66,6 @@ def _color_default(tty: bool) -> bool:
     return tty or bool(os.environ.get("FORCE_COLOR"))
 
 
-def _fmt_ms(seconds: float) -> str:
-    ms = seconds * 1000
-    return "<1 ms" if 0 < ms < 1 else f"{ms:.0f} ms"
-
-
 class ConsoleReporter(Reporter):
     def __init__(
         self,
@@ -110,6 +103,7 @@ class ConsoleReporter(Reporter):
                 "skipped": "-",
                 "not needed": "·",
                 "interrupted": "!",
+                "not run": "○",
             }
             if self.unicode
             else {
@@ -119,6 +113,7 @@ class ConsoleReporter(Reporter):
                 "skipped": "-",
                 "not needed": ".",
                 "interrupted": "INT",
+                "not run": "NR",
             }
         )
         self.dash = "—" if self.unicode else "-"
@@ -298,7 +293,7 @@ class ConsoleReporter(Reporter):
             parts.append("S: (nothing; server did not close)" if eof else "S: (no reply)")
         mark = self._c(self.marks.get(st.status, "?"), _STATUS_COLOR.get(st.status, "bold"))
         parts.append(mark)
-        parts.append(_fmt_ms(st.elapsed) if st.status not in _NOT_PLAYED else "")
+        parts.append(fmt_ms(st.elapsed) if st.status not in _NOT_PLAYED else "")
         line = parts[0] + " " + "  ".join(p for p in parts[1:] if p)
         if st.status in _NOT_PLAYED and st.reason:
             line += "  " + self._c(f"{st.status}: {safe_text(st.reason)}", "dim")
@@ -420,60 +415,20 @@ class ConsoleReporter(Reporter):
         if self.quiet:  # -q: the count line alone
             self._count_line(results)
             return
-        rows = []
-        files_of: dict[str, set[str]] = {}
-        for r in results:  # a name shared by several files is shown with its file
-            files_of.setdefault(r.name, set()).add(r.file)
-        for r in results:
-            passed, total = step_counts(r)
-            problem = first_problem(r)
-            rows.append(
-                [
-                    safe_text(f"{r.name} ({r.file})" if len(files_of[r.name]) > 1 else r.name),
-                    safe_text(r.provider or ""),
-                    f"{passed}/{total}",
-                    f"{r.duration:.2f} s",
-                    VERDICT.get(r.status, r.status.upper()),
-                    self._short(safe_text(problem[1]), 70) if problem else "",
-                    r.status,
-                ]
-            )
-        head = ["scenario", "provider", "steps", "time", "verdict", "first failure"]
-        widths = [max(len(head[i]), *(len(row[i]) for row in rows)) for i in range(5)]
-        align = ["<", "<", ">", ">", "<"]
-
-        def fmt(cells, colors=None):
-            out = []
-            for i, cell in enumerate(cells[:5]):
-                text = f"{cell:{align[i]}{widths[i]}}"
-                if colors and i == 4:
-                    text = self._c(text, colors)
-                out.append(text)
-            return ("  ".join(out) + "  " + cells[5]).rstrip()
-
-        self._slowest(results)  # above the table: its last line stays the counts
+        lines = table_lines(
+            results, self._short, lambda text, status: self._c(text, _STATUS_COLOR.get(status, "bold"))
+        )
+        for line in slowest_lines(results):  # above the table: its last line stays the counts
+            self._emit(line)
         self._emit("")
-        self._emit(self._c(fmt(head), "bold"))
-        self._emit(fmt(["-" * w for w in widths] + ["-" * len(head[5])]))
-        for row in rows:
-            self._emit(fmt(row, _STATUS_COLOR.get(row[6], "bold")))
+        self._emit(self._c(lines[0], "bold"))
+        for line in lines[1:]:
+            self._emit(line)
         self._count_line(results)
 
     def _count_line(self, results: list[R.ScenarioResult]) -> None:
         total_time = sum(r.duration for r in results)
         self._emit(f"{count_line(results)} ({total_time:.2f} s of conversations)")
-
-    def _slowest(self, results: list[R.ScenarioResult]) -> None:
-        """The slowest steps of the suite (reporters.summary.slowest_steps), one line each."""
-        slow = slowest_steps(results)
-        if slow:
-            self._emit("")
-            self._emit("slowest steps:")
-        for r, st in slow:
-            label = step_label(st.index, st.section)
-            self._emit(
-                f"  {_fmt_ms(st.elapsed):>8}  {safe_text(r.display_name)} {label} ({safe_text(where(st.location, st.via))})"
-            )
 
     def close(self) -> None:
         with self._lock:

@@ -50,10 +50,35 @@ def _json_value(v):
 
 
 def tls_info(d: dict | None) -> TLSInfo | None:
-    """A TLSInfo back from info_dict() (TLSInfo.from_facts rebuilds what facts() flattened)."""
+    """A TLSInfo back from info_dict(): what TLSInfo.facts() flattened, the certificate's
+    facts among them, rebuilt."""
     if d is None:
         return None
-    return TLSInfo.from_facts(d)
+    cert = None
+    if d.get("not_after") is not None:
+        from runner.transports.certinfo import CertFacts
+
+        subject = d.get("peer_subject")
+        names = tuple(p[3:] for p in (subject or "").split(", ") if p.startswith("CN="))
+        sans = tuple(d.get("sans") or ())
+        cert = CertFacts(
+            subject,
+            d.get("peer_issuer"),
+            sans,
+            names,
+            d.get("not_before"),
+            d["not_after"],
+            d.get("days_left"),
+        )
+    return TLSInfo(
+        d["version"],
+        d["cipher"],
+        d.get("peer_subject"),
+        d.get("peer_issuer"),
+        d.get("verified", True),
+        cert=cert,
+        sni=d.get("sni"),
+    )
 
 
 def field_names(cls) -> list[str]:

@@ -31,6 +31,12 @@ def _esc_control(m: re.Match) -> str:
     return _ESC.get(c) or (f"\\x{ord(c):02x}" if c < "\u0100" else f"\\u{ord(c):04x}")
 
 
+def fmt_ms(seconds: float) -> str:
+    """A step's time as shown: '12 ms', '<1 ms'."""
+    ms = seconds * 1000
+    return "<1 ms" if 0 < ms < 1 else f"{ms:.0f} ms"
+
+
 def safe_text(text: str) -> str:
     """Text as one line that is safe for a terminal or an XML file: CR, LF and TAB shown as
     `\\r`, `\\n`, `\\t`, every other control character as `\\xNN` (ESC is `\\x1b`), the

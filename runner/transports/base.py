@@ -77,24 +77,6 @@ class TLSInfo(Frozen):
             "sni": self.sni,
         }
 
-    @classmethod
-    def from_facts(cls, d: dict) -> TLSInfo:
-        """A TLSInfo back from facts() (a JSON report read back by `mailrun report merge`)."""
-        cert = None
-        if d.get("not_after") is not None:
-            from runner.transports.certinfo import CertFacts
-
-            subject = d.get("peer_subject")
-            names = tuple(p[3:] for p in (subject or "").split(", ") if p.startswith("CN="))
-            cert = CertFacts(
-                subject, d.get("peer_issuer"), tuple(d.get("sans") or ()), names,
-                d.get("not_before"), d["not_after"], d.get("days_left"),
-            )  # fmt: skip
-        return cls(
-            d["version"], d["cipher"], d.get("peer_subject"), d.get("peer_issuer"),
-            d.get("verified", True), cert=cert, sni=d.get("sni"),
-        )  # fmt: skip
-
     def describe(self) -> str:
         s = f"{self.version} {self.cipher}"
         if self.peer_subject:
