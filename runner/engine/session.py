@@ -14,12 +14,13 @@ import time
 from runner import protocols, transports
 from runner.engine.actions import SENDERS, plaintext_guard_applies, refusal
 from runner.engine.plan import scoped
-from runner.engine.receive import receive
+from runner.engine.receive import check_deadline, receive
 from runner.engine.verdicts import StepFailure, verdict
 from runner.errors import ExitClass, MailrunError
 from runner.events import Closed, Connected, Note, Received, StepFinished, TLSStarted
 from runner.lang.patterns import capture as capture_value
-from runner.protocols.base import Reply, decode
+from runner.protocols.base import Reply
+from runner.protocols.lines import PLAIN_LINES, reply_lines
 from runner.transports.base import ConnectInfo
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 9 ms at start)
@@ -247,6 +248,7 @@ class SessionRunner:
             return
         sr.reply = self.masked(reply) if redactor.active else reply
         outcome = expect.match(reply, ctx)
+        check_deadline(deadline, self.step_timeout(step))  # matching is part of the step's time
         if not outcome.ok:
             raise StepFailure(
                 "failed", ExitClass.FAILED, redactor.redact(outcome.reason or "no match"), reply
@@ -277,9 +279,9 @@ class SessionRunner:
         if closed:
             self.connected = False
         partial = getattr(exc, "partial", b"")
-        if partial:
-            text = redactor.redact(decode(partial))
-            sr.reply = Reply(raw=redactor.redact_bytes(partial), lines=tuple(text.splitlines()))
+        if partial:  # its lines built from the masked bytes when read (not a str per line now)
+            raw = redactor.redact_bytes(partial)
+            sr.reply = Reply(raw=raw, lines=reply_lines(raw, PLAIN_LINES)[0])
 
     def finish(self, sr: StepResult, started: float) -> StepResult:
         sr.elapsed = time.monotonic() - started
@@ -301,12 +303,7 @@ class SessionRunner:
         # whose forms the redactor knows too): no secret in raw, nothing to mask
         if not r.active or not r.contains(reply.raw):
             return reply
-        return reply.replace(
-            raw=r.redact_bytes(reply.raw),
-            lines=tuple(r.redact(x) for x in reply.lines),
-            texts=tuple(r.redact(x) for x in reply.texts),
-            note=r.redact(reply.note) if reply.note else reply.note,
-        )
+        return reply.redacted(r.redact_bytes(reply.raw), r.redact)  # lines masked as they are read
 
     def upgrade(self) -> None:
         """STARTTLS after its reply: refused when the server already sent more (CVE-2011-0411)."""

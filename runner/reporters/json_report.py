@@ -39,10 +39,10 @@ def _tls(info) -> dict | None:
 def _reply(reply) -> dict | None:
     if reply is None:
         return None
-    lines = list(reply.lines)
+    lines = reply.lines  # a tuple, or Lines: only the kept ones are read
     out: dict[str, Any] = {
         "code": reply.code,
-        "lines": lines[:MAX_REPLY_LINES],
+        "lines": list(lines[:MAX_REPLY_LINES]),
         "enhanced": reply.enhanced,
         "note": reply.note,
         "bytes": len(reply.raw),

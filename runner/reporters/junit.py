@@ -257,8 +257,8 @@ def _details(st: R.StepResult) -> str:
     if st.expected is not None:
         out.append(f"expected: {st.expected}")
     if st.reply is not None:
-        lines = list(st.reply.lines) or [""]
-        shown = lines[:MAX_DETAIL_LINES]
+        lines = st.reply.lines or ("",)  # a tuple, or Lines: only the shown ones are read
+        shown = list(lines[:MAX_DETAIL_LINES])
         if len(shown) == len(lines):  # the decoded challenge belongs to the last line
             shown[-1] = with_note(shown[-1], st.reply.note)
         for i, text in enumerate(shown):
