@@ -68,7 +68,7 @@ def open_include(
 
 def _read_fragment(chk: Checker, doc: Doc, path: Path_, real, disp: str, chain_text: str) -> Doc | None:
     try:
-        frag = read_doc(real)
+        frag = read_doc(real, what="an included fragment")
     except ScenarioError as e:
         if not real.exists():
             chk.add(doc, path + ("include",), f"{chain_text}: file not found")
