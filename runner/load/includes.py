@@ -19,7 +19,29 @@ if TYPE_CHECKING:
     from runner.load.yaml_doc import Doc, Path_
     from runner.model.scenario import Location
 
-__all__ = ["open_include"]
+__all__ = ["MAX_INCLUDE_DEPTH", "MAX_STEPS", "count_expanded", "open_include"]
+
+#: includes within includes, at most (a chain 40 deep is a mistake or an attack)
+MAX_INCLUDE_DEPTH = 32
+#: steps and include steps one file may expand to (a fragment that includes the next level
+#: twice doubles at each level: 30 levels would be a billion steps)
+MAX_STEPS = 100_000
+
+
+def count_expanded(chk: Checker, doc: Doc, path: Path_) -> bool:
+    """Counts one more step (or include) of the file being loaded; False, after reporting it
+    once, when that passes MAX_STEPS: the caller then builds nothing more."""
+    chk.expanded += 1
+    if chk.expanded <= MAX_STEPS:
+        return True
+    if chk.expanded == MAX_STEPS + 1:
+        chk.add(
+            doc,
+            path,
+            f"the scenario expands to more than {MAX_STEPS} steps (includes included more than "
+            "once count each time): is an include repeated at every level?",
+        )
+    return False
 
 
 def open_include(
@@ -30,24 +52,36 @@ def open_include(
     target = raw["include"]
     here = f"{doc.display}:{loc.line}"
     disp = os.path.normpath(os.path.join(os.path.dirname(doc.display), target))
-    real = (doc.base_dir / target).resolve()
-    chain_text = " -> ".join([c[1] for c in scope.chain] + [here, disp])
+    real, first = _resolved(chk, doc, target)
+
+    def chain_text() -> str:  # (for a message only: a fan-out opens includes by the thousand)
+        return " -> ".join([c[1] for c in scope.chain] + [here, disp])
+
+    if len(scope.chain) >= MAX_INCLUDE_DEPTH:
+        chain = " -> ".join([c[1] for c in scope.chain[:3]] + ["...", here, disp])
+        chk.add(
+            doc,
+            path + ("include",),
+            f"{chain}: includes nested more than {MAX_INCLUDE_DEPTH} deep (the limit)",
+        )
+        return None
     if (
         real == doc.real
-        or any(real == c[0] for c in scope.chain)
+        or real in {c[0] for c in scope.chain}  # (a Path's hash is kept: a set is cheap)
         or (not scope.chain and real == chk.order[0].real)
     ):
-        chk.add(doc, path + ("include",), f"{chain_text}: include cycle")
+        chk.add(doc, path + ("include",), f"{chain_text()}: include cycle")
         return None
     frag = chk.docs.get(real)
     if frag is None:
-        frag = _read_fragment(chk, doc, path, real, disp, chain_text)
+        frag = _read_fragment(chk, doc, path, real, disp, chain_text())
         if frag is None:
             return None
     elif chk.kinds.get(real) != "fragment":
-        chk.add(doc, path + ("include",), f"{chain_text}: not a fragment")
+        chk.add(doc, path + ("include",), f"{chain_text()}: not a fragment")
         return None
-    chk.includes.append((str(doc.base_dir / target), str(real), frag.raw))
+    if first:  # what the cached model depends on: each (place, target) once
+        chk.includes.append((str(doc.base_dir / target), str(real), frag.raw))
     # include vars and the fragment's defaults are rendered in the including scope
     given = chk.vars_block(doc, path + ("vars",), raw.get("vars"), scope.copy(), sequential=False)
     defaults = chk.vars_block(frag, ("vars",), frag.data.get("vars"), scope.copy(), sequential=False)
@@ -64,6 +98,19 @@ def open_include(
     )
     chk.secrets_block(frag, ("secrets",), frag.data.get("secrets"), inner, set(merged))
     return frag, inner
+
+
+def _resolved(chk: Checker, doc: Doc, target: str):
+    """(the fragment's resolved path, whether this is the first time it is asked for): once
+    per (directory, target), as a fan-out includes the same fragments from the same places
+    again and again."""
+    cache = chk.resolved
+    key = (doc.base_dir, target)
+    real = cache.get(key)
+    if real is not None:
+        return real, False
+    real = cache[key] = (doc.base_dir / target).resolve()
+    return real, True
 
 
 def _read_fragment(chk: Checker, doc: Doc, path: Path_, real, disp: str, chain_text: str) -> Doc | None:

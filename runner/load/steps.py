@@ -14,7 +14,7 @@ import re
 
 from runner.lang.pattern_parse import MAPPING_KEYS, parse_pattern, regex_problem
 from runner.load.checker import UNKNOWN_PROTOCOL, is_literal
-from runner.load.includes import open_include
+from runner.load.includes import count_expanded, open_include
 from runner.model.scenario import Step
 
 TYPE_CHECKING = False
@@ -58,6 +58,8 @@ def _step(chk: Checker, doc: Doc, path: Path_, raw: Any, scope: Scope, in_finall
         if action not in raw and action != "read":
             _captures(chk, doc, path, raw, scope)  # its captures stay defined for later steps
             return []
+    if not count_expanded(chk, doc, path):
+        return []
     loc = doc.loc(path, scope.via)
     if action == "include":
         return _include(chk, doc, path, raw, scope, loc)

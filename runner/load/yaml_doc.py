@@ -30,6 +30,7 @@ from yaml.scanner import Scanner
 
 from runner.errors import ScenarioError
 from runner.load.reading import read_file
+from runner.load.yaml_shape import MAX_DEPTH, MAX_NODES, TooBig, check_shape
 from runner.model.scenario import Location
 
 TYPE_CHECKING = False
@@ -49,8 +50,6 @@ __all__ = [
 ]
 
 FRAGMENT_KEYS = frozenset({"steps", "vars", "secrets", "description"})
-MAX_NODES = 100_000
-MAX_DEPTH = 200
 
 Path_ = tuple  # a JSON path: tuple of str keys and int indexes
 
@@ -96,52 +95,12 @@ else:
     _FastLoader = None
 
 
-_NODE_EVENTS = (
-    yaml.ScalarEvent,
-    yaml.SequenceStartEvent,
-    yaml.MappingStartEvent,
-    yaml.AliasEvent,
-)
-_OPEN_EVENTS = (yaml.SequenceStartEvent, yaml.MappingStartEvent)
-_CLOSE_EVENTS = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
-
-
-def _check_shape(loader_class, text: str) -> None:
-    """Before any tree is built: _TooBig at the first node past MAX_NODES or MAX_DEPTH levels
-    of nesting. The parser's events come from a loop, not recursion, and cost nothing kept, so
-    a file nested 1,000 deep or holding millions of values stops here, early and small."""
-    loader = loader_class(text)
-    depth = nodes = 0
-    try:
-        while (ev := loader.get_event()) is not None:
-            if isinstance(ev, _NODE_EVENTS):
-                nodes += 1
-                if nodes > MAX_NODES:
-                    raise _TooBig(ev.start_mark)
-                if isinstance(ev, _OPEN_EVENTS):
-                    depth += 1
-                    if depth > MAX_DEPTH:
-                        raise _TooBig(ev.start_mark, deep=True)
-            elif isinstance(ev, _CLOSE_EVENTS):
-                depth -= 1
-    except yaml.MarkedYAMLError as e:
-        if "nesting depth" in (e.problem or ""):  # libyaml's own limit (1,000 levels)
-            raise _TooBig(e.problem_mark, deep=True) from None
-        return  # the composer reports it, in its words
-    except yaml.YAMLError:
-        return
-    except RecursionError:  # the pure-Python parser recurses into flow collections
-        raise _TooBig(loader.get_mark(), deep=True) from None
-    finally:
-        loader.dispose()
-
-
 def _compose(text: str) -> Node | None:
     """The document's node tree. libyaml composes it when it can; any text it rejects (and any
     text with characters the pure-Python reader refuses) goes through the pure-Python loader,
     whose errors are the ones reported."""
     fast = _FastLoader is not None and not Reader.NON_PRINTABLE.search(text)
-    _check_shape(_FastLoader if fast else _Loader, text)
+    check_shape(_FastLoader if fast else _Loader, text)
     if fast:
         fast = _FastLoader(text)
         try:
@@ -244,9 +203,9 @@ class _Builder:
     def build(self, node: Node, path: Path_, stack: tuple = ()) -> Any:
         self.count += 1
         if self.count > MAX_NODES:
-            raise _TooBig(node.start_mark)
+            raise TooBig(node.start_mark)
         if len(stack) > MAX_DEPTH or any(node is s for s in stack):
-            raise _TooBig(node.start_mark, recursive=True)
+            raise TooBig(node.start_mark, recursive=True)
         self.doc.marks[path] = _mark(node.start_mark)
         tag = node.tag or ""
         if isinstance(node, ScalarNode):
@@ -337,15 +296,6 @@ class _Builder:
         return value
 
 
-class _TooBig(Exception):
-    """mark: where a limit was passed (a YAML mark, for its line and column)."""
-
-    def __init__(self, mark, recursive: bool = False, deep: bool = False):
-        self.mark = mark
-        self.recursive = recursive
-        self.deep = deep
-
-
 _COLON_HINT = re.compile(r"^(\s*(?:-\s+)?)([A-Za-z_][\w]*):\s+(.*\S.*?:\s.*)$")
 
 
@@ -389,7 +339,7 @@ def parse_yaml(raw: bytes, display: str, real: Path) -> Doc:
         if node is None:
             raise ScenarioError(empty)
         data = _Builder(doc).build(node, ())
-    except _TooBig as e:
+    except TooBig as e:
         line, col = _mark(e.mark)
         if e.recursive:
             what = "holds a recursive alias (or aliases nested too deep)"
