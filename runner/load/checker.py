@@ -93,7 +93,12 @@ class Checker:
         self.includes: list[tuple[str, str, bytes]] = []
         self.must_exist: list[str] = []
         self.expanded = 0  # steps and includes expanded so far (runner.load.includes.MAX_STEPS)
-        self.resolved: dict = {}  # (directory, include target) -> resolved path (includes.py)
+        # includes.py: (directory, target) -> resolved path; dependencies recorded; steps a
+        # fragment expands to; fragments read to count them, before they are registered
+        self.resolved: dict = {}
+        self.recorded: set = set()
+        self.planned: dict = {}
+        self.peeked: dict = {}
         self.sizes: dict[str, int] = {}  # var -> about how long it renders (templates.rendered_size)
 
     # -- reporting

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from runner.load.yaml_doc import Doc, Path_
     from runner.model.scenario import Location
 
-__all__ = ["MAX_INCLUDE_DEPTH", "MAX_STEPS", "count_expanded", "open_include"]
+__all__ = ["MAX_INCLUDE_DEPTH", "MAX_STEPS", "count_expanded", "open_include", "within_budget"]
 
 #: includes within includes, at most (a chain 40 deep is a mistake or an attack)
 MAX_INCLUDE_DEPTH = 32
@@ -52,7 +52,7 @@ def open_include(
     target = raw["include"]
     here = f"{doc.display}:{loc.line}"
     disp = os.path.normpath(os.path.join(os.path.dirname(doc.display), target))
-    real, first = _resolved(chk, doc, target)
+    real = _resolved(chk, doc, target)
 
     def chain_text() -> str:  # (for a message only: a fan-out opens includes by the thousand)
         return " -> ".join([c[1] for c in scope.chain] + [here, disp])
@@ -80,8 +80,10 @@ def open_include(
     elif chk.kinds.get(real) != "fragment":
         chk.add(doc, path + ("include",), f"{chain_text()}: not a fragment")
         return None
-    if first:  # what the cached model depends on: each (place, target) once
-        chk.includes.append((str(doc.base_dir / target), str(real), frag.raw))
+    dependency = (str(doc.base_dir / target), str(real), frag.raw)
+    if dependency not in chk.recorded:  # what the cached model depends on: each once
+        chk.recorded.add(dependency)
+        chk.includes.append(dependency)
     # include vars and the fragment's defaults are rendered in the including scope
     given = chk.vars_block(doc, path + ("vars",), raw.get("vars"), scope.copy(), sequential=False)
     defaults = chk.vars_block(frag, ("vars",), frag.data.get("vars"), scope.copy(), sequential=False)
@@ -101,21 +103,68 @@ def open_include(
 
 
 def _resolved(chk: Checker, doc: Doc, target: str):
-    """(the fragment's resolved path, whether this is the first time it is asked for): once
-    per (directory, target), as a fan-out includes the same fragments from the same places
-    again and again."""
-    cache = chk.resolved
+    """The fragment's resolved path, worked out once per (directory, target): a fan-out
+    includes the same fragments from the same places again and again."""
     key = (doc.base_dir, target)
-    real = cache.get(key)
-    if real is not None:
-        return real, False
-    real = cache[key] = (doc.base_dir / target).resolve()
-    return real, True
+    real = chk.resolved.get(key)
+    if real is None:
+        real = chk.resolved[key] = (doc.base_dir / target).resolve()
+    return real
+
+
+def within_budget(chk: Checker, doc: Doc, path: Path_, frag: Doc) -> bool:
+    """Before a fragment's steps are expanded: would they take the file past MAX_STEPS? The
+    count comes from the fragments' YAML alone (memoized per fragment), so a fan-out that
+    doubles at each level is refused at its first include, not after 100,000 expansions.
+    False after reporting it."""
+    size = _planned(chk, frag, 0)
+    if chk.expanded + size <= MAX_STEPS:
+        return True
+    chk.expanded = MAX_STEPS + 1  # reported: the file builds nothing more
+    chk.add(
+        doc,
+        path + ("include",),
+        f"this include expands to about {size:,} steps, more than the {MAX_STEPS:,} a scenario may "
+        "(includes included more than once count each time): is an include repeated at every level?",
+    )
+    return False
+
+
+def _planned(chk: Checker, frag: Doc, depth: int) -> int:
+    """How many steps and includes `frag` expands to (an unreadable fragment, a cycle or a
+    chain past MAX_INCLUDE_DEPTH counts as nothing more: the expansion reports those)."""
+    real = frag.real
+    if real in chk.planned:
+        return chk.planned[real]
+    chk.planned[real] = 0  # while counting: a cycle adds nothing
+    n = 0
+    items = frag.data.get("steps") if isinstance(frag.data, dict) else None
+    for raw in items if isinstance(items, list) else ():
+        n += 1
+        target = raw.get("include") if isinstance(raw, dict) else None
+        if isinstance(target, str) and depth < MAX_INCLUDE_DEPTH:
+            inner = _peek(chk, _resolved(chk, frag, target))
+            if inner is not None:
+                n += _planned(chk, inner, depth + 1)
+    chk.planned[real] = n
+    return n
+
+
+def _peek(chk: Checker, real) -> Doc | None:
+    """A fragment's Doc for counting: the registered one, or read now and kept for its
+    registration (_read_fragment); None when it cannot be read (its include reports why)."""
+    frag = chk.docs.get(real) or chk.peeked.get(real)
+    if frag is None:
+        try:
+            frag = chk.peeked[real] = read_doc(real, what="an included fragment")
+        except ScenarioError:
+            return None
+    return frag
 
 
 def _read_fragment(chk: Checker, doc: Doc, path: Path_, real, disp: str, chain_text: str) -> Doc | None:
     try:
-        frag = read_doc(real, what="an included fragment")
+        frag = chk.peeked.pop(real, None) or read_doc(real, what="an included fragment")
     except ScenarioError as e:
         if not real.exists():
             chk.add(doc, path + ("include",), f"{chain_text}: file not found")

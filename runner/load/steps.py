@@ -14,7 +14,7 @@ import re
 
 from runner.lang.pattern_parse import MAPPING_KEYS, parse_pattern, regex_problem
 from runner.load.checker import UNKNOWN_PROTOCOL, is_literal
-from runner.load.includes import count_expanded, open_include
+from runner.load.includes import count_expanded, open_include, within_budget
 from runner.model.scenario import Step
 
 TYPE_CHECKING = False
@@ -115,6 +115,8 @@ def _include(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope, loc: 
     if opened is None:
         return []
     frag, inner = opened
+    if not within_budget(chk, doc, path, frag):
+        return []
     before = set(inner.defined)
     out = steps(chk, frag, ("steps",), frag.data.get("steps"), inner)
     new = inner.defined - before
