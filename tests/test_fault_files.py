@@ -20,6 +20,7 @@ HEAD = "name: hostile\nconnect: {host: 127.0.0.1, port: 9}\n"
 def refused(args, tmp_path, *needles):
     for _ in range(2):  # the second run meets what the first left in the cache
         r = run_mailrun(args, timeout=60)
+        print(f"\nFIGURE exit {r.status} in {r.seconds:.1f} s, peak {r.peak_mib:.0f} MiB")  # (pytest -s)
         assert r.status == 2, r.output
         assert "Traceback" not in r.output and "internal error" not in r.output, r.output
         assert r.seconds < SECONDS, (r.seconds, r.output)

@@ -38,6 +38,8 @@ def play(tmp_path, protocol, greeting, answers, steps, *, timeout=5.0, extra="",
 
 
 def bounded(r, status, seconds, mib=BASE):
+    # the figures, for the README's reliability section (shown with pytest -s)
+    print(f"\nFIGURE exit {r.status} in {r.seconds:.1f} s, peak {r.peak_mib:.0f} MiB")
     assert r.status == status, r.output
     assert r.seconds < seconds, (r.seconds, r.output)
     assert r.peak_mib < mib, (r.peak_mib, r.output)

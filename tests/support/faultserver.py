@@ -185,13 +185,17 @@ class Fault(Server):
 class Outcome:
     status: int
     seconds: float
-    peak_mib: float  # the child's peak RSS (ru_maxrss of that one process)
+    peak_mib: float  # the child's peak RSS (VmHWM of its own memory, see run_mailrun)
     output: str
 
 
 def run_mailrun(args: list[str], *, timeout: float = 120.0, cwd: Path | None = None) -> Outcome:
-    """`python -m runner ARGS` as a child process: its exit status, wall time, and peak RSS
-    (os.wait4: the rusage of that child alone, not of every child the test ever waited for)."""
+    """`python -m runner ARGS` as a child process: its exit status, wall time, and peak RSS.
+
+    The peak is the child's VmHWM (/proc/PID/status), read every few milliseconds while it
+    runs: a high-water mark, so the last reading holds every earlier peak. (ru_maxrss from
+    wait4 would not do: Linux carries the parent's RSS at the fork over the exec, so a child of
+    a big test process would report the test process.)"""
     env = dict(os.environ, PYTHONPATH=str(REPO), NO_COLOR="1")
     start = time.monotonic()
     with open(os.devnull, "rb") as devnull:
@@ -204,42 +208,52 @@ def run_mailrun(args: list[str], *, timeout: float = 120.0, cwd: Path | None = N
             env=env,
         )
     try:
-        # the output is small (the console shows at most a few lines of a reply): read it all
-        # with a deadline, then reap the child with wait4 to get its own rusage (poll() or
-        # wait() would reap it first)
-        out = _communicate(proc, timeout)
+        out, peak_kib = _communicate(proc, timeout)
     except BaseException:
         proc.kill()
         raise
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc.wait()
     seconds = time.monotonic() - start
-    code = os.waitstatus_to_exitcode(status)
-    proc.returncode = code
-    return Outcome(code, seconds, usage.ru_maxrss / 1024, out.decode("utf-8", "replace"))
+    return Outcome(proc.returncode, seconds, peak_kib / 1024, out.decode("utf-8", "replace"))
 
 
-def _communicate(proc: subprocess.Popen, timeout: float) -> bytes:
-    """Reads the child's output until EOF or `timeout` (then kills it); does not reap it."""
+def _hwm_kib(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None  # gone, or a zombie (its memory already released)
 
+
+def _communicate(proc: subprocess.Popen, timeout: float) -> tuple[bytes, int]:
+    """Reads the child's output until EOF or `timeout` (then kills it), sampling its VmHWM:
+    (output, peak KiB)."""
     assert proc.stdout is not None
     end = time.monotonic() + timeout
     chunks = []
+    peak = 0
     with selectors.DefaultSelector() as sel:
         sel.register(proc.stdout, selectors.EVENT_READ)
         while True:
+            hwm = _hwm_kib(proc.pid)
+            if hwm is not None:
+                peak = max(peak, hwm)
             left = end - time.monotonic()
             if left <= 0:
                 proc.kill()
                 chunks.append(b"\n[killed by the test: still running after %.0f s]\n" % timeout)
                 break
-            if not sel.select(left):
+            if not sel.select(min(left, 0.005)):
                 continue
             data = os.read(proc.stdout.fileno(), 65536)
             if not data:
                 break
             chunks.append(data)
     proc.stdout.close()
-    return b"".join(chunks)
+    return b"".join(chunks), peak
 
 
 def scenario(
