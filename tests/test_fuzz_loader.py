@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import string
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -54,20 +55,19 @@ def _load(path) -> None:
     assert all(isinstance(p, str) for p in report.errors)
 
 
-@SETTINGS
-@given(doc=_documents)
-def test_loader_on_arbitrary_yaml(tmp_path, doc):
-    p = tmp_path / "fuzz.yaml"
-    p.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
-    _load(p)
+#: the same data written two ways: block YAML, and one line of flow YAML (JSON is YAML)
+DUMPS = {
+    "block YAML": lambda d: yaml.safe_dump(d, allow_unicode=True),
+    "JSON as flow YAML": lambda d: json.dumps(d, default=str),
+}
 
 
+@pytest.mark.parametrize("dump", DUMPS.values(), ids=list(DUMPS))
 @SETTINGS
 @given(doc=_documents)
-def test_loader_on_arbitrary_json_flow(tmp_path, doc):
-    """The same data as one line of flow YAML (JSON is YAML): other parser paths."""
+def test_loader_on_arbitrary_data(tmp_path, dump, doc):
     p = tmp_path / "fuzz.yaml"
-    p.write_text(json.dumps(doc, default=str), encoding="utf-8")
+    p.write_text(dump(doc), encoding="utf-8")
     _load(p)
 
 
