@@ -4,7 +4,7 @@ reply measured in process (no socket: the framers alone)."""
 
 from __future__ import annotations
 
-import resource
+import tracemalloc
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -116,18 +116,26 @@ def test_an_smtp_reply_over_its_default_fails_with_the_limit_named():
 
 
 def test_a_big_reply_costs_about_its_bytes_in_process():
-    """100 MB of 4-byte lines framed by POP3: the receive buffer and the raw bytes, nothing per
-    line (it was a str per line, twice: 26x the body)."""
-    size = 60_000_000
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    p = create("pop3")
-    p.command("RETR 1")
-    p.receive_data(b"+OK\r\n")
-    chunk = b"abcd\r\n" * 10_000
-    for _ in range(size // len(chunk)):
-        p.receive_data(chunk)
-        assert p.next_reply() is None
-    (r,) = drain(p, b".\r\n")
-    assert len(r.lines) == size // 6 + 1 and r.lines[-1] == "abcd" and r.texts[1] == "abcd"
-    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
-    assert grown < 2.3 * size / 2**20 + 30, grown
+    """30 MB of 4-byte lines framed by POP3: the receive buffer and the raw bytes, nothing per
+    line (it was a str per line, twice: 26x the body). tracemalloc sees every allocation of
+    this test alone, whatever the test process did before."""
+    size = 30_000_000
+    tracemalloc.start()
+    try:
+        p = create("pop3")
+        p.command("RETR 1")
+        p.receive_data(b"+OK\r\n")
+        chunk = b"abcd\r\n" * 10_000
+        for _ in range(size // len(chunk)):
+            p.receive_data(chunk)
+            assert p.next_reply() is None
+        (r,) = drain(p, b".\r\n")
+        framing = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        assert len(r.lines) == size // 6 + 1 and r.lines[-1] == "abcd" and r.texts[1] == "abcd"
+        assert r.lines[1:3] == ("abcd", "abcd") and r.text.count("\n") == size // 6
+        reading = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert framing < 2.3 * size, framing / size  # the receive buffer, then the reply's bytes
+    assert reading < 3.0 * size, reading / size  # the bytes, and r.text's one str (no list of lines)

@@ -25,10 +25,11 @@ DEFAULT_MAX_LINE = 1 << 20  # 1 MiB
 DEFAULT_MAX_REPLY = 256 << 20  # 256 MiB: a RETR or FETCH of 100 MB is normal
 
 
-def decode(data: bytes) -> str:
+def decode(data: bytes | bytearray | memoryview) -> str:
     """Bytes as text for display and matching: UTF-8, invalid bytes as backslash escapes.
-    Never lossy in the sense that the raw bytes are always kept beside the text."""
-    return data.decode("utf-8", errors="backslashreplace")
+    Never lossy in the sense that the raw bytes are always kept beside the text. (Any buffer:
+    a memoryview slice of a reply is decoded without copying it first.)"""
+    return str(data, "utf-8", "backslashreplace")
 
 
 def size_text(n: int) -> str:

@@ -51,7 +51,9 @@ class ImapLayout(Layout):
     literal's content split on its line ends, the rest of a line after a literal when not empty:
     the order the bytes came in."""
 
-    def spans(self, raw: bytes):
+    def _items(self, raw: bytes):
+        """The reply in order: (start, text_start, end) for a line segment, (start, None, stop)
+        for a literal's content (not empty)."""
         pos, n = 0, len(raw)
         find = raw.find
         after_literal = False
@@ -69,16 +71,42 @@ class ImapLayout(Layout):
             )
             pos = i + 1
             after_literal = size is not None
-            if size is not None:
-                stop = pos + size
-                while pos < stop:  # the literal's content, split on LF (a CR before it dropped)
-                    j = find(b"\n", pos, stop)
-                    if j < 0:  # the content's last piece, with no LF (a CR at its end dropped too)
-                        yield pos, pos, stop - 1 if raw[stop - 1] == 0x0D else stop
-                        break
-                    yield pos, pos, j - 1 if j > pos and raw[j - 1] == 0x0D else j
-                    pos = j + 1
-                pos = stop
+            if size:
+                yield pos, None, pos + size
+                pos += size
+
+    def spans(self, raw: bytes):
+        find = raw.find
+        for pos, text_start, stop in self._items(raw):
+            if text_start is not None:
+                yield pos, text_start, stop
+                continue
+            while pos < stop:  # the literal's content, split on LF (a CR before it dropped)
+                j = find(b"\n", pos, stop)
+                if j < 0:  # the content's last piece, with no LF (a CR at its end dropped too)
+                    yield pos, pos, stop - 1 if raw[stop - 1] == 0x0D else stop
+                    break
+                yield pos, pos, j - 1 if j > pos and raw[j - 1] == 0x0D else j
+                pos = j + 1
+
+    def text(self, raw: bytes) -> str:
+        """As Layout.text, with each literal's content turned into its lines in one piece (a
+        FETCH of many short lines is not a Python loop per line)."""
+        out = bytearray()
+        view = memoryview(raw)
+        first = True
+        for pos, text_start, stop in self._items(raw):
+            if not first:
+                out += b"\n"
+            first = False
+            if text_start is not None:
+                out += view[pos:stop]
+                continue
+            # its lines joined: CRLF -> LF, then the last line's LF (or the CR ending a last
+            # piece without LF) dropped, as spans() splits it
+            piece = raw[pos:stop].replace(b"\r\n", b"\n")
+            out += memoryview(piece)[:-1] if piece[-1:] in (b"\n", b"\r") else piece
+        return decode(out)
 
 
 LAYOUT = ImapLayout()

@@ -90,6 +90,16 @@ class Pop3Layout(Layout):
         start = pos + 1 if raw[pos] == 0x2E else pos
         return start, start, end
 
+    def text(self, raw: bytes) -> str:
+        """As Layout.text, the body in one piece: CRLF -> LF, then a '.' after each LF removed
+        (the byte-stuffing), the terminating line dropped."""
+        if not self.multiline or self.count(raw) == 1:
+            return decode(raw[: _line_end(raw, 0, raw.find(b"\n"))])
+        # the terminating '.' line becomes a lone LF after the last body line's: both dropped
+        # (no slice of raw first: one copy of the reply at a time beside it)
+        joined = raw.replace(b"\r\n", b"\n").replace(b"\n.", b"\n")
+        return decode(memoryview(joined)[:-2])
+
 
 SINGLE, MULTI = Pop3Layout(False), Pop3Layout(True)
 
