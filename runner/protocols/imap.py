@@ -89,24 +89,17 @@ class ImapLayout(Layout):
                 yield pos, pos, j - 1 if j > pos and raw[j - 1] == 0x0D else j
                 pos = j + 1
 
-    def text(self, raw: bytes) -> str:
-        """As Layout.text, with each literal's content turned into its lines in one piece (a
-        FETCH of many short lines is not a Python loop per line)."""
-        out = bytearray()
+    def pieces(self, raw: bytes):
+        """Layout.text's pieces, a literal's content as one piece (a FETCH of many short lines
+        is not a Python loop per line): CRLF -> LF, then the last line's LF (or the CR ending a
+        last piece without LF) dropped, as spans() splits it."""
         view = memoryview(raw)
-        first = True
         for pos, text_start, stop in self._items(raw):
-            if not first:
-                out += b"\n"
-            first = False
             if text_start is not None:
-                out += view[pos:stop]
+                yield view[pos:stop]
                 continue
-            # its lines joined: CRLF -> LF, then the last line's LF (or the CR ending a last
-            # piece without LF) dropped, as spans() splits it
             piece = raw[pos:stop].replace(b"\r\n", b"\n")
-            out += memoryview(piece)[:-1] if piece[-1:] in (b"\n", b"\r") else piece
-        return decode(out)
+            yield memoryview(piece)[:-1] if piece[-1:] in (b"\n", b"\r") else piece
 
 
 LAYOUT = ImapLayout()

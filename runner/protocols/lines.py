@@ -41,14 +41,20 @@ class Layout:
         the joined bytes equals joining the decoded lines: UTF-8 never has a LF byte inside a
         character, and an incomplete character before a LF is escaped the same way."""
         out = bytearray()
-        view = memoryview(raw)
         first = True
-        for start, _t, end in self.spans(raw):
+        for piece in self.pieces(raw):
             if not first:
                 out += b"\n"
-            out += view[start:end]
+            out += piece
             first = False
         return decode(out)
+
+    def pieces(self, raw: bytes):
+        """What text() joins with LF: each line's bytes (a subclass may give several lines in
+        one piece, already joined)."""
+        view = memoryview(raw)
+        for start, _t, end in self.spans(raw):
+            yield view[start:end]
 
 
 class LinesLayout(Layout):
