@@ -19,6 +19,10 @@ to a temporary directory, and measures:
              time ratio (reported, no target), spawn/connect and close costs reported separately.
 4. suite     200 scenario runs through runner.suite.execute at -j 1, -j 8, -j 32: conversations
              per second and CPU per conversation (no target).
+5. memory    a `python -m runner` child receiving a 100 MB RETR (POP3, 4-byte lines) and a 100 MB
+             FETCH literal (IMAP, 3-byte lines) from a loopback server of the section's own: peak
+             RSS and its ratio to the body size (goal: at most 2x the body plus 100 MiB; quick
+             mode: 10 MB bodies).
 
 Nothing here is a test assertion: targets are reported as met / not met. See bench/README.md.
 """
@@ -37,6 +41,7 @@ from pathlib import Path
 
 from common import FULL, HOST, PASSWORD_ENV, QUICK, RCPT, SCENARIO, USER, BenchError, Redact, Report, SmtpSink
 from section_engine import bench_engine, bench_engine_postfix
+from section_memory import bench_memory
 from section_process import bench_process
 from section_telnet_suite import bench_suite, bench_telnet
 
@@ -102,7 +107,7 @@ def as_json(report: Report, machine: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------ main
-SECTIONS = ("engine", "postfix", "process", "telnet", "suite")
+SECTIONS = ("engine", "postfix", "process", "telnet", "suite", "memory")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -160,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ),
                 ("telnet", lambda: bench_telnet(report, mode, scenario, env)),
                 ("suite", lambda: bench_suite(report, mode, scenario, env)),
+                ("memory", lambda: bench_memory(report, mode, tmp)),
             ]
             for name, fn in steps:
                 if name not in only:

@@ -70,10 +70,13 @@ class Mode:
     telnet_rounds: int
     suite_runs: int
     suite_jobs: tuple[int, ...] = (1, 8, 32)
+    memory_bytes: int = 100_000_000  # the body of the memory section's RETR and FETCH
 
 
 FULL = Mode(engine_warmup=20, engine_rounds=300, process_runs=21, telnet_rounds=30, suite_runs=200)
-QUICK = Mode(engine_warmup=2, engine_rounds=10, process_runs=2, telnet_rounds=2, suite_runs=16)
+QUICK = Mode(
+    engine_warmup=2, engine_rounds=10, process_runs=2, telnet_rounds=2, suite_runs=16, memory_bytes=10_000_000
+)
 
 
 class BenchError(Exception):

@@ -312,7 +312,7 @@ class _Executor:
         sinks = [s for s in (mk(run) for mk in self.listener.live) if s is not None]
         announced: list[Retrying] = []  # one per earlier attempt, for the ordered reporters
         while True:
-            attempt = _Attempt(sinks, retries_before=len(announced))
+            attempt = _Attempt(sinks, retries_before=len(announced), keep=bool(self.listener.ordered))
             try:
                 result = Engine(self.options, attempt.emit).run(
                     run.scenario, provider=run.provider, extra_vars=run.provider_vars
@@ -445,14 +445,15 @@ class _Attempt:
     """One attempt at a run: the engine's event sink. Live sinks get each event as it happens;
     `events` keeps them for the ordered reporters."""
 
-    __slots__ = ("sinks", "retries_before", "events", "sent_any", "result")
+    __slots__ = ("sinks", "retries_before", "events", "sent_any", "result", "keep")
 
-    def __init__(self, sinks: list[Callable[[Event], None]], retries_before: int):
+    def __init__(self, sinks: list[Callable[[Event], None]], retries_before: int, keep: bool = True):
         self.sinks = sinks
         self.retries_before = retries_before
         self.events: list[Event] = []
         self.sent_any = False
         self.result: ScenarioResult | None = None  # the ScenarioFinished's
+        self.keep = keep  # an ordered reporter will want them (else every byte received stays)
 
     def emit(self, ev: Event) -> None:
         if isinstance(ev, Sent):
@@ -463,7 +464,8 @@ class _Attempt:
             self.result = ev.result
         for s in self.sinks:
             s(ev)
-        self.events.append(ev)
+        if self.keep:
+            self.events.append(ev)
 
 
 def load_matrix(paths: Sequence[str]) -> list[tuple[str, dict[str, str]]]:

@@ -64,6 +64,7 @@ FIGURES = [
     "telnet.socket_close_ms",
     "telnet.telnet_close_ms",
     *(f"suite.j{j}_{kind}" for j in (1, 8, 32) for kind in ("rate", "cpu_ms")),
+    *(f"memory.{p}_{kind}" for p in ("pop3", "imap") for kind in ("peak_mib", "ratio")),
 ]
 DIFFERENCES = {
     "process.mailrun_over_python_ms",

@@ -160,6 +160,7 @@ def test_factories_import_only_the_protocol_and_transport_asked_for():
     assert (out["proto"], out["sock"], out["tel"]) == ("POP3", "SocketTransport", "TelnetTransport")
     assert out["after_socket"] == [
         "runner.protocols.base",
+        "runner.protocols.lines",  # every framer's reply lines (runner.protocols.lines.Layout)
         "runner.protocols.pop3",
         "runner.transports.base",
         "runner.transports.socket",

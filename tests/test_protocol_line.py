@@ -57,7 +57,7 @@ def test_line_limit():
     p.receive_data(b"123456789")  # could still be 8 bytes and the CR of a CRLF...
     assert p.next_reply() is None
     p.receive_data(b"0")
-    with pytest.raises(ProtocolError, match="line longer than 8 bytes"):
+    with pytest.raises(ProtocolError, match="a line exceeded max_line 8 bytes"):
         p.next_reply()
 
 

@@ -226,7 +226,7 @@ def test_body_over_the_reply_limit():
     p = POP3(max_reply=1000)
     p.command("RETR 1")
     p.receive_data(b"+OK\r\n")
-    with pytest.raises(ProtocolError, match="reply longer than 1000 bytes"):
+    with pytest.raises(ProtocolError, match="reply exceeded max_reply 1000 bytes"):
         for _ in range(100):
             p.receive_data(b"0123456789012345678\r\n")
             assert p.next_reply() is None

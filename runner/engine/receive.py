@@ -14,7 +14,9 @@ import time
 
 from runner.engine.verdicts import StepFailure
 from runner.errors import ConnectionClosed, DeadlineError, ExitClass
+from runner.lang.patterns import AllPattern, AnyPattern, LinePattern
 from runner.protocols.base import Reply
+from runner.protocols.lines import PLAIN_LINES, reply_lines
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 9 ms at start)
 if TYPE_CHECKING:
@@ -54,6 +56,7 @@ def read_reply(run, step: Step, deadline: float, timeout: float) -> Reply | None
         if reply is not None:
             reply.first_byte_at = first_byte_at
             reply.completed_at = time.monotonic()
+            check_deadline(deadline, timeout)  # framing the reply counts against the step's time
             return reply
         if proto.at_eof:
             if step.expect.accepts_eof:
@@ -71,34 +74,111 @@ def read_reply(run, step: Step, deadline: float, timeout: float) -> Reply | None
             first_byte_at = time.monotonic()
 
 
+def check_deadline(deadline: float, timeout: float) -> None:
+    """DeadlineError when the step's deadline has passed: the work done after the last byte
+    arrived (framing, matching) is part of the step's time too."""
+    if time.monotonic() > deadline:
+        raise DeadlineError(f"deadline: the step took longer than {timeout:g} s (its reply had arrived)")
+
+
+#: while a pattern that looks at the lines together waits, how long a read waits before the
+#: lines gathered so far are matched again (a server that went quiet after the line it wanted)
+IDLE_MATCH = 0.05
+
+
 def read_lines(run, step: Step, ctx: Context, deadline: float, timeout: float) -> Reply:
-    """The line protocol: lines until the pattern matches or the deadline passes."""
-    proto = run.protocol
-    got: list[Reply] = []
+    """The line protocol: lines until the pattern matches or the deadline passes. Linear in the
+    lines: a pattern that looks at one line at a time (a regex, a text) is matched against each
+    new line alone; one that looks at them together (`re:`, several `lines:`, `not:`) against
+    all gathered lines when their size doubled or the server paused. The gathered lines count
+    against max_reply."""
+    proto, expect = run.protocol, step.expect
+    got = _Gathered(proto)
+    local = _line_local(expect)
     while True:
         reply = proto.next_reply()
         if reply is not None:
-            got.append(reply)
-            merged = _merge(got)
-            if step.expect.match(merged, ctx).ok:
-                return merged
+            got.add(reply)
+            if local:
+                if expect.match(reply, ctx).ok:
+                    return got.reply()
+            elif got.size >= 2 * got.matched and got.matches(expect, ctx):
+                return got.reply()
+            if time.monotonic() > deadline:
+                return _at_deadline(got, expect, ctx, local, timeout)
             continue
         if proto.at_eof:
-            if got:
-                return _merge(got)  # the match fails and says what arrived
+            if got.count:
+                return got.reply()  # the match fails and says what arrived
             raise ConnectionClosed("the server closed the connection before sending a line")
+        waiting = not local and got.size > got.matched
         try:
-            fill(run, deadline)
+            fill(run, min(deadline, time.monotonic() + IDLE_MATCH) if waiting else deadline)
         except DeadlineError:
-            if got:
-                raise StepFailure(
-                    "failed",
-                    ExitClass.FAILED,
-                    f"no line matched {step.expect.describe()!r} within {timeout:g} s "
-                    f"({len(got)} line(s) received)",
-                    _merge(got),
-                ) from None
+            if waiting and time.monotonic() < deadline:
+                if got.matches(expect, ctx):
+                    return got.reply()
+                continue
+            if got.count:
+                return _at_deadline(got, expect, ctx, local, timeout)
             raise DeadlineError(f"deadline: nothing received within {timeout:g} s", proto.pending()) from None
+
+
+def _at_deadline(got: _Gathered, expect, ctx: Context, local: bool, timeout: float) -> Reply:
+    """The deadline passed with lines gathered: their reply if a last match of them all
+    succeeds, else StepFailure."""
+    if not local and got.size > got.matched and got.matches(expect, ctx):
+        return got.reply()
+    raise StepFailure(
+        "failed",
+        ExitClass.FAILED,
+        f"no line matched {expect.describe()!r} within {timeout:g} s ({got.count} line(s) received)",
+        got.reply(),
+    ) from None
+
+
+class _Gathered:
+    """The lines a line-protocol step has received: their bytes only (a Reply of them all is
+    made when asked), within the protocol's max_reply."""
+
+    def __init__(self, proto):
+        self.proto = proto
+        self.data = bytearray()
+        self.count = 0
+        self.matched = 0  # len(data) when all of it was last matched
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def add(self, reply: Reply) -> None:
+        self.data += reply.raw
+        self.count += 1
+        if len(self.data) > self.proto.max_reply:
+            raise self.proto.limit_error("reply", f"{self.count} lines gathered while waiting for a match")
+
+    def reply(self) -> Reply:
+        raw = bytes(self.data)
+        lines, _texts = reply_lines(raw, PLAIN_LINES)
+        return Reply(raw=raw, lines=lines, code=None, texts=lines)
+
+    def matches(self, expect, ctx: Context) -> bool:
+        self.matched = len(self.data)
+        return expect.match(self.reply(), ctx).ok
+
+
+def _line_local(pattern) -> bool:
+    """Does the pattern match lines gathered together exactly when it matches one of them?
+    (A regex or a text searched in each line; not `re:` over the whole text, several `lines:`
+    that may match different lines, or `not:`.)"""
+    if isinstance(pattern, LinePattern):
+        return True
+    if isinstance(pattern, AnyPattern):
+        return all(_line_local(a) for a in pattern.alternatives)
+    if isinstance(pattern, AllPattern):
+        checks = (pattern.text is not None) + len(pattern.lines or ())
+        return pattern.regex is None and pattern.not_ is None and pattern.code is None and checks == 1
+    return False
 
 
 def expect_eof(run, deadline: float, timeout: float) -> None:
@@ -120,14 +200,3 @@ def expect_eof(run, deadline: float, timeout: float) -> None:
             raise DeadlineError(
                 f"deadline: the server did not close the connection within {timeout:g} s"
             ) from None
-
-
-def _merge(replies: list[Reply]) -> Reply:
-    if len(replies) == 1:
-        return replies[0]
-    return Reply(
-        raw=b"".join(r.raw for r in replies),
-        lines=tuple(line for r in replies for line in r.lines),
-        code=replies[-1].code,
-        texts=tuple(t for r in replies for t in r.texts),
-    )

@@ -15,7 +15,7 @@ from runner import protocols, transports
 from runner.engine.actions import READS_ITS_REPLY, SENDERS, deliver, plaintext_guard_applies, refusal
 from runner.engine.caps import SessionCaps, time_problem
 from runner.engine.plan import scoped
-from runner.engine.receive import receive
+from runner.engine.receive import check_deadline, receive
 from runner.engine.tls_check import tls_step
 from runner.engine.verdicts import StepFailure, verdict
 from runner.errors import ExitClass, MailrunError
@@ -23,7 +23,8 @@ from runner.events import Closed, Connected, Note, Received, StepFinished, TLSSt
 from runner.interrupt import Interrupt, Interrupted, interrupted_reason
 from runner.lang.patterns import capture as capture_value
 from runner.lang.secrets import RedactingStream
-from runner.protocols.base import Reply, decode
+from runner.protocols.base import Reply
+from runner.protocols.lines import PLAIN_LINES, reply_lines
 from runner.transports.base import ConnectInfo
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 9 ms at start)
@@ -346,6 +347,7 @@ class SessionRunner:
         self.caps.seen(sr.sent if step.action == "send" else None, reply)
         sr.reply = self.masked(reply) if redactor.active else reply
         outcome = expect.match(reply, ctx)
+        check_deadline(deadline, self.step_timeout(step))  # matching is part of the step's time
         if not outcome.ok:
             raise StepFailure(
                 "failed", ExitClass.FAILED, redactor.redact(outcome.reason or "no match"), reply
@@ -380,9 +382,9 @@ class SessionRunner:
         if closed:
             self.connected = False
         partial = getattr(exc, "partial", b"")
-        if partial:
-            text = redactor.redact(decode(partial))
-            sr.reply = Reply(raw=redactor.redact_bytes(partial), lines=tuple(text.splitlines()))
+        if partial:  # its lines built from the masked bytes when read (not a str per line now)
+            raw = redactor.redact_bytes(partial)
+            sr.reply = Reply(raw=raw, lines=reply_lines(raw, PLAIN_LINES)[0])
 
     def finish(self, sr: StepResult, started: float) -> StepResult:
         self.mark = time.monotonic()
@@ -425,12 +427,7 @@ class SessionRunner:
         # challenge's base64 can decode to a text holding the password): both are looked at
         if not r.active or not (r.contains(reply.raw) or (reply.note and r.contains(reply.note))):
             return reply
-        return reply.replace(
-            raw=r.redact_bytes(reply.raw),
-            lines=tuple(r.redact(x) for x in reply.lines),
-            texts=tuple(r.redact(x) for x in reply.texts),
-            note=r.redact(reply.note) if reply.note else reply.note,
-        )
+        return reply.redacted(r.redact_bytes(reply.raw), r.redact)  # lines masked as they are read
 
     def upgrade(self) -> None:
         """STARTTLS after its reply: refused when the server already sent more (CVE-2011-0411).

@@ -16,6 +16,7 @@ import re
 from runner.lang.secrets import MASK, Redactor, Secret
 from runner.lang.templates import (
     BUILTINS,
+    MAX_RENDERED,
     NAME_FULL,
     Expr,
     Name,
@@ -326,6 +327,7 @@ def render(template: str | Template, ctx: Context, *, regex: bool = False) -> Re
     values: list[str] = []
     display: list[str] = []
     secret = False
+    size = 0  # checked as it grows: a template bomb stops at the limit, not at memory's end
     for part in tpl.parts:
         if isinstance(part, str):
             values.append(part)
@@ -333,6 +335,9 @@ def render(template: str | Template, ctx: Context, *, regex: bool = False) -> Re
             continue
         v = _eval(part, ctx)
         text = v.text
+        size += len(text)
+        if size > MAX_RENDERED:
+            raise TemplateError(f"renders to more than {MAX_RENDERED >> 20} MiB (the limit of a template)")
         if regex:
             text = re.escape(text)
             if v.secret and text != v.text:

@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 
 from runner.cache import store
+from runner.errors import ScenarioError
+from runner.load.reading import read_file
 from runner.snapshot import DIRECTORY as SNAPSHOTS
 
 TYPE_CHECKING = False
@@ -44,7 +46,6 @@ def is_fragment(path: str | Path) -> bool:
     """A fragment has `steps` and at most `vars`, `secrets`, `description` (no name/connect/
     sessions). Reads the YAML (and remembers the answer for these bytes, so discover() on a
     warm run needs no YAML); False for a file that cannot be read or parsed."""
-    from runner.errors import ScenarioError
     from runner.load.yaml_doc import is_fragment_data, read_doc
 
     try:
@@ -58,8 +59,8 @@ def is_fragment(path: str | Path) -> bool:
 
 def _is_fragment(p: Path) -> bool:
     try:
-        kind = store.cached_kind(p.read_bytes())
-    except OSError:
+        kind = store.cached_kind(read_file(p, "a scenario file"))
+    except ScenarioError:
         kind = None
     return is_fragment(p) if kind is None else kind
 
@@ -136,7 +137,6 @@ def validate_paths(
 ) -> ValidationReport:
     """Check files without connecting (never uses the cache). Fragments are checked as fragments.
     `strict` is accepted for symmetry; the caller decides whether warnings fail."""
-    from runner.errors import ScenarioError
     from runner.load.build import load_scenario_file, validate_fragment
     from runner.load.yaml_doc import is_fragment_data, read_doc
     from runner.model.scenario import env_warnings

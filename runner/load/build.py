@@ -74,7 +74,7 @@ def load_file(
 ) -> tuple[Checker, Scenario | None, Doc]:
     """-> (checker with every problem, the scenario or None, the main doc). Raises
     ScenarioError for fatal problems (unreadable file, YAML syntax)."""
-    doc = read_doc(path)
+    doc = read_doc(path, pipe_ok=True)  # `mailrun <(generate)`: the one file that may be a pipe
     data = doc.data
     fragment = is_fragment_data(data)
     if fragment and not allow_fragment:

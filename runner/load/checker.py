@@ -8,7 +8,7 @@ Templates are checked with the one `{{ }}` parser, runner.lang.templates.
 
 from __future__ import annotations
 
-from runner.lang.templates import TemplateError, close_matches, parse
+from runner.lang.templates import MAX_RENDERED, TemplateError, close_matches, parse, rendered_size
 from runner.load import schema
 from runner.load.yaml_doc import json_path
 
@@ -93,6 +93,14 @@ class Checker:
         self.cap_steps: list[tuple[Doc, Path_, dict]] = []  # its steps, for caps_check.check_seen
         self.includes: list[tuple[str, str, bytes]] = []
         self.must_exist: list[str] = []
+        self.expanded = 0  # steps and includes expanded so far (runner.load.includes.MAX_STEPS)
+        # includes.py: (directory, target) -> resolved path; dependencies recorded; steps a
+        # fragment expands to; fragments read to count them, before they are registered
+        self.resolved: dict = {}
+        self.recorded: set = set()
+        self.planned: dict = {}
+        self.peeked: dict = {}
+        self.sizes: dict[str, int] = {}  # var -> about how long it renders (templates.rendered_size)
 
     # -- reporting
     def add(self, doc: Doc, path: Path_, message: str, key: bool = False) -> None:
@@ -191,7 +199,17 @@ class Checker:
         new_defined, new_tainted = set(), set()
         for name, value in values.items():
             if doc.accepted(path + (name,)):
-                self.template(doc, path + (name,), value, scope)
+                t = self.template(doc, path + (name,), value, scope)
+                if t is not None and sequential:  # each var sees the ones before: a bomb shows
+                    size = self.sizes[name] = rendered_size(t, self.sizes)
+                    if size > MAX_RENDERED:
+                        self.add(
+                            doc,
+                            path + (name,),
+                            f"renders to about {size:,} characters, more than the {MAX_RENDERED >> 20} MiB "
+                            "a template may (does each variable repeat the one before?)",
+                        )
+                        self.sizes[name] = 0  # reported once, not again in every var built on it
             else:  # the schema reported the value; the name is still defined, so its uses are not
                 value = ""  # reported as undefined too (no model is built from a file with problems)
             tainted = self.taints(value, scope)

@@ -15,7 +15,7 @@ import re
 from runner.lang.pattern_parse import MAPPING_KEYS, parse_pattern, regex_problem
 from runner.load.caps_check import expression, time_limits
 from runner.load.checker import UNKNOWN_PROTOCOL, is_literal
-from runner.load.includes import open_include
+from runner.load.includes import count_expanded, open_include, within_budget
 from runner.model.scenario import Step
 from runner.protocols.sasl import MECHANISMS, NEEDS
 from runner.protocols.sasl import SUCCESS as AUTH_SUCCESS  # auth's default S:
@@ -61,6 +61,8 @@ def _step(chk: Checker, doc: Doc, path: Path_, raw: Any, scope: Scope, in_finall
         if action not in raw and action != "read":
             _captures(chk, doc, path, raw, scope)  # its captures stay defined for later steps
             return []
+    if not count_expanded(chk, doc, path):
+        return []
     loc = doc.loc(path, scope.via)
     if action == "include":
         return _include(chk, doc, path, raw, scope, loc)
@@ -117,6 +119,8 @@ def _include(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope, loc: 
     if opened is None:
         return []
     frag, inner = opened
+    if not within_budget(chk, doc, path, frag):
+        return []
     before = set(inner.defined)
     out = steps(chk, frag, ("steps",), frag.data.get("steps"), inner)
     new = inner.defined - before

@@ -14,7 +14,7 @@ __all__ = ["load_env_file", "load_vars_file"]
 
 def load_vars_file(path: str | Path) -> dict[str, str]:
     """A YAML mapping of names to scalars (strings, numbers, true/false) -> name -> str."""
-    doc = read_doc(path)
+    doc = read_doc(path, what="a vars file")
     problems = [f"{doc.display}:{line}:{col}: {text}" for line, col, text in doc.problems]
     out: dict[str, str] = {}
     for k, v in doc.data.items():

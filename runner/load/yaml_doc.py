@@ -29,6 +29,8 @@ from yaml.resolver import BaseResolver
 from yaml.scanner import Scanner
 
 from runner.errors import ScenarioError
+from runner.load.reading import read_file
+from runner.load.yaml_shape import MAX_DEPTH, MAX_NODES, TooBig, check_shape
 from runner.model.scenario import Location
 
 TYPE_CHECKING = False
@@ -36,11 +38,18 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from typing import Any
 
-__all__ = ["Doc", "describe_type", "is_fragment_data", "json_path", "jtype", "parse_yaml", "read_doc"]
+__all__ = [
+    "Doc",
+    "describe_type",
+    "is_fragment_data",
+    "json_path",
+    "jtype",
+    "parse_yaml",
+    "read_doc",
+    "read_file",
+]
 
 FRAGMENT_KEYS = frozenset({"steps", "vars", "secrets", "description"})
-MAX_NODES = 100_000
-MAX_DEPTH = 200
 
 Path_ = tuple  # a JSON path: tuple of str keys and int indexes
 
@@ -90,7 +99,9 @@ def _compose(text: str) -> Node | None:
     """The document's node tree. libyaml composes it when it can; any text it rejects (and any
     text with characters the pure-Python reader refuses) goes through the pure-Python loader,
     whose errors are the ones reported."""
-    if _FastLoader is not None and not Reader.NON_PRINTABLE.search(text):
+    fast = _FastLoader is not None and not Reader.NON_PRINTABLE.search(text)
+    check_shape(_FastLoader if fast else _Loader, text)
+    if fast:
         fast = _FastLoader(text)
         try:
             node = fast.get_single_node()
@@ -192,9 +203,9 @@ class _Builder:
     def build(self, node: Node, path: Path_, stack: tuple = ()) -> Any:
         self.count += 1
         if self.count > MAX_NODES:
-            raise _TooBig(node)
+            raise TooBig(node.start_mark)
         if len(stack) > MAX_DEPTH or any(node is s for s in stack):
-            raise _TooBig(node, recursive=True)
+            raise TooBig(node.start_mark, recursive=True)
         self.doc.marks[path] = _mark(node.start_mark)
         tag = node.tag or ""
         if isinstance(node, ScalarNode):
@@ -285,12 +296,6 @@ class _Builder:
         return value
 
 
-class _TooBig(Exception):
-    def __init__(self, node: Node, recursive: bool = False):
-        self.node = node
-        self.recursive = recursive
-
-
 _COLON_HINT = re.compile(r"^(\s*(?:-\s+)?)([A-Za-z_][\w]*):\s+(.*\S.*?:\s.*)$")
 
 
@@ -334,10 +339,19 @@ def parse_yaml(raw: bytes, display: str, real: Path) -> Doc:
         if node is None:
             raise ScenarioError(empty)
         data = _Builder(doc).build(node, ())
-    except _TooBig as e:
-        line, col = _mark(e.node.start_mark)
-        what = "a recursive alias" if e.recursive else f"more than {MAX_NODES} nodes after expanding aliases"
-        raise ScenarioError(f"{display}:{line}:{col}: the document holds {what}") from None
+    except TooBig as e:
+        line, col = _mark(e.mark)
+        if e.recursive:
+            what = "holds a recursive alias (or aliases nested too deep)"
+        elif e.deep:
+            what = f"nests lists and mappings more than {MAX_DEPTH} levels deep (the limit)"
+        elif "*" in text:
+            what = f"holds more than {MAX_NODES} values (keys, items and scalars, aliases expanded)"
+        else:
+            what = f"holds more than {MAX_NODES} values (keys, items and scalars): split it with include:"
+        raise ScenarioError(f"{display}:{line}:{col}: the document {what}") from None
+    except RecursionError:  # a parser that recursed where _check_shape saw no depth (belt and braces)
+        raise ScenarioError(f"{display}:1:1: the document nests too deep to read") from None
     except yaml.YAMLError as e:
         raise ScenarioError(_yaml_error(e, text, display)) from None
     if not isinstance(data, dict):
@@ -370,21 +384,8 @@ def _yaml_error(e: yaml.YAMLError, text: str, display: str) -> str:
     return f"{display}:{line}:{col}: YAML error: {e}"
 
 
-def read_file(path: str | Path, what: str = "a scenario file") -> bytes:
-    """A file's bytes, or ScenarioError naming the file and why it cannot be read."""
-    display = str(path)
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise ScenarioError(f"{display}: file not found") from None
-    except IsADirectoryError:
-        raise ScenarioError(f"{display}: is a directory, not {what}") from None
-    except OSError as e:
-        raise ScenarioError(f"{display}: cannot read: {e.strerror or e}") from None
-
-
-def read_doc(path: str | Path) -> Doc:
-    return parse_yaml(read_file(path), str(path), Path(path).resolve())
+def read_doc(path: str | Path, *, what: str = "a scenario file", pipe_ok: bool = False) -> Doc:
+    return parse_yaml(read_file(path, what, pipe_ok=pipe_ok), str(path), Path(path).resolve())
 
 
 def is_fragment_data(data: Any) -> bool:

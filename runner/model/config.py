@@ -85,7 +85,7 @@ class ConnectConfig(Plain):
         allow_plaintext_secrets: bool = False,
         family: Literal[4, 6] | None = None,
         max_line: int = 1 << 20,
-        max_reply: int = 256 << 20,
+        max_reply: int | None = None,  # None: the protocol's default (runner.protocols)
         unix: Path | None = None,
         proxy: dict | None = None,
         protocol: ProtocolName = "smtp",

@@ -7,8 +7,6 @@ other name from the module that defines it."""
 
 from __future__ import annotations
 
-from runner.protocols.base import DEFAULT_MAX_LINE, DEFAULT_MAX_REPLY
-
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
     from runner.protocols.base import Protocol
@@ -33,12 +31,14 @@ def _load(name: str) -> type[Protocol]:
     return cls
 
 
-def create(name: str, *, max_line: int = DEFAULT_MAX_LINE, max_reply: int = DEFAULT_MAX_REPLY) -> Protocol:
-    """A new protocol object: 'smtp' | 'pop3' | 'imap' | 'line'."""
+def create(name: str, *, max_line: int | None = None, max_reply: int | None = None) -> Protocol:
+    """A new protocol object: 'smtp' | 'pop3' | 'imap' | 'line'. A limit left None is the
+    protocol's own default (runner.protocols.base: DEFAULT_MAX_LINE, `default_max_reply`)."""
     try:
         cls = _load(name)
     except (KeyError, TypeError):
         raise ValueError(f"unknown protocol {name!r} (expected {', '.join(NAMES)})") from None
-    if max_line < 1 or max_reply < 1:
+    limits = {k: v for k, v in (("max_line", max_line), ("max_reply", max_reply)) if v is not None}
+    if any(v < 1 for v in limits.values()):
         raise ValueError("max_line and max_reply must be positive")
-    return cls(max_line=max_line, max_reply=max_reply)
+    return cls(**limits)

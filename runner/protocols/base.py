@@ -22,13 +22,22 @@ from runner.errors import ConnectionClosed, ProtocolError
 from runner.records import Record
 
 DEFAULT_MAX_LINE = 1 << 20  # 1 MiB
-DEFAULT_MAX_REPLY = 256 << 20  # 256 MiB
+DEFAULT_MAX_REPLY = 256 << 20  # 256 MiB: a RETR or FETCH of 100 MB is normal
 
 
-def decode(data: bytes) -> str:
+def decode(data: bytes | bytearray | memoryview) -> str:
     """Bytes as text for display and matching: UTF-8, invalid bytes as backslash escapes.
-    Never lossy in the sense that the raw bytes are always kept beside the text."""
-    return data.decode("utf-8", errors="backslashreplace")
+    Never lossy in the sense that the raw bytes are always kept beside the text. (Any buffer:
+    a memoryview slice of a reply is decoded without copying it first.)"""
+    return str(data, "utf-8", "backslashreplace")
+
+
+def size_text(n: int) -> str:
+    """4194304 -> '4 MiB', 1000 -> '1000 bytes' (for limit messages)."""
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift} {unit}"
+    return f"{n} bytes"
 
 
 class Reply(Record):
@@ -37,7 +46,8 @@ class Reply(Record):
     raw:      the exact bytes received for this reply (CRLFs included)
     lines:    the reply's lines as text, without their line ends; a POP3 multi-line body is
               byte-unstuffed and its terminating '.' line is not included; an IMAP literal's
-              content is split into lines and included in order
+              content is split into lines and included in order. A tuple of str, or for a
+              large reply a Lines (a sequence that decodes each line from `raw` when read)
     code:     SMTP '250'; POP3 '+OK' | '-ERR' | '+'; IMAP tagged status 'OK' | 'NO' | 'BAD',
               or '+' for a continuation, or for an untagged greeting 'OK' | 'PREAUTH' | 'BYE';
               line protocol: None
@@ -103,8 +113,24 @@ class Reply(Record):
 
     @property
     def text(self) -> str:
-        """The whole reply as text, lines joined with '\\n' (what `re:` patterns search)."""
-        return "\n".join(self.lines)
+        """The whole reply as text, lines joined with '\\n' (what `re:` patterns search). Built
+        when asked, not kept: one str beside `raw`."""
+        lines = self.lines  # a tuple, or runner.protocols.lines.Lines (which joins without a list)
+        return "\n".join(lines) if isinstance(lines, tuple) else lines.text()
+
+    def redacted(self, raw: bytes, redact) -> Reply:
+        """A masked copy: `raw` (already masked) and every text passed through redact."""
+        return self.replace(
+            raw=raw,
+            lines=_mapped(self.lines, redact),
+            texts=_mapped(self.texts, redact),
+            note=redact(self.note) if self.note else self.note,
+        )
+
+
+def _mapped(lines, fn):
+    """lines (a tuple, or a Lines) with fn applied to each, in the same form."""
+    return tuple(fn(x) for x in lines) if isinstance(lines, tuple) else lines.mapped(fn)
 
 
 class Protocol:
@@ -115,9 +141,9 @@ class Protocol:
     #: until the step's pattern matches or its deadline passes.
     expect_style = False
 
-    def __init__(self, *, max_line: int = DEFAULT_MAX_LINE, max_reply: int = DEFAULT_MAX_REPLY):
+    def __init__(self, *, max_line: int = DEFAULT_MAX_LINE, max_reply: int | None = None):
         self.max_line = max_line
-        self.max_reply = max_reply
+        self.max_reply = DEFAULT_MAX_REPLY if max_reply is None else max_reply
 
     # --- what the client sends -------------------------------------------------------
     def frame(self, line: str, *, tag: bool = True) -> bytes:
@@ -164,7 +190,13 @@ class Protocol:
 
 
 class LimitError(Exception):
-    """Internal: a line or reply went over its limit (turned into a sticky ProtocolError)."""
+    """Internal: a line or reply went over its limit (turned into a sticky ProtocolError that
+    names the limit and how to raise it). kind: 'line' | 'reply'; detail: what showed it."""
+
+    def __init__(self, kind: str, detail: str = ""):
+        super().__init__(kind, detail)
+        self.kind = kind
+        self.detail = detail
 
 
 class ReceiveBuffer:
@@ -210,15 +242,15 @@ class ReceiveBuffer:
             self._scan = n
             # the unterminated part may still end in the CR of its CRLF
             if n - start > self.max_line + 1:
-                raise LimitError(f"line longer than {self.max_line} bytes")
+                raise LimitError("line")
             return None
         self.scanned += i + 1 - scan
         end = i - 1 if i > start and data[i - 1] == 0x0D else i
         if end - start > self.max_line:
-            raise LimitError(f"line longer than {self.max_line} bytes")
+            raise LimitError("line")
         self.cursor = self._scan = i + 1
         if i >= self.max_reply:
-            raise LimitError(f"reply longer than {self.max_reply} bytes")
+            raise LimitError("reply")
         return start, end
 
     def skip(self, n: int) -> tuple[int, int] | None:
@@ -264,7 +296,13 @@ class FramedProtocol(Protocol):
     for a line or reply over its limit. `_reset()` forgets a partially framed reply.
     """
 
-    def __init__(self, *, max_line: int = DEFAULT_MAX_LINE, max_reply: int = DEFAULT_MAX_REPLY):
+    #: the max_reply of this protocol when the scenario sets none
+    default_max_reply = DEFAULT_MAX_REPLY
+
+    def __init__(self, *, max_line: int = DEFAULT_MAX_LINE, max_reply: int | None = None):
+        self._default_reply = max_reply is None
+        if max_reply is None:
+            max_reply = self.default_max_reply
         super().__init__(max_line=max_line, max_reply=max_reply)
         self._buf = ReceiveBuffer(max_line, max_reply)
         self._eof = False
@@ -290,9 +328,9 @@ class FramedProtocol(Protocol):
         try:
             reply = self._frame()
             if reply is None and len(self._buf) > self.max_reply:
-                raise LimitError(f"reply longer than {self.max_reply} bytes")
+                raise LimitError("reply")
         except LimitError as exc:
-            self._fatal = ProtocolError(str(exc))
+            self._fatal = ProtocolError(self._limit_message(exc))
             self._buf.clear()
             self._reset()
             raise self._fatal from None
@@ -318,6 +356,26 @@ class FramedProtocol(Protocol):
     @property
     def at_eof(self) -> bool:
         return self._eof and self._drained
+
+    def limit_error(self, kind: str, detail: str = "") -> ProtocolError:
+        """The ProtocolError for going over max_line ('line') or max_reply ('reply'), naming the
+        limit and how to raise it (the engine's line-protocol reader uses it too)."""
+        return ProtocolError(self._limit_message(LimitError(kind, detail)))
+
+    def _limit_message(self, exc: LimitError) -> str:
+        """'reply exceeded max_reply 4 MiB (the SMTP default); raise it with ...'"""
+        if exc.kind == "line":
+            key, limit, default = "max_line", self.max_line, self.max_line == DEFAULT_MAX_LINE
+            what = "a line exceeded"
+        else:
+            key, limit, default = "max_reply", self.max_reply, self._default_reply
+            what = "reply exceeded"
+        note = f" (the {self.name.upper()} default)" if default else ""
+        detail = f", {exc.detail}" if exc.detail else ""
+        return (
+            f"{what} {key} {size_text(limit)}{note}{detail}; raise it with "
+            f"`connect: {{{key}: BYTES}}` on the session or the file"
+        )
 
     # --- for subclasses ----------------------------------------------------------------
     def _frame(self) -> Reply | None:

@@ -19,12 +19,12 @@ from collections import deque
 
 from runner.protocols.base import (
     DEFAULT_MAX_LINE,
-    DEFAULT_MAX_REPLY,
     FramedProtocol,
     LimitError,
     Reply,
     decode,
 )
+from runner.protocols.lines import Layout, reply_lines
 
 _LITERAL = re.compile(rb"~?\{(\d{1,19})\+?\}\Z")
 _TAGGED_STATUS = frozenset({"OK", "NO", "BAD"})
@@ -36,31 +36,98 @@ def _literal_size(segment: bytes) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _split_literal(content: bytes) -> list[bytes]:
-    """A literal's content as lines: split on LF (a CR before it dropped); a final empty piece
-    (the content ended with a line end) is not a line."""
-    parts = content.split(b"\n")
-    if parts[-1] == b"":
-        parts.pop()
-    return [p[:-1] if p.endswith(b"\r") else p for p in parts]
+def _text_start(line: bytes) -> int:
+    """Where the text of a logical line's first segment starts: after '+ ', '* ', or
+    'tag STATUS ' (the end of the line when it has no text)."""
+    if line == b"+" or line.startswith(b"+ ") or line == b"*" or line.startswith(b"* "):
+        return min(2, len(line))
+    first = line.find(b" ")
+    second = line.find(b" ", first + 1) if first >= 0 else -1
+    return second + 1 if second >= 0 else len(line)
+
+
+class ImapLayout(Layout):
+    """Each logical line's first segment (its text after '* ', '+ ' or 'tag STATUS '), a
+    literal's content split on its line ends, the rest of a line after a literal when not empty:
+    the order the bytes came in."""
+
+    def _items(self, raw: bytes):
+        """The reply in order: (start, text_start, end) for a line segment, (start, None, stop)
+        for a literal's content (not empty)."""
+        pos, n = 0, len(raw)
+        find = raw.find
+        after_literal = False
+        while pos < n:
+            i = find(b"\n", pos)
+            if i < 0:
+                return
+            end = i - 1 if i > pos and raw[i - 1] == 0x0D else i
+            if not after_literal:
+                yield pos, pos + _text_start(raw[pos:end]), end
+            elif end > pos:
+                yield pos, pos, end
+            size = (
+                _literal_size(raw[max(pos, end - 24) : end]) if end > pos and raw[end - 1] == 0x7D else None
+            )
+            pos = i + 1
+            after_literal = size is not None
+            if size:
+                yield pos, None, pos + size
+                pos += size
+
+    def spans(self, raw: bytes):
+        find = raw.find
+        for pos, text_start, stop in self._items(raw):
+            if text_start is not None:
+                yield pos, text_start, stop
+                continue
+            while pos < stop:  # the literal's content, split on LF (a CR before it dropped)
+                j = find(b"\n", pos, stop)
+                if j < 0:  # the content's last piece, with no LF (a CR at its end dropped too)
+                    yield pos, pos, stop - 1 if raw[stop - 1] == 0x0D else stop
+                    break
+                yield pos, pos, j - 1 if j > pos and raw[j - 1] == 0x0D else j
+                pos = j + 1
+
+    def pieces(self, raw: bytes):
+        """Layout.text's pieces, a literal's content as one piece (a FETCH of many short lines
+        is not a Python loop per line): CRLF -> LF, then the last line's LF (or the CR ending a
+        last piece without LF) dropped, as spans() splits it."""
+        view = memoryview(raw)
+        for pos, text_start, stop in self._items(raw):
+            if text_start is not None:
+                yield view[pos:stop]
+                continue
+            piece = raw[pos:stop].replace(b"\r\n", b"\n")
+            yield memoryview(piece)[:-1] if piece[-1:] in (b"\n", b"\r") else piece
+
+
+LAYOUT = ImapLayout()
+
+
+def _count_literal_lines(data, start: int, stop: int) -> int:
+    """How many lines ImapLayout makes of the literal content data[start:stop]."""
+    if start == stop:
+        return 0
+    return data.count(b"\n", start, stop) + (data[stop - 1] != 0x0A)
 
 
 class IMAP(FramedProtocol):
     name = "imap"
 
-    def __init__(self, *, max_line: int = DEFAULT_MAX_LINE, max_reply: int = DEFAULT_MAX_REPLY):
+    def __init__(self, *, max_line: int = DEFAULT_MAX_LINE, max_reply: int | None = None):
         super().__init__(max_line=max_line, max_reply=max_reply)
         self._counter = 0
         self._outstanding: deque[str] = deque()  # tags of commands not yet answered, oldest first
         self._continuation = False  # the last reply was '+': the next line is continuation data
         self.last_tag: str | None = None  # the tag of the last command sent
-        # the reply being framed
-        self._lines: list[str] = []
-        self._texts: list[str] = []
+        # the reply being framed (its lines are ImapLayout's, from the raw bytes)
         self._kind: tuple[str, str | None, bytes] | None = None  # of the current logical line
         self._literal: int | None = None  # bytes of literal still to read, if in one
         self._after_literal = False  # the next line continues the current logical line
-        self._line_index = 0  # index in _lines of the current logical line's first segment
+        self._line_count = 0  # lines of the reply so far (for messages)
+        self._line_first = b""  # the start of the current logical line (for messages)
+        self._line_index = 0  # its index among the reply's lines
 
     # --- what the client sends -------------------------------------------------------
     def frame(self, line: str, *, tag: bool = True) -> bytes:
@@ -122,14 +189,10 @@ class IMAP(FramedProtocol):
 
     # --- what the server sends -------------------------------------------------------
     def _reset(self) -> None:
-        self._lines, self._texts = [], []
+        self._line_count = 0
         self._kind = None
         self._literal = None
         self._after_literal = False
-
-    def _add(self, text: str, textpart: str) -> None:
-        self._lines.append(text)
-        self._texts.append(textpart)
 
     def _frame(self) -> Reply | None:
         buf = self._buf
@@ -138,9 +201,7 @@ class IMAP(FramedProtocol):
                 span = buf.skip(self._literal)
                 if span is None:
                     return None
-                for part in _split_literal(bytes(buf.data[span[0] : span[1]])):
-                    text = decode(part)
-                    self._add(text, text)
+                self._line_count += _count_literal_lines(buf.data, span[0], span[1])
                 self._literal = None
                 self._after_literal = True
                 continue
@@ -150,16 +211,13 @@ class IMAP(FramedProtocol):
             segment = bytes(buf.data[span[0] : span[1]])
             if self._after_literal:
                 if segment:
-                    text = decode(segment)
-                    self._add(text, text)
+                    self._line_count += 1
             else:
                 self._kind = self._classify(segment)
             n = _literal_size(segment)
             if n is not None:
                 if buf.cursor + n > self.max_reply:
-                    raise LimitError(
-                        f"reply longer than {self.max_reply} bytes (a literal of {n} bytes was announced)"
-                    )
+                    raise LimitError("reply", f"a literal of {n} bytes was announced")
                 self._literal = n
                 continue
             self._after_literal = False
@@ -177,26 +235,23 @@ class IMAP(FramedProtocol):
             self._kind = None
 
     def _classify(self, line: bytes) -> tuple[str, str | None, bytes]:
-        """Records the first segment of a logical line; returns (kind, tag, status word)."""
-        text = decode(line)
-        self._line_index = len(self._lines)
+        """Notes the first segment of a logical line; returns (kind, tag, status word)."""
+        self._line_index = self._line_count
+        self._line_count += 1
+        self._line_first = line[:60]
         if line == b"+" or line.startswith(b"+ "):
-            self._add(text, decode(line[2:]))
             return "+", None, b""
         if line == b"*" or line.startswith(b"* "):
-            rest = line[2:]
-            self._add(text, decode(rest))
-            return "untagged", None, rest.split(b" ", 1)[0]
+            return "untagged", None, line[2:].split(b" ", 1)[0]
         parts = line.split(b" ", 2)
         tag = decode(parts[0])
         status = parts[1] if len(parts) > 1 else b""
-        self._add(text, decode(parts[2]) if len(parts) > 2 else "")
         return "tagged", tag, status
 
     def _tagged(self, tag: str | None, status: bytes) -> Reply:
         word = decode(status).upper()
         if word not in _TAGGED_STATUS:
-            first = self._lines[self._line_index][:60]
+            first = decode(self._line_first)
             raise self._malformed(
                 f"malformed reply: line {self._line_index + 1} ({first!r}) is not untagged ('* ...'), "
                 f"a continuation ('+ ...') or a tagged status (TAG OK|NO|BAD ...)"
@@ -208,12 +263,8 @@ class IMAP(FramedProtocol):
         return self._complete(word, tag)
 
     def _complete(self, code: str | None, tag: str | None) -> Reply:
-        reply = Reply(
-            raw=self._buf.consume(),
-            lines=tuple(self._lines),
-            code=code,
-            texts=tuple(self._texts),
-            tag=tag,
-        )
+        raw = self._buf.consume()
+        lines, texts = reply_lines(raw, LAYOUT)
+        reply = Reply(raw=raw, lines=lines, code=code, texts=texts, tag=tag)
         self._reset()
         return reply

@@ -8,14 +8,16 @@ without a line end still counts once the connection closes.
 
 from __future__ import annotations
 
-from runner.protocols.base import DEFAULT_MAX_LINE, DEFAULT_MAX_REPLY, FramedProtocol, Reply, decode
+from runner.protocols.base import DEFAULT_MAX_LINE, FramedProtocol, Reply, decode
 
 
 class Line(FramedProtocol):
     name = "line"
     expect_style = True
+    #: the lines one step may gather while it waits for its pattern (runner.engine.receive)
+    default_max_reply = 64 << 20
 
-    def __init__(self, *, max_line: int = DEFAULT_MAX_LINE, max_reply: int = DEFAULT_MAX_REPLY):
+    def __init__(self, *, max_line: int = DEFAULT_MAX_LINE, max_reply: int | None = None):
         super().__init__(max_line=max_line, max_reply=max_reply)
 
     def _frame(self) -> Reply | None:

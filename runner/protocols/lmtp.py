@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from runner.protocols.base import DEFAULT_MAX_LINE, DEFAULT_MAX_REPLY, Reply
+from runner.protocols.base import DEFAULT_MAX_LINE, Reply
 from runner.protocols.smtp import SMTP
 
 _RESETS = frozenset({"MAIL", "RSET", "LHLO", "HELO", "EHLO"})
@@ -46,7 +46,7 @@ class Recipients(Reply):
 class LMTP(SMTP):
     name = "lmtp"
 
-    def __init__(self, *, max_line: int = DEFAULT_MAX_LINE, max_reply: int = DEFAULT_MAX_REPLY):
+    def __init__(self, *, max_line: int = DEFAULT_MAX_LINE, max_reply: int | None = None):
         super().__init__(max_line=max_line, max_reply=max_reply)
         self._sent: deque[str] = deque()  # per command sent, oldest first: its verb
         self._accepted = 0  # recipients accepted in this transaction

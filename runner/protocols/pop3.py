@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections import deque
 
-from runner.protocols.base import DEFAULT_MAX_LINE, DEFAULT_MAX_REPLY, FramedProtocol, Reply, decode, shown
+from runner.protocols.base import DEFAULT_MAX_LINE, FramedProtocol, Reply, decode, shown
+from runner.protocols.lines import Layout, reply_lines
 
 #: Commands whose +OK reply carries a body; LIST and UIDL only without an argument.
 MULTILINE_ALWAYS = frozenset({"RETR", "TOP", "CAPA"})
@@ -39,10 +40,74 @@ def _status(line: bytes) -> tuple[str, bytes] | None:
     return None
 
 
+def _status_length(raw: bytes, end: int) -> int:
+    """Where the text of a status line raw[:end] starts (after '+OK ', '-ERR ', '+ ')."""
+    for code in (b"+OK", b"-ERR", b"+"):
+        n = len(code)
+        if raw.startswith(code) and (end == n or raw[n] == 0x20):
+            return min(n + 1, end)
+    return 0  # pragma: no cover - the framer accepted only status lines
+
+
+def _line_end(raw: bytes, start: int, lf: int) -> int:
+    return lf - 1 if lf > start and raw[lf - 1] == 0x0D else lf
+
+
+class Pop3Layout(Layout):
+    """The status line (its text after the status), then for a multi-line reply each body line
+    unstuffed ('..x' is '.x'), without the terminating '.' line."""
+
+    def __init__(self, multiline: bool):
+        self.multiline = multiline
+
+    def spans(self, raw: bytes):
+        i = raw.find(b"\n")
+        end = _line_end(raw, 0, i)
+        yield 0, _status_length(raw, end), end
+        if not self.multiline:
+            return
+        pos = i + 1
+        stop = raw.rfind(b"\n", 0, len(raw) - 1) + 1  # where the terminating '.' line starts
+        find = raw.find
+        while pos < stop:
+            i = find(b"\n", pos)
+            end = _line_end(raw, pos, i)
+            start = pos + 1 if raw[pos] == 0x2E else pos  # byte-stuffing
+            yield start, start, end
+            pos = i + 1
+
+    def count(self, raw: bytes) -> int:
+        return raw.count(b"\n") - 1 if self.multiline else 1
+
+    def last(self, raw: bytes) -> tuple[int, int, int] | None:
+        if not self.multiline or self.count(raw) == 1:  # no body line: the status line
+            i = raw.find(b"\n")
+            end = _line_end(raw, 0, i)
+            return 0, _status_length(raw, end), end
+        stop = raw.rfind(b"\n", 0, len(raw) - 1)  # the LF before the terminating '.' line
+        pos = raw.rfind(b"\n", 0, stop) + 1
+        end = _line_end(raw, pos, stop)
+        start = pos + 1 if raw[pos] == 0x2E else pos
+        return start, start, end
+
+    def text(self, raw: bytes) -> str:
+        """As Layout.text, the body in one piece: CRLF -> LF, then a '.' after each LF removed
+        (the byte-stuffing), the terminating line dropped."""
+        if not self.multiline or self.count(raw) == 1:
+            return decode(raw[: _line_end(raw, 0, raw.find(b"\n"))])
+        # the terminating '.' line becomes a lone LF after the last body line's: both dropped
+        # (no slice of raw first: one copy of the reply at a time beside it)
+        joined = raw.replace(b"\r\n", b"\n").replace(b"\n.", b"\n")
+        return decode(memoryview(joined)[:-2])
+
+
+SINGLE, MULTI = Pop3Layout(False), Pop3Layout(True)
+
+
 class POP3(FramedProtocol):
     name = "pop3"
 
-    def __init__(self, *, max_line: int = DEFAULT_MAX_LINE, max_reply: int = DEFAULT_MAX_REPLY):
+    def __init__(self, *, max_line: int = DEFAULT_MAX_LINE, max_reply: int | None = None):
         super().__init__(max_line=max_line, max_reply=max_reply)
         self._expect: deque[bool] = deque()  # per command sent: may its reply be multi-line?
         self._continuation = False  # the last reply was '+': the next line is a SASL response
@@ -50,8 +115,6 @@ class POP3(FramedProtocol):
         # the reply being framed
         self._body = False
         self._code: str | None = None
-        self._lines: list[str] = []
-        self._texts: list[str] = []
 
     # --- what the client sends -------------------------------------------------------
     def command(self, line: str, *, tag: bool = True, multiline: bool | None = None) -> bytes:
@@ -82,7 +145,6 @@ class POP3(FramedProtocol):
     def _reset(self) -> None:
         self._body = False
         self._code = None
-        self._lines, self._texts = [], []
 
     def _frame(self) -> Reply | None:
         buf = self._buf
@@ -90,24 +152,18 @@ class POP3(FramedProtocol):
             span = buf.next_line()
             if span is None:
                 return None
-            line = bytes(buf.data[span[0] : span[1]])
-            if self._body:
-                if line == b".":
+            start, end = span
+            if self._body:  # a body line: only the terminating '.' matters here (Pop3Layout)
+                if end - start == 1 and buf.data[start] == 0x2E:
                     return self._complete(multiline=True)
-                if line.startswith(b"."):
-                    line = line[1:]
-                text = decode(line)
-                self._lines.append(text)
-                self._texts.append(text)
                 continue
             # the first line of a reply
+            line = bytes(buf.data[start:end])
             multi = self._expect.popleft() if self._expect else False
             status = _status(line)
             if status is None:
                 raise self._malformed(f"malformed reply: expected +OK, -ERR or +, got {shown(line)}")
             self._code = status[0]
-            self._lines.append(decode(line))
-            self._texts.append(decode(status[1]))
             if self._code == "+OK" and multi:
                 self._body = True
                 continue
@@ -116,12 +172,8 @@ class POP3(FramedProtocol):
             return self._complete(multiline=False)
 
     def _complete(self, *, multiline: bool) -> Reply:
-        reply = Reply(
-            raw=self._buf.consume(),
-            lines=tuple(self._lines),
-            code=self._code,
-            texts=tuple(self._texts),
-            multiline=multiline,
-        )
+        raw = self._buf.consume()
+        lines, texts = reply_lines(raw, MULTI if multiline else SINGLE)
+        reply = Reply(raw=raw, lines=lines, code=self._code, texts=texts, multiline=multiline)
         self._reset()
         return reply

@@ -13,12 +13,12 @@ import re
 
 from runner.protocols.base import (
     DEFAULT_MAX_LINE,
-    DEFAULT_MAX_REPLY,
     FramedProtocol,
     Reply,
     decode,
     shown,
 )
+from runner.protocols.lines import Layout, reply_lines
 
 _ENHANCED = re.compile(r"([245]\.\d{1,3}\.\d{1,3})(?=\s|$)")
 _LINE_END = re.compile(rb"\r\n|\r|\n")
@@ -70,21 +70,58 @@ def decode_challenge(text: str) -> str | None:
     return value
 
 
+class SmtpLayout(Layout):
+    """Every line of the reply; its text follows 'NNN-' / 'NNN '."""
+
+    def spans(self, raw: bytes):
+        pos, n = 0, len(raw)
+        find = raw.find
+        while pos < n:
+            i = find(b"\n", pos)
+            if i < 0:
+                return
+            end = i - 1 if i > pos and raw[i - 1] == 0x0D else i
+            yield pos, min(pos + 4, end), end
+            pos = i + 1
+
+    def count(self, raw: bytes) -> int:
+        return raw.count(b"\n")
+
+    def last(self, raw: bytes) -> tuple[int, int, int] | None:
+        i = len(raw) - 1  # the LF ending the reply
+        if i < 0:
+            return None
+        start = raw.rfind(b"\n", 0, i) + 1
+        end = i - 1 if i > start and raw[i - 1] == 0x0D else i
+        return start, min(start + 4, end), end
+
+    def text(self, raw: bytes) -> str:
+        return decode(raw.replace(b"\r\n", b"\n")[:-1])
+
+
+LAYOUT = SmtpLayout()
+
+
 class SMTP(FramedProtocol):
     name = "smtp"
+    #: an SMTP reply is a few lines; megabytes of them are an attack, not a reply
+    default_max_reply = 4 << 20
 
-    def __init__(self, *, max_line: int = DEFAULT_MAX_LINE, max_reply: int = DEFAULT_MAX_REPLY):
+    def __init__(self, *, max_line: int = DEFAULT_MAX_LINE, max_reply: int | None = None):
         super().__init__(max_line=max_line, max_reply=max_reply)
-        self._codes: list[bytes] = []  # the codes of the lines framed so far of this reply
+        self._reset()
 
     # SMTP replies do not depend on the command: Protocol's command() and sent_raw() record nothing.
 
     def _reset(self) -> None:
-        self._codes = []
+        # the reply being framed: its first line's code, its line count, the first line whose
+        # code differs (reported once the reply is complete, so the stream stays in sync)
+        self._code: bytes | None = None
+        self._count = 0
+        self._mismatch: tuple[int, bytes] | None = None
 
     def _frame(self) -> Reply | None:
         buf = self._buf
-        codes = self._codes
         while True:
             span = buf.next_line()
             if span is None:
@@ -92,12 +129,16 @@ class SMTP(FramedProtocol):
             start, end = span
             data = buf.data
             code = bytes(data[start : start + 3])
+            self._count += 1
             if end - start < 3 or not code.isdigit():
                 line = bytes(data[start:end])
                 raise self._malformed(
-                    f"malformed reply: line {len(codes) + 1} does not start with a 3-digit code: {shown(line)}"
+                    f"malformed reply: line {self._count} does not start with a 3-digit code: {shown(line)}"
                 )
-            codes.append(code)
+            if self._code is None:
+                self._code = code
+            elif code != self._code and self._mismatch is None:
+                self._mismatch = (self._count, code)
             if end - start == 3:
                 return self._complete(b"")
             sep = data[start + 3]
@@ -106,36 +147,25 @@ class SMTP(FramedProtocol):
             return self._complete(bytes((sep,)))
 
     def _complete(self, sep: bytes) -> Reply:
-        codes = self._codes
-        n = len(codes)
+        n = self._count
         if sep not in (b" ", b""):
             raise self._malformed(
                 f"malformed reply: line {n} has {decode(sep)!r} after the code (expected ' ' or '-')"
             )
-        first = codes[0]
-        for i in range(1, n):
-            if codes[i] != first:
-                raise self._malformed(
-                    f"malformed reply: line {i + 1} has code {codes[i].decode()}, line 1 had {first.decode()}"
-                )
+        first = self._code
+        assert first is not None
+        if self._mismatch is not None:
+            i, code = self._mismatch
+            raise self._malformed(
+                f"malformed reply: line {i} has code {code.decode()}, line 1 had {first.decode()}"
+            )
         raw = self._buf.consume()
-        self._codes = []
-        # One decode of the whole reply: UTF-8 never puts a LF byte inside a character and
-        # invalid bytes become escapes, so this equals decoding line by line.
-        text = decode(raw)
-        if n == 1:
-            line = text[:-2] if text.endswith("\r\n") else text[:-1]
-            lines = (line,)
-            texts = (line[4:],)
-        else:
-            parts = text.split("\n")
-            parts.pop()  # after the last LF: nothing (the reply ends with its line end)
-            lines = tuple(p[:-1] if p.endswith("\r") else p for p in parts)
-            texts = tuple(x[4:] for x in lines)
+        self._reset()
+        lines, texts = reply_lines(raw, LAYOUT)
         return _reply(raw, lines, texts, first.decode())
 
 
-def _reply(raw: bytes, lines: tuple[str, ...], texts: tuple[str, ...], code: str) -> Reply:
+def _reply(raw: bytes, lines, texts, code: str) -> Reply:
     """The Reply, with the enhanced status code (RFC 3463) of its last line and, for a 334
     challenge, its decoded text."""
     last = texts[-1]

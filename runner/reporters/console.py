@@ -323,7 +323,7 @@ class ConsoleReporter(Reporter):
             self._emit(f"{pad}snapshot: {st.snapshot}")
             self._snapshot_diff(st)
         elif st.reply is not None:
-            lines = list(st.reply.lines) or [""]
+            lines = st.reply.lines or ("",)  # a tuple, or Lines: only the shown ones are read
             shown = [visible(text) for text in lines[:MAX_REPLY_LINES]]
             if len(shown) == len(lines):  # the decoded challenge belongs to the last line
                 shown[-1] = with_note(shown[-1], safe_text(st.reply.note or ""))

@@ -32,12 +32,12 @@ def _tls(info) -> dict | None:
 def _reply(reply) -> dict | None:
     if reply is None:
         return None
-    lines = list(reply.lines)
+    lines = reply.lines  # a tuple, or Lines: only the kept ones are read
     # a reply read back from a report (runner.reporters.replay) says what the report left out
     omitted = max(0, len(lines) - MAX_REPLY_LINES) + getattr(reply, "lines_omitted", 0)
     out: dict[str, Any] = {
         "code": reply.code,
-        "lines": lines[:MAX_REPLY_LINES],
+        "lines": list(lines[:MAX_REPLY_LINES]),
         "enhanced": reply.enhanced,
         "note": reply.note,
         "bytes": getattr(reply, "size", len(reply.raw)),

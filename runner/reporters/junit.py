@@ -294,7 +294,7 @@ def _details(st: R.StepResult) -> str:
     if st.expected is not None:
         out.append(f"expected: {safe_text(st.expected)}")
     if st.reply is not None:
-        lines = list(st.reply.lines) or [""]
+        lines = st.reply.lines or ("",)  # a tuple, or Lines: only the shown ones are read
         shown = [safe_text(text) for text in lines[:MAX_DETAIL_LINES]]
         if len(shown) == len(lines):  # the decoded challenge belongs to the last line
             shown[-1] = with_note(shown[-1], safe_text(st.reply.note or ""))
