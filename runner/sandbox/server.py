@@ -35,17 +35,10 @@ from runner.transports.base import is_loopback
 
 log = logging.getLogger("runner.sandbox")
 
-PORT_KEYS = ("smtp", "smtps", "pop3", "pop3s", "imap", "imaps")
+PORT_KEYS = ("smtp", "smtps", "pop3", "pop3s", "imap", "imaps", "lmtp")
 DEFAULT_USERS = {"alice": "wonderland", "bob": "builder"}
 START_DEADLINE = 10.0
-_LABELS = {
-    "smtp": ("SMTP", "plain, STARTTLS, AUTH PLAIN LOGIN XOAUTH2 (also before TLS)"),
-    "smtps": ("SMTPS", "implicit TLS, AUTH PLAIN LOGIN XOAUTH2"),
-    "pop3": ("POP3", "plain, STLS, USER/PASS, AUTH PLAIN XOAUTH2"),
-    "pop3s": ("POP3S", "implicit TLS"),
-    "imap": ("IMAP", "plain, STARTTLS, LOGIN, AUTHENTICATE PLAIN XOAUTH2"),
-    "imaps": ("IMAPS", "implicit TLS"),
-}
+LMTP_SOCKET = "lmtp.sock"  # in the sandbox's work directory: Sandbox.lmtp_socket
 
 
 class SandboxError(Exception):
@@ -89,6 +82,7 @@ class Sandbox:
         self._maildir_root = Path(maildir_root) if maildir_root is not None else None
         self.maildir_root: Path | None = None
         self.ca_path = ""
+        self.lmtp_socket = ""  # the LMTP listener's unix socket, once started
         self.startup_seconds: float | None = None
         self._workdir: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -157,21 +151,23 @@ class Sandbox:
 
     async def _listen(self) -> None:
         from runner.sandbox.imap import imap_handler
+        from runner.sandbox.lmtp import SandboxLMTP
         from runner.sandbox.pop3 import pop3_handler
         from runner.sandbox.smtp import smtp_factory
 
         state = self._state
-        assert state is not None
+        assert state is not None and self._workdir is not None
         loop = asyncio.get_running_loop()
         for key in PORT_KEYS:
             implicit = key.endswith("s")
             ssl_ctx = state.tls_context if implicit else None
             port = self._requested_ports[key]
             try:
-                if key.startswith("smtp"):
-                    server = await loop.create_server(
-                        smtp_factory(state, implicit_tls=implicit), self.host, port, ssl=ssl_ctx
+                if key.startswith(("smtp", "lmtp")):
+                    factory = smtp_factory(
+                        state, implicit_tls=implicit, cls=SandboxLMTP if key == "lmtp" else None
                     )
+                    server = await loop.create_server(factory, self.host, port, ssl=ssl_ctx)
                 else:
                     handler = pop3_handler(state) if key.startswith("pop3") else imap_handler(state)
                     server = await asyncio.start_server(handler, self.host, port, ssl=ssl_ctx, limit=2**20)
@@ -181,6 +177,11 @@ class Sandbox:
                 ) from None
             self._servers.append(server)
             self.ports[key] = server.sockets[0].getsockname()[1]
+        # LMTP on a unix socket too, as Dovecot's usually is (connect: {unix: PATH})
+        path = str(Path(self._workdir) / LMTP_SOCKET)
+        server = await loop.create_unix_server(smtp_factory(state, implicit_tls=False, cls=SandboxLMTP), path)
+        self._servers.append(server)
+        self.lmtp_socket = path
 
     def stop(self) -> None:
         loop, thread = self._loop, self._thread
@@ -230,12 +231,16 @@ class Sandbox:
     # --- queries -------------------------------------------------------------------------
     def port_for(self, protocol: str, tls: str) -> int:
         proto = protocol.lower()
-        if proto not in ("smtp", "pop3", "imap"):
-            raise ValueError(f"the sandbox serves smtp, pop3 and imap, not {protocol!r}")
+        if proto not in ("smtp", "lmtp", "pop3", "imap"):
+            raise ValueError(f"the sandbox serves smtp, lmtp, pop3 and imap, not {protocol!r}")
         mode = tls.lower()
+        if proto == "lmtp" and mode in ("none", "plain", "starttls"):
+            return self.ports["lmtp"]
         if mode in ("none", "plain", "starttls"):
             return self.ports[proto]
         if mode in ("implicit", "tls", "ssl"):
+            if proto == "lmtp":
+                raise ValueError("the sandbox's LMTP has no implicit-TLS port (use tls: starttls)")
             return self.ports[proto + "s"]
         raise ValueError(f"unknown TLS mode {tls!r}; use none, starttls or implicit")
 
@@ -248,20 +253,56 @@ class Sandbox:
             raise RuntimeError("the sandbox is not started")
         return mailbox.Maildir(root / name, factory=None, create=True)
 
+    def offers(self) -> list[tuple[str, str, str, str, list[str]]]:
+        """Per listener: (label, address, how, the command that lists what it offers, that list):
+        the very lists EHLO/LHLO, CAPA and CAPABILITY answer before login."""
+        from types import SimpleNamespace
+
+        from runner.sandbox.imap import IMAPSession
+        from runner.sandbox.pop3 import capabilities
+        from runner.sandbox.smtp import extensions
+
+        def imap(tls: bool) -> list[str]:
+            return IMAPSession(self._state, SimpleNamespace(tls=tls)).capabilities().split()
+
+        at = {key: _hostport(self.host, port) for key, port in self.ports.items()}
+        smtp = ("EHLO", "plain, STARTTLS; AUTH also before TLS", "implicit TLS")
+        lmtp = ("LHLO", "plain, STARTTLS; no AUTH", extensions(lmtp=True, starttls=True))
+        return [
+            ("SMTP", at["smtp"], smtp[1], smtp[0], extensions(starttls=True)),
+            ("SMTPS", at["smtps"], smtp[2], smtp[0], extensions(starttls=False)),
+            ("LMTP", at["lmtp"], *lmtp[1:2], lmtp[0], lmtp[2]),
+            ("LMTP", f"unix:{self.lmtp_socket}", *lmtp[1:2], lmtp[0], lmtp[2]),
+            ("POP3", at["pop3"], "plain, STLS", "CAPA", capabilities(tls=False, logged_in=False)),
+            ("POP3S", at["pop3s"], "implicit TLS", "CAPA", capabilities(tls=True, logged_in=False)),
+            ("IMAP", at["imap"], "plain, STARTTLS", "CAPABILITY", imap(False)),
+            ("IMAPS", at["imaps"], "implicit TLS", "CAPABILITY", imap(True)),
+        ]
+
     def describe(self) -> str:
+        """The start banner of `mailrun sandbox`: every listener and what it offers."""
+        from runner.sandbox.lmtp import FULL_MAILBOX
+
         lines = [f"mailrun sandbox listening on {self.host}:"]
-        for key in PORT_KEYS:
-            label, what = _LABELS[key]
-            lines.append(f"  {label:<6} {_hostport(self.host, self.ports[key]):<22} {what}")
+        if self._state is not None:
+            for label, address, how, verb, offered in self.offers():
+                lines.append(f"  {label:<6} {address:<22} {how}")
+                sep = " " if verb == "CAPABILITY" else ", "
+                lines.append(f"  {'':<6} {verb}: {sep.join(offered)}")
+        users = ", ".join(f"{u} / {p}" for u, p in self.users.items())
         if self.accept_any_login:
             lines.append(
-                f"users: any login and any password or OAuth token are accepted (domain {self.domain})"
+                f"users: any login and any password or OAuth token are accepted (domain {self.domain}); "
+                f"CRAM-MD5 and SCRAM-SHA-* prove a password the server must know: {users}"
             )
         else:
-            shown = ", ".join(f"{u} / {p}" for u, p in self.users.items())
-            lines.append(f"users (login as NAME or NAME@{self.domain}): {shown}")
-            lines.append("XOAUTH2 (OAuth 2.0) logins take the user's password as the token")
+            lines.append(f"users (login as NAME or NAME@{self.domain}): {users}")
+            lines.append("XOAUTH2 and OAUTHBEARER (OAuth 2.0) logins take the user's password as the token")
         lines.append(f"mail to any address is delivered; maildirs under {self.maildir_root}")
+        lines.append(
+            f"LMTP: {FULL_MAILBOX}@{self.domain} is accepted at RCPT, then refused after the message "
+            "(452 4.2.2 Mailbox is full), for trying per-recipient replies"
+        )
         if self.welcome:
             lines.append(
                 f"each new mailbox starts with one message from postmaster@{self.domain}, "
