@@ -222,3 +222,67 @@ def test_auth_mistakes_are_load_errors(tmp_path, step, message):
     path.write_text(f"name: bad\nprotocol: smtp\nconnect: {{host: 127.0.0.1}}\nsteps:\n  - auth: {step}\n")
     r = mailrun("validate", path)
     assert r.returncode == 2 and message in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+# --------------------------------------------------------------------------- against the sandbox
+SANDBOX_AUTH = """\
+name: sandbox auth {mechanism}
+protocol: %(protocol)s
+connect: {{host: 127.0.0.1, port: {port}}}
+vars: {{user: "{user}", password: "{password}"}}
+secrets: [password]
+steps:
+  - S: %(greeting)s
+%(hello)s  - auth: {{mechanism: {mechanism}, user: "{{{{ user }}}}", %(key)s: "{{{{ password }}}}"{extra}}}
+{expect}  - C: QUIT
+    S: %(bye)s
+"""
+SANDBOX_MECHANISMS = [*MECHANISMS, "XOAUTH2", "OAUTHBEARER"]
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    from runner.sandbox.server import Sandbox
+
+    with Sandbox() as sb:  # published users only: a wrong password fails for every mechanism
+        yield sb
+
+
+def sandbox_auth(tmp_path, sb, protocol: str, mechanism: str, password: str):
+    template = SANDBOX_AUTH % {
+        "protocol": protocol,
+        "greeting": "220" if protocol == "smtp" else "+OK",
+        "hello": "  - C: EHLO client.example.test\n    S: 250\n" if protocol == "smtp" else "",
+        "key": "token" if "OAUTH" in mechanism else "password",
+        "bye": "221" if protocol == "smtp" else "+OK",
+    }
+    user = "alice@mailrun.test"
+    r, everything = run_auth(tmp_path, template, sb.ports[protocol], mechanism, user, password)
+    forms = derived_forms(user, password) + [
+        base64.b64encode(f"user={user}\x01auth=Bearer {password}\x01\x01".encode()).decode(),
+        base64.b64encode(f"n,a={user},\x01auth=Bearer {password}\x01\x01".encode()).decode(),
+    ]
+    return r, everything, forms
+
+
+@pytest.mark.parametrize("mechanism", SANDBOX_MECHANISMS)
+@pytest.mark.parametrize("protocol", ["smtp", "pop3"])
+def test_every_mechanism_against_the_sandbox(sandbox, tmp_path, protocol, mechanism):
+    r, everything, forms = sandbox_auth(tmp_path, sandbox, protocol, mechanism, "wonderland")
+    assert r.returncode == 0, r.stdout + r.stderr
+    for form in forms:
+        assert form not in everything
+    if mechanism.startswith("SCRAM"):
+        assert "challenge: r=" in r.stdout  # the server-first message, decoded
+
+
+@pytest.mark.parametrize("mechanism", SANDBOX_MECHANISMS)
+@pytest.mark.parametrize("protocol", ["smtp", "pop3"])
+def test_a_wrong_password_against_the_sandbox_fails_and_shows_nothing_derived(
+    sandbox, tmp_path, protocol, mechanism
+):
+    r, everything, forms = sandbox_auth(tmp_path, sandbox, protocol, mechanism, "Wrong-Pass-42")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert ("535 5.7.8" if protocol == "smtp" else "-ERR [AUTH]") in r.stdout
+    for form in forms:
+        assert form not in everything

@@ -125,6 +125,61 @@ def test_ca_certificate_file_and_describe(sb: Sandbox):
     assert "alice / wonderland" in text and "bob / builder" in text
 
 
+def _asked(sb: Sandbox, label: str, address: str) -> list[str]:
+    """What the listener itself answers to EHLO/LHLO, CAPA or CAPABILITY before login."""
+    tls = label in ("SMTPS", "POP3S", "IMAPS")
+    if address.startswith("unix:"):
+        raw = socket.socket(socket.AF_UNIX)
+        raw.settimeout(5)
+        raw.connect(address[5:])
+    else:
+        raw = socket.create_connection((sb.host, int(address.rsplit(":", 1)[1])), timeout=5)
+    if tls:
+        raw = ssl.create_default_context(cafile=sb.ca_path).wrap_socket(raw, server_hostname="localhost")
+    f = raw.makefile("rb")
+    f.readline()
+    command = {"SMTP": b"EHLO x", "LMTP": b"LHLO x", "POP3": b"CAPA", "IMAP": b"a CAPABILITY"}[
+        label.rstrip("S")
+    ]
+    raw.sendall(command + b"\r\n")
+    lines = []
+    while True:
+        line = f.readline().rstrip(b"\r\n").decode()
+        if label.startswith(("SMTP", "LMTP")):
+            lines.append(line[4:])
+            if line[3] == " ":
+                raw.close()
+                return lines[1:]  # after the host name
+        elif label.startswith("POP3"):
+            if line == ".":
+                raw.close()
+                return lines[1:]  # after +OK
+            lines.append(line)
+        else:
+            raw.close()
+            assert line.startswith("* CAPABILITY ")
+            return line.split()[2:]
+
+
+def test_the_start_banner_lists_what_each_listener_answers(sb: Sandbox):
+    """`mailrun sandbox` prints, per listener, the very list EHLO/LHLO, CAPA and CAPABILITY give."""
+    text = sb.describe().splitlines()
+    seen = set()
+    for i, line in enumerate(text):
+        m = re.match(r"  (SMTPS?|LMTP|POP3S?|IMAPS?) +(\S+) ", line)
+        if not m:
+            continue
+        verb, _, offered = text[i + 1].strip().partition(": ")
+        listed = offered.split(" " if verb == "CAPABILITY" else ", ")
+        assert listed == _asked(sb, m[1], m[2]), line
+        seen.add((m[1], m[2].startswith("unix:")))
+    assert len(seen) == 8  # SMTP, SMTPS, LMTP on TCP and on the unix socket, POP3(S), IMAP(S)
+    banner = "\n".join(text)
+    assert "AUTH PLAIN LOGIN CRAM-MD5 SCRAM-SHA-1 SCRAM-SHA-256 XOAUTH2 OAUTHBEARER" in banner
+    assert "SASL PLAIN LOGIN CRAM-MD5 SCRAM-SHA-1 SCRAM-SHA-256 XOAUTH2 OAUTHBEARER" in banner
+    assert "CHUNKING" in banner and f"unix:{sb.lmtp_socket}" in banner and "full@mailrun.test" in banner
+
+
 def test_port_for_maps_protocol_and_tls_mode(sb: Sandbox):
     assert sb.port_for("smtp", "none") == sb.ports["smtp"]
     assert sb.port_for("smtp", "starttls") == sb.ports["smtp"]
