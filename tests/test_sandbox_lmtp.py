@@ -60,7 +60,7 @@ class Raw:
 
 def messages(sb: Sandbox, user: str) -> list[bytes]:
     mb = sb.mailbox(user)
-    return [mb.get_bytes(k) for k in mb.keys()]
+    return [mb.get_bytes(k) for k in mb.iterkeys()]
 
 
 def body_of(stored: bytes) -> bytes:
