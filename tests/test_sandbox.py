@@ -84,8 +84,8 @@ def test_start_is_fast_and_every_port_accepts_connections():
     try:
         assert elapsed < 1.0, f"sandbox start-up took {elapsed:.3f} s"
         assert sandbox.startup_seconds is not None and sandbox.startup_seconds < 1.0
-        assert set(sandbox.ports) == {"smtp", "smtps", "pop3", "pop3s", "imap", "imaps", "lmtp"}
-        assert len(set(sandbox.ports.values())) == 7 and all(p > 0 for p in sandbox.ports.values())
+        assert set(sandbox.ports) == {"smtp", "smtps", "pop3", "pop3s", "imap", "imaps", "lmtp", "smtp_proxy"}
+        assert len(set(sandbox.ports.values())) == 8 and all(p > 0 for p in sandbox.ports.values())
         for port in sandbox.ports.values():
             socket.create_connection((sandbox.host, port), timeout=2).close()
         with socket.socket(socket.AF_UNIX) as unix:
@@ -136,6 +136,9 @@ def _asked(sb: Sandbox, label: str, address: str) -> list[str]:
         raw = socket.create_connection((sb.host, int(address.rsplit(":", 1)[1])), timeout=5)
     if tls:
         raw = ssl.create_default_context(cafile=sb.ca_path).wrap_socket(raw, server_hostname="localhost")
+    if label == "PROXY":  # the SMTP listener that expects a PROXY header first
+        raw.sendall(b"PROXY TCP4 203.0.113.7 127.0.0.1 4242 25\r\n")
+        label = "SMTP"
     f = raw.makefile("rb")
     f.readline()
     command = {"SMTP": b"EHLO x", "LMTP": b"LHLO x", "POP3": b"CAPA", "IMAP": b"a CAPABILITY"}[
@@ -166,14 +169,14 @@ def test_the_start_banner_lists_what_each_listener_answers(sb: Sandbox):
     text = sb.describe().splitlines()
     seen = set()
     for i, line in enumerate(text):
-        m = re.match(r"  (SMTPS?|LMTP|POP3S?|IMAPS?) +(\S+) ", line)
+        m = re.match(r"  (SMTPS?|PROXY|LMTP|POP3S?|IMAPS?) +(\S+) ", line)
         if not m:
             continue
         verb, _, offered = text[i + 1].strip().partition(": ")
         listed = offered.split(" " if verb == "CAPABILITY" else ", ")
         assert listed == _asked(sb, m[1], m[2]), line
         seen.add((m[1], m[2].startswith("unix:")))
-    assert len(seen) == 8  # SMTP, SMTPS, LMTP on TCP and on the unix socket, POP3(S), IMAP(S)
+    assert len(seen) == 9  # SMTP, SMTPS, PROXY, LMTP on TCP and on the unix socket, POP3(S), IMAP(S)
     banner = "\n".join(text)
     assert "AUTH PLAIN LOGIN CRAM-MD5 SCRAM-SHA-1 SCRAM-SHA-256 XOAUTH2 OAUTHBEARER" in banner
     assert "SASL PLAIN LOGIN CRAM-MD5 SCRAM-SHA-1 SCRAM-SHA-256 XOAUTH2 OAUTHBEARER" in banner

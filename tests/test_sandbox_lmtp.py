@@ -257,3 +257,67 @@ def test_mailrun_lmtp_steps_against_the_sandbox(sb, tmp_path, over, send):
     path.write_text(LMTP_SCENARIO.format(connect=connect, send=step).replace('"452 4.2.2"', "250"))
     r = mailrun(path)
     assert r.returncode == 1 and "recipient 2 of 2" in r.stdout, r.stdout
+
+
+def test_sandbox_option_points_a_unix_lmtp_session_at_the_sandbox_socket(tmp_path):
+    path = tmp_path / "unix.yaml"
+    path.write_text(
+        LMTP_SCENARIO.format(
+            connect='{unix: "/nonexistent/dovecot/lmtp"}',
+            send='C: DATA\n    S: 354\n  - body: "Subject: via --sandbox\\n\\nx\\n"',
+        )
+    )
+    r = mailrun("--sandbox", "-v", path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "unix:/tmp/" in r.stdout and "/lmtp.sock" in r.stdout  # the sandbox's socket, not the file's
+
+
+# --------------------------------------------------------------------------- the PROXY listener
+def proxied(sb: Sandbox, header: bytes) -> Raw:
+    sock = socket.create_connection((sb.host, sb.ports["smtp_proxy"]), timeout=T)
+    sock.sendall(header)
+    c = Raw.__new__(Raw)
+    c.sock, c.file = sock, sock.makefile("rb")
+    c.greeting = c.line()
+    return c
+
+
+def send_one(c: Raw, to: bytes) -> None:
+    c.cmd(b"EHLO client.example.test")
+    assert c.cmd(b"MAIL FROM:<a@x.test>") == b"250 2.1.0 Ok"
+    assert c.cmd(b"RCPT TO:<%s>" % to) == b"250 2.1.5 Ok"
+    assert c.cmd(b"DATA").startswith(b"354")
+    assert c.cmd(b"Subject: proxied\r\n\r\nx\r\n.\r\n").startswith(b"250 2.0.0 Ok: queued as")
+    c.close()
+
+
+def test_the_proxy_listener_takes_the_source_of_a_v1_and_a_v2_header(sb):
+    c = proxied(sb, b"PROXY TCP4 203.0.113.7 127.0.0.1 4242 25\r\n")
+    assert c.greeting == b"220 mail.mailrun.test ESMTP mailrun sandbox"
+    send_one(c, b"carol@example.org")
+    # version 2, written by hand: signature, v2 PROXY, TCP over IPv6, 36 address bytes
+    src, dst = socket.inet_pton(socket.AF_INET6, "2001:db8::7"), socket.inet_pton(socket.AF_INET6, "::1")
+    v2 = (
+        b"\r\n\r\n\x00\r\nQUIT\n"
+        + b"\x21\x21"
+        + (36).to_bytes(2, "big")
+        + src
+        + dst
+        + (4343).to_bytes(2, "big")
+    )
+    v2 += (25).to_bytes(2, "big")
+    send_one(proxied(sb, v2), b"dave@example.org")
+    (first,) = messages(sb, "carol@example.org")
+    assert b"Received: from client.example.test ([203.0.113.7]:4242 via PROXY v1 from 127.0.0.1)" in first
+    (second,) = messages(sb, "dave@example.org")
+    assert b"([2001:db8::7]:4343 via PROXY v2 from 127.0.0.1)" in second
+
+
+def test_the_proxy_listener_closes_a_connection_without_the_header(sb):
+    sock = socket.create_connection((sb.host, sb.ports["smtp_proxy"]), timeout=T)
+    sock.sendall(b"EHLO client.example.test\r\n")
+    assert sock.recv(100) == b""  # closed, nothing said
+    sock.close()
+    assert sb.port_for("smtp", "starttls", proxy=True) == sb.ports["smtp_proxy"]
+    with pytest.raises(ValueError, match="PROXY header only on SMTP"):
+        sb.port_for("pop3", "none", proxy=True)

@@ -178,7 +178,8 @@ def start_sandbox(options):
     def adjust(config):
         return config.replace(
             host=sb.host,
-            port=sb.port_for(config.protocol, config.tls),
+            port=sb.port_for(config.protocol, config.tls, proxy=config.proxy is not None),
+            unix=sb.unix_for(config.protocol, config.unix),
             ca=Path(sb.ca_path),
             tls_verify=True,
             server_name=None,

@@ -35,7 +35,7 @@ from runner.transports.base import is_loopback
 
 log = logging.getLogger("runner.sandbox")
 
-PORT_KEYS = ("smtp", "smtps", "pop3", "pop3s", "imap", "imaps", "lmtp")
+PORT_KEYS = ("smtp", "smtps", "pop3", "pop3s", "imap", "imaps", "lmtp", "smtp_proxy")
 DEFAULT_USERS = {"alice": "wonderland", "bob": "builder"}
 START_DEADLINE = 10.0
 LMTP_SOCKET = "lmtp.sock"  # in the sandbox's work directory: Sandbox.lmtp_socket
@@ -164,9 +164,8 @@ class Sandbox:
             port = self._requested_ports[key]
             try:
                 if key.startswith(("smtp", "lmtp")):
-                    factory = smtp_factory(
-                        state, implicit_tls=implicit, cls=SandboxLMTP if key == "lmtp" else None
-                    )
+                    cls = SandboxLMTP if key == "lmtp" else None
+                    factory = smtp_factory(state, implicit_tls=implicit, cls=cls, proxy=key == "smtp_proxy")
                     server = await loop.create_server(factory, self.host, port, ssl=ssl_ctx)
                 else:
                     handler = pop3_handler(state) if key.startswith("pop3") else imap_handler(state)
@@ -229,8 +228,14 @@ class Sandbox:
         self.stop()
 
     # --- queries -------------------------------------------------------------------------
-    def port_for(self, protocol: str, tls: str) -> int:
+    def port_for(self, protocol: str, tls: str, *, proxy: bool = False) -> int:
+        """The port for a session of `protocol` with TLS mode `tls`; `proxy`: it sends a PROXY
+        header first (the SMTP listener that expects one)."""
         proto = protocol.lower()
+        if proxy:
+            if proto != "smtp" or tls.lower() not in ("none", "plain", "starttls"):
+                raise ValueError("the sandbox expects a PROXY header only on SMTP without implicit TLS")
+            return self.ports["smtp_proxy"]
         if proto not in ("smtp", "lmtp", "pop3", "imap"):
             raise ValueError(f"the sandbox serves smtp, lmtp, pop3 and imap, not {protocol!r}")
         mode = tls.lower()
@@ -243,6 +248,13 @@ class Sandbox:
                 raise ValueError("the sandbox's LMTP has no implicit-TLS port (use tls: starttls)")
             return self.ports[proto + "s"]
         raise ValueError(f"unknown TLS mode {tls!r}; use none, starttls or implicit")
+
+    def unix_for(self, protocol: str, unix: str | Path | None) -> Path | None:
+        """Where a session that names a unix socket goes instead: the sandbox's LMTP socket for
+        LMTP, else None (the TCP port of port_for)."""
+        if unix is None or protocol.lower() != "lmtp" or not self.lmtp_socket:
+            return None
+        return Path(self.lmtp_socket)
 
     def mailbox(self, user: str) -> mailbox.Maildir:
         name = normalise(user, self.domain)
@@ -266,14 +278,21 @@ class Sandbox:
             return IMAPSession(self._state, SimpleNamespace(tls=tls)).capabilities().split()
 
         at = {key: _hostport(self.host, port) for key, port in self.ports.items()}
-        smtp = ("EHLO", "plain, STARTTLS; AUTH also before TLS", "implicit TLS")
-        lmtp = ("LHLO", "plain, STARTTLS; no AUTH", extensions(lmtp=True, starttls=True))
+        lmtp = extensions(lmtp=True, starttls=True)
+        pop3 = capabilities(tls=False, logged_in=False)
         return [
-            ("SMTP", at["smtp"], smtp[1], smtp[0], extensions(starttls=True)),
-            ("SMTPS", at["smtps"], smtp[2], smtp[0], extensions(starttls=False)),
-            ("LMTP", at["lmtp"], *lmtp[1:2], lmtp[0], lmtp[2]),
-            ("LMTP", f"unix:{self.lmtp_socket}", *lmtp[1:2], lmtp[0], lmtp[2]),
-            ("POP3", at["pop3"], "plain, STLS", "CAPA", capabilities(tls=False, logged_in=False)),
+            ("SMTP", at["smtp"], "plain, STARTTLS; AUTH also before TLS", "EHLO", extensions(starttls=True)),
+            ("SMTPS", at["smtps"], "implicit TLS", "EHLO", extensions(starttls=False)),
+            (
+                "PROXY",
+                at["smtp_proxy"],
+                "SMTP after a PROXY header (v1 or v2)",
+                "EHLO",
+                extensions(starttls=True),
+            ),
+            ("LMTP", at["lmtp"], "plain, STARTTLS; no AUTH", "LHLO", lmtp),
+            ("LMTP", f"unix:{self.lmtp_socket}", "plain, STARTTLS; no AUTH", "LHLO", lmtp),
+            ("POP3", at["pop3"], "plain, STLS", "CAPA", pop3),
             ("POP3S", at["pop3s"], "implicit TLS", "CAPA", capabilities(tls=True, logged_in=False)),
             ("IMAP", at["imap"], "plain, STARTTLS", "CAPABILITY", imap(False)),
             ("IMAPS", at["imaps"], "implicit TLS", "CAPABILITY", imap(True)),
@@ -338,7 +357,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     for key in PORT_KEYS:
-        p.add_argument(f"--{key}-port", type=_port, default=0, metavar="N", help=f"{key} port (0 = any free)")
+        flag = key.replace("_", "-")
+        p.add_argument(
+            f"--{flag}-port", type=_port, default=0, metavar="N", help=f"{flag} port (0 = any free)"
+        )
     p.add_argument("--maildir", metavar="DIR", help="keep the Maildirs here (default: a temporary directory)")
     p.add_argument(
         "--accept-any-login",

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("runner.sandbox.smtp")
 
 SIZE_LIMIT = 10240000
+PROXY_TIMEOUT = 10.0  # seconds the PROXY listener waits for the header
 MAX_RECIPIENTS = 1000
 
 _HAS_ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}( |$)")
@@ -334,6 +335,11 @@ class SMTPHandler:
         lines = [server.hostname, *extensions(lmtp=server.lmtp, starttls=starttls)]
         return [f"250-{x}" for x in lines[:-1]] + [f"250 {lines[-1]}"]
 
+    async def handle_PROXY(self, server, session, envelope, proxy_data) -> bool:
+        """The PROXY listener: a valid header (aiosmtpd parsed it) is accepted; the source it
+        names is the client in the Received header."""
+        return bool(proxy_data.valid)
+
     async def handle_MAIL(self, server, session, envelope, address: str, mail_options: list[str]) -> str:
         envelope.mail_from = NullSender() if address == _NULL_PLACEHOLDER else address
         envelope.mail_options.extend(mail_options)
@@ -376,6 +382,10 @@ class SMTPHandler:
         if session.authenticated:
             with_proto += "A"
         peer = session.peer[0] if session.peer else "unknown"
+        client = f"localhost [{peer}]"
+        proxied = session.proxy_data
+        if proxied is not None and proxied.src_addr is not None:
+            client = f"[{proxied.src_addr}]:{proxied.src_port} via PROXY v{proxied.version} from {peer}"
         statuses = []
         for rcpt in envelope.rcpt_tos:
             name = self.state.store_name(rcpt)
@@ -383,7 +393,7 @@ class SMTPHandler:
             trace = (
                 f"Return-Path: <{envelope.mail_from}>\r\n"
                 f"Delivered-To: {rcpt}\r\n"
-                f"Received: from {session.host_name} (localhost [{peer}])\r\n"
+                f"Received: from {session.host_name} ({client})\r\n"
                 f"\tby {server.hostname} (mailrun sandbox) with {with_proto} id {queue_id}\r\n"
                 f"\tfor <{rcpt}>; {format_datetime(datetime.now(UTC))}\r\n"
             ).encode("utf-8", "surrogateescape")
@@ -399,8 +409,11 @@ class SMTPHandler:
         return "451 4.3.0 Error: internal sandbox error"
 
 
-def smtp_factory(state: SandboxState, *, implicit_tls: bool, cls: type[SandboxSMTP] | None = None):
-    """The protocol factory of one SMTP listener (or LMTP: `cls` runner.sandbox.lmtp.SandboxLMTP)."""
+def smtp_factory(
+    state: SandboxState, *, implicit_tls: bool, cls: type[SandboxSMTP] | None = None, proxy: bool = False
+):
+    """The protocol factory of one SMTP listener (or LMTP: `cls` runner.sandbox.lmtp.SandboxLMTP);
+    `proxy`: each connection must start with a HAProxy PROXY header (v1 or v2), else it is closed."""
     handler = SMTPHandler(state)
     loop = asyncio.get_running_loop()
     cls = cls or SandboxSMTP
@@ -416,6 +429,7 @@ def smtp_factory(state: SandboxState, *, implicit_tls: bool, cls: type[SandboxSM
             tls_context=None if implicit_tls else state.tls_context,
             auth_require_tls=False,
             timeout=state.idle_timeout,
+            proxy_protocol_timeout=PROXY_TIMEOUT if proxy else None,
             loop=loop,
         )
 
