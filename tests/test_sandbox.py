@@ -380,6 +380,8 @@ def test_bad_commands_get_proper_errors(sb: Sandbox):
         (b"MAIL FROM:<alice@mailrun.test>\r\n", b"250 2.1.0 Ok"),
         (b"MAIL FROM:<alice@mailrun.test>\r\n", b"503 5.5.1 Error: nested MAIL command"),
         (b"RCPT TO:<../../etc@x>\r\n", None),
+        (b"AUTH PLAIN\r\n", b"503 5.5.1 Error: MAIL transaction in progress"),
+        (b"RSET\r\n", b"250 2.0.0 Ok"),
         (b"AUTH DIGEST-MD5\r\n", b"504 5.5.4 Unrecognized authentication type"),
         (b"NOOP\r\n", b"250 2.0.0 Ok"),
     ]

@@ -226,6 +226,12 @@ def test_malformed_and_aborted_exchanges(sb):
     assert w.line() == b"334 "
     w.send("not base64!")
     assert w.line() == b"501 5.5.2 Can't decode base64"
+    w.send("MAIL FROM:<a@x.test>")
+    assert w.line() == b"250 2.1.0 Ok"
+    w.send("AUTH PLAIN " + base64.b64encode(b"\0alice\0wonderland").decode())
+    assert w.line() == b"503 5.5.1 Error: MAIL transaction in progress"  # RFC 4954 section 4
+    w.send("RSET")
+    assert w.line() == b"250 2.0.0 Ok"
     w.send("AUTH PLAIN " + base64.b64encode(b"\0alice\0wonderland").decode())
     assert w.line() == SUCCESS["smtp"]
     w.close()

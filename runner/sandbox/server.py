@@ -1,11 +1,14 @@
-"""The sandbox: SMTP, POP3 and IMAP over shared Maildirs, on loopback, in a background thread.
+"""The sandbox: SMTP, LMTP, POP3 and IMAP over shared Maildirs, on loopback, in a background thread.
 
     with Sandbox() as sb:                         # every port bound and listening on return
         smtplib.SMTP(sb.host, sb.ports["smtp"])
         sb.mailbox("alice")                       # mailbox.Maildir
 
-Logins: USER/PASS, LOGIN, AUTH/AUTHENTICATE PLAIN and LOGIN (SMTP), and XOAUTH2 everywhere (the
-OAuth token counts as the password). `accept_any_login=True` accepts every login and token.
+Logins: USER/PASS, IMAP LOGIN, SMTP and POP3 AUTH with every mechanism of runner.sandbox.sasl,
+IMAP AUTHENTICATE PLAIN and XOAUTH2 (an OAuth token counts as the password). `accept_any_login=True`
+accepts every login and token (CRAM-MD5 and SCRAM still need a published user's password).
+Listeners: ports smtp, smtps, lmtp, smtp_proxy (expects a PROXY header), pop3(s), imap(s), and
+the LMTP unix socket `lmtp_socket`; `describe()` is the start banner, `offers()` what it lists.
 `welcome=True` gives each new mailbox a welcome message; it defaults to `accept_any_login`.
 
 `main()` is `mailrun sandbox`: the same service in the foreground until Ctrl-C / SIGTERM.
@@ -352,7 +355,7 @@ def _port(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mailrun sandbox",
-        description="Run a local SMTP/POP3/IMAP mail service on loopback for trying scenarios, "
+        description="Run a local SMTP/LMTP/POP3/IMAP mail service on loopback for trying scenarios, "
         "until Ctrl-C. Ports default to free ones (0).",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")

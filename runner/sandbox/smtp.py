@@ -179,6 +179,9 @@ class SandboxSMTP(SMTP):
         if arg:
             mechanism, sep, rest = arg.strip().partition(" ")
             arg = mechanism.upper() + sep + rest
+        if self.envelope is not None and self.envelope.mail_from and not self.session.authenticated:
+            await self.push("503 5.5.1 Error: MAIL transaction in progress")  # RFC 4954 section 4
+            return
         await super().smtp_AUTH(arg)
 
     async def sasl(self, name: str, args: list[str]) -> AuthResult:
