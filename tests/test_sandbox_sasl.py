@@ -218,6 +218,10 @@ def test_malformed_and_aborted_exchanges(sb):
         == b"501 5.5.2 Invalid SCRAM-SHA-256 response: SCRAM-SHA-256 client-final message has the wrong nonce or no proof"
     )
     assert first.startswith(b"r=abc")
+    w.send("AUTH CRAM-MD5")
+    assert w.line().startswith(b"334 ")
+    w.send(base64.b64encode(("alice " + "é" * 32).encode()))  # 32 characters, not hex digits
+    assert w.line() == FAILED["smtp"]
     w.send("AUTH LOGIN")
     assert w.line() == b"334 VXNlcm5hbWU6"
     w.send("*")

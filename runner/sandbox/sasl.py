@@ -227,7 +227,7 @@ class CramMD5(ServerMechanism):
         if known is None:
             return REFUSED
         expected = hmac.new(known[1].encode(), self.challenge, hashlib.md5).hexdigest()
-        if not hmac.compare_digest(expected, digest.lower()):
+        if not hmac.compare_digest(expected.encode(), digest.lower().encode("utf-8")):
             return REFUSED
         return Outcome(mailbox=self.state.open_mailbox(known[0]))
 
