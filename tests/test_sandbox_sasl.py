@@ -300,3 +300,36 @@ def test_swaks_cram_md5(sb, password, ok):
     assert ("235 2.7.0 Authentication successful" in r.stdout) == ok
     if not ok:
         assert "535 5.7.8" in r.stdout
+
+
+def test_no_response_breaks_a_server_mechanism(sb):
+    """Sans-IO: arbitrary bytes at every stage give an Outcome (a challenge, a refusal or
+    'malformed'), never an exception, and never a login."""
+    import random
+
+    from runner.sandbox.sasl import server_mechanism
+
+    rng = random.Random(16)
+    samples = [
+        b"",
+        b"\x00",
+        b"\x00\x00",
+        b"=",
+        b",",
+        b"n,,",
+        b"n,,n=,r=",
+        b"\x01\x01",
+        b"a b",
+        "é".encode() * 40,
+    ]
+    samples += [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 80))) for _ in range(60)]
+    for name in MECHANISMS:
+        for first in samples:
+            for second in samples[:12]:
+                mech = server_mechanism(name, sb._state)
+                outcome = mech.start(first if mech.initial_allowed else None)
+                for response in (first, second, b"", second):
+                    if outcome.done:
+                        break
+                    outcome = mech.step(response)
+                assert outcome.mailbox is None, (name, first, second)
