@@ -321,3 +321,22 @@ def test_the_proxy_listener_closes_a_connection_without_the_header(sb):
     assert sb.port_for("smtp", "starttls", proxy=True) == sb.ports["smtp_proxy"]
     with pytest.raises(ValueError, match="PROXY header only on SMTP"):
         sb.port_for("pop3", "none", proxy=True)
+
+
+def test_lmtp_starttls_then_lhlo_over_tls(sb):
+    import ssl
+
+    c = Raw(sb, "lmtp")
+    c.cmd(b"LHLO me")
+    assert c.cmd(b"STARTTLS") == b"220 2.0.0 Ready to start TLS"
+    tls = ssl.create_default_context(cafile=sb.ca_path).wrap_socket(c.sock, server_hostname="localhost")
+    c.sock, c.file = tls, tls.makefile("rb")
+    tls.sendall(b"LHLO me\r\n")
+    lines = c.reply()
+    assert b"250-STARTTLS" not in lines and lines[-1] == b"250 CHUNKING"
+    c.cmd(b"MAIL FROM:<a@x.test>")
+    c.cmd(b"RCPT TO:<erin@example.org>")
+    assert c.cmd(b"BDAT 3 LAST\r\nx\r\n").startswith(b"250 2.0.0 <erin@example.org> Ok: delivered as ")
+    c.close()
+    (stored,) = messages(sb, "erin@example.org")
+    assert b"with LMTPS id " in stored  # RFC 3848: LMTP over TLS
