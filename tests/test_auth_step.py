@@ -288,3 +288,26 @@ def test_a_wrong_password_against_the_sandbox_fails_and_shows_nothing_derived(
     assert ("535 5.7.8" if protocol == "smtp" else "-ERR [AUTH]") in r.stdout
     for form in forms:
         assert form not in everything
+
+
+@pytest.mark.parametrize("protocol", ["smtp", "pop3"])
+def test_external_against_the_sandbox_with_and_without_a_client_certificate(sandbox, tmp_path, protocol):
+    cert, key = sandbox.client_cert("bob")
+    hello = "  - C: EHLO client.example.test\n    S: 250\n" if protocol == "smtp" else ""
+    for with_cert, expected in ((True, 0), (False, 1)):
+        tls = f"client_cert: {cert}, client_key: {key}" if with_cert else "tls_verify: true"
+        path = tmp_path / f"external-{with_cert}.yaml"
+        path.write_text(
+            f"""\
+name: {protocol} auth EXTERNAL
+protocol: {protocol}
+connect: {{host: localhost, port: {sandbox.ports[protocol + "s"]}, tls: implicit, ca: {sandbox.ca_path}, {tls}}}
+steps:
+  - S: {"220" if protocol == "smtp" else "+OK"}
+{hello}  - auth: {{mechanism: EXTERNAL}}
+  - C: QUIT
+"""
+        )
+        r = mailrun(path, "-v")
+        assert r.returncode == expected, r.stdout + r.stderr
+        assert "C: AUTH EXTERNAL =" in r.stdout  # the empty initial response: the certificate's identity

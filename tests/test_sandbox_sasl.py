@@ -145,8 +145,11 @@ OAUTH_FAILED = {
 }
 
 
+PASSWORD_MECHANISMS = [m for m in MECHANISMS if m != "EXTERNAL"]  # EXTERNAL: see below
+
+
 @pytest.mark.parametrize("initial", [True, False], ids=["initial-response", "after-challenge"])
-@pytest.mark.parametrize("mechanism", MECHANISMS)
+@pytest.mark.parametrize("mechanism", PASSWORD_MECHANISMS)
 @pytest.mark.parametrize("protocol", ["smtp", "pop3"])
 def test_every_mechanism_logs_in_and_scram_proves_the_server(sb, protocol, mechanism, initial):
     w = Wire(sb, protocol)
@@ -163,7 +166,7 @@ def test_every_mechanism_logs_in_and_scram_proves_the_server(sb, protocol, mecha
     w.close()
 
 
-@pytest.mark.parametrize("mechanism", MECHANISMS)
+@pytest.mark.parametrize("mechanism", PASSWORD_MECHANISMS)
 @pytest.mark.parametrize("protocol", ["smtp", "pop3"])
 def test_a_wrong_password_is_refused_without_echoing_it(sb, protocol, mechanism):
     w = Wire(sb, protocol)
@@ -254,6 +257,72 @@ def test_malformed_and_aborted_exchanges(sb):
     p.send("%%%")
     assert p.line() == b"-ERR Invalid AUTH SCRAM-SHA-1 response: invalid base64 data."
     p.close()
+
+
+# --------------------------------------------------------------------------- EXTERNAL
+def tls_client(sb: Sandbox, key: str, cert: tuple[str, str] | None, *, starttls: bool = False):
+    """A file-like TLS connection to the smtps/pop3s port (or STARTTLS/STLS on the plain one)."""
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=sb.ca_path)
+    if cert:
+        ctx.load_cert_chain(*cert)
+    raw = socket.create_connection((sb.host, sb.ports[key]), timeout=T)
+    if starttls:
+        f = raw.makefile("rb")
+        f.readline()
+        raw.sendall(b"STARTTLS\r\n" if key == "smtp" else b"STLS\r\n")
+        assert f.readline()[:1] in (b"2", b"+")
+    sock = ctx.wrap_socket(raw, server_hostname="localhost")
+    f = sock.makefile("rb")
+    if not starttls:
+        f.readline()  # the greeting
+    if key.startswith("smtp"):
+        sock.sendall(b"EHLO client.example.test\r\n")
+        while f.readline()[3:4] == b"-":
+            pass
+    return sock, f
+
+
+@pytest.mark.parametrize(
+    "key, starttls", [("smtps", False), ("smtp", True), ("pop3s", False), ("pop3", True)]
+)
+def test_external_logs_in_as_the_client_certificate(sb, key, starttls):
+    ok = SUCCESS["smtp" if key.startswith("smtp") else "pop3"]
+    bad = FAILED["smtp" if key.startswith("smtp") else "pop3"]
+    cert = sb.client_cert("bob")
+    for initial, expected in (
+        (b"=", ok),
+        (base64.b64encode(b"bob@mailrun.test"), ok),
+        (base64.b64encode(b"alice"), bad),
+    ):
+        sock, f = tls_client(sb, key, cert, starttls=starttls)
+        sock.sendall(b"AUTH EXTERNAL " + initial + b"\r\n")
+        assert f.readline().rstrip(b"\r\n") == expected, initial  # another authzid than the cert's: refused
+        sock.close()
+    sock, f = tls_client(sb, key, None, starttls=starttls)  # TLS without a certificate
+    sock.sendall(b"AUTH EXTERNAL =\r\n")
+    assert f.readline().rstrip(b"\r\n") == bad
+    sock.close()
+    w = Wire(sb, "smtp" if key.startswith("smtp") else "pop3")  # no TLS at all
+    w.send("AUTH EXTERNAL =")
+    assert w.line() == bad
+    w.close()
+
+
+def test_a_certificate_of_another_ca_fails_the_handshake(sb, tmp_path):
+    import ssl
+
+    import trustme
+
+    other = trustme.CA().issue_cert("alice@mailrun.test")
+    other.cert_chain_pems[0].write_to_path(tmp_path / "c.pem")
+    other.private_key_pem.write_to_path(tmp_path / "c.key")
+    with pytest.raises((ssl.SSLError, ConnectionError, EOFError)):
+        sock, f = tls_client(sb, "smtps", (str(tmp_path / "c.pem"), str(tmp_path / "c.key")))
+        sock.sendall(b"AUTH EXTERNAL =\r\n")
+        if not f.readline():
+            raise EOFError
 
 
 # --------------------------------------------------------------------------- independent clients

@@ -5,7 +5,7 @@
         ...  # sb.host, sb.ports['smtp'|'smtps'|'lmtp'|'smtp_proxy'|'pop3'|...], sb.lmtp_socket, sb.ca_path
 
 server.py: Sandbox (start, stop, ports) and `main(argv)`, which is `mailrun sandbox` (foreground
-until Ctrl-C); state.py: what the protocol sessions share; smtp.py (with BDAT), lmtp.py, pop3.py,
+until Ctrl-C); banner.py: its start banner; state.py: what the protocol sessions share; smtp.py (with BDAT), lmtp.py, pop3.py,
 imap*.py: the sessions; store.py: the Maildirs; lines.py: line-based connections; sasl.py: every
 server-side SASL mechanism (and the XOAUTH2 parsing IMAP uses).
 """

@@ -23,6 +23,7 @@ from runner.sandbox.sasl import (
     MECHANISMS,
     SASL_LINE_LIMIT,
     SaslError,
+    certificate_identity,
     decode_response,
     exchange,
     server_mechanism,
@@ -204,7 +205,8 @@ class POP3Session:
         if not args:
             await self.reply("+OK", "".join(m + "\r\n" for m in MECHANISMS).encode() + b".\r\n")
             return True
-        mech = server_mechanism(args[0], self.state)
+        peercert = self.conn.writer.get_extra_info("peercert") if self.conn.tls else None
+        mech = server_mechanism(args[0], self.state, certificate_identity(peercert))
         if mech is None or len(args) > 2:
             await self.reply("-ERR Unsupported authentication mechanism.")
             return True

@@ -4,7 +4,7 @@ it a way to send a challenge and read the answer in its own protocol (SMTP `334 
 
     PLAIN (RFC 4616), LOGIN ('Username:' / 'Password:' prompts), CRAM-MD5 (RFC 2195),
     SCRAM-SHA-1 and SCRAM-SHA-256 (RFC 5802, 7677; no channel binding), XOAUTH2 (Google's),
-    OAUTHBEARER (RFC 7628).
+    OAUTHBEARER (RFC 7628), EXTERNAL (RFC 4422: the TLS client certificate's identity).
 
 Passwords: PLAIN, LOGIN, XOAUTH2 and OAUTHBEARER hand the login and the password (or token) to
 SandboxState.authenticate, so accept-any mode takes anything. CRAM-MD5 and SCRAM prove a password
@@ -39,7 +39,16 @@ if TYPE_CHECKING:
 #: RFC 4954 section 4: a server accepts SASL responses (and an AUTH line) of at least 12288 octets.
 SASL_LINE_LIMIT = 12288
 #: what the SMTP, LMTP and POP3 servers offer, in the order they advertise it
-MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256", "XOAUTH2", "OAUTHBEARER")
+MECHANISMS = (
+    "PLAIN",
+    "LOGIN",
+    "CRAM-MD5",
+    "SCRAM-SHA-1",
+    "SCRAM-SHA-256",
+    "XOAUTH2",
+    "OAUTHBEARER",
+    "EXTERNAL",
+)
 SCRAM_ITERATIONS = 4096
 
 
@@ -168,8 +177,9 @@ class ServerMechanism:
     #: RFC 4422: may the client send an initial response with the command
     initial_allowed = True
 
-    def __init__(self, state: SandboxState):
+    def __init__(self, state: SandboxState, identity: str | None = None):
         self.state = state
+        self.identity = identity  # the email address of a verified TLS client certificate
 
     def start(self, initial: bytes | None) -> Outcome:
         """The exchange begins; `initial` is the initial response (None: there was none)."""
@@ -195,8 +205,8 @@ class Plain(ServerMechanism):
 class Login(ServerMechanism):
     name = "LOGIN"
 
-    def __init__(self, state: SandboxState):
-        super().__init__(state)
+    def __init__(self, state: SandboxState, identity: str | None = None):
+        super().__init__(state, identity)
         self.user: str | None = None
 
     def start(self, initial: bytes | None) -> Outcome:
@@ -238,8 +248,8 @@ class Scram(ServerMechanism):
 
     hash_name = "sha1"
 
-    def __init__(self, state: SandboxState):
-        super().__init__(state)
+    def __init__(self, state: SandboxState, identity: str | None = None):
+        super().__init__(state, identity)
         self.stage = 0
         self.mailbox: str | None = None
 
@@ -347,14 +357,41 @@ class OAuthBearer(XOAuth2):
     error_challenge = OAUTHBEARER_ERROR_CHALLENGE
 
 
-_CLASSES = {c.name: c for c in (Plain, Login, CramMD5, ScramSHA1, ScramSHA256, XOAuth2, OAuthBearer)}
+class External(ServerMechanism):
+    """RFC 4422 appendix A: the identity is the TLS client certificate's (verified against the
+    sandbox's CA, Sandbox.client_cert); the response is empty or names that same identity."""
+
+    name = "EXTERNAL"
+
+    def step(self, response: bytes) -> Outcome:
+        if self.identity is None:  # no TLS, or no certificate shown
+            return REFUSED
+        authzid = response.decode("utf-8", "replace")
+        wanted = self.state.store_name(self.identity)
+        if wanted is None or (authzid and self.state.store_name(authzid) != wanted):
+            return REFUSED
+        return Outcome(mailbox=self.state.open_mailbox(wanted))
+
+
+def certificate_identity(peercert: dict | None) -> str | None:
+    """The email address of a verified client certificate (ssl's getpeercert() dict), or None."""
+    for kind, value in (peercert or {}).get("subjectAltName", ()):
+        if kind == "email":
+            return value
+    return None
+
+
+_CLASSES = {
+    c.name: c for c in (Plain, Login, CramMD5, ScramSHA1, ScramSHA256, XOAuth2, OAuthBearer, External)
+}
 assert tuple(_CLASSES) == MECHANISMS
 
 
-def server_mechanism(name: str, state: SandboxState) -> ServerMechanism | None:
-    """The mechanism's server side for one exchange (None: not offered). Any case."""
+def server_mechanism(name: str, state: SandboxState, identity: str | None = None) -> ServerMechanism | None:
+    """The mechanism's server side for one exchange (None: not offered). Any case. `identity`:
+    the email address of the TLS client certificate the client showed (EXTERNAL)."""
     cls = _CLASSES.get(name.upper())
-    return cls(state) if cls is not None else None
+    return cls(state, identity) if cls is not None else None
 
 
 #: ask(challenge, answer_ignored) sends the challenge (raw bytes; the session base64-encodes

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import logging
 import mailbox
 import shutil
@@ -32,8 +31,10 @@ from pathlib import Path
 
 import trustme
 
+from runner.sandbox import banner
+from runner.sandbox.banner import hostport as _hostport
 from runner.sandbox.state import SandboxState
-from runner.sandbox.store import WELCOME_SUBJECT, MailStore, normalise
+from runner.sandbox.store import MailStore, normalise
 from runner.transports.base import is_loopback
 
 log = logging.getLogger("runner.sandbox")
@@ -86,12 +87,14 @@ class Sandbox:
         self.maildir_root: Path | None = None
         self.ca_path = ""
         self.lmtp_socket = ""  # the LMTP listener's unix socket, once started
+        self.client_certs: dict[str, tuple[str, str]] = {}  # published user -> (cert, key) files
         self.startup_seconds: float | None = None
         self._workdir: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._servers: list[asyncio.base_events.Server] = []
         self._state: SandboxState | None = None
+        self._ca: trustme.CA | None = None
 
     # --- life cycle ----------------------------------------------------------------------
     def start(self) -> Sandbox:
@@ -127,6 +130,7 @@ class Sandbox:
         except BaseException:
             self.stop()
             raise
+        self.client_certs = {u: self.client_cert(u) for u in self.users if normalise(u, self.domain)}
         self.startup_seconds = time.monotonic() - began
         return self
 
@@ -150,7 +154,25 @@ class Sandbox:
         ca.cert_pem.write_to_path(self.ca_path)
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         cert.configure_cert(ctx)
+        # SASL EXTERNAL: a client may show a certificate of this CA (client_cert()); none is fine
+        ca.configure_trust(ctx)
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+        self._ca = ca
         return ctx
+
+    def client_cert(self, user: str) -> tuple[str, str]:
+        """(certificate, key) PEM files of a client certificate for `user` (NAME@domain as its
+        email identity), issued by the sandbox's CA: SASL EXTERNAL logs in as that mailbox over
+        TLS (`connect: {client_cert, client_key}`)."""
+        name = normalise(user, self.domain)
+        if name is None or self._ca is None or self._workdir is None:
+            raise ValueError(f"no client certificate for {user!r} (is the sandbox started?)")
+        address = name if "@" in name else f"{name}@{self.domain}"
+        leaf = self._ca.issue_cert(address, common_name=address, organization_name="mailrun sandbox client")
+        base = Path(self._workdir) / f"client-{name}"
+        leaf.cert_chain_pems[0].write_to_path(f"{base}.pem")
+        leaf.private_key_pem.write_to_path(f"{base}.key")
+        return f"{base}.pem", f"{base}.key"
 
     async def _listen(self) -> None:
         from runner.sandbox.imap import imap_handler
@@ -269,78 +291,12 @@ class Sandbox:
         return mailbox.Maildir(root / name, factory=None, create=True)
 
     def offers(self) -> list[tuple[str, str, str, str, list[str]]]:
-        """Per listener: (label, address, how, the command that lists what it offers, that list):
-        the very lists EHLO/LHLO, CAPA and CAPABILITY answer before login."""
-        from types import SimpleNamespace
-
-        from runner.sandbox.imap import IMAPSession
-        from runner.sandbox.pop3 import capabilities
-        from runner.sandbox.smtp import extensions
-
-        def imap(tls: bool) -> list[str]:
-            return IMAPSession(self._state, SimpleNamespace(tls=tls)).capabilities().split()
-
-        at = {key: _hostport(self.host, port) for key, port in self.ports.items()}
-        lmtp = extensions(lmtp=True, starttls=True)
-        pop3 = capabilities(tls=False, logged_in=False)
-        return [
-            ("SMTP", at["smtp"], "plain, STARTTLS; AUTH also before TLS", "EHLO", extensions(starttls=True)),
-            ("SMTPS", at["smtps"], "implicit TLS", "EHLO", extensions(starttls=False)),
-            (
-                "PROXY",
-                at["smtp_proxy"],
-                "SMTP after a PROXY header (v1 or v2)",
-                "EHLO",
-                extensions(starttls=True),
-            ),
-            ("LMTP", at["lmtp"], "plain, STARTTLS; no AUTH", "LHLO", lmtp),
-            ("LMTP", f"unix:{self.lmtp_socket}", "plain, STARTTLS; no AUTH", "LHLO", lmtp),
-            ("POP3", at["pop3"], "plain, STLS", "CAPA", pop3),
-            ("POP3S", at["pop3s"], "implicit TLS", "CAPA", capabilities(tls=True, logged_in=False)),
-            ("IMAP", at["imap"], "plain, STARTTLS", "CAPABILITY", imap(False)),
-            ("IMAPS", at["imaps"], "implicit TLS", "CAPABILITY", imap(True)),
-        ]
+        """Per listener: (label, address, how, the command that lists what it offers, that list)."""
+        return banner.offers(self)
 
     def describe(self) -> str:
-        """The start banner of `mailrun sandbox`: every listener and what it offers."""
-        from runner.sandbox.lmtp import FULL_MAILBOX
-
-        lines = [f"mailrun sandbox listening on {self.host}:"]
-        if self._state is not None:
-            for label, address, how, verb, offered in self.offers():
-                lines.append(f"  {label:<6} {address:<22} {how}")
-                sep = " " if verb == "CAPABILITY" else ", "
-                lines.append(f"  {'':<6} {verb}: {sep.join(offered)}")
-        users = ", ".join(f"{u} / {p}" for u, p in self.users.items())
-        if self.accept_any_login:
-            lines.append(
-                f"users: any login and any password or OAuth token are accepted (domain {self.domain}); "
-                f"CRAM-MD5 and SCRAM-SHA-* prove a password the server must know: {users}"
-            )
-        else:
-            lines.append(f"users (login as NAME or NAME@{self.domain}): {users}")
-            lines.append("XOAUTH2 and OAUTHBEARER (OAuth 2.0) logins take the user's password as the token")
-        lines.append(f"mail to any address is delivered; maildirs under {self.maildir_root}")
-        lines.append(
-            f"LMTP: {FULL_MAILBOX}@{self.domain} is accepted at RCPT, then refused after the message "
-            "(452 4.2.2 Mailbox is full), for trying per-recipient replies"
-        )
-        if self.welcome:
-            lines.append(
-                f"each new mailbox starts with one message from postmaster@{self.domain}, "
-                f"'Subject: {WELCOME_SUBJECT}'"
-            )
-        lines.append(f"CA certificate (trust it to verify TLS): {self.ca_path}")
-        return "\n".join(lines)
-
-
-def _hostport(host: str, port: int) -> str:
-    try:
-        if ipaddress.ip_address(host).version == 6:
-            return f"[{host}]:{port}"
-    except ValueError:
-        pass
-    return f"{host}:{port}"
+        """The start banner of `mailrun sandbox` (runner.sandbox.banner)."""
+        return banner.describe(self)
 
 
 # --- `mailrun sandbox` ---------------------------------------------------------------------

@@ -32,6 +32,7 @@ from runner.sandbox.sasl import (
     MECHANISMS,
     SASL_LINE_LIMIT,
     SaslError,
+    certificate_identity,
     decode_response,
     exchange,
     server_mechanism,
@@ -186,7 +187,8 @@ class SandboxSMTP(SMTP):
 
     async def sasl(self, name: str, args: list[str]) -> AuthResult:
         """One AUTH exchange with the shared server mechanism (runner.sandbox.sasl)."""
-        mech = server_mechanism(name, self.event_handler.state)
+        peercert = self.transport.get_extra_info("peercert") if self.tls_active and self.transport else None
+        mech = server_mechanism(name, self.event_handler.state, certificate_identity(peercert))
         assert mech is not None  # aiosmtpd dispatched on a name of MECHANISMS
         initial = None
         if len(args) == 2:
