@@ -311,3 +311,25 @@ steps:
         r = mailrun(path, "-v")
         assert r.returncode == expected, r.stdout + r.stderr
         assert "C: AUTH EXTERNAL =" in r.stdout  # the empty initial response: the certificate's identity
+
+
+def test_anonymous_against_the_sandbox_only_where_any_login_is_accepted(sandbox, tmp_path):
+    from runner.sandbox.server import Sandbox
+
+    path = tmp_path / "anonymous.yaml"
+    with Sandbox(accept_any_login=True) as any_sb:
+        for sb, expected in ((any_sb, 0), (sandbox, 1)):
+            path.write_text(
+                f"""\
+name: pop3 auth ANONYMOUS
+protocol: pop3
+connect: {{host: 127.0.0.1, port: {sb.ports["pop3"]}}}
+steps:
+  - S: +OK
+  - auth: {{mechanism: ANONYMOUS, user: trace@example.org}}
+  - C: QUIT
+"""
+            )
+            r = mailrun(path, "-v")
+            assert r.returncode == expected, r.stdout + r.stderr
+            assert "C: AUTH ANONYMOUS ****" in r.stdout  # (mailrun masks every SASL response)

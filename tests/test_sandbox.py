@@ -182,8 +182,12 @@ def test_the_start_banner_lists_what_each_listener_answers(sb: Sandbox):
         seen.add((m[1], m[2].startswith("unix:")))
     assert len(seen) == 9  # SMTP, SMTPS, PROXY, LMTP on TCP and on the unix socket, POP3(S), IMAP(S)
     banner = "\n".join(text)
-    assert "AUTH PLAIN LOGIN CRAM-MD5 SCRAM-SHA-1 SCRAM-SHA-256 XOAUTH2 OAUTHBEARER EXTERNAL" in banner
-    assert "SASL PLAIN LOGIN CRAM-MD5 SCRAM-SHA-1 SCRAM-SHA-256 XOAUTH2 OAUTHBEARER EXTERNAL" in banner
+    assert (
+        "AUTH PLAIN LOGIN CRAM-MD5 SCRAM-SHA-1 SCRAM-SHA-256 XOAUTH2 OAUTHBEARER EXTERNAL ANONYMOUS" in banner
+    )
+    assert (
+        "SASL PLAIN LOGIN CRAM-MD5 SCRAM-SHA-1 SCRAM-SHA-256 XOAUTH2 OAUTHBEARER EXTERNAL ANONYMOUS" in banner
+    )
     assert "CHUNKING" in banner and f"unix:{sb.lmtp_socket}" in banner and "full@mailrun.test" in banner
 
 
@@ -254,7 +258,7 @@ def test_ehlo_lists_the_extensions_like_a_real_server(sb: Sandbox):
         b"250-PIPELINING",
         b"250-SIZE 10240000",
         b"250-STARTTLS",
-        b"250-AUTH PLAIN LOGIN CRAM-MD5 SCRAM-SHA-1 SCRAM-SHA-256 XOAUTH2 OAUTHBEARER EXTERNAL",
+        b"250-AUTH PLAIN LOGIN CRAM-MD5 SCRAM-SHA-1 SCRAM-SHA-256 XOAUTH2 OAUTHBEARER EXTERNAL ANONYMOUS",
         b"250-ENHANCEDSTATUSCODES",
         b"250-8BITMIME",
         b"250 CHUNKING",

@@ -183,7 +183,7 @@ def test_capa_before_and_after_login(sb: Sandbox):
         b"RESP-CODES",
         b"STLS",
         b"USER",
-        b"SASL PLAIN LOGIN CRAM-MD5 SCRAM-SHA-1 SCRAM-SHA-256 XOAUTH2 OAUTHBEARER EXTERNAL",
+        b"SASL PLAIN LOGIN CRAM-MD5 SCRAM-SHA-1 SCRAM-SHA-256 XOAUTH2 OAUTHBEARER EXTERNAL ANONYMOUS",
     } <= set(caps)
     c.cmd(b"USER bob")
     c.cmd(b"PASS builder")

@@ -145,7 +145,7 @@ OAUTH_FAILED = {
 }
 
 
-PASSWORD_MECHANISMS = [m for m in MECHANISMS if m != "EXTERNAL"]  # EXTERNAL: see below
+PASSWORD_MECHANISMS = [m for m in MECHANISMS if m not in ("EXTERNAL", "ANONYMOUS")]  # those: see below
 
 
 @pytest.mark.parametrize("initial", [True, False], ids=["initial-response", "after-challenge"])
@@ -323,6 +323,25 @@ def test_a_certificate_of_another_ca_fails_the_handshake(sb, tmp_path):
         sock.sendall(b"AUTH EXTERNAL =\r\n")
         if not f.readline():
             raise EOFError
+
+
+@pytest.mark.parametrize("protocol", ["smtp", "pop3"])
+def test_anonymous_only_where_any_login_is_accepted(sb, any_sb, protocol):
+    w = Wire(any_sb, protocol)
+    reply, _, _ = w.auth("ANONYMOUS", "trace@example.org", "")
+    assert reply == SUCCESS[protocol]
+    w.close()
+    w = Wire(any_sb, protocol)  # after '334 ' / '+ ' too
+    assert w.auth("ANONYMOUS", "", "", initial=False)[0] == SUCCESS[protocol]
+    w.close()
+    w = Wire(any_sb, protocol)
+    w.send("AUTH ANONYMOUS " + base64.b64encode(b"x" * 256).decode())
+    assert b"longer than 255 characters" in w.line()
+    w.close()
+    w = Wire(sb, protocol)  # published users only: refused
+    assert w.auth("ANONYMOUS", "trace@example.org", "")[0] == FAILED[protocol]
+    w.close()
+    assert (any_sb.maildir_root / "anonymous").is_dir() and not (sb.maildir_root / "anonymous").exists()
 
 
 # --------------------------------------------------------------------------- independent clients

@@ -4,7 +4,8 @@ it a way to send a challenge and read the answer in its own protocol (SMTP `334 
 
     PLAIN (RFC 4616), LOGIN ('Username:' / 'Password:' prompts), CRAM-MD5 (RFC 2195),
     SCRAM-SHA-1 and SCRAM-SHA-256 (RFC 5802, 7677; no channel binding), XOAUTH2 (Google's),
-    OAUTHBEARER (RFC 7628), EXTERNAL (RFC 4422: the TLS client certificate's identity).
+    OAUTHBEARER (RFC 7628), EXTERNAL (RFC 4422: the TLS client certificate's identity),
+    ANONYMOUS (RFC 4505: only when any login is accepted, into the mailbox `anonymous`).
 
 Passwords: PLAIN, LOGIN, XOAUTH2 and OAUTHBEARER hand the login and the password (or token) to
 SandboxState.authenticate, so accept-any mode takes anything. CRAM-MD5 and SCRAM prove a password
@@ -48,6 +49,7 @@ MECHANISMS = (
     "XOAUTH2",
     "OAUTHBEARER",
     "EXTERNAL",
+    "ANONYMOUS",
 )
 SCRAM_ITERATIONS = 4096
 
@@ -377,6 +379,29 @@ class External(ServerMechanism):
         return Outcome(mailbox=self.state.open_mailbox(wanted))
 
 
+class Anonymous(ServerMechanism):
+    """RFC 4505: the response is trace information (up to 255 characters, often an email
+    address), not an identity. Accepted only when the sandbox accepts any login, into the mailbox
+    `anonymous`; refused otherwise."""
+
+    name = "ANONYMOUS"
+
+    def step(self, response: bytes) -> Outcome:
+        try:
+            trace = response.decode("utf-8")
+        except UnicodeDecodeError:
+            return Outcome(malformed="ANONYMOUS trace is not UTF-8")
+        if len(trace) > 255:
+            return Outcome(malformed="ANONYMOUS trace is longer than 255 characters")
+        if not self.state.accept_any_login:
+            return REFUSED
+        return Outcome(mailbox=self.state.open_mailbox(ANONYMOUS_MAILBOX))
+
+
+#: the mailbox an ANONYMOUS login opens (accept-any mode only)
+ANONYMOUS_MAILBOX = "anonymous"
+
+
 def certificate_identity(peercert: dict | None) -> str | None:
     """The email address of a verified client certificate (ssl's getpeercert() dict), or None."""
     for kind, value in (peercert or {}).get("subjectAltName", ()):
@@ -386,7 +411,8 @@ def certificate_identity(peercert: dict | None) -> str | None:
 
 
 _CLASSES = {
-    c.name: c for c in (Plain, Login, CramMD5, ScramSHA1, ScramSHA256, XOAuth2, OAuthBearer, External)
+    c.name: c
+    for c in (Plain, Login, CramMD5, ScramSHA1, ScramSHA256, XOAuth2, OAuthBearer, External, Anonymous)
 }
 assert tuple(_CLASSES) == MECHANISMS
 
