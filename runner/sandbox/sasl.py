@@ -1,4 +1,4 @@
-"""Server-side SASL for the sandbox's SMTP, LMTP and POP3 (and the XOAUTH2 parsing IMAP uses):
+"""Server-side SASL for the sandbox's SMTP and POP3 (and the XOAUTH2 parsing IMAP uses):
 one place for every mechanism, sans-IO. A session drives an exchange with `exchange()`, giving
 it a way to send a challenge and read the answer in its own protocol (SMTP `334 `, POP3 `+ `).
 
@@ -39,18 +39,6 @@ if TYPE_CHECKING:
 
 #: RFC 4954 section 4: a server accepts SASL responses (and an AUTH line) of at least 12288 octets.
 SASL_LINE_LIMIT = 12288
-#: what the SMTP, LMTP and POP3 servers offer, in the order they advertise it
-MECHANISMS = (
-    "PLAIN",
-    "LOGIN",
-    "CRAM-MD5",
-    "SCRAM-SHA-1",
-    "SCRAM-SHA-256",
-    "XOAUTH2",
-    "OAUTHBEARER",
-    "EXTERNAL",
-    "ANONYMOUS",
-)
 SCRAM_ITERATIONS = 4096
 
 
@@ -58,16 +46,15 @@ def _b64json(value: dict) -> str:
     return base64.b64encode(json.dumps(value, separators=(",", ":")).encode()).decode("ascii")
 
 
+_SCOPE = "https://mail.mailrun.test/"
 #: The JSON error of a failed XOAUTH2 login, already base64-encoded (the shape Gmail sends).
-XOAUTH2_ERROR_CHALLENGE = _b64json(
-    {"status": "401", "schemes": "Bearer", "scope": "https://mail.mailrun.test/"}
-)
+XOAUTH2_ERROR_CHALLENGE = _b64json({"status": "401", "schemes": "Bearer", "scope": _SCOPE})
 #: The JSON error of a failed OAUTHBEARER login (RFC 7628 3.2.2), base64-encoded.
 OAUTHBEARER_ERROR_CHALLENGE = _b64json(
     {
         "status": "invalid_token",
-        "scope": "https://mail.mailrun.test/",
-        "openid-configuration": "https://mail.mailrun.test/.well-known/openid-configuration",
+        "scope": _SCOPE,
+        "openid-configuration": _SCOPE + ".well-known/openid-configuration",
     }
 )
 
@@ -414,7 +401,8 @@ _CLASSES = {
     c.name: c
     for c in (Plain, Login, CramMD5, ScramSHA1, ScramSHA256, XOAuth2, OAuthBearer, External, Anonymous)
 }
-assert tuple(_CLASSES) == MECHANISMS
+#: what the SMTP and POP3 servers offer, in the order they advertise it
+MECHANISMS = tuple(_CLASSES)
 
 
 def server_mechanism(name: str, state: SandboxState, identity: str | None = None) -> ServerMechanism | None:
