@@ -107,7 +107,8 @@ def pointing_at(sb: Sandbox) -> Callable[[ConnectConfig], ConnectConfig]:
     def adjust(config: ConnectConfig) -> ConnectConfig:
         return config.replace(
             host=sb.host,
-            port=sb.port_for(config.protocol, config.tls),
+            port=sb.port_for(config.protocol, config.tls, proxy=config.proxy is not None),
+            unix=sb.unix_for(config.protocol, config.unix),
             ca=Path(sb.ca_path),
             tls_verify=True,
             server_name=None,

@@ -84,10 +84,14 @@ def test_start_is_fast_and_every_port_accepts_connections():
     try:
         assert elapsed < 1.0, f"sandbox start-up took {elapsed:.3f} s"
         assert sandbox.startup_seconds is not None and sandbox.startup_seconds < 1.0
-        assert set(sandbox.ports) == {"smtp", "smtps", "pop3", "pop3s", "imap", "imaps"}
-        assert len(set(sandbox.ports.values())) == 6 and all(p > 0 for p in sandbox.ports.values())
+        assert set(sandbox.ports) == {"smtp", "smtps", "pop3", "pop3s", "imap", "imaps", "lmtp", "smtp_proxy"}
+        assert len(set(sandbox.ports.values())) == 8 and all(p > 0 for p in sandbox.ports.values())
         for port in sandbox.ports.values():
             socket.create_connection((sandbox.host, port), timeout=2).close()
+        with socket.socket(socket.AF_UNIX) as unix:
+            unix.settimeout(2)
+            unix.connect(sandbox.lmtp_socket)
+            assert unix.recv(100).startswith(b"220 mail.mailrun.test LMTP")
     finally:
         sandbox.stop()
     print(f"\nsandbox start-up: {elapsed * 1000:.0f} ms")
@@ -119,6 +123,72 @@ def test_ca_certificate_file_and_describe(sb: Sandbox):
         assert f"127.0.0.1:{port}" in text
     assert sb.ca_path in text
     assert "alice / wonderland" in text and "bob / builder" in text
+    for user in ("alice", "bob"):  # client certificates for SASL EXTERNAL, issued by the same CA
+        cert, key = sb.client_certs[user]
+        assert f"client certificate of {user} (SASL EXTERNAL over TLS): {cert}, key {key}" in text
+        assert Path(cert).read_text().startswith("-----BEGIN CERTIFICATE-----") and Path(key).is_file()
+
+
+def _asked(sb: Sandbox, label: str, address: str) -> list[str]:
+    """What the listener itself answers to EHLO/LHLO, CAPA or CAPABILITY before login."""
+    tls = label in ("SMTPS", "POP3S", "IMAPS")
+    if address.startswith("unix:"):
+        raw = socket.socket(socket.AF_UNIX)
+        raw.settimeout(5)
+        raw.connect(address[5:])
+    else:
+        raw = socket.create_connection((sb.host, int(address.rsplit(":", 1)[1])), timeout=5)
+    if tls:
+        raw = ssl.create_default_context(cafile=sb.ca_path).wrap_socket(raw, server_hostname="localhost")
+    if label == "PROXY":  # the SMTP listener that expects a PROXY header first
+        raw.sendall(b"PROXY TCP4 203.0.113.7 127.0.0.1 4242 25\r\n")
+        label = "SMTP"
+    f = raw.makefile("rb")
+    f.readline()
+    command = {"SMTP": b"EHLO x", "LMTP": b"LHLO x", "POP3": b"CAPA", "IMAP": b"a CAPABILITY"}[
+        label.rstrip("S")
+    ]
+    raw.sendall(command + b"\r\n")
+    lines = []
+    while True:
+        line = f.readline().rstrip(b"\r\n").decode()
+        if label.startswith(("SMTP", "LMTP")):
+            lines.append(line[4:])
+            if line[3] == " ":
+                raw.close()
+                return lines[1:]  # after the host name
+        elif label.startswith("POP3"):
+            if line == ".":
+                raw.close()
+                return lines[1:]  # after +OK
+            lines.append(line)
+        else:
+            raw.close()
+            assert line.startswith("* CAPABILITY ")
+            return line.split()[2:]
+
+
+def test_the_start_banner_lists_what_each_listener_answers(sb: Sandbox):
+    """`mailrun sandbox` prints, per listener, the very list EHLO/LHLO, CAPA and CAPABILITY give."""
+    text = sb.describe().splitlines()
+    seen = set()
+    for i, line in enumerate(text):
+        m = re.match(r"  (SMTPS?|PROXY|LMTP|POP3S?|IMAPS?) +(\S+) ", line)
+        if not m:
+            continue
+        verb, _, offered = text[i + 1].strip().partition(": ")
+        listed = offered.split(" " if verb == "CAPABILITY" else ", ")
+        assert listed == _asked(sb, m[1], m[2]), line
+        seen.add((m[1], m[2].startswith("unix:")))
+    assert len(seen) == 9  # SMTP, SMTPS, PROXY, LMTP on TCP and on the unix socket, POP3(S), IMAP(S)
+    banner = "\n".join(text)
+    assert (
+        "AUTH PLAIN LOGIN CRAM-MD5 SCRAM-SHA-1 SCRAM-SHA-256 XOAUTH2 OAUTHBEARER EXTERNAL ANONYMOUS" in banner
+    )
+    assert (
+        "SASL PLAIN LOGIN CRAM-MD5 SCRAM-SHA-1 SCRAM-SHA-256 XOAUTH2 OAUTHBEARER EXTERNAL ANONYMOUS" in banner
+    )
+    assert "CHUNKING" in banner and f"unix:{sb.lmtp_socket}" in banner and "full@mailrun.test" in banner
 
 
 def test_port_for_maps_protocol_and_tls_mode(sb: Sandbox):
@@ -127,7 +197,10 @@ def test_port_for_maps_protocol_and_tls_mode(sb: Sandbox):
     assert sb.port_for("SMTP", "implicit") == sb.ports["smtps"]
     assert sb.port_for("pop3", "implicit") == sb.ports["pop3s"]
     assert sb.port_for("imap", "starttls") == sb.ports["imap"]
-    with pytest.raises(ValueError, match="smtp, pop3 and imap"):
+    assert sb.port_for("lmtp", "none") == sb.port_for("LMTP", "starttls") == sb.ports["lmtp"]
+    with pytest.raises(ValueError, match="no implicit-TLS port"):
+        sb.port_for("lmtp", "implicit")
+    with pytest.raises(ValueError, match="smtp, lmtp, pop3 and imap"):
         sb.port_for("ftp", "none")
     with pytest.raises(ValueError, match="TLS mode"):
         sb.port_for("smtp", "maybe")
@@ -185,9 +258,10 @@ def test_ehlo_lists_the_extensions_like_a_real_server(sb: Sandbox):
         b"250-PIPELINING",
         b"250-SIZE 10240000",
         b"250-STARTTLS",
-        b"250-AUTH PLAIN LOGIN XOAUTH2",
+        b"250-AUTH PLAIN LOGIN CRAM-MD5 SCRAM-SHA-1 SCRAM-SHA-256 XOAUTH2 OAUTHBEARER EXTERNAL ANONYMOUS",
         b"250-ENHANCEDSTATUSCODES",
-        b"250 8BITMIME",
+        b"250-8BITMIME",
+        b"250 CHUNKING",
     ]
     c.send(b"QUIT\r\n")
     assert c.reply() == [b"221 2.0.0 Bye"]
@@ -314,7 +388,9 @@ def test_bad_commands_get_proper_errors(sb: Sandbox):
         (b"MAIL FROM:<alice@mailrun.test>\r\n", b"250 2.1.0 Ok"),
         (b"MAIL FROM:<alice@mailrun.test>\r\n", b"503 5.5.1 Error: nested MAIL command"),
         (b"RCPT TO:<../../etc@x>\r\n", None),
-        (b"AUTH CRAM-MD5\r\n", b"504 5.5.4 Unrecognized authentication type"),
+        (b"AUTH PLAIN\r\n", b"503 5.5.1 Error: MAIL transaction in progress"),
+        (b"RSET\r\n", b"250 2.0.0 Ok"),
+        (b"AUTH DIGEST-MD5\r\n", b"504 5.5.4 Unrecognized authentication type"),
         (b"NOOP\r\n", b"250 2.0.0 Ok"),
     ]
     for command, expected in checks:
@@ -423,7 +499,7 @@ def test_real_telnet_walk_through_with_auth_login(sb: Sandbox):
             child.send(line + "\r")
             child.expect(expect)
 
-        say("EHLO telnet.example", r"250 8BITMIME")
+        say("EHLO telnet.example", r"250 CHUNKING")
         say("AUTH LOGIN", r"334 VXNlcm5hbWU6")
         say(base64.b64encode(b"alice").decode(), r"334 UGFzc3dvcmQ6")
         say(base64.b64encode(b"wonderland").decode(), r"235 2\.7\.0 Authentication successful")

@@ -176,9 +176,15 @@ def test_capa_before_and_after_login(sb: Sandbox):
     c.line()
     assert c.cmd(b"CAPA") == b"+OK"
     caps = c.multi()
-    assert {b"TOP", b"UIDL", b"PIPELINING", b"RESP-CODES", b"STLS", b"USER", b"SASL PLAIN XOAUTH2"} <= set(
-        caps
-    )
+    assert {
+        b"TOP",
+        b"UIDL",
+        b"PIPELINING",
+        b"RESP-CODES",
+        b"STLS",
+        b"USER",
+        b"SASL PLAIN LOGIN CRAM-MD5 SCRAM-SHA-1 SCRAM-SHA-256 XOAUTH2 OAUTHBEARER EXTERNAL ANONYMOUS",
+    } <= set(caps)
     c.cmd(b"USER bob")
     c.cmd(b"PASS builder")
     assert c.cmd(b"CAPA") == b"+OK"

@@ -66,7 +66,7 @@ def send_auth(run, plan: StepPlan, ctx: Context, sr: StepResult, deadline: float
                 "failed", ExitClass.FAILED, run.redactor.redact(f"{mechanism}: {exc}"), reply
             ) from None
         for expected in mech.expected():  # what the server will prove with (SCRAM): masked on arrival
-            _encoded(run, expected)
+            run.redactor.add(expected.decode("ascii"))  # decoded (the note) and base64 (the wire)
         shown.append(run.redactor.redact(answer) if answer else "(empty)")
         _send(run, step, answer, deadline)
     sr.sent = ", ".join(shown)

@@ -1,7 +1,8 @@
-"""The sandbox's POP3 server (RFC 1939, RFC 2449 CAPA, RFC 2595 STLS, RFC 5034 AUTH PLAIN, and
-AUTH XOAUTH2 as Outlook offers it).
+"""The sandbox's POP3 server (RFC 1939, RFC 2449 CAPA, RFC 2595 STLS, RFC 5034 AUTH with the
+mechanisms of runner.sandbox.sasl: PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-1/256, XOAUTH2 as Outlook
+offers it, OAUTHBEARER).
 
-States: AUTHORIZATION (USER/PASS, AUTH PLAIN/XOAUTH2, STLS, CAPA, QUIT) -> TRANSACTION (STAT, LIST,
+States: AUTHORIZATION (USER/PASS, AUTH, STLS, CAPA, QUIT) -> TRANSACTION (STAT, LIST,
 RETR, TOP, UIDL, DELE, RSET, NOOP, CAPA, QUIT) -> UPDATE on QUIT (deleted messages are removed,
 retrieved ones marked seen). A maildrop is locked while a session has it (RFC 1939); a login
 waits up to LOCK_WAIT seconds for another session's lock to go (so scenarios run in parallel
@@ -12,16 +13,20 @@ in one write are answered in order (PIPELINING). Replies follow Dovecot's wordin
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 from typing import TYPE_CHECKING
 
 from runner.sandbox.lines import ConnectionGone, LineConnection, LineTooLong
 from runner.sandbox.sasl import (
+    MECHANISMS,
     SASL_LINE_LIMIT,
-    XOAUTH2_ERROR_CHALLENGE,
     SaslError,
-    parse_credentials,
+    certificate_identity,
+    decode_response,
+    exchange,
+    server_mechanism,
 )
 from runner.sandbox.store import StoredMessage
 
@@ -55,6 +60,16 @@ def top_of(data: bytes, n: int) -> bytes:
     return head + b"\r\n\r\n" + b"".join(ln + b"\r\n" for ln in kept)
 
 
+def capabilities(*, tls: bool, logged_in: bool) -> list[str]:
+    """The CAPA list (RFC 2449); the start banner shows the same list."""
+    caps = ["CAPA", "TOP", "UIDL", "RESP-CODES", "PIPELINING", "AUTH-RESP-CODE"]
+    if not logged_in:
+        if not tls:
+            caps.append("STLS")
+        caps += ["USER", "SASL " + " ".join(MECHANISMS)]
+    return caps
+
+
 class POP3Session:
     def __init__(self, state: SandboxState, conn: LineConnection):
         self.state = state
@@ -65,6 +80,7 @@ class POP3Session:
         self.deleted: set[int] = set()
         self.retrieved: set[int] = set()
         self.bad = 0
+        self._mech_name = ""  # the SASL mechanism of the AUTH exchange under way
 
     async def reply(self, line: str, body: bytes | None = None) -> None:
         await self.conn.send(line.encode("utf-8") + b"\r\n" + (body or b""))
@@ -155,6 +171,10 @@ class POP3Session:
         if name is None:
             await self.reply("-ERR [AUTH] Authentication failed.")
             return True
+        return await self.enter(name)
+
+    async def enter(self, name: str) -> bool:
+        """Logged in as `name`: lock the maildrop (waiting for another session's lock) and scan."""
         deadline = time.monotonic() + LOCK_WAIT
         while name in self.state.store.locks:
             if time.monotonic() >= deadline:
@@ -180,36 +200,50 @@ class POP3Session:
             self.conn.max_line = MAX_LINE
 
     async def c_auth(self, args: list[str], arg: str) -> bool:
+        """RFC 5034: AUTH alone lists the mechanisms; AUTH M [initial] plays the exchange (the
+        shared server mechanisms of runner.sandbox.sasl) with '+ <base64>' challenges."""
         if not args:
-            await self.reply("+OK", b"PLAIN\r\nXOAUTH2\r\n.\r\n")
+            await self.reply("+OK", "".join(m + "\r\n" for m in MECHANISMS).encode() + b".\r\n")
             return True
-        mechanism = args[0].upper()
-        if mechanism not in ("PLAIN", "XOAUTH2") or len(args) > 2:
+        peercert = self.conn.writer.get_extra_info("peercert") if self.conn.tls else None
+        mech = server_mechanism(args[0], self.state, certificate_identity(peercert))
+        if mech is None or len(args) > 2:
             await self.reply("-ERR Unsupported authentication mechanism.")
             return True
+        self._mech_name = mech.name
+        initial = None
         if len(args) == 2:
-            blob = args[1]
-        else:
-            await self.reply("+ ")
-            line = await self._sasl_line()
-            if line is None:
+            try:
+                initial = decode_response(args[1])
+            except SaslError as why:
+                await self.reply(f"-ERR Invalid AUTH {mech.name} response: {why}.")
                 return True
-            blob = line.decode("ascii", "replace").strip()
-            if blob == "*":
-                await self.reply("-ERR Authentication aborted by client.")
-                return True
+        outcome = await exchange(mech, initial, self._ask)
+        if outcome is None:
+            return True
+        if outcome.malformed is not None:
+            await self.reply(f"-ERR Invalid AUTH {mech.name} response: {outcome.malformed}.")
+            return True
+        if outcome.mailbox is None:
+            await self.reply("-ERR [AUTH] Authentication failed.")
+            return True
+        return await self.enter(outcome.mailbox)
+
+    async def _ask(self, challenge: bytes, answer_ignored: bool) -> bytes | None:
+        await self.reply("+ " + base64.b64encode(challenge).decode("ascii"))
+        line = await self._sasl_line()
+        if line is None:
+            return None
+        if answer_ignored:  # the answer to an OAuth error: the failure follows whatever it is
+            return b""
+        if line.strip() == b"*":
+            await self.reply("-ERR Authentication aborted by client.")
+            return None
         try:
-            user, secret = parse_credentials(mechanism, blob)
+            return decode_response(line)
         except SaslError as why:
-            await self.reply(f"-ERR Invalid AUTH {mechanism} response: {why}.")
-            return True
-        if mechanism == "XOAUTH2" and self.state.authenticate(user, secret) is None:
-            # As for SMTP and IMAP: the error as a JSON challenge, the client's answer, then -ERR.
-            await self.reply(f"+ {XOAUTH2_ERROR_CHALLENGE}")
-            if await self._sasl_line() is not None:
-                await self.reply("-ERR [AUTH] Authentication failed.")
-            return True
-        return await self.login(user, secret)
+            await self.reply(f"-ERR Invalid AUTH {self._mech_name} response: {why}.")
+            return None
 
     async def c_stls(self, args: list[str], arg: str) -> bool:
         if self.conn.tls:
@@ -220,11 +254,7 @@ class POP3Session:
         return True
 
     async def c_capa(self, args: list[str], arg: str) -> bool:
-        caps = ["CAPA", "TOP", "UIDL", "RESP-CODES", "PIPELINING", "AUTH-RESP-CODE"]
-        if self.mailbox is None:
-            if not self.conn.tls:
-                caps.append("STLS")
-            caps += ["USER", "SASL PLAIN XOAUTH2"]
+        caps = capabilities(tls=self.conn.tls, logged_in=self.mailbox is not None)
         await self.reply("+OK", "".join(c + "\r\n" for c in caps).encode() + b".\r\n")
         return True
 

@@ -1,11 +1,14 @@
-"""The sandbox: SMTP, POP3 and IMAP over shared Maildirs, on loopback, in a background thread.
+"""The sandbox: SMTP, LMTP, POP3 and IMAP over shared Maildirs, on loopback, in a background thread.
 
     with Sandbox() as sb:                         # every port bound and listening on return
         smtplib.SMTP(sb.host, sb.ports["smtp"])
         sb.mailbox("alice")                       # mailbox.Maildir
 
-Logins: USER/PASS, LOGIN, AUTH/AUTHENTICATE PLAIN and LOGIN (SMTP), and XOAUTH2 everywhere (the
-OAuth token counts as the password). `accept_any_login=True` accepts every login and token.
+Logins: USER/PASS, IMAP LOGIN, SMTP and POP3 AUTH with every mechanism of runner.sandbox.sasl,
+IMAP AUTHENTICATE PLAIN and XOAUTH2 (an OAuth token counts as the password). `accept_any_login=True`
+accepts every login and token (CRAM-MD5 and SCRAM still need a published user's password).
+Listeners: ports smtp, smtps, lmtp, smtp_proxy (expects a PROXY header), pop3(s), imap(s), and
+the LMTP unix socket `lmtp_socket`; `describe()` is the start banner, `offers()` what it lists.
 `welcome=True` gives each new mailbox a welcome message; it defaults to `accept_any_login`.
 
 `main()` is `mailrun sandbox`: the same service in the foreground until Ctrl-C / SIGTERM.
@@ -18,7 +21,6 @@ import asyncio
 import email
 import email.message
 import email.policy
-import ipaddress
 import logging
 import mailbox
 import shutil
@@ -32,23 +34,18 @@ from pathlib import Path
 
 import trustme
 
+from runner.sandbox import banner
+from runner.sandbox.banner import hostport as _hostport
 from runner.sandbox.state import SandboxState
 from runner.sandbox.store import WELCOME_SUBJECT, MailStore, arrival_key, normalise
 from runner.transports.base import is_loopback
 
 log = logging.getLogger("runner.sandbox")
 
-PORT_KEYS = ("smtp", "smtps", "pop3", "pop3s", "imap", "imaps")
+PORT_KEYS = ("smtp", "smtps", "pop3", "pop3s", "imap", "imaps", "lmtp", "smtp_proxy")
 DEFAULT_USERS = {"alice": "wonderland", "bob": "builder"}
 START_DEADLINE = 10.0
-_LABELS = {
-    "smtp": ("SMTP", "plain, STARTTLS, AUTH PLAIN LOGIN XOAUTH2 (also before TLS)"),
-    "smtps": ("SMTPS", "implicit TLS, AUTH PLAIN LOGIN XOAUTH2"),
-    "pop3": ("POP3", "plain, STLS, USER/PASS, AUTH PLAIN XOAUTH2"),
-    "pop3s": ("POP3S", "implicit TLS"),
-    "imap": ("IMAP", "plain, STARTTLS, LOGIN, AUTHENTICATE PLAIN XOAUTH2"),
-    "imaps": ("IMAPS", "implicit TLS"),
-}
+LMTP_SOCKET = "lmtp.sock"  # in the sandbox's work directory: Sandbox.lmtp_socket
 
 
 class SandboxError(Exception):
@@ -92,12 +89,15 @@ class Sandbox:
         self._maildir_root = Path(maildir_root) if maildir_root is not None else None
         self.maildir_root: Path | None = None
         self.ca_path = ""
+        self.lmtp_socket = ""  # the LMTP listener's unix socket, once started
+        self.client_certs: dict[str, tuple[str, str]] = {}  # published user -> (cert, key) files
         self.startup_seconds: float | None = None
         self._workdir: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._servers: list[asyncio.base_events.Server] = []
         self._state: SandboxState | None = None
+        self._ca: trustme.CA | None = None
 
     # --- life cycle ----------------------------------------------------------------------
     def start(self) -> Sandbox:
@@ -133,6 +133,7 @@ class Sandbox:
         except BaseException:
             self.stop()
             raise
+        self.client_certs = {u: self.client_cert(u) for u in self.users if normalise(u, self.domain)}
         self.startup_seconds = time.monotonic() - began
         return self
 
@@ -156,25 +157,44 @@ class Sandbox:
         ca.cert_pem.write_to_path(self.ca_path)
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         cert.configure_cert(ctx)
+        # SASL EXTERNAL: a client may show a certificate of this CA (client_cert()); none is fine
+        ca.configure_trust(ctx)
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+        self._ca = ca
         return ctx
+
+    def client_cert(self, user: str) -> tuple[str, str]:
+        """(certificate, key) PEM files of a client certificate for `user` (NAME@domain as its
+        email identity), issued by the sandbox's CA: SASL EXTERNAL logs in as that mailbox over
+        TLS (`connect: {client_cert, client_key}`)."""
+        name = normalise(user, self.domain)
+        if name is None or self._ca is None or self._workdir is None:
+            raise ValueError(f"no client certificate for {user!r} (is the sandbox started?)")
+        address = name if "@" in name else f"{name}@{self.domain}"
+        leaf = self._ca.issue_cert(address, common_name=address, organization_name="mailrun sandbox client")
+        base = Path(self._workdir) / f"client-{name}"
+        leaf.cert_chain_pems[0].write_to_path(f"{base}.pem")
+        leaf.private_key_pem.write_to_path(f"{base}.key")
+        return f"{base}.pem", f"{base}.key"
 
     async def _listen(self) -> None:
         from runner.sandbox.imap import imap_handler
+        from runner.sandbox.lmtp import SandboxLMTP
         from runner.sandbox.pop3 import pop3_handler
         from runner.sandbox.smtp import smtp_factory
 
         state = self._state
-        assert state is not None
+        assert state is not None and self._workdir is not None
         loop = asyncio.get_running_loop()
         for key in PORT_KEYS:
             implicit = key.endswith("s")
             ssl_ctx = state.tls_context if implicit else None
             port = self._requested_ports[key]
             try:
-                if key.startswith("smtp"):
-                    server = await loop.create_server(
-                        smtp_factory(state, implicit_tls=implicit), self.host, port, ssl=ssl_ctx
-                    )
+                if key.startswith(("smtp", "lmtp")):
+                    cls = SandboxLMTP if key == "lmtp" else None
+                    factory = smtp_factory(state, implicit_tls=implicit, cls=cls, proxy=key == "smtp_proxy")
+                    server = await loop.create_server(factory, self.host, port, ssl=ssl_ctx)
                 else:
                     handler = pop3_handler(state) if key.startswith("pop3") else imap_handler(state)
                     server = await asyncio.start_server(handler, self.host, port, ssl=ssl_ctx, limit=2**20)
@@ -184,6 +204,11 @@ class Sandbox:
                 ) from None
             self._servers.append(server)
             self.ports[key] = server.sockets[0].getsockname()[1]
+        # LMTP on a unix socket too, as Dovecot's usually is (connect: {unix: PATH})
+        path = str(Path(self._workdir) / LMTP_SOCKET)
+        server = await loop.create_unix_server(smtp_factory(state, implicit_tls=False, cls=SandboxLMTP), path)
+        self._servers.append(server)
+        self.lmtp_socket = path
 
     def stop(self) -> None:
         loop, thread = self._loop, self._thread
@@ -231,16 +256,33 @@ class Sandbox:
         self.stop()
 
     # --- queries -------------------------------------------------------------------------
-    def port_for(self, protocol: str, tls: str) -> int:
+    def port_for(self, protocol: str, tls: str, *, proxy: bool = False) -> int:
+        """The port for a session of `protocol` with TLS mode `tls`; `proxy`: it sends a PROXY
+        header first (the SMTP listener that expects one)."""
         proto = protocol.lower()
-        if proto not in ("smtp", "pop3", "imap"):
-            raise ValueError(f"the sandbox serves smtp, pop3 and imap, not {protocol!r}")
+        if proxy:
+            if proto != "smtp" or tls.lower() not in ("none", "plain", "starttls"):
+                raise ValueError("the sandbox expects a PROXY header only on SMTP without implicit TLS")
+            return self.ports["smtp_proxy"]
+        if proto not in ("smtp", "lmtp", "pop3", "imap"):
+            raise ValueError(f"the sandbox serves smtp, lmtp, pop3 and imap, not {protocol!r}")
         mode = tls.lower()
+        if proto == "lmtp" and mode in ("none", "plain", "starttls"):
+            return self.ports["lmtp"]
         if mode in ("none", "plain", "starttls"):
             return self.ports[proto]
         if mode in ("implicit", "tls", "ssl"):
+            if proto == "lmtp":
+                raise ValueError("the sandbox's LMTP has no implicit-TLS port (use tls: starttls)")
             return self.ports[proto + "s"]
         raise ValueError(f"unknown TLS mode {tls!r}; use none, starttls or implicit")
+
+    def unix_for(self, protocol: str, unix: str | Path | None) -> Path | None:
+        """Where a session that names a unix socket goes instead: the sandbox's LMTP socket for
+        LMTP, else None (the TCP port of port_for)."""
+        if unix is None or protocol.lower() != "lmtp" or not self.lmtp_socket:
+            return None
+        return Path(self.lmtp_socket)
 
     def mailbox(self, user: str) -> mailbox.Maildir:
         name = normalise(user, self.domain)
@@ -268,36 +310,13 @@ class Sandbox:
             f"<postmaster@{self.domain}>"
         )
 
+    def offers(self) -> list[tuple[str, str, str, str, list[str]]]:
+        """Per listener: (label, address, how, the command that lists what it offers, that list)."""
+        return banner.offers(self)
+
     def describe(self) -> str:
-        lines = [f"mailrun sandbox listening on {self.host}:"]
-        for key in PORT_KEYS:
-            label, what = _LABELS[key]
-            lines.append(f"  {label:<6} {_hostport(self.host, self.ports[key]):<22} {what}")
-        if self.accept_any_login:
-            lines.append(
-                f"users: any login and any password or OAuth token are accepted (domain {self.domain})"
-            )
-        else:
-            shown = ", ".join(f"{u} / {p}" for u, p in self.users.items())
-            lines.append(f"users (login as NAME or NAME@{self.domain}): {shown}")
-            lines.append("XOAUTH2 (OAuth 2.0) logins take the user's password as the token")
-        lines.append(f"mail to any address is delivered; maildirs under {self.maildir_root}")
-        if self.welcome:
-            lines.append(
-                f"each new mailbox starts with one message from postmaster@{self.domain}, "
-                f"'Subject: {WELCOME_SUBJECT}'"
-            )
-        lines.append(f"CA certificate (trust it to verify TLS): {self.ca_path}")
-        return "\n".join(lines)
-
-
-def _hostport(host: str, port: int) -> str:
-    try:
-        if ipaddress.ip_address(host).version == 6:
-            return f"[{host}]:{port}"
-    except ValueError:
-        pass
-    return f"{host}:{port}"
+        """The start banner of `mailrun sandbox` (runner.sandbox.banner)."""
+        return banner.describe(self)
 
 
 # --- `mailrun sandbox` ---------------------------------------------------------------------
@@ -312,12 +331,15 @@ def _port(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mailrun sandbox",
-        description="Run a local SMTP/POP3/IMAP mail service on loopback for trying scenarios, "
+        description="Run a local SMTP/LMTP/POP3/IMAP mail service on loopback for trying scenarios, "
         "until Ctrl-C. Ports default to free ones (0).",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     for key in PORT_KEYS:
-        p.add_argument(f"--{key}-port", type=_port, default=0, metavar="N", help=f"{key} port (0 = any free)")
+        flag = key.replace("_", "-")
+        p.add_argument(
+            f"--{flag}-port", type=_port, default=0, metavar="N", help=f"{flag} port (0 = any free)"
+        )
     p.add_argument("--maildir", metavar="DIR", help="keep the Maildirs here (default: a temporary directory)")
     p.add_argument(
         "--accept-any-login",

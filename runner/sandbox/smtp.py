@@ -17,6 +17,7 @@ What aiosmtpd does not do by itself and is added here:
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import logging
 import re
@@ -25,14 +26,16 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any
 
-from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword
+from aiosmtpd.smtp import SMTP, AuthResult, auth_mechanism
 
 from runner.sandbox.sasl import (
+    MECHANISMS,
     SASL_LINE_LIMIT,
-    XOAUTH2_ERROR_CHALLENGE,
     SaslError,
+    certificate_identity,
     decode_response,
-    parse_xoauth2,
+    exchange,
+    server_mechanism,
 )
 
 if TYPE_CHECKING:
@@ -41,6 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("runner.sandbox.smtp")
 
 SIZE_LIMIT = 10240000
+PROXY_TIMEOUT = 10.0  # seconds the PROXY listener waits for the header
 MAX_RECIPIENTS = 1000
 
 _HAS_ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}( |$)")
@@ -109,6 +113,7 @@ def enhance(status: str) -> str:
     return f"{code}{sep}{enhanced} {text}"
 
 
+_BDAT = re.compile(r"^\s*(\d{1,18})(?:\s+(LAST))?\s*$", re.I)
 _NULL_SENDER = re.compile(r"^\s*FROM:\s*<>(\s.*)?$", re.I | re.S)
 _NULL_PLACEHOLDER = "null-sender@mailrun-sandbox.invalid"
 
@@ -120,9 +125,18 @@ class NullSender(str):
         return True
 
 
+def extensions(*, lmtp: bool = False, starttls: bool) -> list[str]:
+    """The EHLO (LHLO) keywords after the host name; the start banner shows the same list."""
+    out = ["PIPELINING", f"SIZE {SIZE_LIMIT}"]
+    if starttls:
+        out.append("STARTTLS")
+    if not lmtp:  # LMTP is local delivery: no AUTH, as with Dovecot's
+        out.append("AUTH " + " ".join(MECHANISMS))
+    return out + ["ENHANCEDSTATUSCODES", "8BITMIME", "CHUNKING"]
+
+
 class SandboxSMTP(SMTP):
-    AuthLoginUsernameChallenge = "Username:"
-    AuthLoginPasswordChallenge = "Password:"
+    lmtp = False  # LMTP (runner.sandbox.lmtp): one reply per recipient after the message
 
     def __init__(self, handler: SMTPHandler, *, implicit_tls: bool, **kwargs: Any):
         self.implicit_tls = implicit_tls
@@ -166,38 +180,109 @@ class SandboxSMTP(SMTP):
         if arg:
             mechanism, sep, rest = arg.strip().partition(" ")
             arg = mechanism.upper() + sep + rest
+        if self.envelope is not None and self.envelope.mail_from and not self.session.authenticated:
+            await self.push("503 5.5.1 Error: MAIL transaction in progress")  # RFC 4954 section 4
+            return
         await super().smtp_AUTH(arg)
 
-    async def auth_XOAUTH2(self, _, args: list[str]) -> AuthResult:
-        if len(args) == 1:
-            blob = await self.challenge_auth("")  # '334 ', then the client's response, decoded
-            if blob is MISSING:  # '*' or bad base64: already answered with a 501
-                return AuthResult(success=False, handled=True)
-        else:
+    async def sasl(self, name: str, args: list[str]) -> AuthResult:
+        """One AUTH exchange with the shared server mechanism (runner.sandbox.sasl)."""
+        peercert = self.transport.get_extra_info("peercert") if self.tls_active and self.transport else None
+        mech = server_mechanism(name, self.event_handler.state, certificate_identity(peercert))
+        assert mech is not None  # aiosmtpd dispatched on a name of MECHANISMS
+        initial = None
+        if len(args) == 2:
             try:
-                blob = decode_response(args[1])
+                initial = decode_response(args[1])
             except SaslError:
                 await self.push("501 5.5.2 Can't decode base64")
                 return AuthResult(success=False, handled=True)
-        try:
-            user, token = parse_xoauth2(blob)
-        except SaslError as e:
-            await self.push(f"501 5.5.2 Invalid XOAUTH2 response: {e}")
+        outcome = await exchange(mech, initial, self._ask)
+        if outcome is None:
             return AuthResult(success=False, handled=True)
-        name = self.event_handler.state.authenticate(user, token)
-        if name is None:
-            # Gmail/Outlook: a JSON error as a challenge, the client's (empty) answer, then 535.
-            await self.push(f"334 {XOAUTH2_ERROR_CHALLENGE}")
-            try:
-                await self._reader.readline()  # the client's answer (empty), ignored
-            except ValueError:  # longer than the line limit: discarded by the stream
-                pass
+        if outcome.malformed is not None:
+            await self.push(f"501 5.5.2 Invalid {name} response: {outcome.malformed}")
+            return AuthResult(success=False, handled=True)
+        if outcome.mailbox is None:
+            why = "invalid user or OAuth 2.0 token" if outcome.oauth else "authentication failure"
             return AuthResult(
-                success=False,
-                handled=False,
-                message="535 5.7.8 Error: authentication failed: invalid user or OAuth 2.0 token",
+                success=False, handled=False, message=f"535 5.7.8 Error: authentication failed: {why}"
             )
-        return AuthResult(success=True, auth_data=name)
+        return AuthResult(success=True, auth_data=outcome.mailbox)
+
+    async def _ask(self, challenge: bytes, answer_ignored: bool) -> bytes | None:
+        """'334 <base64>', then the client's answer decoded (None: '*', bad base64 or a line
+        too long, already answered)."""
+        await self.push(b"334 " + base64.b64encode(challenge))
+        try:
+            line = await self._reader.readline()
+        except ValueError:  # longer than the line limit: discarded by the stream
+            await self.push("500 5.5.2 Error: authentication response too long")
+            return None
+        if answer_ignored:  # the answer to an OAuth error (empty, or ^A): the failure follows
+            return b""
+        if line.strip() == b"*":
+            await self.push("501 5.7.0 Authentication aborted")
+            return None
+        try:
+            return decode_response(line)
+        except SaslError:
+            await self.push("501 5.5.2 Can't decode base64")
+            return None
+
+    # --- BDAT (RFC 3030 CHUNKING) ----------------------------------------------------------
+    def _set_post_data_state(self) -> None:
+        super()._set_post_data_state()
+        self._chunks: bytearray | None = None  # the message so far, once a BDAT was accepted
+        self._chunks_over = False  # the chunks passed the size limit: refused at LAST
+
+    async def smtp_BDAT(self, arg: str | None) -> None:
+        m = _BDAT.match(arg or "")
+        if not m:
+            await self.push("501 5.5.4 Syntax: BDAT chunk-size [LAST]")
+            return
+        size, last = int(m[1]), m[2] is not None
+        # The chunk's bytes follow the command whatever the answer is: read them first.
+        data = await self._read_chunk(size)
+        if await self.check_helo_needed() or await self.check_auth_needed("BDAT"):
+            return
+        if not self.envelope.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        if self._chunks is None:
+            self._chunks = bytearray()
+        if self._chunks_over or len(self._chunks) + size > self.data_size_limit:
+            self._chunks_over, self._chunks = True, bytearray()
+        else:
+            self._chunks += data
+        if not last:
+            await self.push(f"250 2.0.0 Ok: {size} octets received")
+            return
+        if self._chunks_over:
+            self._set_post_data_state()
+            await self.push("552 5.3.4 Message size exceeds fixed limit")
+            return
+        self.envelope.content = self.envelope.original_content = bytes(self._chunks)
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push(status)
+
+    async def _read_chunk(self, size: int) -> bytes:
+        """Exactly `size` bytes from the stream; beyond the size limit they are read and dropped."""
+        keep = size <= self.data_size_limit
+        parts, left = [], size
+        while left:
+            piece = await self._reader.readexactly(min(left, 65536))
+            left -= len(piece)
+            if keep:
+                parts.append(piece)
+        return b"".join(parts)
+
+    async def smtp_DATA(self, arg: str | None) -> None:
+        if self._chunks is not None:  # RFC 3030 section 3: no DATA after BDAT in a transaction
+            await self.push("503 5.5.1 Error: BDAT and DATA cannot be mixed in one transaction")
+            return
+        await super().smtp_DATA(arg)
 
     async def smtp_EHLO(self, hostname: str) -> None:
         self._raw_replies = True
@@ -213,6 +298,13 @@ class SandboxSMTP(SMTP):
         finally:
             self._raw_replies = False
 
+    def refusal(self, name: str, rcpt: str) -> str | None:
+        """The reply refusing delivery of the message to one recipient after it came (LMTP)."""
+        return None
+
+    def accepted(self, rcpt: str, queue_id: str) -> str:
+        return f"250 2.0.0 Ok: queued as {queue_id}"
+
     def connection_lost(self, error: Exception | None) -> None:
         self.event_handler.state.smtp_protocols.discard(self)
         super().connection_lost(error)
@@ -223,35 +315,35 @@ class SandboxSMTP(SMTP):
             self.transport.close()
 
 
+def _sasl_method(name: str):
+    @auth_mechanism(name)
+    async def method(self: SandboxSMTP, _, args: list[str]) -> AuthResult:
+        return await self.sasl(name, args)
+
+    method.__name__ = "auth_" + name.replace("-", "_")
+    return method
+
+
+# aiosmtpd dispatches AUTH to the auth_* methods (auth_PLAIN and auth_LOGIN replace its own):
+# every one plays the shared mechanism of runner.sandbox.sasl.
+for _name in MECHANISMS:
+    setattr(SandboxSMTP, "auth_" + _name.replace("-", "_"), _sasl_method(_name))
+
+
 class SMTPHandler:
     def __init__(self, state: SandboxState):
         self.state = state
 
-    def authenticator(self, server: SandboxSMTP, session, envelope, mechanism: str, auth_data) -> AuthResult:
-        if not isinstance(auth_data, LoginPassword):
-            return AuthResult(success=False, handled=False)
-        login = auth_data.login.decode("utf-8", "replace")
-        password = auth_data.password.decode("utf-8", "replace")
-        name = self.state.authenticate(login, password)
-        if name is None:
-            return AuthResult(
-                success=False,
-                handled=False,
-                message="535 5.7.8 Error: authentication failed: authentication failure",
-            )
-        return AuthResult(success=True, auth_data=name)
-
     async def handle_EHLO(self, server: SandboxSMTP, session, envelope, hostname: str, responses: list[str]):
         session.host_name = hostname
-        lines = [
-            f"{server.hostname}",
-            "PIPELINING",
-            f"SIZE {server.data_size_limit}",
-        ]
-        if server.tls_context is not None and not server.tls_active:
-            lines.append("STARTTLS")
-        lines += ["AUTH PLAIN LOGIN XOAUTH2", "ENHANCEDSTATUSCODES", "8BITMIME"]
+        starttls = server.tls_context is not None and not server.tls_active
+        lines = [server.hostname, *extensions(lmtp=server.lmtp, starttls=starttls)]
         return [f"250-{x}" for x in lines[:-1]] + [f"250 {lines[-1]}"]
+
+    async def handle_PROXY(self, server, session, envelope, proxy_data) -> bool:
+        """The PROXY listener: a valid header (aiosmtpd parsed it) is accepted; the source it
+        names is the client in the Received header."""
+        return bool(proxy_data.valid)
 
     async def handle_MAIL(self, server, session, envelope, address: str, mail_options: list[str]) -> str:
         envelope.mail_from = NullSender() if address == _NULL_PLACEHOLDER else address
@@ -280,46 +372,69 @@ class SMTPHandler:
         return f"252 2.0.0 {address}"
 
     async def handle_DATA(self, server: SandboxSMTP, session, envelope) -> str:
+        """SMTP: one reply for the message. LMTP (RFC 2033): one per recipient, in RCPT order;
+        all but the last pushed here, the last returned (aiosmtpd pushes it)."""
+        statuses = self.deliver(server, session, envelope)
+        for status in statuses[:-1]:
+            await server.push(status)
+        return statuses[-1]
+
+    def deliver(self, server: SandboxSMTP, session, envelope) -> list[str]:
         queue_id = secrets.token_hex(6).upper()[:11]
-        with_proto = "ESMTP" if session.extended_smtp else "SMTP"
+        with_proto = "LMTP" if server.lmtp else "ESMTP" if session.extended_smtp else "SMTP"
         if server.tls_active:
             with_proto += "S"
         if session.authenticated:
             with_proto += "A"
         peer = session.peer[0] if session.peer else "unknown"
+        client = f"localhost [{peer}]"
+        proxied = session.proxy_data
+        if proxied is not None and proxied.src_addr is not None:
+            client = f"[{proxied.src_addr}]:{proxied.src_port} via PROXY v{proxied.version} from {peer}"
+        statuses = []
         for rcpt in envelope.rcpt_tos:
             name = self.state.store_name(rcpt)
             assert name is not None  # checked at RCPT
             trace = (
                 f"Return-Path: <{envelope.mail_from}>\r\n"
                 f"Delivered-To: {rcpt}\r\n"
-                f"Received: from {session.host_name} (localhost [{peer}])\r\n"
+                f"Received: from {session.host_name} ({client})\r\n"
                 f"\tby {server.hostname} (mailrun sandbox) with {with_proto} id {queue_id}\r\n"
                 f"\tfor <{rcpt}>; {format_datetime(datetime.now(UTC))}\r\n"
             ).encode("utf-8", "surrogateescape")
-            self.state.store.deliver(name, trace + envelope.original_content)
-        return f"250 2.0.0 Ok: queued as {queue_id}"
+            status = server.refusal(name, rcpt)
+            if status is None:
+                self.state.store.deliver(name, trace + envelope.original_content)
+                status = server.accepted(rcpt, queue_id)
+            statuses.append(status)
+        return statuses if server.lmtp else [statuses[-1]]
 
     async def handle_exception(self, error: Exception) -> str:
         log.error("sandbox SMTP session error: %s: %s", type(error).__name__, error)
         return "451 4.3.0 Error: internal sandbox error"
 
 
-def smtp_factory(state: SandboxState, *, implicit_tls: bool):
+def smtp_factory(
+    state: SandboxState, *, implicit_tls: bool, cls: type[SandboxSMTP] | None = None, proxy: bool = False
+):
+    """The protocol factory of one SMTP listener (or LMTP: `cls` runner.sandbox.lmtp.SandboxLMTP);
+    `proxy`: each connection must start with a HAProxy PROXY header (v1 or v2), else it is closed."""
     handler = SMTPHandler(state)
     loop = asyncio.get_running_loop()
+    cls = cls or SandboxSMTP
+    lmtp = cls.lmtp
 
     def make() -> SandboxSMTP:
-        return SandboxSMTP(
+        return cls(
             handler,
             implicit_tls=implicit_tls,
             data_size_limit=SIZE_LIMIT,
             hostname=state.hostname,
-            ident="ESMTP mailrun sandbox",
+            ident=f"{'LMTP' if lmtp else 'ESMTP'} mailrun sandbox",
             tls_context=None if implicit_tls else state.tls_context,
             auth_require_tls=False,
-            authenticator=handler.authenticator,
             timeout=state.idle_timeout,
+            proxy_protocol_timeout=PROXY_TIMEOUT if proxy else None,
             loop=loop,
         )
 

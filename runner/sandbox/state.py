@@ -60,6 +60,19 @@ class SandboxState:
         self.store.ensure(name)
         return name
 
+    def published(self, login: str) -> tuple[str, str] | None:
+        """(mailbox name, password) of a published user, for the mechanisms that must know the
+        password to check a proof (CRAM-MD5, SCRAM). None for anybody else, in either mode."""
+        name = normalise(login, self.domain)
+        if name is None or name not in self.users:
+            return None
+        return name, self.users[name]
+
+    def open_mailbox(self, name: str) -> str:
+        """A login proved by a challenge-response mechanism: its mailbox, created if new."""
+        self.store.ensure(name)
+        return name
+
     async def run_session(self, coro, conn: LineConnection) -> None:
         task = asyncio.current_task()
         self.connections.add(conn)
