@@ -30,7 +30,7 @@ from runner.records import Frozen, Value
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    pass
 
 
 def close_matches(word: str, possibilities, n: int) -> list[str]:
@@ -142,31 +142,6 @@ class Expr(Value):
 #: the most a template may render to, in characters: a body of a few MB is normal, while a
 #: variable made of ten copies of the one before, ten times over, is a bomb
 MAX_RENDERED = 16 << 20
-
-
-def rendered_size(t: Template, sizes: Mapping[str, int]) -> int:
-    """About how long `t` renders, given the sizes of the names it uses (a name not in sizes
-    counts 0: a --var, an env value or a capture is not known before the run)."""
-    n = len(t.literal_text())
-    for e in t.expressions:
-        op = e.operand
-        if isinstance(op, Str):
-            size = len(op.value)
-        elif isinstance(op, Name):
-            size = sizes.get(op.name, 0)
-        else:  # auth_plain / xoauth2: base64 of its arguments and a few bytes
-            size = (
-                (sum(sizes.get(a.name, 0) if isinstance(a, Name) else len(a.value) for a in op.args) + 40)
-                * 4
-                // 3
-            )
-        for f in e.filters:
-            if f.name == "b64":
-                size = (size + 2) // 3 * 4
-            elif f.name == "default":
-                size = max(size, len(f.arg or ""))
-        n += size
-    return n
 
 
 # --- parser ----------------------------------------------------------------------------

@@ -8,7 +8,8 @@ Templates are checked with the one `{{ }}` parser, runner.lang.templates.
 
 from __future__ import annotations
 
-from runner.lang.templates import MAX_RENDERED, TemplateError, close_matches, parse, rendered_size
+from runner.lang.template_size import rendered_size
+from runner.lang.templates import MAX_RENDERED, TemplateError, close_matches, parse
 from runner.load import schema
 from runner.load.yaml_doc import json_path
 
