@@ -1,0 +1,302 @@
+"""The sandbox IMAP server's view of a message's structure (RFC 3501 7.4.2): ENVELOPE,
+BODY / BODYSTRUCTURE, and the MIME part a section number ('1.2') names. Everything is read from
+the stored bytes (CRLF form), so sizes and line counts are those of the message as it is."""
+
+from __future__ import annotations
+
+import email.message
+import email.utils
+import re
+
+MAX_DEPTH = 30  # deeper MIME nesting is taken as an opaque leaf part
+_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"?|\[[^\]]*\]?|[<>,:;@.()]|[^\s"\[\]<>,:;@.()]+', re.S)
+
+
+def split_header(data: bytes) -> tuple[bytes, bytes]:
+    """(header including the blank line that ends it, body); a part may have no header at all."""
+    if data.startswith(b"\r\n"):
+        return b"\r\n", data[2:]
+    i = data.find(b"\r\n\r\n")
+    if i < 0:
+        return data, b""
+    return data[: i + 4], data[i + 4 :]
+
+
+def fields(header: bytes) -> dict[str, list[bytes]]:
+    """Field name (lower case) -> raw values, unfolded (the CRLFs of folding removed)."""
+    out: dict[str, list[bytes]] = {}
+    name = None
+    for line in header.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t") and name is not None:
+            out[name][-1] += line
+            continue
+        head, colon, value = line.partition(b":")
+        if not colon or not head or b" " in head.strip():
+            name = None
+            continue
+        name = head.strip().decode("ascii", "replace").lower()
+        out.setdefault(name, []).append(value)
+    return {k: [v.strip() for v in vs] for k, vs in out.items()}
+
+
+def nstring(value: bytes | str | None) -> bytes:
+    """NIL, a quoted string, or a literal when the value holds CR, LF, NUL or 8-bit bytes."""
+    if value is None:
+        return b"NIL"
+    if isinstance(value, str):
+        value = value.encode("utf-8", "surrogateescape")
+    if re.search(rb"[\r\n\x00\x80-\xff]", value):
+        return b"{%d}\r\n" % len(value) + value
+    return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+
+
+def _first(f: dict[str, list[bytes]], name: str) -> bytes | None:
+    values = f.get(name)
+    return values[0] if values and values[0] else None
+
+
+# --- ENVELOPE -------------------------------------------------------------------------------
+def envelope(header: bytes) -> bytes:
+    """(date subject from sender reply-to to cc bcc in-reply-to message-id); sender and
+    reply-to default to from (RFC 3501 7.4.2)."""
+    f = fields(header)
+    sender = _first(f, "from")
+    parts = [nstring(_first(f, "date")), nstring(_first(f, "subject"))]
+    for name in ("from", "sender", "reply-to", "to", "cc", "bcc"):
+        value = _first(f, name)
+        if name in ("sender", "reply-to") and value is None:
+            value = sender
+        parts.append(address_list(value))
+    parts += [nstring(_first(f, "in-reply-to")), nstring(_first(f, "message-id"))]
+    return b"(" + b" ".join(parts) + b")"
+
+
+def address_list(value: bytes | None) -> bytes:
+    """An address header as IMAP address structures: (name adl mailbox host) each; a group is
+    (NIL NIL name NIL) ... (NIL NIL NIL NIL). NIL when there is no address."""
+    if value is None:
+        return b"NIL"
+    tokens = _tokens(value)
+    out: list[tuple] = []
+    pos = 0
+    while pos < len(tokens):
+        pos = _address(tokens, pos, out)
+    if not out:
+        return b"NIL"
+    return b"(" + b"".join(b"(" + b" ".join(nstring(x) for x in a) + b")" for a in out) + b")"
+
+
+def _tokens(value: bytes) -> list[bytes]:
+    """RFC 5322 tokens (atoms, quoted strings, domain literals, specials) outside comments."""
+    out, depth = [], 0
+    for t in _TOKEN.findall(value):
+        if t == b"(":
+            depth += 1
+        elif t == b")":
+            depth = max(0, depth - 1)
+        elif depth == 0:
+            out.append(t)
+    return out
+
+
+def _address(tokens: list[bytes], pos: int, out: list[tuple]) -> int:
+    """One address (or group) from tokens[pos]; appended to `out`; the position after it."""
+    phrase: list[bytes] = []
+    while pos < len(tokens) and tokens[pos] not in (b"<", b":", b",", b";"):
+        phrase.append(tokens[pos])
+        pos += 1
+    end = tokens[pos] if pos < len(tokens) else b","
+    if end == b":":  # group: name: members;
+        out.append((None, None, _phrase(phrase), None))
+        pos += 1
+        while pos < len(tokens) and tokens[pos] != b";":
+            pos = _address(tokens, pos, out) if tokens[pos] != b"," else pos + 1
+        out.append((None, None, None, None))
+        return pos + 1
+    if end == b"<":
+        close = tokens.index(b">", pos) if b">" in tokens[pos:] else len(tokens)
+        inner = tokens[pos + 1 : close]
+        adl = None
+        if b":" in inner:  # obsolete route: <@a,@b:user@host>
+            colon = inner.index(b":")
+            adl, inner = b"".join(inner[:colon]), inner[colon + 1 :]
+        out.append((_phrase(phrase), adl, *_addr_spec(inner)))
+        pos = close + 1
+        while pos < len(tokens) and tokens[pos] not in (b",", b";"):
+            pos += 1
+        return pos + 1 if pos < len(tokens) and tokens[pos] == b"," else pos
+    if phrase:
+        out.append((None, None, *_addr_spec(phrase)))
+    return pos + 1 if end == b"," else pos
+
+
+def _phrase(words: list[bytes]) -> bytes | None:
+    out = b""
+    for w in words:
+        out += b"." if w == b"." else (b" " if out else b"") + _unquote(w)
+    return out or None
+
+
+def _unquote(word: bytes) -> bytes:
+    if word.startswith(b'"'):
+        return re.sub(rb"\\(.)", rb"\1", word[1:-1] if word.endswith(b'"') and len(word) > 1 else word[1:])
+    return word
+
+
+def _addr_spec(tokens: list[bytes]) -> tuple[bytes | None, bytes | None]:
+    if b"@" not in tokens:
+        return (b"".join(tokens) or None), b"MISSING_DOMAIN"
+    at = len(tokens) - 1 - tokens[::-1].index(b"@")
+    return b"".join(tokens[:at]) or None, b"".join(tokens[at + 1 :]) or None
+
+
+# --- BODY and BODYSTRUCTURE -----------------------------------------------------------------
+class Part:
+    """One MIME entity: its header, body, content type and (for multiparts and message/rfc822)
+    the parts inside."""
+
+    def __init__(self, data: bytes, default: str = "text/plain", depth: int = 0):
+        self.header, self.body = split_header(data)
+        self.fields = fields(self.header)
+        ctype = _first(self.fields, "content-type")
+        msg = email.message.Message()
+        if ctype is not None:
+            msg["Content-Type"] = ctype.decode("utf-8", "surrogateescape")
+        self.params = _params(msg, ctype is not None)
+        full = msg.get_content_type()  # text/plain also for a malformed type: then the default
+        if ctype is None or (full == "text/plain" and not _is_text_plain(ctype)):
+            full = default
+            if default == "text/plain" and not self.params:
+                self.params = [("charset", "us-ascii")]
+        self.type, _, self.subtype = full.partition("/")
+        self.children: list[Part] = []
+        self.message: Part | None = None
+        if depth >= MAX_DEPTH:
+            return
+        if self.type == "multipart":
+            boundary = dict((k.lower(), v) for k, v in self.params).get("boundary")
+            inner = "message/rfc822" if self.subtype == "digest" else "text/plain"
+            for chunk in split_multipart(
+                self.body, boundary.encode("utf-8", "surrogateescape") if boundary else b""
+            ):
+                self.children.append(Part(chunk, inner, depth + 1))
+        elif (self.type, self.subtype) == ("message", "rfc822"):
+            self.message = Part(self.body, "text/plain", depth + 1)
+
+    def structure(self, extended: bool) -> bytes:
+        if self.children:
+            out = b"(" + b"".join(c.structure(extended) for c in self.children) + b" " + nstring(self.subtype)
+            if extended:
+                out += b" " + b" ".join([_param_list(self.params), *self._extension()])
+            return out + b")"
+        f = self.fields
+        encoding = _first(f, "content-transfer-encoding") or b"7BIT"
+        items = [
+            nstring(self.type),
+            nstring(self.subtype),
+            _param_list(self.params),
+            nstring(_first(f, "content-id")),
+            nstring(_first(f, "content-description")),
+            nstring(encoding),
+            str(len(self.body)).encode(),
+        ]
+        if self.message is not None:
+            items += [envelope(self.message.header), self.message.structure(extended), _lines(self.body)]
+        elif self.type == "text":
+            items.append(_lines(self.body))
+        if extended:
+            items += [nstring(_first(f, "content-md5")), *self._extension()]
+        return b"(" + b" ".join(items) + b")"
+
+    def _extension(self) -> list[bytes]:
+        """body-fld-dsp, body-fld-lang, body-fld-loc."""
+        disposition = b"NIL"
+        value = _first(self.fields, "content-disposition")
+        if value is not None:
+            msg = email.message.Message()
+            msg["Content-Disposition"] = value.decode("utf-8", "surrogateescape")
+            params = _params(msg, True, "content-disposition")
+            kind = value.split(b";", 1)[0].strip().decode("utf-8", "surrogateescape")
+            disposition = b"(" + nstring(kind) + b" " + _param_list(params) + b")"
+        language = _first(self.fields, "content-language")
+        if language is not None:
+            langs = [x.strip() for x in language.split(b",") if x.strip()]
+            lang = b"(" + b" ".join(nstring(x) for x in langs) + b")" if len(langs) > 1 else nstring(langs[0])
+        else:
+            lang = b"NIL"
+        return [disposition, lang, nstring(_first(self.fields, "content-location"))]
+
+    def section(self, path: list[int]) -> Part | None:
+        """The part a section number names (1-based; part 1 of a single part is the body)."""
+        part: Part | None = self
+        for n in path:
+            if part is None:
+                return None
+            if part.message is not None and not part.children:
+                part = part.message
+            if part.children:
+                part = part.children[n - 1] if 0 < n <= len(part.children) else None
+            elif n == 1:
+                part = part if part.message is None else part.message
+            else:
+                return None
+        return part
+
+
+def _is_text_plain(ctype: bytes) -> bool:
+    return ctype.split(b";", 1)[0].strip().lower() == b"text/plain"
+
+
+def _params(msg: email.message.Message, present: bool, header: str = "content-type") -> list[tuple[str, str]]:
+    if not present:
+        return []
+    out = []
+    for k, v in (msg.get_params(header=header) or [])[1:]:
+        if isinstance(v, tuple):
+            v = email.utils.collapse_rfc2231_value(v)
+        out.append((k, v))
+    return out
+
+
+def _param_list(params: list[tuple[str, str]]) -> bytes:
+    if not params:
+        return b"NIL"
+    return b"(" + b" ".join(nstring(k) + b" " + nstring(v) for k, v in params) + b")"
+
+
+def _lines(body: bytes) -> bytes:
+    count = body.count(b"\n")
+    if body and not body.endswith(b"\n"):
+        count += 1
+    return str(count).encode()
+
+
+def split_multipart(body: bytes, boundary: bytes) -> list[bytes]:
+    """The body parts between `--boundary` lines (RFC 2046 5.1.1): the CRLF before each
+    delimiter belongs to it; the preamble and the epilogue are not parts."""
+    if not boundary:
+        return []
+    delim = b"--" + boundary
+    marks: list[tuple[int, int]] = []  # (delimiter start, its line's end)
+    i = 0
+    while True:
+        j = body.find(delim, i)
+        if j < 0:
+            break
+        after = body[j + len(delim) : j + len(delim) + 1]
+        if (j == 0 or body[j - 1 : j] == b"\n") and after in (b"", b"-", b"\r", b"\n", b" ", b"\t"):
+            eol = body.find(b"\n", j)
+            marks.append((j, len(body) if eol < 0 else eol + 1))
+            if body[j + len(delim) : j + len(delim) + 2] == b"--":
+                break
+        i = j + len(delim)
+    parts = []
+    for n, (start, line_end) in enumerate(marks):
+        if body[start + len(delim) : start + len(delim) + 2] == b"--":
+            break
+        stop = marks[n + 1][0] if n + 1 < len(marks) else len(body)
+        chunk = body[line_end:stop]
+        if n + 1 < len(marks):
+            chunk = chunk[:-2] if chunk.endswith(b"\r\n") else chunk[:-1] if chunk.endswith(b"\n") else chunk
+        parts.append(chunk)
+    return parts
