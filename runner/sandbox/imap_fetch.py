@@ -142,24 +142,25 @@ class FetchItem:
         if self.partial is not None:
             name += f"<{self.partial[0]}>"
         part = self._section(data, header, text)
-        if part is None:  # no such MIME part
-            return name.encode() + b" NIL"
         if self.partial is not None:
             start, count = self.partial
             part = part[start : start + count] if count is not None else part[start:]
         return literal(name.encode(), part)
 
-    def _section(self, data: bytes, header: bytes, text: bytes) -> bytes | None:
+    def _section(self, data: bytes, header: bytes, text: bytes) -> bytes:
+        """The section's bytes; empty for a part that is not there (as Dovecot answers), and
+        for HEADER or TEXT of a part that is no MESSAGE/RFC822 (RFC 3501 6.4.5)."""
         if self.path:
             found = Part(data).section(self.path)
             if found is None:
-                return None
+                return b""
             if self.section == "":
                 return found.body
             if self.section == "MIME":
                 return found.header
-            inner = found.message or found
-            data, header, text = inner.header + inner.body, inner.header, inner.body
+            if found.message is None:
+                return b""
+            header, text = found.message.header, found.message.body
         if self.section == "":
             return data
         if self.section == "HEADER":

@@ -4,8 +4,6 @@ the stored bytes (CRLF form), so sizes and line counts are those of the message 
 
 from __future__ import annotations
 
-import email.message
-import email.utils
 import re
 
 MAX_DEPTH = 30  # deeper MIME nesting is taken as an opaque leaf part
@@ -155,33 +153,29 @@ class Part:
     """One MIME entity: its header, body, content type and (for multiparts and message/rfc822)
     the parts inside."""
 
-    def __init__(self, data: bytes, default: str = "text/plain", depth: int = 0):
+    def __init__(self, data: bytes, default: bytes = b"text/plain", depth: int = 0):
         self.header, self.body = split_header(data)
         self.fields = fields(self.header)
         ctype = _first(self.fields, "content-type")
-        msg = email.message.Message()
-        if ctype is not None:
-            msg["Content-Type"] = ctype.decode("utf-8", "surrogateescape")
-        self.params = _params(msg, ctype is not None)
-        full = msg.get_content_type()  # text/plain also for a malformed type: then the default
-        if ctype is None or (full == "text/plain" and not _is_text_plain(ctype)):
-            full = default
-            if default == "text/plain" and not self.params:
-                self.params = [("charset", "us-ascii")]
-        self.type, _, self.subtype = full.partition("/")
+        parsed = _content_type(ctype) if ctype is not None else None
+        if parsed is None:  # none, or malformed: the default (RFC 2045 5.2)
+            self.type, _, self.subtype = default.partition(b"/")
+            self.params: list[tuple[bytes, bytes]] = []
+        else:
+            self.type, self.subtype, self.params = parsed
+        kind = (self.type.lower(), self.subtype.lower())
+        if kind[0] == b"text" and not any(k.lower() == b"charset" for k, _ in self.params):
+            self.params.append((b"charset", b"us-ascii"))  # RFC 2045's default, said (as Dovecot does)
         self.children: list[Part] = []
         self.message: Part | None = None
         if depth >= MAX_DEPTH:
             return
-        if self.type == "multipart":
-            boundary = dict((k.lower(), v) for k, v in self.params).get("boundary")
-            inner = "message/rfc822" if self.subtype == "digest" else "text/plain"
-            for chunk in split_multipart(
-                self.body, boundary.encode("utf-8", "surrogateescape") if boundary else b""
-            ):
-                self.children.append(Part(chunk, inner, depth + 1))
-        elif (self.type, self.subtype) == ("message", "rfc822"):
-            self.message = Part(self.body, "text/plain", depth + 1)
+        if kind[0] == b"multipart":
+            boundary = next((v for k, v in self.params if k.lower() == b"boundary"), b"")
+            inner = b"message/rfc822" if kind[1] == b"digest" else b"text/plain"
+            self.children = [Part(chunk, inner, depth + 1) for chunk in split_multipart(self.body, boundary)]
+        elif kind == (b"message", b"rfc822"):
+            self.message = Part(self.body, b"text/plain", depth + 1)
 
     def structure(self, extended: bool) -> bytes:
         if self.children:
@@ -190,7 +184,7 @@ class Part:
                 out += b" " + b" ".join([_param_list(self.params), *self._extension()])
             return out + b")"
         f = self.fields
-        encoding = _first(f, "content-transfer-encoding") or b"7BIT"
+        encoding = _first(f, "content-transfer-encoding") or b"7bit"
         items = [
             nstring(self.type),
             nstring(self.subtype),
@@ -202,7 +196,7 @@ class Part:
         ]
         if self.message is not None:
             items += [envelope(self.message.header), self.message.structure(extended), _lines(self.body)]
-        elif self.type == "text":
+        elif self.type.lower() == b"text":
             items.append(_lines(self.body))
         if extended:
             items += [nstring(_first(f, "content-md5")), *self._extension()]
@@ -213,11 +207,8 @@ class Part:
         disposition = b"NIL"
         value = _first(self.fields, "content-disposition")
         if value is not None:
-            msg = email.message.Message()
-            msg["Content-Disposition"] = value.decode("utf-8", "surrogateescape")
-            params = _params(msg, True, "content-disposition")
-            kind = value.split(b";", 1)[0].strip().decode("utf-8", "surrogateescape")
-            disposition = b"(" + nstring(kind) + b" " + _param_list(params) + b")"
+            kind = value.split(b";", 1)[0].strip()
+            disposition = b"(" + nstring(kind) + b" " + _param_list(_params(value)) + b")"
         language = _first(self.fields, "content-language")
         if language is not None:
             langs = [x.strip() for x in language.split(b",") if x.strip()]
@@ -227,48 +218,57 @@ class Part:
         return [disposition, lang, nstring(_first(self.fields, "content-location"))]
 
     def section(self, path: list[int]) -> Part | None:
-        """The part a section number names (1-based; part 1 of a single part is the body)."""
-        part: Part | None = self
+        """The part a section number names (RFC 3501 6.4.5): in a message, part 1 of a single
+        part is its body; numbers after a MESSAGE/RFC822 part go into the message it holds."""
+        part: Part | None = None
         for n in path:
             if part is None:
-                return None
-            if part.message is not None and not part.children:
-                part = part.message
-            if part.children:
-                part = part.children[n - 1] if 0 < n <= len(part.children) else None
-            elif n == 1:
-                part = part if part.message is None else part.message
+                options = self.children or [self]
+            elif part.children:
+                options = part.children
+            elif part.message is not None:
+                options = part.message.children or [part.message]
             else:
                 return None
+            if not 0 < n <= len(options):
+                return None
+            part = options[n - 1]
         return part
 
 
-def _is_text_plain(ctype: bytes) -> bool:
-    return ctype.split(b";", 1)[0].strip().lower() == b"text/plain"
+_TYPE = re.compile(rb"\s*([^\s/;]+)\s*/\s*([^\s;]+)")
+_PARAM = re.compile(rb';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
 
 
-def _params(msg: email.message.Message, present: bool, header: str = "content-type") -> list[tuple[str, str]]:
-    if not present:
-        return []
+def _content_type(value: bytes) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]] | None:
+    """type, subtype and parameters as written (Dovecot keeps their case too); None if malformed."""
+    m = _TYPE.match(value)
+    if not m:
+        return None
+    return m[1], m[2], _params(value)
+
+
+def _params(value: bytes) -> list[tuple[bytes, bytes]]:
+    """The attribute=value parameters after the first ';' (quoted values unquoted)."""
     out = []
-    for k, v in (msg.get_params(header=header) or [])[1:]:
-        if isinstance(v, tuple):
-            v = email.utils.collapse_rfc2231_value(v)
-        out.append((k, v))
+    for m in _PARAM.finditer(value, max(value.find(b";"), 0)):
+        v = m[2].strip()
+        if v.startswith(b'"'):
+            v = re.sub(rb"\\(.)", rb"\1", v[1:-1])
+        out.append((m[1], v))
     return out
 
 
-def _param_list(params: list[tuple[str, str]]) -> bytes:
+def _param_list(params: list[tuple[bytes, bytes]]) -> bytes:
     if not params:
         return b"NIL"
     return b"(" + b" ".join(nstring(k) + b" " + nstring(v) for k, v in params) + b")"
 
 
 def _lines(body: bytes) -> bytes:
-    count = body.count(b"\n")
-    if body and not body.endswith(b"\n"):
-        count += 1
-    return str(count).encode()
+    """body-fld-lines: the line ends in the body (a last line without one is not counted, as
+    Dovecot counts)."""
+    return str(body.count(b"\n")).encode()
 
 
 def split_multipart(body: bytes, boundary: bytes) -> list[bytes]:
