@@ -40,8 +40,8 @@ ODD = (
 )
 EIGHT_BIT = "From: Zo\u00eb <zoe@example.test>\r\nSubject: Gr\u00fc\u00dfe\r\n\r\n\u00e9t\u00e9\r\n".encode()
 CORPUS = {"plain": PLAIN, "mixed": MIXED, "digest": DIGEST, "odd": ODD, "eight_bit": EIGHT_BIT}
-# sections where RFC 3501 and RFC 2046 leave nothing open (see the README's note on BODY[n] of a
-# nested multipart, where Dovecot keeps the CRLF that RFC 2046 gives to the next delimiter)
+# sections where RFC 3501 and RFC 2046 leave nothing open (not BODY[n] of a nested multipart,
+# where Dovecot keeps the CRLF that RFC 2046 gives to the next delimiter: see imap_mime)
 SECTIONS = ["HEADER", "TEXT", "1", "1.1", "1.2", "1.MIME", "2", "2.MIME", "3", "3.HEADER", "3.TEXT"]
 SECTIONS += ["3.1", "3.MIME", "4", "4.MIME", "4.HEADER", "7", "HEADER.FIELDS (SUBJECT FROM)"]
 
