@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import imaplib
 import re
+import time
 
 import pytest
 
@@ -38,8 +39,19 @@ ODD = (
     b'From: <@a.x,@b.y:u@c.z>\r\nSender: s@x\r\nTo: nodomain\r\nSubject: "q" \\ back\r\n'
     b"Content-Type: Text/Plain; Format=flowed\r\n\r\nx\r\n"
 )
+NAMES = (
+    b"From: J. Q. Doe <jq@x.y>\r\nTo: John.Doe <j@d>, Mary  (the boss)  Smith <m@s>\r\nCc: <>\r\n"
+    b"Bcc: a@, @b\r\nSubject: names\r\n\r\nx\r\n"
+)
 EIGHT_BIT = "From: Zo\u00eb <zoe@example.test>\r\nSubject: Gr\u00fc\u00dfe\r\n\r\n\u00e9t\u00e9\r\n".encode()
-CORPUS = {"plain": PLAIN, "mixed": MIXED, "digest": DIGEST, "odd": ODD, "eight_bit": EIGHT_BIT}
+CORPUS = {
+    "plain": PLAIN,
+    "mixed": MIXED,
+    "digest": DIGEST,
+    "odd": ODD,
+    "eight_bit": EIGHT_BIT,
+    "names": NAMES,
+}
 # sections where RFC 3501 and RFC 2046 leave nothing open (not BODY[n] of a nested multipart,
 # where Dovecot keeps the CRLF that RFC 2046 gives to the next delimiter: see imap_mime)
 SECTIONS = ["HEADER", "TEXT", "1", "1.1", "1.2", "1.MIME", "2", "2.MIME", "3", "3.HEADER", "3.TEXT"]
@@ -144,6 +156,11 @@ def test_envelope_fields_addresses_and_groups(sandbox_imap):
     assert env[2] == [[None, s("@a.x,@b.y"), s("u"), s("c.z")]]  # the obsolete route as adl
     assert env[3] == [[None, None, s("s"), s("x")]]
     assert env[5] == [[None, None, s("nodomain"), s("MISSING_DOMAIN")]]
+    env = fetched(sandbox_imap, seq_of("names"), "(ENVELOPE)")["ENVELOPE"]
+    assert env[2] == [[s("J. Q. Doe"), None, s("jq"), s("x.y")]]  # spacing as written
+    assert env[5] == [[s("John.Doe"), None, s("j"), s("d")], [s("Mary Smith"), None, s("m"), s("s")]]
+    assert env[6] == [[None, None, s("MISSING_MAILBOX"), s("MISSING_DOMAIN")]]  # <>, named as Dovecot does
+    assert env[7] == [[None, None, s("a"), s("MISSING_DOMAIN")], [None, None, s("MISSING_MAILBOX"), s("b")]]
 
 
 def test_eight_bit_strings_come_as_literals_imaplib_reads(sandbox_imap):
@@ -262,3 +279,31 @@ def test_envelope_and_bodystructure_match_dovecots(testbed, sandbox_imap):
                 assert fetched(sandbox_imap, n, spec) == fetched(dove, n, spec), (name, section)
     finally:
         dove.logout()
+
+
+def test_hostile_structure_is_answered_bounded_and_quickly(sandbox_imap):
+    deep = b"Subject: deep\r\n"
+    for n in range(200):  # multipart inside multipart, 200 levels
+        deep += b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (n, n)
+    deep += b"\r\nleaf\r\n"
+    many = (
+        b"To: "
+        + b", ".join(b"<u%d@x>" % n for n in range(20000))
+        + b"\r\nCc: "
+        + b"g: " * 5000
+        + b"\r\n\r\nx\r\n"
+    )
+    for data in (deep, many):
+        assert sandbox_imap.append("INBOX", None, None, data)[0] == "OK"
+    count = sandbox_imap.select("INBOX")[1][0].decode()
+    began = time.monotonic()
+    got = fetched(sandbox_imap, str(int(count) - 1), "(BODYSTRUCTURE)")["BODYSTRUCTURE"]
+    depth = 0
+    while isinstance(got, list) and isinstance(got[0], list):
+        got, depth = got[0], depth + 1
+    assert 25 <= depth <= 31  # nesting past imap_mime.MAX_DEPTH is one opaque part
+    env = fetched(sandbox_imap, count, "(ENVELOPE)")["ENVELOPE"]
+    assert len(env[5]) == 20000 and env[5][-1] == [None, None, s("u19999"), s("x")]
+    assert time.monotonic() - began < 10
+    sandbox_imap.store(f"{int(count) - 1}:{count}", "+FLAGS", "(\\Deleted)")
+    sandbox_imap.expunge()

@@ -59,7 +59,7 @@ class IMAPSession(AuthenticatedCommands, SelectedCommands):
         await self.conn.send(data + b"\r\n")
 
     def capabilities(self) -> str:
-        caps = ["IMAP4rev1", "SASL-IR", "LITERAL+", f"APPENDLIMIT={MAX_LITERAL}"]
+        caps = ["IMAP4rev1", "SASL-IR", "LITERAL+"]
         if self.mailbox is None:
             if not self.conn.tls:
                 caps.append("STARTTLS")

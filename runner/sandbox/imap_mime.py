@@ -13,7 +13,8 @@ from __future__ import annotations
 import re
 
 MAX_DEPTH = 30  # deeper MIME nesting is taken as an opaque leaf part
-_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"?|\[[^\]]*\]?|[<>,:;@.()]|[^\s"\[\]<>,:;@.()]+', re.S)
+_TOKEN = re.compile(rb'\s+|"(?:[^"\\]|\\.)*"?|\[[^\]]*\]?|[<>,:;@.()]|[^\s"\[\]<>,:;@.()]+', re.S)
+SPACE = b" "  # the token for whitespace and comments: a phrase keeps one space there
 
 
 def split_header(data: bytes) -> tuple[bytes, bytes]:
@@ -28,19 +29,19 @@ def split_header(data: bytes) -> tuple[bytes, bytes]:
 
 def fields(header: bytes) -> dict[str, list[bytes]]:
     """Field name (lower case) -> raw values, unfolded (the CRLFs of folding removed)."""
-    out: dict[str, list[bytes]] = {}
+    out: dict[str, list[list[bytes]]] = {}
     name = None
     for line in header.split(b"\r\n"):
         if line[:1] in (b" ", b"\t") and name is not None:
-            out[name][-1] += line
+            out[name][-1].append(line)
             continue
         head, colon, value = line.partition(b":")
         if not colon or not head or b" " in head.strip():
             name = None
             continue
         name = head.strip().decode("ascii", "replace").lower()
-        out.setdefault(name, []).append(value)
-    return {k: [v.strip() for v in vs] for k, vs in out.items()}
+        out.setdefault(name, []).append([value])
+    return {k: [b"".join(v).strip() for v in vs] for k, vs in out.items()}
 
 
 def nstring(value: bytes | str | None) -> bytes:
@@ -91,22 +92,27 @@ def address_list(value: bytes | None) -> bytes:
 
 
 def _tokens(value: bytes) -> list[bytes]:
-    """RFC 5322 tokens (atoms, quoted strings, domain literals, specials) outside comments."""
+    """RFC 5322 tokens (atoms, quoted strings, domain literals, specials); whitespace and
+    comments become one SPACE each."""
     out, depth = [], 0
     for t in _TOKEN.findall(value):
         if t == b"(":
             depth += 1
-        elif t == b")":
-            depth = max(0, depth - 1)
+        elif t == b")" and depth:
+            depth -= 1
+            if not depth:
+                out.append(SPACE)
         elif depth == 0:
-            out.append(t)
+            out.append(SPACE if t.isspace() else t)
     return out
 
 
-def _address(tokens: list[bytes], pos: int, out: list[tuple]) -> int:
-    """One address (or group) from tokens[pos]; appended to `out`; the position after it."""
+def _address(tokens: list[bytes], pos: int, out: list[tuple], in_group: bool = False) -> int:
+    """One address (or group) from tokens[pos]; appended to `out`; the position after it (always
+    past tokens[pos], except at the ';' that ends the group being read)."""
+    stops = (b"<", b",", b";") if in_group else (b"<", b":", b",", b";")  # groups do not nest
     phrase: list[bytes] = []
-    while pos < len(tokens) and tokens[pos] not in (b"<", b":", b",", b";"):
+    while pos < len(tokens) and tokens[pos] not in stops:
         phrase.append(tokens[pos])
         pos += 1
     end = tokens[pos] if pos < len(tokens) else b","
@@ -114,31 +120,34 @@ def _address(tokens: list[bytes], pos: int, out: list[tuple]) -> int:
         out.append((None, None, _phrase(phrase), None))
         pos += 1
         while pos < len(tokens) and tokens[pos] != b";":
-            pos = _address(tokens, pos, out) if tokens[pos] != b"," else pos + 1
+            pos = _address(tokens, pos, out, in_group=True) if tokens[pos] != b"," else pos + 1
         out.append((None, None, None, None))
         return pos + 1
     if end == b"<":
-        close = tokens.index(b">", pos) if b">" in tokens[pos:] else len(tokens)
+        try:
+            close = tokens.index(b">", pos)
+        except ValueError:
+            close = len(tokens)
         inner = tokens[pos + 1 : close]
         adl = None
         if b":" in inner:  # obsolete route: <@a,@b:user@host>
             colon = inner.index(b":")
             adl, inner = b"".join(inner[:colon]), inner[colon + 1 :]
-        out.append((_phrase(phrase), adl, *_addr_spec(inner)))
+        out.append((_phrase(phrase), adl and adl.replace(SPACE, b""), *_addr_spec(inner)))
         pos = close + 1
         while pos < len(tokens) and tokens[pos] not in (b",", b";"):
             pos += 1
-        return pos + 1 if pos < len(tokens) and tokens[pos] == b"," else pos
-    if phrase:
+        end = tokens[pos] if pos < len(tokens) else b","
+    elif _phrase(phrase) is not None:
         out.append((None, None, *_addr_spec(phrase)))
-    return pos + 1 if end == b"," else pos
+    return pos if end == b";" and in_group else pos + 1
 
 
 def _phrase(words: list[bytes]) -> bytes | None:
-    out = b""
-    for w in words:
-        out += b"." if w == b"." else (b" " if out else b"") + _unquote(w)
-    return out or None
+    """A display name: quoted strings unquoted, each run of whitespace one space, as written
+    otherwise ('J. Q. Doe', 'John.Doe')."""
+    text = b"".join(_unquote(w) for w in words)
+    return re.sub(rb"\s+", b" ", text).strip() or None
 
 
 def _unquote(word: bytes) -> bytes:
@@ -147,11 +156,11 @@ def _unquote(word: bytes) -> bytes:
     return word
 
 
-def _addr_spec(tokens: list[bytes]) -> tuple[bytes | None, bytes | None]:
-    if b"@" not in tokens:
-        return (b"".join(tokens) or None), b"MISSING_DOMAIN"
-    at = len(tokens) - 1 - tokens[::-1].index(b"@")
-    return b"".join(tokens[:at]) or None, b"".join(tokens[at + 1 :]) or None
+def _addr_spec(tokens: list[bytes]) -> tuple[bytes, bytes]:
+    """(mailbox, host) of local@domain; a part that is missing named as Dovecot names it."""
+    tokens = [t for t in tokens if t != SPACE]
+    at = len(tokens) - 1 - tokens[::-1].index(b"@") if b"@" in tokens else len(tokens)
+    return b"".join(tokens[:at]) or b"MISSING_MAILBOX", b"".join(tokens[at + 1 :]) or b"MISSING_DOMAIN"
 
 
 # --- BODY and BODYSTRUCTURE -----------------------------------------------------------------
