@@ -5,42 +5,24 @@ from __future__ import annotations
 
 import imaplib
 import re
-import socket
 import time
 
 import pytest
 
 from runner.sandbox.server import Sandbox
+from tests.test_sandbox_imap import Raw as RawSocket
 
 MESSAGE = b"From: Alice <alice@mailrun.test>\r\nSubject: appended\r\n\r\nline one\r\n.dot line\r\n"
 
 
-class Raw:
-    """A line-level IMAP client on a socket (for exact bytes imaplib would not send)."""
+class Raw(RawSocket):
+    """test_sandbox_imap's line client, connected to the sandbox's IMAP port and logged in."""
 
     def __init__(self, sb: Sandbox, login: bool = True):
-        self.sock = socket.create_connection((sb.host, sb.ports["imap"]), timeout=5)
-        self.buf = b""
+        super().__init__(sb.host, sb.ports["imap"])
         assert self.line().startswith(b"* OK ")
         if login:
             assert self.cmd(b"L LOGIN bob builder")[-1].startswith(b"L OK")
-
-    def line(self) -> bytes:
-        while b"\r\n" not in self.buf:
-            data = self.sock.recv(65536)
-            if not data:
-                raise EOFError(self.buf)
-            self.buf += data
-        line, _, self.buf = self.buf.partition(b"\r\n")
-        return line
-
-    def cmd(self, command: bytes, tag: bytes | None = None) -> list[bytes]:
-        tag = tag or command.split(b" ", 1)[0]
-        self.sock.sendall(command + b"\r\n")
-        lines = []
-        while not lines or not lines[-1].startswith(tag + b" "):
-            lines.append(self.line())
-        return lines
 
 
 @pytest.fixture
