@@ -41,7 +41,11 @@ ODD = (
 )
 NAMES = (
     b"From: J. Q. Doe <jq@x.y>\r\nTo: John.Doe <j@d>, Mary  (the boss)  Smith <m@s>\r\nCc: <>\r\n"
-    b"Bcc: a@, @b\r\nSubject: names\r\n\r\nx\r\n"
+    b"Bcc: a@, @b\r\nSubject: names\tand a tab\r\n\r\nx\r\n"
+)
+FIELDS = (
+    b"Subject: \r\nX: 1\r\nFrom: a@b\r\nFrom: c@d\r\nTo: \r\nDate: Mon,\t7 Dec 2026\r\n 01:00:00 +0000\r\n"
+    b"In-Reply-To:   <x@y>  \r\n\r\nx\r\n"
 )
 EIGHT_BIT = "From: Zo\u00eb <zoe@example.test>\r\nSubject: Gr\u00fc\u00dfe\r\n\r\n\u00e9t\u00e9\r\n".encode()
 CORPUS = {
@@ -51,6 +55,7 @@ CORPUS = {
     "odd": ODD,
     "eight_bit": EIGHT_BIT,
     "names": NAMES,
+    "fields": FIELDS,
 }
 # sections where RFC 3501 and RFC 2046 leave nothing open (not BODY[n] of a nested multipart,
 # where Dovecot keeps the CRLF that RFC 2046 gives to the next delimiter: see imap_mime)
@@ -161,6 +166,10 @@ def test_envelope_fields_addresses_and_groups(sandbox_imap):
     assert env[5] == [[s("John.Doe"), None, s("j"), s("d")], [s("Mary Smith"), None, s("m"), s("s")]]
     assert env[6] == [[None, None, s("MISSING_MAILBOX"), s("MISSING_DOMAIN")]]  # <>, named as Dovecot does
     assert env[7] == [[None, None, s("a"), s("MISSING_DOMAIN")], [None, None, s("MISSING_MAILBOX"), s("b")]]
+    env = fetched(sandbox_imap, seq_of("fields"), "(ENVELOPE)")["ENVELOPE"]
+    assert env[:2] == [s("Mon,\t7 Dec 2026 01:00:00 +0000"), s("")]  # unfolded; empty kept
+    assert env[2] == [[None, None, s("a"), s("b")], [None, None, s("c"), s("d")]]  # both From fields
+    assert env[5] is None and env[8] == s("<x@y>  ")
 
 
 def test_eight_bit_strings_come_as_literals_imaplib_reads(sandbox_imap):

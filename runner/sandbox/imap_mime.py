@@ -28,7 +28,8 @@ def split_header(data: bytes) -> tuple[bytes, bytes]:
 
 
 def fields(header: bytes) -> dict[str, list[bytes]]:
-    """Field name (lower case) -> raw values, unfolded (the CRLFs of folding removed)."""
+    """Field name (lower case) -> raw values, unfolded (the CRLFs of folding removed), without
+    the whitespace after the colon."""
     out: dict[str, list[list[bytes]]] = {}
     name = None
     for line in header.split(b"\r\n"):
@@ -41,7 +42,7 @@ def fields(header: bytes) -> dict[str, list[bytes]]:
             continue
         name = head.strip().decode("ascii", "replace").lower()
         out.setdefault(name, []).append([value])
-    return {k: [b"".join(v).strip() for v in vs] for k, vs in out.items()}
+    return {k: [b"".join(v).lstrip() for v in vs] for k, vs in out.items()}
 
 
 def nstring(value: bytes | str | None) -> bytes:
@@ -56,8 +57,9 @@ def nstring(value: bytes | str | None) -> bytes:
 
 
 def _first(f: dict[str, list[bytes]], name: str) -> bytes | None:
+    """A MIME field's value, trimmed; None when absent or empty."""
     values = f.get(name)
-    return values[0] if values and values[0] else None
+    return values[0].strip() or None if values else None
 
 
 # --- ENVELOPE -------------------------------------------------------------------------------
@@ -65,14 +67,23 @@ def envelope(header: bytes) -> bytes:
     """(date subject from sender reply-to to cc bcc in-reply-to message-id); sender and
     reply-to default to from (RFC 3501 7.4.2)."""
     f = fields(header)
-    sender = _first(f, "from")
-    parts = [nstring(_first(f, "date")), nstring(_first(f, "subject"))]
+
+    def text(name: str) -> bytes | None:  # the first field as written, "" kept (as Dovecot:
+        if name not in f:  # a tab in the Subject becomes a space, elsewhere it stays)
+            return None
+        return f[name][0].replace(b"\t", b" ") if name == "subject" else f[name][0]
+
+    def addresses(name: str) -> bytes | None:  # every field of the name, one list
+        return b",".join(f[name]) if name in f else None
+
+    sender = addresses("from")
+    parts = [nstring(text("date")), nstring(text("subject"))]
     for name in ("from", "sender", "reply-to", "to", "cc", "bcc"):
-        value = _first(f, name)
-        if name in ("sender", "reply-to") and value is None:
+        value = addresses(name)
+        if name in ("sender", "reply-to") and not (value or b"").strip():
             value = sender
         parts.append(address_list(value))
-    parts += [nstring(_first(f, "in-reply-to")), nstring(_first(f, "message-id"))]
+    parts += [nstring(text("in-reply-to")), nstring(text("message-id"))]
     return b"(" + b" ".join(parts) + b")"
 
 
