@@ -47,6 +47,14 @@ FIELDS = (
     b"Subject: \r\nX: 1\r\nFrom: a@b\r\nFrom: c@d\r\nTo: \r\nDate: Mon,\t7 Dec 2026\r\n 01:00:00 +0000\r\n"
     b"In-Reply-To:   <x@y>  \r\n\r\nx\r\n"
 )
+ODD_PARTS = (
+    b"Subject: odd parts\r\nContent-Type: multipart/mixed; boundary=top\r\n\r\n--top\r\n"
+    b"Content-Type: multipart/mixed\r\n\r\n--x\r\n\r\na\r\n--x--\r\n--top\r\n"  # no boundary given
+    b"Content-Type: multipart/mixed; boundary=nothere\r\n\r\nplain text\r\n--top\r\n"
+    b"Content-Type: foo\r\n\r\nx\r\n--top\r\n"  # a type without a subtype
+    b"Content-Type: text/plain;\r\nContent-ID:  <a@b>  \r\nContent-Language: fr\r\n"
+    b"Content-Disposition: inline\r\n\r\nx\r\n--top--\r\n"
+)
 EIGHT_BIT = "From: Zo\u00eb <zoe@example.test>\r\nSubject: Gr\u00fc\u00dfe\r\n\r\n\u00e9t\u00e9\r\n".encode()
 CORPUS = {
     "plain": PLAIN,
@@ -56,11 +64,13 @@ CORPUS = {
     "eight_bit": EIGHT_BIT,
     "names": NAMES,
     "fields": FIELDS,
+    "odd_parts": ODD_PARTS,
 }
 # sections where RFC 3501 and RFC 2046 leave nothing open (not BODY[n] of a nested multipart,
 # where Dovecot keeps the CRLF that RFC 2046 gives to the next delimiter: see imap_mime)
 SECTIONS = ["HEADER", "TEXT", "1", "1.1", "1.2", "1.MIME", "2", "2.MIME", "3", "3.HEADER", "3.TEXT"]
-SECTIONS += ["3.1", "3.MIME", "4", "4.MIME", "4.HEADER", "7", "HEADER.FIELDS (SUBJECT FROM)"]
+SECTIONS += ["3.1", "3.MIME", "4", "4.MIME", "4.HEADER", "4.1", "4.1.1", "1.1.1", "1.1.1.1", "7"]
+SECTIONS += ["HEADER.FIELDS (SUBJECT FROM)"]
 
 
 # --- reading the answers: imaplib's list of lines and literals, then RFC 3501 syntax ----------
@@ -225,6 +235,13 @@ def test_fetch_all_and_full_macros(sandbox_imap):
     assert set(got) == {"FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"}
     first = got["BODY"][0]  # a digest's parts are message/rfc822 unless they say otherwise
     assert first[:2] == [s("message"), s("rfc822")] and first[7][1] == s("one")
+    no_boundary, not_there, foo, last = fetched(sandbox_imap, seq_of("odd_parts"), "(BODYSTRUCTURE)")[
+        "BODYSTRUCTURE"
+    ][:4]
+    empty = [s("text"), s("plain"), [s("charset"), s("us-ascii")], None, None, s("7bit"), b"0", b"0"]
+    assert no_boundary[0][:8] == not_there[0][:8] == empty  # no parts found: one empty part
+    assert foo[:7] == [s("foo"), s(""), None, None, None, s("7bit"), b"1"]
+    assert last[3] == s("<a@b>  ") and last[9:11] == [[s("inline"), None], [s("fr")]]
     # type and parameters as written (Dovecot keeps their case), the default charset said
     assert fetched(sandbox_imap, seq_of("odd"), "(BODY)")["BODY"][:3] == [
         s("Text"),

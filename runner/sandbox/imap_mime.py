@@ -57,9 +57,9 @@ def nstring(value: bytes | str | None) -> bytes:
 
 
 def _first(f: dict[str, list[bytes]], name: str) -> bytes | None:
-    """A MIME field's value, trimmed; None when absent or empty."""
+    """A field's first value as written after the colon; None when absent or empty."""
     values = f.get(name)
-    return values[0].strip() or None if values else None
+    return values[0] if values and values[0].strip() else None
 
 
 # --- ENVELOPE -------------------------------------------------------------------------------
@@ -199,7 +199,8 @@ class Part:
         if kind[0] == b"multipart":
             boundary = next((v for k, v in self.params if k.lower() == b"boundary"), b"")
             inner = b"message/rfc822" if kind[1] == b"digest" else b"text/plain"
-            self.children = [Part(chunk, inner, depth + 1) for chunk in split_multipart(self.body, boundary)]
+            chunks = split_multipart(self.body, boundary) or [b""]  # none found: one empty part (Dovecot)
+            self.children = [Part(chunk, inner, depth + 1) for chunk in chunks]
         elif kind == (b"message", b"rfc822"):
             self.message = Part(self.body, b"text/plain", depth + 1)
 
@@ -210,7 +211,7 @@ class Part:
                 out += b" " + b" ".join([_param_list(self.params), *self._extension()])
             return out + b")"
         f = self.fields
-        encoding = _first(f, "content-transfer-encoding") or b"7bit"
+        encoding = (_first(f, "content-transfer-encoding") or b"7bit").strip()
         items = [
             nstring(self.type),
             nstring(self.subtype),
@@ -238,31 +239,36 @@ class Part:
         language = _first(self.fields, "content-language")
         if language is not None:
             langs = [x.strip() for x in language.split(b",") if x.strip()]
-            lang = b"(" + b" ".join(nstring(x) for x in langs) + b")" if len(langs) > 1 else nstring(langs[0])
+            lang = b"(" + b" ".join(nstring(x) for x in langs) + b")" if langs else b"NIL"
         else:
             lang = b"NIL"
         return [disposition, lang, nstring(_first(self.fields, "content-location"))]
 
     def section(self, path: list[int]) -> Part | None:
         """The part a section number names (RFC 3501 6.4.5): in a message, part 1 of a single
-        part is its body; numbers after a MESSAGE/RFC822 part go into the message it holds."""
+        part is its body; numbers after a MESSAGE/RFC822 part go into the message it holds; a
+        single part inside a multipart has itself as part 1 (as Dovecot answers 'n.1')."""
         part: Part | None = None
+        itself = False  # `part` is the single part of a message, or a part as its own 'n.1'
         for n in path:
             if part is None:
-                options = self.children or [self]
+                options, single = self.children or [self], not self.children
             elif part.children:
-                options = part.children
+                options, single = part.children, False
             elif part.message is not None:
-                options = part.message.children or [part.message]
+                inner = part.message
+                options, single = inner.children or [inner], not inner.children
+            elif not itself:
+                options, single = [part], True
             else:
                 return None
             if not 0 < n <= len(options):
                 return None
-            part = options[n - 1]
+            part, itself = options[n - 1], single
         return part
 
 
-_TYPE = re.compile(rb"\s*([^\s/;]+)\s*/\s*([^\s;]+)")
+_TYPE = re.compile(rb"\s*([^\s/;]+)(?:\s*/\s*([^\s;]*))?")
 _PARAM = re.compile(rb';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
 
 
@@ -271,7 +277,7 @@ def _content_type(value: bytes) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]
     m = _TYPE.match(value)
     if not m:
         return None
-    return m[1], m[2], _params(value)
+    return m[1], m[2] or b"", _params(value)  # 'foo' alone: type foo, subtype "" (as Dovecot)
 
 
 def _params(value: bytes) -> list[tuple[bytes, bytes]]:
