@@ -226,3 +226,66 @@ def test_uid_search_store_and_uid_expunge(sb: Sandbox, imap: imaplib.IMAP4):
     assert c.cmd(b"x4 UID SEARCH ALL")[0] == b"* SEARCH 2 4"
     size = len(MESSAGE.replace(b"appended", b"m3"))
     assert c.cmd(b"x5 UID FETCH 4 (UID RFC822.SIZE)")[0] == b"* 2 FETCH (UID 4 RFC822.SIZE %d)" % size
+
+
+def test_rename_moves_the_mailbox_its_children_and_their_messages(imap: imaplib.IMAP4):
+    imap.create("Work/Old")
+    imap.append("Work", "(\\Flagged)", None, MESSAGE)
+    imap.append("Work/Old", None, None, MESSAGE.replace(b"appended", b"child"))
+    imap.select("Work")
+    typ, data = imap.rename("Work", "Work2")
+    assert typ == "NO" and code(data) == b"INUSE"  # not while selected here
+    imap.unselect()
+    assert imap.rename("Work", "Projects/Work")[0] == "OK"  # superiors made
+    _, data = imap.list()
+    assert data == [
+        b'(\\HasNoChildren) "/" INBOX',
+        b'(\\HasChildren) "/" Projects',
+        b'(\\HasChildren) "/" Projects/Work',
+        b'(\\HasNoChildren) "/" Projects/Work/Old',
+    ]
+    imap.select("Projects/Work")
+    assert imap.fetch("1", "(FLAGS)")[1] == [b"1 (FLAGS (\\Flagged))"]
+    imap.unselect()
+    assert imap.status("Projects/Work/Old", "(MESSAGES)")[1] == [b"Projects/Work/Old (MESSAGES 1)"]
+    for old, new, why in [
+        ("Nope", "X", b"NONEXISTENT"),
+        ("Projects", "INBOX", b"ALREADYEXISTS"),
+        ("Projects", "Projects/Work", b"ALREADYEXISTS"),
+        ("Projects", "Projects/Deeper", b"CANNOT"),
+        ("Projects", "bad.name", b"CANNOT"),
+    ]:
+        typ, data = imap.rename(old, new)
+        assert typ == "NO" and code(data) == why, (old, new, data)
+
+
+def test_rename_inbox_moves_its_messages_and_leaves_it_empty(sb: Sandbox, imap: imaplib.IMAP4):
+    imap.append("INBOX", "(\\Seen)", None, MESSAGE)
+    assert imap.rename("INBOX", '"Old Mail"')[0] == "OK"
+    assert imap.select("INBOX") == ("OK", [b"0"])
+    assert imap.select('"Old Mail"') == ("OK", [b"1"])
+    assert imap.fetch("1", "(FLAGS)")[1] == [b"1 (FLAGS (\\Seen))"]
+    assert sb.messages("bob", welcome=True) == []
+
+
+def test_subscribe_lsub_unsubscribe_are_shared_by_sessions(sb: Sandbox, imap: imaplib.IMAP4):
+    imap.create("Archive")
+    assert imap.subscribe("Archive")[0] == "OK"
+    assert imap.subscribe("inbox")[0] == "OK"
+    assert imap.subscribe("Later")[0] == "OK"  # a name that is not there (yet) may be subscribed
+    other = imaplib.IMAP4(sb.host, sb.ports["imap"], timeout=5)
+    other.login("bob", "builder")
+    assert other.lsub()[1] == [
+        b'(\\HasNoChildren) "/" Archive',
+        b'(\\HasNoChildren) "/" INBOX',
+        b'(\\Noselect) "/" Later',
+    ]
+    assert other.lsub('""', "A*")[1] == [b'(\\HasNoChildren) "/" Archive']
+    assert other.unsubscribe("Archive")[0] == "OK"
+    typ, data = other.unsubscribe("Archive")
+    assert typ == "NO" and code(data) == b"NONEXISTENT"
+    typ, data = other.subscribe("bad.name")
+    assert typ == "NO" and code(data) == b"CANNOT"
+    other.logout()
+    assert imap.lsub('""', "*")[1] == [b'(\\HasNoChildren) "/" INBOX', b'(\\Noselect) "/" Later']
+    assert imap.list()[1] == [b'(\\HasNoChildren) "/" INBOX', b'(\\HasNoChildren) "/" Archive']

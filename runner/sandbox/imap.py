@@ -4,7 +4,8 @@ This module is the session: the greeting, reading commands (client literals {n} 
 LITERAL+, {n+}), dispatch by state, and the commands valid in any state or before login:
 CAPABILITY, NOOP, LOGOUT, STARTTLS, LOGIN, AUTHENTICATE PLAIN and XOAUTH2 (both with SASL-IR; a
 refused XOAUTH2 token gets Gmail's '+ <base64 JSON>' and then NO). Once logged in
-(imap_authed): SELECT, EXAMINE, CREATE, DELETE, LIST, STATUS, APPEND, IDLE; on a selected
+(imap_authed): SELECT, EXAMINE, CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, LIST, LSUB,
+STATUS, APPEND, IDLE; on a selected
 mailbox (imap_selected): FETCH, STORE, SEARCH, COPY, MOVE, EXPUNGE, CHECK, CLOSE, UNSELECT and
 UID FETCH/STORE/SEARCH/COPY/MOVE/EXPUNGE. Mailboxes other than INBOX are Maildir++ folders
 (imap_names); FETCH items are in imap_fetch and imap_mime, SEARCH in imap_search. Anything else
@@ -152,7 +153,11 @@ class IMAPSession(AuthenticatedCommands, SelectedCommands):
             "EXAMINE": self.c_examine,
             "CREATE": self.c_create,
             "DELETE": self.c_delete,
+            "RENAME": self.c_rename,
+            "SUBSCRIBE": self.c_subscribe,
+            "UNSUBSCRIBE": self.c_unsubscribe,
             "LIST": self.c_list,
+            "LSUB": self.c_lsub,
             "STATUS": self.c_status,
             "APPEND": self.c_append,
             "IDLE": self.c_idle,

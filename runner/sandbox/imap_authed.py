@@ -1,5 +1,5 @@
-"""The sandbox IMAP server's commands once logged in: SELECT, EXAMINE, CREATE, DELETE, LIST,
-STATUS, APPEND (with the APPENDUID code: RFC 4315) and IDLE (RFC 2177: new mail, expunges and
+"""The sandbox IMAP server's commands once logged in: SELECT, EXAMINE, CREATE, DELETE, RENAME,
+SUBSCRIBE, UNSUBSCRIBE, LIST, LSUB, STATUS, APPEND (with the APPENDUID code: RFC 4315) and IDLE (RFC 2177: new mail, expunges and
 flag changes reported while idling, woken by the store as soon as another session delivers). A
 mixin of runner.sandbox.imap.IMAPSession, which holds the state."""
 
@@ -75,12 +75,30 @@ class AuthenticatedCommands:
         self.boxes.delete(name)
         return "Delete completed."
 
-    async def c_list(self, tag: str, args: list) -> str:
+    async def c_rename(self, tag: str, args: list) -> str:
         if len(args) != 2 or not all(isinstance(a, str) for a in args):
-            raise BadCommand("LIST needs a reference and a mailbox pattern.")
-        for line in self.boxes.list_lines(args[0], args[1]):
+            raise BadCommand("RENAME needs the mailbox's name and its new name.")
+        if self.selected and self.boxes.store_name(args[0]) == self.current:
+            raise Refused("[INUSE] The selected mailbox cannot be renamed; CLOSE it first.")
+        self.boxes.rename(args[0], args[1])
+        return "Rename completed."
+
+    async def c_subscribe(self, tag: str, args: list, on: bool = True) -> str:
+        self.boxes.subscribe(self._mailbox_arg(args), on)
+        return f"{'Subscribe' if on else 'Unsubscribe'} completed."
+
+    async def c_unsubscribe(self, tag: str, args: list) -> str:
+        return await self.c_subscribe(tag, args, on=False)
+
+    async def c_list(self, tag: str, args: list, verb: str = "LIST") -> str:
+        if len(args) != 2 or not all(isinstance(a, str) for a in args):
+            raise BadCommand(f"{verb} needs a reference and a mailbox pattern.")
+        for line in self.boxes.list_lines(args[0], args[1], verb):
             await self.send(line)
-        return "List completed."
+        return f"{verb.capitalize()} completed."
+
+    async def c_lsub(self, tag: str, args: list) -> str:
+        return await self.c_list(tag, args, verb="LSUB")
 
     async def c_status(self, tag: str, args: list) -> str:
         if len(args) != 2 or not isinstance(args[1], list) or isinstance(args[0], list):

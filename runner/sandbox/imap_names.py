@@ -1,12 +1,15 @@
 """The sandbox IMAP server's mailbox names: INBOX is the user's Maildir, every other mailbox a
 Maildir++ folder inside it ('Work/Projects' is the directory '.Work.Projects', as Dovecot and
 Courier lay them out), '/' the hierarchy delimiter. Names are plain ASCII (letters, digits,
-space, '_', '+', '-'); anything else is refused rather than guessed at."""
+space, '_', '+', '-'); anything else is refused rather than guessed at. Subscriptions (SUBSCRIBE,
+LSUB) are the lines of the file 'subscriptions' in the user's Maildir, so every session shares
+them."""
 
 from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 from runner.sandbox.imap_syntax import Refused, astring
 
@@ -87,20 +90,80 @@ class Mailboxes:
             raise Refused("[CANNOT] Mailbox has children; delete them first.")
         self.store.drop(folder)
 
-    def list_lines(self, reference: str, pattern: str) -> list[str]:
-        """The LIST replies for `reference` + `pattern` ('*' matches anything, '%' anything but
-        the delimiter; INBOX matches in any case)."""
+    def rename(self, old: str, new: str) -> None:
+        """RENAME (RFC 3501 6.3.5): the mailbox and its inferiors get the new name (their
+        messages move, with flags and dates; UIDs start again under a new UIDVALIDITY);
+        renaming INBOX moves its messages into the new mailbox and leaves INBOX empty."""
+        new = new[:-1] if new.endswith(DELIMITER) else new
+        source = self.store_name(old)
+        names = self.names()
+        if new.upper() == "INBOX" or new in names:
+            raise Refused("[ALREADYEXISTS] Mailbox already exists.")
+        if new.startswith(old + DELIMITER) and old.upper() != "INBOX":
+            raise Refused("[CANNOT] A mailbox cannot be renamed to a name under itself.")
+        self.create(new)
+        if old.upper() == "INBOX":
+            self._move_messages(source, self.store_name(new))
+            return
+        moves = [(n, new + n[len(old) :]) for n in names if n == old or n.startswith(old + DELIMITER)]
+        for before, after in moves:
+            if after != new:
+                self.create(after)
+            self._move_messages(self.store_name(before), self.store_name(after))
+        for before, _ in sorted(moves, key=lambda pair: -pair[0].count(DELIMITER)):
+            self.store.drop(self.store_name(before))
+
+    def _move_messages(self, source: str, target: str) -> None:
+        for msg in self.store.scan(source):
+            try:
+                date = os.stat(msg.path).st_mtime
+            except OSError:
+                date = None
+            self.store.add(target, msg.data(), flags=msg.flags, date=date)
+            self.store.remove(source, msg)
+
+    def list_lines(self, reference: str, pattern: str, verb: str = "LIST") -> list[str]:
+        """The LIST (or LSUB) replies for `reference` + `pattern` ('*' matches anything, '%'
+        anything but the delimiter; INBOX matches in any case)."""
         if pattern == "":
-            return [f'* LIST (\\Noselect) "{DELIMITER}" ""']
+            return [f'* {verb} (\\Noselect) "{DELIMITER}" ""']
         text = "".join(
             ".*" if c == "*" else "[^/]*" if c == "%" else re.escape(c) for c in reference + pattern
         )
         rx, inbox = re.compile(text), re.compile(text, re.IGNORECASE)  # INBOX in any case
         names = self.names()
         out = []
-        for name in names:
-            if not (inbox if name == "INBOX" else rx).fullmatch(name):
+        for name in self.subscribed() if verb == "LSUB" else names:
+            if not (inbox if name.upper() == "INBOX" else rx).fullmatch(name):
                 continue
-            children = "\\HasChildren" if self.has_children(name, names) else "\\HasNoChildren"
-            out.append(f'* LIST ({children}) "{DELIMITER}" {astring(name)}')
+            if name not in names:  # subscribed, but not there (any more)
+                attributes = "\\Noselect"
+            else:
+                attributes = "\\HasChildren" if self.has_children(name, names) else "\\HasNoChildren"
+            out.append(f'* {verb} ({attributes}) "{DELIMITER}" {astring(name)}')
         return out
+
+    # subscriptions (RFC 3501 6.3.6-6.3.9)
+    def _subscriptions_file(self) -> Path:
+        return self.store.path(self.user) / "subscriptions"
+
+    def subscribed(self) -> list[str]:
+        try:
+            text = self._subscriptions_file().read_text("utf-8")
+        except FileNotFoundError:
+            return []
+        return [line for line in text.splitlines() if line]
+
+    def subscribe(self, name: str, on: bool) -> None:
+        """SUBSCRIBE (any valid name, there or not) or UNSUBSCRIBE (a subscribed name)."""
+        name = "INBOX" if name.upper() == "INBOX" else name
+        if name != "INBOX" and self._folder(name) is None:
+            raise Refused(f"[CANNOT] Not a mailbox name the sandbox can have: {name[:60]}")
+        current = self.subscribed()
+        if on and name not in current:
+            current.append(name)
+        elif not on:
+            if name not in current:
+                raise Refused(f"[NONEXISTENT] Not subscribed: {name[:60]}")
+            current.remove(name)
+        self._subscriptions_file().write_text("".join(n + "\n" for n in current), "utf-8")
