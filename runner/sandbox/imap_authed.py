@@ -1,7 +1,7 @@
 """The sandbox IMAP server's commands once logged in: SELECT, EXAMINE, CREATE, DELETE, RENAME,
-SUBSCRIBE, UNSUBSCRIBE, LIST, LSUB, STATUS, APPEND (with the APPENDUID code: RFC 4315) and IDLE (RFC 2177: new mail, expunges and
-flag changes reported while idling, woken by the store as soon as another session delivers). A
-mixin of runner.sandbox.imap.IMAPSession, which holds the state."""
+SUBSCRIBE, UNSUBSCRIBE, LIST, LSUB, STATUS, APPEND (with the APPENDUID code: RFC 4315) and IDLE
+(RFC 2177: new mail, expunges and flag changes reported while idling, woken by the store as soon
+as another session delivers). A mixin of runner.sandbox.imap.IMAPSession, which holds the state."""
 
 from __future__ import annotations
 
