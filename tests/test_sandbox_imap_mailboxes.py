@@ -216,7 +216,7 @@ def test_uid_search_store_and_uid_expunge(sb: Sandbox, imap: imaplib.IMAP4):
     assert imap.uid("SEARCH", "ALL") == ("OK", [b"2 3 4"])
     assert imap.uid("SEARCH", "UID", "3:*") == ("OK", [b"3 4"])
     typ, data = imap.uid("STORE", "2:3", "+FLAGS", "(\\Deleted)")
-    assert data == [b"1 (UID 2 FLAGS (\\Deleted))", b"2 (UID 3 FLAGS (\\Deleted))"]
+    assert data == [b"1 (UID 2 FLAGS (\\Deleted \\Recent))", b"2 (UID 3 FLAGS (\\Deleted \\Recent))"]
     c = Raw(sb)
     c.cmd(b"s SELECT INBOX")
     # only UID 3 goes, though UID 2 is \Deleted too (RFC 4315 2.1)
@@ -289,3 +289,29 @@ def test_subscribe_lsub_unsubscribe_are_shared_by_sessions(sb: Sandbox, imap: im
     other.logout()
     assert imap.lsub('""', "*")[1] == [b'(\\HasNoChildren) "/" INBOX', b'(\\Noselect) "/" Later']
     assert imap.list()[1] == [b'(\\HasNoChildren) "/" INBOX', b'(\\HasNoChildren) "/" Archive']
+
+
+def test_recent_belongs_to_the_first_session_that_selects(sb: Sandbox, imap: imaplib.IMAP4):
+    imap.append("INBOX", None, None, MESSAGE)
+    imap.append("INBOX", "(\\Seen)", None, MESSAGE)  # stored in cur/ with its flags: not new
+    assert imap.status("INBOX", "(RECENT MESSAGES)")[1] == [b"INBOX (RECENT 1 MESSAGES 2)"]
+    peek = imaplib.IMAP4(sb.host, sb.ports["imap"], timeout=5)
+    peek.login("bob", "builder")
+    peek.select("INBOX", readonly=True)  # EXAMINE shows it recent, and leaves it so
+    assert peek.untagged_responses["RECENT"] == [b"1"]
+    assert imap.select("INBOX")[0] == "OK"
+    assert imap.untagged_responses["RECENT"] == [b"1"]
+    assert imap.fetch("1:2", "(FLAGS)")[1] == [b"1 (FLAGS (\\Recent))", b"2 (FLAGS (\\Seen))"]
+    assert imap.search(None, "RECENT") == ("OK", [b"1"])
+    assert imap.search(None, "NEW") == ("OK", [b"1"])
+    assert imap.search(None, "OLD") == ("OK", [b"2"])
+    other = imaplib.IMAP4(sb.host, sb.ports["imap"], timeout=5)
+    other.login("bob", "builder")
+    other.select("INBOX")  # the first session has taken it: recent nowhere else
+    assert other.untagged_responses["RECENT"] == [b"0"]
+    assert other.search(None, "RECENT") == ("OK", [b""])
+    assert other.status("INBOX", "(RECENT)")[1] == [b"INBOX (RECENT 0)"]
+    imap.store("1", "+FLAGS", "(\\Seen)")
+    assert imap.search(None, "NEW") == ("OK", [b""])  # NEW is recent and unseen
+    other.logout()
+    peek.logout()

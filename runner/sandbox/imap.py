@@ -50,6 +50,7 @@ class IMAPSession(AuthenticatedCommands, SelectedCommands):
         self.selected = False
         self.readonly = False
         self.msgs: list[StoredMessage] = []
+        self.recent: set[str] = set()
         self.bad = 0
         self._headers: dict[str, object] = {}
 

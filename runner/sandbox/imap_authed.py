@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
+from runner.sandbox.imap_fetch import in_new
 from runner.sandbox.imap_selected import flag_letters
 from runner.sandbox.imap_syntax import BadCommand, Q, Refused, astring, parse_date_time
 from runner.sandbox.lines import LineTooLong
@@ -31,6 +32,7 @@ class AuthenticatedCommands:
     selected: bool
     readonly: bool
     msgs: list[StoredMessage]
+    recent: set[str]
     _headers: dict[str, object]
 
     def _mailbox_arg(self, args: list, count: int = 1) -> str:
@@ -45,12 +47,14 @@ class AuthenticatedCommands:
         self.current = name
         self.msgs = store.scan(name)
         self.readonly = readonly
+        self.recent = set()
+        self.claim_recent(self.msgs)
         self._headers.clear()
         await self.send(f"* FLAGS {SYSTEM_FLAGS}")
         permanent = "()" if readonly else SYSTEM_FLAGS
         await self.send(f"* OK [PERMANENTFLAGS {permanent}] Flags permitted.")
         await self.send(f"* {len(self.msgs)} EXISTS")
-        await self.send("* 0 RECENT")
+        await self.send(f"* {len(self.recent)} RECENT")
         unseen = next((i for i, m in enumerate(self.msgs, 1) if "S" not in m.flags), None)
         if unseen is not None:
             await self.send(f"* OK [UNSEEN {unseen}] First unseen.")
@@ -108,7 +112,7 @@ class AuthenticatedCommands:
         msgs = store.scan(name)
         values = {
             "MESSAGES": len(msgs),
-            "RECENT": 0,
+            "RECENT": sum(1 for m in msgs if in_new(m)),
             "UIDNEXT": store.uidnext(name),
             "UIDVALIDITY": store.uidvalidity(name),
             "UNSEEN": sum(1 for m in msgs if "S" not in m.flags),

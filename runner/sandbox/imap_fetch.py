@@ -15,9 +15,15 @@ from runner.sandbox.store import MAILDIR_TO_IMAP, StoredMessage
 _FLAG_ORDER = ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"]
 
 
-def imap_flags(maildir_flags: str) -> str:
+def imap_flags(maildir_flags: str, recent: bool = False) -> str:
     names = {MAILDIR_TO_IMAP[c] for c in maildir_flags if c in MAILDIR_TO_IMAP}
-    return "(" + " ".join(f for f in _FLAG_ORDER if f in names) + ")"
+    return "(" + " ".join([*(f for f in _FLAG_ORDER if f in names), *(["\\Recent"] if recent else [])]) + ")"
+
+
+def in_new(msg: StoredMessage) -> bool:
+    """Still in the Maildir's new/: no IMAP session has seen it yet, so it is \\Recent to the
+    first one that selects its mailbox (read-write), which moves it to cur/."""
+    return os.path.basename(os.path.dirname(msg.path)) == "new"
 
 
 def split_message(data: bytes) -> tuple[bytes, bytes]:

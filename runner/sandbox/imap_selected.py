@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from runner.sandbox.imap_fetch import FetchItem, imap_flags, internal_date, parse_fetch_items
+from runner.sandbox.imap_fetch import FetchItem, imap_flags, in_new, internal_date, parse_fetch_items
 from runner.sandbox.imap_search import Search
 from runner.sandbox.imap_syntax import BadCommand, Refused, in_ranges, parse_seqset, uid_set
 from runner.sandbox.store import IMAP_TO_MAILDIR, StoredMessage
@@ -25,13 +25,26 @@ class SelectedCommands:
     selected: bool
     readonly: bool
     msgs: list[StoredMessage]
+    recent: set[str]  # the keys of the messages that are \Recent in this session
     _headers: dict[str, object]
+
+    def flags(self, msg: StoredMessage) -> str:
+        return imap_flags(msg.flags, recent=msg.key in self.recent)
+
+    def claim_recent(self, msgs: list[StoredMessage]) -> None:
+        """The messages no session has seen become \\Recent here (EXAMINE: without taking them)."""
+        for m in msgs:
+            if in_new(m):
+                self.recent.add(m.key)
+                if not self.readonly:
+                    self.state.store.set_flags(self.current, m, m.flags)  # new/ -> cur/
 
     async def refresh(self) -> None:
         """Tell the client about messages added, re-flagged or removed by other sessions."""
         current = {m.key: m for m in self.state.store.scan(self.current)}
         for seq in range(len(self.msgs), 0, -1):
             if self.msgs[seq - 1].key not in current:
+                self.recent.discard(self.msgs[seq - 1].key)
                 del self.msgs[seq - 1]
                 await self.send(f"* {seq} EXPUNGE")
         known = {m.key for m in self.msgs}
@@ -40,11 +53,15 @@ class SelectedCommands:
             changed = now.flags != m.flags
             m.path, m.flags = now.path, now.flags
             if changed:
-                await self.send(f"* {seq} FETCH (FLAGS {imap_flags(m.flags)})")
+                await self.send(f"* {seq} FETCH (FLAGS {self.flags(m)})")
         new = sorted((m for k, m in current.items() if k not in known), key=lambda m: m.uid)
         if new:
+            before = len(self.recent)
+            self.claim_recent(new)
             self.msgs.extend(new)
             await self.send(f"* {len(self.msgs)} EXISTS")
+            if len(self.recent) != before:
+                await self.send(f"* {len(self.recent)} RECENT")
 
     def _select_msgs(self, setspec, uid: bool) -> list[tuple[int, StoredMessage]]:
         if uid:
@@ -70,7 +87,7 @@ class SelectedCommands:
             if not self.readonly and any(it.sets_seen for it in items) and "S" not in msg.flags:
                 self.state.store.set_flags(self.current, msg, msg.flags + "S")
                 flags_changed = True
-            flags_text = imap_flags(msg.flags)
+            flags_text = self.flags(msg)
             parts = [it.render(msg, flags_text) for it in items]
             if flags_changed and not any(it.kind == "FLAGS" for it in items):
                 parts.append(f"FLAGS {flags_text}".encode())
@@ -99,7 +116,7 @@ class SelectedCommands:
             self.state.store.set_flags(self.current, msg, "".join(new))
             if not m[2]:
                 uid_part = f"UID {msg.uid} " if uid else ""
-                await self.send(f"* {seq} FETCH ({uid_part}FLAGS {imap_flags(msg.flags)})")
+                await self.send(f"* {seq} FETCH ({uid_part}FLAGS {self.flags(msg)})")
         return "Store completed."
 
     async def c_search(self, tag: str, args: list, uid: bool = False) -> str:
@@ -110,7 +127,7 @@ class SelectedCommands:
             keys = keys[2:]
         if not keys:
             raise BadCommand("SEARCH needs at least one search key.")
-        found = Search(keys, self.msgs, self._headers).found(uid)
+        found = Search(keys, self.msgs, self._headers, self.recent).found(uid)
         await self.send("* SEARCH" + "".join(f" {n}" for n in found))
         return "Search completed."
 
@@ -166,6 +183,7 @@ class SelectedCommands:
         for seq in range(len(self.msgs), 0, -1):
             msg = self.msgs[seq - 1]
             if msg.key in gone:
+                self.recent.discard(msg.key)
                 self.state.store.remove(self.current, msg)
                 del self.msgs[seq - 1]
                 await self.send(f"* {seq} EXPUNGE")
@@ -175,6 +193,7 @@ class SelectedCommands:
         for seq in range(len(self.msgs), 0, -1):
             msg = self.msgs[seq - 1]
             if "T" in msg.flags and (only is None or msg.key in only):
+                self.recent.discard(msg.key)
                 self.state.store.remove(self.current, msg)
                 del self.msgs[seq - 1]
                 if announce:
@@ -195,14 +214,14 @@ class SelectedCommands:
         if not self.readonly:
             await self._expunge(announce=False)
         self.selected = False
-        self.msgs = []
+        self.msgs, self.recent = [], set()
         return "Close completed."
 
     async def c_unselect(self, tag: str, args: list) -> str:
         if args:
             raise BadCommand("UNSELECT takes no arguments.")
         self.selected = False
-        self.msgs = []
+        self.msgs, self.recent = [], set()
         return "Unselect completed."
 
 
