@@ -20,12 +20,20 @@ ARGUMENT_KEYS = (*HEADER_KEYS, "BODY", "TEXT", "LARGER", "SMALLER", "BEFORE", "O
 
 class Search:
     """`keys` (the SEARCH arguments after CHARSET) against `msgs` (the selected messages, in
-    sequence order); `headers` caches parsed headers by message key for the session."""
+    sequence order); `headers` caches parsed headers by message key for the session; `recent`
+    holds the keys of the messages that are \\Recent in it."""
 
-    def __init__(self, keys: list, msgs: list[StoredMessage], headers: dict[str, object]):
+    def __init__(
+        self,
+        keys: list,
+        msgs: list[StoredMessage],
+        headers: dict[str, object],
+        recent: frozenset[str] | set[str],
+    ):
         self.keys = keys
         self.msgs = msgs
         self.headers = headers
+        self.recent = recent
         # every key is looked at once, so a bad one is refused even when no message is there
         self._all(keys, 1, StoredMessage("0.probe", "", "", 0, b"\r\n"))
 
@@ -60,10 +68,12 @@ class Search:
             r1, p = self._match(keys, pos + 1, seq, msg)
             r2, p = self._match(keys, p, seq, msg)
             return r1 or r2, p
-        if k in ("ALL", "OLD"):
+        if k == "ALL":
             return True, pos + 1
-        if k in ("RECENT", "NEW"):
-            return False, pos + 1
+        if k in ("RECENT", "OLD"):
+            return (msg.key in self.recent) == (k == "RECENT"), pos + 1
+        if k == "NEW":  # recent and unseen
+            return msg.key in self.recent and "S" not in msg.flags, pos + 1
         if k in FLAG_KEYS:
             return FLAG_KEYS[k] in msg.flags, pos + 1
         if k.startswith("UN") and k[2:] in FLAG_KEYS:

@@ -20,7 +20,13 @@ class Refused(Exception):
 
 
 class Q(str):
-    """A quoted string or literal (as opposed to an atom)."""
+    """A quoted string or literal (as opposed to an atom); a literal keeps its bytes in `raw`."""
+
+    raw: bytes | None = None
+
+
+REPLIED = "already replied"  # a command handler's result: the tagged reply has been sent
+_ATOM_SPECIALS = re.compile(r'[\s(){%*"\\\]\x00-\x1f\x7f]')
 
 
 def tokenize(data: bytes) -> list:
@@ -79,7 +85,9 @@ def _literal(data: bytes, i: int) -> tuple[Q, int]:
     size = int(m[1])
     if start + size > len(data):
         raise BadCommand("Literal shorter than announced")
-    return Q(data[start : start + size].decode("utf-8", "replace")), start + size
+    value = Q(data[start : start + size].decode("utf-8", "replace"))
+    value.raw = data[start : start + size]
+    return value, start + size
 
 
 def _atom(data: bytes, i: int) -> tuple[str, int]:
@@ -133,3 +141,42 @@ def parse_search_date(text: str) -> dt.date:
         return dt.date(int(m[3]), MONTHS.index(m[2].capitalize()) + 1, int(m[1]))
     except ValueError:
         raise BadCommand(f"Invalid search date {text!r}") from None
+
+
+def parse_date_time(text: str) -> float:
+    """An APPEND date-time ('7-Dec-2026 01:02:03 +0100', RFC 3501 date-time) as a timestamp."""
+    m = re.fullmatch(r" ?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)", str(text))
+    if not m or m[2].capitalize() not in MONTHS:
+        raise BadCommand(f"Invalid date-time {str(text)[:40]!r}")
+    offset = dt.timedelta(hours=int(m[8]), minutes=int(m[9])) * (1 if m[7] == "+" else -1)
+    try:
+        when = dt.datetime(
+            int(m[3]),
+            MONTHS.index(m[2].capitalize()) + 1,
+            int(m[1]),
+            int(m[4]),
+            int(m[5]),
+            int(m[6]),
+            tzinfo=dt.timezone(offset),
+        )
+    except ValueError:
+        raise BadCommand(f"Invalid date-time {str(text)[:40]!r}") from None
+    return when.timestamp()
+
+
+def astring(value: str) -> str:
+    """A mailbox name for a reply: an atom as is, else a quoted string."""
+    if value and not _ATOM_SPECIALS.search(value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def uid_set(uids: list[int]) -> str:
+    """[1, 2, 3, 7] -> '1:3,7' (a COPYUID / APPENDUID uid-set, in the order given)."""
+    out: list[list[int]] = []
+    for u in uids:
+        if out and u == out[-1][1] + 1:
+            out[-1][1] = u
+        else:
+            out.append([u, u])
+    return ",".join(str(a) if a == b else f"{a}:{b}" for a, b in out)

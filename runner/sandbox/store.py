@@ -23,7 +23,9 @@ import mailbox
 import os
 import re
 import secrets
+import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -84,8 +86,8 @@ class StoredMessage:
 
 
 class _UidState:
-    def __init__(self) -> None:
-        self.uidvalidity = int(time.time())
+    def __init__(self, at_least: int = 0) -> None:
+        self.uidvalidity = max(int(time.time()), at_least)
         self.uidnext = 1
         self.uids: dict[str, int] = {}
 
@@ -131,6 +133,9 @@ class MailStore:
         self._uidstate: dict[str, _UidState] = {}
         self._cache: dict[tuple[str, str], bytes] = {}
         self.locks: set[str] = set()  # mailboxes held by a POP3 session (RFC 1939 maildrop lock)
+        # called with a mailbox's name after a message is added, re-flagged or removed (IMAP IDLE)
+        self.watchers: set[Callable[[str], None]] = set()
+        self._dropped: dict[str, int] = {}  # a deleted mailbox's UIDVALIDITY: a new one gets more
         self.root.mkdir(parents=True, exist_ok=True)
 
     def path(self, name: str) -> Path:
@@ -150,7 +155,35 @@ class MailStore:
 
     def deliver(self, name: str, content: bytes) -> str:
         self.ensure(name)
-        return self.maildir(name).add(to_lf(content))
+        key = self.maildir(name).add(to_lf(content))
+        self.notify(name)
+        return key
+
+    def add(self, name: str, content: bytes, *, flags: str = "", date: float | None = None) -> str:
+        """Put a message into a mailbox with its flags and internal date (the file's mtime), as
+        IMAP APPEND and COPY do; unlike `deliver`, a new mailbox gets no welcome message."""
+        key = self.maildir(name).add(to_lf(content))  # bytes: stored exactly, in new/
+        path = self.path(name) / "new" / key
+        if flags:
+            target = self.path(name) / "cur" / f"{key}:2,{''.join(sorted(set(flags)))}"
+            os.rename(path, target)
+            path = target
+        if date is not None:
+            os.utime(path, (date, date))
+        self.notify(name)
+        return key
+
+    def drop(self, name: str) -> None:
+        """Delete a mailbox and its messages (IMAP DELETE); made again, it has a new UIDVALIDITY."""
+        shutil.rmtree(self.path(name), ignore_errors=True)
+        st = self._uidstate.pop(name, None)
+        if st is not None:
+            self._dropped[name] = st.uidvalidity
+        self._cache = {k: v for k, v in self._cache.items() if k[0] != name}
+
+    def notify(self, name: str) -> None:
+        for watcher in list(self.watchers):
+            watcher(name)
 
     def uidvalidity(self, name: str) -> int:
         return self._uid_state(name).uidvalidity
@@ -161,7 +194,7 @@ class MailStore:
     def _uid_state(self, name: str) -> _UidState:
         st = self._uidstate.get(name)
         if st is None:
-            st = self._uidstate[name] = _UidState()
+            st = self._uidstate[name] = _UidState(self._dropped.get(name, -1) + 1)
         return st
 
     def scan(self, name: str) -> list[StoredMessage]:
@@ -218,6 +251,7 @@ class MailStore:
                 msg.path = current
         msg.path = new_path
         msg.flags = flags
+        self.notify(name)
         return True
 
     @staticmethod
@@ -239,6 +273,7 @@ class MailStore:
             if current is not None:
                 os.unlink(current)
         self._cache.pop((name, msg.key), None)
+        self.notify(name)
 
 
 def arrival_key(key: str) -> tuple:
