@@ -4,7 +4,7 @@
 A capability list is a mapping NAME -> value, NAME upper-cased, the value the keyword's
 parameters as the server wrote them (space-separated; '' for a bare keyword):
 
-    smtp  the 250 reply to EHLO or LHLO (RFC 5321 4.1.1.1): each line after the first is
+    smtp, lmtp  the 250 reply to EHLO or LHLO (RFC 5321 4.1.1.1): each line after the first is
           `KEYWORD [params]`: {"SIZE": "10240000", "AUTH": "PLAIN LOGIN", "STARTTLS": ""};
           the old `AUTH=PLAIN LOGIN` form adds to AUTH (each mechanism once)
     pop3  the +OK reply to CAPA (RFC 2449): each body line is `TAG [params]`; the SASL
@@ -35,6 +35,7 @@ __all__ = ["CARRIERS", "EXTRACTORS", "capabilities", "may_carry"]
 #: protocol -> the command verbs whose reply may carry a capability list ("*": any reply)
 CARRIERS: dict[str, frozenset[str]] = {
     "smtp": frozenset({"EHLO", "LHLO"}),
+    "lmtp": frozenset({"LHLO", "EHLO"}),
     "pop3": frozenset({"CAPA"}),
     "imap": frozenset({"*"}),
 }
@@ -65,16 +66,21 @@ def _keyword_lines(lines: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
+#: the lines of a reply read for its capability list: a real one has a few dozen; a hostile
+#: server's millions of `250-` lines are not decoded and kept one string each for it
+MAX_LINES = 1000
+
+
 def smtp(command: str | None, reply: Reply) -> dict[str, str] | None:
     if _verb(command) not in CARRIERS["smtp"] or reply.code != "250":
         return None
-    return _keyword_lines(reply.texts[1:])
+    return _keyword_lines(reply.texts[1 : MAX_LINES + 1])
 
 
 def pop3(command: str | None, reply: Reply) -> dict[str, str] | None:
     if _verb(command) not in CARRIERS["pop3"] or reply.code != "+OK" or not reply.multiline:
         return None
-    out = _keyword_lines(reply.texts[1:])
+    out = _keyword_lines(reply.texts[1 : MAX_LINES + 1])
     if "SASL" in out:
         _add(out, "AUTH", out["SASL"])
     return out
@@ -89,7 +95,9 @@ def imap(command: str | None, reply: Reply) -> dict[str, str] | None:
     if _IMAP_ANY.search(reply.raw) is None:  # one scan of the bytes, not a match per line
         return None
     atoms = None
-    for line in reply.lines:
+    lines = reply.lines
+    # (a long reply: its first lines and its status line, whose code may carry the list)
+    for line in (*lines[:MAX_LINES], *lines[-1:]) if len(lines) > MAX_LINES else lines:
         m = _IMAP_UNTAGGED.match(line) or _IMAP_CODE.match(line)
         if m is not None:
             atoms = (m.group(1) or "").split()  # the last list in a reply wins
@@ -108,6 +116,7 @@ def _verb(command: str | None) -> str:
 
 EXTRACTORS: dict[str, Callable[[str | None, Reply], dict[str, str] | None]] = {
     "smtp": smtp,
+    "lmtp": smtp,  # LHLO's reply is EHLO's
     "pop3": pop3,
     "imap": imap,
 }
