@@ -356,3 +356,21 @@ def test_record_lmtp_keeps_one_expectation_per_recipient(testbed, tmp_path):
         '  - body: |\n      Subject: recorded lmtp\n\n      hi\n    S: "250 2.0.0"' in text
     )  # both accepted
     assert replay(out, "x", "y").returncode == 0
+
+
+@pytest.mark.testbed
+def test_a_refused_auth_in_a_blind_script_still_keeps_its_answers_out(testbed, tmp_path):
+    """Postfix's submission port refuses AUTH before STARTTLS: the script's answers go out as
+    commands (blind), and are still credentials: neither shown nor written."""
+    password = testbed.users["alice"]
+    user_b64 = base64.b64encode(testbed.address("alice").encode()).decode()
+    pass_b64 = base64.b64encode(password.encode()).decode()
+    plain = base64.b64encode(f"\0alice\0{password}".encode()).decode()
+    script = f"EHLO me.example\nAUTH LOGIN\n{user_b64}\n{pass_b64}\nNOOP {plain}\nQUIT\n"
+    r, out = record(tmp_path, script, testbed.host, testbed.ports["submission"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    text = out.read_text()
+    assert_no_secret(password, text, r.stdout, r.stderr)
+    assert (
+        '"{{ env.MAIL_PASSWORD | b64 }}"' in text and "auth_plain(env.MAIL_USER, env.MAIL_PASSWORD)" in text
+    )

@@ -57,6 +57,20 @@ CASES = [
         "250 2.0.0 <bob@example.test> 8Ee1Ar0tZWHSOgAA0J78UA Saved",
         "250 2.0.0 <bob@example.test> <queue-id> Saved",
     ),
+    (
+        "queue-id",
+        "lmtp",
+        None,
+        "250 2.0.0 <bob@example.test> OGzDJKgbFmsPLwAAg+zDdQ:R2 Saved",
+        "250 2.0.0 <bob@example.test> <queue-id> Saved",
+    ),
+    (
+        "queue-id",
+        "lmtp",
+        None,
+        "250 2.0.0 <bob@mailrun.test> delivered as E40F15B7734",
+        "250 2.0.0 <bob@mailrun.test> delivered as <queue-id>",
+    ),
     # date
     (
         "date",

@@ -208,22 +208,24 @@ def test_certificate_that_expires_in_5_days(testbed, tmp_path, transport):
     assert step["status"] == "failed" and step["exit_class"] == 1 and step["reason"] == sentence
     assert f"        reason:   {sentence}" in out.stdout.splitlines()
     assert f"first failure: TLS check ({bad}:4): {sentence}" in out.stdout
-    # the steps after it are not played; finally is (still connected)
+    # implicit TLS is checked after the greeting; the steps after it are not played; finally is
+    # (still connected, the greeting read: LOGOUT gets its own reply)
     steps = doc["scenarios"][0]["steps"]
     assert [(s["section"], s["status"]) for s in steps] == [
+        ("steps", "passed"),
         ("tls", "failed"),
-        ("steps", "skipped"),
         ("steps", "skipped"),
         ("finally", "passed"),
     ]
-    assert steps[1]["reason"] == "not run: the TLS check failed"
+    assert steps[2]["reason"] == "not run: the TLS check failed"
+    assert steps[3]["reply"]["lines"][-1].startswith("a")  # LOGOUT's tagged OK, not the greeting
     assert doc["scenarios"][0]["sessions"][0]["reason"] == sentence
     case = junit_tls_case(junit)
     failure = case.find("failure")
     assert failure is not None and failure.get("type") == "expectation" and failure.get("message") == sentence
     assert case.get("line") == "4"
     skipped = [c for c in junit.iter("testcase") if c.find("skipped") is not None]
-    assert [c.find("skipped").get("message") for c in skipped] == ["not run: the TLS check failed"] * 2
+    assert [c.find("skipped").get("message") for c in skipped] == ["not run: the TLS check failed"]
     (transcript,) = (tmp_path / "t").iterdir()
     assert "TLS check FAILED in " in transcript.read_text()
     assert f"; expected days_left >= 21, name {name}: {sentence}" in transcript.read_text()

@@ -25,6 +25,12 @@ if TYPE_CHECKING:
 MAX_INPUT = 64 << 20  # a script or transcript larger than this is not a conversation
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number 1..65535")
+    return int(text)
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-o", "--output", required=True, metavar="FILE", help="the scenario to write ('-': stdout)"
@@ -42,7 +48,7 @@ def build_record_parser() -> argparse.ArgumentParser:
         "{{ env.MAIL_USER }} / {{ env.MAIL_PASSWORD }}.",
     )
     p.add_argument("host")
-    p.add_argument("port", nargs="?", type=int, help="default: the protocol's usual port")
+    p.add_argument("port", nargs="?", type=_port, help="default: the protocol's usual port")
     _common(p)
     p.add_argument("--tls", choices=("none", "implicit", "starttls"), default="none")
     p.add_argument("--ca", type=Path, help="CA certificates (PEM) to verify the server with")
@@ -65,7 +71,7 @@ def build_import_parser() -> argparse.ArgumentParser:
     p.add_argument("transcript", help="the transcript file ('-': stdin)")
     _common(p)
     p.add_argument("--host", help="the server (default: from the transcript)")
-    p.add_argument("--port", type=int)
+    p.add_argument("--port", type=_port)
     p.add_argument("--tls", choices=("none", "implicit", "starttls"))
     return p
 
@@ -100,9 +106,14 @@ def cmd_record(argv: list[str]) -> int:
         print("mailrun: TLS certificate verification is OFF (--insecure)", file=sys.stderr)
     lines = script.splitlines() if script is not None else _typed(live.conversation, interactive)
     recording = live.run(iter(lines))
-    connect = {"host": args.host, "port": port, "tls": None if args.tls == "none" else args.tls}
+    connect = {"host": args.host, "port": port, "tls": "implicit" if args.tls == "implicit" else None}
     if live.conversation.upgraded:
         connect["tls"] = "starttls"
+    elif args.tls == "starttls":  # (tls: starttls needs the step that upgraded: there is none)
+        print(
+            "mailrun: --tls starttls, but no STARTTLS succeeded: the scenario speaks plain text",
+            file=sys.stderr,
+        )
     if args.ca:
         connect["ca"] = str(args.ca.resolve())
     if args.insecure:
@@ -150,7 +161,12 @@ def cmd_import(argv: list[str]) -> int:
     connect = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     imported = read_transcript(text, source, args.protocol, connect)
     for s in imported.sessions:
-        if args.tls:
+        if args.tls == "starttls" and not s.conversation.upgraded:
+            print(
+                f"mailrun: --tls starttls, but session {s.name!r} has no STARTTLS: left plain",
+                file=sys.stderr,
+            )
+        elif args.tls:
             s.connect["tls"] = None if args.tls == "none" else args.tls
     header = [f"Imported by `mailrun import {source}` on {_now()}."]
     stem = Path(source).stem if source != "<stdin>" else "transcript"
@@ -199,10 +215,10 @@ def _write(output: str, name: str, sessions: list[SessionOut], header: list[str]
     users = any(s.conversation.credentials.uses_user for s in sessions)
     secrets = [n for s in sessions for n in s.conversation.credentials.secrets]
     needs = sorted({n.removeprefix("env.") for n in secrets} | ({"MAIL_USER"} if users else set()))
-    if any(s.connect.get("host") == "{{ env.MAIL_HOST }}" for s in sessions):
-        needs.append("MAIL_HOST")
     if needs:
         header.append(f"Credentials were not written: set {', '.join(needs)} in the environment to replay.")
+    if any(s.connect.get("host") == "{{ env.MAIL_HOST }}" for s in sessions):
+        header.append("The transcript does not name the server: set MAIL_HOST (or edit connect.host).")
     header.append("Replies are matched by their codes: edit the S: patterns to check more.")
     text = scenario_text(name, sessions, header)
     if output == "-":

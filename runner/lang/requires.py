@@ -63,7 +63,10 @@ class Term(Plain):
         if self.op == "=":
             return self.value in params.upper().split()
         first = params.split()[0] if params.split() else ""
-        return first.isdigit() and _NUMERIC[self.op](int(first), int(self.value or 0))
+        # ASCII digits, and not a hostile server's 5000 of them (int() refuses over 4300)
+        if not (first.isascii() and first.isdigit() and len(first) <= 30):
+            return False
+        return _NUMERIC[self.op](int(first), int(self.value or 0))
 
     def why(self, caps: Mapping[str, str]) -> str:
         """Why it does not hold (call only when it does not)."""

@@ -23,6 +23,7 @@ __all__ = ["check_seen", "expression", "no_caps", "session_options", "time_limit
 
 _FIRST = {
     "smtp": "send EHLO (or LHLO) first",
+    "lmtp": "send LHLO first",
     "pop3": "send CAPA first",
     "imap": "read the greeting (or send CAPABILITY) first",
 }

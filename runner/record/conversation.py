@@ -67,6 +67,7 @@ class Turn:
         "verb",
         "merged",
         "literal",
+        "assumed",
     )
 
     def __init__(self, kind: str, text: str, shown: str, waits: bool = True, verb: str = ""):
@@ -77,6 +78,7 @@ class Turn:
         self.note: str | None = None
         self.merged = False  # folded into the turn before it (an IMAP LOGIN literal)
         self.literal: int | None = None  # IMAP: the line ends in a synchronizing literal {N}
+        self.assumed = False  # a greeting the transcript did not show (its usual code expected)
 
 
 class Outgoing:
@@ -258,6 +260,17 @@ class Conversation:
             turn.eof = True
             turn.note = note
         self._waiting.clear()
+
+    def greeting_not_shown(self) -> None:
+        """A transcript that starts with a client line (pasted after the greeting): the
+        greeting step expects the protocol's usual greeting, and the replies that follow answer
+        the client's lines."""
+        if self.turns and self.turns[0].kind == "greeting" and self.turns[0].reply is None:
+            greeting = self.turns[0]
+            greeting.note = "the transcript does not show the greeting: the usual one is expected"
+            greeting.assumed = True
+            if self._waiting and self._waiting[0] is greeting:
+                self._waiting.pop(0)
 
     def gave_up(self, note: str) -> None:
         """No reply came (a deadline, an error): the waiting turn gets a note instead."""

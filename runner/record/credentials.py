@@ -26,6 +26,17 @@ USER = "{{ env.MAIL_USER }}"
 PASSWORD = "{{ env.MAIL_PASSWORD }}"
 MASK = "****"  # what mailrun's own transcripts and reports show in place of a secret
 
+#: how many answers a client gives in each mechanism's exchange (the initial response counts)
+_ANSWERS = {
+    "PLAIN": 1,
+    "LOGIN": 2,
+    "XOAUTH2": 1,
+    "OAUTHBEARER": 1,
+    "CRAM-MD5": 1,
+    "SCRAM-SHA-1": 2,
+    "SCRAM-SHA-256": 2,
+}
+_B64_TOKEN = re.compile(r"(?<![\w+/=])[A-Za-z0-9+/]{8,}={0,2}(?![\w+/=])")
 _SASL_COMMANDS = {"smtp": "AUTH", "lmtp": "AUTH", "pop3": "AUTH", "imap": "AUTHENTICATE"}
 _IMAP_STRING = re.compile(r'\s*(?:"((?:[^"\\]|\\.)*)"|\{(\d+)\+?\}|([^\s"{]+))')
 
@@ -55,6 +66,8 @@ class Credentials:
         self._mechanism: str | None = None  # the SASL exchange in progress
         self._answers = 0  # answers given in it
         self._challenge: str | None = None  # the decoded text of its last challenge
+        self._refused: str | None = None  # the mechanism of an exchange the server ended early
+        self._unanswered = 0  # answers a blind script still sends for it
 
     @property
     def challenge(self) -> str:
@@ -67,6 +80,11 @@ class Credentials:
         whether it holds a secret)."""
         if self._mechanism is not None:
             return self._sasl_answer(line), True
+        if self._unanswered:  # a refused AUTH in a blind script: its answers still come
+            self._mechanism, self._unanswered = self._refused, self._unanswered - 1
+            text = self._sasl_answer(line)
+            self._mechanism = None
+            return text, True
         words = line.split(None, 2)
         verb = words[0].upper() if words else ""
         sasl = _SASL_COMMANDS.get(self.protocol)
@@ -86,6 +104,11 @@ class Credentials:
         if code in ("334", "+"):
             self._challenge = b64decode_text(text) if text.strip() else ""
         else:
+            # the exchange is over; a script that sends blind still sends the answers it planned
+            # (after a refused `AUTH LOGIN`, the user's and the password's base64): those lines
+            # are credentials all the same
+            self._refused = self._mechanism
+            self._unanswered = max(0, _ANSWERS.get(self._mechanism, 0) - self._answers)
             self._mechanism = None
 
     # ------------------------------------------------------------------ SASL
@@ -186,9 +209,27 @@ class Credentials:
         return f"{word} {user} {password}"
 
     # ------------------------------------------------------------------ any other line
-    def scrub(self, line: str) -> tuple[str, bool]:
-        text = escape_template(line)
+    def _plain_blobs(self, text: str) -> tuple[str, bool]:
+        """Base64 tokens that decode to an AUTH PLAIN answer (`authzid\\0user\\0password`), wherever
+        they stand: replaced, their password learnt."""
         found = False
+
+        def one(m: re.Match) -> str:
+            nonlocal found
+            decoded = b64decode_text(m.group(0))
+            parts = decoded.split("\0") if decoded is not None else []
+            if len(parts) != 3:
+                return m.group(0)
+            found = True
+            self._saw_secret(parts[2])
+            return "{{ auth_plain(env.MAIL_USER, env.MAIL_PASSWORD) }}"
+
+        return _B64_TOKEN.sub(one, text), found
+
+    def scrub(self, line: str) -> tuple[str, bool]:
+        """Any other line: literal `{{` escaped, an AUTH PLAIN blob and every password met so
+        far (plain or base64) replaced by its template."""
+        text, found = self._plain_blobs(escape_template(line))
         for value in sorted(self._seen, key=len, reverse=True):
             b64 = base64.b64encode(value.encode()).decode()
             for form, template in ((value, PASSWORD), (b64, "{{ env.MAIL_PASSWORD | b64 }}")):

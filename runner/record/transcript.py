@@ -27,7 +27,7 @@ import re
 from runner.errors import MailrunError, ScenarioError
 from runner.model.config import DEFAULT_PORTS
 from runner.record.conversation import Conversation
-from runner.record.write import SessionOut
+from runner.record.write import HOST_PLACEHOLDER, SessionOut
 
 _STAMP = re.compile(r"^\d\d:\d\d:\d\d\.\d{3}\s+\+[\d.]+m?s ")
 _REMARK = re.compile(r"\s{2,}<-\s.*$")
@@ -208,7 +208,10 @@ class Reader:
             self.conv = Conversation(self.protocol or "smtp")  # go on, to find more problems
 
     def _client(self, number: int, text: str) -> None:
+        fresh = self.conv is None
         conv = self._conversation("")
+        if fresh and self.protocol != "line":  # the transcript begins after the greeting
+            conv.greeting_not_shown()
         data, _own_end = unescape(text)
         lines = data.decode("utf-8", "surrogateescape").split("\n")
         if lines[-1] == "" and len(lines) > 1:
@@ -237,7 +240,7 @@ class Reader:
             if turn.kind != "greeting" and turn.waits and turn.reply is None and not turn.eof:
                 turn.note = turn.note or "no reply in the transcript"
         connect = dict(self.connect)
-        connect.setdefault("host", "{{ env.MAIL_HOST }}")
+        connect.setdefault("host", HOST_PLACEHOLDER)
         if "port" not in connect and conv.protocol_name not in _USUAL_PORTS:
             self.out.problems.append(
                 f"{self.source}: the transcript does not say the port, and protocol "

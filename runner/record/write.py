@@ -13,6 +13,12 @@ from __future__ import annotations
 import json
 import re
 
+from runner.record.credentials import escape_template
+
+HOST_PLACEHOLDER = "{{ env.MAIL_HOST }}"  # a transcript that does not name its server
+#: the greeting a transcript that does not show one is taken to have had
+USUAL_GREETING = {"smtp": "220", "lmtp": "220", "pop3": "+OK", "imap": "OK"}
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from runner.record.conversation import Conversation, Turn
@@ -103,8 +109,15 @@ def scenario_text(name: str, sessions: list[SessionOut], header: list[str]) -> s
 
 
 def _connect(connect: dict, indent: str) -> list[str]:
+    """`connect:`: values from a transcript or the command line are literal (a `{{` in them
+    escaped), but for the host placeholder mailrun writes itself."""
     lines = [f"{indent}connect:"]
-    lines += [f"{indent}  {key}: {q(value)}" for key, value in connect.items() if value is not None]
+    for key, value in connect.items():
+        if value is None:
+            continue
+        if isinstance(value, str) and value != HOST_PLACEHOLDER:
+            value = escape_template(value)
+        lines.append(f"{indent}  {key}: {q(value)}")
     return lines
 
 
@@ -114,7 +127,7 @@ def _steps(session: SessionOut, indent: str) -> list[str]:
         if turn.merged:
             continue
         lines += _step(session.protocol, turn, indent)
-    if not lines:
+    if not any(line.lstrip().startswith("- ") for line in lines):  # comments only: no step
         lines.append(f"{indent}[]")
     return lines
 
@@ -126,6 +139,8 @@ def _step(protocol: str, turn: Turn, indent: str) -> list[str]:
     expect = expectation(protocol, turn)
     first = f"{indent}- "
     rest = f"{indent}  "
+    if turn.kind == "greeting" and turn.assumed:
+        return lines + [f"{first}S: {q(USUAL_GREETING.get(protocol, 'OK'))}"]
     if turn.kind in ("greeting", "read"):
         if expect is None:  # nothing came: the step still waits for it, and says so
             lines.append(f"{indent}# the server sent nothing (no {turn.kind} was received)")

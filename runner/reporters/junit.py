@@ -308,6 +308,6 @@ def _details(st: R.StepResult) -> str:
         out.append(f"reason:   {safe_text(st.reason)}")
     if st.snapshot_diff is not None:  # --snapshot: the diff names the lines that changed
         out.append(f"snapshot: {st.snapshot}")
-        out.append(safe_text(st.snapshot_diff))
+        out.extend(safe_text(line) for line in st.snapshot_diff.split("\n"))
     out.append(f"at:       {safe_text(where(st.location, st.via))}")
     return "\n".join(out) + "\n"

@@ -81,9 +81,10 @@ def step(d: dict) -> R.StepResult:
         "exit_class": ExitClass(d.get("exit_class", 0)),
         "reply": reply(d.get("reply")),
         "captures": dict(d.get("captures") or {}),
+        "tls": tls_info(d.get("tls")),  # the TLS step's facts
     }
     snap = d.get("snapshot")  # --snapshot: {"status", "diff"} for the fields snapshot, snapshot_diff
-    if isinstance(snap, dict) and "snapshot_diff" in field_names(R.StepResult):
+    if isinstance(snap, dict):
         made.update(snapshot=snap.get("status"), snapshot_diff=snap.get("diff"))
     return R.StepResult(**_pick(R.StepResult, d, **made))
 

@@ -118,7 +118,11 @@ RULES: tuple[Rule, ...] = (
             (r"(\bwith [A-Za-z0-9]+ id )[\w.-]+", r"\g<1><queue-id>"),
             (r"\bid=[\w.-]+", "id=<queue-id>"),
             (r"^(250[ -]2\.0\.0 )\w+( Message accepted for delivery)", r"\g<1><queue-id>\g<2>"),
-            (r"(> )[A-Za-z0-9+/]{22}( Saved)", r"\g<1><queue-id>\g<2>"),
+            (
+                r"(> )[A-Za-z0-9+/]{22}(?::R\d+)?( Saved)",
+                r"\g<1><queue-id>\g<2>",
+            ),  # Dovecot LMTP, each recipient
+            (r"(\bdelivered as )[0-9A-Za-z]+", r"\g<1><queue-id>"),  # the sandbox's LMTP
             (r"\bInternalId=\d+", "InternalId=<queue-id>"),
         ],
     ),
