@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from runner.engine.append import message_bytes
 from runner.lang.render import Context, render
 from runner.lang.secrets import MASK
 from runner.lang.templates import TemplateError, parse
@@ -260,7 +261,21 @@ def test_dovecot_login_and_append_with_literal_plus(bed, tmp_path):
 
 
 @pytest.mark.testbed
-def test_dovecot_without_literal_plus_waits_and_a_refusal_fails_the_step(bed, tmp_path):
+def test_the_example_scenario_passes_against_dovecot_with_a_hard_password(bed, tmp_path):
+    r = mailrun(
+        REPO / "scenarios" / "sandbox_imap_literal.yaml",
+        "-v",
+        *("--ca", bed.ca_path, "--var", f"port={bed.ports['imap']}", "--var", f"user={bed.address('carol')}"),
+        *("--var", f"password={PASSWORD}"),
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "S: + OK" in r.stdout  # Dovecot's go-ahead for the synchronizing LOGIN literals
+    assert PASSWORD not in r.stdout + r.stderr
+
+
+@pytest.mark.testbed
+def test_dovecot_without_literal_plus_waits_a_refusal_fails_the_step_and_literal_minus(bed, tmp_path):
     bed.restart(dovecot={"imap_capability": "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE"})
     try:
         tag = uuid.uuid4().hex
@@ -282,5 +297,14 @@ def test_dovecot_without_literal_plus_waits_and_a_refusal_fails_the_step(bed, tm
         assert r.returncode == 1, shown
         assert "APPEND: the server refused the literal: a2 NO [TRYCREATE]" in shown
         assert PASSWORD not in shown
+        # LITERAL- (RFC 7888): {N+} up to 4096 bytes, a larger literal waits for the `+`
+        bed.restart(dovecot={"imap_capability": "IMAP4rev1 SASL-IR LITERAL-"})
+        (tmp_path / "m.eml").write_bytes(f"Subject: minus {tag}\n\n".encode() + b"x" * 5000 + b"\n")
+        r, shown = dovecot(bed, tmp_path, LOGIN + APPEND)
+        assert r.returncode == 0, shown
+        assert f"LOGIN {bed.address('carol')} {{{size}+}}" in shown
+        big = len(message_bytes((tmp_path / "m.eml").read_bytes()))
+        assert f"APPEND INBOX {{{big}}} + message" in shown and "S: + OK" in shown
+        bed.wait_for_message("carol", lambda data: f"minus {tag}".encode() in data)
     finally:
         bed.restart(dovecot={})
