@@ -7,7 +7,8 @@ it); then the N bytes, the rest of the line (which may announce another literal)
 tagged reply is the step's, read by its `S:`. When the session's capability list has LITERAL+
 (or LITERAL- and the literal is at most 4096 bytes) the literal is announced `{N+}` and sent
 without waiting. A literal's bytes may hold CR and LF (they are not part of the line); the line's
-own text may not (actions.refusal). A secret in a literal is masked in everything shown.
+own text may not (actions.refusal). A secret in a literal is masked in everything shown, and so
+is its length (`{****}`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 from runner.engine.receive import read_reply
 from runner.engine.verdicts import StepFailure
 from runner.errors import ExitClass
+from runner.lang.secrets import MASK
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -56,6 +58,13 @@ def _encode(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")  # as the protocols frame a line
 
 
+def _masked_mark(mark: str, masked: bool) -> str:
+    """How a literal's `{N}` / `{N+}` is shown: its count masked when its value is."""
+    if not masked:
+        return mark
+    return "{" + MASK + ("+}" if mark.endswith("+}") else "}")
+
+
 def _shown_literal(display: str, size: int) -> str:
     text = repr(display)[1:-1]
     return text if len(text) <= SHOWN else f"{text[: SHOWN - 3]}... ({size} bytes)"
@@ -70,9 +79,9 @@ def send_with_literals(run, step: Step, rendered: Rendered, sr: StepResult, dead
     pieces = rendered.pieces or ()
     literals = [_encode(value) for value, _ in pieces[1::2]]
     marks = [announce(run, len(data)) for data in literals] + [""]
-    texts = [
-        (value + mark, display + mark) for (value, display), mark in zip(pieces[::2], marks, strict=True)
-    ]
+    # a secret's literal is shown with its length masked too: `{****}`
+    said = [_masked_mark(m, v != d) for m, (v, d) in zip(marks, pieces[1::2], strict=False)] + [""]
+    texts = [(v + mark, d + m) for (v, d), mark, m in zip(pieces[::2], marks, said, strict=True)]
     try:
         run.check_outgoing("".join(v for v, _ in texts), rendered.secret)  # the line's own text
     except StepFailure:
@@ -97,12 +106,12 @@ def send_with_literals(run, step: Step, rendered: Rendered, sr: StepResult, dead
         if problem := run.transport.check_sendable(data):
             raise StepFailure("error", ExitClass.INVALID, problem)
     summary = []
-    for k, (data, shown, said) in enumerate(chunks):
+    for k, (data, shown, text) in enumerate(chunks):
         if k and not marks[k - 1].endswith("+}"):
-            await_go_ahead(run, step, deadline, f"literal {marks[k - 1]}")
+            await_go_ahead(run, step, deadline, f"literal {said[k - 1]}")
         if k:
             run.deliver(step, data, deadline, shown=shown, literal=True)
         else:
             run.deliver(step, data, deadline, texts[0][0], shown=shown)
-        summary.append(said)
+        summary.append(text)
         sr.sent = "\\r\\n".join(summary)  # (CRLF shown escaped: sr.sent is one line)
