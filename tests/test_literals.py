@@ -82,7 +82,12 @@ steps:
         "name: b\nprotocol: smtp\nconnect: {host: 127.0.0.1, port: 1}\n"
         'steps:\n  - C: "MAIL FROM:{{ run_id | literal }}"\n'
     )
-    r = mailrun("validate", tmp_path / "a.yaml", tmp_path / "b.yaml")
+    # a fragment is checked for the session that includes it
+    (tmp_path / "frag.yaml").write_text('description: f\nsteps:\n  - C: "X {{ run_id | literal }}"\n')
+    (tmp_path / "c.yaml").write_text(
+        "name: c\nprotocol: smtp\nconnect: {host: 127.0.0.1, port: 1}\nsteps:\n  - include: frag.yaml\n"
+    )
+    r = mailrun("validate", tmp_path / "a.yaml", tmp_path / "b.yaml", tmp_path / "c.yaml")
     assert r.returncode == 2
     out = r.stdout + r.stderr
     only_c = "'| literal' is only for a C: line"
@@ -92,6 +97,7 @@ steps:
     assert "steps[2]" not in out  # a literal's bytes may hold line breaks
     assert "a.yaml:12:8: steps[3].C: variable 'crlf' holds a line break" in out
     assert "b.yaml:5:8: steps[0].C: '| literal' is IMAP's (this session is smtp)" in out
+    assert "frag.yaml:3:8: steps[0].C: '| literal' is IMAP's (this session is smtp)" in out
 
 
 def test_the_protocol_keeps_framing_across_a_literal_plus():

@@ -1,7 +1,7 @@
 """The `append:` step (IMAP APPEND, RFC 3501 6.3.11): a message sent as a literal the runner
 counts (runner.engine.literals). `APPEND mailbox (flags) {N}` goes out, the server's `+` is
-awaited (a synchronizing literal: it works on every server; with LITERAL+ in the session's
-capability list it is `{N+}` and nothing is awaited), then exactly N bytes of message (CRLF line ends, no
+awaited (a synchronizing literal: it works on every server; `{N+}` without waiting when the
+session's capability list offers LITERAL+), then exactly N bytes of message (CRLF line ends, no
 dot-stuffing, no final dot) and the line end that completes the command; the tagged reply is
 the step's, matched against its `S:` (OK by default).
 """
