@@ -101,7 +101,7 @@ def test_unknown_filter_lists_known_ones_and_suggests():
     with pytest.raises(TemplateError) as ei:
         parse("250 {{ x | b65 }}")
     msg = str(ei.value)
-    assert "known: b64, b64decode, default, lower, upper" in msg
+    assert "known: b64, b64decode, default, literal, lower, upper" in msg
     assert "did you mean 'b64'" in msg
     assert "'{{ x | b65 }}'" in msg
 

@@ -15,6 +15,7 @@ import time
 
 from runner.engine.append import send_append
 from runner.engine.bodies import content, read_body_file
+from runner.engine.literals import send_with_literals
 from runner.engine.receive import receive
 from runner.engine.verdicts import StepFailure
 from runner.errors import DeadlineError, ExitClass
@@ -72,7 +73,8 @@ def refusal(line: str | None, secret: bool, encrypted: bool, guarded: bool, host
 
 
 def send_line(run, plan: StepPlan, ctx: Context, sr: StepResult, deadline: float) -> None:
-    """`C:` — one command line; the protocol frames it (CRLF, an IMAP tag)."""
+    """`C:` — one command line; the protocol frames it (CRLF, an IMAP tag). With `| literal` in
+    it, runner.engine.literals sends it."""
     step = plan.step
     text = step.text or ""
     tpl = parse(text)
@@ -80,6 +82,8 @@ def send_line(run, plan: StepPlan, ctx: Context, sr: StepResult, deadline: float
         value, display, secret = text, text, False
     else:
         rendered = render(tpl, ctx)
+        if rendered.pieces is not None:  # `| literal`: counted and sent in pieces
+            return send_with_literals(run, step, rendered, sr, deadline)
         value, display, secret = rendered.value, rendered.display, rendered.secret
     try:
         run.check_outgoing(value, secret)
@@ -209,16 +213,26 @@ def _size(body: bytes) -> str:
 
 
 def deliver(
-    run, step: Step, data: bytes, deadline: float, line: str | None = None, shown: bytes | None = None
+    run,
+    step: Step,
+    data: bytes,
+    deadline: float,
+    line: str | None = None,
+    shown: bytes | None = None,
+    *,
+    literal: bool = False,
 ) -> None:
     """A step's bytes, in this order: refused (exit 2) when the transport cannot send them
-    exactly; told to the protocol (the `C:` line, or raw data when `line` is None); written
+    exactly; told to the protocol (the `C:` line; with `literal`, an IMAP literal's bytes and
+    the rest of its command's line: protocol.sent_literal; else raw data); written
     before the step's deadline; announced as `shown` (data masked where secrets were rendered
     into it), else masked where a secret's value occurs in data (a body_file's bytes)."""
     problem = run.transport.check_sendable(data)
     if problem:
         raise StepFailure("error", ExitClass.INVALID, problem)
-    if line is None:
+    if literal:
+        run.protocol.sent_literal(data)
+    elif line is None:
         run.protocol.sent_raw(data, multiline=step.multiline)
     else:
         run.protocol.command(line, tag=step.tag, multiline=step.multiline)

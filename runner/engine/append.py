@@ -1,6 +1,7 @@
 """The `append:` step (IMAP APPEND, RFC 3501 6.3.11): a message sent as a literal the runner
-counts. `APPEND mailbox (flags) {N}` goes out, the server's `+` is awaited (a synchronizing
-literal: it works on every server), then exactly N bytes of message (CRLF line ends, no
+counts (runner.engine.literals). `APPEND mailbox (flags) {N}` goes out, the server's `+` is
+awaited (a synchronizing literal: it works on every server; `{N+}` without waiting when the
+session's capability list offers LITERAL+), then exactly N bytes of message (CRLF line ends, no
 dot-stuffing, no final dot) and the line end that completes the command; the tagged reply is
 the step's, matched against its `S:` (OK by default).
 """
@@ -10,9 +11,7 @@ from __future__ import annotations
 import re
 
 from runner.engine.bodies import content
-from runner.engine.receive import read_reply
-from runner.engine.verdicts import StepFailure
-from runner.errors import ExitClass
+from runner.engine.literals import announce, await_go_ahead
 from runner.lang.render import render
 
 TYPE_CHECKING = False
@@ -44,14 +43,11 @@ def send_append(run, plan: StepPlan, ctx: Context, sr: StepResult, deadline: flo
     data = message_bytes(body)
     mailbox = render(spec["mailbox"], ctx)
     flags = " (" + " ".join(spec["flags"]) + ")" if spec.get("flags") else ""
-    line = f"APPEND {imap_string(mailbox.value)}{flags} {{{len(data)}}}"
+    mark = announce(run, len(data))
+    line = f"APPEND {imap_string(mailbox.value)}{flags} {mark}"
     run.check_outgoing(line, secret or mailbox.secret)
     sr.sent = run.redactor.redact(line) + f" + message ({len(data)} bytes)"
     run.deliver(step, run.protocol.frame(line, tag=True), deadline, line)
-    go_ahead = read_reply(run, step, deadline, run.step_timeout(step))
-    if go_ahead is None or go_ahead.code != "+":
-        got = "the server closed the connection" if go_ahead is None else run.masked(go_ahead).first_line
-        raise StepFailure(
-            "failed", ExitClass.FAILED, f"APPEND: the server refused the literal: {got}", go_ahead
-        )
-    run.deliver(step, data + b"\r\n", deadline)
+    if not mark.endswith("+}"):
+        await_go_ahead(run, step, deadline, "APPEND")
+    run.deliver(step, data + b"\r\n", deadline, literal=True)

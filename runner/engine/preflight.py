@@ -126,7 +126,7 @@ def first_refusal(
             rendered = render(step.text, scoped(step, ctx))
         except TemplateError:
             continue  # needs a capture (or is broken): checked when it runs
-        line = rendered.value if step.action == "send" else None
+        line = rendered.outside_literals if step.action == "send" else None  # (a literal may hold CRLF)
         reason = refusal(line, rendered.secret, encrypted, guarded, host)
         if reason is not None:
             return sp, reason

@@ -59,7 +59,7 @@ def read_reply(run, step: Step, deadline: float, timeout: float) -> Reply | None
             check_deadline(deadline, timeout)  # framing the reply counts against the step's time
             return reply
         if proto.at_eof:
-            if step.expect.accepts_eof:
+            if step.expect is not None and step.expect.accepts_eof:  # (None: a literal's `+`)
                 return None
             raise ConnectionClosed("the server closed the connection before replying")
         try:

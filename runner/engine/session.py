@@ -198,10 +198,12 @@ class SessionRunner:
         except Exception:  # noqa: BLE001 - closing after a failed connect: nothing more to say
             pass
 
-    def deliver(self, step, data: bytes, deadline: float, line: str | None = None) -> None:
+    def deliver(
+        self, step, data: bytes, deadline: float, line: str | None = None, shown: bytes | None = None, **kw
+    ) -> None:
         """A step's bytes to the wire (runner.engine.actions.deliver), for senders that live
-        outside that module (runner.engine.auth)."""
-        deliver(self, step, data, deadline, line)
+        outside that module (runner.engine.auth, append, literals)."""
+        deliver(self, step, data, deadline, line, shown, **kw)
 
     def check_outgoing(self, line: str | None, secret: bool) -> None:
         """StepFailure (exit 2) when data about to be sent is refused (actions.refusal: CR/LF

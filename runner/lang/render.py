@@ -40,14 +40,27 @@ class Rendered(Record):
     """value: the real text (to send); display: the text with every secret-derived
     substitution, and every substituted value that holds a secret's value, replaced by MASK,
     exactly there (the literal text is shown as written, so a one-character password does
-    not mask every such character); secret: any part came from a secret."""
+    not mask every such character); secret: any part came from a secret; pieces (None when
+    no expression has `| literal`): (value, display) pairs in order, the text of the line and
+    the IMAP literals alternating, text first and last (runner.engine.literals sends them)."""
 
-    __slots__ = ("value", "display", "secret")
+    __slots__ = ("value", "display", "secret", "pieces")
 
-    def __init__(self, value: str, display: str, secret: bool):
+    def __init__(
+        self, value: str, display: str, secret: bool, pieces: tuple[tuple[str, str], ...] | None = None
+    ):
         self.value = value
         self.display = display
         self.secret = secret
+        self.pieces = pieces
+
+    @property
+    def outside_literals(self) -> str:
+        """The value without its `| literal` values: the command line's own text (what may not
+        hold CR or LF; a literal's bytes may)."""
+        if self.pieces is None:
+            return self.value
+        return "".join(v for v, _ in self.pieces[::2])
 
     def __str__(self) -> str:
         return self.display
@@ -327,6 +340,7 @@ def render(template: str | Template, ctx: Context, *, regex: bool = False) -> Re
     values: list[str] = []
     display: list[str] = []
     secret = False
+    bounds: list[int] = []  # where the `| literal` values are among the parts
     size = 0  # checked as it grows: a template bomb stops at the limit, not at memory's end
     for part in tpl.parts:
         if isinstance(part, str):
@@ -342,6 +356,8 @@ def render(template: str | Template, ctx: Context, *, regex: bool = False) -> Re
             text = re.escape(text)
             if v.secret and text != v.text:
                 ctx.redactor.add(text)
+        if part.sends_literal:
+            bounds.append(len(values))  # (the pieces are made at the end, from these bounds)
         values.append(text)
         if v.secret:
             secret = True
@@ -350,4 +366,18 @@ def render(template: str | Template, ctx: Context, *, regex: bool = False) -> Re
             display.append(MASK)  # a plain value that holds a secret's (a captured echo)
         else:
             display.append(text)
-    return Rendered("".join(values), "".join(display), secret)
+    return Rendered("".join(values), "".join(display), secret, _pieces(values, display, bounds))
+
+
+def _pieces(values: list[str], display: list[str], bounds: list[int]) -> tuple[tuple[str, str], ...] | None:
+    """Rendered.pieces from the rendered parts and the indices of the `| literal` ones."""
+    if not bounds:
+        return None
+    out: list[tuple[str, str]] = []
+    start = 0
+    for i in bounds:
+        out.append(("".join(values[start:i]), "".join(display[start:i])))
+        out.append((values[i], display[i]))
+        start = i + 1
+    out.append(("".join(values[start:]), "".join(display[start:])))
+    return tuple(out)

@@ -5,10 +5,14 @@ Syntax: `{{ expr }}` where
     expr    = operand ( '|' filter )*
     operand = NAME | 'env.' NAME | 'caps.' NAME | 'connect.' NAME | STRING | FUNC '(' arg ',' arg ')'
     arg     = NAME | 'env.' NAME | 'caps.' NAME | 'connect.' NAME | STRING
-    filter  = 'b64' | 'b64decode' | 'lower' | 'upper' | 'default' '(' STRING ')'
+    filter  = 'b64' | 'b64decode' | 'lower' | 'upper' | 'default' '(' STRING ')' | 'literal'
     NAME    = [A-Za-z_][A-Za-z0-9_]*
     STRING  = '...' | "..."   (a backslash escapes the next character)
     FUNC    = 'auth_plain' | 'xoauth2'
+
+`literal` (the last filter only) changes nothing in the value: it marks it as an IMAP literal of
+a `C:` line, sent as `{N}` and then its bytes (runner.engine.literals; the loader refuses it
+anywhere else).
 
 `caps.NAME` is the session's capability list (runner.protocols.caps): `{{ caps.SIZE }}`.
 Text outside `{{ }}` is literal. Nothing else is evaluated: no attribute access but `env.`, `caps.` (and
@@ -48,7 +52,7 @@ BUILTINS = frozenset({"run_id", "now"})
 #: and connect.host (the session's connect values) where the loader defines them (tls_expect's
 #: `name`), like any other name
 NAMESPACES = frozenset({"env", "caps", "connect"})
-FILTERS = ("b64", "b64decode", "default", "lower", "upper")
+FILTERS = ("b64", "b64decode", "default", "literal", "lower", "upper")
 FUNCTIONS = {"auth_plain": 2, "xoauth2": 2}
 
 
@@ -110,6 +114,11 @@ class Expr(Value):
     @property
     def has_default(self) -> bool:
         return any(f.name == "default" for f in self.filters)
+
+    @property
+    def sends_literal(self) -> bool:
+        """Is the value sent as an IMAP literal (`| literal`, always the last filter)?"""
+        return bool(self.filters) and self.filters[-1].name == "literal"
 
     @property
     def encodes(self) -> bool:
@@ -257,6 +266,8 @@ class _ExprParser:
             if tok[0] != "|":
                 raise self.error(f"unexpected {tok[1]!r} (filters follow '|')", tok[2])
             filters.append(self.filter())
+            if filters[-1].name == "literal" and self.peek() is not None:
+                raise self.error("'literal' is the last filter (it sends the value as it is)", self.peek()[2])
         return Expr(operand, tuple(filters), self.start, self.end)
 
     def name_ref(self, tok) -> Name:
@@ -396,6 +407,11 @@ class Template(Frozen):
     @property
     def expressions(self) -> tuple[Expr, ...]:
         return tuple(p for p in self.parts if isinstance(p, Expr))
+
+    @property
+    def sends_literal(self) -> bool:
+        """Does an expression send its value as an IMAP literal (`| literal`)?"""
+        return any(e.sends_literal for e in self.expressions)
 
     def literal_text(self) -> str:
         """The text outside `{{ }}`, joined."""

@@ -149,6 +149,8 @@ class Checker:
         except TemplateError as e:
             self.add(doc, path, f"template error: {e}")
             return None
+        if t.sends_literal:
+            self._literal_place(doc, path, scope, in_c)
         loc = f"{doc.display}:{doc.pos(path)[0]}: {json_path(path)}"
         for name in sorted(t.required_names()):
             if name.startswith("env."):
@@ -168,7 +170,9 @@ class Checker:
                 )
         if in_c:
             for e in t.expressions:
-                bad = [] if e.encodes else sorted(n for n in e.names() if n in scope.tainted)
+                bad = (
+                    [] if e.encodes or e.sends_literal else sorted(n for n in e.names() if n in scope.tainted)
+                )
                 if bad:
                     self.add(
                         doc,
@@ -177,6 +181,13 @@ class Checker:
                         "into this C line; only raw, body and body_file may carry line breaks",
                     )
         return t
+
+    def _literal_place(self, doc: Doc, path: Path_, scope: Scope, in_c: bool) -> None:
+        """`| literal` is sent as an IMAP literal: only in a `C:` line of an IMAP session."""
+        if not in_c:
+            self.add(doc, path, "'| literal' is only for a C: line (an IMAP literal the runner counts)")
+        elif scope.protocol not in (None, "imap", UNKNOWN_PROTOCOL):
+            self.add(doc, path, f"'| literal' is IMAP's (this session is {scope.protocol})")
 
     def taints(self, source: Any, scope: Scope) -> bool:
         """Would this (var) value hold CR or LF, as far as we know? (base64 never does.)"""

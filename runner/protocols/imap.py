@@ -182,6 +182,12 @@ class IMAP(FramedProtocol):
             else:
                 in_command = False
 
+    def sent_literal(self, data: bytes) -> None:
+        """The client sent a literal's bytes and the rest of its command's line (which may
+        announce another literal): they continue the command last sent and carry no tag, whatever
+        their lines hold. After a `+` (a synchronizing literal) or none (LITERAL+, `{n+}`)."""
+        self._continuation = False
+
     @property
     def outstanding(self) -> tuple[str, ...]:
         """Tags of the commands not yet answered, oldest first."""
