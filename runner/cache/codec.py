@@ -48,7 +48,7 @@ CLASSES = {
     if isinstance(c, type) and issubclass(c, Plain) and c.__module__ == m.__name__
 }
 #: A field holding a pattern -> the field holding the source it is parsed from.
-PATTERNS = {"expect": "expect_source"}
+PATTERNS = {"expect": "expect_source", "until": "until_source"}
 _PATH = type(Path())
 _FIELDS: dict[type, tuple[tuple[str, ...], tuple[tuple[int, int], ...]]] = {}
 
