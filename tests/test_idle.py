@@ -8,6 +8,7 @@ framer's side (one untagged response at a time, any split) is in tests/test_prot
 
 from __future__ import annotations
 
+import json
 import re
 import smtplib
 import textwrap
@@ -144,6 +145,35 @@ def test_until_that_never_matches_fails_at_the_deadline_and_logout_still_works(s
     assert seen and int(seen.group(1)) >= 1, watch[3].reason  # the delivery's EXISTS did not match
     assert watch[-1].section == "finally" and watch[-1].status == "passed"
     assert watch[-1].reply.code == "OK"
+
+
+def test_reports_show_the_during_session_where_it_ran(tmp_path):
+    html, js, tr = tmp_path / "r.html", tmp_path / "r.json", tmp_path / "tr"
+    proc = mailrun(
+        "--sandbox",
+        "scenarios/sandbox_idle_delivery.yaml",
+        "--report",
+        f"html={html}",
+        "--report",
+        f"json={js}",
+        "--transcript",
+        str(tr),
+    )
+    assert proc.returncode == 0, show(proc)
+    out = proc.stdout
+    inner = out.index("session deliver a message (smtp)")
+    assert "[inside session watch the inbox]" in out[inner : out.index("\n", inner)]
+    assert inner < out.index("session watch the inbox continues") < out.index("EXISTS; DONE")
+    (transcript,) = tr.iterdir()
+    text = transcript.read_text()
+    assert "tls none, inside session watch the inbox ---" in text
+    assert text.index("session deliver a message PASSED") < text.index(
+        "--- session watch the inbox continues ---"
+    )
+    titles = re.findall(r"<h3>session ([^<]*?) <span", html.read_text())
+    assert titles == ["watch the inbox", "deliver a message", "watch the inbox"]
+    sessions = json.loads(js.read_text())["scenarios"][0]["sessions"]
+    assert [s["name"] for s in sessions] == ["watch the inbox", "deliver a message"]
 
 
 # ------------------------------------------------- S: alone waits for an untagged response
