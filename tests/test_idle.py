@@ -193,27 +193,22 @@ def deliver_later(host: str, port: int, rcpt: str, delay: float = 0.5) -> thread
 def s_only_file(tmp_path, port: int, user: str, password: str) -> Path:
     return write(
         tmp_path,
-        """\
-        name: S alone during IDLE
-        protocol: imap
-        connect: {{host: 127.0.0.1, port: {port}}}
-        steps:
-          - S: OK
-          - C: 'LOGIN "{user}" "{password}"'
-            S: OK
-          - C: SELECT INBOX
-            S: OK
-          - C: IDLE
-            S: +
-          - S: {{re: '^\\* \\d+ EXISTS$'}}
-            timeout: 20
-          - C: DONE
-            tag: false
-            S: OK
-        finally:
-          - C: LOGOUT
-            S: OK
-        """,
+        "name: S alone during IDLE\nprotocol: imap\nconnect: {{host: 127.0.0.1, port: {port}}}\n"
+        + IMAP_HEAD.replace("\n    ", "\n").removeprefix("    ")
+        + textwrap.dedent(
+            """\
+              - C: IDLE
+                S: +
+              - S: {{re: '^\\* \\d+ EXISTS$'}}
+                timeout: 20
+              - C: DONE
+                tag: false
+                S: OK
+            finally:
+              - C: LOGOUT
+                S: OK
+            """
+        ),
         port=port,
         user=user,
         password=password,
@@ -275,31 +270,23 @@ def test_idle_load_errors_name_the_place(tmp_path, idle, message):
     assert f"{path.name}:7:" in text and message in text, text
 
 
-def test_idle_is_imaps_only_and_takes_one_timeout(tmp_path):
-    path = write(
-        tmp_path,
-        """\
-        name: bad
-        protocol: smtp
-        connect: {{host: 127.0.0.1, port: 25}}
-        steps:
-          - idle: {{until: {{text: EXISTS}}}}
-        """,
+@pytest.mark.parametrize(
+    ("protocol", "step", "message"),
+    [
+        ("smtp", "- idle: {until: {text: EXISTS}}", r":5:\d+: .*idle is IMAP's \(this session is smtp\)"),
+        (
+            "imap",
+            "- idle: {until: {text: EXISTS}, timeout: 3}\n    timeout: 4",
+            r":6:\d+: .*give the timeout once",
+        ),
+    ],
+)
+def test_idle_is_imaps_only_and_takes_one_timeout(tmp_path, protocol, step, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        f"name: bad\nprotocol: {protocol}\nconnect: {{host: 127.0.0.1, port: 1}}\nsteps:\n  {step}\n"
     )
-    with pytest.raises(ScenarioError, match=r":5:\d+: .*idle is IMAP's \(this session is smtp\)"):
-        load_scenario(path)
-    path = write(
-        tmp_path,
-        """\
-        name: bad
-        protocol: imap
-        connect: {{host: 127.0.0.1, port: 143}}
-        steps:
-          - idle: {{until: {{text: EXISTS}}, timeout: 3}}
-            timeout: 4
-        """,
-    )
-    with pytest.raises(ScenarioError, match="give the timeout once"):
+    with pytest.raises(ScenarioError, match=message):
         load_scenario(path)
 
 
