@@ -270,6 +270,18 @@ def test_idle_load_errors_name_the_place(tmp_path, idle, message):
     assert f"{path.name}:7:" in text and message in text, text
 
 
+def test_a_session_played_during_an_idle_step_plays_none_itself(tmp_path):
+    session = "  - name: {0}\n    protocol: imap\n    connect: {{host: 127.0.0.1, port: 143}}\n"
+    session += "    steps:\n      - idle: {{until: {{text: EXISTS}}, during: {1}}}\n"
+    path = tmp_path / "cycle.yaml"
+    path.write_text("name: cycle\nsessions:\n" + session.format("a", "b") + session.format("b", "a"))
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(path)
+    text = str(err.value)
+    assert "cycle.yaml:7:" in text and "session 'a' is played during another's idle step" in text, text
+    assert "cycle.yaml:12:" in text and "session 'b' is played during another's idle step" in text, text
+
+
 @pytest.mark.parametrize(
     ("protocol", "step", "message"),
     [

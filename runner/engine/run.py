@@ -8,6 +8,7 @@ engine serves every transport (socket, telnet, openssl) and every protocol (smtp
     session.py    SessionRunner: connect, the steps, close
     actions.py    one sender per step action, and the one check of outgoing data
     receive.py    reading what a step expects, under one deadline
+    idle.py       the idle: step (IMAP IDLE), the session it names in `during` played inside it
     verdicts.py   a step's error -> its verdict
 """
 
@@ -185,6 +186,7 @@ class Engine:
             return
         inner = during_sessions(scenario)
         self.inner = {p.session.name: p for p in plans if p.session.name in inner}
+        self.inner_results = []
         plans = [p for p in plans if p.session.name not in inner]
         for i, plan in enumerate(plans):
             options.interrupt.check()

@@ -135,9 +135,15 @@ def _build_scenario(chk: Checker, doc: Doc, scope: Scope) -> Scenario | None:
 
 def _check_during(chk: Checker, names: list[str]) -> None:
     """Each `idle:` step's `during` names another session of this file (runner.engine.idle
-    plays it there, and the engine not again in the sequence)."""
+    plays it there, and the engine not again in the sequence), and one played so plays none
+    itself (no session could start the chain)."""
+    named = {name for _doc, _path, name, _own in chk.during}
     for doc, path, name, own in chk.during:
-        if name == own:
+        if own in named and name != own:
+            chk.add(
+                doc, path, f"session {own!r} is played during another's idle step; it cannot play one itself"
+            )
+        elif name == own:
             chk.add(doc, path, f"during names the session this idle step is in ({name!r}); name another one")
         elif name not in names:
             known = ", ".join(repr(n) for n in names if n != own) or "none"
