@@ -344,7 +344,7 @@ def test_step_action_rules(tmp_path):
     cases = {
         "- {C: A, raw: B}": "this one has C and raw",
         "- {body: A, body_file: x.eml}": "this one has body and body_file",
-        "- {name: lonely}": "a step needs one of C, S, body, body_file, raw, bdat, auth, append, sleep or include",
+        "- {name: lonely}": "a step needs one of C, S, body, body_file, raw, bdat, auth, append, idle, sleep or include",
         "- {sleep: 1, S: 220}": "'S' cannot go with sleep",
         "- {include: f.yaml, S: 220}": "'S' cannot go with include (only vars can)",
         "- {C: A, capture: {x: y}}": "capture needs an S: pattern",

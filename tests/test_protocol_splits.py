@@ -339,6 +339,74 @@ def test_imap_any_split(conv, cuts):
         assert play(conv, split(conv.stream, cuts), eager=True) == whole
 
 
+# --- generated IMAP IDLE: untagged responses one at a time while IDLE is outstanding -----
+
+
+@st.composite
+def idle_streams(draw):
+    """(stream, the untagged responses' raw bytes, the tagged OK's): after IDLE's '+', untagged
+    responses (some with literals), then the OK that answers DONE."""
+    eol = draw(st.sampled_from([b"\r\n", b"\n"]))
+    responses = []
+    for i in range(draw(st.integers(min_value=1, max_value=5))):
+        if draw(st.booleans()):
+            content = draw(_literal)
+            responses.append(b"* %d FETCH (BODY[] {%d}" % (i + 1, len(content)) + eol + content + b")" + eol)
+        else:
+            responses.append(b"* %d EXISTS" % (i + 1) + eol)
+    done = b"a1 OK Idle completed" + eol
+    return b"+ idling" + eol + b"".join(responses) + done, responses, done
+
+
+def play_idle(before: list[bytes], after: list[bytes], count: int, peek: bool):
+    """IDLE; its '+' by next_reply(); `count` untagged responses by next_untagged() (with peek,
+    next_reply() is asked first each time, as a caller mixing the two might: it must find no
+    reply and change nothing); DONE; its OK. The server's bytes: `before` while idling, `after`
+    (the OK) once DONE went out, as a server sends them."""
+    p = create("imap")
+    p.command("IDLE")
+    got, untagged, done = None, [], None
+    for chunk in before:
+        p.receive_data(chunk)
+        while True:
+            if got is None:
+                r = got = p.next_reply()
+            else:
+                if peek:
+                    assert p.next_reply() is None
+                r = p.next_untagged()
+                if r is not None:
+                    untagged.append(r)
+            if r is None:
+                break
+    assert len(untagged) == count and p.in_continuation
+    p.command("DONE")
+    assert not p.in_continuation
+    for chunk in after + [None]:
+        if chunk is None:
+            p.receive_eof()
+        else:
+            p.receive_data(chunk)
+        while (r := p.next_reply()) is not None:
+            assert done is None, "a reply after DONE's OK"
+            done = r
+    assert p.at_eof and p.pending() == b""
+    return got, untagged, done
+
+
+@settings(max_examples=200, deadline=None)
+@given(stream=idle_streams(), cuts=cuts, peek=st.booleans())
+def test_imap_untagged_during_idle_any_split(stream, cuts, peek):
+    data, responses, done = stream
+    idling = data[: len(data) - len(done)]
+    got, untagged, ok = play_idle([idling], [done], len(responses), peek=False)
+    assert got.code == "+" and [r.raw for r in untagged] == responses and ok.raw == done
+    assert all(r.tag is None and r.code is None for r in untagged)
+    assert ok.code == "OK" and ok.tag == "a1"
+    again = play_idle(split(idling, cuts), split(done, cuts), len(responses), peek)
+    assert again == (got, untagged, ok)
+
+
 # --- generated line streams -------------------------------------------------------------
 
 

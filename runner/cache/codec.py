@@ -47,8 +47,9 @@ CLASSES = {
     for name, c in vars(m).items()
     if isinstance(c, type) and issubclass(c, Plain) and c.__module__ == m.__name__
 }
-#: A field holding a pattern -> the field holding the source it is parsed from.
-PATTERNS = {"expect": "expect_source"}
+#: A field F holding a pattern is one beside a field F + SOURCE, the source it is parsed from
+#: (Step.expect and expect_source, Step.until and until_source).
+SOURCE = "_source"
 _PATH = type(Path())
 _FIELDS: dict[type, tuple[tuple[str, ...], tuple[tuple[int, int], ...]]] = {}
 
@@ -74,7 +75,7 @@ def _spec(cls: type) -> tuple[tuple[str, ...], tuple[tuple[int, int], ...]]:
         # 0x0C: CO_VARARGS | CO_VARKEYWORDS; keyword-only parameters: not to be given in order
         if code.co_flags & 0x0C or code.co_kwonlyargcount or set(names) != public:
             raise NotCacheable(f"{cls.__name__}'s constructor does not take exactly its fields")
-        patterns = tuple((names.index(n), names.index(s)) for n, s in PATTERNS.items() if n in names)
+        patterns = tuple((i, names.index(n + SOURCE)) for i, n in enumerate(names) if n + SOURCE in names)
         got = _FIELDS[cls] = (names, patterns)
     return got
 
@@ -144,10 +145,11 @@ class _Encoder:
         if "protocol" in names:
             self.protocol = v.protocol
         out = []
-        for n in names:
+        pattern_at = dict(_spec(t)[1])  # a pattern field's index -> its source field's
+        for i, n in enumerate(names):
             x = getattr(v, n)
-            if n in PATTERNS and x is not None:
-                if getattr(v, PATTERNS[n]) is None or type(self.protocol) is not str:
+            if i in pattern_at and x is not None:
+                if getattr(v, names[pattern_at[i]]) is None or type(self.protocol) is not str:
                     raise NotCacheable("a pattern without its source or protocol")
                 self.table.append(["S", self.protocol])  # one mark per pattern: nothing shares it
                 out.append([len(self.table) - 1])

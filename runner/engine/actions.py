@@ -15,6 +15,7 @@ import time
 
 from runner.engine.append import send_append
 from runner.engine.bodies import content, read_body_file
+from runner.engine.idle import send_idle
 from runner.engine.literals import send_with_literals
 from runner.engine.receive import receive
 from runner.engine.verdicts import StepFailure
@@ -181,11 +182,12 @@ SENDERS = {
     "bdat": send_bdat,
     "auth": send_auth,
     "append": send_append,
+    "idle": send_idle,
     "sleep": sleep,
 }
 
 
-READS_ITS_REPLY = frozenset({"auth"})
+READS_ITS_REPLY = frozenset({"auth", "idle"})
 
 
 # ------------------------------------------------------------------ shared by the senders

@@ -34,6 +34,8 @@ def receive(run, step: Step, ctx: Context, deadline: float) -> Reply | None:
         return None
     if run.protocol.expect_style:
         return read_lines(run, step, ctx, deadline, timeout)
+    if step.action == "read" and getattr(run.protocol, "in_continuation", False):
+        return read_untagged(run, step.expect, ctx, deadline, timeout)  # IMAP, during IDLE
     return read_reply(run, step, deadline, timeout)
 
 
@@ -72,6 +74,36 @@ def read_reply(run, step: Step, deadline: float, timeout: float) -> Reply | None
             ) from None
         if first_byte_at is None:
             first_byte_at = time.monotonic()
+
+
+def read_untagged(run, expect, ctx: Context, deadline: float, timeout: float) -> Reply:
+    """IMAP while a command runs after its `+` (IDLE): untagged responses, one at a time
+    (IMAP.next_untagged), until one matches `expect`; the matching one is returned. A tagged
+    completion or `+` ends the wait (returned: the step's match then says what came); so do
+    EOF and the deadline, which name how many untagged responses came unmatched."""
+    proto = run.protocol
+    seen = 0
+    while True:
+        reply = proto.next_untagged()
+        if reply is not None:
+            reply.completed_at = time.monotonic()
+            if reply.tag is not None or reply.code == "+" or expect.match(reply, ctx).ok:
+                check_deadline(deadline, timeout)
+                return reply
+            seen += 1
+            continue
+        if proto.at_eof:
+            raise ConnectionClosed(
+                f"the server closed the connection while waiting for an untagged response ({seen} did not match)"
+            )
+        try:
+            fill(run, deadline)
+        except DeadlineError:
+            raise DeadlineError(
+                f"deadline: no untagged response matched {expect.describe()!r} within {timeout:g} s "
+                f"({seen} received)",
+                proto.pending(),
+            ) from None
 
 
 def check_deadline(deadline: float, timeout: float) -> None:

@@ -8,6 +8,7 @@ engine serves every transport (socket, telnet, openssl) and every protocol (smtp
     session.py    SessionRunner: connect, the steps, close
     actions.py    one sender per step action, and the one check of outgoing data
     receive.py    reading what a step expects, under one deadline
+    idle.py       the idle: step (IMAP IDLE), the session it names in `during` played inside it
     verdicts.py   a step's error -> its verdict
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import os
 import time
 
+from runner.engine.idle import during_sessions
 from runner.engine.plan import plan_scenario
 from runner.engine.preflight import preflight_scenario, session_started, shown_peer
 from runner.engine.session import SessionRunner
@@ -91,6 +93,8 @@ class Engine:
         self.redactor: Redactor | None = None  # the running scenario's (for an internal error)
         self.snapshot: SnapshotRun | None = None  # the running scenario's snapshot (--snapshot)
         self.session: SessionResult | None = None  # the session playing (kept when interrupted)
+        self.inner: dict[str, SessionPlan] = {}  # the sessions `idle:` steps play (during)
+        self.inner_results: list[SessionResult] = []  # theirs, reported after their outer one
 
     def emit(self, event: Event) -> None:
         self._emit(event)
@@ -180,6 +184,10 @@ class Engine:
             result.sessions.append(refused)
             result.status, result.exit_class, result.reason = "error", ExitClass.INVALID, refused.reason
             return
+        inner = during_sessions(scenario)
+        self.inner = {p.session.name: p for p in plans if p.session.name in inner}
+        self.inner_results = []
+        plans = [p for p in plans if p.session.name not in inner]
         for i, plan in enumerate(plans):
             options.interrupt.check()
             self.session = None
@@ -188,8 +196,10 @@ class Engine:
             except KeyboardInterrupt:  # the steps the session played are reported
                 if self.session is not None:
                     result.sessions.append(self.session)
+                result.sessions.extend(self.take_inner())
                 raise
             result.sessions.append(session_result)
+            result.sessions.extend(self.take_inner())
             if session_result.status != "passed":
                 later = len(plans) - i - 1
                 if later:
@@ -230,6 +240,25 @@ class Engine:
                 self.options.interrupt.sleep(interval)
             attempt += 1
 
+    def take_inner(self) -> list[SessionResult]:
+        taken, self.inner_results = self.inner_results, []
+        return taken
+
+    def run_during(self, scenario: Scenario, name: str, ctx: Context) -> SessionResult:
+        """A session an `idle:` step plays while its connection idles: with the same context,
+        announced and retried like any session; its result follows the outer one's."""
+        outer = self.session
+        try:
+            inner = self.run_session_with_retry(scenario, self.inner[name], ctx)
+        except KeyboardInterrupt:
+            if self.session is not None and self.session is not outer:
+                self.inner_results.append(self.session)
+            raise
+        finally:
+            self.session = outer
+        self.inner_results.append(inner)
+        return inner
+
     # ------------------------------------------------------------------ session
     def run_session(
         self, scenario: Scenario, plan: SessionPlan, ctx: Context, attempt: int, attempts: int
@@ -258,6 +287,7 @@ class Engine:
                 self.snapshot,
                 interrupt=self.options.interrupt,
             )
+            runner.during = lambda name: self.run_during(scenario, name, ctx)
             runner.play()
             return result
         finally:

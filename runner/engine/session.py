@@ -89,6 +89,8 @@ class SessionRunner:
         self._scopes: dict[tuple, Context] = {}
         self.snapshot = snapshot  # --snapshot: one more verdict on each step's reply
         self.snapshot_failed: StepResult | None = None  # the step a snapshot difference just failed
+        #: session name -> its SessionResult, played now (the Engine's: an `idle:` step's during)
+        self.during: Callable[[str], SessionResult] | None = None
 
     def note(self, kind: str, text: str) -> None:
         self.emit(Note(kind, self.redactor.redact(text), time.time()))

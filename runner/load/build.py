@@ -115,6 +115,7 @@ def _build_scenario(chk: Checker, doc: Doc, scope: Scope) -> Scenario | None:
             for i, s in enumerate(data["sessions"])
             if ("sessions", i) not in doc.rejected
         ]
+    _check_during(chk, [s.name for s in sessions if s is not None])
     snapshot = _snapshot_spec(chk, doc, data.get("snapshot"))
     if chk.problems:
         return None
@@ -130,6 +131,23 @@ def _build_scenario(chk: Checker, doc: Doc, scope: Scope) -> Scenario | None:
         location=doc.loc(()),
         snapshot=snapshot,
     )
+
+
+def _check_during(chk: Checker, names: list[str]) -> None:
+    """Each `idle:` step's `during` names another session of this file (runner.engine.idle
+    plays it there, and the engine not again in the sequence), and one played so plays none
+    itself (no session could start the chain)."""
+    named = {name for _doc, _path, name, _own in chk.during}
+    for doc, path, name, own in chk.during:
+        if own in named and name != own:
+            chk.add(
+                doc, path, f"session {own!r} is played during another's idle step; it cannot play one itself"
+            )
+        elif name == own:
+            chk.add(doc, path, f"during names the session this idle step is in ({name!r}); name another one")
+        elif name not in names:
+            known = ", ".join(repr(n) for n in names if n != own) or "none"
+            chk.add(doc, path, f"during: no session {name!r} in this file (other sessions: {known})")
 
 
 def _snapshot_spec(chk: Checker, doc: Doc, raw: dict | None) -> SnapshotSpec | None:
@@ -168,6 +186,7 @@ def _build_session(
         scope.protocol = protocol  # None: a sessions item without one (the schema said so)
     chk.starttls = []
     chk.cap_steps = []
+    chk.session_name = raw.get("name")
     cpath = path + ("connect",)
     connect = None if cpath in doc.rejected else raw.get("connect")
     tls_expect = _tls_expect(chk, doc, path + ("tls_expect",), raw, scope)

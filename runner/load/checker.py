@@ -93,6 +93,10 @@ class Checker:
         self.starttls: list[tuple[Doc, Path_]] = []  # the starttls steps of the session being built
         self.cap_steps: list[tuple[Doc, Path_, dict]] = []  # its steps, for caps_check.check_seen
         self.includes: list[tuple[str, str, bytes]] = []
+        # the `idle:` steps' `during` (doc, path, name, the session the step is in): build.py
+        # checks each names another session of the file
+        self.during: list[tuple[Doc, Path_, str, str | None]] = []
+        self.session_name: str | None = None  # the session being built
         self.must_exist: list[str] = []
         self.expanded = 0  # steps and includes expanded so far (runner.load.includes.MAX_STEPS)
         # includes.py: (directory, target) -> resolved path; dependencies recorded; steps a

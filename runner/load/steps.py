@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ACTION_KEYS", "steps"]
 
-ACTION_KEYS = ("C", "body", "body_file", "raw", "bdat", "auth", "append", "sleep", "include")
+ACTION_KEYS = ("C", "body", "body_file", "raw", "bdat", "auth", "append", "idle", "sleep", "include")
 
 
 def steps(
@@ -97,7 +97,7 @@ def _action(chk: Checker, doc: Doc, path: Path_, raw: dict) -> str | None:
         chk.add(
             doc,
             path + (actions[1],),
-            f"a step does exactly one of C, body, body_file, raw, bdat, auth, append, sleep or include; "
+            f"a step does exactly one of C, body, body_file, raw, bdat, auth, append, idle, sleep or include; "
             f"this one has {' and '.join(actions)} (split it into separate steps)",
             key=True,
         )
@@ -106,7 +106,11 @@ def _action(chk: Checker, doc: Doc, path: Path_, raw: dict) -> str | None:
         return actions[0]
     if "S" in raw:
         return "read"
-    chk.add(doc, path, "a step needs one of C, S, body, body_file, raw, bdat, auth, append, sleep or include")
+    chk.add(
+        doc,
+        path,
+        "a step needs one of C, S, body, body_file, raw, bdat, auth, append, idle, sleep or include",
+    )
     return None
 
 
@@ -268,6 +272,35 @@ def _append(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope, kw: di
     return ok
 
 
+def _idle(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope, kw: dict) -> bool:
+    """`idle: {until, during, timeout}`: IMAP IDLE (runner.engine.idle); `until` is an IMAP
+    pattern for the untagged response awaited, `during` another session of this file (checked
+    by build.py once all are known), `timeout` the step's; without `S:` DONE expects OK."""
+    spec, where = raw["idle"], path + ("idle",)
+    if scope.protocol and scope.protocol not in ("imap", UNKNOWN_PROTOCOL):
+        chk.add(doc, where, f"idle is IMAP's (this session is {scope.protocol})", key=True)
+        return False
+    if "timeout" in spec and "timeout" in raw:
+        chk.add(doc, path + ("timeout",), "give the timeout once: in idle or on the step", key=True)
+        return False
+    if "until" not in spec:
+        return False  # the schema said it is required
+    saved = scope.protocol
+    if saved is None:  # a fragment: `until` is read as IMAP's
+        scope.protocol = "imap"
+    until = _pattern(chk, doc, where + ("until",), spec["until"], scope)
+    scope.protocol = saved
+    kw.update(action="idle", until=until, until_source=spec["until"], during=spec.get("during"))
+    if "during" in spec:
+        chk.during.append((doc, where + ("during",), spec["during"], chk.session_name))
+    if "timeout" in spec:
+        kw["timeout"] = float(spec["timeout"])
+    if "S" not in raw and scope.protocol == "imap":
+        kw["expect_source"] = "OK"
+        kw["expect"] = _pattern(chk, doc, path, "OK", scope)
+    return until is not None
+
+
 def _sleep(chk: Checker, doc: Doc, path: Path_, raw: dict, scope: Scope, kw: dict) -> bool:
     kw.update(action="sleep", seconds=float(raw["sleep"]))
     return True
@@ -286,6 +319,7 @@ _ACTIONS = {
     "bdat": _bdat,
     "auth": _auth,
     "append": _append,
+    "idle": _idle,
     "sleep": _sleep,
     "read": _read,
 }
@@ -327,7 +361,7 @@ def _options(
 ) -> None:
     if "name" in raw:
         kw["name"] = raw["name"]
-    if "timeout" in raw:
+    if "timeout" in raw and "timeout" not in kw:
         kw["timeout"] = float(raw["timeout"])
     if raw.get("snapshot") is False:
         kw["snapshot"] = False

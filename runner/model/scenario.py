@@ -20,7 +20,9 @@ if TYPE_CHECKING:  # names only the annotations use: no `typing` import at run t
     from typing import Any, Literal
 
     ProtocolName = Literal["smtp", "lmtp", "pop3", "imap", "line"]
-    StepAction = Literal["send", "body", "body_file", "raw", "bdat", "auth", "append", "sleep", "read"]
+    StepAction = Literal[
+        "send", "body", "body_file", "raw", "bdat", "auth", "append", "idle", "sleep", "read"
+    ]
 
 __all__ = [
     "ConnectSpec",
@@ -90,6 +92,8 @@ class Step(Plain):
                 (RFC 3030): CRLF line ends, no dot-stuffing, `LAST` on the final chunk
       auth      `auth:` a whole SASL exchange (`auth`: mechanism and templated credentials)
       append    `append:` IMAP APPEND of a message as a counted literal (`mailbox`; `path`)
+      idle      `idle:` IMAP IDLE until an untagged response matches `until` (a pattern; its
+                source `until_source`), the session named `during` played meanwhile; then DONE
       sleep     `sleep:` seconds
       read      `S:` only: nothing is sent
     `expect` is the `S:` pattern (a runner.lang.patterns.Pattern) or None (send without reading);
@@ -128,6 +132,9 @@ class Step(Plain):
         "when",
         "max_time",
         "min_time",
+        "until",
+        "until_source",
+        "during",
     )
 
     def __init__(
@@ -155,6 +162,9 @@ class Step(Plain):
         when: Any = None,
         max_time: float | None = None,
         min_time: float | None = None,
+        until: Any = None,
+        until_source: Any = None,
+        during: str | None = None,
     ):
         self.location = location
         self.action = action
@@ -179,6 +189,9 @@ class Step(Plain):
         self.when = when
         self.max_time = max_time
         self.min_time = min_time
+        self.until = until  # idle: the pattern of the untagged response that ends the wait
+        self.until_source = until_source
+        self.during = during  # idle: the session played while idling
 
     @property
     def label(self) -> str:

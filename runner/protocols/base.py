@@ -262,6 +262,10 @@ class ReceiveBuffer:
         self._scan = max(self._scan, self.cursor)
         return start, self.cursor
 
+    def rewind(self) -> None:
+        """Back to the start of the reply being framed (everything received is searched again)."""
+        self.cursor = self._scan = 0
+
     def consume(self) -> bytes:
         """Removes and returns everything before the cursor: the raw bytes of a framed reply."""
         n = self.cursor

@@ -128,6 +128,7 @@ class IMAP(FramedProtocol):
         self._line_count = 0  # lines of the reply so far (for messages)
         self._line_first = b""  # the start of the current logical line (for messages)
         self._line_index = 0  # its index among the reply's lines
+        self._one_untagged = False  # next_untagged() is asking: an untagged response ends a reply
 
     # --- what the client sends -------------------------------------------------------
     def frame(self, line: str, *, tag: bool = True) -> bytes:
@@ -193,6 +194,28 @@ class IMAP(FramedProtocol):
         """Tags of the commands not yet answered, oldest first."""
         return tuple(self._outstanding)
 
+    # --- untagged responses while a command is outstanding (IDLE) ------------------------
+    @property
+    def in_continuation(self) -> bool:
+        """The last reply was a `+` and nothing was sent since: the command (IDLE) is still
+        running, and what the server sends meanwhile is untagged responses."""
+        return self._continuation and bool(self._outstanding)
+
+    def next_untagged(self) -> Reply | None:
+        """The next complete response even while a command is outstanding: one untagged
+        response (its literals included; code: its status word OK/NO/BAD/PREAUTH/BYE, else
+        None), or a tagged completion or `+` as next_reply() gives them; None when more bytes
+        are needed. A reply next_reply() had begun framing is framed again from its start, so
+        any split and any mix of the two calls give the same responses."""
+        if self._buf.cursor:  # next_reply() framed part of a reply: start it again
+            self._buf.rewind()
+            self._reset()
+        self._one_untagged = True
+        try:
+            return self.next_reply()
+        finally:
+            self._one_untagged = False
+
     # --- what the server sends -------------------------------------------------------
     def _reset(self) -> None:
         self._line_count = 0
@@ -235,7 +258,7 @@ class IMAP(FramedProtocol):
                 return self._complete("+", None)
             if kind == "tagged":
                 return self._tagged(tag, status)
-            if not self._outstanding:
+            if not self._outstanding or self._one_untagged:
                 word = decode(status).upper()
                 return self._complete(word if word in _UNTAGGED_STATUS else None, None)
             self._kind = None

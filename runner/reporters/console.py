@@ -124,6 +124,7 @@ class ConsoleReporter(Reporter):
         self._progress_len = 0  # its width on screen
         self._skips: list[R.StepResult] = []  # consecutive steps a program performed (openssl)
         self.results: list[R.ScenarioResult] = []  # every ScenarioFinished, in order
+        self._open: list[str] = []  # sessions started, not finished (one inside another: idle's during)
 
     # ------------------------------------------------------------ output
     def _c(self, text: str, color: str) -> str:
@@ -212,12 +213,16 @@ class ConsoleReporter(Reporter):
     def _on_ScenarioStarted(self, ev: E.ScenarioStarted) -> None:
         name = f"{ev.name}[{ev.provider}]" if ev.provider else ev.name
         self._emit(self._c(safe_text(name), "bold") + f" ({safe_text(ev.file)})")
+        self._open = []
 
     def _on_SessionStarted(self, ev: E.SessionStarted) -> None:
         tls = "no TLS" if ev.tls_mode == "none" else f"TLS {ev.tls_mode}"
         s = f"  session {safe_text(ev.name)} ({ev.protocol}): {safe_text(ev.host)}:{ev.port} via {ev.transport}, {tls}"
         if ev.attempts > 1:
             s += f" [attempt {ev.attempt}/{ev.attempts}]"
+        if self._open:  # played by a step of the session still open (an idle step's during)
+            s += f" [inside session {safe_text(self._open[-1])}]"
+        self._open.append(ev.name)
         self._emit(self._c(s, "cyan"))
 
     def _on_Connected(self, ev: E.Connected) -> None:  # (TLS, even implicit, is TLSStarted's)
@@ -339,12 +344,16 @@ class ConsoleReporter(Reporter):
 
     def _on_SessionFinished(self, ev: E.SessionFinished) -> None:
         r = ev.result
+        if self._open:
+            self._open.pop()
         if r.status in ("failed", "error") and not any(s.status in ("failed", "error") for s in r.steps):
             mark = self._c(self.marks[r.status], "red")
             self._emit(f"  {mark} session {safe_text(r.name)}: {safe_text(r.reason or r.status)}")
         elif r.status == "skipped":  # its (or the scenario's) requires did not hold
             mark = self._c(self.marks["skipped"], _STATUS_COLOR["skipped"])
             self._emit(f"  {mark} session {safe_text(r.name)} skipped: {safe_text(r.reason or '')}")
+        if self._open:  # back in the session whose step played this one
+            self._emit(self._c(f"  session {safe_text(self._open[-1])} continues", "cyan"))
 
     def _on_Retrying(self, ev: E.Retrying) -> None:
         self._emit(self._c(f"  {safe_text(retry_text(ev))}", "yellow"))

@@ -180,17 +180,20 @@ class _Scenario:
 
     def sessions(self) -> list[str]:
         """One block per session attempt; lines before the first session (a suite retry) and
-        after the last one go in blocks of their own."""
+        after the last one go in blocks of their own. A session played inside another (an idle
+        step's during) splits that one's block: its part before, the inner block, the rest."""
         out, items, started, tls_seen = [], [], None, False
+        outer: list[E.SessionStarted | None] = []  # sessions a session runs inside (idle's during)
         for ev in chat_order(self.events):
             if isinstance(ev, E.SessionStarted):
-                if items:
-                    out.append(self.block(None, None, items, tls_seen))
+                if items:  # the part of the session this one runs inside, up to here
+                    out.append(self.block(None, started, items, tls_seen))
+                outer.append(started)
                 items, started, tls_seen = [], ev, False
                 self.tls_mode = ev.tls_mode
             elif isinstance(ev, E.SessionFinished):
                 out.append(self.block(ev.result, started, items, tls_seen))
-                items, started, tls_seen = [], None, False
+                items, started, tls_seen = [], outer.pop() if outer else None, False
             else:
                 tls_seen = tls_seen or isinstance(ev, E.TLSStarted)
                 if line := self.item(ev):

@@ -55,6 +55,7 @@ class TranscriptFormatter:
         self.timestamps = timestamps
         self.redactor = redactor
         self.t0: float | None = None
+        self._open: list[str] = []  # sessions started, not finished (one inside another: idle's during)
         self._tls_mode = "none"
 
     def _prefix(self, at: float) -> str:
@@ -74,6 +75,7 @@ class TranscriptFormatter:
         """The transcript text for an event ('' for none)."""
         if isinstance(ev, E.ScenarioStarted):
             self.t0 = ev.at
+            self._open = []
             name = f"{ev.name}[{ev.provider}]" if ev.provider else ev.name
             head = (
                 "# mailrun transcript\n"
@@ -90,10 +92,12 @@ class TranscriptFormatter:
             return "".join(f"{p}{d}{visible(line)}\n" for line in split_lines(text))
         if isinstance(ev, E.SessionStarted):
             self._tls_mode = ev.tls_mode
+            inside = f", inside session {self._open[-1]}" if self._open else ""
+            self._open.append(ev.name)
             return self._note(
                 ev.at,
                 f"session {ev.name} ({ev.protocol}), attempt {ev.attempt}/{ev.attempts}: "
-                f"{ev.host}:{ev.port} via {ev.transport}, tls {ev.tls_mode}",
+                f"{ev.host}:{ev.port} via {ev.transport}, tls {ev.tls_mode}{inside}",
             )
         if isinstance(ev, E.Connected):
             s = f"connected to {ev.info.peer} via {ev.info.transport}"
@@ -119,6 +123,10 @@ class TranscriptFormatter:
             s = f"session {r.name} {r.status.upper()} in {r.duration:.3f} s"
             if r.reason:
                 s += f": {r.reason}"
+            if self._open:
+                self._open.pop()
+            if self._open:  # back in the session whose step played this one
+                return self._note(ev.at, s) + self._note(ev.at, f"session {self._open[-1]} continues")
             return self._note(ev.at, s)
         if isinstance(ev, E.ScenarioFinished):
             return f"{self._prefix(ev.at)}=== {safe_text(summary_text(ev.result))} ===\n"
