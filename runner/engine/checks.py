@@ -2,14 +2,11 @@
 least one of its checks was played. Its checks are the steps with an `S:` in `steps` and the TLS
 step (`tls_expect`); `finally` is clean-up and does not count, nor does a step without `S:`.
 
-    unchecked   some check was not played because the transport's program performed it
-                (`performed_by`: openssl s_client -starttls plays the steps up to STARTTLS),
-                and no other check was played: exit class 1, the run tested nothing
-    skipped     every check was skipped by a `requires` or found not needed by a `when`: the
-                scenario's own conditions, exit 0 (1 with --fail-on-skip), like a session's
-                `requires`
-
-A run with no check at all, or one that did not pass, is left as it is.
+A run none of whose checks was played, some of them because the transport's program performed
+them itself (`performed_by`: openssl s_client -starttls plays the steps up to STARTTLS), tested
+nothing: it is `unchecked`, exit class 1. (A `requires` or `when` alone never leaves a run
+without a played check: the reply that carried the capability list was one. A session's
+`requires` makes the run `skipped`.)
 """
 
 from __future__ import annotations
@@ -30,18 +27,17 @@ def is_check(st: StepResult) -> bool:
 
 
 def nothing_checked(result: ScenarioResult) -> tuple[str, ExitClass, str] | None:
-    """(status, exit class, reason) for a passed run none of whose checks was played; None when
-    one was (or the run has none, or did not pass)."""
+    """('unchecked', exit class, reason) for a passed run none of whose checks was played, the
+    transport's program having performed some; None otherwise."""
     if result.status != "passed":
         return None
     checks = [st for sess in last_attempts(result) for st in sess.steps if is_check(st)]
-    if not checks or any(st.status in PLAYED for st in checks):
-        return None
     programs = list(dict.fromkeys(st.performed_by for st in checks if st.performed_by))
-    if programs:
-        rest = sum(1 for st in checks if not st.performed_by)
-        why = f"every step with an S: was performed by {' or '.join(programs)}"
-        if rest:
-            why = f"{len(checks) - rest} step(s) with an S: performed by {' or '.join(programs)}, {rest} not played"
-        return "unchecked", ExitClass.FAILED, f"no check was played: {why} (the socket transport plays them)"
-    return "skipped", ExitClass.OK, "no check was played: every step with an S: was skipped or not needed"
+    if not programs or any(st.status in PLAYED for st in checks):
+        return None
+    by = " or ".join(programs)
+    rest = sum(1 for st in checks if not st.performed_by)
+    why = f"every step with an S: was performed by {by}"
+    if rest:
+        why = f"{len(checks) - rest} step(s) with an S: performed by {by}, {rest} not played"
+    return "unchecked", ExitClass.FAILED, f"no check was played: {why} (the socket transport plays them)"
