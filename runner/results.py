@@ -272,6 +272,11 @@ def performed_counts(result: ScenarioResult) -> dict[str, int]:
     return counts
 
 
+def performed_total(result: ScenarioResult) -> int:
+    """How many steps the transport's program performed (the sum of performed_counts)."""
+    return sum(performed_counts(result).values())
+
+
 def skipped_by_requires(result: ScenarioResult) -> bool:
     """Did a `requires` skip anything in this run (what --fail-on-skip makes exit 1)?"""
     return any(s.condition is not None and s.status == "skipped" for s in result.sessions) or any(

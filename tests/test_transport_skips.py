@@ -56,6 +56,7 @@ def run(tmp_path: Path, *args, tag: str = "r") -> tuple:
     out = tmp_path / tag
     reports = ["--report", f"json={out}.json", "--report", f"junit={out}.xml", "--report", f"html={out}.html"]
     proc = mailrun("--sandbox", *args, *reports, "--transcript", out)
+    assert Path(f"{out}.json").exists(), proc.stdout + proc.stderr
     doc = report(Path(f"{out}.json"))
     suites = junit_suites(Path(f"{out}.xml"))
     logs = "".join(p.read_text() for p in sorted(out.iterdir()))
