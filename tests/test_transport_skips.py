@@ -203,3 +203,41 @@ def test_merge_carries_the_performed_counts_and_the_unchecked_status(tmp_path):
     assert stable(tmp_path / "one.xml") == stable(tmp_path / "a.xml")
     (suite, _) = junit_suites(tmp_path / "m.xml")
     assert next(suite.iter("failure")).get("type") == "unchecked"
+
+
+TWO_PROGRAMS = """\
+    name: two programs
+    sessions:
+      - name: send
+        protocol: smtp
+        connect: {host: 127.0.0.1, port: 2525, tls: starttls}
+        steps:
+          - S: 220
+          - C: EHLO client.test
+            S: 250
+          - C: STARTTLS
+            S: 220
+            starttls: true
+          - C: NOOP
+            S: 250
+      - name: read
+        protocol: imap
+        connect: {host: 127.0.0.1, port: 1143, tls: starttls}
+        steps:
+          - S: OK
+          - C: STARTTLS
+            S: OK
+            starttls: true
+          - C: NOOP
+            S: OK
+    """
+
+
+def test_each_program_is_counted_on_the_summary_line(tmp_path):
+    proc, doc, (suite,), page, _ = run(tmp_path, write(tmp_path, TWO_PROGRAMS), "--transport", "openssl")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    counted = f"(3 performed by {OPENSSL}, 2 by openssl s_client -starttls imap, not checked)"
+    (line,) = verdicts(proc.stdout)
+    assert line.startswith(f"PASS two programs — 2/7 steps {counted}, "), line
+    assert doc["scenarios"][0]["steps_performed"] == 5 and props(suite)["steps_performed"] == "5"
+    assert f"2/7 steps {counted}" in page
