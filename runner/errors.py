@@ -2,7 +2,8 @@
 
 Exit status of `mailrun`:
   0  every step passed
-  1  a step's expectation failed (the server answered, but not as expected)
+  1  a step's expectation failed (the server answered, but not as expected), or a scenario run
+     none of whose checks was played (`unchecked`: the transport's program performed them)
   2  invalid scenario or command line: nothing was sent
   3  network failure: connect, DNS, TLS, deadline, connection closed
   129 interrupted by SIGHUP (the terminal went away)
@@ -30,7 +31,7 @@ class ExitClass(IntEnum):
 #: What each exit status means: `mailrun --help`, the man page and the README's table say this.
 EXIT_STATUS = {
     ExitClass.OK: "every step passed",
-    ExitClass.FAILED: "a step's expectation failed (the server answered, but not as expected)",
+    ExitClass.FAILED: "a step's expectation failed (the server answered, but not as expected), or no check was played",
     ExitClass.INVALID: "invalid scenario or command line: nothing was sent",
     ExitClass.NETWORK: "network failure: connect, DNS, TLS, deadline, connection closed",
     ExitClass.HANGUP: "interrupted by SIGHUP (every report and transcript is still written)",

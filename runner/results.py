@@ -16,7 +16,9 @@ if TYPE_CHECKING:  # names for annotations only: importing them costs start-up t
     from runner.protocols.base import Reply
     from runner.transports.base import TLSInfo
 
-    Status = Literal["passed", "failed", "error", "skipped", "not needed", "interrupted", "not run"]
+    Status = Literal[
+        "passed", "failed", "error", "skipped", "not needed", "interrupted", "not run", "unchecked"
+    ]
 
 #: Every status a result can have, in one place (reporters and the suite read these tables;
 #: a new status is one entry here and its words in runner/reporters/summary.py); the fields
@@ -25,11 +27,13 @@ if TYPE_CHECKING:  # names for annotations only: importing them costs start-up t
 #:   not needed   a step whose `when` does not hold (never a session or scenario)
 #:   interrupted  a signal stopped it while it played (SIGINT, SIGTERM, SIGHUP)
 #:   not run      a scenario run never started (the run was interrupted, or --fail-fast)
-STATUSES = ("passed", "failed", "error", "skipped", "not needed", "interrupted", "not run")
+#:   unchecked    a scenario run none of whose checks was played, because the transport's
+#:                program performed them (runner.engine.checks; never a step or session)
+STATUSES = ("passed", "failed", "error", "skipped", "not needed", "interrupted", "not run", "unchecked")
 #: the statuses that do not fail a run (a skip may, with --fail-on-skip: `skipped_by_requires`)
 OK_STATUSES = frozenset({"passed", "skipped", "not needed"})
 #: the statuses that are a problem: a run's first failure is its first step with one of these
-PROBLEMS = ("failed", "error", "interrupted")
+PROBLEMS = ("failed", "error", "interrupted", "unchecked")
 
 # Plain record classes (runner.records): results compare by value, events by identity.
 
@@ -245,6 +249,32 @@ class ScenarioResult(Record):
     @property
     def steps(self) -> list[StepResult]:
         return [s for sess in self.sessions for s in sess.steps]
+
+
+def last_attempts(result: ScenarioResult) -> list[SessionResult]:
+    """The sessions of a ScenarioResult that count: each session's last attempt (earlier
+    attempts that a session `retry` replaced are left out), in order."""
+    last: dict[str, SessionResult] = {}
+    for sess in result.sessions:
+        last[sess.name] = sess
+    return list(last.values())
+
+
+def performed_counts(result: ScenarioResult) -> dict[str, int]:
+    """program -> how many steps of the sessions that count (last_attempts) it performed itself
+    (`performed_by`: openssl s_client -starttls plays the steps up to STARTTLS), in the order
+    first met; empty when no program performed any."""
+    counts: dict[str, int] = {}
+    for sess in last_attempts(result):
+        for st in sess.steps:
+            if st.performed_by:
+                counts[st.performed_by] = counts.get(st.performed_by, 0) + 1
+    return counts
+
+
+def performed_total(result: ScenarioResult) -> int:
+    """How many steps the transport's program performed (the sum of performed_counts)."""
+    return sum(performed_counts(result).values())
 
 
 def skipped_by_requires(result: ScenarioResult) -> bool:

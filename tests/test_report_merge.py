@@ -199,8 +199,11 @@ def test_steps_a_program_performed_keep_performed_by(tmp_path):
     steps = report(tmp_path / "a.json")["scenarios"][0]["steps"]
     assert [st["performed_by"] for st in steps[:4]] == ["openssl s_client -starttls smtp"] * 3 + [None]
     merged = ["--report", f"junit={tmp_path / 'm.xml'}", "--report", f"html={tmp_path / 'm.html'}"]
+    merged.append(f"--report=json={tmp_path / 'm.json'}")
     assert mailrun("report", "merge", tmp_path / "a.json", *merged).returncode == 0
     assert _junit_stable((tmp_path / "m.xml").read_text()) == _junit_stable((tmp_path / "a.xml").read_text())
+    again = report(tmp_path / "m.json")  # the counts of what the program performed, carried through
+    assert again["scenarios"][0]["steps_performed"] == 3 and again["summary"]["steps_performed"] == 3
     chat = '<div class="sys">performed by openssl s_client -starttls smtp</div>'
     page = (tmp_path / "m.html").read_text()
     assert page.count(chat) == 3

@@ -556,6 +556,7 @@ def test_json_report_validates_and_carries_every_field(tmp_path):
         "skipped": 0,
         "interrupted": 0,
         "not_run": 0,
+        "unchecked": 0,
         "steps": 13,  # 7 + 5 + 1 (attempt 2 of 'fetch' replaces attempt 1) + 0
         "steps_passed": 11,
         "steps_failed": 1,
@@ -563,6 +564,7 @@ def test_json_report_validates_and_carries_every_field(tmp_path):
         "steps_skipped": 1,
         "steps_not_needed": 0,
         "steps_interrupted": 0,
+        "steps_performed": 0,
     }
     ok, bad, err, broken = doc["scenarios"]
     assert ok["status"] == "passed" and ok["exit_class"] == 0 and len(ok["steps"]) == 7
@@ -1373,7 +1375,10 @@ def test_steps_openssl_performed_are_one_line():
     text = console(_starttls_run(tls_after_connect=True))
     lines = text.splitlines()
     assert "  1-3 -  skipped: performed by openssl s_client -starttls smtp" in lines, text
-    assert text.count("performed by openssl") == 1
+    assert text.count("performed by openssl") == 2  # the steps' line, and the verdict line's count
+    assert lines[-1].startswith(
+        "PASS Send mail — 1/4 steps (3 performed by openssl s_client -starttls smtp, not checked)"
+    )
     i = lines.index("  1-3 -  skipped: performed by openssl s_client -starttls smtp")
     assert re.match(r"\s+4 C: NOOP  S: 250 ok  ✓", lines[i + 1])
     # skips for another reason keep one line each (they show what was not sent)

@@ -10,6 +10,7 @@ engine serves every transport (socket, telnet, openssl) and every protocol (smtp
     receive.py    reading what a step expects, under one deadline
     idle.py       the idle: step (IMAP IDLE), the session it names in `during` played inside it
     verdicts.py   a step's error -> its verdict
+    checks.py     a run none of whose checks was played is not a pass
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import os
 import time
 
+from runner.engine.checks import nothing_checked
 from runner.engine.idle import during_sessions
 from runner.engine.plan import plan_scenario
 from runner.engine.preflight import preflight_scenario, session_started, shown_peer
@@ -209,6 +211,8 @@ class Engine:
         result.status = _status_for(result.exit_class)
         if result.status == "passed" and any(s.status == "skipped" for s in result.sessions):
             result.status = "skipped"  # a session's (or the scenario's) requires did not hold
+        if (unchecked := nothing_checked(result)) is not None:  # no check was played
+            result.status, result.exit_class, result.reason = unchecked
         if result.status != "passed" and result.reason is None:
             failed = next((s for s in result.sessions if s.status != "passed"), None)
             result.reason = failed.reason if failed else None

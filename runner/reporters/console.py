@@ -54,6 +54,7 @@ _STATUS_COLOR = {
     "not needed": "cyan",
     "interrupted": "yellow",
     "not run": "dim",
+    "unchecked": "red",  # a scenario run that checked nothing (the transport performed it all)
 }
 _NOT_PLAYED = ("skipped", "not needed")  # a step's statuses that say why it was not played
 
@@ -104,6 +105,7 @@ class ConsoleReporter(Reporter):
                 "not needed": "·",
                 "interrupted": "!",
                 "not run": "○",
+                "unchecked": "?",
             }
             if self.unicode
             else {
@@ -114,6 +116,7 @@ class ConsoleReporter(Reporter):
                 "not needed": ".",
                 "interrupted": "INT",
                 "not run": "NR",
+                "unchecked": "?",
             }
         )
         self.dash = "—" if self.unicode else "-"
@@ -171,7 +174,8 @@ class ConsoleReporter(Reporter):
     def handle(self, event) -> None:
         with self._lock:
             if isinstance(event, E.StepFinished) and event.result.performed_by:
-                self._performed(event.result)
+                if not self.quiet:  # (-q: the verdict line counts them)
+                    self._performed(event.result)
                 return
             self._flush_skips()
             if isinstance(event, E.Sent | E.Received):

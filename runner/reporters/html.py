@@ -1,7 +1,8 @@
 """The HTML report (`--report html=PATH`): one self-contained page for the whole run.
 
     header   summary counts (the JSON report's, runner.reporters.json_report.summary) and filter
-             buttons: all, passed, failed (failed and error), skipped (anything else)
+             buttons: all, passed, failed (failed, error, interrupted, unchecked), skipped
+             (anything else)
     section  one per scenario run (a matrix run of one file gives one per provider), folded
              open when it did not pass; inside, the verdict line every report words the same
              (runner.reporters.summary.summary_text), then one block per session attempt:
@@ -35,7 +36,7 @@ from runner.reporters.base import RedactorLike, Reporter, write_atomic
 from runner.reporters.event_json import info_dict
 from runner.reporters.html_assets import CSS, JS
 from runner.reporters.json_report import summary
-from runner.reporters.summary import VERDICT, step_counts, summary_text
+from runner.reporters.summary import VERDICT, performed_text, step_counts, summary_text
 from runner.reporters.text import captures_text, iso, redact, retry_text, safe_text, step_label, where
 from runner.reporters.transcript import TranscriptFormatter
 
@@ -53,7 +54,7 @@ def group(status: str) -> str:
     """Which filter button shows a scenario run of this status."""
     if status == "passed":
         return "passed"
-    return "failed" if status in ("failed", "error", "interrupted") else "skipped"
+    return "failed" if status in R.PROBLEMS else "skipped"
 
 
 def token(status: str) -> str:
@@ -163,7 +164,8 @@ class _Scenario:
         head = (
             f'<summary><span class="badge {status}">{x(VERDICT.get(r.status, r.status.upper()))}</span>'
             f"<h2>{x(r.display_name)}</h2> "
-            f'<span class="meta">{x(r.file)} · {passed}/{total} steps · {r.duration:.2f} s</span></summary>\n'
+            f'<span class="meta">{x(r.file)} · {passed}/{total} steps{x(performed_text(r))} · {r.duration:.2f} s'
+            "</span></summary>\n"
         )
         body = f'<p class="verdict {status}">{x(summary_text(r))}</p>\n'  # the line every report has
         body += "".join(self.sessions())
@@ -266,7 +268,8 @@ class _Scenario:
         name = f' <span class="name">{x(st.name)}</span>' if st.name else ""
         head = (
             f'<div class="stephead"><span class="label">{x(step_label(st.index, st.section))}</span>{name}'
-            f'<span class="badge {token(st.status)}">{x(st.status)}</span>'
+            # a step the transport's program played: not a plain skip, and not checked
+            f'<span class="badge {token(st.status)}">{"not checked" if st.performed_by else x(st.status)}</span>'
             f'<span class="loc">{x(where(st.location, st.via))}</span>'
             f'<span class="time"><span class="track"><span class="bar" style="width:{share:.1f}%"></span>'
             f"</span>{elapsed * 1000:.1f} ms</span></div>\n"

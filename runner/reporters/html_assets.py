@@ -32,9 +32,10 @@ pre { margin: 0; white-space: pre-wrap; word-break: break-word; font: 12.5px/1.4
   .status-passed .badge.own, .badge.status-passed { background: var(--pass); }
 .status-failed { border-left-color: var(--fail); } .badge.status-failed { background: var(--fail); }
 .status-error { border-left-color: var(--error); } .badge.status-error { background: var(--error); }
+.status-unchecked { border-left-color: var(--fail); } .badge.status-unchecked { background: var(--fail); }
 .reason { color: var(--fail); margin: 4px 0; }
 .verdict { margin: 4px 0; font-weight: 600; }
-.verdict.status-failed, .verdict.status-error { color: var(--fail); }
+.verdict.status-failed, .verdict.status-error, .verdict.status-unchecked { color: var(--fail); }
 .session { border-top: 1px dashed var(--line); margin-top: 8px; }
 .chat { list-style: none; margin: 0; padding: 0; display: flex; flex-direction: column; gap: 4px; }
 .chat > li.sys, .chat > li.tls { align-self: center; text-align: center; max-width: 90%; }

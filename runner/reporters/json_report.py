@@ -92,6 +92,7 @@ def scenario_dict(r: R.ScenarioResult, events: list[dict] | None = None, omitted
         "retries": r.retries,
         "steps_passed": passed,
         "steps_total": total,
+        "steps_performed": R.performed_total(r),  # skipped: the transport's program did them
         "sessions": [
             {
                 "name": s.name,
@@ -132,6 +133,7 @@ def summary(results: list[R.ScenarioResult]) -> dict:
         "skipped": counts["skipped"],
         "interrupted": counts["interrupted"],
         "not_run": counts["not run"],
+        "unchecked": counts["unchecked"],
         "steps": len(steps),
         "steps_passed": sum(1 for s in steps if s.status == "passed"),
         "steps_failed": sum(1 for s in steps if s.status == "failed"),
@@ -139,6 +141,7 @@ def summary(results: list[R.ScenarioResult]) -> dict:
         "steps_skipped": sum(1 for s in steps if s.status == "skipped"),
         "steps_not_needed": sum(1 for s in steps if s.status == "not needed"),
         "steps_interrupted": sum(1 for s in steps if s.status == "interrupted"),
+        "steps_performed": sum(R.performed_total(r) for r in results),
         "slowest_steps": [
             {
                 "file": r.file,

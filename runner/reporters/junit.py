@@ -6,6 +6,7 @@
         <testcase classname="DISPLAY NAME" name="step N: C: ..." time file line>
           <failure message="expected 250, got 550 ..." type="expectation">details</failure>
           | <error message="..." type="network">details</error> | <skipped message="..."/>
+          | <skipped message="performed by openssl s_client -starttls smtp, not checked"/>
           | <system-out>not needed: why</system-out>   (a step whose `when` did not hold)
           <system-out>transcript</system-out>          (first failing case only)
         </testcase>
@@ -15,7 +16,9 @@
 
 One testsuite per scenario run (a matrix run of one file gives one per provider), one testcase
 per step. A session that failed before any step (connect, TLS) and a scenario that could not run
-at all become a testcase with <error>.
+at all become a testcase with <error>; a scenario none of whose checks was played (every one
+performed by the transport's program, status `unchecked`) a testcase with
+<failure type="unchecked">, and the suite's property steps_performed counts those steps.
 """
 
 from __future__ import annotations
@@ -102,6 +105,7 @@ class JUnitReporter(Reporter):
             ("status", r.status),
             ("exit_class", int(r.exit_class)),
             ("retries", r.retries or None),
+            ("steps_performed", R.performed_total(r) or None),  # (not checked)
         ):
             if v is not None:
                 ET.SubElement(props, "property", name=k, value=x(v))
@@ -171,6 +175,11 @@ class JUnitReporter(Reporter):
             case = self._case(r, unique(f"{r.display_name}: not run"), 0.0)
             ET.SubElement(case, "skipped", message=self._x(f"not run: {r.reason}" if r.reason else "not run"))
             cases.append(case)
+        if r.status == "unchecked":  # no check was played: a failure, whatever the cases say
+            case = self._case(r, unique(f"{r.display_name}: unchecked"), 0.0)
+            why = self._x(r.reason or "no check was played")
+            ET.SubElement(case, "failure", message=why, type="unchecked").text = why
+            cases.append(case)
         if r.status in PROBLEMS and not any(_bad(c) for c in cases):
             case = self._case(
                 r, unique(f"{r.display_name}: could not run" if not cases else r.display_name), 0.0
@@ -213,7 +222,9 @@ class JUnitReporter(Reporter):
 
     def _step_case(self, r: R.ScenarioResult, st: R.StepResult, name: str) -> ET.Element:
         case = self._case(r, name, st.elapsed, st.location)
-        if st.status == "skipped":
+        if st.performed_by:  # the transport's program played it: not a plain skip
+            ET.SubElement(case, "skipped", message=self._x(f"performed by {st.performed_by}, not checked"))
+        elif st.status == "skipped":
             el = ET.SubElement(case, "skipped")
             if st.reason:
                 el.set("message", self._x(st.reason))

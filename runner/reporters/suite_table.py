@@ -1,5 +1,6 @@
 """The console's table for a suite (one row per scenario run: name, provider, steps passed of
-total, time, verdict, first failure) and the slowest steps above it, as lines of text."""
+total and those the transport's program performed, time, verdict, first failure) and the
+slowest steps above it, as lines of text."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def table_lines(
             [
                 safe_text(f"{r.name} ({r.file})" if len(files_of[r.name]) > 1 else r.name),
                 safe_text(r.provider or ""),
-                f"{passed}/{total}",
+                f"{passed}/{total}" + (f" ({n} performed)" if (n := R.performed_total(r)) else ""),
                 f"{r.duration:.2f} s",
                 VERDICT.get(r.status, r.status.upper()),
                 short(safe_text(problem[1]), 70) if problem else "",

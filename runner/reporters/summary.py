@@ -1,11 +1,12 @@
 """What a scenario's result comes to, as every report words it: which session attempts count
-(`last_attempts`), the step counts, the first problem, the verdict, the summary line and the
+(`last_attempts`, from runner.results), the step counts (and those a transport's program
+performed: `performed_text`), the first problem, the verdict, the summary line and the
 slowest steps."""
 
 from __future__ import annotations
 
 from runner.reporters.text import step_label, where
-from runner.results import PROBLEMS, STATUSES
+from runner.results import PROBLEMS, STATUSES, last_attempts, performed_counts
 
 TYPE_CHECKING = False  # (typing.TYPE_CHECKING without importing typing at run time)
 if TYPE_CHECKING:
@@ -19,6 +20,7 @@ VERDICT = {
     "skipped": "SKIP",
     "interrupted": "INTERRUPTED",
     "not run": "NOT RUN",
+    "unchecked": "UNCHECKED",
 }
 #: each status as the count line words it ('3 passed, 1 error')
 COUNTED = {
@@ -28,6 +30,7 @@ COUNTED = {
     "skipped": "skipped",
     "interrupted": "interrupted",
     "not run": "not run",
+    "unchecked": "unchecked",
 }
 
 
@@ -48,19 +51,22 @@ def count_line(results) -> str:
     return f"{len(results)} scenario{'' if len(results) == 1 else 's'}: " + ", ".join(parts)
 
 
-def last_attempts(result: ScenarioResult) -> list[SessionResult]:
-    """The sessions of a ScenarioResult that count: each session's last attempt (earlier
-    attempts that a session `retry` replaced are left out), in order."""
-    last: dict[str, SessionResult] = {}
-    for sess in result.sessions:
-        last[sess.name] = sess
-    return list(last.values())
-
-
 def step_counts(result: ScenarioResult) -> tuple[int, int]:
     """(passed, total) steps of a ScenarioResult's sessions that count (last_attempts)."""
     steps = [st for sess in last_attempts(result) for st in sess.steps]
     return sum(1 for st in steps if st.status == "passed"), len(steps)
+
+
+def performed_text(result: ScenarioResult) -> str:
+    """' (3 performed by openssl s_client -starttls smtp, not checked)' after a step count, for the
+    steps a transport's program played itself (runner.results.performed_counts); '' for none."""
+    counts = performed_counts(result)
+    if not counts:
+        return ""
+    parts = [
+        f"{n} {'performed ' if i == 0 else ''}by {program}" for i, (program, n) in enumerate(counts.items())
+    ]
+    return f" ({', '.join(parts)}, not checked)"
 
 
 def first_problem(
@@ -87,18 +93,22 @@ def first_problem(
 
 def summary_text(result: ScenarioResult, *, dash: str = "\u2014", sessions_shown: bool = False) -> str:
     """'PASS name[provider] — 12/12 steps, 0.35 s' / 'FAIL ... — first failure: step 5 (...): why'
-    / 'NOT RUN name — interrupted by SIGTERM'. `sessions_shown`: the reader has just seen each
+    / 'NOT RUN name — interrupted by SIGTERM' / 'PASS name — 3/6 steps (3 performed by openssl
+    s_client -starttls smtp, not checked), 0.35 s' / 'UNCHECKED name — 0/3 steps (...) — no
+    check was played: ...'. `sessions_shown`: the reader has just seen each
     failed session's reason on a line of its own (the console), so a session's problem is
     referred to, not said twice."""
     s = f"{VERDICT.get(result.status, result.status.upper())} {result.display_name} {dash} "
     if result.status == "not run":
         return s + (result.reason or "not run")
     passed, total = step_counts(result)
-    s += f"{passed}/{total} steps, {result.duration:.2f} s"
+    s += f"{passed}/{total} steps{performed_text(result)}, {result.duration:.2f} s"
     if result.retries:
         s += f" (after {result.retries} connection retr{'y' if result.retries == 1 else 'ies'})"
     if result.status == "skipped":  # a requires did not hold: not a failure
         return s + (f" {dash} skipped: {result.reason}" if result.reason else "")
+    if result.status == "unchecked":  # the transport's program performed every check
+        return s + f" {dash} {result.reason or 'no check was played'}"
     problem = first_problem(result)
     if problem is not None:
         if result.status == "interrupted":
