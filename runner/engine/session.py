@@ -5,6 +5,11 @@ A step: render and send (runner.engine.actions, one sender per action), read wha
 expects (runner.engine.receive, one deadline), match, capture, STARTTLS when asked; an error
 becomes the step's verdict through runner.engine.verdicts. Every step ends in finish(), which
 records and announces its StepResult.
+
+Longer than 450 lines because SessionRunner is one state machine over one connection (its
+transport and framer, the TLS checks, the capability gates, the masked incoming stream, the
+snapshot and interrupt hooks): the senders and readers in the modules beside it take `run`,
+this object, and splitting it further would pass that state around instead.
 """
 
 from __future__ import annotations
