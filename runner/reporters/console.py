@@ -11,6 +11,8 @@ from _thread import RLock  # threading.RLock is this one; importing threading co
 from runner import events as E
 from runner import results as R
 from runner.reporters.base import RedactorLike, Reporter
+from runner.reporters.marks import ASCII_MARKS, MARKS
+from runner.reporters.marks import STATUS_COLOR as _STATUS_COLOR
 from runner.reporters.suite_table import slowest_lines, table_lines
 from runner.reporters.summary import (
     VERDICT,
@@ -45,16 +47,6 @@ _CODES = {
     "dim": "2",
     "cyan": "36",
     "boldred": "1;31",
-}
-_STATUS_COLOR = {
-    "passed": "green",
-    "failed": "red",
-    "error": "red",
-    "skipped": "yellow",
-    "not needed": "cyan",
-    "interrupted": "yellow",
-    "not run": "dim",
-    "unchecked": "red",  # a scenario run that checked nothing (the transport performed it all)
 }
 _NOT_PLAYED = ("skipped", "not needed")  # a step's statuses that say why it was not played
 
@@ -96,29 +88,7 @@ class ConsoleReporter(Reporter):
             self.unicode = True
         except (UnicodeEncodeError, LookupError):
             self.unicode = False
-        self.marks = (
-            {
-                "passed": "✓",
-                "failed": "✗",
-                "error": "✗",
-                "skipped": "-",
-                "not needed": "·",
-                "interrupted": "!",
-                "not run": "○",
-                "unchecked": "?",
-            }
-            if self.unicode
-            else {
-                "passed": "ok",
-                "failed": "FAIL",
-                "error": "ERR",
-                "skipped": "-",
-                "not needed": ".",
-                "interrupted": "INT",
-                "not run": "NR",
-                "unchecked": "?",
-            }
-        )
+        self.marks = MARKS if self.unicode else ASCII_MARKS
         self.dash = "—" if self.unicode else "-"
         self.ellipsis = "…" if self.unicode else "..."
         self._lock = RLock()
