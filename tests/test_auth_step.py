@@ -368,3 +368,61 @@ steps:
             r = mailrun(path, "-v")
             assert r.returncode == expected, r.stdout + r.stderr
             assert "C: AUTH ANONYMOUS ****" in r.stdout  # (mailrun masks every SASL response)
+
+
+def test_a_server_that_challenges_on_and_on_gets_the_exchange_cancelled(tmp_path):
+    """LOGIN answers two challenges; a third is cancelled with `*` and fails the step (exit 1),
+    instead of the password going out again and again until the deadline."""
+    import socket
+    import threading
+
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+    lines: list[bytes] = []
+
+    def serve():
+        conn, _ = srv.accept()
+        with conn:
+            conn.sendall(b"220 x ESMTP\r\n")
+            f = conn.makefile("rb")
+            conn.sendall(b"250-x\r\n250 AUTH LOGIN\r\n") if f.readline() else None
+            while True:
+                line = f.readline()
+                if not line:
+                    return
+                lines.append(line)
+                if line.strip() == b"*":
+                    conn.sendall(b"501 5.7.0 cancelled\r\n")
+                elif line.upper().startswith(b"QUIT"):
+                    conn.sendall(b"221 bye\r\n")
+                    return
+                else:
+                    conn.sendall(b"334 UGFzc3dvcmQ6\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    path = tmp_path / "loop.yaml"
+    path.write_text(
+        f"""\
+name: challenge loop
+protocol: smtp
+connect: {{host: 127.0.0.1, port: {port}, timeout: 5}}
+steps:
+  - S: 220
+  - C: EHLO me
+    S: 250
+  - auth: {{mechanism: LOGIN, user: alice, password: "Loop-secret-9"}}
+finally:
+  - C: QUIT
+    S: 221
+"""
+    )
+    try:
+        r = mailrun(path, "-v")
+    finally:
+        srv.close()
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "the server sent challenge 3, but LOGIN has at most 2: the exchange was cancelled" in r.stdout
+    secret = base64.b64encode(b"Loop-secret-9")
+    # (it asked for the password each time: answered twice, LOGIN's most, then cancelled)
+    assert sum(1 for line in lines if line.strip() == secret) == 2 and lines[-2].strip() == b"*"
+    assert "Loop-secret-9" not in r.stdout

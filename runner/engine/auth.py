@@ -52,10 +52,22 @@ def send_auth(run, plan: StepPlan, ctx: Context, sr: StepResult, deadline: float
         line += " " + (_encoded(run, mech.initial() or b"") or "=")
     shown = [run.redactor.redact(line)]
     _send(run, step, line, deadline)
+    challenges = 0
     while True:
         reply = receive(run, step, ctx, deadline)
         if reply is None or reply.code != CHALLENGE[protocol]:
             break
+        challenges += 1
+        if challenges > mech.max_challenges:  # never answer (and send the secret) on and on
+            _send(run, step, "*", deadline)  # RFC 4954, 5034, 3501: the client cancels
+            sr.sent = ", ".join(shown + ["*"])
+            raise StepFailure(
+                "failed",
+                ExitClass.FAILED,
+                f"{mechanism}: the server sent challenge {challenges}, but {mechanism} has at most "
+                f"{mech.max_challenges}: the exchange was cancelled",
+                reply,
+            )
         challenge = _challenge(reply)
         if challenge:
             run.note("info", f"{mechanism} challenge: {_readable(challenge)}")

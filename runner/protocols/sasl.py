@@ -58,6 +58,9 @@ class Mechanism:
     name = ""
     #: RFC 4422: the mechanism sends first (an initial response is natural)
     client_first = True
+    #: the most challenges an exchange can bring (an empty one asking for the initial response
+    #: included): a server that sends more is answered `*` (cancelled), never again and again
+    max_challenges = 1
 
     def __init__(
         self,
@@ -101,6 +104,7 @@ class Plain(Mechanism):
 class Login(Mechanism):
     name = "LOGIN"
     client_first = False
+    max_challenges = 2
 
     def __init__(self, *args, **kw):
         super().__init__(*args, **kw)
@@ -131,6 +135,7 @@ class Scram(Mechanism):
     """RFC 5802 without channel binding (gs2 header `n,,`)."""
 
     hash_name = "sha1"
+    max_challenges = 3  # (an empty one asking for client-first,) server-first, server-final
 
     def __init__(self, *args, **kw):
         super().__init__(*args, **kw)
@@ -207,6 +212,7 @@ class ScramSHA256(Scram):
 
 class XOAuth2(Mechanism):
     name = "XOAUTH2"
+    max_challenges = 2  # an empty one, and the JSON error
 
     def initial(self) -> bytes:
         return f"user={self.user}\x01auth=Bearer {self.token}\x01\x01".encode()
@@ -217,6 +223,7 @@ class XOAuth2(Mechanism):
 
 class OAuthBearer(Mechanism):
     name = "OAUTHBEARER"
+    max_challenges = 2
 
     def initial(self) -> bytes:
         authz = f"a={_saslname(self.user)}" if self.user else ""
