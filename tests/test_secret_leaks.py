@@ -267,3 +267,53 @@ def test_a_stream_masks_as_the_whole_does_for_any_split(words, cuts):
     pieces.append(stream.flush())
     assert b"".join(pieces) == r.redact_bytes(data)
     assert not any(r.contains(p) for p in pieces)
+
+
+def test_a_reply_cut_in_the_middle_of_a_secret_shows_none_of_it(tmp_path):
+    """The server sends the first 11 of 13 characters of the password, then stalls: the
+    deadline ends the reply, and neither -v, the transcript nor the reports show that part."""
+    import socket
+    import threading
+
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+
+    def serve():
+        conn, _ = srv.accept()
+        with conn:
+            conn.sendall(b"220 x ESMTP\r\n")
+            conn.makefile("rb").readline()
+            conn.sendall(b"250 you are hunter2secr")
+            conn.recv(1)  # until the client closes
+
+    threading.Thread(target=serve, daemon=True).start()
+    path = tmp_path / "cut.yaml"
+    path.write_text(
+        f"""\
+name: cut
+protocol: smtp
+connect: {{host: 127.0.0.1, port: {port}, timeout: 1}}
+vars: {{password: hunter2secret}}
+secrets: [password]
+steps:
+  - S: 220
+  - C: "EHLO {{{{ password }}}}"
+    S: 250
+"""
+    )
+    import os
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "runner", str(path), "-v", "--transcript", str(tmp_path / "t"),
+         "--report", f"json={tmp_path / 'r.json'}", "--report", f"junit={tmp_path / 'r.xml'}"],
+        capture_output=True, text=True, timeout=30, env={**os.environ, "NO_COLOR": "1"},
+    )  # fmt: skip
+    srv.close()
+    assert r.returncode == 3, r.stdout + r.stderr
+    outputs = [r.stdout, r.stderr, (tmp_path / "r.json").read_text(), (tmp_path / "r.xml").read_text()]
+    outputs += [p.read_text() for p in (tmp_path / "t").iterdir()]
+    for text in outputs:
+        assert "hunter2s" not in text
+    assert "250 you are ****" in r.stdout

@@ -395,7 +395,7 @@ class SessionRunner:
             self.connected = False
         partial = getattr(exc, "partial", b"")
         if partial:  # its lines built from the masked bytes when read (not a str per line now)
-            raw = redactor.redact_bytes(partial)
+            raw = redactor.redact_cut(partial)  # (a secret it ends in the middle of, masked)
             sr.reply = Reply(raw=raw, lines=reply_lines(raw, PLAIN_LINES)[0])
 
     def finish(self, sr: StepResult, started: float) -> StepResult:

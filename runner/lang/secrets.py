@@ -231,6 +231,20 @@ class Redactor:
         spans = self._spans(data, needles)
         return self._replace(data, spans, MASK_BYTES) if spans else data
 
+    def redact_cut(self, data: bytes) -> bytes:
+        """redact_bytes() for bytes that end early (a reply cut by a deadline, a close, a
+        signal): a tail that is the beginning of a secret's form (MIN_LENGTH bytes or more) is
+        masked too, since the rest of it will never come to make it whole."""
+        data = self.redact_bytes(data)
+        for i in range(
+            max(0, len(data) - len(self._ordered_bytes[0]) + 1) if self._ordered_bytes else len(data),
+            len(data),
+        ):
+            tail = data[i:]
+            if len(tail) >= MIN_LENGTH and any(n.startswith(tail) for n in self._ordered_bytes):
+                return data[:i] + MASK_BYTES
+        return data
+
     def contains(self, text: str | bytes) -> bool:
         if not self._ordered or not text:
             return False
@@ -282,5 +296,7 @@ class RedactingStream:
         return self.redactor._replace(shown, inside, MASK_BYTES) if inside else shown
 
     def flush(self) -> bytes:
+        """The held-back tail, masked; what could only be the start of a secret is masked too
+        (no more bytes will come to show what it was)."""
         held, self._held = self._held, b""
-        return self.redactor.redact_bytes(held) if held else held
+        return self.redactor.redact_cut(held) if held else held
