@@ -55,7 +55,9 @@ def cmd_run(args, interrupt=None) -> int:
 
     missing = missing_paths(args.paths)
     if missing:
-        raise UsageError("; ".join(f"{p}: file not found" for p in missing))
+        from runner.reporters.text import safe_text  # (a line break in a path: never a forged line)
+
+        raise UsageError("; ".join(f"{safe_text(p)}: file not found" for p in missing))
     env, variables = read_variables(args)
     files = discover(args.paths)
     if not files:
@@ -92,7 +94,10 @@ def cmd_run(args, interrupt=None) -> int:
         shown_env = {
             n: f"${n}" for n in [*matrix_env_refs(matrix), *(n for sc in chosen for n in sc.env_refs)]
         }
-        return show_plan(plan(chosen, matrix), args, run_options(args, {**shown_env, **env}, variables))
+        keep = args.shard.keeps if args.shard else None  # (what this shard would play)
+        return show_plan(
+            plan(chosen, matrix, keep=keep), args, run_options(args, {**shown_env, **env}, variables)
+        )
 
     supplied = supplied_names(variables, matrix)
     unneeded = {sc.path: unneeded_env(sc, supplied) for sc in chosen}

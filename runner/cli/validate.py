@@ -21,7 +21,9 @@ def cmd_validate(args) -> int:
     missing = missing_paths(args.paths)
     given = [p for p in args.paths if p not in missing]
     report = validate_paths(given, env=env, defined=variables.keys(), strict=args.strict)
-    errors = [f"{p}: file not found" for p in missing]
+    from runner.reporters.text import safe_text  # (a line break in a path: never a forged line)
+
+    errors = [f"{safe_text(p)}: file not found" for p in missing]
     errors += [] if (missing and not given) else report.errors
     warnings = list(report.warnings)
     if args.strict:  # --strict: an unset environment variable is an error, and is counted as one

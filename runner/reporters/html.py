@@ -298,7 +298,7 @@ class _Scenario:
 
     def reply(self, reply) -> str:
         x = self.x
-        lines = list(reply.lines)
+        lines = reply.lines  # a tuple, or Lines: only the shown ones are decoded
         more = len(lines) - MAX_LINES + getattr(reply, "lines_omitted", 0)
         text = "\n".join(lines[:MAX_LINES]) + (f"\n... {more} more line(s)" if more > 0 else "")
         decoded = f'<div class="decoded">decoded: {x(reply.note)}</div>' if reply.note else ""

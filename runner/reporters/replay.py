@@ -24,6 +24,7 @@ from runner.errors import ExitClass
 from runner.protocols.base import Reply
 from runner.reporters.base import ReportError
 from runner.reporters.event_json import decode, field_names, tls_info
+from runner.reporters.text import safe_text
 
 MAX_PROBLEMS = 5  # schema problems named per file
 
@@ -36,16 +37,45 @@ class ReplayedReply(Reply):
     __slots__ = ("size", "lines_omitted")
 
 
+#: the largest JSON report `report merge` reads (a report keeps at most 1 MiB of wire bytes a
+#: run: this is hundreds of runs' worth)
+MAX_REPORT_BYTES = 256 << 20
+
+
+def _read_bytes(path: str | Path, shown: str) -> bytes:
+    """A regular file's bytes, at most MAX_REPORT_BYTES (a device, FIFO or socket is refused
+    without waiting on it)."""
+    import os
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ReportError(f"{shown}: not a regular file")
+        if st.st_size > MAX_REPORT_BYTES:
+            raise ReportError(f"{shown}: larger than {MAX_REPORT_BYTES >> 20} MiB; not a mailrun report")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(MAX_REPORT_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_REPORT_BYTES:
+        raise ReportError(f"{shown}: larger than {MAX_REPORT_BYTES >> 20} MiB; not a mailrun report")
+    return data
+
+
 def read_report(path: str | Path) -> dict:
     """A JSON report, checked against the report schema (runner/data/report.schema.json)."""
+    shown = safe_text(str(path))  # how a message names it (a line break escaped)
     try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        doc = json.loads(_read_bytes(path, shown).decode("utf-8"))
     except OSError as e:
-        raise ReportError(f"{path}: cannot read: {e.strerror or e}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ReportError(f"{path}: not a JSON document: {e}") from None
+        raise ReportError(f"{shown}: cannot read: {e.strerror or e}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        why = "nested too deeply" if isinstance(e, RecursionError) else e
+        raise ReportError(f"{shown}: not a JSON document: {why}") from None
     if not isinstance(doc, dict) or doc.get("tool") != "mailrun":
-        raise ReportError(f"{path}: not a mailrun JSON report (written by `--report json=PATH`)")
+        raise ReportError(f"{shown}: not a mailrun JSON report (written by `--report json=PATH`)")
     import jsonschema
 
     schema = json.loads((Path(__file__).parent.parent / "data" / "report.schema.json").read_text())
@@ -53,7 +83,9 @@ def read_report(path: str | Path) -> dict:
     if errors:
         lines = [f"{'/'.join(map(str, e.path)) or '(top)'}: {e.message[:200]}" for e in errors]
         more = f" (and {len(lines) - MAX_PROBLEMS} more)" if len(lines) > MAX_PROBLEMS else ""
-        raise ReportError(f"{path}: not a valid mailrun JSON report: {'; '.join(lines[:MAX_PROBLEMS])}{more}")
+        raise ReportError(
+            f"{shown}: not a valid mailrun JSON report: {'; '.join(lines[:MAX_PROBLEMS])}{more}"
+        )
     return doc
 
 
