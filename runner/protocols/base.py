@@ -162,6 +162,10 @@ class Protocol:
     def sent_raw(self, data: bytes, *, multiline: bool | None = None) -> None:
         """Told that raw bytes (a `raw:` step or a message body) went out verbatim."""
 
+    def greeting_read_elsewhere(self) -> None:
+        """Told that the connection's greeting will not come through this framer (a program
+        such as `openssl s_client -starttls` read it): the first reply answers a command."""
+
     # --- what the server sends -------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
         raise NotImplementedError
@@ -308,6 +312,13 @@ class FramedProtocol(Protocol):
         self._eof = False
         self._drained = False  # next_reply found no further complete reply after EOF
         self._fatal: Exception | None = None  # sticky: a limit error or the closed connection
+        # The first reply of a connection is the greeting, whatever the client sent before it
+        # arrived: the framers give it its own reply, and commands recorded earlier
+        # (command(), sent_raw()) are answered by the replies after it.
+        self._greeting = True
+
+    def greeting_read_elsewhere(self) -> None:
+        self._greeting = False
 
     # --- what the server sends -------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
@@ -335,6 +346,7 @@ class FramedProtocol(Protocol):
             self._reset()
             raise self._fatal from None
         if reply is not None:
+            self._greeting = False
             return reply
         if self._eof:
             reply = self._at_eof()
@@ -393,6 +405,7 @@ class FramedProtocol(Protocol):
         """Consumes the reply framed so far and returns the error to raise."""
         raw = self._buf.consume()
         self._reset()
+        self._greeting = False  # (a malformed first reply was the greeting's slot)
         err = ProtocolError(message)
         err.raw = raw  # type: ignore[attr-defined]
         return err
