@@ -13,7 +13,9 @@ Shape (after h11):
     proto.receive_eof()                 # the peer closed; next_reply() then raises
                                         # ConnectionClosed if a reply was half-received
 
-Fed any split of the same byte stream, a protocol returns the same replies.
+Fed any split of the same byte stream, a protocol returns the same replies. The first reply
+of a connection is its greeting, whatever command() or sent_raw() recorded before it arrived
+(unless greeting_read_elsewhere() said a program read it).
 """
 
 from __future__ import annotations
