@@ -257,7 +257,9 @@ def test_a_c_step_before_the_first_s_in_imap_does_not_time_out(sandbox, tmp_path
 # --------------------------------------------------------------------------- import
 
 
-def test_an_imported_transcript_with_the_client_first_frames_right(tmp_path):
+@pytest.mark.parametrize("given", [["--protocol", "pop3"], []], ids=["given", "guessed"])
+def test_an_imported_transcript_with_the_client_first_frames_right(tmp_path, given):
+    """With --protocol or without (the greeting, when it comes, names the protocol)."""
     src = tmp_path / "blind.txt"
     src.write_text(
         "C: USER bob\nC: PASS secret-pw\nC: LIST\nC: QUIT\n"
@@ -265,7 +267,7 @@ def test_an_imported_transcript_with_the_client_first_frames_right(tmp_path):
     )
     out = tmp_path / "blind.yaml"
     r = subprocess.run(
-        [sys.executable, "-m", "runner", "import", str(src), "-o", str(out), "--protocol", "pop3"],
+        [sys.executable, "-m", "runner", "import", str(src), "-o", str(out), *given],
         cwd=REPO,
         env={**os.environ, "NO_COLOR": "1", "MAILRUN_NO_CACHE": "1"},
         capture_output=True,
@@ -273,7 +275,7 @@ def test_an_imported_transcript_with_the_client_first_frames_right(tmp_path):
         timeout=60,
     )
     assert r.returncode == 0, r.stderr
-    assert "secret-pw" not in out.read_text()
+    assert "secret-pw" not in out.read_text() and "protocol: pop3" in out.read_text()
     steps = load_scenario(out, use_cache=False).sessions[0].steps
     shown = [(s.text, s.expect.describe() if s.expect else None) for s in steps]
     assert [t for t, _ in shown] == [

@@ -95,6 +95,9 @@ class Reader:
         self.prefixed: bool | None = None  # decided by the first conversation line
         self.started = False
         self.reply_line = 0  # where the reply being read began
+        # client lines before the first server line, with no --protocol: the greeting says
+        # which protocol they speak, so they wait for it (_client, _server)
+        self.early: list[tuple[int, str]] = []
 
     # ------------------------------------------------------------------ lines
     def feed(self, number: int, line: str) -> None:
@@ -195,6 +198,7 @@ class Reader:
 
     def _server(self, number: int, text: str) -> None:
         conv = self._conversation(text)
+        self._replay_early()
         data, own_end = unescape(text)
         if not conv.protocol.pending():
             self.reply_line = number
@@ -208,6 +212,9 @@ class Reader:
             self.conv = Conversation(self.protocol or "smtp")  # go on, to find more problems
 
     def _client(self, number: int, text: str) -> None:
+        if self.conv is None and self.protocol is None:
+            self.early.append((number, text))  # sent before the greeting: it names the protocol
+            return
         conv = self._conversation("")
         data, _own_end = unescape(text)
         lines = data.decode("utf-8", "surrogateescape").split("\n")
@@ -219,6 +226,13 @@ class Reader:
             except MailrunError as exc:
                 self._problem(number, str(exc))
 
+    def _replay_early(self) -> None:
+        """The client lines that came before the first server line, now that it said the
+        protocol (the conversation's greeting turn still comes first: Conversation)."""
+        early, self.early = self.early, []
+        for number, text in early:
+            self._client(number, text)
+
     # ------------------------------------------------------------------ sessions
     def _new_session(self, name: str | None, protocol: str | None) -> None:
         self.finish_session()
@@ -226,6 +240,9 @@ class Reader:
         self.connect, self.prefixed = dict(self.given_connect), None
 
     def finish_session(self) -> None:
+        if self.early:  # client lines and no server line: SMTP, as a guess
+            self._conversation("")
+            self._replay_early()
         conv = self.conv
         if conv is None:
             return
