@@ -114,6 +114,15 @@ def test_imap_greeting_shape_is_the_same_whether_or_not_a_command_came_first():
         assert early.outstanding == ("a1",)
 
 
+def test_imap_only_the_first_line_of_a_connection_can_be_the_greeting():
+    """A framer told the greeting came elsewhere, or a first line that is no greeting: a later
+    `* OK [...]` belongs to the reply it is in."""
+    p = create("imap")
+    p.command("SELECT INBOX")
+    (r,) = drain(p, b"* 2 EXISTS\r\n* OK [UIDVALIDITY 17] UIDs valid\r\na1 OK [READ-WRITE] done\r\n")
+    assert r.tag == "a1" and len(r.lines) == 3
+
+
 def test_imap_raw_tagged_lines_before_the_greeting():
     p = create("imap")
     p.sent_raw(b"x1 LOGIN bob builder\r\nx2 LOGOUT\r\n")

@@ -239,7 +239,8 @@ class IMAP(FramedProtocol):
         """Is this untagged line the greeting: the connection's first line, `* OK`, `* PREAUTH`
         or `* BYE` (RFC 9051 7.1)? It is a reply of its own even when commands were sent before
         it arrived: they wait for the replies after it."""
-        return self._greeting and decode(status).upper() in _GREETING_STATUS
+        first = self._greeting and self._line_index == 0  # (a later `* OK` is part of a reply)
+        return first and decode(status).upper() in _GREETING_STATUS
 
     def _untagged_reply(self, status: bytes) -> Reply:
         """An untagged line that is a reply by itself (the greeting, or a line no outstanding
