@@ -15,7 +15,7 @@ from runner.protocols import create
 from runner.protocols import lines as L
 from runner.protocols.base import Reply
 from runner.protocols.lines import PLAIN_LINES, Lines
-from tests.support.framing import drain
+from tests.support.framing import drain, greeted
 from tests.test_protocol_splits import (
     cuts,
     imap_conversations,
@@ -76,7 +76,7 @@ def test_lines_as_a_sequence():
 
 
 def test_a_masked_copy_masks_lazily():
-    p = create("pop3")
+    p = greeted(create("pop3"))
     p.command("RETR 1")
     body = b"".join(b"line %d secret\r\n" % i for i in range(20_000))
     (r,) = drain(p, b"+OK\r\n" + body + b".\r\n")
@@ -122,7 +122,7 @@ def test_a_big_reply_costs_about_its_bytes_in_process():
     size = 30_000_000
     tracemalloc.start()
     try:
-        p = create("pop3")
+        p = greeted(create("pop3"))
         p.command("RETR 1")
         p.receive_data(b"+OK\r\n")
         chunk = b"abcd\r\n" * 10_000

@@ -306,3 +306,15 @@ def test_any_transcript_is_an_error_with_line_numbers_or_a_scenario_that_validat
     out = tmp_path / "any.yaml"
     out.write_text(scenario_text("any", imported.sessions, []))
     load_scenario(out, use_cache=False)  # what import writes always validates
+
+
+def test_client_lines_first_mean_a_blind_script_or_a_greeting_not_pasted(tmp_path):
+    # the first server line is a greeting: the client lines were sent blind before it
+    r, out = import_text(tmp_path, "C: EHLO x\nS: 220 mail ESMTP\nS: 250 ok\n", "--host", "127.0.0.1")
+    assert r.returncode == 0, r.stderr
+    assert steps(out)[:2] == [("read", None, "220"), ("send", "EHLO x", "250")]
+    # it is not: the paste began after the greeting, which the scenario then expects as usual
+    r, out = import_text(tmp_path, "C: EHLO x\nS: 250 ok\nC: QUIT\nS: 221 bye\n", "--host", "127.0.0.1")
+    assert r.returncode == 0, r.stderr
+    assert steps(out) == [("read", None, "220"), ("send", "EHLO x", "250"), ("send", "QUIT", "221")]
+    assert "does not show the greeting" in out.read_text()

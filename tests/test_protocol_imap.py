@@ -7,7 +7,7 @@ import pytest
 from runner.errors import ConnectionClosed, ProtocolError
 from runner.protocols import create
 from runner.protocols.imap import IMAP
-from tests.support.framing import drain
+from tests.support.framing import drain, greeted
 
 GREETING = (
     b"* OK [CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ STARTTLS "
@@ -232,7 +232,7 @@ def test_sent_raw_answering_a_continuation_has_no_tag():
 
 
 def test_eof_in_the_middle_of_a_reply_and_of_a_literal():
-    p = IMAP()
+    p = greeted(IMAP())  # (a first line `* BYE` would be the greeting)
     p.command("LOGOUT")
     p.receive_data(b"* BYE Logging out\r\n")
     assert p.next_reply() is None

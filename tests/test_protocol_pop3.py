@@ -7,7 +7,7 @@ import pytest
 from runner.errors import ConnectionClosed, ProtocolError
 from runner.protocols import create
 from runner.protocols.pop3 import POP3
-from tests.support.framing import drain
+from tests.support.framing import drain, greeted
 
 RETR_BODY = (
     b"Return-Path: <alice@example.test>\r\n"
@@ -53,7 +53,7 @@ def test_dovecot_session():
 
 
 def test_capa_is_multiline():
-    p = POP3()
+    p = greeted(POP3())
     p.command("CAPA")
     (r,) = drain(p, b"+OK\r\nCAPA\r\nTOP\r\nUIDL\r\nSASL PLAIN LOGIN\r\n.\r\n")
     assert r.multiline and r.lines[1:] == ("CAPA", "TOP", "UIDL", "SASL PLAIN LOGIN")
@@ -78,7 +78,7 @@ def test_capa_is_multiline():
     ],
 )
 def test_which_commands_get_a_multiline_reply(command, multi):
-    p = POP3()
+    p = greeted(POP3())
     p.command(command)
     p.receive_data(b"+OK x\r\nbody\r\n.\r\n")
     r = p.next_reply()
@@ -89,7 +89,7 @@ def test_which_commands_get_a_multiline_reply(command, multi):
 
 
 def test_err_to_a_multiline_command_is_single_line():
-    p = POP3()
+    p = greeted(POP3())
     p.command("RETR 9")
     p.command("NOOP")
     a, b = drain(p, b"-ERR There's no message 9.\r\n+OK\r\n")
@@ -98,7 +98,7 @@ def test_err_to_a_multiline_command_is_single_line():
 
 
 def test_multiline_can_be_forced_either_way():
-    p = POP3()
+    p = greeted(POP3())
     p.command("XTND XLST", multiline=True)
     p.command("LIST", multiline=False)
     a, b = drain(p, b"+OK\r\nx\r\n.\r\n+OK 2 messages\r\n")
@@ -107,14 +107,14 @@ def test_multiline_can_be_forced_either_way():
 
 
 def test_byte_stuffing_is_removed_and_only_a_lone_dot_ends_the_body():
-    p = POP3()
+    p = greeted(POP3())
     p.command("RETR 1")
     (r,) = drain(p, b"+OK\r\n..\r\n...\r\n..x\r\n.y\r\n. \r\n\r\n.\r\n")
     assert r.lines == ("+OK", ".", "..", ".x", "y", " ", "")
 
 
 def test_bare_lf_in_a_body():
-    p = POP3()
+    p = greeted(POP3())
     p.command("RETR 1")
     data = b"+OK\nline one\n..two\n.\n"
     (r,) = drain(p, data)
@@ -122,7 +122,7 @@ def test_bare_lf_in_a_body():
 
 
 def test_sasl_continuations():
-    p = POP3()
+    p = greeted(POP3())
     p.command("AUTH LOGIN")
     (r,) = drain(p, b"+ VXNlcm5hbWU6\r\n")
     assert (r.code, r.texts, r.lines) == ("+", ("VXNlcm5hbWU6",), ("+ VXNlcm5hbWU6",))
@@ -140,14 +140,14 @@ def test_sasl_continuations():
 
 
 def test_auth_failure_with_resp_code():
-    p = POP3()
+    p = greeted(POP3())
     p.command("PASS wrong")
     (r,) = drain(p, b"-ERR [AUTH] Authentication failed.\r\n")
     assert (r.code, r.texts) == ("-ERR", ("[AUTH] Authentication failed.",))
 
 
 def test_pipelined_commands_keep_their_expectations_in_order():
-    p = POP3()
+    p = greeted(POP3())
     for c in ("STAT", "LIST", "RETR 1", "LIST 2", "UIDL", "QUIT"):
         p.command(c)
     assert p.outstanding == 6
@@ -168,7 +168,7 @@ def test_pipelined_commands_keep_their_expectations_in_order():
 
 
 def test_sent_raw_parses_commands_including_lines_split_across_calls():
-    p = POP3()
+    p = greeted(POP3())
     p.sent_raw(b"STAT\r\nLIST\r\nRE")
     p.sent_raw(b"TR 1\r\n")
     assert p.outstanding == 3
@@ -177,21 +177,21 @@ def test_sent_raw_parses_commands_including_lines_split_across_calls():
 
 
 def test_sent_raw_multiline_forced():
-    p = POP3()
+    p = greeted(POP3())
     p.sent_raw(b"XFOO\r\n", multiline=True)
     (r,) = drain(p, b"+OK\r\nx\r\n.\r\n")
     assert r.multiline
 
 
 def test_a_reply_with_nothing_expected_is_single_line():
-    p = POP3()
+    p = greeted(POP3())
     rs = drain(p, b"+OK ready\r\n-ERR autologout\r\n")
     assert [r.code for r in rs] == ["+OK", "-ERR"]
 
 
 @pytest.mark.parametrize("bad", [b"OK fine", b"+OKAY", b"-ERROR x", b"", b"+ok lower"])
 def test_malformed_status_line(bad):
-    p = POP3()
+    p = greeted(POP3())
     p.command("NOOP")
     p.command("NOOP")
     p.receive_data(bad + b"\r\n+OK\r\n")
@@ -203,7 +203,7 @@ def test_malformed_status_line(bad):
 
 
 def test_eof_in_the_middle_of_a_body():
-    p = POP3()
+    p = greeted(POP3())
     p.command("RETR 1")
     p.receive_data(b"+OK\r\nline\r\n")
     assert p.next_reply() is None
@@ -214,7 +214,7 @@ def test_eof_in_the_middle_of_a_body():
 
 
 def test_eof_after_quit():
-    p = POP3()
+    p = greeted(POP3())
     p.command("QUIT")
     p.receive_data(b"+OK Logging out.\r\n")
     p.receive_eof()
@@ -223,7 +223,7 @@ def test_eof_after_quit():
 
 
 def test_body_over_the_reply_limit():
-    p = POP3(max_reply=1000)
+    p = greeted(POP3(max_reply=1000))
     p.command("RETR 1")
     p.receive_data(b"+OK\r\n")
     with pytest.raises(ProtocolError, match="reply exceeded max_reply 1000 bytes"):
@@ -234,7 +234,7 @@ def test_body_over_the_reply_limit():
 
 
 def test_body_longer_than_a_line_limit_is_fine_when_its_lines_are_short():
-    p = POP3(max_line=100)
+    p = greeted(POP3(max_line=100))
     p.command("RETR 1")
     (r,) = drain(p, b"+OK\r\n" + b"x" * 99 + b"\r\n" * 50 + b".\r\n")
     assert len(r.lines) == 51
@@ -244,7 +244,8 @@ def test_one_byte_chunks_of_a_two_megabyte_body_are_framed_in_linear_work():
     line = b"0123456789" * 7 + b"..\r\n"  # 74 bytes, a line ending in dots
     body = line * (2_000_000 // len(line))
     wire = b"+OK big\r\n" + body + b".\r\n"
-    p = POP3()
+    p = greeted(POP3())
+    greeting = p._buf.scanned  # the greeting's bytes, searched before
     p.command("RETR 1")
     receive, next_reply = p.receive_data, p.next_reply
     positions = 0
@@ -261,17 +262,18 @@ def test_one_byte_chunks_of_a_two_megabyte_body_are_framed_in_linear_work():
     assert reply is not None and reply.raw == wire
     assert len(reply.lines) == 1 + len(body) // len(line)
     # every byte was searched for a line end exactly once: linear, whatever the chunking
-    assert p._buf.scanned == len(wire)
+    assert p._buf.scanned - greeting == len(wire)
     assert positions > 10
 
 
 def test_large_chunks_scan_each_byte_once():
     body = b"abc\r\n" * 100_000
     wire = b"+OK\r\n" + body + b".\r\n"
-    p = POP3()
+    p = greeted(POP3())
+    greeting = p._buf.scanned
     p.command("RETR 1")
     rs = []
     for i in range(0, len(wire), 65536):
         rs += drain(p, wire[i : i + 65536])
     assert len(rs) == 1 and rs[0].raw == wire
-    assert p._buf.scanned == len(wire)
+    assert p._buf.scanned - greeting == len(wire)

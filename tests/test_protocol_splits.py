@@ -90,9 +90,10 @@ needs_transcripts = pytest.mark.skipif(
 # --- the driver -------------------------------------------------------------------------
 
 
-def play(conv: Conversation, chunks: list[bytes], *, eager: bool = False):
+def play(conv: Conversation, chunks: list[bytes], *, eager: bool = False, early: bool = False):
     """Feeds chunks; sends each exchange's commands once the previous reply came back (or,
-    eager, all commands right after the first reply). Returns the replies."""
+    eager, all commands right after the first reply; early, all of them before the greeting
+    arrived, the blind `nc < file` style). Returns the replies."""
     p = create(conv.protocol)
     ex = conv.exchanges
     sent = 0
@@ -104,7 +105,7 @@ def play(conv: Conversation, chunks: list[bytes], *, eager: bool = False):
                 p.command(c, tag=not conv.tag_false)
             sent += 1
 
-    send_up_to(0)
+    send_up_to(len(ex) if early else 0)
     replies = []
     for chunk in chunks + [None]:
         if chunk is None:
@@ -152,6 +153,15 @@ def test_transcript_one_chunk_and_one_byte_chunks(conv):
     check(conv, whole)
     bytewise = play(conv, [bytes([b]) for b in conv.stream])
     assert bytewise == whole
+    if not _continued(conv):  # every command recorded before the greeting: the same replies
+        assert play(conv, [conv.stream], early=True) == whole
+        assert play(conv, [bytes([b]) for b in conv.stream], early=True) == whole
+
+
+def _continued(conv: Conversation) -> bool:
+    """A reply is a continuation ('+', '334'): the line after it answers it, so the commands
+    cannot all go out before the greeting."""
+    return any(e.reply[:1] == b"+" and e.reply[:3] != b"+OK" or e.reply[:3] == b"334" for e in conv.exchanges)
 
 
 @needs_transcripts
@@ -160,6 +170,8 @@ def test_transcript_one_chunk_and_one_byte_chunks(conv):
 def test_transcripts_any_split(index, cuts):
     conv = TRANSCRIPT_CONVERSATIONS[index % len(TRANSCRIPT_CONVERSATIONS)]
     assert play(conv, split(conv.stream, cuts)) == play(conv, [conv.stream])
+    if not _continued(conv):
+        assert play(conv, split(conv.stream, cuts), early=True) == play(conv, [conv.stream])
 
 
 @needs_transcripts
@@ -218,6 +230,7 @@ def test_smtp_any_split(conv, cuts):
     whole = play(conv, [conv.stream])
     check(conv, whole)
     assert play(conv, split(conv.stream, cuts)) == whole
+    assert play(conv, split(conv.stream, cuts), early=True) == whole
 
 
 # --- generated POP3 ---------------------------------------------------------------------
@@ -265,8 +278,9 @@ def test_pop3_any_split(conv, cuts):
     check(conv, whole)
     assert play(conv, split(conv.stream, cuts)) == whole
     if not any(e.expect.get("code") == "+" for e in conv.exchanges):
-        # pipelined: every command goes out before the replies are read
+        # pipelined: every command goes out before the replies are read (or the greeting came)
         assert play(conv, split(conv.stream, cuts), eager=True) == whole
+        assert play(conv, split(conv.stream, cuts), early=True) == whole
 
 
 # --- generated IMAP ---------------------------------------------------------------------
@@ -337,6 +351,7 @@ def test_imap_any_split(conv, cuts):
     assert play(conv, split(conv.stream, cuts)) == whole
     if not any(e.expect.get("code") == "+" for e in conv.exchanges):
         assert play(conv, split(conv.stream, cuts), eager=True) == whole
+        assert play(conv, split(conv.stream, cuts), early=True) == whole
 
 
 # --- generated IMAP IDLE: untagged responses one at a time while IDLE is outstanding -----

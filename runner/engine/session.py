@@ -147,6 +147,8 @@ class SessionRunner:
             self.interrupt.watch(self.transport)
             info = self.transport.connect()
             tls = info.tls
+            if self.transport.performs_starttls:  # the program read the greeting
+                self.protocol.greeting_read_elsewhere()
             if tls is None and self.transport.performs_starttls:
                 tls = self.transport.start_tls()  # done by the program: only its TLSInfo
         except MailrunError as exc:

@@ -13,7 +13,9 @@ Shape (after h11):
     proto.receive_eof()                 # the peer closed; next_reply() then raises
                                         # ConnectionClosed if a reply was half-received
 
-Fed any split of the same byte stream, a protocol returns the same replies.
+Fed any split of the same byte stream, a protocol returns the same replies. The first reply
+of a connection is its greeting, whatever command() or sent_raw() recorded before it arrived
+(unless greeting_read_elsewhere() said a program read it).
 """
 
 from __future__ import annotations
@@ -161,6 +163,10 @@ class Protocol:
 
     def sent_raw(self, data: bytes, *, multiline: bool | None = None) -> None:
         """Told that raw bytes (a `raw:` step or a message body) went out verbatim."""
+
+    def greeting_read_elsewhere(self) -> None:
+        """Told that the connection's greeting will not come through this framer (a program
+        such as `openssl s_client -starttls` read it): the first reply answers a command."""
 
     # --- what the server sends -------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
@@ -312,6 +318,13 @@ class FramedProtocol(Protocol):
         self._eof = False
         self._drained = False  # next_reply found no further complete reply after EOF
         self._fatal: Exception | None = None  # sticky: a limit error or the closed connection
+        # The first reply of a connection is the greeting, whatever the client sent before it
+        # arrived: the framers give it its own reply, and commands recorded earlier
+        # (command(), sent_raw()) are answered by the replies after it.
+        self._greeting = True
+
+    def greeting_read_elsewhere(self) -> None:
+        self._greeting = False
 
     # --- what the server sends -------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
@@ -339,6 +352,7 @@ class FramedProtocol(Protocol):
             self._reset()
             raise self._fatal from None
         if reply is not None:
+            self._greeting = False
             return reply
         if self._eof:
             reply = self._at_eof()
@@ -397,6 +411,7 @@ class FramedProtocol(Protocol):
         """Consumes the reply framed so far and returns the error to raise."""
         raw = self._buf.consume()
         self._reset()
+        self._greeting = False  # (a malformed first reply was the greeting's slot)
         err = ProtocolError(message)
         err.raw = raw  # type: ignore[attr-defined]
         return err

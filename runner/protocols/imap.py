@@ -3,8 +3,9 @@
 command() prefixes tags `a1`, `a2`, ... (one counter per protocol object). A reply is every
 line up to and including the tagged status line of an outstanding command (`code` OK/NO/BAD),
 or a `+` continuation line (code '+'; the command stays outstanding and the next command()
-line is continuation data, sent untagged). With no command outstanding, a reply is one
-untagged line (the greeting: code OK/PREAUTH/BYE).
+line is continuation data, sent untagged). The connection's first line, when it is `* OK`,
+`* PREAUTH` or `* BYE`, is a reply of its own (the greeting), even when commands were sent
+before it arrived; later, with no command outstanding, a reply is one untagged line too.
 
 A server line ending in `{n}` (or `{n+}`, `~{n}`) is followed by a literal of exactly n bytes,
 read as bytes whatever they hold (CRLF, '{', ')', binary); the line then continues after it.
@@ -29,6 +30,7 @@ from runner.protocols.lines import Layout, reply_lines
 _LITERAL = re.compile(rb"~?\{(\d{1,19})\+?\}\Z")
 _TAGGED_STATUS = frozenset({"OK", "NO", "BAD"})
 _UNTAGGED_STATUS = frozenset({"OK", "NO", "BAD", "PREAUTH", "BYE"})
+_GREETING_STATUS = frozenset({"OK", "PREAUTH", "BYE"})
 
 
 def _literal_size(segment: bytes) -> int | None:
@@ -258,10 +260,22 @@ class IMAP(FramedProtocol):
                 return self._complete("+", None)
             if kind == "tagged":
                 return self._tagged(tag, status)
-            if not self._outstanding or self._one_untagged:
-                word = decode(status).upper()
-                return self._complete(word if word in _UNTAGGED_STATUS else None, None)
+            if not self._outstanding or self._one_untagged or self._is_greeting(status):
+                return self._untagged_reply(status)
             self._kind = None
+
+    def _is_greeting(self, status: bytes) -> bool:
+        """Is this untagged line the greeting: the connection's first line, `* OK`, `* PREAUTH`
+        or `* BYE` (RFC 9051 7.1)? It is a reply of its own even when commands were sent before
+        it arrived: they wait for the replies after it."""
+        first = self._greeting and self._line_index == 0  # (a later `* OK` is part of a reply)
+        return first and decode(status).upper() in _GREETING_STATUS
+
+    def _untagged_reply(self, status: bytes) -> Reply:
+        """An untagged line that is a reply by itself (the greeting, or a line no outstanding
+        command can own); its code is the status word (OK, PREAUTH, BYE, ...)."""
+        word = decode(status).upper()
+        return self._complete(word if word in _UNTAGGED_STATUS else None, None)
 
     def _classify(self, line: bytes) -> tuple[str, str | None, bytes]:
         """Notes the first segment of a logical line; returns (kind, tag, status word)."""

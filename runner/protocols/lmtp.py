@@ -80,9 +80,10 @@ class LMTP(SMTP):
     # --- what the server sends -------------------------------------------------------
     def next_reply(self) -> Reply | None:
         while True:
+            greeting = self._greeting  # the greeting answers no command sent before it came
             reply = super().next_reply()
-            if reply is None:
-                return None
+            if reply is None or greeting:
+                return reply
             if self._want:
                 self._parts.append(reply)
                 if len(self._parts) < self._want:

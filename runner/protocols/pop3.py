@@ -3,8 +3,9 @@
 Replies are `+OK ...` / `-ERR ...` single lines, or `+ ...` SASL continuations. After RETR,
 TOP, CAPA, and LIST/UIDL without an argument, a `+OK` starts a multi-line response ended by a
 line holding a single '.'; its byte-stuffing ('..x') is removed in Reply.lines. Commands may
-be pipelined: each command queues whether its reply may be multi-line (FIFO). A reply that
-arrives with nothing queued (the greeting) is single-line.
+be pipelined: each command queues whether its reply may be multi-line (FIFO). The first reply
+of a connection is the greeting, single-line, whatever was queued before it arrived; a later
+reply that arrives with nothing queued is single-line too.
 """
 
 from __future__ import annotations
@@ -159,7 +160,7 @@ class POP3(FramedProtocol):
                 continue
             # the first line of a reply
             line = bytes(buf.data[start:end])
-            multi = self._expect.popleft() if self._expect else False
+            multi = self._expects_body()
             status = _status(line)
             if status is None:
                 raise self._malformed(f"malformed reply: expected +OK, -ERR or +, got {shown(line)}")
@@ -170,6 +171,13 @@ class POP3(FramedProtocol):
             if self._code == "+":
                 self._continuation = True
             return self._complete(multiline=False)
+
+    def _expects_body(self) -> bool:
+        """Whether the reply starting now may be multi-line: the greeting never is, and answers
+        no command (one sent before it arrived waits for the next reply)."""
+        if self._greeting:
+            return False
+        return self._expect.popleft() if self._expect else False
 
     def _complete(self, *, multiline: bool) -> Reply:
         raw = self._buf.consume()

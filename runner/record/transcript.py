@@ -95,6 +95,9 @@ class Reader:
         self.prefixed: bool | None = None  # decided by the first conversation line
         self.started = False
         self.reply_line = 0  # where the reply being read began
+        # client lines before the first server line, with no --protocol: the greeting says
+        # which protocol they speak, so they wait for it (_client, _server)
+        self.early: list[tuple[int, str]] = []
 
     # ------------------------------------------------------------------ lines
     def feed(self, number: int, line: str) -> None:
@@ -195,6 +198,9 @@ class Reader:
 
     def _server(self, number: int, text: str) -> None:
         conv = self._conversation(text)
+        if self.early and not _looks_like_greeting(conv.protocol_name, text):
+            conv.greeting_not_shown()  # the transcript begins after the greeting
+        self._replay_early()
         data, own_end = unescape(text)
         if not conv.protocol.pending():
             self.reply_line = number
@@ -208,10 +214,12 @@ class Reader:
             self.conv = Conversation(self.protocol or "smtp")  # go on, to find more problems
 
     def _client(self, number: int, text: str) -> None:
-        fresh = self.conv is None
+        if self.conv is None and self.protocol != "line":
+            # before any server line: sent blind before the greeting, or pasted after it; the
+            # first server line tells (_server)
+            self.early.append((number, text))
+            return
         conv = self._conversation("")
-        if fresh and self.protocol != "line":  # the transcript begins after the greeting
-            conv.greeting_not_shown()
         data, _own_end = unescape(text)
         lines = data.decode("utf-8", "surrogateescape").split("\n")
         if lines[-1] == "" and len(lines) > 1:
@@ -222,6 +230,13 @@ class Reader:
             except MailrunError as exc:
                 self._problem(number, str(exc))
 
+    def _replay_early(self) -> None:
+        """The client lines that came before the first server line, now that it said the
+        protocol (the conversation's greeting turn still comes first: Conversation)."""
+        early, self.early = self.early, []
+        for number, text in early:
+            self._client(number, text)
+
     # ------------------------------------------------------------------ sessions
     def _new_session(self, name: str | None, protocol: str | None) -> None:
         self.finish_session()
@@ -229,6 +244,9 @@ class Reader:
         self.connect, self.prefixed = dict(self.given_connect), None
 
     def finish_session(self) -> None:
+        if self.early:  # client lines and no server line: SMTP, as a guess
+            self._conversation("")
+            self._replay_early()
         conv = self.conv
         if conv is None:
             return
@@ -260,6 +278,20 @@ class Reader:
 
 def _ordered(connect: dict) -> dict:
     return {k: connect[k] for k in ("host", "port", "tls") if k in connect}
+
+
+def _looks_like_greeting(protocol: str, line: str) -> bool:
+    """Is a transcript's first server line, after client lines, the greeting (they were sent
+    blind before it) rather than the reply to the first of them (the greeting was not pasted)?"""
+    if protocol in ("smtp", "lmtp"):
+        return line.startswith("220")
+    if protocol == "imap":
+        return line.startswith(("* OK", "* PREAUTH", "* BYE"))
+    if protocol == "pop3":  # +OK answers USER too: a greeting says it is ready, or has APOP's <...>
+        return line.startswith("+OK") and (
+            "ready" in line.lower() or re.search(r"<[^>]*@[^>]*>", line) is not None
+        )
+    return False
 
 
 def _guess(line: str) -> str:

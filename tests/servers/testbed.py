@@ -365,10 +365,17 @@ class Testbed:
             time.sleep(0.02)
 
     def clear_mailbox(self, user: str) -> None:
-        """Delete every message of the user (new/, cur/, tmp/); Dovecot notices on its next sync."""
+        """Delete every message of the user (new/, cur/, tmp/) and Dovecot's index of them
+        (rebuilt on its next sync: a deletion in the same second as the index's last update
+        would otherwise go unseen, and the old messages would still be listed)."""
+        root = self.maildir(user)
         for sub in ("new", "cur", "tmp"):
-            folder = self.maildir(user) / sub
+            folder = root / sub
             for path in folder.iterdir() if folder.is_dir() else ():
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        for path in root.glob("dovecot*") if root.is_dir() else ():
+            if path.is_file():
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
 
