@@ -314,7 +314,9 @@ def test_client_lines_first_mean_a_blind_script_or_a_greeting_not_pasted(tmp_pat
     assert r.returncode == 0, r.stderr
     assert steps(out)[:2] == [("read", None, "220"), ("send", "EHLO x", "250")]
     # it is not: the paste began after the greeting, which the scenario then expects as usual
-    r, out = import_text(tmp_path, "C: EHLO x\nS: 250 ok\nC: QUIT\nS: 221 bye\n", "--host", "127.0.0.1", "--force")
+    r, out = import_text(
+        tmp_path, "C: EHLO x\nS: 250 ok\nC: QUIT\nS: 221 bye\n", "--host", "127.0.0.1", "--force"
+    )
     assert r.returncode == 0, r.stderr
     assert steps(out) == [("read", None, "220"), ("send", "EHLO x", "250"), ("send", "QUIT", "221")]
     assert "does not show the greeting" in out.read_text()
