@@ -354,3 +354,35 @@ def test_example_scenario_passes_against_the_test_bed(testbed):
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert re.search(r"^  TLS  version >= TLSv1\.2, .*days_left >= 21.*✓$", out.stdout, re.M), out.stdout
+
+
+@pytest.mark.testbed
+def test_tls_expect_fails_when_no_handshake_happened(testbed, tmp_path):
+    """STARTTLS only `when:` offered, against a listener that does not offer it: the session ends
+    unencrypted, and tls_expect says it checked nothing (exit 1), rather than a silent PASS."""
+    path = tmp_path / "when.yaml"
+    path.write_text(
+        f"""\
+name: starttls when offered
+protocol: smtp
+connect: {{host: 127.0.0.1, port: {testbed.ports["smtp_lean"]}, tls: starttls, ca: "{testbed.ca_path}"}}
+tls_expect: {{version: ">= TLSv1.2"}}
+steps:
+  - S: 220
+  - C: EHLO client.example.test
+    S: 250
+  - C: STARTTLS
+    S: 220
+    starttls: true
+    when: STARTTLS
+  - C: NOOP
+    S: 250
+finally:
+  - C: QUIT
+    S: 221
+"""
+    )
+    out, doc, _ = run(path, tmp_path)
+    assert out.returncode == 1, out.stdout + out.stderr
+    (step,) = tls_steps(doc)
+    assert step["status"] == "failed" and "no TLS handshake happened" in step["reason"]

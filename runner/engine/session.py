@@ -21,7 +21,7 @@ from runner.engine.actions import READS_ITS_REPLY, SENDERS, deliver, plaintext_g
 from runner.engine.caps import SessionCaps, time_problem
 from runner.engine.plan import scoped
 from runner.engine.receive import check_deadline, receive
-from runner.engine.tls_check import tls_step
+from runner.engine.tls_check import no_handshake_step, tls_step
 from runner.engine.verdicts import StepFailure, verdict
 from runner.errors import ExitClass, MailrunError
 from runner.events import Closed, Connected, Note, Received, StepFinished, TLSStarted
@@ -199,6 +199,13 @@ class SessionRunner:
         sr = self.finish(tls_step(self.plan.session.tls_expect, tls, self.config, self.ctx), started)
         return sr if sr.status in ("failed", "error") else None
 
+    def check_no_tls(self, steps) -> StepResult | None:
+        """A session with `tls_expect` that ended its steps unencrypted: a failed TLS step."""
+        expect = self.plan.session.tls_expect
+        if expect is None or self.result.tls is not None or not steps or steps[0].section != "steps":
+            return None
+        return self.finish(no_handshake_step(expect), time.monotonic())
+
     def _close_quietly(self) -> None:
         if self.transport is None:
             return
@@ -255,7 +262,7 @@ class SessionRunner:
                 elif sp.section == "steps":
                     caps.check_session(steps[i + 1 :])
         if first_failure is None and not skip_until_starttls:
-            first_failure = self.check_tls()  # the handshake came with the last step
+            first_failure = self.check_tls() or self.check_no_tls(steps)  # (the last step's handshake)
         return first_failure or snapshot_failure
 
     def gated(self, sp: StepPlan) -> StepResult | None:

@@ -90,6 +90,14 @@ def _failure(check: TLSCheck, info: TLSInfo, target: str, name: str | None) -> s
     return f"certificate {check.key} {text!r} does not match {check.wanted!r}; {want}"
 
 
+def no_handshake_step(expect: TLSExpect) -> StepResult:
+    """The TLS step of a session with `tls_expect` whose connection was never encrypted (a
+    STARTTLS step that `when:` found not needed, say): failed, since nothing was checked."""
+    sr = StepResult(1, "tls", str(expect.location), None, "tls", "failed", "TLS", exit_class=ExitClass.FAILED)
+    sr.reason = "no TLS handshake happened in this session, so tls_expect checked nothing"
+    return sr
+
+
 def tls_step(expect: TLSExpect, info: TLSInfo, config: ConnectConfig, ctx: Context) -> StepResult:
     """The TLS step's result: passed, or failed (exit class 1) with every failed check's
     sentence; an error (exit class 2) when `name` cannot be rendered."""

@@ -71,6 +71,9 @@ class LiveSession:
                 if not self.open:
                     break
                 self._line(line)
+            if self.open and (conv.in_body or conv.in_literal):  # the input stopped halfway
+                what = "a message body (no line with a lone '.')" if conv.in_body else "an IMAP literal"
+                self.show(f"--- the input ended inside {what}: that part was not sent ---")
         except MailrunError as exc:  # the server closed, a deadline, a malformed reply, a refusal
             error = exc
         except KeyboardInterrupt:
