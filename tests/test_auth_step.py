@@ -8,6 +8,7 @@ import base64
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -75,10 +76,13 @@ def mailrun(*args, env=None) -> subprocess.CompletedProcess:
 
 
 def derived_forms(user: str, password: str) -> list[str]:
+    """The secret and what mailrun derives from it for every mechanism: none may be shown."""
     return [
         password,
         base64.b64encode(password.encode()).decode(),
         base64.b64encode(f"\0{user}\0{password}".encode()).decode(),
+        base64.b64encode(f"user={user}\x01auth=Bearer {password}\x01\x01".encode()).decode(),
+        base64.b64encode(f"n,a={user},\x01auth=Bearer {password}\x01\x01".encode()).decode(),
     ]
 
 
@@ -90,7 +94,7 @@ vars: {{user: "{user}", password: "{password}"}}
 secrets: [password]
 steps:
   - S: OK
-  - auth: {{mechanism: {mechanism}, user: "{{{{ user }}}}", password: "{{{{ password }}}}"{extra}}}
+  - auth: {{mechanism: {mechanism}, user: "{{{{ user }}}}", {key}: "{{{{ password }}}}"{extra}}}
 {expect}  - C: LOGOUT
     S: OK
 """
@@ -103,7 +107,7 @@ vars: {{user: "{user}", password: "{password}"}}
 secrets: [password]
 steps:
   - S: +OK
-  - auth: {{mechanism: {mechanism}, user: "{{{{ user }}}}", password: "{{{{ password }}}}"{extra}}}
+  - auth: {{mechanism: {mechanism}, user: "{{{{ user }}}}", {key}: "{{{{ password }}}}"{extra}}}
 {expect}  - C: QUIT
     S: +OK
 """
@@ -112,10 +116,12 @@ MECHANISMS = ["PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256"]
 
 
 def run_auth(tmp_path, template, port, mechanism, user, password, extra="", expect=""):
+    """Play the template's auth: step (`password`, or `token` for the bearer mechanisms)."""
     path = tmp_path / f"{mechanism}.yaml"
+    key = "token" if "OAUTH" in mechanism else "password"
     path.write_text(
         template.format(
-            port=port, mechanism=mechanism, user=user, password=password, extra=extra, expect=expect
+            port=port, mechanism=mechanism, user=user, password=password, extra=extra, expect=expect, key=key
         )
     )
     reports = (f"json={tmp_path / 'r.json'}", f"junit={tmp_path / 'r.xml'}")
@@ -148,6 +154,86 @@ def test_a_wrong_password_fails_and_shows_nothing_derived(testbed, tmp_path, mec
     assert "expected OK, got" in r.stdout or "NO" in r.stdout
     for form in derived_forms(user, "Wrong-Pass-42"):
         assert form not in everything
+
+
+BEARER = ["XOAUTH2", "OAUTHBEARER"]
+
+
+@pytest.mark.testbed
+@pytest.mark.parametrize("mechanism", BEARER)
+@pytest.mark.parametrize("protocol", ["imap", "pop3"])
+def test_bearer_tokens_against_dovecot(testbed, tmp_path, mechanism, protocol):
+    """Dovecot's oauth2 passdb asks the bed's introspection endpoint about the token: the real
+    token logs in, another is refused (exit 1), and neither is shown in any form."""
+    user = testbed.address("alice")
+    template, port = (IMAP, testbed.ports["imap"]) if protocol == "imap" else (POP3, testbed.ports["pop3"])
+    for token, expected in ((testbed.oauth_token("alice"), 0), ("not-the-token-42", 1)):
+        r, everything = run_auth(tmp_path, template, port, mechanism, user, token)
+        assert r.returncode == expected, r.stdout + r.stderr
+        for form in derived_forms(user, token):
+            assert form not in everything
+    # the refusal's error challenge is decoded, and the exchange ends with the server's NO/-ERR
+    assert f"# {mechanism} challenge: {{" in r.stdout
+    assert ("NO [AUTHENTICATIONFAILED]" if protocol == "imap" else "-ERR [AUTH]") in r.stdout
+
+
+@pytest.mark.testbed
+@pytest.mark.parametrize("protocol", ["imap", "pop3"])
+def test_external_against_dovecot_with_and_without_a_client_certificate(testbed, tmp_path, protocol):
+    """EXTERNAL: Dovecot takes the user from the verified client certificate's commonName."""
+    cert, key = testbed.client_cert("bob")
+    greeting, bye = ("OK", "LOGOUT") if protocol == "imap" else ("+OK", "QUIT")
+    for with_cert, expected in ((True, 0), (False, 1)):
+        tls = f", client_cert: {cert}, client_key: {key}" if with_cert else ""
+        path = tmp_path / f"external-{with_cert}.yaml"
+        path.write_text(
+            f"""\
+name: {protocol} auth EXTERNAL
+protocol: {protocol}
+connect: {{host: localhost, port: {testbed.ports[protocol + "s"]}, tls: implicit, ca: {testbed.ca_path}{tls}}}
+steps:
+  - S: {greeting}
+  - auth: {{mechanism: EXTERNAL}}
+  - C: {bye}
+"""
+        )
+        r = mailrun(path, "-v")
+        assert r.returncode == expected, r.stdout + r.stderr
+    assert logged(testbed, f"{protocol}-login: Info: Login: user=<bob@example.test>, method=EXTERNAL")
+
+
+@pytest.mark.testbed
+@pytest.mark.parametrize("protocol", ["imap", "pop3"])
+def test_anonymous_against_dovecot(testbed, tmp_path, protocol):
+    """ANONYMOUS: Dovecot logs the trace string and logs in as its anonymous user."""
+    port = testbed.ports[protocol]
+    path = tmp_path / "anonymous.yaml"
+    greeting, bye = ("OK", "LOGOUT") if protocol == "imap" else ("+OK", "QUIT")
+    path.write_text(
+        f"""\
+name: {protocol} auth ANONYMOUS
+protocol: {protocol}
+connect: {{host: 127.0.0.1, port: {port}}}
+steps:
+  - S: {greeting}
+  - auth: {{mechanism: ANONYMOUS, user: trace-{protocol}@example.org}}
+  - C: {bye}
+"""
+    )
+    r = mailrun(path, "-v")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert logged(testbed, f"anonymous(trace-{protocol}@example.org,")
+    assert logged(testbed, f"{protocol}-login: Info: Login: user=<anonymous>, method=ANONYMOUS")
+
+
+def logged(testbed, text: str, within: float = 5.0) -> bool:
+    """Whether Dovecot's log shows `text` (its log process writes a moment after the reply)."""
+    deadline = time.monotonic() + within
+    while text not in testbed.logs():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 @pytest.mark.testbed
@@ -268,7 +354,7 @@ vars: {{user: "{user}", password: "{password}"}}
 secrets: [password]
 steps:
   - S: %(greeting)s
-%(hello)s  - auth: {{mechanism: {mechanism}, user: "{{{{ user }}}}", %(key)s: "{{{{ password }}}}"{extra}}}
+%(hello)s  - auth: {{mechanism: {mechanism}, user: "{{{{ user }}}}", {key}: "{{{{ password }}}}"{extra}}}
 {expect}  - C: QUIT
     S: %(bye)s
 """
@@ -288,16 +374,11 @@ def sandbox_auth(tmp_path, sb, protocol: str, mechanism: str, password: str):
         "protocol": protocol,
         "greeting": "220" if protocol == "smtp" else "+OK",
         "hello": "  - C: EHLO client.example.test\n    S: 250\n" if protocol == "smtp" else "",
-        "key": "token" if "OAUTH" in mechanism else "password",
         "bye": "221" if protocol == "smtp" else "+OK",
     }
     user = "alice@mailrun.test"
     r, everything = run_auth(tmp_path, template, sb.ports[protocol], mechanism, user, password)
-    forms = derived_forms(user, password) + [
-        base64.b64encode(f"user={user}\x01auth=Bearer {password}\x01\x01".encode()).decode(),
-        base64.b64encode(f"n,a={user},\x01auth=Bearer {password}\x01\x01".encode()).decode(),
-    ]
-    return r, everything, forms
+    return r, everything, derived_forms(user, password)
 
 
 @pytest.mark.parametrize("mechanism", SANDBOX_MECHANISMS)

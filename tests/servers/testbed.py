@@ -14,6 +14,12 @@ Ports (keys of `Testbed.ports`):
   smtp_lean   plain SMTP whose EHLO leaves out AUTH and STARTTLS (smtpd_discard_ehlo_keywords):
               a server missing capabilities that scenarios `require`
 
+SASL: Dovecot offers every mechanism mailrun's `auth:` step speaks. PLAIN, LOGIN, CRAM-MD5 and
+SCRAM-SHA-1/256 check the users' passwords; XOAUTH2 and OAUTHBEARER check a bearer token
+(`oauth_token(user)`) against a local introspection endpoint (tests/servers/oauth.py); EXTERNAL
+takes the user from a TLS client certificate (`client_cert(user)`, issued by the bed's CA);
+ANONYMOUS logs in as ANONYMOUS_USER.
+
 TLS checks (tls_expect): on every Dovecot TLS port, the SNI names of `TLS_CHECK_NAMES`
 (`tls_check_name('soon' | 'expired' | 'wrong')`) get a certificate from the bed's CA that
 expires in 5 days, one that expired 3 days ago, one issued for OTHER_NAME only; `tls13_port` is
@@ -29,6 +35,7 @@ import contextlib
 import grp
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -44,6 +51,7 @@ HERE = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
 DOMAIN = "example.test"
 USERS = {"alice": "wonderland", "bob": "builder"}
+ANONYMOUS_USER = "anonymous"  # Dovecot's auth_anonymous_username: who an ANONYMOUS login becomes
 PORT_NAMES = (
     "smtp",
     "submission",
@@ -268,6 +276,7 @@ class Testbed:
         self._command_output: list[str] = []
         self._masters: set[int] = set()
         self._watchdog: subprocess.Popen | None = None
+        self._oauth = None  # the token introspection endpoint (tests/servers/oauth.py) while up
 
     # ----------------------------------------------------------------- paths (under root)
 
@@ -327,6 +336,17 @@ class Testbed:
         """The user's Maildir (with cur/, new/, tmp/), shared by Postfix and Dovecot."""
         self._check_user(user)
         return self.mail_root / self.domain / user
+
+    def client_cert(self, user: str) -> tuple[Path, Path]:
+        """(certificate, key) of a TLS client certificate from the bed's CA whose commonName is
+        the user's address: what Dovecot's EXTERNAL mechanism logs in as."""
+        self._check_user(user)
+        return self.root / f"client-{user}.crt", self.root / f"client-{user}.key"
+
+    def oauth_token(self, user: str) -> str:
+        """The bearer token Dovecot's XOAUTH2/OAUTHBEARER accept for the user's address."""
+        self._check_user(user)
+        return self._oauth.tokens[self.address(user)]
 
     def ssl_context(self) -> ssl.SSLContext:
         """A client context trusting only the bed's CA, hostname checking on."""
@@ -423,6 +443,9 @@ class Testbed:
         self._started = True
         try:
             self._start_watchdog()
+            from tests.servers.oauth import IntrospectionServer
+
+            self._oauth = IntrospectionServer([self.address(u) for u in self.users], self.host)
             self._prepare()
             self._run([_which("postfix"), "-c", str(self.postfix_conf), "check"], "postfix check")
             self._run([_which("postfix"), "-c", str(self.postfix_conf), "start"], "postfix start")
@@ -441,6 +464,9 @@ class Testbed:
         """Stop both servers with their control commands and wait until none of their processes
         is left (SIGKILL after STOP_DEADLINE). Removes the temporary folder when the bed made it
         (unless `remove` says otherwise). Raises TestbedError if a process survives."""
+        if self._oauth is not None:  # before the early return: start() may fail before _started
+            self._oauth.close()
+            self._oauth = None
         if not self._started:
             return
         self._remember_masters()
@@ -637,6 +663,9 @@ class Testbed:
             "DOVECOT_BASE": str(self.dovecot_base),
             "DOVECOT_STATE": str(self.dovecot_state),
             "DOVECOT_USERS": str(self.dovecot_conf.parent / "users"),
+            "DOVECOT_OAUTH2": str(self.dovecot_conf.parent / "oauth2.conf.ext"),
+            "CA": self.ca_path,
+            "ANONYMOUS_USER": ANONYMOUS_USER,
             "SMTP_ADDR": f"{self.host}:{self.ports['smtp']}",
             "SUBMISSION_ADDR": f"{self.host}:{self.ports['submission']}",
             "SMTPS_ADDR": f"{self.host}:{self.ports['smtps']}",
@@ -666,13 +695,39 @@ class Testbed:
                 lines.append(
                     f"{login}:{{PLAIN}}{password}:{self.vmail_uid}:{self.vmail_gid}::{home}::nodelay\n"
                 )
+        # ANONYMOUS logs in as this user: a userdb entry and a mailbox, and a password nobody knows
+        anon_home = root / "home" / ANONYMOUS_USER
+        for path in (self.mail_root / self.domain / ANONYMOUS_USER, anon_home):
+            path.mkdir(parents=True, exist_ok=True)
+            os.chown(path, self.vmail_uid, self.vmail_gid)
+            os.chmod(path, 0o700)
+        unknowable = secrets.token_urlsafe(24)
+        lines.append(
+            f"{ANONYMOUS_USER}:{{PLAIN}}{unknowable}:{self.vmail_uid}:{self.vmail_gid}::{anon_home}::\n"
+        )
         users_file = self.dovecot_conf.parent / "users"
         users_file.write_text("".join(lines))
+        # XOAUTH2/OAUTHBEARER: Dovecot asks the introspection endpoint about each bearer token
+        oauth_conf = self.dovecot_conf.parent / "oauth2.conf.ext"
+        oauth_conf.write_text(
+            f"introspection_mode = post\nintrospection_url = {self._oauth.url}\n"
+            "force_introspection = yes\nusername_attribute = username\n"
+            "active_attribute = active\nactive_value = true\n"
+        )
+        os.chmod(oauth_conf, 0o644)
+        # EXTERNAL: a client certificate per user, its commonName the address Dovecot logs in
+        for user in self.users:
+            crt, key = self.client_cert(user)
+            client = ca.issue_cert(self.address(user), common_name=self.address(user))
+            crt.write_bytes(b"".join(blob.bytes() for blob in client.cert_chain_pems))
+            client.private_key_pem.write_to_path(str(key))
+            os.chmod(crt, 0o644)
+            os.chmod(key, 0o644)  # read by the test's mailrun, which may run as another user
         os.chmod(users_file, 0o644)
         # Postfix re-reads a file whose mtime is this very second (300 ms naps until it is older:
         # "being modified?"), which cost every postfix/postconf call here up to 2 s. Backdate.
         past = time.time() - 60
-        for path in (*self.postfix_conf.iterdir(), self.dovecot_conf, users_file):
+        for path in (*self.postfix_conf.iterdir(), self.dovecot_conf, users_file, oauth_conf):
             os.utime(path, (past, past))
 
     # ----------------------------------------------------------------- TLS checks (tls_expect)
