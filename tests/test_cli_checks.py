@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -166,6 +167,29 @@ def test_validate_counts_what_it_prints(tmp_path):
     assert r.returncode == 2
     assert "needs environment variable MAILRUN_T_UNSET" in r.stdout and "warning" not in r.stdout
     assert r.stderr == "\n1 error(s) in 1 file(s)\n"  # counted as the error it is; set apart
+
+
+def test_validate_takes_a_pipe_as_a_run_does_and_warns_of_a_short_secret(tmp_path):
+    """`mailrun validate <(generate)` reads the pipe once, as `mailrun <(generate)` does, and
+    prints the run's warning about a secret too short to mask well (without its value)."""
+    text = (
+        "name: p\nprotocol: smtp\nconnect: {host: 127.0.0.1, port: 25}\nvars: {pw: Qz}\n"
+        "secrets: [pw]\nsteps:\n  - S: 220\n  - C: NOOP {{ pw }}\n    S: 250\n"
+    )
+    (tmp_path / "p.yaml").write_text(text)
+    shell = f"{sys.executable} -m runner validate <(cat {tmp_path / 'p.yaml'})"
+    r = subprocess.run(["bash", "-c", shell], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "1 file(s) valid, 1 warning(s)" in r.stderr
+    warning = "secret 'pw' is only 2 characters long (fewer than 4)"
+    assert re.search(r"warning: /dev/fd/\d+: " + re.escape(warning), r.stdout), r.stdout
+    assert "Qz" not in r.stdout + r.stderr
+    # the same warning from the file itself; --strict leaves it a warning (it is not an unset variable)
+    for extra in ([], ["--strict"]):
+        r = mailrun("validate", *extra, tmp_path / "p.yaml")
+        assert r.returncode == 0 and f"p.yaml: {warning}" in r.stdout, r.stdout + r.stderr
+    r = mailrun("validate", "--var", "pw=long-enough", tmp_path / "p.yaml")  # the value a run would use
+    assert r.returncode == 0 and "warning" not in r.stdout + r.stderr, r.stdout + r.stderr
 
 
 def test_protocol_typo_gets_did_you_mean(tmp_path):
