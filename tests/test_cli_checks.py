@@ -103,6 +103,39 @@ def test_a_var_that_no_scenario_uses_is_an_error_with_did_you_mean(tmp_path):
         assert srv.wait_connection().wait_received(b"HELO root\r\n")
 
 
+def test_a_var_overrides_a_fragment_default_but_not_an_include_argument(tmp_path):
+    """A fragment's own vars are defaults, which --var overrides as it overrides the scenario's;
+    a name only an include's vars bind cannot be reached, so such a --var is an error."""
+    (tmp_path / "hello.yaml").write_text(
+        'vars: {who: fragment-default}\nsteps:\n  - C: "HELO {{ who }}"\n    S: 250\n'
+    )
+    main = tmp_path / "s.yaml"
+
+    def scenario(port: int, include_vars: str) -> Path:
+        main.write_text(
+            f"name: s\nprotocol: smtp\nconnect: {{host: 127.0.0.1, port: {port}, timeout: 5}}\n"
+            f"steps:\n  - S: 220\n  - include: hello.yaml{include_vars}\n"
+        )
+        return main
+
+    argument = "\n    vars: {who: argument}"
+    for include_vars, var, sent in (
+        ("", [], b"HELO fragment-default\r\n"),
+        ("", ["--var", "who=from-cli"], b"HELO from-cli\r\n"),
+        (argument, [], b"HELO argument\r\n"),
+    ):
+        with Server(greeter()) as srv:
+            r = mailrun(scenario(srv.port, include_vars), *var)
+            assert r.returncode == 0, r.stdout + r.stderr
+            assert srv.wait_connection().wait_received(sent)
+    with Server(record()) as srv:
+        r = mailrun(scenario(srv.port, argument), "--var", "who=from-cli")
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert "--var who: the scenario uses it only inside includes whose `vars` set it" in r.stderr
+        time.sleep(0.2)
+        assert srv.conns == []
+
+
 def test_a_missing_file_is_named_as_missing_not_as_invalid(tmp_path):
     r = mailrun(tmp_path / "nope.yaml")
     assert r.returncode == 2
