@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -102,6 +103,39 @@ def test_a_var_that_no_scenario_uses_is_an_error_with_did_you_mean(tmp_path):
         assert srv.wait_connection().wait_received(b"HELO root\r\n")
 
 
+def test_a_var_overrides_a_fragment_default_but_not_an_include_argument(tmp_path):
+    """A fragment's own vars are defaults, which --var overrides as it overrides the scenario's;
+    a name only an include's vars bind cannot be reached, so such a --var is an error."""
+    (tmp_path / "hello.yaml").write_text(
+        'vars: {who: fragment-default}\nsteps:\n  - C: "HELO {{ who }}"\n    S: 250\n'
+    )
+    main = tmp_path / "s.yaml"
+
+    def scenario(port: int, include_vars: str) -> Path:
+        main.write_text(
+            f"name: s\nprotocol: smtp\nconnect: {{host: 127.0.0.1, port: {port}, timeout: 5}}\n"
+            f"steps:\n  - S: 220\n  - include: hello.yaml{include_vars}\n"
+        )
+        return main
+
+    argument = "\n    vars: {who: argument}"
+    for include_vars, var, sent in (
+        ("", [], b"HELO fragment-default\r\n"),
+        ("", ["--var", "who=from-cli"], b"HELO from-cli\r\n"),
+        (argument, [], b"HELO argument\r\n"),
+    ):
+        with Server(greeter()) as srv:
+            r = mailrun(scenario(srv.port, include_vars), *var)
+            assert r.returncode == 0, r.stdout + r.stderr
+            assert srv.wait_connection().wait_received(sent)
+    with Server(record()) as srv:
+        r = mailrun(scenario(srv.port, argument), "--var", "who=from-cli")
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert "--var who: the scenario uses it only inside includes whose `vars` set it" in r.stderr
+        time.sleep(0.2)
+        assert srv.conns == []
+
+
 def test_a_missing_file_is_named_as_missing_not_as_invalid(tmp_path):
     r = mailrun(tmp_path / "nope.yaml")
     assert r.returncode == 2
@@ -166,6 +200,29 @@ def test_validate_counts_what_it_prints(tmp_path):
     assert r.returncode == 2
     assert "needs environment variable MAILRUN_T_UNSET" in r.stdout and "warning" not in r.stdout
     assert r.stderr == "\n1 error(s) in 1 file(s)\n"  # counted as the error it is; set apart
+
+
+def test_validate_takes_a_pipe_as_a_run_does_and_warns_of_a_short_secret(tmp_path):
+    """`mailrun validate <(generate)` reads the pipe once, as `mailrun <(generate)` does, and
+    prints the run's warning about a secret too short to mask well (without its value)."""
+    text = (
+        "name: p\nprotocol: smtp\nconnect: {host: 127.0.0.1, port: 25}\nvars: {pw: Qz}\n"
+        "secrets: [pw]\nsteps:\n  - S: 220\n  - C: NOOP {{ pw }}\n    S: 250\n"
+    )
+    (tmp_path / "p.yaml").write_text(text)
+    shell = f"{sys.executable} -m runner validate <(cat {tmp_path / 'p.yaml'})"
+    r = subprocess.run(["bash", "-c", shell], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "1 file(s) valid, 1 warning(s)" in r.stderr
+    warning = "secret 'pw' is only 2 characters long (fewer than 4)"
+    assert re.search(r"warning: /dev/fd/\d+: " + re.escape(warning), r.stdout), r.stdout
+    assert "Qz" not in r.stdout + r.stderr
+    # the same warning from the file itself; --strict leaves it a warning (it is not an unset variable)
+    for extra in ([], ["--strict"]):
+        r = mailrun("validate", *extra, tmp_path / "p.yaml")
+        assert r.returncode == 0 and f"p.yaml: {warning}" in r.stdout, r.stdout + r.stderr
+    r = mailrun("validate", "--var", "pw=long-enough", tmp_path / "p.yaml")  # the value a run would use
+    assert r.returncode == 0 and "warning" not in r.stdout + r.stderr, r.stdout + r.stderr
 
 
 def test_protocol_typo_gets_did_you_mean(tmp_path):

@@ -80,7 +80,7 @@ def cmd_run(args, interrupt=None) -> int:
         )
     unused = unused_vars([name for name, _ in args.var], scenarios, matrix)
     if unused:
-        return refuse(unused, "a --var that nothing uses is probably a typo; nothing was sent")
+        return refuse(unused, "a --var that has no effect is probably a mistake; nothing was sent")
 
     check_outputs(args.report, args.transcript)
 

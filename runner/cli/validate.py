@@ -29,6 +29,7 @@ def cmd_validate(args) -> int:
     if args.strict:  # --strict: an unset environment variable is an error, and is counted as one
         errors += [w.removeprefix("warning: ") for w in warnings]
         warnings = []
+    warnings += _short_secrets(report.scenarios, env, variables)  # what a run warns of too
     for line in errors:
         print(line)
     for line in warnings:
@@ -42,6 +43,14 @@ def cmd_validate(args) -> int:
         return int(ExitClass.INVALID)
     print(f"{n} file(s) valid" + _extra(missing, warnings), file=sys.stderr)
     return 0
+
+
+def _short_secrets(scenarios, env, variables) -> list[str]:
+    from runner.cli.secret_check import short_secret_warnings
+    from runner.engine.run import RunOptions
+    from runner.suite import plan
+
+    return short_secret_warnings(plan(scenarios), RunOptions(env=env, variables=variables))
 
 
 def _extra(missing: list[str], warnings: list[str]) -> str:

@@ -51,12 +51,28 @@ def matrix_env_refs(matrix) -> dict[str, str]:
 def used_names(scenario) -> set[str]:
     """Every name a --var may set in a scenario: those its `vars` define and those its
     templates refer to (steps, connect, patterns, includes' bindings, `vars` values)."""
-    return set(scenario.vars) | template_names((scenario.sessions, dict(scenario.vars)))
+    return _uses(scenario)[0]
 
 
-def template_names(root) -> set[str]:
+def _uses(scenario) -> tuple[set[str], set[str]]:
+    """(the names a --var may set, the names referred to only where an include's `vars` bind
+    them: there the include's value wins, so a --var of that name has no effect)."""
+    names = set(scenario.vars) | template_names(dict(scenario.vars))
+    shadowed: set[str] = set()
+    for session in scenario.sessions:
+        names |= template_names(session, skip=("steps", "finally_steps"))
+        for step in (*session.steps, *session.finally_steps):
+            bound = {name for binding in step.bindings for name in binding}
+            inside = template_names(step, skip=("bindings",))
+            names |= (inside - bound) | template_names(step.bindings)
+            shadowed |= inside & bound
+    return names, shadowed - names
+
+
+def template_names(root, skip: tuple[str, ...] = ()) -> set[str]:
     """Every name the templates found anywhere in `root` refer to, walking records (their
-    slots), mappings and sequences: a new templated field of the model is covered by itself."""
+    slots, but not the `skip` slots of `root` itself), mappings and sequences: a new templated
+    field of the model is covered by itself."""
     from runner.lang.templates import TemplateError, parse
 
     names: set[str] = set()
@@ -79,8 +95,9 @@ def template_names(root) -> set[str]:
         elif isinstance(obj, (list, tuple, set, frozenset)):
             todo.extend(obj)
         else:
+            left_out = skip if obj is root else ()
             for cls in type(obj).__mro__:
-                todo.extend(getattr(obj, n, None) for n in getattr(cls, "__slots__", ()))
+                todo.extend(getattr(obj, n, None) for n in getattr(cls, "__slots__", ()) if n not in left_out)
             todo.extend(getattr(obj, "__dict__", {}).values())
     return names
 
@@ -91,14 +108,22 @@ def unused_vars(given, scenarios, matrix=()) -> list[str]:
     if not given:
         return []
     used: set[str] = set()
+    shadowed: set[str] = set()
     for sc in scenarios:
-        used |= used_names(sc)
+        uses, bound = _uses(sc)
+        used |= uses
+        shadowed |= bound
     for _label, values in matrix:
         used |= set(values) | template_names(values)
     known = sorted(n for n in used if not n.startswith("env."))
     out = []
     for name in dict.fromkeys(given):
-        if name not in used:
+        if name not in used and name in shadowed - used:
+            out.append(
+                f"--var {name}: the scenario uses it only inside includes whose `vars` set it, "
+                "and those values win there"
+            )
+        elif name not in used:
             import difflib  # only for the hint
 
             close = difflib.get_close_matches(name, known, n=1)

@@ -113,9 +113,9 @@ def discover(paths: Iterable[str | Path]) -> list[Path]:
 
 
 class ValidationReport:
-    """fragments: files recognised (and checked) as fragments."""
+    """fragments: files recognised (and checked) as fragments; scenarios: the valid ones."""
 
-    __slots__ = ("files", "errors", "warnings", "fragments")
+    __slots__ = ("files", "errors", "warnings", "fragments", "scenarios")
 
     def __init__(
         self, files: int, errors: list[str], warnings: list[str], fragments: list[str] | None = None
@@ -124,6 +124,7 @@ class ValidationReport:
         self.errors = errors
         self.warnings = warnings
         self.fragments = [] if fragments is None else fragments
+        self.scenarios: list[Scenario] = []
 
     def __repr__(self) -> str:
         return (
@@ -137,8 +138,7 @@ def validate_paths(
 ) -> ValidationReport:
     """Check files without connecting (never uses the cache). Fragments are checked as fragments.
     `strict` is accepted for symmetry; the caller decides whether warnings fail."""
-    from runner.load.build import load_scenario_file, validate_fragment
-    from runner.load.yaml_doc import is_fragment_data, read_doc
+    from runner.load.build import check_file
     from runner.model.scenario import env_warnings
 
     defined = list(defined)
@@ -148,13 +148,14 @@ def validate_paths(
         report.errors.append(f"{' '.join(map(str, paths))}: no scenario files found")
     for f in files:
         try:
-            doc = read_doc(f)
-            if is_fragment_data(doc.data):
-                report.fragments.append(str(f))
-                validate_fragment(f, defined)
-            else:
-                sc = load_scenario_file(f, defined, False)
-                report.warnings.extend(env_warnings(sc, env))
+            sc, fragment, problems = check_file(f, defined)
         except ScenarioError as e:
             report.errors.extend(e.problems)
+            continue
+        report.errors.extend(problems)
+        if fragment:
+            report.fragments.append(str(f))
+        elif sc is not None:
+            report.scenarios.append(sc)
+            report.warnings.extend(env_warnings(sc, env))
     return report

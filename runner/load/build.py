@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
     from runner.load.yaml_doc import Doc, Path_
 
-__all__ = ["load_file", "load_scenario_file", "validate_fragment"]
+__all__ = ["check_file", "load_file", "load_scenario_file", "validate_fragment"]
 
 
 def load_scenario_file(path: str | Path, defined: list[str], use_cache: bool) -> Scenario:
@@ -67,6 +67,14 @@ def validate_fragment(path: str | Path, defined: Iterable[str]) -> None:
     """Check a fragment by itself (its includer defines its names): ScenarioError on problems."""
     chk, _, _ = load_file(path, defined, use_cache=False, allow_fragment=True)
     _raise_problems(chk)
+
+
+def check_file(path: str | Path, defined: Iterable[str]) -> tuple[Scenario | None, bool, list[str]]:
+    """`mailrun validate`: check a scenario, or a fragment by itself, reading the file once (so
+    a pipe is taken as a run takes it) -> (the scenario or None, whether it is a fragment, its
+    problems). ScenarioError only for an unreadable file or broken YAML."""
+    chk, scenario, doc = load_file(path, defined, use_cache=False, allow_fragment=True)
+    return (None if chk.problems else scenario), is_fragment_data(doc.data), chk.problem_texts()
 
 
 def load_file(

@@ -87,6 +87,10 @@ def open_include(
     # include vars and the fragment's defaults are rendered in the including scope
     given = chk.vars_block(doc, path + ("vars",), raw.get("vars"), scope.copy(), sequential=False)
     defaults = chk.vars_block(frag, ("vars",), frag.data.get("vars"), scope.copy(), sequential=False)
+    # A fragment's own vars are defaults: a name the command line or a provider file gives
+    # (--var, --vars-file, --matrix) wins over them, as it wins over the scenario's vars. An
+    # include's vars are its arguments, and stay.
+    defaults = {name: value for name, value in defaults.items() if name not in chk.external}
     merged = {**defaults, **given}
     inner = Scope(
         defined=set(scope.defined) | set(merged),
