@@ -142,10 +142,35 @@ def test_unknown_ca(pki):
     with (
         Server(record(), tls=pki.server_context()) as srv,
         pytest.raises(
-            TLSError, match=r"failed: certificate verify failed: unable to get local issuer certificate$"
+            TLSError, match=r"failed: certificate verify failed: unable to get local issuer certificate; "
         ),
     ):
         create(cfg(srv.port, ca=pki.other_ca_file, server_name="localhost")).connect()
+
+
+@pytest.mark.parametrize("trusted", ["another CA", "the system store"])
+def test_an_untrusted_ca_is_told_as_the_socket_transport_tells_it(pki, trusted):
+    """One wording, with its hint (--ca FILE, the sandbox's CA line), whichever program verified."""
+    kw = {"ca": pki.other_ca_file} if trusted == "another CA" else {}
+    said = {}
+    with Server(record(), tls=pki.server_context()) as srv:
+        for transport in ("socket", "openssl"):
+            with pytest.raises(TLSError) as e:
+                create(cfg(srv.port, transport=transport, server_name="localhost", **kw)).connect()
+            said[transport] = str(e.value)
+    assert said["openssl"] == said["socket"]
+    assert f"TLS handshake with 127.0.0.1:{srv.port} failed: certificate verify failed: " in said["openssl"]
+    assert "give its CA certificate with --ca FILE (or connect: ca:)" in said["openssl"]
+    assert "'CA certificate (trust it to verify TLS): ...'" in said["openssl"]  # the sandbox's line
+
+
+def test_a_name_mismatch_gets_no_ca_hint(pki):
+    with (
+        Server(record(), tls=pki.server_context()) as srv,
+        pytest.raises(TLSError, match="hostname mismatch") as e,
+    ):
+        create(cfg(srv.port, pki, server_name="mail.example.com")).connect()
+    assert "--ca" not in str(e.value)
 
 
 def test_hostname_mismatch(pki):

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import pty
+import select
 import shutil
 import socket
+import struct
+import termios
 import time
+import tty
 
 import pytest
 from hypothesis import given, settings
@@ -190,6 +197,27 @@ def test_close_sends_nothing_more():
         conn.wait_received(b"QUIT\r\n")
         t.close()
         assert conn.wait_closed(5) == b"QUIT\r\n"
+
+
+def test_a_pty_write_is_counted_once_the_terminal_is_polled():
+    """What spawned.wait_until_flushed builds on: bytes written to a pty master can sit in the
+    kernel's flip buffer for milliseconds, not yet counted by FIONREAD on the terminal (telnet,
+    asleep in poll, looked done and the last line was lost); a poll() of the terminal moves them
+    on first, so FIONREAD then counts every byte, every time."""
+    master, slave = pty.openpty()
+    try:
+        tty.setraw(slave)
+        terminal = select.poll()
+        terminal.register(slave, select.POLLIN)
+        for i in range(2000):
+            os.write(master, b"QUIT\n")
+            terminal.poll(0)
+            unread = struct.unpack("i", fcntl.ioctl(slave, termios.FIONREAD, b"\0\0\0\0"))[0]
+            assert unread == 5, f"write {i}: FIONREAD {unread} after poll()"
+            assert os.read(slave, 64) == b"QUIT\n"
+    finally:
+        os.close(master)
+        os.close(slave)
 
 
 def test_measure_per_send_cost(capsys):

@@ -459,6 +459,22 @@ def test_deadline_with_a_silent_server_is_exit_3(mailrun, tmp_path, pki, transpo
     assert took < 5, f"a 0.5 s deadline took {took:.1f} s"
 
 
+@pytest.mark.parametrize("transport", ["socket", "openssl"])
+def test_an_untrusted_server_certificate_is_exit_3_with_the_ca_hint(testbed, mailrun, tmp_path, transport):
+    """Postfix's certificate is from the test bed's throwaway CA, which nothing trusts without
+    --ca: both transports refuse it in the same words, hint included; with --ca it passes."""
+    scenario = write(tmp_path, "untrusted.yaml", GREET_EHLO)
+    args = ["--transport", transport, "--port", str(testbed.ports["smtps"]), "--tls", "implicit"]
+    run = mailrun(scenario, *args)
+    assert run.rc == 3, run
+    reason = run.report["scenarios"][0]["sessions"][0]["reason"]
+    assert "certificate verify failed: unable to get local issuer certificate" in reason, reason
+    assert "the server's CA is not trusted: give its CA certificate with --ca FILE" in reason, reason
+    assert "give its CA certificate with --ca FILE" in run.out, run
+    assert run.steps == []  # nothing was played
+    assert mailrun(scenario, *args, "--ca", testbed.ca_path).rc == 0
+
+
 WRONG_CODE = """name: wrong expected code
 protocol: smtp
 connect: {host: 127.0.0.1, port: 25, tls: none}

@@ -5,6 +5,7 @@
     valid_for(facts, "mail.example.test")   # True/False: the verifier's name rules (below)
     der = leaf_from_msg_dump(text)          # the server's first certificate, from the lines
                                             # `openssl s_client -msg` writes
+    verify_failed(peer, code, message)      # the words of a failed verification (below)
 
 The socket transport hands in `getpeercert(binary_form=True)` (which Python gives with
 verification on or off; the dict form is empty when it is off); the openssl transport the
@@ -19,6 +20,11 @@ ssl module and for `openssl s_client -verify_hostname` (RFC 6125):
   labels after it (`*.example.com`), and stands for exactly one non-empty label (no partial
   `f*.example.com`: Python's ssl forbids those; `openssl s_client` alone would allow them);
 - the subject's CN is used only when the certificate has no dNSName subjectAltName at all.
+
+A failed verification is told in one wording whichever transport verified (`verify_failed`):
+both hand in OpenSSL's verify code and message (Python's SSLCertVerificationError.verify_code
+and .verify_message; `openssl s_client`'s `verify error:num=CODE:MESSAGE`), and an issuer that
+is not trusted gets the hint of what to do about it.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import time
 
 from runner.records import Frozen
 
-__all__ = ["CertFacts", "cert_facts", "is_ip", "leaf_from_msg_dump", "valid_for"]
+__all__ = ["CertFacts", "cert_facts", "is_ip", "leaf_from_msg_dump", "valid_for", "verify_failed"]
 
 _DAY = 86400.0
 
@@ -163,6 +169,29 @@ def valid_for(facts: CertFacts, name: str) -> bool:
     dns = [s[4:] for s in facts.sans if s.startswith("DNS:")]
     candidates = dns if dns else list(facts.common_names)
     return any(_dns_match(p, host) for p in candidates)
+
+
+# --------------------------------------------------------------------------- verification
+
+#: OpenSSL verify codes (X509_V_ERR_*) that mean "the issuer is not trusted", not a name, date or
+#: usage problem: 2 unable to get issuer certificate, 18 self-signed certificate, 19 self-signed
+#: certificate in chain, 20 unable to get local issuer certificate, 21 unable to verify the first
+#: certificate
+_UNTRUSTED_ISSUER = frozenset({2, 18, 19, 20, 21})
+
+
+def verify_failed(peer: str, code: int | None, message: str) -> str:
+    """The error of a handshake whose certificate verification failed, for every transport:
+    OpenSSL's verify `code` and `message`; when the issuer is not trusted, what to do about it
+    (the server has its own CA, as `mailrun sandbox` has: it prints its CA's path when it starts)."""
+    text = f"TLS handshake with {peer} failed: certificate verify failed: {message}"
+    if code in _UNTRUSTED_ISSUER:
+        text += (
+            "; the server's CA is not trusted: give its CA certificate with --ca FILE (or connect: ca:)."
+            " For `mailrun sandbox`, that is the path it printed as 'CA certificate (trust it to verify"
+            " TLS): ...' (or run with --sandbox, which needs none)"
+        )
+    return text
 
 
 # --------------------------------------------------------------------------- openssl -msg

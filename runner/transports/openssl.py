@@ -48,7 +48,7 @@ import pexpect
 
 from runner.errors import ConnectError, ConnectionClosed, DeadlineError, NetworkError, TLSError, UsageError
 from runner.transports.base import CHUNK, ConnectInfo, NoteSink, TLSInfo, Transport
-from runner.transports.certinfo import cert_facts, is_ip, leaf_from_msg_dump
+from runner.transports.certinfo import cert_facts, is_ip, leaf_from_msg_dump, verify_failed
 from runner.transports.socket import format_peer
 from runner.transports.spawned import kill, spawn, stop, write_all
 
@@ -249,11 +249,9 @@ class OpensslTransport(Transport):
         lines = self._stderr_lines
         text = "\n".join(lines)
         for line in lines:
-            m = re.match(r"verify error:num=\d+:(.*)", line)
+            m = re.match(r"verify error:num=(\d+):(.*)", line)
             if m:
-                return TLSError(
-                    f"TLS handshake with {self.peer} failed: certificate verify failed: {m.group(1)}"
-                )
+                return TLSError(verify_failed(self.peer, int(m.group(1)), m.group(2)))
         if "Connection refused" in text:
             return ConnectError(f"connection to {self.peer} refused")
         m = re.search(r"BIO_lookup_ex:[^\n]*:\d+:(.*)", text)

@@ -39,7 +39,16 @@ def spawn(exe: str, argv: list[str], prepare: Callable[[], None]) -> pexpect.spa
 def wait_until_flushed(pid: int, timeout: float = 1.0) -> None:
     """Let the program forward what was already written to its terminal: wait (bounded) until
     its terminal holds no unread input and it sleeps in poll/select twice in a row. Killing
-    telnet earlier lost the last line sent (QUIT never reached the server in 22 of 30 runs)."""
+    telnet earlier lost the last line sent (QUIT never reached the server in 22 of 30 runs).
+
+    A write to the pty master does not reach the terminal's input at once: the kernel queues it
+    in the pty's flip buffer and a kernel worker moves it on later; until then FIONREAD says 0
+    and the program still sleeps in poll, as if all were forwarded. That took up to 4 ms (about
+    1 write in 10000 over 1 ms, more under CPU load), so two looks 1 ms apart could both be
+    fooled and the last line was lost (tests/test_transports_e2e.py, two busy loops on two
+    cores: 1 run in 30). poll() on the terminal waits for that worker (n_tty_poll flushes the
+    buffer work; tests/test_transport_telnet.py checks it), so each look polls first and
+    FIONREAD then counts every byte written."""
     try:
         tty_path = os.readlink(f"/proc/{pid}/fd/0")
         fd = os.open(tty_path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
@@ -48,8 +57,11 @@ def wait_until_flushed(pid: int, timeout: float = 1.0) -> None:
         return
     idle = 0
     end = time.monotonic() + timeout
+    terminal = select.poll()
+    terminal.register(fd, select.POLLIN)
     try:
         while time.monotonic() < end and idle < 2:
+            terminal.poll(0)  # our bytes still in the flip buffer reach the input queue first
             unread = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
             try:
                 with open(f"/proc/{pid}/wchan") as f:

@@ -15,7 +15,7 @@ import time
 
 from runner.errors import ConnectionClosed, DeadlineError, NetworkError, TLSError
 from runner.transports.base import CHUNK, TLSInfo
-from runner.transports.certinfo import cert_facts, is_ip
+from runner.transports.certinfo import cert_facts, is_ip, verify_failed
 
 # OpenSSL's reasons when the peer's first bytes are not a TLS record
 _NOT_TLS_REASONS = frozenset(
@@ -61,22 +61,6 @@ def tls_context(config) -> ssl.SSLContext:
     return ctx
 
 
-#: OpenSSL verify codes that mean "the issuer is not trusted" (not a name, date or usage problem)
-_UNTRUSTED_ISSUER = {2, 18, 19, 20, 21}
-
-
-def ca_hint(e: ssl.SSLCertVerificationError) -> str:
-    """What to do when the server's CA is not trusted: the server has its own CA, as
-    `mailrun sandbox` has (it prints the path of its CA when it starts)."""
-    if e.verify_code not in _UNTRUSTED_ISSUER:
-        return ""
-    return (
-        "; the server's CA is not trusted: give its CA certificate with --ca FILE (or connect: ca:)."
-        " For `mailrun sandbox`, that is the path it printed as 'CA certificate (trust it to verify"
-        " TLS): ...' (or run with --sandbox, which needs none)"
-    )
-
-
 def reason(e: BaseException) -> str:
     """A short human reason for an ssl/OS error."""
     if isinstance(e, ssl.SSLCertVerificationError):
@@ -119,7 +103,7 @@ def handshake(sock: socket.socket, config, peer: str, after_starttls: bool) -> s
     except TimeoutError:
         raise TLSError(f"TLS handshake with {peer} timed out after {timeout:g}s") from None
     except ssl.SSLCertVerificationError as e:
-        raise TLSError(f"TLS handshake with {peer} failed: {reason(e)}{ca_hint(e)}") from None
+        raise TLSError(verify_failed(peer, e.verify_code, e.verify_message)) from None
     except ssl.SSLError as e:
         if after_starttls and getattr(e, "reason", None) in _NOT_TLS_REASONS:
             # plaintext arrived where the server's TLS records belong: the same injection as
