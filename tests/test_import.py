@@ -108,6 +108,44 @@ def test_an_imap_transcript_with_a_literal_and_escapes(tmp_path):
     ]
 
 
+def test_rfc_examples_with_their_text_in_a_column_and_narration(tmp_path):
+    """RFC 3501's example (`S:   * OK ...`, text set three spaces in, a literal) and RFC 1939's
+    (four spaces in, with `<open connection>` narration) import as the conversations they show."""
+    r, out = import_text(tmp_path, (DATA / "rfc3501_example.txt").read_text())
+    assert r.returncode == 0, r.stderr
+    assert "protocol: imap" in out.read_text() and "mrc secret" not in out.read_text()
+    assert [(a, t) for a, t, _ in steps(out)] == [
+        ("read", None),
+        ("send", "login {{ env.MAIL_USER }} {{ env.MAIL_PASSWORD }}"),
+        ("send", "select inbox"),
+        ("send", "fetch 12 full"),
+        ("send", "fetch 12 body[header]"),  # the {342} literal, counted across the column
+        ("send", "store 12 +flags \\deleted"),
+        ("send", "logout"),
+    ]
+    r, out = import_text(tmp_path, (DATA / "rfc1939_example.txt").read_text(), "--force")
+    assert r.returncode == 0, r.stderr
+    assert "protocol: pop3" in out.read_text() and "c4c9334bac560ecc979e58001b3e22fb" not in out.read_text()
+    assert [(a, t, e) for a, t, e in steps(out)][2:] == [
+        ("send", "STAT", "+OK"),
+        ("send", "LIST", "+OK"),
+        ("send", "RETR 1", "+OK"),
+        ("send", "DELE 1", "+OK"),
+        ("send", "QUIT", "+OK"),
+    ]
+
+
+def test_spaces_beyond_the_column_are_the_lines_own(tmp_path):
+    text = (
+        "S:   220 mx ESMTP\nC:   HELO me\nS:   250 mx\nC:   DATA\nS:   354 go\n"
+        "C:   Subject: a long\nC:     folded subject\nC:   \nC:    indented body\nC:   .\nS:   250 ok\n"
+    )
+    r, out = import_text(tmp_path, text)
+    assert r.returncode == 0, r.stderr
+    body = load_scenario(out, use_cache=False).sessions[0].steps[3].text
+    assert body.startswith("Subject: a long\n  folded subject\n\n indented body"), repr(body)
+
+
 def test_a_swaks_transcript(tmp_path):
     r, out = import_text(tmp_path, (DATA / "swaks_style.txt").read_text())
     assert r.returncode == 0, r.stderr

@@ -15,6 +15,10 @@ It reads, one line at a time:
   `#` comments and blank lines are not conversation; what they say about the host, port, TLS
   or a new session is used. Lines before the conversation starts are a preamble, skipped.
 - `   <- remark` after two or more spaces is a remark (the README's walk-through), dropped
+- RFC-style examples: `S:   * OK ...` with the text set in a column (the spaces every `S:`/`C:`
+  line has after its prefix are dropped, the rest kept), and narration in angle brackets such as
+  `S: <wait for connection on TCP port 110>` or `C: <open connection>` (RFC 1939), which is not
+  conversation
 
 Replies are framed by the protocol's own framer (through runner.record.conversation), so a
 reply must be what that protocol sends; anything else is an error naming its line.
@@ -53,6 +57,9 @@ _REPLY_SHAPE = {
     "pop3": re.compile(r"^(?:\+OK|-ERR|\+)(?: |$)"),
     "imap": re.compile(r"^(?:\* |\+(?: |$)|[A-Za-z0-9.]+ (?:OK|NO|BAD)(?: |$))"),
 }
+_COLUMN = re.compile(r"^[SC]:( +)\S")  # the text of an `S:`/`C:` line, and the spaces before it
+# RFC-style narration of what happens, not what is sent: `<wait for connection on TCP port 110>`
+_NARRATION = re.compile(r"^\s*<[A-Za-z][^<>\"=]*\s[^<>\"=]*>\s*$")
 _USUAL_PORTS = {name for name, _tls in DEFAULT_PORTS}
 _DEFAULT_TLS_PORTS = {465: "implicit", 993: "implicit", 995: "implicit"}
 
@@ -83,8 +90,9 @@ def unescape(text: str) -> tuple[bytes, bool]:
 class Reader:
     """Reads one transcript (`feed` each line, then `finish`) into an Imported."""
 
-    def __init__(self, source: str, protocol: str | None, connect: dict):
+    def __init__(self, source: str, protocol: str | None, connect: dict, column: int = 1):
         self.source = source
+        self.column = column  # the spaces every `S:`/`C:` line has after its prefix (column_of)
         self.protocol = protocol
         self.given_protocol = protocol  # --protocol; else each session's is guessed
         self.given_connect = dict(connect)
@@ -105,6 +113,8 @@ class Reader:
         if self._note(line):
             return
         direction, text = self._direction(line)
+        if direction is not None and _NARRATION.match(text):
+            return  # `<open connection>`: what happens, not what is sent
         if direction is None:
             if self.started and line.strip():
                 self._problem(number, f"cannot place this line: {line[:60]!r} (not a client or server line)")
@@ -122,7 +132,10 @@ class Reader:
             if m and (self.prefixed is not False):
                 if self.prefixed is None and not line.startswith(("< ", "> ")):
                     self.prefixed = True
-                return direction, line[m.end() :]
+                text = line[m.end() :]
+                if self.column > 1 and line[1] == ":":  # `S:   * OK`: the text's column
+                    text = text[: self.column - 1].lstrip(" ") + text[self.column - 1 :]
+                return direction, text
         conv = self.conv
         if self.prefixed is False and conv is not None and conv.in_body and not conv.protocol.pending():
             return "C", line  # a message line, blank ones included
@@ -303,12 +316,22 @@ def _guess(line: str) -> str:
     return "smtp"
 
 
+def column_of(lines: list[str]) -> int:
+    """How many spaces every `S:`/`C:` line with text has after its prefix (narration left
+    out): 1 in `S: 250 OK`, 3 in RFC 3501's `S:   * OK`. Spaces beyond them are the line's."""
+    widths = [
+        len(m.group(1)) for line in lines if (m := _COLUMN.match(line)) and not _NARRATION.match(line[2:])
+    ]
+    return min(widths, default=1)
+
+
 def read_transcript(
     text: str, source: str, protocol: str | None = None, connect: dict | None = None
 ) -> Imported:
     """Every session in a transcript; raises ScenarioError listing every line it cannot place."""
-    reader = Reader(source, protocol, connect or {})
-    for number, line in enumerate(text.splitlines(), start=1):
+    lines = text.splitlines()
+    reader = Reader(source, protocol, connect or {}, column_of(lines))
+    for number, line in enumerate(lines, start=1):
         reader.feed(number, line)
     reader.finish_session()
     out = reader.out
