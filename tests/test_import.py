@@ -135,6 +135,36 @@ def test_rfc_examples_with_their_text_in_a_column_and_narration(tmp_path):
     ]
 
 
+def test_an_rfc_2033_lmtp_example_is_lmtp_with_a_reply_per_recipient(tmp_path):
+    """RFC 2033's example does not say LMTP but its LHLO does; the message gets one reply per
+    accepted recipient (two of the three), with or without the greeting shown."""
+    text = (DATA / "rfc2033_example.txt").read_text()
+    for pasted in (text, text.split("\n", 1)[1]):
+        r, out = import_text(tmp_path, pasted, "--force")
+        assert r.returncode == 0, r.stderr
+        scenario = load_scenario(out, use_cache=False)
+        assert scenario.sessions[0].protocol == "lmtp"
+        body = [s for s in scenario.sessions[0].steps if s.action == "body"][0]
+        assert body.text == "Blah blah blah...\n..etc. etc. etc.\n"  # (un-dot-stuffed)
+        assert 'S: ["250", "452"]' in out.read_text()
+
+
+def test_an_rfc_3030_bdat_example_imports_and_replays(sandbox, tmp_path):
+    """`BDAT n LAST` and the n bytes after it (`<CR><LF>` marking the line ends, as RFC 3030's
+    examples do) become the command and a `raw:` chunk; the scenario replays as written."""
+    text = (DATA / "rfc3030_example.txt").read_text()
+    r, out = import_text(tmp_path, text, "--host", "127.0.0.1", "--port", str(sandbox.ports["smtp"]))
+    assert r.returncode == 0, r.stderr
+    got = steps(out)
+    assert ("send", "BDAT 86 LAST", None) in got  # sent with its chunk: no reply in between
+    chunk = "To: Susan@random.com\r\nFrom: Sam@random.com\r\nSubject: This is a bodyless test message\r\n"
+    assert [(a, t, e) for a, t, e in got if a == "raw"] == [("raw", chunk, "250")]
+    assert len(chunk.encode()) == 86
+    play = mailrun(out, "-v")
+    assert play.returncode == 0, play.stdout + play.stderr
+    assert "S: 250 2.0.0 Ok: queued as" in play.stdout
+
+
 def test_spaces_beyond_the_column_are_the_lines_own(tmp_path):
     text = (
         "S:   220 mx ESMTP\nC:   HELO me\nS:   250 mx\nC:   DATA\nS:   354 go\n"

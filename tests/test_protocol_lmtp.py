@@ -68,6 +68,27 @@ def test_one_reply_per_accepted_recipient_after_the_message():
     assert message.lines == ("250 2.0.0 <alice> saved", "452 4.2.2 <bob> over quota")
 
 
+def test_a_bdat_command_line_and_its_raw_chunk_get_one_reply_per_recipient():
+    """`C: BDAT n LAST` then `raw:` (the hand-written form): the chunk is message bytes, not
+    commands, and the LAST chunk's reply is one per accepted recipient."""
+    proto = LMTP()
+    proto.receive_data(b"220 lmtp ready\r\n")
+    assert proto.next_reply().code == "220"
+    for line in ("LHLO me", "MAIL FROM:<a@x>", "RCPT TO:<alice@x>", "RCPT TO:<bob@x>"):
+        proto.command(line)
+    proto.command("BDAT 24 LAST")
+    proto.sent_raw(b"Subject: x\r\nRCPT TO:y\r\n")  # 24 bytes, a line that looks like a command
+    proto.command("QUIT")
+    proto.receive_data(
+        b"250 lmtp\r\n250 ok\r\n250 ok\r\n250 ok\r\n250 2.0.0 <alice> saved\r\n452 4.2.2 <bob> full\r\n221 bye\r\n"
+    )
+    got = []
+    while (r := proto.next_reply()) is not None:
+        got.append(r)
+    assert [r.code for r in got] == ["250", "250", "250", "250", "452", "221"]
+    assert [p.code for p in got[4].parts] == ["250", "452"]
+
+
 @pytest.mark.parametrize("size", [1, 2, 3, 7, 64])
 def test_any_split_gives_the_same_replies(size):
     whole = replies_for([SERVER])

@@ -359,6 +359,33 @@ def test_record_lmtp_keeps_one_expectation_per_recipient(testbed, tmp_path):
 
 
 @pytest.mark.testbed
+@pytest.mark.parametrize("protocol", ["smtp", "lmtp"])
+def test_record_bdat_chunks_sent_blind_then_replay_delivers_again(testbed, tmp_path, protocol):
+    """`BDAT n` lines and their n bytes (RFC 3030) in a blind script: each chunk goes out right
+    after its command and is answered once; Postfix (SMTP) and Dovecot (LMTP) deliver it."""
+    hello, port = ("EHLO", testbed.ports["smtp"]) if protocol == "smtp" else ("LHLO", testbed.ports["lmtp"])
+    subject = f"Subject: recorded bdat {protocol}"
+    first = f"{subject}\r\n"
+    script = (
+        f"{hello} client.example.test\nMAIL FROM:<alice@example.test>\nRCPT TO:<bob@example.test>\n"
+        f"BDAT {len(first)}\n{subject}\nBDAT 4 LAST\nhi\nQUIT\n"
+    )
+    r, out = record(tmp_path, script, testbed.host, port, "--protocol", protocol)
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = [(s.action, s.text) for s in load_scenario(out, use_cache=False).sessions[0].steps]
+    assert got[4:8] == [
+        ("send", f"BDAT {len(first)}"),
+        ("raw", first),
+        ("send", "BDAT 4 LAST"),
+        ("raw", "hi\r\n"),
+    ]
+    testbed.clear_mailbox("bob")
+    again = replay(out, "x", "y")
+    assert again.returncode == 0, again.stdout + again.stderr
+    testbed.wait_for_message("bob", lambda data: subject.encode() in data)
+
+
+@pytest.mark.testbed
 def test_a_refused_auth_in_a_blind_script_still_keeps_its_answers_out(testbed, tmp_path):
     """Postfix's submission port refuses AUTH before STARTTLS: the script's answers go out as
     commands (blind), and are still credentials: neither shown nor written."""

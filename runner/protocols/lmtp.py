@@ -53,13 +53,25 @@ class LMTP(SMTP):
         self._data = False  # DATA was answered 354: the next raw data is the message
         self._parts: list[Reply] = []  # per-recipient replies of the message so far
         self._want = 0  # how many the message's reply has
+        self._chunk = 0  # bytes of a `BDAT n` chunk still to go out after its command line
 
     # --- what the client sends -------------------------------------------------------
     def command(self, line: str, *, tag: bool = True, multiline: bool | None = None) -> bytes:
-        self._sent_verb(line.split(" ", 1)[0].split(":", 1)[0].upper())
+        words = line.upper().split()
+        if words[:1] == ["BDAT"]:  # `C: BDAT n [LAST]`, its chunk sent next as raw data
+            self._sent.append("BDAT LAST" if words[-1:] == ["LAST"] else "BDAT")
+            self._chunk = int(words[1]) if len(words) > 1 and words[1].isdigit() else 0
+        else:
+            self._sent_verb(line.split(" ", 1)[0].split(":", 1)[0].upper())
         return super().command(line, tag=tag, multiline=multiline)
 
     def sent_raw(self, data: bytes, *, multiline: bool | None = None) -> None:
+        if self._chunk:  # the chunk of a BDAT command line: message bytes, not commands
+            taken = min(self._chunk, len(data))
+            self._chunk -= taken
+            data = data[taken:]
+            if not data:
+                return
         if self._data:
             if data.endswith(b"\r\n.\r\n") or data == b".\r\n":
                 self._data = False

@@ -7,7 +7,9 @@ protocol it holds; the importer (runner.record.transcript) feeds a pasted transc
 through the same calls. So both understand the same things the same way:
 
 - SMTP/LMTP: after `DATA` answered 354, lines up to the lone `.` are the message (`body:`,
-  un-dot-stuffed); `STARTTLS` answered 220 upgrades (`starttls: true`)
+  un-dot-stuffed); after `BDAT n [LAST]` the next n bytes of lines are its chunk (`raw:`, sent
+  without waiting for a reply in between, as RFC 3030 says); `STARTTLS` answered 220 upgrades
+  (`starttls: true`)
 - POP3: `STLS` answered +OK upgrades; the protocol knows which replies are multi-line
 - IMAP: a tag the user typed is dropped (mailrun tags every line itself); a line ending in a
   literal `{N}` waits for `+`, then the next N bytes are the literal (`raw:`), `{N+}` does not
@@ -39,6 +41,7 @@ IMAP_COMMANDS = frozenset(
     }
 )
 _LITERAL = re.compile(r"\{(\d+)(\+?)\}\Z")
+_BDAT = re.compile(r"BDAT\s+(\d+)(?:\s+LAST)?\s*\Z", re.IGNORECASE)
 _STARTTLS = {"smtp": "STARTTLS", "lmtp": "STARTTLS", "pop3": "STLS", "imap": "STARTTLS"}
 _SASL = {"smtp": "AUTH", "lmtp": "AUTH", "pop3": "AUTH", "imap": "AUTHENTICATE"}
 
@@ -103,6 +106,8 @@ class Conversation:
         self._body: list[str] | None = None  # SMTP message lines, after DATA's 354
         self._literal: int | None = None  # IMAP literal bytes still to come
         self._literal_parts: list[bytes] = []
+        self._chunk: int | None = None  # SMTP/LMTP: bytes of a BDAT chunk still to come
+        self._chunk_parts: list[bytes] = []
         self._login: Turn | None = None  # an IMAP LOGIN whose literals are being folded in
         self._login_text = ""
         self._sasl = False  # the next line answers a SASL challenge
@@ -129,6 +134,8 @@ class Conversation:
             return self._body_line(line)
         if self._literal is not None:
             return self._literal_line(line)
+        if self._chunk is not None:
+            return self._chunk_line(line)
         if self._sasl:
             text, _secret = self.credentials.replace(line)
             return self._send(line, text, verb="SASL")
@@ -153,9 +160,17 @@ class Conversation:
             self._login, self._login_text = turn, line[: literal.start()]
         data = self.protocol.command(line)
         self.turns.append(turn)
+        bdat = _BDAT.match(line) if self.protocol_name in ("smtp", "lmtp") else None
         if literal and literal.group(2):  # LITERAL+: the literal follows without waiting
             turn.waits = False
             self._start_literal(int(literal.group(1)))
+        elif bdat:  # the chunk follows the command line at once; its reply answers both
+            turn.waits = False
+            self._chunk, self._chunk_parts = int(bdat.group(1)), []
+            if not self._chunk:  # `BDAT 0 LAST`: nothing follows
+                self._chunk = None
+                self._waiting.append(turn)
+                turn.waits = True
         else:
             turn.literal = int(literal.group(1)) if literal else None
             self._waiting.append(turn)
@@ -175,6 +190,28 @@ class Conversation:
         self.turns.append(turn)
         self._waiting.append(turn)
         return Outgoing(data, True, turn)
+
+    def _chunk_line(self, line: str) -> Outgoing | None:
+        """BDAT chunk data: lines (each with its CRLF) until the chunk's n bytes are there; a
+        line that runs past them goes on as the next client line."""
+        assert self._chunk is not None
+        data = line.encode("utf-8", "surrogateescape") + b"\r\n"
+        piece, rest = data[: self._chunk], data[self._chunk :]
+        self._chunk -= len(piece)
+        self._chunk_parts.append(piece)
+        if self._chunk:
+            return None
+        self._chunk = None
+        raw = b"".join(self._chunk_parts)
+        text, _secret = self.credentials.scrub(raw.decode("utf-8", "surrogateescape"))
+        turn = Turn("raw", text, self.credentials.redact(text), verb="CHUNK")
+        self.protocol.sent_raw(raw)
+        self.turns.append(turn)
+        self._waiting.append(turn)
+        out = Outgoing(raw, True, turn)
+        if rest and rest != b"\r\n":  # (the chunk ended inside this line: the rest is a command)
+            self.client_line(rest[:-2].decode("utf-8", "surrogateescape"))
+        return out
 
     def _start_literal(self, size: int) -> None:
         self._literal, self._literal_parts = size, []
@@ -269,6 +306,7 @@ class Conversation:
             greeting = self.turns[0]
             greeting.note = "the transcript does not show the greeting: the usual one is expected"
             greeting.assumed = True
+            self.protocol.greeting_read_elsewhere()  # the first reply answers a command
             if self._waiting and self._waiting[0] is greeting:
                 self._waiting.pop(0)
 

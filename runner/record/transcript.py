@@ -9,7 +9,8 @@ It reads, one line at a time:
   of the protocol (`250-...`, `+OK`, `* ...`, `a1 OK`), or one the server is still sending
   (a POP3 body, an IMAP literal), is the server's; any other is the client's
 - `\\r`, `\\n`, `\\t`, `\\xNN` escapes: a line that ends in `\\r\\n` (or `\\n`) holds its own line
-  end; otherwise CRLF is added
+  end; otherwise CRLF is added. A client line ending in `<CR><LF>` (RFC 3030's examples) ends
+  there.
 - `--- ... ---` notes of mailrun and the reference transcripts (sessions, connect, TLS, close),
   swaks `===` notes, telnet's own chatter (`$ telnet host 25`, `Trying ...`, `Connected to ...`),
   `#` comments and blank lines are not conversation; what they say about the host, port, TLS
@@ -57,6 +58,7 @@ _REPLY_SHAPE = {
     "pop3": re.compile(r"^(?:\+OK|-ERR|\+)(?: |$)"),
     "imap": re.compile(r"^(?:\* |\+(?: |$)|[A-Za-z0-9.]+ (?:OK|NO|BAD)(?: |$))"),
 }
+_CRLF_MARK = re.compile(r"<CR><LF>\Z")  # RFC 3030: `C: To: Susan@random.com<CR><LF>`
 _COLUMN = re.compile(r"^[SC]:( +)\S")  # the text of an `S:`/`C:` line, and the spaces before it
 # RFC-style narration of what happens, not what is sent: `<wait for connection on TCP port 110>`
 _NARRATION = re.compile(r"^\s*<[A-Za-z][^<>\"=]*\s[^<>\"=]*>\s*$")
@@ -232,8 +234,8 @@ class Reader:
             # first server line tells (_server)
             self.early.append((number, text))
             return
-        conv = self._conversation("")
-        data, _own_end = unescape(text)
+        conv = self._lmtp_if_lhlo(self._conversation(""), text)
+        data, _own_end = unescape(_CRLF_MARK.sub("", text))
         lines = data.decode("utf-8", "surrogateescape").split("\n")
         if lines[-1] == "" and len(lines) > 1:
             lines.pop()
@@ -242,6 +244,22 @@ class Reader:
                 conv.client_line(part.rstrip("\r"))
             except MailrunError as exc:
                 self._problem(number, str(exc))
+
+    def _lmtp_if_lhlo(self, conv: Conversation, text: str) -> Conversation:
+        """A conversation taken for SMTP whose first command is LHLO is LMTP (RFC 2033): made
+        anew as one, its greeting answered the same."""
+        first = conv.protocol_name == "smtp" and len(conv.turns) == 1 and self.given_protocol is None
+        if not (first and text[:5].upper() in ("LHLO", "LHLO ")):
+            return conv
+        lmtp = Conversation("lmtp")
+        greeting = conv.turns[0]
+        if greeting.assumed:
+            lmtp.greeting_not_shown()
+        elif greeting.reply is not None:
+            lmtp.protocol.greeting_read_elsewhere()  # (the SMTP framer read it)
+            lmtp.replied(greeting.reply)
+        self.conv, self.protocol = lmtp, "lmtp"
+        return lmtp
 
     def _replay_early(self) -> None:
         """The client lines that came before the first server line, now that it said the
