@@ -204,6 +204,8 @@ def test_lines_it_cannot_place_are_errors_with_their_line_number(tmp_path):
     assert r.returncode == 2 and "pasted.txt:3: this reply is not complete" in r.stderr
     r, _ = import_text(tmp_path, "just words\n")
     assert r.returncode == 2 and "no conversation found" in r.stderr
+    r, _ = import_text(tmp_path, "EHLO me\nMAIL FROM:<a@x>\nQUIT\n", "--force")  # client lines only
+    assert r.returncode == 2 and "mailrun record HOST PORT --script FILE" in r.stderr
     assert "Traceback" not in r.stderr
 
 

@@ -354,7 +354,10 @@ def read_transcript(
     reader.finish_session()
     out = reader.out
     if not out.problems and not any(s.conversation.turns for s in out.sessions):
-        out.problems.append(f"{source}: no conversation found (no client or server lines)")
+        out.problems.append(
+            f"{source}: no conversation found (no client or server lines; a file of client lines "
+            "alone, nc style, is played against a server with `mailrun record HOST PORT --script FILE`)"
+        )
     if out.problems:
         raise ScenarioError(out.problems)
     return out
