@@ -165,6 +165,69 @@ def test_an_rfc_3030_bdat_example_imports_and_replays(sandbox, tmp_path):
     assert "S: 250 2.0.0 Ok: queued as" in play.stdout
 
 
+def test_after_a_refused_auth_the_next_command_is_a_command_not_a_credential(tmp_path):
+    """A server that refuses AUTH at once (530 before STARTTLS): the STARTTLS after it stays
+    STARTTLS; were it taken for the planned answer, the replay would send the password in the
+    clear where STARTTLS was. Base64 lines after the refusal are still taken for answers."""
+    r, out = import_text(
+        tmp_path,
+        "S: 220 mx\nC: EHLO me\nS: 250 mx\nC: AUTH PLAIN\nS: 530 5.7.0 Must issue a STARTTLS command first\n"
+        "C: STARTTLS\nS: 220 2.0.0 Ready to start TLS\n",
+    )
+    assert r.returncode == 0, r.stderr
+    assert [(a, t) for a, t, _ in steps(out)][-2:] == [("send", "AUTH PLAIN"), ("send", "STARTTLS")]
+    r, out = import_text(
+        tmp_path,
+        "S: * OK ready\nC: a1 AUTHENTICATE PLAIN\nS: a1 NO no\nC: a2 STARTTLS\nS: a2 OK go\n",
+        "--force",
+    )
+    assert r.returncode == 0, r.stderr
+    assert [(a, t) for a, t, _ in steps(out)][-1] == ("send", "STARTTLS")
+    user, password = base64.b64encode(b"alice").decode(), base64.b64encode(b"wonderland").decode()
+    r, out = import_text(
+        tmp_path,
+        f"S: 220 mx\nC: AUTH LOGIN\nS: 503 5.5.1 no\nC: {user}\nS: 500 what\nC: {password}\nS: 500 what\n"
+        "C: MAIL FROM:<a@x>\nS: 250 ok\n",
+        "--force",
+    )
+    assert r.returncode == 0, r.stderr
+    assert password not in out.read_text()
+    assert [t for _, t, _ in steps(out)][-3:] == [
+        "{{ env.MAIL_USER | b64 }}",
+        "{{ env.MAIL_PASSWORD | b64 }}",
+        "MAIL FROM:<a@x>",
+    ]
+
+
+def test_a_password_met_later_is_replaced_only_where_it_stands_as_a_word(tmp_path):
+    """docker-mailserver's tests log in with `123`: `FETCH 1:123` is a message range, and
+    `passwords@` holds the password `pass` only by chance. A password echoed as a word is
+    replaced (plain or base64), so it never reaches the file."""
+    r, out = import_text(
+        tmp_path,
+        "S: * OK ready\nC: A LOGIN user1@localhost 123\nS: A OK in\nC: B SELECT INBOX\nS: B OK sel\n"
+        "C: C FETCH 1:123 (FLAGS)\nS: C OK done\n",
+    )
+    assert r.returncode == 0, r.stderr
+    assert [t for _, t, _ in steps(out)][-1] == "FETCH 1:123 (FLAGS)"
+    blob = base64.b64encode(b"\0u\0pass").decode()
+    r, out = import_text(
+        tmp_path,
+        f"S: 220 mx\nC: AUTH PLAIN {blob}\nS: 235 ok\nC: MAIL FROM:<passwords@example.com>\nS: 250 ok\n"
+        "C: RCPT TO:<b@example.com>\nS: 250 ok\nC: DATA\nS: 354 go\nC: Your pass is expiring.\n"
+        "C: Echoed: cGFzcw== and pass\nC: .\nS: 250 ok\n",
+        "--force",
+    )
+    assert r.returncode == 0, r.stderr
+    got = steps(out)
+    assert ("send", "MAIL FROM:<passwords@example.com>", "250") in got
+    body = [t for a, t, _ in got if a == "body"][0]
+    assert body == (
+        "Your {{ env.MAIL_PASSWORD }} is expiring.\n"
+        "Echoed: {{ env.MAIL_PASSWORD | b64 }} and {{ env.MAIL_PASSWORD }}\n"
+    )
+
+
 def test_spaces_beyond_the_column_are_the_lines_own(tmp_path):
     text = (
         "S:   220 mx ESMTP\nC:   HELO me\nS:   250 mx\nC:   DATA\nS:   354 go\n"

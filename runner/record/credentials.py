@@ -10,7 +10,9 @@ listed as secrets. What it recognises, by protocol:
   response or after a 334 / `+` challenge); any other mechanism's answers become
   `{{ env.MAIL_SASL_RESPONSE_N }}` with a warning (they depend on the server's challenge)
 - POP3 `USER`, `PASS`, `APOP`; IMAP `LOGIN` (atoms, quoted strings, literals)
-- any later text holding the password (or its base64) seen so far
+- any later text holding the password (or its base64) seen so far, where it stands as a word
+  (a password shorter than 4 characters only as a whole whitespace-separated token: `123` in
+  `FETCH 1:123` is a message number, not the password)
 - a `****` that a mailrun transcript wrote in place of a secret, where one of the above is
 
 `warnings` says, once per kind, what was replaced, for the tool to print.
@@ -21,6 +23,8 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+
+from runner.lang.secrets import MIN_LENGTH
 
 USER = "{{ env.MAIL_USER }}"
 PASSWORD = "{{ env.MAIL_PASSWORD }}"
@@ -38,6 +42,16 @@ _ANSWERS = {
 }
 _B64_TOKEN = re.compile(r"(?<![\w+/=])[A-Za-z0-9+/]{8,}={0,2}(?![\w+/=])")
 _SASL_COMMANDS = {"smtp": "AUTH", "lmtp": "AUTH", "pop3": "AUTH", "imap": "AUTHENTICATE"}
+# verbs a refused SASL exchange's blind answers are told from: after the refusal, a line that
+# is one of these (or has a space in it) is the script's next command, not an answer
+_VERBS = frozenset(
+    {
+        *("HELO", "EHLO", "LHLO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "NOOP", "QUIT", "VRFY"),
+        *("EXPN", "HELP", "STARTTLS", "AUTH", "ETRN", "USER", "PASS", "APOP", "STAT", "LIST"),
+        *("RETR", "DELE", "TOP", "UIDL", "CAPA", "STLS", "DONE", "LOGOUT", "CAPABILITY"),
+    }
+)
+_ANSWER = re.compile(r"[A-Za-z0-9+/]*={0,2}|\*")  # a SASL answer: base64, '=' (empty) or '*'
 _IMAP_STRING = re.compile(r'\s*(?:"((?:[^"\\]|\\.)*)"|\{(\d+)\+?\}|([^\s"{]+))')
 
 
@@ -80,6 +94,8 @@ class Credentials:
         whether it holds a secret)."""
         if self._mechanism is not None:
             return self._sasl_answer(line), True
+        if self._unanswered and not _looks_like_answer(line):
+            self._unanswered = 0  # the script went on with its commands
         if self._unanswered:  # a refused AUTH in a blind script: its answers still come
             self._mechanism, self._unanswered = self._refused, self._unanswered - 1
             text = self._sasl_answer(line)
@@ -233,8 +249,8 @@ class Credentials:
         for value in sorted(self._seen, key=len, reverse=True):
             b64 = base64.b64encode(value.encode()).decode()
             for form, template in ((value, PASSWORD), (b64, "{{ env.MAIL_PASSWORD | b64 }}")):
-                if form in text:
-                    text, found = text.replace(form, template), True
+                text, n = _as_word(form).subn(lambda _m, t=template: t, text)
+                found = found or n > 0
         return text, found
 
     def _saw_secret(self, value: str) -> None:
@@ -257,8 +273,23 @@ class Credentials:
         if text not in self.warnings:
             self.warnings.append(text)
 
-    def redact(self, text: str) -> str:
+    def redact(self, text: str) -> str:  # (display only: every occurrence, as a run masks)
         """Text for display: every secret value seen so far (and its base64) as ****."""
         for value in sorted(self._seen, key=len, reverse=True):
             text = text.replace(value, MASK).replace(base64.b64encode(value.encode()).decode(), MASK)
         return text
+
+
+def _looks_like_answer(line: str) -> bool:
+    """Could a line a blind script sends after a refused SASL exchange be one of its planned
+    answers (one base64 token, `=` or `*`), rather than its next command?"""
+    text = line.strip()
+    return bool(_ANSWER.fullmatch(text)) and text.upper() not in _VERBS
+
+
+def _as_word(value: str) -> re.Pattern:
+    """Where `value` stands as a word of a line: not inside a longer word (nor, for a value
+    shorter than MIN_LENGTH, touching anything but spaces)."""
+    if len(value) < MIN_LENGTH:
+        return re.compile(r"(?<!\S)" + re.escape(value) + r"(?!\S)")
+    return re.compile(r"(?<![\w+/=])" + re.escape(value) + r"(?![\w+/=])")
