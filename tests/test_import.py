@@ -375,6 +375,65 @@ def test_real_swaks_output_imports_and_replays(sandbox, tmp_path):
     assert again.returncode == 0, again.stdout + again.stderr
 
 
+def test_real_swaks_output_of_a_refused_login_imports_as_a_negative_test(tmp_path):
+    """swaks prints `*** No authentication type succeeded` when AUTH fails: its remark, not the
+    conversation. The imported scenario expects the refusal, and replays it."""
+    from runner.sandbox.server import Sandbox
+
+    if not shutil.which("swaks"):
+        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+            pytest.fail("swaks is not installed (scripts/test installs it)")
+        pytest.skip("swaks is not installed (scripts/test installs it)")
+    with Sandbox() as strict:  # published users only: a wrong password is refused
+        swaks = subprocess.run(
+            [
+                "swaks",
+                "--server",
+                f"127.0.0.1:{strict.ports['smtp']}",
+                "--from",
+                "alice@mailrun.test",
+                "--to",
+                "bob@mailrun.test",
+                "--auth",
+                "PLAIN",
+                "--auth-user",
+                "alice@mailrun.test",
+                "--auth-password",
+                "Wrong-secret-2",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=T,
+        )  # fmt: skip (`swaks ... 2>&1`: its remarks go to stderr)
+        assert "*** No authentication type succeeded" in swaks.stdout, swaks.stdout
+        r, out = import_text(tmp_path, swaks.stdout)
+        assert r.returncode == 0, r.stderr
+        assert "Wrong-secret-2" not in out.read_text()
+        assert (
+            "send",
+            "AUTH PLAIN {{ auth_plain(env.MAIL_USER, env.MAIL_PASSWORD) }}",
+            "535 5.7.8",
+        ) in steps(out)
+        again = mailrun(out, env={"MAIL_USER": "alice@mailrun.test", "MAIL_PASSWORD": "Wrong-secret-2"})
+        assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_an_import_without_its_host_runs_in_the_sandbox_with_a_host_name(tmp_path):
+    """`mailrun import` writes `{{ env.MAIL_HOST }}` for a transcript that does not name its
+    server; --sandbox fills that in with a host name, not a mail address."""
+    r, out = import_text(tmp_path, "S: 220 mx\nC: EHLO client.example\nS: 250 mx\nC: QUIT\nS: 221 bye\n")
+    assert r.returncode == 0 and "{{ env.MAIL_HOST }}" in out.read_text(), r.stderr
+    out.write_text(out.read_text().replace("EHLO client.example", "EHLO {{ env.MAIL_HOST }}"))
+    env = {k: v for k, v in os.environ.items() if k != "MAIL_HOST"}
+    run = subprocess.run(
+        [sys.executable, "-m", "runner", "--sandbox", "-v", str(out)],
+        cwd=REPO, env={**env, "NO_COLOR": "1"}, capture_output=True, text=True, timeout=T,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "C: EHLO localhost" in run.stdout and "@" not in run.stdout.split("EHLO", 1)[1].split()[0]
+
+
 # --------------------------------------------------------------------------- any input
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402

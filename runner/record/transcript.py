@@ -167,6 +167,8 @@ class Reader:
             return True
         if stripped.startswith("#") or set(stripped) <= {"=", "-"}:
             return True
+        if stripped.startswith("*** ") and not (self.conv is not None and self.conv.in_body):
+            return True  # swaks's own remarks ("*** No authentication type succeeded")
         m = _TELNET_CMD.match(stripped)
         if m:
             self.connect.setdefault("host", m.group(1))
