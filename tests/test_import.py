@@ -228,6 +228,19 @@ def test_a_password_met_later_is_replaced_only_where_it_stands_as_a_word(tmp_pat
     )
 
 
+@pytest.mark.parametrize("indent", ["   ", "\t", " "])
+def test_a_transcript_indented_as_a_whole_imports_as_it_does_flush_left(tmp_path, indent):
+    """RFC text is indented: RFC 5321's D.1 example, set three spaces (or a tab) in."""
+    flush = (DATA / "rfc5321_d1.txt").read_text()
+    r, out = import_text(tmp_path, flush)
+    assert r.returncode == 0, r.stderr
+    want = steps(out)
+    indented = "".join(indent + line if line.strip() else line for line in flush.splitlines(True))
+    r, out = import_text(tmp_path, indented, "--force")
+    assert r.returncode == 0, r.stderr
+    assert steps(out) == want and ("send", "RCPT TO:<Green@foo.com>", "550") in want
+
+
 def test_spaces_beyond_the_column_are_the_lines_own(tmp_path):
     text = (
         "S:   220 mx ESMTP\nC:   HELO me\nS:   250 mx\nC:   DATA\nS:   354 go\n"

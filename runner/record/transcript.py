@@ -16,7 +16,7 @@ It reads, one line at a time:
   `#` comments and blank lines are not conversation; what they say about the host, port, TLS
   or a new session is used. Lines before the conversation starts are a preamble, skipped.
 - `   <- remark` after two or more spaces is a remark (the README's walk-through), dropped
-- RFC-style examples: `S:   * OK ...` with the text set in a column (the spaces every `S:`/`C:`
+- RFC-style examples, indented as a whole or not: `S:   * OK ...` with the text set in a column (the spaces every `S:`/`C:`
   line has after its prefix are dropped, the rest kept), and narration in angle brackets such as
   `S: <wait for connection on TCP port 110>` or `C: <open connection>` (RFC 1939), which is not
   conversation
@@ -28,6 +28,7 @@ reply must be what that protocol sends; anything else is an error naming its lin
 from __future__ import annotations
 
 import re
+import textwrap
 
 from runner.errors import MailrunError, ScenarioError
 from runner.model.config import DEFAULT_PORTS
@@ -349,7 +350,7 @@ def read_transcript(
     text: str, source: str, protocol: str | None = None, connect: dict | None = None
 ) -> Imported:
     """Every session in a transcript; raises ScenarioError listing every line it cannot place."""
-    lines = text.splitlines()
+    lines = textwrap.dedent(text).splitlines()  # a transcript indented as a whole (RFC text)
     reader = Reader(source, protocol, connect or {}, column_of(lines))
     for number, line in enumerate(lines, start=1):
         reader.feed(number, line)
