@@ -136,6 +136,29 @@ def test_a_var_overrides_a_fragment_default_but_not_an_include_argument(tmp_path
         assert srv.conns == []
 
 
+def test_a_provider_overrides_a_fragment_default_only_in_its_own_run(tmp_path):
+    """--matrix: one provider file gives the name a fragment defaults, the other does not. The
+    file is loaded once for both runs, so which value wins is the run's business: the first
+    provider's run sends its value, the second's still has the fragment's default."""
+    (tmp_path / "hello.yaml").write_text(
+        'vars: {who: fragment-default}\nsteps:\n  - C: "HELO {{ who }}"\n    S: 250\n'
+    )
+    prov = tmp_path / "providers"
+    prov.mkdir()
+    (prov / "a.yaml").write_text("who: from-provider\n")
+    (prov / "b.yaml").write_text("other: unrelated\n")
+    with Server(greeter()) as srv:
+        main = tmp_path / "s.yaml"
+        main.write_text(
+            f"name: s\nprotocol: smtp\nconnect: {{host: 127.0.0.1, port: {srv.port}, timeout: 5}}\n"
+            "steps:\n  - S: 220\n  - include: hello.yaml\n"
+        )
+        r = mailrun(main, "--matrix", prov, "-j", "1")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert srv.wait_connection(0).wait_received(b"HELO from-provider\r\n")
+        assert srv.wait_connection(1).wait_received(b"HELO fragment-default\r\n")
+
+
 def test_a_missing_file_is_named_as_missing_not_as_invalid(tmp_path):
     r = mailrun(tmp_path / "nope.yaml")
     assert r.returncode == 2

@@ -56,17 +56,26 @@ def used_names(scenario) -> set[str]:
 
 def _uses(scenario) -> tuple[set[str], set[str]]:
     """(the names a --var may set, the names referred to only where an include's `vars` bind
-    them: there the include's value wins, so a --var of that name has no effect)."""
+    them: there the include's value wins, so a --var of that name has no effect). A fragment's
+    own defaults bind nothing here: a --var wins over them (Step.defaults)."""
     names = set(scenario.vars) | template_names(dict(scenario.vars))
     shadowed: set[str] = set()
     for session in scenario.sessions:
         names |= template_names(session, skip=("steps", "finally_steps"))
         for step in (*session.steps, *session.finally_steps):
-            bound = {name for binding in step.bindings for name in binding}
-            inside = template_names(step, skip=("bindings",))
+            # (per scope: an outer include's argument still binds a name an inner default has)
+            bound = {name for binding, defaults in _scopes(step) for name in binding if name not in defaults}
+            inside = template_names(step, skip=("bindings", "defaults"))
             names |= (inside - bound) | template_names(step.bindings)
             shadowed |= inside & bound
     return names, shadowed - names
+
+
+def _scopes(step):
+    """(an include scope's bindings, the names among them that are the fragment's own defaults)
+    for each include the step is in, outermost first."""
+    for i, binding in enumerate(step.bindings):
+        yield binding, (step.defaults[i] if i < len(step.defaults) else frozenset())
 
 
 def template_names(root, skip: tuple[str, ...] = ()) -> set[str]:
