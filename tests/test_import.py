@@ -241,6 +241,28 @@ def test_a_transcript_indented_as_a_whole_imports_as_it_does_flush_left(tmp_path
     assert steps(out) == want and ("send", "RCPT TO:<Green@foo.com>", "550") in want
 
 
+@pytest.mark.testbed
+def test_a_refused_password_then_the_right_one_replays_as_the_negative_test_it_is(testbed, tmp_path):
+    """Two different passwords (the first refused) get two variables, so the imported scenario
+    replays against Dovecot: the wrong one refused again, the right one accepted."""
+    text = (
+        "S: +OK Dovecot ready.\nC: USER bob@example.test\nS: +OK\nC: PASS Not-His-99\n"
+        "S: -ERR [AUTH] Authentication failed.\nC: USER bob@example.test\nS: +OK\nC: PASS builder\n"
+        "S: +OK Logged in.\nC: QUIT\nS: +OK Logging out.\n"
+    )
+    r, out = import_text(tmp_path, text, "--host", "127.0.0.1", "--port", str(testbed.ports["pop3"]))
+    assert r.returncode == 0, r.stderr
+    written = out.read_text()
+    assert "Not-His-99" not in written and "builder" not in written
+    assert "secrets: [env.MAIL_PASSWORD, env.MAIL_PASSWORD_2]" in written
+    sent = [t for a, t, _ in steps(out) if a == "send"]
+    assert sent[1] == "PASS {{ env.MAIL_PASSWORD }}" and sent[3] == "PASS {{ env.MAIL_PASSWORD_2 }}"
+    env = {"MAIL_USER": "bob@example.test", "MAIL_PASSWORD": "Not-His-99", "MAIL_PASSWORD_2": "builder"}
+    again = mailrun(out, "-v", env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "Not-His-99" not in again.stdout and "builder" not in again.stdout
+
+
 def test_spaces_beyond_the_column_are_the_lines_own(tmp_path):
     text = (
         "S:   220 mx ESMTP\nC:   HELO me\nS:   250 mx\nC:   DATA\nS:   354 go\n"

@@ -15,6 +15,9 @@ listed as secrets. What it recognises, by protocol:
   `FETCH 1:123` is a message number, not the password)
 - a `****` that a mailrun transcript wrote in place of a secret, where one of the above is
 
+A second, different password (a refused login, then the right one) gets its own variable,
+`MAIL_PASSWORD_2` and so on in the order they were sent, so a replay can send each again.
+
 `warnings` says, once per kind, what was replaced, for the tool to print.
 """
 
@@ -71,12 +74,15 @@ class Credentials:
     """Replaces credentials in client lines, one line at a time, in the order they were sent.
     Told each server reply (`replied`) so it knows when a SASL exchange goes on or ends."""
 
-    def __init__(self, protocol: str):
+    def __init__(self, protocol: str, passwords: list[str] | None = None):
         self.protocol = protocol
         self.secrets: list[str] = []  # env names to list under `secrets:`
         self.uses_user = False
         self.warnings: list[str] = []
         self._seen: set[str] = set()  # secret values met so far (to replace them anywhere)
+        # the distinct passwords, in the order they were sent (shared by a transcript's sessions,
+        # so MAIL_PASSWORD_2 is the same password in all of them)
+        self._passwords: list[str] = [] if passwords is None else passwords
         self._mechanism: str | None = None  # the SASL exchange in progress
         self._answers = 0  # answers given in it
         self._challenge: str | None = None  # the decoded text of its last challenge
@@ -150,23 +156,22 @@ class Credentials:
         decoded = None if value == MASK else b64decode_text(value)
         if mech == "PLAIN":
             parts = decoded.split("\0") if decoded is not None else None
-            if parts is not None and len(parts) == 3:
-                self._saw_secret(parts[2])
+            var = self._saw_secret(parts[2]) if parts is not None and len(parts) == 3 else "MAIL_PASSWORD"
             self._replaced("the AUTH PLAIN answer", "{{ auth_plain(env.MAIL_USER, env.MAIL_PASSWORD) }}")
-            return "{{ auth_plain(env.MAIL_USER, env.MAIL_PASSWORD) }}"
+            self._secret(f"env.{var}")
+            return f"{{{{ auth_plain(env.MAIL_USER, env.{var}) }}}}"
         if mech == "LOGIN":
             asks = (self._challenge or "").lower()
             is_user = "user" in asks or (not asks and self._answers == 1)
-            if not is_user and decoded is not None:
-                self._saw_secret(decoded)
+            var = self._saw_secret(decoded) if not is_user and decoded is not None else "MAIL_PASSWORD"
             self._replaced(
                 "the AUTH LOGIN answers", "{{ env.MAIL_USER | b64 }} and {{ env.MAIL_PASSWORD | b64 }}"
             )
             if is_user:
                 self.uses_user = True
                 return "{{ env.MAIL_USER | b64 }}"
-            self._secret("env.MAIL_PASSWORD")
-            return "{{ env.MAIL_PASSWORD | b64 }}"
+            self._secret(f"env.{var}")
+            return f"{{{{ env.{var} | b64 }}}}"
         if mech == "XOAUTH2":
             token = re.search(r"auth=Bearer (\S+)", decoded or "")
             if token:
@@ -190,9 +195,9 @@ class Credentials:
             self.uses_user = True
             return f"{word} {USER}"
         if verb == "PASS":
-            self._saw_secret(line.split(None, 1)[1])
+            var = self._saw_secret(line.split(None, 1)[1])
             self._replaced("the POP3 USER/PASS login", "{{ env.MAIL_USER }} and {{ env.MAIL_PASSWORD }}")
-            return f"{word} {PASSWORD}"
+            return f"{word} {{{{ env.{var} }}}}"
         self.uses_user = True  # APOP user digest: the digest depends on the greeting's timestamp
         name = "env.MAIL_APOP_DIGEST"
         self._secret(name)
@@ -213,15 +218,17 @@ class Credentials:
                 break
             args.append(m)
             pos = m.end()
+        var = "MAIL_PASSWORD"
         if len(args) == 2:
             password = args[1].group(1) if args[1].group(1) is not None else args[1].group(3)
             if password is not None and password != MASK:
-                self._saw_secret(re.sub(r"\\(.)", r"\1", password))
+                var = self._saw_secret(re.sub(r"\\(.)", r"\1", password))
         quoted = [m.group(3) is None for m in args] + [True, True]
         self.uses_user = True
         self._replaced("the IMAP LOGIN", "{{ env.MAIL_USER }} and {{ env.MAIL_PASSWORD }}")
         user = f'"{USER}"' if quoted[0] else USER
-        password = f'"{PASSWORD}"' if quoted[1] else PASSWORD
+        password = f"{{{{ env.{var} }}}}"
+        password = f'"{password}"' if quoted[1] else password
         return f"{word} {user} {password}"
 
     # ------------------------------------------------------------------ any other line
@@ -237,8 +244,7 @@ class Credentials:
             if len(parts) != 3:
                 return m.group(0)
             found = True
-            self._saw_secret(parts[2])
-            return "{{ auth_plain(env.MAIL_USER, env.MAIL_PASSWORD) }}"
+            return f"{{{{ auth_plain(env.MAIL_USER, env.{self._saw_secret(parts[2])}) }}}}"
 
         return _B64_TOKEN.sub(one, text), found
 
@@ -248,15 +254,31 @@ class Credentials:
         text, found = self._plain_blobs(escape_template(line))
         for value in sorted(self._seen, key=len, reverse=True):
             b64 = base64.b64encode(value.encode()).decode()
-            for form, template in ((value, PASSWORD), (b64, "{{ env.MAIL_PASSWORD | b64 }}")):
+            var = self._variable(value)
+            for form, template in ((value, f"{{{{ env.{var} }}}}"), (b64, f"{{{{ env.{var} | b64 }}}}")):
                 text, n = _as_word(form).subn(lambda _m, t=template: t, text)
                 found = found or n > 0
         return text, found
 
-    def _saw_secret(self, value: str) -> None:
+    def _saw_secret(self, value: str) -> str:
+        """Learn a password that was sent: -> the environment variable that stands for it."""
+        var = "MAIL_PASSWORD"
         if value and value != MASK:
             self._seen.add(value)
-        self._secret("env.MAIL_PASSWORD")
+            if value not in self._passwords:
+                self._passwords.append(value)
+            var = self._variable(value)
+            if len(self._passwords) > 1:
+                self._warn(
+                    "different passwords were sent (a refused login, then another?): each has its "
+                    "own variable, MAIL_PASSWORD, MAIL_PASSWORD_2, ... in the order they were sent"
+                )
+        self._secret(f"env.{var}")
+        return var
+
+    def _variable(self, value: str) -> str:
+        n = self._passwords.index(value) + 1 if value in self._passwords else 1
+        return "MAIL_PASSWORD" if n == 1 else f"MAIL_PASSWORD_{n}"
 
     def _secret(self, name: str) -> None:
         if name not in self.secrets:

@@ -96,6 +96,7 @@ class Reader:
     def __init__(self, source: str, protocol: str | None, connect: dict, column: int = 1):
         self.source = source
         self.column = column  # the spaces every `S:`/`C:` line has after its prefix (column_of)
+        self.passwords: list[str] = []  # every session's (runner.record.credentials)
         self.protocol = protocol
         self.given_protocol = protocol  # --protocol; else each session's is guessed
         self.given_connect = dict(connect)
@@ -211,7 +212,7 @@ class Reader:
     def _conversation(self, first_line: str) -> Conversation:
         if self.conv is None:
             self.protocol = self.protocol or _guess(first_line)
-            self.conv = Conversation(self.protocol)
+            self.conv = Conversation(self.protocol, self.passwords)
         return self.conv
 
     def _server(self, number: int, text: str) -> None:
@@ -229,7 +230,7 @@ class Reader:
                 self.reply_line = number + 1
         except MailrunError as exc:
             self._problem(self.reply_line or number, f"not a {self.protocol} reply: {exc}")
-            self.conv = Conversation(self.protocol or "smtp")  # go on, to find more problems
+            self.conv = Conversation(self.protocol or "smtp", self.passwords)  # go on, to find more problems
 
     def _client(self, number: int, text: str) -> None:
         if self.conv is None and self.protocol != "line":
@@ -254,7 +255,7 @@ class Reader:
         first = conv.protocol_name == "smtp" and len(conv.turns) == 1 and self.given_protocol is None
         if not (first and text[:5].upper() in ("LHLO", "LHLO ")):
             return conv
-        lmtp = Conversation("lmtp")
+        lmtp = Conversation("lmtp", self.passwords)
         greeting = conv.turns[0]
         if greeting.assumed:
             lmtp.greeting_not_shown()
