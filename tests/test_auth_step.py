@@ -237,6 +237,20 @@ def logged(testbed, text: str, within: float = 5.0) -> bool:
 
 
 @pytest.mark.testbed
+def test_pop3_auth_alone_lists_the_mechanisms_as_a_multi_line_reply(testbed, sandbox, tmp_path):
+    """POP3 `AUTH` with no mechanism: Dovecot and the sandbox list their mechanisms, ended by
+    `.`; the next command's reply is its own."""
+    for port in (testbed.ports["pop3"], sandbox.ports["pop3"]):
+        path = tmp_path / "auth-list.yaml"
+        path.write_text(
+            f"name: pop3 auth list\nprotocol: pop3\nconnect: {{host: 127.0.0.1, port: {port}}}\nsteps:\n"
+            "  - S: +OK\n  - C: AUTH\n    S: {lines: [PLAIN]}\n  - C: QUIT\n    S: +OK\n"
+        )
+        r = mailrun(path, "-v")
+        assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.testbed
 def test_imap_initial_response_inline_when_asked(testbed, tmp_path):
     user, password = testbed.address("alice"), testbed.users["alice"]
     r, _ = run_auth(

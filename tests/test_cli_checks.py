@@ -136,6 +136,61 @@ def test_a_var_overrides_a_fragment_default_but_not_an_include_argument(tmp_path
         assert srv.conns == []
 
 
+def test_a_provider_overrides_a_fragment_default_only_in_its_own_run(tmp_path):
+    """--matrix: one provider file gives the name a fragment defaults, the other does not. The
+    file is loaded once for both runs, so which value wins is the run's business: the first
+    provider's run sends its value, the second's still has the fragment's default."""
+    (tmp_path / "hello.yaml").write_text(
+        'vars: {who: fragment-default}\nsteps:\n  - C: "HELO {{ who }}"\n    S: 250\n'
+    )
+    prov = tmp_path / "providers"
+    prov.mkdir()
+    (prov / "a.yaml").write_text("who: from-provider\n")
+    (prov / "b.yaml").write_text("other: unrelated\n")
+    with Server(greeter()) as srv:
+        main = tmp_path / "s.yaml"
+        main.write_text(
+            f"name: s\nprotocol: smtp\nconnect: {{host: 127.0.0.1, port: {srv.port}, timeout: 5}}\n"
+            "steps:\n  - S: 220\n  - include: hello.yaml\n"
+        )
+        r = mailrun(main, "--matrix", prov, "-j", "1")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert srv.wait_connection(0).wait_received(b"HELO from-provider\r\n")
+        assert srv.wait_connection(1).wait_received(b"HELO fragment-default\r\n")
+
+
+def test_an_environment_variable_only_an_overridden_fragment_default_names_is_not_needed(tmp_path):
+    """A fragment's default `{{ env.X }}` that --var replaces needs no X: the run goes ahead
+    (as for a scenario var --var replaces); without the --var it stops, naming X."""
+    (tmp_path / "hello.yaml").write_text(
+        'vars: {who: "{{ env.MAILRUN_TEST_UNSET_WHO }}"}\nsteps:\n  - C: "HELO {{ who }}"\n    S: 250\n'
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MAILRUN_TEST_UNSET_WHO"}
+
+    def run(*args) -> subprocess.CompletedProcess:  # (mailrun() adds to os.environ: this takes away)
+        return subprocess.run(
+            [sys.executable, "-m", "runner", *map(str, args)],
+            cwd=REPO,
+            env={**env, "NO_COLOR": "1"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    with Server(greeter()) as srv:
+        main = tmp_path / "s.yaml"
+        main.write_text(
+            f"name: s\nprotocol: smtp\nconnect: {{host: 127.0.0.1, port: {srv.port}, timeout: 5}}\n"
+            "steps:\n  - S: 220\n  - include: hello.yaml\n"
+        )
+        r = run(main, "--var", "who=from-cli")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert srv.wait_connection().wait_received(b"HELO from-cli\r\n")
+        r = run(main)
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert "vars.who needs environment variable MAILRUN_TEST_UNSET_WHO, which is not set" in r.stderr
+
+
 def test_a_missing_file_is_named_as_missing_not_as_invalid(tmp_path):
     r = mailrun(tmp_path / "nope.yaml")
     assert r.returncode == 2

@@ -165,6 +165,104 @@ def test_an_rfc_3030_bdat_example_imports_and_replays(sandbox, tmp_path):
     assert "S: 250 2.0.0 Ok: queued as" in play.stdout
 
 
+def test_after_a_refused_auth_the_next_command_is_a_command_not_a_credential(tmp_path):
+    """A server that refuses AUTH at once (530 before STARTTLS): the STARTTLS after it stays
+    STARTTLS; were it taken for the planned answer, the replay would send the password in the
+    clear where STARTTLS was. Base64 lines after the refusal are still taken for answers."""
+    r, out = import_text(
+        tmp_path,
+        "S: 220 mx\nC: EHLO me\nS: 250 mx\nC: AUTH PLAIN\nS: 530 5.7.0 Must issue a STARTTLS command first\n"
+        "C: STARTTLS\nS: 220 2.0.0 Ready to start TLS\n",
+    )
+    assert r.returncode == 0, r.stderr
+    assert [(a, t) for a, t, _ in steps(out)][-2:] == [("send", "AUTH PLAIN"), ("send", "STARTTLS")]
+    r, out = import_text(
+        tmp_path,
+        "S: * OK ready\nC: a1 AUTHENTICATE PLAIN\nS: a1 NO no\nC: a2 STARTTLS\nS: a2 OK go\n",
+        "--force",
+    )
+    assert r.returncode == 0, r.stderr
+    assert [(a, t) for a, t, _ in steps(out)][-1] == ("send", "STARTTLS")
+    user, password = base64.b64encode(b"alice").decode(), base64.b64encode(b"wonderland").decode()
+    r, out = import_text(
+        tmp_path,
+        f"S: 220 mx\nC: AUTH LOGIN\nS: 503 5.5.1 no\nC: {user}\nS: 500 what\nC: {password}\nS: 500 what\n"
+        "C: MAIL FROM:<a@x>\nS: 250 ok\n",
+        "--force",
+    )
+    assert r.returncode == 0, r.stderr
+    assert password not in out.read_text()
+    assert [t for _, t, _ in steps(out)][-3:] == [
+        "{{ env.MAIL_USER | b64 }}",
+        "{{ env.MAIL_PASSWORD | b64 }}",
+        "MAIL FROM:<a@x>",
+    ]
+
+
+def test_a_password_met_later_is_replaced_only_where_it_stands_as_a_word(tmp_path):
+    """docker-mailserver's tests log in with `123`: `FETCH 1:123` is a message range, and
+    `passwords@` holds the password `pass` only by chance. A password echoed as a word is
+    replaced (plain or base64), so it never reaches the file."""
+    r, out = import_text(
+        tmp_path,
+        "S: * OK ready\nC: A LOGIN user1@localhost 123\nS: A OK in\nC: B SELECT INBOX\nS: B OK sel\n"
+        "C: C FETCH 1:123 (FLAGS)\nS: C OK done\n",
+    )
+    assert r.returncode == 0, r.stderr
+    assert [t for _, t, _ in steps(out)][-1] == "FETCH 1:123 (FLAGS)"
+    blob = base64.b64encode(b"\0u\0pass").decode()
+    r, out = import_text(
+        tmp_path,
+        f"S: 220 mx\nC: AUTH PLAIN {blob}\nS: 235 ok\nC: MAIL FROM:<passwords@example.com>\nS: 250 ok\n"
+        "C: RCPT TO:<b@example.com>\nS: 250 ok\nC: DATA\nS: 354 go\nC: Your pass is expiring.\n"
+        "C: Echoed: cGFzcw== and pass\nC: .\nS: 250 ok\n",
+        "--force",
+    )
+    assert r.returncode == 0, r.stderr
+    got = steps(out)
+    assert ("send", "MAIL FROM:<passwords@example.com>", "250") in got
+    body = [t for a, t, _ in got if a == "body"][0]
+    assert body == (
+        "Your {{ env.MAIL_PASSWORD }} is expiring.\n"
+        "Echoed: {{ env.MAIL_PASSWORD | b64 }} and {{ env.MAIL_PASSWORD }}\n"
+    )
+
+
+@pytest.mark.parametrize("indent", ["   ", "\t", " "])
+def test_a_transcript_indented_as_a_whole_imports_as_it_does_flush_left(tmp_path, indent):
+    """RFC text is indented: RFC 5321's D.1 example, set three spaces (or a tab) in."""
+    flush = (DATA / "rfc5321_d1.txt").read_text()
+    r, out = import_text(tmp_path, flush)
+    assert r.returncode == 0, r.stderr
+    want = steps(out)
+    indented = "".join(indent + line if line.strip() else line for line in flush.splitlines(True))
+    r, out = import_text(tmp_path, indented, "--force")
+    assert r.returncode == 0, r.stderr
+    assert steps(out) == want and ("send", "RCPT TO:<Green@foo.com>", "550") in want
+
+
+@pytest.mark.testbed
+def test_a_refused_password_then_the_right_one_replays_as_the_negative_test_it_is(testbed, tmp_path):
+    """Two different passwords (the first refused) get two variables, so the imported scenario
+    replays against Dovecot: the wrong one refused again, the right one accepted."""
+    text = (
+        "S: +OK Dovecot ready.\nC: USER bob@example.test\nS: +OK\nC: PASS Not-His-99\n"
+        "S: -ERR [AUTH] Authentication failed.\nC: USER bob@example.test\nS: +OK\nC: PASS builder\n"
+        "S: +OK Logged in.\nC: QUIT\nS: +OK Logging out.\n"
+    )
+    r, out = import_text(tmp_path, text, "--host", "127.0.0.1", "--port", str(testbed.ports["pop3"]))
+    assert r.returncode == 0, r.stderr
+    written = out.read_text()
+    assert "Not-His-99" not in written and "builder" not in written
+    assert "secrets: [env.MAIL_PASSWORD, env.MAIL_PASSWORD_2]" in written
+    sent = [t for a, t, _ in steps(out) if a == "send"]
+    assert sent[1] == "PASS {{ env.MAIL_PASSWORD }}" and sent[3] == "PASS {{ env.MAIL_PASSWORD_2 }}"
+    env = {"MAIL_USER": "bob@example.test", "MAIL_PASSWORD": "Not-His-99", "MAIL_PASSWORD_2": "builder"}
+    again = mailrun(out, "-v", env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "Not-His-99" not in again.stdout and "builder" not in again.stdout
+
+
 def test_spaces_beyond_the_column_are_the_lines_own(tmp_path):
     text = (
         "S:   220 mx ESMTP\nC:   HELO me\nS:   250 mx\nC:   DATA\nS:   354 go\n"
@@ -310,6 +408,65 @@ def test_real_swaks_output_imports_and_replays(sandbox, tmp_path):
     assert "Swaks-secret-1" not in text and base64.b64encode(b"Swaks-secret-1").decode() not in text
     again = mailrun(out, env={"MAIL_USER": "frank@mailrun.test", "MAIL_PASSWORD": "Swaks-secret-1"})
     assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_real_swaks_output_of_a_refused_login_imports_as_a_negative_test(tmp_path):
+    """swaks prints `*** No authentication type succeeded` when AUTH fails: its remark, not the
+    conversation. The imported scenario expects the refusal, and replays it."""
+    from runner.sandbox.server import Sandbox
+
+    if not shutil.which("swaks"):
+        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+            pytest.fail("swaks is not installed (scripts/test installs it)")
+        pytest.skip("swaks is not installed (scripts/test installs it)")
+    with Sandbox() as strict:  # published users only: a wrong password is refused
+        swaks = subprocess.run(
+            [
+                "swaks",
+                "--server",
+                f"127.0.0.1:{strict.ports['smtp']}",
+                "--from",
+                "alice@mailrun.test",
+                "--to",
+                "bob@mailrun.test",
+                "--auth",
+                "PLAIN",
+                "--auth-user",
+                "alice@mailrun.test",
+                "--auth-password",
+                "Wrong-secret-2",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=T,
+        )  # fmt: skip (`swaks ... 2>&1`: its remarks go to stderr)
+        assert "*** No authentication type succeeded" in swaks.stdout, swaks.stdout
+        r, out = import_text(tmp_path, swaks.stdout)
+        assert r.returncode == 0, r.stderr
+        assert "Wrong-secret-2" not in out.read_text()
+        assert (
+            "send",
+            "AUTH PLAIN {{ auth_plain(env.MAIL_USER, env.MAIL_PASSWORD) }}",
+            "535 5.7.8",
+        ) in steps(out)
+        again = mailrun(out, env={"MAIL_USER": "alice@mailrun.test", "MAIL_PASSWORD": "Wrong-secret-2"})
+        assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_an_import_without_its_host_runs_in_the_sandbox_with_a_host_name(tmp_path):
+    """`mailrun import` writes `{{ env.MAIL_HOST }}` for a transcript that does not name its
+    server; --sandbox fills that in with a host name, not a mail address."""
+    r, out = import_text(tmp_path, "S: 220 mx\nC: EHLO client.example\nS: 250 mx\nC: QUIT\nS: 221 bye\n")
+    assert r.returncode == 0 and "{{ env.MAIL_HOST }}" in out.read_text(), r.stderr
+    out.write_text(out.read_text().replace("EHLO client.example", "EHLO {{ env.MAIL_HOST }}"))
+    env = {k: v for k, v in os.environ.items() if k != "MAIL_HOST"}
+    run = subprocess.run(
+        [sys.executable, "-m", "runner", "--sandbox", "-v", str(out)],
+        cwd=REPO, env={**env, "NO_COLOR": "1"}, capture_output=True, text=True, timeout=T,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "C: EHLO localhost" in run.stdout and "@" not in run.stdout.split("EHLO", 1)[1].split()[0]
 
 
 # --------------------------------------------------------------------------- any input

@@ -225,6 +225,8 @@ CASES = [
     ("message-count", "pop3", "LIST", "+OK 2 messages:", "+OK <n> messages:"),
     ("message-count", "pop3", "LIST", "1 458", "<n> <size>"),
     ("message-count", "pop3", "UIDL", "2 00000002575d2d1f", "<n> <uid>"),
+    ("message-count", "pop3", "UIDL", "+OK 1 a94a44cf0b3c26bf", "+OK <n> <uid>"),  # `UIDL 1`
+    ("message-count", "pop3", "LIST", "+OK 1 120", "+OK <n> <size>"),  # `LIST 1`
     # message-size
     (
         "message-size",

@@ -7,6 +7,11 @@ import os
 
 from runner.errors import UsageError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
 
 def read_variables(args) -> tuple[dict[str, str], dict[str, str]]:
     """(env, variables) from the process environment, --env-file, --vars-file and --var.
@@ -56,23 +61,33 @@ def used_names(scenario) -> set[str]:
 
 def _uses(scenario) -> tuple[set[str], set[str]]:
     """(the names a --var may set, the names referred to only where an include's `vars` bind
-    them: there the include's value wins, so a --var of that name has no effect)."""
+    them: there the include's value wins, so a --var of that name has no effect). A fragment's
+    own defaults bind nothing here: a --var wins over them (Step.defaults)."""
     names = set(scenario.vars) | template_names(dict(scenario.vars))
     shadowed: set[str] = set()
     for session in scenario.sessions:
         names |= template_names(session, skip=("steps", "finally_steps"))
         for step in (*session.steps, *session.finally_steps):
-            bound = {name for binding in step.bindings for name in binding}
-            inside = template_names(step, skip=("bindings",))
+            # (per scope: an outer include's argument still binds a name an inner default has)
+            bound = {name for binding, defaults in _scopes(step) for name in binding if name not in defaults}
+            inside = template_names(step, skip=("bindings", "defaults"))
             names |= (inside - bound) | template_names(step.bindings)
             shadowed |= inside & bound
     return names, shadowed - names
 
 
-def template_names(root, skip: tuple[str, ...] = ()) -> set[str]:
+def _scopes(step):
+    """(an include scope's bindings, the names among them that are the fragment's own defaults)
+    for each include the step is in, outermost first."""
+    for i, binding in enumerate(step.bindings):
+        yield binding, (step.defaults[i] if i < len(step.defaults) else frozenset())
+
+
+def template_names(root, skip: tuple[str, ...] = (), swap: Mapping[int, Any] | None = None) -> set[str]:
     """Every name the templates found anywhere in `root` refer to, walking records (their
     slots, but not the `skip` slots of `root` itself), mappings and sequences: a new templated
-    field of the model is covered by itself."""
+    field of the model is covered by itself. `swap`: id of an object found -> what to walk
+    instead."""
     from runner.lang.templates import TemplateError, parse
 
     names: set[str] = set()
@@ -87,6 +102,8 @@ def template_names(root, skip: tuple[str, ...] = ()) -> set[str]:
                 except TemplateError:
                     pass
             continue
+        if swap:
+            obj = swap.get(id(obj), obj)
         if obj is None or isinstance(obj, (int, float, bytes)) or id(obj) in seen:
             continue
         seen.add(id(obj))
@@ -133,16 +150,27 @@ def unused_vars(given, scenarios, matrix=()) -> list[str]:
 
 
 def unneeded_env(scenario, supplied: set[str]) -> set[str]:
-    """Environment variables the scenario names only in `vars` entries that --var or every
-    --matrix provider supplies (`password: "{{ env.MAILRUN_PASSWORD }}"` with a provider's
-    `password`): nobody needs them set, and --sandbox need not invent them."""
+    """Environment variables the scenario names only in `vars` entries, or an included fragment's
+    own defaults, that --var or every --matrix provider supplies (`password: "{{
+    env.MAILRUN_PASSWORD }}"` with a provider's `password`): nobody needs them set, and
+    --sandbox need not invent them."""
+    if not supplied:
+        return set()
     overridden = {n for n in scenario.vars if n in supplied}
-    if not overridden:
+    gone = [{n: scenario.vars[n] for n in overridden}]
+    pruned: dict[int, dict] = {}  # id(a fragment's bindings) -> them without the supplied defaults
+    for session in scenario.sessions:
+        for step in (*session.steps, *session.finally_steps):
+            for binding, defaults in _scopes(step):
+                given = defaults & supplied
+                if given and id(binding) not in pruned:
+                    pruned[id(binding)] = {n: v for n, v in binding.items() if n not in given}
+                    gone.append({n: binding[n] for n in given})
+    if not overridden and not pruned:
         return set()
     kept = {n: v for n, v in scenario.vars.items() if n not in overridden}
-    still = template_names((scenario.sessions, kept))
-    gone = template_names({n: scenario.vars[n] for n in overridden})
-    return {n[4:] for n in gone - still if n.startswith("env.")}
+    still = template_names((scenario.sessions, kept), swap=pruned)
+    return {n[4:] for n in template_names(gone) - still if n.startswith("env.")}
 
 
 def supplied_names(variables, matrix) -> set[str]:

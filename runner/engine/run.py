@@ -121,6 +121,7 @@ class Engine:
         )
         matrix = dict(extra_vars or {})
         given = dict(self.options.variables)
+        ctx.outside = frozenset(matrix) | frozenset(given)  # (these win over a fragment's defaults)
         for name, value in matrix.items():
             if name not in scenario.vars and name not in given:
                 ctx.define_vars({name: value})

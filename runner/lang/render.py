@@ -95,7 +95,9 @@ class Context:
 
     A child context (include scope) looks names up in its bindings first, then in its parent;
     set() on a child writes to the root so captures survive the fragment (and updates the
-    name where a scope on the way binds it, so the newest capture is what the fragment sees)."""
+    name where a scope on the way binds it, so the newest capture is what the fragment sees).
+    `outside` (on the root): the names the run was given from outside the file (--var,
+    --vars-file, a --matrix provider), which a fragment's own defaults do not bind over."""
 
     def __init__(
         self,
@@ -110,6 +112,7 @@ class Context:
         self.redactor: Redactor = redactor if redactor is not None else Redactor()
         self.run_id: str = run_id if run_id is not None else os.urandom(6).hex()
         self._vars: dict[str, str | Secret] = {}
+        self.outside: frozenset[str] = frozenset()
         self._parent: Context | None = None
         self._root: Context = self
         #: the running session's capability list (runner.protocols.caps), None before one is
@@ -217,10 +220,15 @@ class Context:
     def has(self, name: str) -> bool:
         return self._lookup(name) is not None
 
-    def child(self, bindings: Mapping[str, Any]) -> Context:
-        """An include scope: each binding is rendered in THIS context."""
+    def child(self, bindings: Mapping[str, Any], defaults: Iterable[str] = ()) -> Context:
+        """An include scope: each binding is rendered in THIS context, except a name of
+        `defaults` (a fragment's own default) that the run was given from outside: that name
+        is left to the scopes above, where the outside value is."""
         values: dict[str, str | Secret] = {}
+        skip = self._root.outside.intersection(defaults)
         for name, raw in bindings.items():
+            if name in skip:
+                continue
             if not isinstance(name, str) or not NAME_FULL.match(name):
                 raise TemplateError(f"invalid variable name {name!r} (want [A-Za-z_][A-Za-z0-9_]*)")
             rendered = self._render_binding(name, raw, "include var")
@@ -232,6 +240,7 @@ class Context:
         c.secret_names = self.secret_names
         c.redactor = self.redactor
         c.run_id = self.run_id
+        c.outside = self._root.outside
         c._vars = values
         c._parent = self
         c._root = self._root

@@ -42,9 +42,10 @@ class Scope:
     """The names a place in a file can use. protocol: the session's; None in a fragment (any
     session may include it); UNKNOWN_PROTOCOL when the schema rejected it. tainted: names whose known value holds CR or LF;
     chain: (real path, "file:line") of each include on the way; check_undefined: False in a
-    fragment checked alone (its includer defines its names)."""
+    fragment checked alone (its includer defines its names). bindings and defaults: what
+    Step.bindings and Step.defaults say of the steps here."""
 
-    __slots__ = ("defined", "tainted", "protocol", "via", "bindings", "chain", "check_undefined")
+    __slots__ = ("defined", "tainted", "protocol", "via", "bindings", "defaults", "chain", "check_undefined")
 
     def __init__(
         self,
@@ -53,6 +54,7 @@ class Scope:
         protocol: str | None,
         via: tuple[Location, ...] = (),
         bindings: tuple[Mapping[str, Any], ...] = (),
+        defaults: tuple[frozenset[str], ...] = (),
         chain: tuple[tuple[Path, str], ...] = (),
         check_undefined: bool = True,
     ):
@@ -61,6 +63,7 @@ class Scope:
         self.protocol = protocol
         self.via = via
         self.bindings = bindings
+        self.defaults = defaults
         self.chain = chain
         self.check_undefined = check_undefined
 
@@ -71,6 +74,7 @@ class Scope:
             self.protocol,
             self.via,
             self.bindings,
+            self.defaults,
             self.chain,
             self.check_undefined,
         )

@@ -2,7 +2,8 @@
 
 The fragment's own steps are checked by runner.load.steps (which calls open_include); its
 vars (the include's `vars:` over the fragment's defaults) are rendered in the including
-scope and bound for its steps only, while its captures survive it.
+scope and bound for its steps only, while its captures survive it; a default gives way at run
+time to a value the run is given from outside the file (Step.defaults).
 """
 
 from __future__ import annotations
@@ -87,10 +88,9 @@ def open_include(
     # include vars and the fragment's defaults are rendered in the including scope
     given = chk.vars_block(doc, path + ("vars",), raw.get("vars"), scope.copy(), sequential=False)
     defaults = chk.vars_block(frag, ("vars",), frag.data.get("vars"), scope.copy(), sequential=False)
-    # A fragment's own vars are defaults: a name the command line or a provider file gives
-    # (--var, --vars-file, --matrix) wins over them, as it wins over the scenario's vars. An
+    # A fragment's own vars are defaults, which a value the run is given from outside the file
+    # replaces at run time (Step.defaults: one model serves every --matrix provider); an
     # include's vars are its arguments, and stay.
-    defaults = {name: value for name, value in defaults.items() if name not in chk.external}
     merged = {**defaults, **given}
     inner = Scope(
         defined=set(scope.defined) | set(merged),
@@ -99,6 +99,7 @@ def open_include(
         protocol=scope.protocol,
         via=scope.via + (loc,),
         bindings=scope.bindings + (merged,),
+        defaults=scope.defaults + (frozenset(defaults) - frozenset(given),),
         chain=scope.chain + ((doc.real, here),),
         check_undefined=scope.check_undefined,
     )

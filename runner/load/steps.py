@@ -72,7 +72,7 @@ def _step(chk: Checker, doc: Doc, path: Path_, raw: Any, scope: Scope, in_finall
         other = sorted(set(raw) - {"sleep", "name"})[0]
         chk.add(doc, path + (other,), f"'{other}' cannot go with sleep (a sleep step only waits)", key=True)
         return []
-    kw: dict[str, Any] = {"location": loc, "bindings": scope.bindings}
+    kw: dict[str, Any] = {"location": loc, "bindings": scope.bindings, "defaults": scope.defaults}
     ok = _ACTIONS[action](chk, doc, path, raw, scope, kw)
     if "S" in raw:
         kw["expect"] = _pattern(chk, doc, path + ("S",), raw["S"], scope)

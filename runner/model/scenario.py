@@ -104,6 +104,9 @@ class Step(Plain):
     `bindings`: include scopes, outermost first: each mapping is an `include:` step's `vars`
     merged over the fragment's own `vars` defaults (name -> template). The engine renders each
     mapping in the context built by the ones before it (runner.lang.render.Context.child).
+    `defaults`: for each mapping of `bindings`, the names in it that are the fragment's own
+    defaults (not the include step's `vars`): a name the run is given from outside the file
+    (--var, --vars-file, a --matrix provider) is not bound there, so its outside value wins.
     `requires` / `when`: capability expressions as written (runner.lang.requires), None when
     absent; `max_time` / `min_time`: seconds the reply must take at most / at least (None: the
     session's)."""
@@ -123,6 +126,7 @@ class Step(Plain):
         "multiline",
         "tag",
         "bindings",
+        "defaults",
         "expect_source",
         "chunk",
         "auth",
@@ -153,6 +157,7 @@ class Step(Plain):
         multiline: bool | None = None,
         tag: bool = True,
         bindings: tuple[Mapping[str, Any], ...] = (),
+        defaults: tuple[frozenset[str], ...] = (),
         expect_source: Any = None,
         chunk: int | None = None,
         auth: Mapping[str, Any] | None = None,
@@ -180,6 +185,7 @@ class Step(Plain):
         self.multiline = multiline
         self.tag = tag
         self.bindings = bindings
+        self.defaults = defaults
         self.expect_source = expect_source
         self.chunk = chunk  # bdat: bytes per BDAT chunk (None: one chunk)
         self.auth = auth  # auth: {mechanism, user, password | token, authzid, initial_response}

@@ -15,9 +15,10 @@ from collections import deque
 from runner.protocols.base import DEFAULT_MAX_LINE, FramedProtocol, Reply, decode, shown
 from runner.protocols.lines import Layout, reply_lines
 
-#: Commands whose +OK reply carries a body; LIST and UIDL only without an argument.
+#: Commands whose +OK reply carries a body; LIST and UIDL only without an argument, and AUTH
+#: without one lists the mechanisms (Dovecot and the sandbox do, as many servers since Outlook)
 MULTILINE_ALWAYS = frozenset({"RETR", "TOP", "CAPA"})
-MULTILINE_WITHOUT_ARGUMENT = frozenset({"LIST", "UIDL"})
+MULTILINE_WITHOUT_ARGUMENT = frozenset({"LIST", "UIDL", "AUTH"})
 
 _RAW_CARRY_MAX = 8192
 

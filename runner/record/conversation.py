@@ -95,10 +95,10 @@ class Outgoing:
 
 
 class Conversation:
-    def __init__(self, protocol: str):
+    def __init__(self, protocol: str, passwords: list[str] | None = None):
         self.protocol_name = protocol
         self.protocol = protocols.create(protocol)  # frames replies; knows tags and multi-line
-        self.credentials = Credentials(protocol)
+        self.credentials = Credentials(protocol, passwords)
         # the greeting is the first reply (the line protocol has none: a line the server sends
         # unasked becomes a read step)
         self.turns: list[Turn] = [] if protocol == "line" else [Turn("greeting", "", "")]

@@ -10,8 +10,13 @@ listed as secrets. What it recognises, by protocol:
   response or after a 334 / `+` challenge); any other mechanism's answers become
   `{{ env.MAIL_SASL_RESPONSE_N }}` with a warning (they depend on the server's challenge)
 - POP3 `USER`, `PASS`, `APOP`; IMAP `LOGIN` (atoms, quoted strings, literals)
-- any later text holding the password (or its base64) seen so far
+- any later text holding the password (or its base64) seen so far, where it stands as a word
+  (a password shorter than 4 characters only as a whole whitespace-separated token: `123` in
+  `FETCH 1:123` is a message number, not the password)
 - a `****` that a mailrun transcript wrote in place of a secret, where one of the above is
+
+A second, different password (a refused login, then the right one) gets its own variable,
+`MAIL_PASSWORD_2` and so on in the order they were sent, so a replay can send each again.
 
 `warnings` says, once per kind, what was replaced, for the tool to print.
 """
@@ -21,6 +26,8 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+
+from runner.lang.secrets import MIN_LENGTH
 
 USER = "{{ env.MAIL_USER }}"
 PASSWORD = "{{ env.MAIL_PASSWORD }}"
@@ -38,6 +45,16 @@ _ANSWERS = {
 }
 _B64_TOKEN = re.compile(r"(?<![\w+/=])[A-Za-z0-9+/]{8,}={0,2}(?![\w+/=])")
 _SASL_COMMANDS = {"smtp": "AUTH", "lmtp": "AUTH", "pop3": "AUTH", "imap": "AUTHENTICATE"}
+# verbs a refused SASL exchange's blind answers are told from: after the refusal, a line that
+# is one of these (or has a space in it) is the script's next command, not an answer
+_VERBS = frozenset(
+    {
+        *("HELO", "EHLO", "LHLO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "NOOP", "QUIT", "VRFY"),
+        *("EXPN", "HELP", "STARTTLS", "AUTH", "ETRN", "USER", "PASS", "APOP", "STAT", "LIST"),
+        *("RETR", "DELE", "TOP", "UIDL", "CAPA", "STLS", "DONE", "LOGOUT", "CAPABILITY"),
+    }
+)
+_ANSWER = re.compile(r"[A-Za-z0-9+/]*={0,2}|\*")  # a SASL answer: base64, '=' (empty) or '*'
 _IMAP_STRING = re.compile(r'\s*(?:"((?:[^"\\]|\\.)*)"|\{(\d+)\+?\}|([^\s"{]+))')
 
 
@@ -57,12 +74,15 @@ class Credentials:
     """Replaces credentials in client lines, one line at a time, in the order they were sent.
     Told each server reply (`replied`) so it knows when a SASL exchange goes on or ends."""
 
-    def __init__(self, protocol: str):
+    def __init__(self, protocol: str, passwords: list[str] | None = None):
         self.protocol = protocol
         self.secrets: list[str] = []  # env names to list under `secrets:`
         self.uses_user = False
         self.warnings: list[str] = []
         self._seen: set[str] = set()  # secret values met so far (to replace them anywhere)
+        # the distinct passwords, in the order they were sent (shared by a transcript's sessions,
+        # so MAIL_PASSWORD_2 is the same password in all of them)
+        self._passwords: list[str] = [] if passwords is None else passwords
         self._mechanism: str | None = None  # the SASL exchange in progress
         self._answers = 0  # answers given in it
         self._challenge: str | None = None  # the decoded text of its last challenge
@@ -80,6 +100,8 @@ class Credentials:
         whether it holds a secret)."""
         if self._mechanism is not None:
             return self._sasl_answer(line), True
+        if self._unanswered and not _looks_like_answer(line):
+            self._unanswered = 0  # the script went on with its commands
         if self._unanswered:  # a refused AUTH in a blind script: its answers still come
             self._mechanism, self._unanswered = self._refused, self._unanswered - 1
             text = self._sasl_answer(line)
@@ -134,23 +156,22 @@ class Credentials:
         decoded = None if value == MASK else b64decode_text(value)
         if mech == "PLAIN":
             parts = decoded.split("\0") if decoded is not None else None
-            if parts is not None and len(parts) == 3:
-                self._saw_secret(parts[2])
+            var = self._saw_secret(parts[2]) if parts is not None and len(parts) == 3 else "MAIL_PASSWORD"
             self._replaced("the AUTH PLAIN answer", "{{ auth_plain(env.MAIL_USER, env.MAIL_PASSWORD) }}")
-            return "{{ auth_plain(env.MAIL_USER, env.MAIL_PASSWORD) }}"
+            self._secret(f"env.{var}")
+            return f"{{{{ auth_plain(env.MAIL_USER, env.{var}) }}}}"
         if mech == "LOGIN":
             asks = (self._challenge or "").lower()
             is_user = "user" in asks or (not asks and self._answers == 1)
-            if not is_user and decoded is not None:
-                self._saw_secret(decoded)
+            var = self._saw_secret(decoded) if not is_user and decoded is not None else "MAIL_PASSWORD"
             self._replaced(
                 "the AUTH LOGIN answers", "{{ env.MAIL_USER | b64 }} and {{ env.MAIL_PASSWORD | b64 }}"
             )
             if is_user:
                 self.uses_user = True
                 return "{{ env.MAIL_USER | b64 }}"
-            self._secret("env.MAIL_PASSWORD")
-            return "{{ env.MAIL_PASSWORD | b64 }}"
+            self._secret(f"env.{var}")
+            return f"{{{{ env.{var} | b64 }}}}"
         if mech == "XOAUTH2":
             token = re.search(r"auth=Bearer (\S+)", decoded or "")
             if token:
@@ -174,9 +195,9 @@ class Credentials:
             self.uses_user = True
             return f"{word} {USER}"
         if verb == "PASS":
-            self._saw_secret(line.split(None, 1)[1])
+            var = self._saw_secret(line.split(None, 1)[1])
             self._replaced("the POP3 USER/PASS login", "{{ env.MAIL_USER }} and {{ env.MAIL_PASSWORD }}")
-            return f"{word} {PASSWORD}"
+            return f"{word} {{{{ env.{var} }}}}"
         self.uses_user = True  # APOP user digest: the digest depends on the greeting's timestamp
         name = "env.MAIL_APOP_DIGEST"
         self._secret(name)
@@ -197,15 +218,17 @@ class Credentials:
                 break
             args.append(m)
             pos = m.end()
+        var = "MAIL_PASSWORD"
         if len(args) == 2:
             password = args[1].group(1) if args[1].group(1) is not None else args[1].group(3)
             if password is not None and password != MASK:
-                self._saw_secret(re.sub(r"\\(.)", r"\1", password))
+                var = self._saw_secret(re.sub(r"\\(.)", r"\1", password))
         quoted = [m.group(3) is None for m in args] + [True, True]
         self.uses_user = True
         self._replaced("the IMAP LOGIN", "{{ env.MAIL_USER }} and {{ env.MAIL_PASSWORD }}")
         user = f'"{USER}"' if quoted[0] else USER
-        password = f'"{PASSWORD}"' if quoted[1] else PASSWORD
+        password = f"{{{{ env.{var} }}}}"
+        password = f'"{password}"' if quoted[1] else password
         return f"{word} {user} {password}"
 
     # ------------------------------------------------------------------ any other line
@@ -221,8 +244,7 @@ class Credentials:
             if len(parts) != 3:
                 return m.group(0)
             found = True
-            self._saw_secret(parts[2])
-            return "{{ auth_plain(env.MAIL_USER, env.MAIL_PASSWORD) }}"
+            return f"{{{{ auth_plain(env.MAIL_USER, env.{self._saw_secret(parts[2])}) }}}}"
 
         return _B64_TOKEN.sub(one, text), found
 
@@ -232,15 +254,31 @@ class Credentials:
         text, found = self._plain_blobs(escape_template(line))
         for value in sorted(self._seen, key=len, reverse=True):
             b64 = base64.b64encode(value.encode()).decode()
-            for form, template in ((value, PASSWORD), (b64, "{{ env.MAIL_PASSWORD | b64 }}")):
-                if form in text:
-                    text, found = text.replace(form, template), True
+            var = self._variable(value)
+            for form, template in ((value, f"{{{{ env.{var} }}}}"), (b64, f"{{{{ env.{var} | b64 }}}}")):
+                text, n = _as_word(form).subn(lambda _m, t=template: t, text)
+                found = found or n > 0
         return text, found
 
-    def _saw_secret(self, value: str) -> None:
+    def _saw_secret(self, value: str) -> str:
+        """Learn a password that was sent: -> the environment variable that stands for it."""
+        var = "MAIL_PASSWORD"
         if value and value != MASK:
             self._seen.add(value)
-        self._secret("env.MAIL_PASSWORD")
+            if value not in self._passwords:
+                self._passwords.append(value)
+            var = self._variable(value)
+            if len(self._passwords) > 1:
+                self._warn(
+                    "different passwords were sent (a refused login, then another?): each has its "
+                    "own variable, MAIL_PASSWORD, MAIL_PASSWORD_2, ... in the order they were sent"
+                )
+        self._secret(f"env.{var}")
+        return var
+
+    def _variable(self, value: str) -> str:
+        n = self._passwords.index(value) + 1 if value in self._passwords else 1
+        return "MAIL_PASSWORD" if n == 1 else f"MAIL_PASSWORD_{n}"
 
     def _secret(self, name: str) -> None:
         if name not in self.secrets:
@@ -257,8 +295,23 @@ class Credentials:
         if text not in self.warnings:
             self.warnings.append(text)
 
-    def redact(self, text: str) -> str:
+    def redact(self, text: str) -> str:  # (display only: every occurrence, as a run masks)
         """Text for display: every secret value seen so far (and its base64) as ****."""
         for value in sorted(self._seen, key=len, reverse=True):
             text = text.replace(value, MASK).replace(base64.b64encode(value.encode()).decode(), MASK)
         return text
+
+
+def _looks_like_answer(line: str) -> bool:
+    """Could a line a blind script sends after a refused SASL exchange be one of its planned
+    answers (one base64 token, `=` or `*`), rather than its next command?"""
+    text = line.strip()
+    return bool(_ANSWER.fullmatch(text)) and text.upper() not in _VERBS
+
+
+def _as_word(value: str) -> re.Pattern:
+    """Where `value` stands as a word of a line: not inside a longer word (nor, for a value
+    shorter than MIN_LENGTH, touching anything but spaces)."""
+    if len(value) < MIN_LENGTH:
+        return re.compile(r"(?<!\S)" + re.escape(value) + r"(?!\S)")
+    return re.compile(r"(?<![\w+/=])" + re.escape(value) + r"(?![\w+/=])")

@@ -16,7 +16,7 @@ It reads, one line at a time:
   `#` comments and blank lines are not conversation; what they say about the host, port, TLS
   or a new session is used. Lines before the conversation starts are a preamble, skipped.
 - `   <- remark` after two or more spaces is a remark (the README's walk-through), dropped
-- RFC-style examples: `S:   * OK ...` with the text set in a column (the spaces every `S:`/`C:`
+- RFC-style examples, indented as a whole or not: `S:   * OK ...` with the text set in a column (the spaces every `S:`/`C:`
   line has after its prefix are dropped, the rest kept), and narration in angle brackets such as
   `S: <wait for connection on TCP port 110>` or `C: <open connection>` (RFC 1939), which is not
   conversation
@@ -28,6 +28,7 @@ reply must be what that protocol sends; anything else is an error naming its lin
 from __future__ import annotations
 
 import re
+import textwrap
 
 from runner.errors import MailrunError, ScenarioError
 from runner.model.config import DEFAULT_PORTS
@@ -95,6 +96,7 @@ class Reader:
     def __init__(self, source: str, protocol: str | None, connect: dict, column: int = 1):
         self.source = source
         self.column = column  # the spaces every `S:`/`C:` line has after its prefix (column_of)
+        self.passwords: list[str] = []  # every session's (runner.record.credentials)
         self.protocol = protocol
         self.given_protocol = protocol  # --protocol; else each session's is guessed
         self.given_connect = dict(connect)
@@ -167,6 +169,8 @@ class Reader:
             return True
         if stripped.startswith("#") or set(stripped) <= {"=", "-"}:
             return True
+        if stripped.startswith("*** ") and not (self.conv is not None and self.conv.in_body):
+            return True  # swaks's own remarks ("*** No authentication type succeeded")
         m = _TELNET_CMD.match(stripped)
         if m:
             self.connect.setdefault("host", m.group(1))
@@ -208,7 +212,7 @@ class Reader:
     def _conversation(self, first_line: str) -> Conversation:
         if self.conv is None:
             self.protocol = self.protocol or _guess(first_line)
-            self.conv = Conversation(self.protocol)
+            self.conv = Conversation(self.protocol, self.passwords)
         return self.conv
 
     def _server(self, number: int, text: str) -> None:
@@ -226,7 +230,7 @@ class Reader:
                 self.reply_line = number + 1
         except MailrunError as exc:
             self._problem(self.reply_line or number, f"not a {self.protocol} reply: {exc}")
-            self.conv = Conversation(self.protocol or "smtp")  # go on, to find more problems
+            self.conv = Conversation(self.protocol or "smtp", self.passwords)  # go on, to find more problems
 
     def _client(self, number: int, text: str) -> None:
         if self.conv is None and self.protocol != "line":
@@ -251,7 +255,7 @@ class Reader:
         first = conv.protocol_name == "smtp" and len(conv.turns) == 1 and self.given_protocol is None
         if not (first and text[:5].upper() in ("LHLO", "LHLO ")):
             return conv
-        lmtp = Conversation("lmtp")
+        lmtp = Conversation("lmtp", self.passwords)
         greeting = conv.turns[0]
         if greeting.assumed:
             lmtp.greeting_not_shown()
@@ -347,7 +351,7 @@ def read_transcript(
     text: str, source: str, protocol: str | None = None, connect: dict | None = None
 ) -> Imported:
     """Every session in a transcript; raises ScenarioError listing every line it cannot place."""
-    lines = text.splitlines()
+    lines = textwrap.dedent(text).splitlines()  # a transcript indented as a whole (RFC text)
     reader = Reader(source, protocol, connect or {}, column_of(lines))
     for number, line in enumerate(lines, start=1):
         reader.feed(number, line)

@@ -181,6 +181,7 @@ RULES: tuple[Rule, ...] = (
         "POP3 STAT, LIST and UIDL: each line a message number and its size or unique id",
         [
             (r"^(\+OK )\d+ \d+$", r"\g<1><n> <size>"),
+            (r"^(\+OK )\d+ \S+$", r"\g<1><n> <uid>"),  # `UIDL 1`
             (r"^\d+ \d+$", "<n> <size>"),
             (r"^\d+ \S+$", "<n> <uid>"),
         ],
