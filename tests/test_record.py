@@ -200,6 +200,26 @@ def test_record_auth_plain_and_imap_authenticate_in_the_sandbox(sandbox, tmp_pat
     assert replay(out, "carol@mailrun.test", "Hunter2-pass").returncode == 0
 
 
+@pytest.mark.parametrize(
+    "protocol, script, expected",
+    [
+        ("pop3", "USER carol@mailrun.test\nPASS Hunter2-pass\nLIST\nQUIT\n", "+OK"),
+        ("imap", "a1 LOGIN carol@mailrun.test Hunter2-pass\na2 LOGOUT\n", "OK"),
+    ],
+)
+def test_on_a_port_of_no_usual_protocol_the_greeting_tells_it(sandbox, tmp_path, protocol, script, expected):
+    """The sandbox's ports are not 110 or 143: without --protocol, the greeting says POP3 or
+    IMAP (it used to be taken for SMTP: an error, and a scenario with no step that passed)."""
+    r, out = record(tmp_path, script, sandbox.host, sandbox.ports[protocol])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"the greeting says {protocol.upper()}" in r.stdout
+    scenario = load_scenario(out, use_cache=False)
+    assert scenario.sessions[0].protocol == protocol and len(scenario.sessions[0].steps) >= 3
+    assert "Hunter2-pass" not in out.read_text()
+    again = replay(out, "carol@mailrun.test", "Hunter2-pass")
+    assert again.returncode == 0, again.stdout + again.stderr
+
+
 def test_an_existing_output_is_not_overwritten_without_force(sandbox, tmp_path):
     out = tmp_path / "rec.yaml"
     out.write_text("keep me")

@@ -19,7 +19,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from runner.record.conversation import Conversation
+    from runner.record.live import LiveSession
     from runner.record.write import SessionOut
 
 MAX_INPUT = 64 << 20  # a script or transcript larger than this is not a conversation
@@ -37,7 +37,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
     p.add_argument("--name", help="the scenario's name (default: from the host or the transcript)")
-    p.add_argument("--protocol", choices=protocols.NAMES, help="how replies are framed (default smtp)")
+    p.add_argument(
+        "--protocol",
+        choices=protocols.NAMES,
+        help="how replies are framed (default: the usual protocol of the port; on another port, what the greeting says)",
+    )
 
 
 def build_record_parser() -> argparse.ArgumentParser:
@@ -86,8 +90,8 @@ def cmd_record(argv: list[str]) -> int:
     problem = seconds_problem(args.timeout)
     if problem:
         raise UsageError(f"--timeout: {problem}")
-    protocol = args.protocol or "smtp"
-    port = args.port or DEFAULT_PORTS.get((protocol, args.tls == "implicit"))
+    protocol = args.protocol or _by_port(args.port, args.tls == "implicit")
+    port = args.port or DEFAULT_PORTS.get((protocol or "smtp", args.tls == "implicit"))
     if port is None:
         raise UsageError(f"give the port: protocol {protocol} has no usual one")
     _check_output(args.output, args.force)
@@ -95,7 +99,7 @@ def cmd_record(argv: list[str]) -> int:
     config = ConnectConfig(
         host=args.host, port=port, tls=args.tls, timeout=args.timeout, connect_timeout=args.timeout,
         tls_verify=not args.insecure, ca=args.ca.resolve() if args.ca else None,
-        server_name=args.server_name, family=args.family, protocol=protocol,
+        server_name=args.server_name, family=args.family, protocol=protocol or "smtp",
     )  # fmt: skip
     interactive = script is None and sys.stdin.isatty()
     display = sys.stderr if args.output == "-" else sys.stdout
@@ -104,8 +108,9 @@ def cmd_record(argv: list[str]) -> int:
     )
     if args.insecure:
         print("mailrun: TLS certificate verification is OFF (--insecure)", file=sys.stderr)
-    lines = script.splitlines() if script is not None else _typed(live.conversation, interactive)
+    lines = script.splitlines() if script is not None else _typed(live, interactive)
     recording = live.run(iter(lines))
+    protocol = recording.conversation.protocol_name  # (told by the greeting when not given)
     connect = {"host": args.host, "port": port, "tls": "implicit" if args.tls == "implicit" else None}
     if live.conversation.upgraded:
         connect["tls"] = "starttls"
@@ -134,7 +139,17 @@ def cmd_record(argv: list[str]) -> int:
     return int(ExitClass.INTERRUPTED) if recording.interrupted else 0
 
 
-def _typed(conv: Conversation, interactive: bool) -> Iterator[str]:
+def _by_port(port: int | None, implicit: bool) -> str | None:
+    """The protocol a usual port says (None for another port: the greeting tells); no port: SMTP."""
+    if port is None:
+        return "smtp"
+    from runner.model.config import DEFAULT_PORTS
+
+    usual = [name for (name, tls), number in DEFAULT_PORTS.items() if number == port and tls == implicit]
+    return usual[0] if usual else None
+
+
+def _typed(live: LiveSession, interactive: bool) -> Iterator[str]:
     """Lines from the terminal (a password asked for without echo) or from a pipe."""
     if not interactive:
         for line in sys.stdin:
@@ -145,7 +160,8 @@ def _typed(conv: Conversation, interactive: bool) -> Iterator[str]:
     )
     while True:
         try:
-            yield getpass.getpass("C: (not shown) ") if conv.awaits_secret else input("C: ")
+            secret = live.conversation.awaits_secret
+            yield getpass.getpass("C: (not shown) ") if secret else input("C: ")
         except EOFError:
             return
 

@@ -320,6 +320,15 @@ class Conversation:
         return bool(self._waiting)
 
 
+def guess_protocol(first_line: str) -> str:
+    """The protocol a server's first line (its greeting) belongs to (SMTP when it cannot tell)."""
+    if first_line.startswith(("+OK", "-ERR")):
+        return "pop3"
+    if first_line.startswith("* "):
+        return "imap"
+    return "smtp"
+
+
 def _success(protocol: str, code: str | None) -> bool:
     if code is None:
         return False

@@ -19,7 +19,7 @@ import time
 from runner import transports
 from runner.errors import ConnectionClosed, DeadlineError, MailrunError
 from runner.protocols.smtp import decode_challenge
-from runner.record.conversation import Conversation
+from runner.record.conversation import Conversation, guess_protocol
 from runner.reporters.text import safe_text
 
 TYPE_CHECKING = False
@@ -44,10 +44,14 @@ class Recording:
 class LiveSession:
     """One connection: `run(lines)` plays the client's lines and records the session."""
 
-    def __init__(self, config: ConnectConfig, protocol: str, show: Callable[[str], None], echo: bool = True):
+    def __init__(
+        self, config: ConnectConfig, protocol: str | None, show: Callable[[str], None], echo: bool = True
+    ):
+        """protocol None: told by the greeting (runner.record.conversation.guess_protocol)."""
         self.config = config
         self.echo = echo  # show the client's lines (a script's; a person sees what they type)
-        self.conversation = Conversation(protocol)
+        self.guess = protocol is None
+        self.conversation = Conversation(protocol or "smtp")
         self.show = show
         self.transport = None
         self.open = False
@@ -65,6 +69,8 @@ class LiveSession:
         if info.tls is not None:
             self.show(f"--- TLS: {info.tls.describe()} ---")
         try:
+            if self.guess:
+                conv = self.conversation = self._told_by_greeting()
             if conv.waiting:
                 self._answer()  # the greeting
             for line in lines:
@@ -82,6 +88,26 @@ class LiveSession:
         finally:
             self.transport.close()
         return Recording(conv, error, info.peer, interrupted)
+
+    def _told_by_greeting(self) -> Conversation:
+        """A conversation of the protocol the greeting's first line says, the bytes read so far
+        fed to it (what could be read before a deadline or the close: the greeting step says)."""
+        data, deadline = b"", self._deadline()
+        try:
+            while b"\n" not in data and len(data) < 4096:
+                more = self.transport.recv(deadline)
+                if not more:
+                    break
+                data += more
+        except DeadlineError:
+            pass
+        conv = Conversation(guess_protocol(data.decode("utf-8", "replace")))
+        self.show(
+            f"--- the greeting says {conv.protocol_name.upper()} (give --protocol to say otherwise) ---"
+        )
+        if data:
+            conv.protocol.receive_data(data)
+        return conv
 
     def _line(self, line: str) -> None:
         conv = self.conversation

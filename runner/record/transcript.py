@@ -32,7 +32,7 @@ import textwrap
 
 from runner.errors import MailrunError, ScenarioError
 from runner.model.config import DEFAULT_PORTS
-from runner.record.conversation import Conversation
+from runner.record.conversation import Conversation, guess_protocol
 from runner.record.write import HOST_PLACEHOLDER, SessionOut
 
 _STAMP = re.compile(r"^\d\d:\d\d:\d\d\.\d{3}\s+\+[\d.]+m?s ")
@@ -148,7 +148,7 @@ class Reader:
         if self.prefixed is None and not self._could_be_unprefixed(line):
             return None, line
         self.prefixed = False
-        proto_name = self.protocol or _guess(line)
+        proto_name = self.protocol or guess_protocol(line)
         shape = _REPLY_SHAPE.get(proto_name)
         busy = conv is not None and bool(conv.protocol.pending())  # a reply still coming
         if busy or (shape is not None and shape.match(line)):
@@ -211,7 +211,7 @@ class Reader:
     # ------------------------------------------------------------------ the two sides
     def _conversation(self, first_line: str) -> Conversation:
         if self.conv is None:
-            self.protocol = self.protocol or _guess(first_line)
+            self.protocol = self.protocol or guess_protocol(first_line)
             self.conv = Conversation(self.protocol, self.passwords)
         return self.conv
 
@@ -327,15 +327,6 @@ def _looks_like_greeting(protocol: str, line: str) -> bool:
             "ready" in line.lower() or re.search(r"<[^>]*@[^>]*>", line) is not None
         )
     return False
-
-
-def _guess(line: str) -> str:
-    """The protocol a first server line belongs to (SMTP when it cannot tell)."""
-    if line.startswith(("+OK", "-ERR")):
-        return "pop3"
-    if line.startswith("* "):
-        return "imap"
-    return "smtp"
 
 
 def column_of(lines: list[str]) -> int:
