@@ -263,6 +263,33 @@ def test_a_refused_password_then_the_right_one_replays_as_the_negative_test_it_i
     assert "Not-His-99" not in again.stdout and "builder" not in again.stdout
 
 
+def test_a_telnet_paste_of_an_imap_append_keeps_the_literal_whole(tmp_path):
+    """Unprefixed (a telnet session pasted): the literal's blank lines are data, counted into
+    its {310} bytes, and the tagged OK after it is the server's."""
+    r, out = import_text(tmp_path, (DATA / "telnet_append.txt").read_text())
+    assert r.returncode == 0, r.stderr
+    got = steps(out)
+    raw = [t for a, t, _ in got if a == "raw"][0]
+    assert len(raw.encode()) == 310 + 2  # the literal, then the CRLF that ends the command
+    assert "\r\n\r\nHello Joe" in raw
+    assert [(a, t) for a, t, _ in got][-1] == ("send", "LOGOUT")
+
+
+def test_a_count_that_overruns_its_data_is_an_error_naming_the_line(tmp_path):
+    """A BDAT count larger than the lines after it: the server's reply would be swallowed as
+    data and later commands with it. That is an error naming where the count was given."""
+    text = (
+        "S: 220 mx\nC: EHLO me\nS: 250 mx\nC: MAIL FROM:<a@x>\nS: 250 ok\nC: RCPT TO:<b@x>\nS: 250 ok\n"
+        "C: BDAT 100 LAST\nC: Subject: short\nS: 250 ok\nC: QUIT\nS: 221 bye\n"
+    )
+    r, out = import_text(tmp_path, text)
+    assert r.returncode == 2 and not out.exists()
+    assert (
+        "pasted.txt:10: a server line while the client's literal or BDAT chunk still needs 84 byte(s) (from line 8)"
+        in r.stderr
+    )
+
+
 def test_spaces_beyond_the_column_are_the_lines_own(tmp_path):
     text = (
         "S:   220 mx ESMTP\nC:   HELO me\nS:   250 mx\nC:   DATA\nS:   354 go\n"

@@ -123,6 +123,16 @@ class Conversation:
         return self._literal is not None
 
     @property
+    def counted_left(self) -> int | None:
+        """Bytes an IMAP literal or a BDAT chunk still needs (None: none is being sent)."""
+        return self._literal if self._literal is not None else self._chunk
+
+    @property
+    def in_data(self) -> bool:
+        """A message body, an IMAP literal or a BDAT chunk is being sent: every line is data."""
+        return self.in_body or self.counted_left is not None
+
+    @property
     def awaits_secret(self) -> bool:
         """The next line answers a challenge asking for a password (prompt without echo)."""
         return self._sasl and "pass" in self.credentials.challenge.lower()

@@ -77,8 +77,10 @@ class LiveSession:
                 if not self.open:
                     break
                 self._line(line)
-            if self.open and (conv.in_body or conv.in_literal):  # the input stopped halfway
-                what = "a message body (no line with a lone '.')" if conv.in_body else "an IMAP literal"
+            if self.open and conv.in_data:  # the input stopped halfway
+                what = (
+                    "a message body (no line with a lone '.')" if conv.in_body else "a literal or BDAT chunk"
+                )
                 self.show(f"--- the input ended inside {what}: that part was not sent ---")
         except MailrunError as exc:  # the server closed, a deadline, a malformed reply, a refusal
             error = exc
@@ -111,7 +113,7 @@ class LiveSession:
 
     def _line(self, line: str) -> None:
         conv = self.conversation
-        if not line and not (conv.in_body or conv.in_literal):
+        if not line and not conv.in_data:
             return  # a blank line between commands (a script's last line, say) sends nothing
         out = conv.client_line(line)
         if out is None:

@@ -97,6 +97,7 @@ class Reader:
         self.source = source
         self.column = column  # the spaces every `S:`/`C:` line has after its prefix (column_of)
         self.passwords: list[str] = []  # every session's (runner.record.credentials)
+        self.data_line = 0  # the line of the command whose literal or BDAT chunk is being read
         self.protocol = protocol
         self.given_protocol = protocol  # --protocol; else each session's is guessed
         self.given_connect = dict(connect)
@@ -141,8 +142,8 @@ class Reader:
                     text = text[: self.column - 1].lstrip(" ") + text[self.column - 1 :]
                 return direction, text
         conv = self.conv
-        if self.prefixed is False and conv is not None and conv.in_body and not conv.protocol.pending():
-            return "C", line  # a message line, blank ones included
+        if self.prefixed is False and conv is not None and conv.in_data and not conv.protocol.pending():
+            return "C", line  # a message line (or literal or chunk data), blank ones included
         if not line.strip() or self.prefixed:
             return None, line
         if self.prefixed is None and not self._could_be_unprefixed(line):
@@ -163,13 +164,13 @@ class Reader:
         """Lines that are not conversation; what they say is used."""
         stripped = line.strip()
         if not stripped:
-            return not (self.conv is not None and (self.conv.in_body or self.prefixed is False))
+            return not (self.conv is not None and (self.conv.in_data or self.prefixed is False))
         if set(stripped) == {"="} and len(stripped) >= 10:  # a section rule: prose may follow
             self.started = False
             return True
         if stripped.startswith("#") or set(stripped) <= {"=", "-"}:
             return True
-        if stripped.startswith("*** ") and not (self.conv is not None and self.conv.in_body):
+        if stripped.startswith("*** ") and not (self.conv is not None and self.conv.in_data):
             return True  # swaks's own remarks ("*** No authentication type succeeded")
         m = _TELNET_CMD.match(stripped)
         if m:
@@ -220,6 +221,14 @@ class Reader:
         if self.early and not _looks_like_greeting(conv.protocol_name, text):
             conv.greeting_not_shown()  # the transcript begins after the greeting
         self._replay_early()
+        if conv.counted_left is not None:  # the client's counted data is not all there
+            self._problem(
+                number,
+                f"a server line while the client's literal or BDAT chunk still needs {conv.counted_left} "
+                f"byte(s) (from line {self.data_line}): does its count match the lines sent?",
+            )
+            self.conv = Conversation(self.protocol or "smtp", self.passwords)  # go on, to find more problems
+            return
         data, own_end = unescape(text)
         if not conv.protocol.pending():
             self.reply_line = number
@@ -244,10 +253,13 @@ class Reader:
         if lines[-1] == "" and len(lines) > 1:
             lines.pop()
         for part in lines:
+            counting = conv.counted_left is not None
             try:
                 conv.client_line(part.rstrip("\r"))
             except MailrunError as exc:
                 self._problem(number, str(exc))
+            if not counting and conv.counted_left is not None:
+                self.data_line = number  # where the counted data began (for a message)
 
     def _lmtp_if_lhlo(self, conv: Conversation, text: str) -> Conversation:
         """A conversation taken for SMTP whose first command is LHLO is LMTP (RFC 2033): made
