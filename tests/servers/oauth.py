@@ -33,12 +33,12 @@ class IntrospectionServer:
                 user = owners.get((form.get("token") or [""])[0])
                 answer = {"active": True, "username": user} if user else {"active": False}
                 body = json.dumps(answer).encode()
+                outer.requests += 1  # counted before answering: Dovecot's reply may come first
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
-                outer.requests += 1
 
             def log_message(self, *args) -> None:  # quiet: pytest shows what Dovecot logs
                 pass
