@@ -350,10 +350,11 @@ class Testbed:
         self._check_user(user)
         return self.root / f"foreign-{user}.crt", self.root / f"foreign-{user}.key"
 
-    def oauth_token(self, user: str) -> str:
-        """The bearer token Dovecot's XOAUTH2/OAUTHBEARER accept for the user's address."""
+    def oauth_token(self, user: str, long: bool = False) -> str:
+        """The bearer token Dovecot's XOAUTH2/OAUTHBEARER accept for the user's address; `long`:
+        another one, as long as a real identity provider's JWT (about 1600 characters)."""
         self._check_user(user)
-        return self._oauth.tokens[self.address(user)]
+        return (self._oauth.long_tokens if long else self._oauth.tokens)[self.address(user)]
 
     @property
     def introspections(self) -> int:
