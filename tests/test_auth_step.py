@@ -232,6 +232,27 @@ def test_bearer_tokens_against_dovecot(testbed, tmp_path, mechanism, protocol, f
     assert logged(testbed, mismatch, count=mismatches + 1)
 
 
+@pytest.mark.testbed
+@pytest.mark.parametrize("mechanism", BEARER)
+@pytest.mark.parametrize("protocol", ["imap", "pop3"])
+def test_a_token_too_long_for_the_pop3_command_line_goes_after_the_challenge(
+    testbed, tmp_path, mechanism, protocol
+):
+    """A JWT-sized token (about 1600 characters): POP3's AUTH line may not exceed 255 octets
+    (RFC 5034, 2449), so it is the answer to Dovecot's empty `+`; IMAP has no such limit and
+    SASL-IR carries it inline. Both log in, and the token is shown in no form."""
+    user, token = testbed.address("alice"), testbed.oauth_token("alice", long=True)
+    assert len(token) > 1500
+    template, port = (IMAP, testbed.ports["imap"]) if protocol == "imap" else (POP3, testbed.ports["pop3"])
+    asked = testbed.introspections
+    r, everything = run_auth(tmp_path, template, port, mechanism, user, token)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert testbed.introspections == asked + 1
+    assert started(protocol, mechanism, "inline" if protocol == "imap" else "challenged") in r.stdout
+    for form in derived_forms(user, token):
+        assert form not in everything
+
+
 def tls_run(tmp_path, protocol: str, connect: str, steps: str, name: str) -> subprocess.CompletedProcess:
     """Play a session over TLS (`connect` holds the TLS keys) with `steps` after the greeting."""
     greeting, bye = ("OK", "LOGOUT") if protocol == "imap" else ("+OK", "QUIT")
@@ -543,6 +564,55 @@ steps:
             r = mailrun(path, "-v")
             assert r.returncode == expected, r.stdout + r.stderr
             assert "C: AUTH ANONYMOUS ****" in r.stdout  # (mailrun masks every SASL response)
+
+
+def one_auth(tmp_path, sb, protocol: str, auth: str) -> subprocess.CompletedProcess:
+    """One `auth:` step (its mapping's inside) against the sandbox's SMTP or POP3."""
+    greeting, hello = (
+        ("220", "  - C: EHLO client.example.test\n    S: 250\n") if protocol == "smtp" else ("+OK", "")
+    )
+    path = tmp_path / "one.yaml"
+    path.write_text(
+        f"""\
+name: {protocol} auth
+protocol: {protocol}
+connect: {{host: 127.0.0.1, port: {sb.ports[protocol]}}}
+steps:
+  - S: {greeting}
+{hello}  - auth: {{{auth}}}
+  - C: QUIT
+"""
+    )
+    return mailrun(path, "-v")
+
+
+@pytest.mark.parametrize("protocol, limit", [("smtp", 512), ("pop3", 255)])
+def test_the_initial_response_goes_inline_only_within_the_command_line_limit(tmp_path, protocol, limit):
+    """RFC 4954 and 5034: an AUTH line with its initial response may not exceed the protocol's
+    command line (512 octets with CRLF for SMTP, 255 for POP3); a longer one is sent as the answer
+    to the server's empty challenge. The sandbox's POP3, lenient to 1024 octets, says `-ERR Line
+    too long.` to a real-sized token inline (`initial_response: true` still forces it there)."""
+    from runner.sandbox.server import Sandbox
+
+    challenge = "334 " if protocol == "smtp" else "+ "
+    user = "carol@mailrun.test"
+    # `AUTH PLAIN ` + base64 + CRLF: the longest that fits, and the next longer base64
+    fits = (limit - len("AUTH PLAIN ") - 2) // 4 * 3 - len(f"\0{user}\0")
+    with Sandbox(accept_any_login=True) as sb:
+        for size, inline in ((fits, True), (fits + 1, False)):
+            r = one_auth(tmp_path, sb, protocol, f"mechanism: PLAIN, user: {user}, password: {'p' * size}")
+            assert r.returncode == 0, r.stdout + r.stderr
+            assert ("C: AUTH PLAIN ****\n" in r.stdout) is inline, r.stdout
+            assert (f"C: AUTH PLAIN\n        S: {challenge}\n" in r.stdout) is not inline, r.stdout
+        token = "eyJ" + "tOkEn-" * 300  # an identity provider's JWT is 1.5-2.5 KB
+        for forced, expected in (("", 0), (", initial_response: true", 1 if protocol == "pop3" else 0)):
+            r = one_auth(tmp_path, sb, protocol, f"mechanism: XOAUTH2, user: {user}, token: {token}{forced}")
+            assert r.returncode == expected, r.stdout + r.stderr
+            assert ("C: AUTH XOAUTH2 ****\n" in r.stdout) is bool(forced)
+            if expected:
+                assert "S: -ERR Line too long." in r.stdout
+            for form in derived_forms(user, token):
+                assert form not in r.stdout + r.stderr
 
 
 def test_a_server_that_challenges_on_and_on_gets_the_exchange_cancelled(tmp_path):
