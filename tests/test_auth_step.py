@@ -8,6 +8,7 @@ import base64
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -83,7 +84,27 @@ def derived_forms(user: str, password: str) -> list[str]:
         base64.b64encode(f"\0{user}\0{password}".encode()).decode(),
         base64.b64encode(f"user={user}\x01auth=Bearer {password}\x01\x01".encode()).decode(),
         base64.b64encode(f"n,a={user},\x01auth=Bearer {password}\x01\x01".encode()).decode(),
+        *base64_inside(password),
     ]
+
+
+def base64_inside(secret: str) -> list[str]:
+    """What the base64 of any bytes holding `secret` contains, for each of the three offsets the
+    secret can start at (mod 3): the characters made of the secret's bits alone. So no response
+    carrying it (whatever else it holds: OAUTHBEARER's host and port, an authzid) is shown whole."""
+    data, out = secret.encode(), []
+    for lead in range(3):
+        text = base64.b64encode(bytes(lead) + data).decode()
+        first, last = -(-8 * lead // 6), (8 * (lead + len(data)) - 6) // 6
+        out.append(text[first : last + 1])
+    return out
+
+
+def test_base64_inside_finds_the_secret_at_every_offset():
+    for prefix in ("", "a", "ab", "n,a=u@x,\x01host=127.0.0.1\x01port=143\x01auth=Bearer "):
+        encoded = base64.b64encode(f"{prefix}Tok-en_42\x01\x01".encode()).decode()
+        assert any(part in encoded for part in base64_inside("Tok-en_42")), prefix
+    assert all(len(part) >= 10 for part in base64_inside("Tok-en_42"))
 
 
 IMAP = """\
@@ -117,17 +138,20 @@ MECHANISMS = ["PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256"]
 
 def run_auth(tmp_path, template, port, mechanism, user, password, extra="", expect=""):
     """Play the template's auth: step (`password`, or `token` for the bearer mechanisms)."""
-    path = tmp_path / f"{mechanism}.yaml"
+    work = Path(tempfile.mkdtemp(dir=tmp_path))  # each run's own reports and transcripts
+    path = work / f"{mechanism}.yaml"
     key = "token" if "OAUTH" in mechanism else "password"
     path.write_text(
         template.format(
             port=port, mechanism=mechanism, user=user, password=password, extra=extra, expect=expect, key=key
         )
     )
-    reports = (f"json={tmp_path / 'r.json'}", f"junit={tmp_path / 'r.xml'}")
-    r = mailrun(path, "-v", "--report", reports[0], "--report", reports[1], "--transcript", tmp_path / "tr")
-    outputs = [r.stdout, r.stderr, (tmp_path / "r.json").read_text(), (tmp_path / "r.xml").read_text()]
-    outputs += [p.read_text() for p in (tmp_path / "tr").iterdir()]
+    reports = (f"json={work / 'r.json'}", f"junit={work / 'r.xml'}")
+    r = mailrun(path, "-v", "--report", reports[0], "--report", reports[1], "--transcript", work / "tr")
+    outputs = [r.stdout, r.stderr, (work / "r.json").read_text(), (work / "r.xml").read_text()]
+    transcripts = list((work / "tr").iterdir())
+    assert transcripts, "no transcript written"
+    outputs += [p.read_text() for p in transcripts]
     return r, "\n".join(outputs)
 
 
@@ -147,68 +171,157 @@ def test_every_mechanism_against_dovecot(testbed, tmp_path, mechanism, protocol)
 
 @pytest.mark.testbed
 @pytest.mark.parametrize("mechanism", MECHANISMS)
-def test_a_wrong_password_fails_and_shows_nothing_derived(testbed, tmp_path, mechanism):
+@pytest.mark.parametrize("protocol", ["imap", "pop3"])
+def test_a_wrong_password_fails_and_shows_nothing_derived(testbed, tmp_path, mechanism, protocol):
     user = testbed.address("bob")
-    r, everything = run_auth(tmp_path, IMAP, testbed.ports["imap"], mechanism, user, "Wrong-Pass-42")
+    template, port = (IMAP, testbed.ports["imap"]) if protocol == "imap" else (POP3, testbed.ports["pop3"])
+    r, everything = run_auth(tmp_path, template, port, mechanism, user, "Wrong-Pass-42")
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "expected OK, got" in r.stdout or "NO" in r.stdout
+    assert ("NO [AUTHENTICATIONFAILED]" if protocol == "imap" else "-ERR [AUTH]") in r.stdout
     for form in derived_forms(user, "Wrong-Pass-42"):
         assert form not in everything
 
 
 BEARER = ["XOAUTH2", "OAUTHBEARER"]
+# how the exchange starts: the initial response inline (IMAP: Dovecot's greeting lists SASL-IR),
+# or the command alone and the response to the server's empty `+` challenge
+FORMS = {"inline": "", "challenged": ", initial_response: false"}
+
+
+def started(protocol: str, mechanism: str, form: str, tag: str = "a1") -> str:
+    """The first client line as `-v` shows it, for that form of the exchange."""
+    verb = f"{tag} AUTHENTICATE" if protocol == "imap" else "AUTH"
+    if form == "inline":
+        return f"C: {verb} {mechanism} {'=' if mechanism == 'EXTERNAL' else '****'}\n"
+    return f"C: {verb} {mechanism}\n        S: + \n"
+
+
+def refused(protocol: str) -> str:
+    return "NO [AUTHENTICATIONFAILED]" if protocol == "imap" else "-ERR [AUTH]"
+
+
+@pytest.mark.testbed
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("mechanism", BEARER)
+@pytest.mark.parametrize("protocol", ["imap", "pop3"])
+def test_bearer_tokens_against_dovecot(testbed, tmp_path, mechanism, protocol, form):
+    """Dovecot's oauth2 passdb asks the bed's introspection endpoint about the token: the user's
+    own token logs in; an unknown token, and another user's real token, are refused (exit 1);
+    none is shown in any form, in the output, the JSON and JUnit reports or the transcript."""
+    alice, bob = testbed.address("alice"), testbed.address("bob")
+    template, port = (IMAP, testbed.ports["imap"]) if protocol == "imap" else (POP3, testbed.ports["pop3"])
+    mismatch = f"Introspection failed: Username '{bob}' did not match '{alice}'"
+    mismatches = testbed.logs().count(mismatch)
+    cases = (
+        (alice, testbed.oauth_token("alice"), 0),
+        (alice, "not-the-token-42", 1),
+        (bob, testbed.oauth_token("alice"), 1),  # a valid token, for someone else
+    )
+    for user, token, expected in cases:
+        asked = testbed.introspections
+        r, everything = run_auth(tmp_path, template, port, mechanism, user, token, extra=FORMS[form])
+        assert r.returncode == expected, r.stdout + r.stderr
+        assert testbed.introspections == asked + 1  # Dovecot's oauth2 passdb decided, nothing else
+        assert started(protocol, mechanism, form) in r.stdout
+        for form_shown in derived_forms(user, token):
+            assert form_shown not in everything
+        if expected:
+            # the refusal's error challenge is decoded and answered; the server's NO/-ERR ends it
+            assert f"# {mechanism} challenge: {{" in r.stdout
+            assert refused(protocol) in r.stdout
+    assert logged(testbed, mismatch, count=mismatches + 1)
 
 
 @pytest.mark.testbed
 @pytest.mark.parametrize("mechanism", BEARER)
 @pytest.mark.parametrize("protocol", ["imap", "pop3"])
-def test_bearer_tokens_against_dovecot(testbed, tmp_path, mechanism, protocol):
-    """Dovecot's oauth2 passdb asks the bed's introspection endpoint about the token: the real
-    token logs in, another is refused (exit 1), and neither is shown in any form."""
-    user = testbed.address("alice")
+def test_a_token_too_long_for_the_pop3_command_line_goes_after_the_challenge(
+    testbed, tmp_path, mechanism, protocol
+):
+    """A JWT-sized token (about 1600 characters): POP3's AUTH line may not exceed 255 octets
+    (RFC 5034, 2449), so it is the answer to Dovecot's empty `+`; IMAP has no such limit and
+    SASL-IR carries it inline. Both log in, and the token is shown in no form."""
+    user, token = testbed.address("alice"), testbed.oauth_token("alice", long=True)
+    assert len(token) > 1500
     template, port = (IMAP, testbed.ports["imap"]) if protocol == "imap" else (POP3, testbed.ports["pop3"])
-    for token, expected in ((testbed.oauth_token("alice"), 0), ("not-the-token-42", 1)):
-        r, everything = run_auth(tmp_path, template, port, mechanism, user, token)
-        assert r.returncode == expected, r.stdout + r.stderr
-        for form in derived_forms(user, token):
-            assert form not in everything
-    # the refusal's error challenge is decoded, and the exchange ends with the server's NO/-ERR
-    assert f"# {mechanism} challenge: {{" in r.stdout
-    assert ("NO [AUTHENTICATIONFAILED]" if protocol == "imap" else "-ERR [AUTH]") in r.stdout
+    asked = testbed.introspections
+    r, everything = run_auth(tmp_path, template, port, mechanism, user, token)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert testbed.introspections == asked + 1
+    assert started(protocol, mechanism, "inline" if protocol == "imap" else "challenged") in r.stdout
+    for form in derived_forms(user, token):
+        assert form not in everything
 
 
-@pytest.mark.testbed
-@pytest.mark.parametrize("protocol", ["imap", "pop3"])
-def test_external_against_dovecot_with_and_without_a_client_certificate(testbed, tmp_path, protocol):
-    """EXTERNAL: Dovecot takes the user from the verified client certificate's commonName."""
-    cert, key = testbed.client_cert("bob")
+def tls_run(tmp_path, protocol: str, connect: str, steps: str, name: str) -> subprocess.CompletedProcess:
+    """Play a session over TLS (`connect` holds the TLS keys) with `steps` after the greeting."""
     greeting, bye = ("OK", "LOGOUT") if protocol == "imap" else ("+OK", "QUIT")
-    for with_cert, expected in ((True, 0), (False, 1)):
-        tls = f", client_cert: {cert}, client_key: {key}" if with_cert else ""
-        path = tmp_path / f"external-{with_cert}.yaml"
-        path.write_text(
-            f"""\
-name: {protocol} auth EXTERNAL
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(
+        f"""\
+name: {protocol} {name}
 protocol: {protocol}
-connect: {{host: localhost, port: {testbed.ports[protocol + "s"]}, tls: implicit, ca: {testbed.ca_path}{tls}}}
+connect: {{host: localhost, {connect}}}
 steps:
   - S: {greeting}
-  - auth: {{mechanism: EXTERNAL}}
-  - C: {bye}
+{steps}  - C: {bye}
 """
-        )
-        r = mailrun(path, "-v")
-        assert r.returncode == expected, r.stdout + r.stderr
-    assert logged(testbed, f"{protocol}-login: Info: Login: user=<bob@example.test>, method=EXTERNAL")
+    )
+    return mailrun(path, "-v")
+
+
+EXTERNAL_FORMS = ["inline", "challenged", "starttls"]
 
 
 @pytest.mark.testbed
+@pytest.mark.parametrize("form", EXTERNAL_FORMS)
 @pytest.mark.parametrize("protocol", ["imap", "pop3"])
-def test_anonymous_against_dovecot(testbed, tmp_path, protocol):
-    """ANONYMOUS: Dovecot logs the trace string and logs in as its anonymous user."""
+def test_external_against_dovecot_with_and_without_a_client_certificate(testbed, tmp_path, protocol, form):
+    """EXTERNAL: Dovecot takes the user from the verified client certificate's commonName, over
+    implicit TLS (the empty initial response inline, `=`, or after the `+`) and after STARTTLS/
+    STLS (the capability list is dropped there, so IMAP cannot know of SASL-IR: no initial
+    response). A certificate with the same name from another CA, or none, is refused (exit 1)."""
+    login = f"{protocol}-login: Info: Login: user=<{testbed.address('bob')}>, method=EXTERNAL"
+    logins = testbed.logs().count(login)
+    if form == "starttls":
+        connect = f"port: {testbed.ports[protocol]}, tls: starttls, ca: {testbed.ca_path}"
+        upgrade = "STARTTLS" if protocol == "imap" else "STLS"
+        steps = f"  - C: {upgrade}\n    S: {'OK' if protocol == 'imap' else '+OK'}\n    starttls: true\n"
+        steps += "  - auth: {mechanism: EXTERNAL}\n"
+        first = f"C: {'a2 AUTHENTICATE' if protocol == 'imap' else 'AUTH'} EXTERNAL\n        S: + \n"
+        if protocol == "pop3":  # POP3 AUTH always may carry one (RFC 5034)
+            first = "C: AUTH EXTERNAL =\n"
+    else:
+        connect = f"port: {testbed.ports[protocol + 's']}, tls: implicit, ca: {testbed.ca_path}"
+        steps = f"  - auth: {{mechanism: EXTERNAL{FORMS[form]}}}\n"
+        first = started(protocol, "EXTERNAL", form)
+    cases = (
+        (testbed.client_cert("bob"), 0),
+        (testbed.foreign_client_cert("bob"), 1),  # the right name, from a CA Dovecot does not trust
+        (None, 1),
+    )
+    for i, (pair, expected) in enumerate(cases):
+        tls = f", client_cert: {pair[0]}, client_key: {pair[1]}" if pair else ""
+        r = tls_run(tmp_path, protocol, connect + tls, steps, f"external-{i}")
+        assert r.returncode == expected, r.stdout + r.stderr
+        assert first in r.stdout, r.stdout
+        if expected:
+            assert refused(protocol) in r.stdout
+    assert logged(testbed, login, count=logins + 1)  # the one with the bed's certificate
+
+
+@pytest.mark.testbed
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("protocol", ["imap", "pop3"])
+def test_anonymous_against_dovecot(testbed, tmp_path, protocol, form):
+    """ANONYMOUS: Dovecot logs the trace string and logs in as its anonymous user, never as the
+    user the trace names (there is no credential to get wrong)."""
     port = testbed.ports[protocol]
     path = tmp_path / "anonymous.yaml"
     greeting, bye = ("OK", "LOGOUT") if protocol == "imap" else ("+OK", "QUIT")
+    trace = f"{form}-{protocol}-{testbed.address('alice')}"
+    login = f"{protocol}-login: Info: Login: user=<anonymous>, method=ANONYMOUS"
+    logins = testbed.logs().count(login)
     path.write_text(
         f"""\
 name: {protocol} auth ANONYMOUS
@@ -216,20 +329,22 @@ protocol: {protocol}
 connect: {{host: 127.0.0.1, port: {port}}}
 steps:
   - S: {greeting}
-  - auth: {{mechanism: ANONYMOUS, user: trace-{protocol}@example.org}}
+  - auth: {{mechanism: ANONYMOUS, user: {trace}{FORMS[form]}}}
   - C: {bye}
 """
     )
     r = mailrun(path, "-v")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert logged(testbed, f"anonymous(trace-{protocol}@example.org,")
-    assert logged(testbed, f"{protocol}-login: Info: Login: user=<anonymous>, method=ANONYMOUS")
+    assert started(protocol, "ANONYMOUS", form) in r.stdout
+    assert logged(testbed, f"anonymous({trace},")
+    assert logged(testbed, login, count=logins + 1)
 
 
-def logged(testbed, text: str, within: float = 5.0) -> bool:
-    """Whether Dovecot's log shows `text` (its log process writes a moment after the reply)."""
+def logged(testbed, text: str, within: float = 5.0, count: int = 1) -> bool:
+    """Whether Dovecot's log shows `text`, at least `count` times (its log process writes a
+    moment after the reply)."""
     deadline = time.monotonic() + within
-    while text not in testbed.logs():
+    while testbed.logs().count(text) < count:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
@@ -463,6 +578,55 @@ steps:
             r = mailrun(path, "-v")
             assert r.returncode == expected, r.stdout + r.stderr
             assert "C: AUTH ANONYMOUS ****" in r.stdout  # (mailrun masks every SASL response)
+
+
+def one_auth(tmp_path, sb, protocol: str, auth: str) -> subprocess.CompletedProcess:
+    """One `auth:` step (its mapping's inside) against the sandbox's SMTP or POP3."""
+    greeting, hello = (
+        ("220", "  - C: EHLO client.example.test\n    S: 250\n") if protocol == "smtp" else ("+OK", "")
+    )
+    path = tmp_path / "one.yaml"
+    path.write_text(
+        f"""\
+name: {protocol} auth
+protocol: {protocol}
+connect: {{host: 127.0.0.1, port: {sb.ports[protocol]}}}
+steps:
+  - S: {greeting}
+{hello}  - auth: {{{auth}}}
+  - C: QUIT
+"""
+    )
+    return mailrun(path, "-v")
+
+
+@pytest.mark.parametrize("protocol, limit", [("smtp", 512), ("pop3", 255)])
+def test_the_initial_response_goes_inline_only_within_the_command_line_limit(tmp_path, protocol, limit):
+    """RFC 4954 and 5034: an AUTH line with its initial response may not exceed the protocol's
+    command line (512 octets with CRLF for SMTP, 255 for POP3); a longer one is sent as the answer
+    to the server's empty challenge. The sandbox's POP3, lenient to 1024 octets, says `-ERR Line
+    too long.` to a real-sized token inline (`initial_response: true` still forces it there)."""
+    from runner.sandbox.server import Sandbox
+
+    challenge = "334 " if protocol == "smtp" else "+ "
+    user = "carol@mailrun.test"
+    # `AUTH PLAIN ` + base64 + CRLF: the longest that fits, and the next longer base64
+    fits = (limit - len("AUTH PLAIN ") - 2) // 4 * 3 - len(f"\0{user}\0")
+    with Sandbox(accept_any_login=True) as sb:
+        for size, inline in ((fits, True), (fits + 1, False)):
+            r = one_auth(tmp_path, sb, protocol, f"mechanism: PLAIN, user: {user}, password: {'p' * size}")
+            assert r.returncode == 0, r.stdout + r.stderr
+            assert ("C: AUTH PLAIN ****\n" in r.stdout) is inline, r.stdout
+            assert (f"C: AUTH PLAIN\n        S: {challenge}\n" in r.stdout) is not inline, r.stdout
+        token = "eyJ" + "tOkEn-" * 300  # an identity provider's JWT is 1.5-2.5 KB
+        for forced, expected in (("", 0), (", initial_response: true", 1 if protocol == "pop3" else 0)):
+            r = one_auth(tmp_path, sb, protocol, f"mechanism: XOAUTH2, user: {user}, token: {token}{forced}")
+            assert r.returncode == expected, r.stdout + r.stderr
+            assert ("C: AUTH XOAUTH2 ****\n" in r.stdout) is bool(forced)
+            if expected:
+                assert "S: -ERR Line too long." in r.stdout
+            for form in derived_forms(user, token):
+                assert form not in r.stdout + r.stderr
 
 
 def test_a_server_that_challenges_on_and_on_gets_the_exchange_cancelled(tmp_path):

@@ -1,7 +1,8 @@
 """The `auth:` step: a whole SASL exchange (SMTP/LMTP `AUTH`, POP3 `AUTH`, IMAP `AUTHENTICATE`)
 played with a client mechanism of runner.protocols.sasl.
 
-Send `AUTH MECH [initial response]`; while the server answers with a challenge (334, or `+`),
+Send `AUTH MECH [initial response]` (the initial response only where it fits the protocol's
+command line: `COMMAND_LIMIT`); while the server answers with a challenge (334, or `+`),
 decode it (shown, masked, as a note), answer it; the reply that is not a challenge is the step's
 reply, matched against its `S:` (the protocol's success by default). The password or token, and
 every response derived from them (a SCRAM proof, a CRAM-MD5 digest), are registered with the
@@ -47,9 +48,7 @@ def send_auth(run, plan: StepPlan, ctx: Context, sr: StepResult, deadline: float
         )
     mech = client(mechanism, host=run.config.host, port=run.config.port, **values)
     run.check_outgoing(None, True)  # a credential: refused in the clear outside loopback
-    line = f"{VERBS[protocol]} {mechanism}"
-    if _initial_response(run, spec, mech, protocol):
-        line += " " + (_encoded(run, mech.initial() or b"") or "=")
+    line = _first_line(run, spec, mech, protocol)
     shown = [run.redactor.redact(line)]
     _send(run, step, line, deadline)
     challenges = 0
@@ -99,10 +98,29 @@ def _encoded(run, response: bytes) -> str:
     return text
 
 
+#: RFC 4954 (section 4) and RFC 5034 (section 4): the AUTH command stays within the protocol's
+#: command line limit, CRLF included (SMTP's 512 octets, RFC 5321 4.5.3.1.4; POP3's 255, RFC 2449
+#: section 4); when the initial response would break it, it is not sent inline but as the answer
+#: to the server's empty challenge. IMAP (SASL-IR, RFC 4959) has no such limit.
+COMMAND_LIMIT = {"smtp": 512, "lmtp": 512, "pop3": 255}
+
+
+def _first_line(run, spec, mech, protocol: str) -> str:
+    """`AUTH M`, with the initial response (base64, `=` when empty) where it goes inline."""
+    line = f"{VERBS[protocol]} {mech.name}"
+    if not _initial_response(run, spec, mech, protocol):
+        return line
+    inline = f"{line} {_encoded(run, mech.initial() or b'') or '='}"
+    limit = COMMAND_LIMIT.get(protocol)
+    if spec.get("initial_response") is None and limit is not None and len(inline) + 2 > limit:
+        return line  # too long for the command line: the server's empty challenge asks for it
+    return inline
+
+
 def _initial_response(run, spec, mech, protocol: str) -> bool:
-    """An initial response goes inline where the protocol allows it: SMTP and POP3 always (RFC
-    4954, 5034), IMAP when the server advertises SASL-IR (RFC 4959); `initial_response: false`
-    turns it off, true forces it. Mechanisms where the server speaks first (LOGIN, CRAM-MD5)
+    """An initial response goes inline where the protocol allows it: SMTP and POP3 (RFC 4954,
+    5034) when the line fits (`_first_line`), IMAP when the server advertises SASL-IR (RFC
+    4959); `initial_response: false` turns it off, true forces it (however long the line). Mechanisms where the server speaks first (LOGIN, CRAM-MD5)
     have none."""
     wanted = spec.get("initial_response")
     if wanted is not None:

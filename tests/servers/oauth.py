@@ -18,12 +18,17 @@ MAX_BODY = 64 * 1024
 
 
 class IntrospectionServer:
-    """An HTTP server on `host`, in a daemon thread, with one token per user: `tokens[user]`."""
+    """An HTTP server on `host`, in a daemon thread, with two tokens per user: `tokens[user]`
+    and `long_tokens[user]`."""
 
     def __init__(self, users: list[str], host: str = "127.0.0.1"):
         self.tokens = {user: secrets.token_urlsafe(24) for user in users}
+        # and one as long as an identity provider's JWT (1.5-2.5 KB): too long for a POP3 or
+        # SMTP command line, so it cannot go inline as AUTH's initial response
+        self.long_tokens = {user: "eyJ" + secrets.token_urlsafe(1200) for user in users}
         self.requests = 0  # how many introspections were answered
         owners = {token: user for user, token in self.tokens.items()}
+        owners |= {token: user for user, token in self.long_tokens.items()}
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -33,12 +38,12 @@ class IntrospectionServer:
                 user = owners.get((form.get("token") or [""])[0])
                 answer = {"active": True, "username": user} if user else {"active": False}
                 body = json.dumps(answer).encode()
+                outer.requests += 1  # counted before answering: Dovecot's reply may come first
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
-                outer.requests += 1
 
             def log_message(self, *args) -> None:  # quiet: pytest shows what Dovecot logs
                 pass

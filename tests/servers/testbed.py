@@ -17,8 +17,9 @@ Ports (keys of `Testbed.ports`):
 SASL: Dovecot offers every mechanism mailrun's `auth:` step speaks. PLAIN, LOGIN, CRAM-MD5 and
 SCRAM-SHA-1/256 check the users' passwords; XOAUTH2 and OAUTHBEARER check a bearer token
 (`oauth_token(user)`) against a local introspection endpoint (tests/servers/oauth.py); EXTERNAL
-takes the user from a TLS client certificate (`client_cert(user)`, issued by the bed's CA);
-ANONYMOUS logs in as ANONYMOUS_USER.
+takes the user from a TLS client certificate (`client_cert(user)`, issued by the bed's CA; one
+from another CA, `foreign_client_cert(user)`, is refused); every TLS port, implicit or after
+STARTTLS/STLS, asks for one and requires none; ANONYMOUS logs in as ANONYMOUS_USER.
 
 TLS checks (tls_expect): on every Dovecot TLS port, the SNI names of `TLS_CHECK_NAMES`
 (`tls_check_name('soon' | 'expired' | 'wrong')`) get a certificate from the bed's CA that
@@ -343,10 +344,23 @@ class Testbed:
         self._check_user(user)
         return self.root / f"client-{user}.crt", self.root / f"client-{user}.key"
 
-    def oauth_token(self, user: str) -> str:
-        """The bearer token Dovecot's XOAUTH2/OAUTHBEARER accept for the user's address."""
+    def foreign_client_cert(self, user: str) -> tuple[Path, Path]:
+        """(certificate, key) like `client_cert(user)`, with the same commonName, but issued by
+        another CA, one Dovecot does not trust: a wrong credential for EXTERNAL."""
         self._check_user(user)
-        return self._oauth.tokens[self.address(user)]
+        return self.root / f"foreign-{user}.crt", self.root / f"foreign-{user}.key"
+
+    def oauth_token(self, user: str, long: bool = False) -> str:
+        """The bearer token Dovecot's XOAUTH2/OAUTHBEARER accept for the user's address; `long`:
+        another one, as long as a real identity provider's JWT (about 1600 characters)."""
+        self._check_user(user)
+        return (self._oauth.long_tokens if long else self._oauth.tokens)[self.address(user)]
+
+    @property
+    def introspections(self) -> int:
+        """How many token introspections the endpoint has answered (Dovecot asks once per
+        XOAUTH2/OAUTHBEARER login attempt: force_introspection, no cache)."""
+        return self._oauth.requests
 
     def ssl_context(self) -> ssl.SSLContext:
         """A client context trusting only the bed's CA, hostname checking on."""
@@ -715,14 +729,19 @@ class Testbed:
             "active_attribute = active\nactive_value = true\n"
         )
         os.chmod(oauth_conf, 0o644)
-        # EXTERNAL: a client certificate per user, its commonName the address Dovecot logs in
+        # EXTERNAL: a client certificate per user, its commonName the address Dovecot logs in;
+        # and the same from a CA Dovecot does not trust (ssl_ca is the bed's), which it refuses
+        stranger = trustme.CA(organization_name="not the mailrun test bed CA")
         for user in self.users:
-            crt, key = self.client_cert(user)
-            client = ca.issue_cert(self.address(user), common_name=self.address(user))
-            crt.write_bytes(b"".join(blob.bytes() for blob in client.cert_chain_pems))
-            client.private_key_pem.write_to_path(str(key))
-            os.chmod(crt, 0o644)
-            os.chmod(key, 0o644)  # read by the test's mailrun, which may run as another user
+            for issuer, (crt, key) in (
+                (ca, self.client_cert(user)),
+                (stranger, self.foreign_client_cert(user)),
+            ):
+                client = issuer.issue_cert(self.address(user), common_name=self.address(user))
+                crt.write_bytes(b"".join(blob.bytes() for blob in client.cert_chain_pems))
+                client.private_key_pem.write_to_path(str(key))
+                os.chmod(crt, 0o644)
+                os.chmod(key, 0o644)  # read by the test's mailrun, which may run as another user
         os.chmod(users_file, 0o644)
         # Postfix re-reads a file whose mtime is this very second (300 ms naps until it is older:
         # "being modified?"), which cost every postfix/postconf call here up to 2 s. Backdate.
