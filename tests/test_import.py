@@ -290,6 +290,26 @@ def test_a_count_that_overruns_its_data_is_an_error_naming_the_line(tmp_path):
     )
 
 
+def test_an_openssl_s_client_paste_gives_its_host_port_and_implicit_tls(tmp_path):
+    r, out = import_text(
+        tmp_path,
+        "$ openssl s_client -connect smtp.example.com:465 -crlf -quiet\ndepth=0 CN = smtp.example.com\n"
+        "verify return:1\n220 smtp.example.com ESMTP\nEHLO me\n250 smtp.example.com\nQUIT\n221 bye\n",
+    )
+    assert r.returncode == 0, r.stderr
+    connect = load_scenario(out, use_cache=False).sessions[0].connect.values
+    assert (connect["host"], connect["port"], connect["tls"]) == ("smtp.example.com", 465, "implicit")
+    assert [(a, t) for a, t, _ in steps(out)][0] == ("read", None)
+    # -starttls: openssl played the greeting, EHLO and STARTTLS unseen; the paste cannot replay
+    r, out = import_text(
+        tmp_path,
+        "$ openssl s_client -starttls smtp -connect smtp.example.com:587 -crlf -quiet\n"
+        "verify return:1\n250 CHUNKING\nEHLO me\n250 smtp.example.com\nQUIT\n221 bye\n",
+        "--force",
+    )
+    assert r.returncode == 2 and "pasted.txt:1:" in r.stderr and "--tls starttls" in r.stderr
+
+
 def test_spaces_beyond_the_column_are_the_lines_own(tmp_path):
     text = (
         "S:   220 mx ESMTP\nC:   HELO me\nS:   250 mx\nC:   DATA\nS:   354 go\n"

@@ -13,6 +13,8 @@ It reads, one line at a time:
   there.
 - `--- ... ---` notes of mailrun and the reference transcripts (sessions, connect, TLS, close),
   swaks `===` notes, telnet's own chatter (`$ telnet host 25`, `Trying ...`, `Connected to ...`),
+  `$ openssl s_client -connect host:465` (implicit TLS to that host and port) and its handshake
+  chatter (`depth=...`, `verify return:1`),
   `#` comments and blank lines are not conversation; what they say about the host, port, TLS
   or a new session is used. Lines before the conversation starts are a preamble, skipped.
 - `   <- remark` after two or more spaces is a remark (the README's walk-through), dropped
@@ -50,6 +52,10 @@ _TELNET = re.compile(
     r"^(?:\$ ?telnet\s|Trying \S+\.\.\.|Connected to \S|Escape character is|Connection closed by)"
 )
 _TELNET_CMD = re.compile(r"^\$ ?telnet\s+(\S+)(?:\s+(\d+))?")
+_OPENSSL_CMD = re.compile(r"^\$ ?openssl\s+s_client\b(.*)")
+_OPENSSL_CONNECT = re.compile(r"-connect\s+(?:\[([^\]]+)\]|([^\s:]+)):(\d+)")
+# what `openssl s_client` prints about the handshake before the conversation (without -quiet, more)
+_OPENSSL_CHATTER = re.compile(r"^(?:depth=\d+ |verify (?:return|error):|CONNECTED\(|DONE$|read R BLOCK$)")
 _CONNECTED = re.compile(r"connected to (?:\[([^\]]+)\]|([^\s:\[\]]+)):(\d+)\b", re.IGNORECASE)
 _SESSION = re.compile(r"^--- session (.+?) \((\w+)\).*?: (\S+?):(\d+) via \w+, tls (\w+)")
 _SWAKS_TRYING = re.compile(r"^=== Trying (\S+?):(\d+)\.\.\.")
@@ -98,6 +104,7 @@ class Reader:
         self.column = column  # the spaces every `S:`/`C:` line has after its prefix (column_of)
         self.passwords: list[str] = []  # every session's (runner.record.credentials)
         self.data_line = 0  # the line of the command whose literal or BDAT chunk is being read
+        self.line_number = 0  # the line being read
         self.protocol = protocol
         self.given_protocol = protocol  # --protocol; else each session's is guessed
         self.given_connect = dict(connect)
@@ -114,6 +121,7 @@ class Reader:
 
     # ------------------------------------------------------------------ lines
     def feed(self, number: int, line: str) -> None:
+        self.line_number = number
         line = _STAMP.sub("", line.rstrip("\r\n"))
         if self._note(line):
             return
@@ -172,6 +180,12 @@ class Reader:
             return True
         if stripped.startswith("*** ") and not (self.conv is not None and self.conv.in_data):
             return True  # swaks's own remarks ("*** No authentication type succeeded")
+        m = _OPENSSL_CMD.match(stripped)
+        if m:
+            self._openssl(m.group(1))
+            return True
+        if _OPENSSL_CHATTER.match(stripped) and self.conv is None:
+            return True
         m = _TELNET_CMD.match(stripped)
         if m:
             self.connect.setdefault("host", m.group(1))
@@ -184,6 +198,23 @@ class Reader:
             self._use_note(stripped)
             return True
         return False
+
+    def _openssl(self, args: str) -> None:
+        """`$ openssl s_client -connect HOST:PORT ...`: implicit TLS to that host and port. With
+        -starttls, openssl played the greeting, EHLO and STARTTLS itself and shows none of them."""
+        m = _OPENSSL_CONNECT.search(args)
+        if m:
+            self.connect.setdefault("host", m.group(1) or m.group(2))
+            self.connect.setdefault("port", int(m.group(3)))
+        if "-starttls" in args.split():
+            self._problem(
+                self.line_number,
+                "a transcript of `openssl s_client -starttls` lacks what openssl sent and read before "
+                "TLS (the greeting, EHLO, STARTTLS): record the session instead, with "
+                "`mailrun record HOST PORT --tls starttls`",
+            )
+        else:
+            self.connect.setdefault("tls", "implicit")
 
     def _use_note(self, note: str) -> None:
         m = _SESSION.match(note)
