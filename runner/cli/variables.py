@@ -69,18 +69,11 @@ def _uses(scenario) -> tuple[set[str], set[str]]:
         names |= template_names(session, skip=("steps", "finally_steps"))
         for step in (*session.steps, *session.finally_steps):
             # (per scope: an outer include's argument still binds a name an inner default has)
-            bound = {name for binding, defaults in _scopes(step) for name in binding if name not in defaults}
+            bound = {name for binding, defaults in step.scopes() for name in binding if name not in defaults}
             inside = template_names(step, skip=("bindings", "defaults"))
             names |= (inside - bound) | template_names(step.bindings)
             shadowed |= inside & bound
     return names, shadowed - names
-
-
-def _scopes(step):
-    """(an include scope's bindings, the names among them that are the fragment's own defaults)
-    for each include the step is in, outermost first."""
-    for i, binding in enumerate(step.bindings):
-        yield binding, (step.defaults[i] if i < len(step.defaults) else frozenset())
 
 
 def template_names(root, skip: tuple[str, ...] = (), swap: Mapping[int, Any] | None = None) -> set[str]:
@@ -161,7 +154,7 @@ def unneeded_env(scenario, supplied: set[str]) -> set[str]:
     pruned: dict[int, dict] = {}  # id(a fragment's bindings) -> them without the supplied defaults
     for session in scenario.sessions:
         for step in (*session.steps, *session.finally_steps):
-            for binding, defaults in _scopes(step):
+            for binding, defaults in step.scopes():
                 given = defaults & supplied
                 if given and id(binding) not in pruned:
                     pruned[id(binding)] = {n: v for n, v in binding.items() if n not in given}

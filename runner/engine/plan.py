@@ -86,8 +86,8 @@ def _is_template(step: Step) -> bool:
 def scoped(step: Step, ctx: Context) -> Context:
     """The context an included step renders in: ctx with its include's bindings (a fragment's
     default giving way to a value the run was given from outside the file)."""
-    for i, b in enumerate(step.bindings):
-        ctx = ctx.child(b, defaults=step.defaults[i] if i < len(step.defaults) else ())
+    for binding, defaults in step.scopes():
+        ctx = ctx.child(binding, defaults=defaults)
     return ctx
 
 

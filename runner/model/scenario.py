@@ -203,6 +203,14 @@ class Step(Plain):
     def label(self) -> str:
         return self.name or ""
 
+    def scopes(self) -> list[tuple[Mapping[str, Any], frozenset[str]]]:
+        """(bindings, the names among them that are the fragment's own defaults) of each include
+        the step is in, outermost first (a step made without `defaults` has none)."""
+        return [
+            (binding, self.defaults[i] if i < len(self.defaults) else frozenset())
+            for i, binding in enumerate(self.bindings)
+        ]
+
 
 class SnapshotSpec(Plain):
     """A file's `snapshot:` settings: `ignore`, its own regexes (each match masked as
