@@ -30,7 +30,6 @@ import re
 from runner.lang.secrets import MIN_LENGTH
 
 USER = "{{ env.MAIL_USER }}"
-PASSWORD = "{{ env.MAIL_PASSWORD }}"
 MASK = "****"  # what mailrun's own transcripts and reports show in place of a secret
 
 #: how many answers a client gives in each mechanism's exchange (the initial response counts)
@@ -159,7 +158,7 @@ class Credentials:
             var = self._saw_secret(parts[2]) if parts is not None and len(parts) == 3 else "MAIL_PASSWORD"
             self._replaced("the AUTH PLAIN answer", "{{ auth_plain(env.MAIL_USER, env.MAIL_PASSWORD) }}")
             self._secret(f"env.{var}")
-            return f"{{{{ auth_plain(env.MAIL_USER, env.{var}) }}}}"
+            return _auth_plain(var)
         if mech == "LOGIN":
             asks = (self._challenge or "").lower()
             is_user = "user" in asks or (not asks and self._answers == 1)
@@ -171,7 +170,7 @@ class Credentials:
                 self.uses_user = True
                 return "{{ env.MAIL_USER | b64 }}"
             self._secret(f"env.{var}")
-            return f"{{{{ env.{var} | b64 }}}}"
+            return _env(var, " | b64")
         if mech == "XOAUTH2":
             token = re.search(r"auth=Bearer (\S+)", decoded or "")
             if token:
@@ -197,7 +196,7 @@ class Credentials:
         if verb == "PASS":
             var = self._saw_secret(line.split(None, 1)[1])
             self._replaced("the POP3 USER/PASS login", "{{ env.MAIL_USER }} and {{ env.MAIL_PASSWORD }}")
-            return f"{word} {{{{ env.{var} }}}}"
+            return f"{word} {_env(var)}"
         self.uses_user = True  # APOP user digest: the digest depends on the greeting's timestamp
         name = "env.MAIL_APOP_DIGEST"
         self._secret(name)
@@ -227,8 +226,7 @@ class Credentials:
         self.uses_user = True
         self._replaced("the IMAP LOGIN", "{{ env.MAIL_USER }} and {{ env.MAIL_PASSWORD }}")
         user = f'"{USER}"' if quoted[0] else USER
-        password = f"{{{{ env.{var} }}}}"
-        password = f'"{password}"' if quoted[1] else password
+        password = f'"{_env(var)}"' if quoted[1] else _env(var)
         return f"{word} {user} {password}"
 
     # ------------------------------------------------------------------ any other line
@@ -244,7 +242,7 @@ class Credentials:
             if len(parts) != 3:
                 return m.group(0)
             found = True
-            return f"{{{{ auth_plain(env.MAIL_USER, env.{self._saw_secret(parts[2])}) }}}}"
+            return _auth_plain(self._saw_secret(parts[2]))
 
         return _B64_TOKEN.sub(one, text), found
 
@@ -255,7 +253,7 @@ class Credentials:
         for value in sorted(self._seen, key=len, reverse=True):
             b64 = base64.b64encode(value.encode()).decode()
             var = self._variable(value)
-            for form, template in ((value, f"{{{{ env.{var} }}}}"), (b64, f"{{{{ env.{var} | b64 }}}}")):
+            for form, template in ((value, _env(var)), (b64, _env(var, " | b64"))):
                 text, n = _as_word(form).subn(lambda _m, t=template: t, text)
                 found = found or n > 0
         return text, found
@@ -315,3 +313,13 @@ def _as_word(value: str) -> re.Pattern:
     if len(value) < MIN_LENGTH:
         return re.compile(r"(?<!\S)" + re.escape(value) + r"(?!\S)")
     return re.compile(r"(?<![\w+/=])" + re.escape(value) + r"(?![\w+/=])")
+
+
+def _env(name: str, filters: str = "") -> str:
+    """The template of an environment variable: `{{ env.MAIL_PASSWORD }}`, `{{ env.X | b64 }}`."""
+    return "{{ env." + name + filters + " }}"
+
+
+def _auth_plain(password_var: str) -> str:
+    """The template of an AUTH PLAIN answer for the user and that password's variable."""
+    return "{{ auth_plain(env.MAIL_USER, env." + password_var + ") }}"
