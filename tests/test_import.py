@@ -288,6 +288,11 @@ def test_a_count_that_overruns_its_data_is_an_error_naming_the_line(tmp_path):
         "pasted.txt:10: a server line while the client's literal or BDAT chunk still needs 84 byte(s) (from line 8)"
         in r.stderr
     )
+    r, out = import_text(tmp_path, text.replace("BDAT 100 LAST", "BDAT 3 LAST"), "--force")
+    assert (
+        r.returncode == 2
+        and "pasted.txt:9: the BDAT chunk ends 11 byte(s) before the end of this line" in r.stderr
+    )
 
 
 def test_an_openssl_s_client_paste_gives_its_host_port_and_implicit_tls(tmp_path):

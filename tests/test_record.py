@@ -405,6 +405,16 @@ def test_record_bdat_chunks_sent_blind_then_replay_delivers_again(testbed, tmp_p
     testbed.wait_for_message("bob", lambda data: subject.encode() in data)
 
 
+def test_a_bdat_chunk_that_ends_inside_a_line_is_refused_not_sent_as_a_command(sandbox, tmp_path):
+    """`BDAT 3 LAST` then `Hello`: the chunk is `Hel`, and `lo` would follow as a command. The
+    session ends with that error (exit 1) instead of recording a command that was never sent."""
+    script = "EHLO me\nMAIL FROM:<a@mailrun.test>\nRCPT TO:<b@mailrun.test>\nBDAT 3 LAST\nHello\nQUIT\n"
+    r, out = record(tmp_path, script, sandbox.host, sandbox.ports["smtp"])
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "the BDAT chunk ends 2 byte(s) before the end of this line" in r.stderr
+    assert "C: lo" not in r.stdout and '"lo"' not in out.read_text()
+
+
 @pytest.mark.testbed
 def test_a_refused_auth_in_a_blind_script_still_keeps_its_answers_out(testbed, tmp_path):
     """Postfix's submission port refuses AUTH before STARTTLS: the script's answers go out as

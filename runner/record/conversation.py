@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 
 from runner import protocols
+from runner.errors import MailrunError
 from runner.protocols.smtp import encode_body
 from runner.record.credentials import Credentials
 
@@ -202,11 +203,18 @@ class Conversation:
         return Outgoing(data, True, turn)
 
     def _chunk_line(self, line: str) -> Outgoing | None:
-        """BDAT chunk data: lines (each with its CRLF) until the chunk's n bytes are there; a
-        line that runs past them goes on as the next client line."""
+        """BDAT chunk data: lines (each with its CRLF) until the chunk's n bytes are there (the
+        CRLF of the line that fills it may be left over: a line end as shown). A line that runs
+        further past them is refused: its rest would go out as a command."""
         assert self._chunk is not None
         data = line.encode("utf-8", "surrogateescape") + b"\r\n"
         piece, rest = data[: self._chunk], data[self._chunk :]
+        if rest and rest != b"\r\n":
+            self._chunk = None  # (given up: the lines after it are read as commands)
+            raise MailrunError(
+                f"the BDAT chunk ends {len(rest) - 2} byte(s) before the end of this line, whose rest "
+                "would be sent as a command: does the BDAT count match the lines after it?"
+            )
         self._chunk -= len(piece)
         self._chunk_parts.append(piece)
         if self._chunk:
@@ -218,10 +226,7 @@ class Conversation:
         self.protocol.sent_raw(raw)
         self.turns.append(turn)
         self._waiting.append(turn)
-        out = Outgoing(raw, True, turn)
-        if rest and rest != b"\r\n":  # (the chunk ended inside this line: the rest is a command)
-            self.client_line(rest[:-2].decode("utf-8", "surrogateescape"))
-        return out
+        return Outgoing(raw, True, turn)
 
     def _start_literal(self, size: int) -> None:
         self._literal, self._literal_parts = size, []
