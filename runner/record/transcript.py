@@ -258,7 +258,7 @@ class Reader:
                 f"a server line while the client's literal or BDAT chunk still needs {conv.counted_left} "
                 f"byte(s) (from line {self.data_line}): does its count match the lines sent?",
             )
-            self.conv = Conversation(self.protocol or "smtp", self.passwords)  # go on, to find more problems
+            self._start_over()
             return
         data, own_end = unescape(text)
         if not conv.protocol.pending():
@@ -270,7 +270,11 @@ class Reader:
                 self.reply_line = number + 1
         except MailrunError as exc:
             self._problem(self.reply_line or number, f"not a {self.protocol} reply: {exc}")
-            self.conv = Conversation(self.protocol or "smtp", self.passwords)  # go on, to find more problems
+            self._start_over()
+
+    def _start_over(self) -> None:
+        """After a problem: a fresh conversation, so that reading goes on and finds the others."""
+        self.conv = Conversation(self.protocol or "smtp", self.passwords)
 
     def _client(self, number: int, text: str) -> None:
         if self.conv is None and self.protocol != "line":
