@@ -104,7 +104,6 @@ class Reader:
         self.column = column  # the spaces every `S:`/`C:` line has after its prefix (column_of)
         self.passwords: list[str] = []  # every session's (runner.record.credentials)
         self.data_line = 0  # the line of the command whose literal or BDAT chunk is being read
-        self.line_number = 0  # the line being read
         self.protocol = protocol
         self.given_protocol = protocol  # --protocol; else each session's is guessed
         self.given_connect = dict(connect)
@@ -121,9 +120,8 @@ class Reader:
 
     # ------------------------------------------------------------------ lines
     def feed(self, number: int, line: str) -> None:
-        self.line_number = number
         line = _STAMP.sub("", line.rstrip("\r\n"))
-        if self._note(line):
+        if self._note(number, line):
             return
         direction, text = self._direction(line)
         if direction is not None and _NARRATION.match(text):
@@ -168,7 +166,7 @@ class Reader:
         """Before the conversation: only a line shaped like a greeting starts one."""
         return any(shape.match(line) for shape in _REPLY_SHAPE.values())
 
-    def _note(self, line: str) -> bool:
+    def _note(self, number: int, line: str) -> bool:
         """Lines that are not conversation; what they say is used."""
         stripped = line.strip()
         if not stripped:
@@ -182,7 +180,7 @@ class Reader:
             return True  # swaks's own remarks ("*** No authentication type succeeded")
         m = _OPENSSL_CMD.match(stripped)
         if m:
-            self._openssl(m.group(1))
+            self._openssl(number, m.group(1))
             return True
         if _OPENSSL_CHATTER.match(stripped) and self.conv is None:
             return True
@@ -199,7 +197,7 @@ class Reader:
             return True
         return False
 
-    def _openssl(self, args: str) -> None:
+    def _openssl(self, number: int, args: str) -> None:
         """`$ openssl s_client -connect HOST:PORT ...`: implicit TLS to that host and port. With
         -starttls, openssl played the greeting, EHLO and STARTTLS itself and shows none of them."""
         m = _OPENSSL_CONNECT.search(args)
@@ -208,7 +206,7 @@ class Reader:
             self.connect.setdefault("port", int(m.group(3)))
         if "-starttls" in args.split():
             self._problem(
-                self.line_number,
+                number,
                 "a transcript of `openssl s_client -starttls` lacks what openssl sent and read before "
                 "TLS (the greeting, EHLO, STARTTLS): record the session instead, with "
                 "`mailrun record HOST PORT --tls starttls`",
@@ -300,7 +298,7 @@ class Reader:
         """A conversation taken for SMTP whose first command is LHLO is LMTP (RFC 2033): made
         anew as one, its greeting answered the same."""
         first = conv.protocol_name == "smtp" and len(conv.turns) == 1 and self.given_protocol is None
-        if not (first and text[:5].upper() in ("LHLO", "LHLO ")):
+        if not (first and text.split(" ", 1)[0].upper() == "LHLO"):
             return conv
         lmtp = Conversation("lmtp", self.passwords)
         greeting = conv.turns[0]
