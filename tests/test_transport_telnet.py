@@ -350,3 +350,27 @@ def test_fix_newlines_turns_every_lone_lf_into_crlf_whatever_the_reads(data, dra
     t = TelnetTransport(cfg(1))
     got = b"".join(t._fix_newlines(data[a:b]) for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True))
     assert got == bytes(expect)
+
+
+def test_a_program_that_exited_is_told_apart_from_one_that_runs():
+    """wait_until_flushed stops looking once the program has exited (a zombie not yet reaped):
+    it forwards nothing more. It used to wait out its whole bound, 1 s at every close after the
+    server had closed the connection (bench/benchmark.py, telnet: close)."""
+    import subprocess
+    import sys
+
+    from runner.transports.spawned import _ended
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert not _ended(child.pid)
+    finally:
+        child.kill()
+    deadline = time.monotonic() + 10
+    while not _ended(child.pid) and time.monotonic() < deadline:  # dead, not reaped: a zombie
+        time.sleep(0.01)
+    assert _ended(child.pid)
+    with open(f"/proc/{child.pid}/stat") as f:
+        assert f.read().rsplit(")", 1)[1].split()[0] == "Z"  # (still there: Popen has not reaped it)
+    child.wait()
+    assert _ended(child.pid)  # gone

@@ -68,12 +68,25 @@ def wait_until_flushed(pid: int, timeout: float = 1.0) -> None:
                     wchan = f.read()
             except OSError:
                 wchan = "poll"
-            idle = idle + 1 if unread == 0 and ("poll" in wchan or "select" in wchan) else 0
+            asleep = "poll" in wchan or "select" in wchan
+            if not asleep and _ended(pid):
+                break  # (it exited: the server closed, say) nothing more will be forwarded
+            idle = idle + 1 if unread == 0 and asleep else 0
             time.sleep(0.001)
     except OSError:
         pass
     finally:
         os.close(fd)
+
+
+def _ended(pid: int) -> bool:
+    """Has the process exited (a zombie not yet reaped, or gone)?"""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]  # (the name in parentheses may hold spaces)
+    except (OSError, IndexError):
+        return True
+    return state in ("Z", "X")
 
 
 def kill(child: pexpect.spawn | None) -> None:
